@@ -1,0 +1,161 @@
+//! Getting a request to the leader: serve it here when this node leads, forward it when another
+//! node does, wait (up to the write deadline) while no leader is known.
+//!
+//! The retry rules keep "no acknowledged write lost, nothing applied twice":
+//! - retry freely when nothing can have been applied: this node was not the leader, the target
+//!   was unreachable before the request was sent, or the target said it is not the leader;
+//! - when a write's fate is unknown (proposed but the leader changed, or a forward timed out),
+//!   retry only if it carries an `Idempotency-Key` (the state machine then applies it at most
+//!   once); otherwise answer 503 `OUTCOME_UNKNOWN` and let the client decide;
+//! - a forwarded request is never forwarded again: the receiving node answers at once with a
+//!   "not leader" 503, and the origin node (which owns the deadline) retries. No loops.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::app::{App, Counters};
+use crate::transport::{TransportError, WireRequest};
+
+/// Marks a request forwarded by another node (value: the forwarding node's id).
+pub const FORWARDED_HEADER: &str = "x-stockraft-forwarded";
+/// Set on a 503 from a node that received a forwarded request but does not lead.
+pub const NOT_LEADER_HEADER: &str = "x-stockraft-not-leader";
+/// Names the node that served a request routed to the leader.
+pub const LEADER_HEADER: &str = "x-stockraft-leader";
+/// Pause between attempts while a leader is being elected or found.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// The parts of a client request needed to forward it unchanged.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl RawRequest {
+    fn is_forwarded(&self) -> bool {
+        self.headers.contains_key(FORWARDED_HEADER)
+    }
+}
+
+/// What one attempt to serve a request on this node (as leader) produced.
+pub enum Attempt {
+    /// The final answer.
+    Done(Response),
+    /// This node turned out not to lead; nothing happened. Try again.
+    NotLeader,
+    /// Something may have happened; the message says what.
+    Unknown(String),
+}
+
+/// Serves `raw` at the leader. `serve_here(remaining)` runs the request on this node when it
+/// leads; `retry_unknown` says whether an unknown outcome may be retried (reads, keyed writes).
+pub async fn at_leader<F, Fut>(app: &App, raw: &RawRequest, retry_unknown: bool, mut serve_here: F) -> Response
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = Attempt>,
+{
+    let deadline_ms = app.config.api.write_deadline_ms;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(deadline_ms);
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return ApiError::no_leader(format!("no leader answered within {deadline_ms} ms")).into_response();
+        }
+        let attempt = match app.leader() {
+            Some(leader) if leader == app.id => {
+                match tokio::time::timeout(remaining, serve_here(remaining)).await {
+                    Ok(attempt) => attempt,
+                    Err(_) => Attempt::Unknown(format!("not committed within {deadline_ms} ms")),
+                }
+            }
+            _ if raw.is_forwarded() => return not_leader_response(app),
+            Some(leader) => forward(app, leader, raw, remaining).await,
+            None => Attempt::NotLeader,
+        };
+        match attempt {
+            Attempt::Done(mut response) => {
+                if !response.headers().contains_key(LEADER_HEADER) {
+                    response
+                        .headers_mut()
+                        .insert(LEADER_HEADER, HeaderValue::from(app.id));
+                }
+                return response;
+            }
+            Attempt::NotLeader => {}
+            Attempt::Unknown(message) if !retry_unknown => {
+                return ApiError::outcome_unknown(format!(
+                    "{message}; the write may or may not have been applied (send an Idempotency-Key to retry safely)"
+                ))
+                .into_response();
+            }
+            Attempt::Unknown(message) => tracing::debug!(%message, "retrying after an unknown outcome"),
+        }
+        let pause = RETRY_PAUSE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        tokio::time::sleep(pause).await;
+    }
+}
+
+fn not_leader_response(app: &App) -> Response {
+    let mut response = ApiError::no_leader(format!("node {} is not the leader", app.id)).into_response();
+    response
+        .headers_mut()
+        .insert(NOT_LEADER_HEADER, HeaderValue::from_static("true"));
+    response
+}
+
+/// Hop-by-hop headers that must not be copied onto another connection.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "host" | "content-length" | "connection" | "transfer-encoding" | "keep-alive" | "upgrade"
+    )
+}
+
+async fn forward(app: &App, leader: u64, raw: &RawRequest, timeout: Duration) -> Attempt {
+    let Some(addr) = app.address_of(leader) else {
+        return Attempt::NotLeader;
+    };
+    Counters::bump(&app.counters.forwarded);
+    let mut headers: Vec<(String, String)> = raw
+        .headers
+        .iter()
+        .filter(|(name, _)| !is_hop_by_hop(name.as_str()))
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect();
+    headers.push((FORWARDED_HEADER.to_owned(), app.id.to_string()));
+    let wire = WireRequest {
+        method: raw.method.as_str().to_owned(),
+        path: raw.path_and_query.clone(),
+        headers,
+        body: raw.body.clone(),
+    };
+    match app.transport.send(&addr, wire, timeout).await {
+        Ok(answer) if answer.header(NOT_LEADER_HEADER).is_some() => Attempt::NotLeader,
+        Ok(answer) => Attempt::Done(into_response(answer)),
+        Err(TransportError::Unreachable { .. }) => Attempt::NotLeader,
+        Err(error @ TransportError::NoAnswer { .. }) => Attempt::Unknown(error.to_string()),
+    }
+}
+
+fn into_response(answer: crate::transport::WireResponse) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() = status;
+    for (name, value) in answer.headers {
+        if is_hop_by_hop(&name) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}

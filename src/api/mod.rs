@@ -1,0 +1,104 @@
+//! HTTP in: the seed-compatible client API, the Raft RPC routes and the guards in front of them.
+//!
+//! Every node serves every route. Handlers are thin: they parse and validate (answering 400, 413,
+//! 415 in the seed's error shape), then call [`App`](crate::app::App) through [`leader`], which
+//! serves the request here if this node leads, forwards it to the leader otherwise, and waits for
+//! a leader within the write deadline when none is known. Failures become HTTP in exactly one
+//! place, [`error::ApiError`].
+//!
+//! Security: `/raft/*` (and admin routes) require the cluster secret in `x-stockraft-secret`;
+//! client routes require `Authorization: Bearer <token>` only when a client token is configured.
+//! Secrets are compared in constant time.
+
+pub mod error;
+mod health;
+mod inventory;
+pub mod json;
+mod leader;
+mod raft_routes;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::app::App;
+use crate::raft::network::routes;
+use crate::transport::SECRET_HEADER;
+use error::ApiError;
+
+/// Largest Raft RPC body (a full snapshot travels in one request).
+pub const RAFT_BODY_LIMIT_BYTES: usize = 1 << 30;
+
+/// The node's whole HTTP surface.
+pub fn router(app: Arc<App>) -> Router {
+    let raft = Router::new()
+        .route(routes::APPEND, post(raft_routes::append))
+        .route(routes::VOTE, post(raft_routes::vote))
+        .route(routes::PRE_VOTE, post(raft_routes::pre_vote))
+        .route(routes::SNAPSHOT, post(raft_routes::snapshot))
+        .route(routes::TRANSFER_LEADER, post(raft_routes::transfer_leader))
+        .route(routes::STATUS, get(raft_routes::status))
+        .layer(axum::extract::DefaultBodyLimit::max(RAFT_BODY_LIMIT_BYTES))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_secret));
+
+    let record = "/api/inventory/stores/{store_id}/inventory/{sku}";
+    let client = Router::new()
+        .route("/api/inventory", post(inventory::create_from_body))
+        .route(record, get(inventory::get).post(inventory::create_at_path))
+        .route(&format!("{record}/adjust"), post(inventory::adjust))
+        .route(&format!("{record}/reserve"), post(inventory::reserve))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_client_token));
+
+    let open = Router::new()
+        .route("/api/health", get(health::health))
+        .route("/api/health/liveness", get(health::liveness))
+        .route("/api/health/readiness", get(health::readiness));
+
+    Router::new()
+        .merge(raft)
+        .merge(client)
+        .merge(open)
+        .fallback(|| async { ApiError::not_found("no such route").into_response() })
+        .with_state(app)
+}
+
+/// Compares two secrets without leaking, through timing, how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn has_secret(app: &App, headers: &HeaderMap) -> bool {
+    headers
+        .get(SECRET_HEADER)
+        .is_some_and(|value| constant_time_eq(value.as_bytes(), app.config.cluster.secret.as_bytes()))
+}
+
+async fn require_secret(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if !has_secret(&app, request.headers()) {
+        return ApiError::unauthorized().into_response();
+    }
+    next.run(request).await
+}
+
+async fn require_client_token(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &app.config.cluster.client_token {
+        let expected = format!("Bearer {token}");
+        let authorized = request
+            .headers()
+            .get("authorization")
+            .is_some_and(|value| constant_time_eq(value.as_bytes(), expected.as_bytes()));
+        // Nodes forwarding a client's request pass its Authorization header along unchanged.
+        if !authorized {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(request).await
+}

@@ -1,0 +1,184 @@
+//! The application: one node's handle on the replicated inventory. HTTP handlers call this and
+//! nothing below it.
+//!
+//! It owns the decisions that sit between a client and Raft:
+//! - **who serves a write**: the leader proposes; a follower forwards to the leader
+//!   (`api::write`), and nobody acknowledges anything Raft has not committed and applied;
+//! - **when**: time enters the log here, stamped by the leader ([`App::propose`]);
+//! - **reads**: linearizable through a read-index round on the leader, or local on request.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::ReadPolicy;
+use openraft_rt::WatchReceiver;
+
+use crate::config::Config;
+use crate::inventory::{IdempotencyKey, Record, RecordKey, Request, Response};
+use crate::raft::state_machine::StateMachineStore;
+use crate::raft::{Applied, NodeId, Raft, RaftMetrics};
+use crate::storage::StorageError;
+use crate::transport::Transport;
+
+/// Why a proposal did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not the leader; nothing was proposed. Safe to retry elsewhere.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// The entry was proposed but its fate is unknown (leader changed before it committed).
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// Raft is shutting down or broken on this node.
+    #[error("raft unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why a linearizable read could not be served here.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("raft unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Counters behind `GET /api/metrics`. Relaxed atomics: they are statistics, not state.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub idempotent_hits: AtomicU64,
+    pub adjust_stock: AtomicU64,
+    pub reserve_stock: AtomicU64,
+    pub create_record: AtomicU64,
+    pub get_inventory: AtomicU64,
+    pub forwarded: AtomicU64,
+}
+
+impl Counters {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One node's application state, shared by all request handlers.
+pub struct App {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub state: StateMachineStore,
+    pub config: Arc<Config>,
+    pub transport: Arc<dyn Transport>,
+    pub counters: Counters,
+    started_at: tokio::time::Instant,
+}
+
+impl App {
+    pub fn new(
+        id: NodeId,
+        raft: Raft,
+        state: StateMachineStore,
+        config: Arc<Config>,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
+        Self {
+            id,
+            raft,
+            state,
+            config,
+            transport,
+            counters: Counters::default(),
+            started_at: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started_at.elapsed()
+    }
+
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.metrics().current_leader
+    }
+
+    /// The HTTP address of `node`, from the live membership (falling back to `cluster.toml`).
+    pub fn address_of(&self, node: NodeId) -> Option<String> {
+        let metrics = self.metrics();
+        if let Some(found) = metrics.membership_config.membership().get_node(&node) {
+            return Some(found.addr.clone());
+        }
+        self.config.node(node).map(|n| n.addr.clone())
+    }
+
+    /// Proposes `command` as the leader: stamps the log time, waits until the entry is committed
+    /// by a quorum (each member flushed it) and applied here, and returns the state machine's
+    /// answer.
+    pub async fn propose(
+        &self,
+        command: crate::inventory::Command,
+        idempotency_key: Option<String>,
+    ) -> Result<Response, ProposeError> {
+        let request = Request {
+            command,
+            proposed_at_ms: wall_clock_ms(),
+            idempotency: idempotency_key.map(|key| IdempotencyKey {
+                key,
+                ttl_ms: self.config.api.idempotency_ttl_ms,
+            }),
+        };
+        match self.raft.client_write(request).await {
+            Ok(written) => match written.data {
+                Applied::Command(response) => Ok(response),
+                Applied::Nothing => Err(ProposeError::Unavailable(
+                    "a command entry produced no answer".into(),
+                )),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(ProposeError::NotLeader {
+                    leader: forward.leader_id,
+                })
+            }
+            Err(RaftError::APIError(error)) => Err(ProposeError::OutcomeUnknown(error.to_string())),
+            Err(RaftError::Fatal(fatal)) => Err(ProposeError::Unavailable(fatal.to_string())),
+        }
+    }
+
+    /// Reads a record after confirming leadership with a quorum and waiting until this node has
+    /// applied everything committed before the read began (read index).
+    pub async fn read_linearizable(&self, key: &RecordKey) -> Result<Option<Record>, ReadError> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(self.state.record(key)?),
+            Err(RaftError::APIError(error)) => {
+                use openraft::errors::LinearizableReadError;
+                match error {
+                    LinearizableReadError::ForwardToLeader(forward) => Err(ReadError::NotLeader {
+                        leader: forward.leader_id,
+                    }),
+                    other => Err(ReadError::Unavailable(other.to_string())),
+                }
+            }
+            Err(RaftError::Fatal(fatal)) => Err(ReadError::Unavailable(fatal.to_string())),
+        }
+    }
+
+    /// Reads this node's applied state, which may be behind the cluster.
+    pub fn read_local(&self, key: &RecordKey) -> Result<Option<Record>, StorageError> {
+        self.state.record(key)
+    }
+}
+
+/// Milliseconds since the Unix epoch on this node's clock (virtual under madsim). Only the
+/// leader calls this, and only to stamp a proposal; the state machine never does.
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}

@@ -1,0 +1,260 @@
+//! Configuration in one place: defaults, then `cluster.toml`, then `STOCKRAFT_*` environment
+//! variables, validated once at start-up.
+//!
+//! `cluster.toml` is the *bootstrap* description of a cluster: its initial voters, where data
+//! lives, timeouts and the secret. Once a cluster has initialised, the live membership is the one
+//! in the Raft log; the file's node list is then only used to find addresses.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+/// Environment variable that overrides `cluster.secret`.
+pub const SECRET_ENV: &str = "STOCKRAFT_SECRET";
+/// Environment variable that overrides `cluster.client_token`.
+pub const CLIENT_TOKEN_ENV: &str = "STOCKRAFT_CLIENT_TOKEN";
+/// Environment variable that overrides `storage.data_dir`.
+pub const DATA_DIR_ENV: &str = "STOCKRAFT_DATA_DIR";
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub cluster: ClusterConfig,
+    /// The initial voters. The cluster initialises itself from this list exactly once.
+    pub nodes: Vec<NodeConfig>,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub raft: RaftConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Shared secret guarding Raft RPC and admin routes (header `x-stockraft-secret`).
+    /// `STOCKRAFT_SECRET` wins over the file.
+    #[serde(default)]
+    pub secret: String,
+    /// When set, client routes require `Authorization: Bearer <token>`. Default: open.
+    #[serde(default)]
+    pub client_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: u64,
+    /// `host:port` this node's HTTP server listens on and peers reach it at.
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Node `N` keeps its sled database in `<data_dir>/node-N`. Relative paths are relative to the
+    /// configuration file's directory. Default: `./data`.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    /// Leader heartbeat period. Default 100 ms.
+    pub heartbeat_interval_ms: u64,
+    /// A follower that hears no leader for a random time in [min, max] starts an election.
+    /// Defaults 500 and 1000 ms: several heartbeats, so one lost packet does not depose a leader.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot every this many applied entries. Default 5000: bounds the log on disk.
+    pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind a snapshot, so a briefly lagging follower catches up from
+    /// the log instead of a full snapshot. Default 1000.
+    pub log_entries_kept_after_snapshot: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every_entries: 5000,
+            log_entries_kept_after_snapshot: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// How long a write waits for a leader (election, partition) before answering 503.
+    /// Default 5000 ms.
+    pub write_deadline_ms: u64,
+    /// How long an idempotency key is remembered, in log time. Default 24 h.
+    pub idempotency_ttl_ms: u64,
+    /// Largest accepted request body. Default 64 KiB.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            write_deadline_ms: 5_000,
+            idempotency_ttl_ms: 24 * 60 * 60 * 1000,
+            body_limit_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies the environment, resolves the data directory and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        })?;
+        let mut config = Self::parse(&text)?;
+        config.apply_env(|name| std::env::var(name).ok());
+        if config.storage.data_dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.storage.data_dir = base.join(&config.storage.data_dir);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|error| ConfigError::Invalid(error.to_string()))
+    }
+
+    /// Overrides from the environment; `lookup` is `std::env::var` in the product.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        if let Some(secret) = lookup(SECRET_ENV) {
+            self.cluster.secret = secret;
+        }
+        if let Some(token) = lookup(CLIENT_TOKEN_ENV) {
+            self.cluster.client_token = Some(token).filter(|t| !t.is_empty());
+        }
+        if let Some(dir) = lookup(DATA_DIR_ENV) {
+            self.storage.data_dir = PathBuf::from(dir);
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if self.cluster.secret.len() < 8 {
+            return invalid(format!(
+                "cluster.secret (or {SECRET_ENV}) must be at least 8 characters"
+            ));
+        }
+        if self.nodes.is_empty() {
+            return invalid("at least one [[nodes]] entry is required".into());
+        }
+        let mut ids: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.nodes.len() {
+            return invalid("node ids must be unique".into());
+        }
+        if self.nodes.iter().any(|n| n.id == 0) {
+            return invalid("node id 0 is reserved".into());
+        }
+        if self.api.write_deadline_ms == 0 || self.api.body_limit_bytes == 0 {
+            return invalid("api.write_deadline_ms and api.body_limit_bytes must be positive".into());
+        }
+        self.openraft_config()?;
+        Ok(())
+    }
+
+    pub fn node(&self, id: u64) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The node that initialises a fresh cluster: the initial voter with the smallest id.
+    pub fn bootstrap_node_id(&self) -> u64 {
+        self.nodes.iter().map(|n| n.id).min().unwrap_or(0)
+    }
+
+    pub fn data_dir_for(&self, id: u64) -> PathBuf {
+        self.storage.data_dir.join(format!("node-{id}"))
+    }
+
+    /// The openraft configuration derived from `[raft]`, validated by openraft itself.
+    pub fn openraft_config(&self) -> Result<Arc<openraft::Config>, ConfigError> {
+        let raft = &self.raft;
+        let config = openraft::Config {
+            cluster_name: "stockraft".into(),
+            heartbeat_interval: raft.heartbeat_interval_ms,
+            election_timeout_min: raft.election_timeout_min_ms,
+            election_timeout_max: raft.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(raft.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: raft.log_entries_kept_after_snapshot,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        let config = config
+            .validate()
+            .map_err(|error| ConfigError::Invalid(format!("[raft]: {error}")))?;
+        Ok(Arc::new(config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+        [cluster]
+        secret = "file-secret"
+        [[nodes]]
+        id = 1
+        addr = "127.0.0.1:1"
+        [[nodes]]
+        id = 2
+        addr = "127.0.0.1:2"
+    "#;
+
+    #[test]
+    fn defaults_fill_missing_sections_and_env_overrides_the_file() {
+        let mut config = Config::parse(SAMPLE).unwrap();
+        assert_eq!(config.api.write_deadline_ms, 5_000);
+        config.apply_env(|name| (name == SECRET_ENV).then(|| "env-secret-123".to_owned()));
+        assert_eq!(config.cluster.secret, "env-secret-123");
+        assert!(config.validate().is_ok());
+        assert_eq!(config.bootstrap_node_id(), 1);
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_a_reason() {
+        let unknown_field = SAMPLE.replace("[cluster]", "[cluster]\nsecrte = \"x\"");
+        assert!(Config::parse(&unknown_field).is_err());
+        let short_secret = Config::parse(&SAMPLE.replace("file-secret", "short")).unwrap();
+        assert!(short_secret.validate().is_err());
+        let duplicate = Config::parse(&SAMPLE.replace("id = 2", "id = 1")).unwrap();
+        assert!(duplicate.validate().is_err());
+        let mut bad_timeouts = Config::parse(SAMPLE).unwrap();
+        bad_timeouts.raft.election_timeout_min_ms = 50;
+        bad_timeouts.raft.heartbeat_interval_ms = 100;
+        assert!(bad_timeouts.validate().is_err());
+    }
+}

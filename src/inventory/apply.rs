@@ -1,0 +1,464 @@
+//! The pure state transition: `(state, request, context) -> (response, effects)`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::command::{Command, CommandResult, Rejection, Request, Response};
+use super::record::{Record, RecordKey};
+
+/// Everything `apply` may know about the world besides the state and the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyContext {
+    /// Index of the log entry being applied.
+    pub log_index: u64,
+    /// Log time in ms: `max(previous log time, request.proposed_at_ms)`, computed by the caller
+    /// from replicated data only.
+    pub now_ms: u64,
+}
+
+/// Read access to the replicated state, as of just before this request.
+pub trait StateView {
+    fn record(&self, key: &RecordKey) -> Option<Record>;
+    fn idempotency(&self, key: &str) -> Option<IdempotencyEntry>;
+}
+
+/// What is remembered about an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyEntry {
+    /// [`Command::fingerprint`] of the request that first used the key.
+    pub fingerprint: Vec<u8>,
+    /// The answer given then, replayed verbatim (with `replayed = true`).
+    pub response: Response,
+    /// Log time after which the key is forgotten.
+    pub expires_at_ms: u64,
+}
+
+/// The writes one request causes. Empty when the request was a replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    pub records: Vec<Record>,
+    pub idempotency: Option<(String, IdempotencyEntry)>,
+}
+
+/// Applies one request. Deterministic: depends only on its arguments.
+pub fn apply(view: &impl StateView, request: &Request, context: ApplyContext) -> (Response, Effects) {
+    let fingerprint = request.idempotency.as_ref().map(|_| request.command.fingerprint());
+    if let (Some(idempotency), Some(fingerprint)) = (&request.idempotency, &fingerprint) {
+        if let Some(entry) = view.idempotency(&idempotency.key) {
+            if entry.expires_at_ms > context.now_ms {
+                return (replay(entry, &idempotency.key, fingerprint, request, context), Effects::default());
+            }
+        }
+    }
+
+    let result = execute(view, &request.command, context.now_ms);
+    let response = Response {
+        operation: request.command.operation(),
+        result,
+        replayed: false,
+        log_index: context.log_index,
+    };
+    let mut effects = Effects {
+        records: response.result.iter().cloned().collect(),
+        idempotency: None,
+    };
+    if let (Some(idempotency), Some(fingerprint)) = (&request.idempotency, fingerprint) {
+        let entry = IdempotencyEntry {
+            fingerprint,
+            response: response.clone(),
+            expires_at_ms: context.now_ms.saturating_add(idempotency.ttl_ms),
+        };
+        effects.idempotency = Some((idempotency.key.clone(), entry));
+    }
+    (response, effects)
+}
+
+/// The answer for a live idempotency key: the remembered response if the request is the same,
+/// otherwise a refusal. Neither changes state.
+fn replay(
+    entry: IdempotencyEntry,
+    key: &str,
+    fingerprint: &[u8],
+    request: &Request,
+    context: ApplyContext,
+) -> Response {
+    if entry.fingerprint == fingerprint {
+        return Response {
+            replayed: true,
+            ..entry.response
+        };
+    }
+    Response {
+        operation: request.command.operation(),
+        result: Err(Rejection::IdempotencyKeyReused { key: key.to_owned() }),
+        replayed: false,
+        log_index: context.log_index,
+    }
+}
+
+/// Runs one command against the state, producing the changed record or a rejection.
+fn execute(view: &impl StateView, command: &Command, now_ms: u64) -> CommandResult {
+    let key = command.key();
+    RecordKey::new(&key.store_id, &key.sku).map_err(|error| Rejection::Invalid {
+        message: error.to_string(),
+    })?;
+    match *command {
+        Command::Create {
+            ref key,
+            initial_quantity,
+        } => create(view, key, initial_quantity, now_ms),
+        Command::Adjust {
+            ref key,
+            delta,
+            expected_version,
+        } => {
+            if delta == 0 {
+                return Err(invalid("delta must not be 0"));
+            }
+            let record = existing(view, key, expected_version)?;
+            let quantity = record.quantity.checked_add(delta).ok_or(Rejection::Overflow)?;
+            if quantity < 0 {
+                return Err(Rejection::InsufficientStock {
+                    requested: delta.checked_neg().unwrap_or(i64::MAX),
+                    available: record.quantity,
+                });
+            }
+            changed(record, quantity, now_ms)
+        }
+        Command::Reserve {
+            ref key,
+            quantity,
+            expected_version,
+        } => {
+            if quantity < 1 {
+                return Err(invalid("qty must be at least 1"));
+            }
+            let record = existing(view, key, expected_version)?;
+            if quantity > record.quantity {
+                return Err(Rejection::InsufficientStock {
+                    requested: quantity,
+                    available: record.quantity,
+                });
+            }
+            let remaining = record.quantity - quantity;
+            changed(record, remaining, now_ms)
+        }
+    }
+}
+
+fn create(view: &impl StateView, key: &RecordKey, initial_quantity: i64, now_ms: u64) -> CommandResult {
+    if initial_quantity < 0 {
+        return Err(invalid("initialQuantity must not be negative"));
+    }
+    if let Some(record) = view.record(key) {
+        return Err(Rejection::AlreadyExists {
+            key: key.clone(),
+            version: record.version,
+        });
+    }
+    Ok(Record {
+        key: key.clone(),
+        quantity: initial_quantity,
+        version: 1,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+    })
+}
+
+/// Loads a record that must exist and, when asked, be at `expected_version`.
+fn existing(view: &impl StateView, key: &RecordKey, expected_version: Option<u64>) -> CommandResult {
+    let record = view.record(key).ok_or_else(|| Rejection::NotFound { key: key.clone() })?;
+    match expected_version {
+        Some(expected) if expected != record.version => Err(Rejection::VersionMismatch {
+            expected,
+            actual: record.version,
+        }),
+        _ => Ok(record),
+    }
+}
+
+fn changed(record: Record, quantity: i64, now_ms: u64) -> CommandResult {
+    debug_assert!(quantity >= 0, "stock must never go below zero");
+    let version = record.version.checked_add(1).ok_or(Rejection::Overflow)?;
+    Ok(Record {
+        quantity,
+        version,
+        updated_at_ms: now_ms.max(record.updated_at_ms),
+        ..record
+    })
+}
+
+fn invalid(message: &str) -> Rejection {
+    Rejection::Invalid {
+        message: message.to_owned(),
+    }
+}
+
+/// An in-memory state: the reference model for tests and the simulation's oracle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryState {
+    pub records: BTreeMap<RecordKey, Record>,
+    pub idempotency: BTreeMap<String, IdempotencyEntry>,
+}
+
+impl MemoryState {
+    pub fn commit(&mut self, effects: Effects) {
+        for record in effects.records {
+            self.records.insert(record.key.clone(), record);
+        }
+        if let Some((key, entry)) = effects.idempotency {
+            self.idempotency.insert(key, entry);
+        }
+    }
+}
+
+impl StateView for MemoryState {
+    fn record(&self, key: &RecordKey) -> Option<Record> {
+        self.records.get(key).cloned()
+    }
+    fn idempotency(&self, key: &str) -> Option<IdempotencyEntry> {
+        self.idempotency.get(key).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{IdempotencyKey, Operation};
+
+    fn key(sku: &str) -> RecordKey {
+        RecordKey::new("s1", sku).unwrap()
+    }
+
+    fn request(command: Command) -> Request {
+        Request {
+            command,
+            proposed_at_ms: 1_000,
+            idempotency: None,
+        }
+    }
+
+    fn keyed(command: Command, idempotency_key: &str) -> Request {
+        Request {
+            idempotency: Some(IdempotencyKey {
+                key: idempotency_key.to_owned(),
+                ttl_ms: 10_000,
+            }),
+            ..request(command)
+        }
+    }
+
+    /// Applies a request at `index` with `now_ms = 1000 + index` and commits its effects.
+    fn run(state: &mut MemoryState, index: u64, request: &Request) -> Response {
+        let context = ApplyContext {
+            log_index: index,
+            now_ms: 1_000 + index,
+        };
+        let (response, effects) = apply(state, request, context);
+        state.commit(effects);
+        response
+    }
+
+    fn create(sku: &str, quantity: i64) -> Command {
+        Command::Create {
+            key: key(sku),
+            initial_quantity: quantity,
+        }
+    }
+
+    fn adjust(sku: &str, delta: i64, expected_version: Option<u64>) -> Command {
+        Command::Adjust {
+            key: key(sku),
+            delta,
+            expected_version,
+        }
+    }
+
+    fn reserve(sku: &str, quantity: i64, expected_version: Option<u64>) -> Command {
+        Command::Reserve {
+            key: key(sku),
+            quantity,
+            expected_version,
+        }
+    }
+
+    #[test]
+    fn create_starts_at_version_one_and_refuses_to_overwrite() {
+        let mut state = MemoryState::default();
+        let created = run(&mut state, 1, &request(create("a", 5))).result.unwrap();
+        assert_eq!(created.version, 1);
+        assert_eq!(created.quantity, 5);
+        assert_eq!(created.created_at_ms, 1_001);
+        let again = run(&mut state, 2, &request(create("a", 9)));
+        assert!(matches!(again.result, Err(Rejection::AlreadyExists { version: 1, .. })));
+        assert_eq!(state.records[&key("a")].quantity, 5);
+    }
+
+    #[test]
+    fn every_change_increments_the_version_by_one() {
+        let mut state = MemoryState::default();
+        run(&mut state, 1, &request(create("a", 5)));
+        let adjusted = run(&mut state, 2, &request(adjust("a", 3, Some(1)))).result.unwrap();
+        assert_eq!((adjusted.quantity, adjusted.version), (8, 2));
+        let reserved = run(&mut state, 3, &request(reserve("a", 8, None))).result.unwrap();
+        assert_eq!((reserved.quantity, reserved.version), (0, 3));
+        assert_eq!(reserved.updated_at_ms, 1_003);
+        assert_eq!(reserved.created_at_ms, 1_001);
+    }
+
+    #[test]
+    fn version_mismatch_is_rejected_and_changes_nothing() {
+        let mut state = MemoryState::default();
+        run(&mut state, 1, &request(create("a", 5)));
+        let before = state.clone();
+        let response = run(&mut state, 2, &request(reserve("a", 1, Some(7))));
+        assert_eq!(
+            response.result,
+            Err(Rejection::VersionMismatch { expected: 7, actual: 1 })
+        );
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn reserve_beyond_stock_is_rejected_and_changes_nothing() {
+        let mut state = MemoryState::default();
+        run(&mut state, 1, &request(create("a", 5)));
+        let before = state.clone();
+        let response = run(&mut state, 2, &request(reserve("a", 6, None)));
+        assert_eq!(
+            response.result,
+            Err(Rejection::InsufficientStock { requested: 6, available: 5 })
+        );
+        let response = run(&mut state, 3, &request(adjust("a", -6, None)));
+        assert_eq!(
+            response.result,
+            Err(Rejection::InsufficientStock { requested: 6, available: 5 })
+        );
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn arithmetic_overflow_is_a_rejection_not_a_panic() {
+        let mut state = MemoryState::default();
+        run(&mut state, 1, &request(create("a", i64::MAX)));
+        let response = run(&mut state, 2, &request(adjust("a", 1, None)));
+        assert_eq!(response.result, Err(Rejection::Overflow));
+        let response = run(&mut state, 3, &request(adjust("a", i64::MIN, None)));
+        // i64::MAX + i64::MIN = -1: below zero, so it is refused as insufficient stock.
+        assert!(matches!(response.result, Err(Rejection::InsufficientStock { .. })));
+        assert_eq!(state.records[&key("a")].quantity, i64::MAX);
+    }
+
+    #[test]
+    fn invalid_amounts_and_unknown_records_are_rejected() {
+        let mut state = MemoryState::default();
+        assert!(matches!(
+            run(&mut state, 1, &request(create("a", -1))).result,
+            Err(Rejection::Invalid { .. })
+        ));
+        assert!(matches!(
+            run(&mut state, 2, &request(reserve("a", 1, None))).result,
+            Err(Rejection::NotFound { .. })
+        ));
+        run(&mut state, 3, &request(create("a", 1)));
+        assert!(matches!(
+            run(&mut state, 4, &request(reserve("a", 0, None))).result,
+            Err(Rejection::Invalid { .. })
+        ));
+        assert!(matches!(
+            run(&mut state, 5, &request(adjust("a", 0, None))).result,
+            Err(Rejection::Invalid { .. })
+        ));
+        let bad_key = Command::Create {
+            key: RecordKey {
+                store_id: "bad/store".into(),
+                sku: "a".into(),
+            },
+            initial_quantity: 1,
+        };
+        assert!(matches!(
+            run(&mut state, 6, &request(bad_key)).result,
+            Err(Rejection::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn idempotent_replay_answers_the_same_and_changes_nothing() {
+        let mut state = MemoryState::default();
+        run(&mut state, 1, &request(create("a", 5)));
+        let first = run(&mut state, 2, &keyed(reserve("a", 2, None), "k1"));
+        let after_first = state.clone();
+        let second = run(&mut state, 3, &keyed(reserve("a", 2, None), "k1"));
+        assert_eq!(state, after_first);
+        assert!(second.replayed);
+        assert_eq!(second.result, first.result);
+        assert_eq!(second.log_index, 2);
+        assert_eq!(state.records[&key("a")].quantity, 3);
+        // Rejections are remembered too: the same request gets the same refusal.
+        let refused = run(&mut state, 4, &keyed(reserve("a", 50, None), "k2"));
+        run(&mut state, 5, &request(adjust("a", 100, None)));
+        let refused_again = run(&mut state, 6, &keyed(reserve("a", 50, None), "k2"));
+        assert_eq!(refused_again.result, refused.result);
+        assert!(refused_again.replayed);
+    }
+
+    #[test]
+    fn idempotency_key_reused_with_a_different_request_is_refused() {
+        let mut state = MemoryState::default();
+        run(&mut state, 1, &request(create("a", 5)));
+        run(&mut state, 2, &keyed(reserve("a", 2, None), "k1"));
+        let before = state.clone();
+        for other in [reserve("a", 3, None), reserve("a", 2, Some(2)), adjust("a", 2, None)] {
+            let response = run(&mut state, 3, &keyed(other, "k1"));
+            assert_eq!(
+                response.result,
+                Err(Rejection::IdempotencyKeyReused { key: "k1".into() })
+            );
+            assert!(!response.replayed);
+        }
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn an_expired_idempotency_key_is_forgotten() {
+        let mut state = MemoryState::default();
+        run(&mut state, 1, &request(create("a", 5)));
+        run(&mut state, 2, &keyed(reserve("a", 1, None), "k1"));
+        let context = ApplyContext {
+            log_index: 3,
+            now_ms: 1_002 + 10_000,
+        };
+        let (response, effects) = apply(&state, &keyed(reserve("a", 1, None), "k1"), context);
+        assert!(!response.replayed);
+        assert_eq!(response.result.unwrap().quantity, 3);
+        assert!(effects.idempotency.is_some());
+    }
+
+    #[test]
+    fn replaying_the_same_log_on_a_fresh_state_gives_the_same_state_and_answers() {
+        let log = vec![
+            request(create("a", 10)),
+            keyed(reserve("a", 3, None), "x"),
+            request(adjust("a", -2, Some(2))),
+            keyed(reserve("a", 3, None), "x"),
+            request(reserve("a", 100, None)),
+            request(create("b", 1)),
+        ];
+        let play = || {
+            let mut state = MemoryState::default();
+            let answers: Vec<Response> = log
+                .iter()
+                .enumerate()
+                .map(|(i, r)| run(&mut state, i as u64 + 1, r))
+                .collect();
+            (state, answers)
+        };
+        let (state_a, answers_a) = play();
+        let (state_b, answers_b) = play();
+        assert_eq!(state_a, state_b);
+        assert_eq!(answers_a, answers_b);
+        assert_eq!(state_a.records[&key("a")].quantity, 5);
+        assert_eq!(answers_a[0].operation, Operation::Create);
+    }
+}

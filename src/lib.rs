@@ -1,0 +1,19 @@
+//! stockraft: a Raft-replicated inventory store. Online shops must never sell stock they do not
+//! have, even while nodes crash and networks split.
+//!
+//! The write path, top to bottom (see ARCHITECTURE.md):
+//! `api` (HTTP in, validation, forwarding to the leader) -> `app` (propose, read) ->
+//! `raft` (openraft: log store, network, runtime) -> `raft::state_machine` -> `inventory::apply`
+//! (pure) -> `storage` (sled, or the simulated disk).
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod inventory;
+pub mod node;
+pub mod raft;
+#[cfg(not(madsim))]
+pub mod server;
+pub mod storage;
+pub mod transport;

@@ -1,0 +1,28 @@
+//! `stockraft`: the binary. Parses the command line and hands over to the library.
+
+use clap::Parser;
+use stockraft::cli::{Cli, Command};
+
+/// Worker threads for the node's runtime: the machine this targets has 2 cores, and Raft, HTTP
+/// and sled's own threads share them.
+const WORKER_THREADS: usize = 2;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .init();
+    match cli.command {
+        Command::Serve { id, config } => {
+            let config = stockraft::config::Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(WORKER_THREADS)
+                .enable_all()
+                .build()?;
+            runtime.block_on(stockraft::server::serve(id, config))
+        }
+    }
+}

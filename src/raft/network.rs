@@ -1,0 +1,167 @@
+//! openraft's network traits over a [`Transport`].
+//!
+//! Every Raft RPC is an HTTP `POST` to a `/raft/...` route of the target node, body and answer in
+//! bincode, carrying the cluster secret. The answer body is `Result<Reply, String>`: a remote
+//! Raft error here is always fatal at the remote (it is shutting down), which openraft treats like
+//! an unreachable node, so its text is all we need.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::errors::{ReplicationClosed, RPCError, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use crate::storage::{decode, encode};
+use crate::transport::{Transport, WireRequest, SECRET_HEADER};
+
+/// The Raft RPC routes, shared by this client and the server in `api::raft_routes`.
+pub mod routes {
+    pub const APPEND: &str = "/raft/append";
+    pub const VOTE: &str = "/raft/vote";
+    pub const PRE_VOTE: &str = "/raft/pre-vote";
+    pub const SNAPSHOT: &str = "/raft/snapshot";
+    pub const TRANSFER_LEADER: &str = "/raft/transfer-leader";
+    pub const STATUS: &str = "/raft/status";
+}
+
+/// The body of a full-snapshot RPC.
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotRequest {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}
+
+/// Creates one [`PeerClient`] per target; they share the transport.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    transport: Arc<dyn Transport>,
+    secret: Arc<str>,
+}
+
+impl NetworkFactory {
+    pub fn new(transport: Arc<dyn Transport>, secret: Arc<str>) -> Self {
+        Self { transport, secret }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            transport: self.transport.clone(),
+            secret: self.secret.clone(),
+        }
+    }
+}
+
+/// Sends Raft RPCs to one peer.
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    transport: Arc<dyn Transport>,
+    secret: Arc<str>,
+}
+
+impl PeerClient {
+    async fn call<Req: Serialize, Reply: DeserializeOwned>(
+        &self,
+        route: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Reply, Unreachable<TypeConfig>> {
+        let wire = WireRequest {
+            method: "POST".to_owned(),
+            path: route.to_owned(),
+            headers: vec![
+                (SECRET_HEADER.to_owned(), self.secret.to_string()),
+                ("content-type".to_owned(), "application/octet-stream".to_owned()),
+            ],
+            body: encode(request),
+        };
+        let response = self
+            .transport
+            .send(&self.addr, wire, timeout)
+            .await
+            .map_err(|error| Unreachable::from_string(error))?;
+        if response.status != 200 {
+            return Err(Unreachable::from_string(format!(
+                "node {} answered {} on {route}: {}",
+                self.target,
+                response.status,
+                String::from_utf8_lossy(&response.body)
+            )));
+        }
+        let reply: Result<Reply, String> =
+            decode(route.as_bytes(), &response.body).map_err(Unreachable::from_string)?;
+        reply.map_err(|message| Unreachable::from_string(format!("node {}: {message}", self.target)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Ok(self.call(routes::APPEND, &rpc, option.hard_ttl()).await?)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Ok(self.call(routes::VOTE, &rpc, option.hard_ttl()).await?)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Ok(self.call(routes::PRE_VOTE, &rpc, option.hard_ttl()).await?)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let request = SnapshotRequest {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot,
+        };
+        let send = self.call(routes::SNAPSHOT, &request, option.hard_ttl());
+        tokio::select! {
+            biased;
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            reply = send => Ok(reply?),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        request: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Ok(self.call(routes::TRANSFER_LEADER, &request, option.hard_ttl()).await?)
+    }
+}

@@ -1,0 +1,347 @@
+//! The replicated state machine on a [`Disk`]: committed entries in, inventory state out.
+//!
+//! Each `apply` call turns a run of committed entries into **one atomic write batch** holding the
+//! changed records, idempotency entries, expired-key deletions, the log clock, the last applied
+//! log id and the last membership. A crash therefore never leaves data and "applied up to" out of
+//! step: on restart openraft re-applies from the log exactly what the batch did not cover.
+//!
+//! The batch is not flushed: the Raft log (flushed on a quorum before commit) is the durable
+//! record, and replaying it is idempotent here. Two places do flush, because they let openraft
+//! forget log entries: building a snapshot (after which the log may be purged) and installing
+//! one.
+//!
+//! Decisions inside apply come only from the entries: log time is
+//! `max(previous log time, proposed_at_ms)`, and expired idempotency keys are purged per entry
+//! (at most [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`]) so that batch boundaries, which differ between
+//! nodes, never change the result.
+//!
+//! A storage or decode failure is returned to openraft as an `io::Error`, which stops the node:
+//! a replica that cannot apply faithfully must not answer.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+
+use super::{Applied, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::inventory::{self, ApplyContext, IdempotencyEntry, MemoryState, Record, RecordKey, Request};
+use crate::storage::{decode, encode, keys, Disk, Order, StorageError, WriteBatch};
+
+/// How many expired idempotency keys one log entry deletes at most: bounds the work of a single
+/// apply while still draining the expiry index faster than keys can be added (one per entry).
+pub const EXPIRED_KEYS_PURGED_PER_ENTRY_MAX: usize = 4;
+
+/// The state machine. Clones share the disk: the Raft core owns one, the HTTP layer reads
+/// through another.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    disk: Arc<dyn Disk>,
+}
+
+/// A snapshot as kept on disk under [`keys::SNAPSHOT`].
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+impl StateMachineStore {
+    pub fn new(disk: Arc<dyn Disk>) -> Self {
+        Self { disk }
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+        match self.disk.get(key)? {
+            Some(bytes) => Ok(Some(decode(key, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The record as of the last applied entry on this node.
+    pub fn record(&self, key: &RecordKey) -> Result<Option<Record>, StorageError> {
+        self.read(&keys::record(key))
+    }
+
+    /// The last applied log id on this node.
+    pub fn applied(&self) -> Result<Option<LogId>, StorageError> {
+        self.read(keys::APPLIED)
+    }
+
+    /// Every key and value of the state machine, in key order: what a snapshot holds, and what
+    /// replicas at the same applied index must agree on byte for byte.
+    pub fn state_pairs(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        self.disk
+            .scan(keys::STATE_START, keys::STATE_END, Order::Ascending, usize::MAX)
+    }
+
+    /// Every record, in (store, sku) order, up to `limit`.
+    pub fn records(&self, limit: usize) -> Result<Vec<Record>, StorageError> {
+        let pairs = self
+            .disk
+            .scan(keys::RECORDS_START, keys::RECORDS_END, Order::Ascending, limit)?;
+        pairs.iter().map(|(k, v)| decode(k, v)).collect()
+    }
+
+    fn current_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        let stored: Option<StoredSnapshot> = self.read(keys::SNAPSHOT)?;
+        Ok(stored.map(|stored| Snapshot {
+            meta: stored.meta,
+            snapshot: stored.data,
+        }))
+    }
+}
+
+/// The writes of one apply call, with the reads they must see.
+struct ApplyBatch<'d> {
+    disk: &'d dyn Disk,
+    /// Pending writes: `None` deletes.
+    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    clock_ms: u64,
+}
+
+impl<'d> ApplyBatch<'d> {
+    fn begin(store: &'d StateMachineStore) -> Result<Self, StorageError> {
+        Ok(Self {
+            disk: &*store.disk,
+            overlay: BTreeMap::new(),
+            applied: store.read(keys::APPLIED)?,
+            membership: store.read(keys::MEMBERSHIP)?.unwrap_or_default(),
+            clock_ms: store.read(keys::CLOCK)?.unwrap_or(0),
+        })
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+        let bytes = match self.overlay.get(key) {
+            Some(pending) => pending.clone(),
+            None => self.disk.get(key)?,
+        };
+        bytes.map(|bytes| decode(key, &bytes)).transpose()
+    }
+
+    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        self.overlay.insert(key, Some(encode(value)));
+    }
+
+    fn apply_entry(&mut self, entry: super::Entry) -> Result<Applied, StorageError> {
+        let log_id = entry.log_id;
+        if let Some(previous) = &self.applied {
+            if log_id.index != previous.index + 1 {
+                return Err(StorageError::Invariant(format!(
+                    "apply is not contiguous: applied {previous}, next {log_id}"
+                )));
+            }
+        }
+        let applied = match entry.payload {
+            EntryPayload::Blank => Applied::Nothing,
+            EntryPayload::Membership(membership) => {
+                self.membership = StoredMembership::new(Some(log_id), membership);
+                Applied::Nothing
+            }
+            EntryPayload::Normal(request) => Applied::Command(self.apply_request(log_id.index, &request)?),
+        };
+        self.applied = Some(log_id);
+        Ok(applied)
+    }
+
+    fn apply_request(&mut self, log_index: u64, request: &Request) -> Result<inventory::Response, StorageError> {
+        self.clock_ms = self.clock_ms.max(request.proposed_at_ms);
+        self.purge_expired_keys()?;
+
+        let mut view = MemoryState::default();
+        let key = request.command.key();
+        if let Some(record) = self.get::<Record>(&keys::record(key))? {
+            view.records.insert(key.clone(), record);
+        }
+        if let Some(idempotency) = &request.idempotency {
+            if let Some(entry) = self.get::<IdempotencyEntry>(&keys::idempotency(&idempotency.key))? {
+                view.idempotency.insert(idempotency.key.clone(), entry);
+            }
+        }
+
+        let context = ApplyContext {
+            log_index,
+            now_ms: self.clock_ms,
+        };
+        let (response, effects) = inventory::apply(&view, request, context);
+        for record in &effects.records {
+            debug_assert!(record.quantity >= 0, "apply produced negative stock");
+            self.put(keys::record(&record.key), record);
+        }
+        if let Some((key, entry)) = effects.idempotency {
+            if let Some(old) = view.idempotency.get(&key) {
+                self.overlay.insert(keys::expiry(old.expires_at_ms, &key), None);
+            }
+            self.overlay
+                .insert(keys::expiry(entry.expires_at_ms, &key), Some(Vec::new()));
+            self.put(keys::idempotency(&key), &entry);
+        }
+        Ok(response)
+    }
+
+    /// Deletes up to [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`] idempotency keys whose expiry is at or
+    /// before the log clock, oldest first. Reads the expiry index through the overlay so the
+    /// result does not depend on where apply batches begin and end.
+    fn purge_expired_keys(&mut self) -> Result<(), StorageError> {
+        let start = keys::EXPIRY_START.to_vec();
+        let end = keys::expiry(self.clock_ms.saturating_add(1), "");
+        let limit = EXPIRED_KEYS_PURGED_PER_ENTRY_MAX;
+        let pending: Vec<_> = self
+            .overlay
+            .range(start.clone()..end.clone())
+            .map(|(k, v)| (k.clone(), v.is_some()))
+            .collect();
+        let mut merged: BTreeMap<Vec<u8>, bool> = self
+            .disk
+            .scan(&start, &end, Order::Ascending, limit + pending.len())?
+            .into_iter()
+            .map(|(k, _)| (k, true))
+            .collect();
+        merged.extend(pending);
+        let expired: Vec<Vec<u8>> = merged
+            .into_iter()
+            .filter(|(_, present)| *present)
+            .map(|(k, _)| k)
+            .take(limit)
+            .collect();
+        for expiry_key in expired {
+            let (_, key) = keys::parse_expiry(&expiry_key).ok_or_else(|| {
+                StorageError::Invariant(format!("malformed expiry key {expiry_key:?}"))
+            })?;
+            self.overlay.insert(keys::idempotency(&key), None);
+            self.overlay.insert(expiry_key, None);
+        }
+        Ok(())
+    }
+
+    fn into_write_batch(self) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        for (key, value) in self.overlay {
+            match value {
+                Some(value) => batch.put(key, value),
+                None => batch.delete(key),
+            }
+        }
+        batch.put(keys::APPLIED.to_vec(), encode(&self.applied));
+        batch.put(keys::MEMBERSHIP.to_vec(), encode(&self.membership));
+        batch.put(keys::CLOCK.to_vec(), encode(&self.clock_ms));
+        batch
+    }
+}
+
+/// Builds a snapshot from state captured when the builder was created, so a concurrent apply
+/// cannot tear it.
+pub struct SnapshotBuilder {
+    disk: Arc<dyn Disk>,
+    meta: SnapshotMeta,
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let data = encode(&self.pairs);
+        let stored = StoredSnapshot {
+            meta: self.meta.clone(),
+            data,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(keys::SNAPSHOT.to_vec(), encode(&stored));
+        self.disk.write(batch)?;
+        // The state machine must be durable up to the snapshot before openraft purges the log.
+        self.disk.flush().await?;
+        Ok(Snapshot {
+            meta: stored.meta,
+            snapshot: stored.data,
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let applied = self.read(keys::APPLIED)?.flatten();
+        let membership = self.read(keys::MEMBERSHIP)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = ApplyBatch::begin(self)?;
+        let mut replies = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let applied = batch.apply_entry(entry)?;
+            if let Some(responder) = responder {
+                replies.push((responder, applied));
+            }
+        }
+        self.disk.write(batch.into_write_batch())?;
+        for (responder, applied) in replies {
+            responder.send(applied);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // The trait gives no way to fail here; a read error surfaces when the snapshot is
+        // installed elsewhere (it would not decode), so capture what can be read and log loudly.
+        let (applied, membership) = match self.applied_state().await {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::error!(%error, "reading applied state for a snapshot failed");
+                (None, StoredMembership::default())
+            }
+        };
+        let pairs = self.state_pairs().unwrap_or_else(|error| {
+            tracing::error!(%error, "reading state for a snapshot failed");
+            Vec::new()
+        });
+        SnapshotBuilder {
+            disk: self.disk.clone(),
+            meta: SnapshotMeta {
+                last_log_id: applied,
+                last_membership: membership,
+            },
+            pairs,
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = decode(keys::SNAPSHOT, &snapshot)?;
+        let mut batch = WriteBatch::default();
+        for (key, _) in self.state_pairs()? {
+            batch.delete(key);
+        }
+        for (key, value) in pairs {
+            if !key.starts_with(keys::STATE_START) {
+                return Err(StorageError::Invariant(format!("snapshot holds a foreign key {key:?}")).into());
+            }
+            batch.put(key, value);
+        }
+        batch.put(keys::APPLIED.to_vec(), encode(&meta.last_log_id));
+        batch.put(keys::MEMBERSHIP.to_vec(), encode(&meta.last_membership));
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: snapshot,
+        };
+        batch.put(keys::SNAPSHOT.to_vec(), encode(&stored));
+        self.disk.write(batch)?;
+        self.disk.flush().await?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(self.current_snapshot()?)
+    }
+}

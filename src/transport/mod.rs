@@ -1,0 +1,67 @@
+//! How one node sends an HTTP request to another: Raft RPC and forwarded client writes both go
+//! through the [`Transport`] trait.
+//!
+//! The product uses [`HttpTransport`] (reqwest over TCP). The simulation provides its own
+//! transport that carries a [`WireRequest`] over madsim's network and hands it to the target
+//! node's real axum `Router`, so the simulated cluster runs the same handlers, the same secret
+//! checks and the same forwarding code as the real one. Nothing above this trait knows which
+//! wire it is on.
+
+#[cfg(not(madsim))]
+mod http;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+#[cfg(not(madsim))]
+pub use http::HttpTransport;
+use serde::{Deserialize, Serialize};
+
+/// Header carrying the cluster secret on node-to-node and admin requests.
+pub const SECRET_HEADER: &str = "x-stockraft-secret";
+
+/// An HTTP request, reduced to what crosses between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRequest {
+    pub method: String,
+    /// Path and query, e.g. `/api/inventory?x=1`.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// An HTTP response, reduced likewise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl WireResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Why a request got no HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The request was certainly not delivered (no connection could be made).
+    #[error("{addr} unreachable: {message}")]
+    Unreachable { addr: String, message: String },
+    /// The request may have been delivered and acted on, but no answer came back in time.
+    #[error("no answer from {addr}: {message}")]
+    NoAnswer { addr: String, message: String },
+}
+
+pub type TransportFuture = Pin<Box<dyn Future<Output = Result<WireResponse, TransportError>> + Send>>;
+
+/// Sends one request to the node at `addr` and waits at most `timeout` for its answer.
+pub trait Transport: Send + Sync + 'static {
+    fn send(&self, addr: &str, request: WireRequest, timeout: Duration) -> TransportFuture;
+}
