@@ -56,6 +56,6 @@ mod tests {
     fn formats_like_javascript_to_iso_string() {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339_ms(1_795_000_000_000), "2026-11-18T07:46:40.000Z");
+        assert_eq!(rfc3339_ms(1_795_000_000_000), "2026-11-18T11:06:40.000Z");
     }
 }

@@ -1,0 +1,50 @@
+//! openraft's own conformance suite for log and state-machine stores, run on both disks under
+//! the stores: sled (the product) and the simulated disk (the simulation).
+#![cfg(not(madsim))]
+
+use std::sync::Arc;
+
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::StorageError;
+use stockraft::raft::log_store::LogStore;
+use stockraft::raft::state_machine::StateMachineStore;
+use stockraft::raft::TypeConfig;
+use stockraft::storage::{Disk, SimDisk, SledDisk};
+
+struct SledStores;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledStores {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).expect("opening sled"));
+        Ok((dir, LogStore::new(disk.clone()), StateMachineStore::new(disk)))
+    }
+}
+
+struct SimStores;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore> for SimStores {
+    async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError<TypeConfig>> {
+        let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
+        Ok(((), LogStore::new(disk.clone()), StateMachineStore::new(disk)))
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime")
+        .block_on(future)
+}
+
+#[test]
+fn sled_stores_pass_the_openraft_conformance_suite() {
+    block_on(Suite::test_all(SledStores)).expect("suite failed on sled");
+}
+
+#[test]
+fn simulated_disk_stores_pass_the_openraft_conformance_suite() {
+    block_on(Suite::test_all(SimStores)).expect("suite failed on the simulated disk");
+}
