@@ -37,6 +37,8 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
             "lastLogIndex": metrics.last_log_index,
             "committedIndex": metrics.cluster_committed.map(|id| id.index),
             "appliedIndex": metrics.last_applied.map(|id| id.index),
+            "snapshotIndex": metrics.snapshot.map(|id| id.index),
+            "purgedIndex": metrics.purged.map(|id| id.index),
         }
     }))
     .into_response()

@@ -1,0 +1,165 @@
+//! The replicated core with real processes on loopback: election, replication, crash of the
+//! leader, restart and catch-up (also behind a purged log), and the secret on Raft RPC.
+#![cfg(not(madsim))]
+
+mod support;
+
+use serde_json::json;
+use support::{Cluster, SECRET};
+
+const STORE: &str = "s1";
+
+fn record_path(sku: &str) -> String {
+    format!("/api/inventory/stores/{STORE}/inventory/{sku}")
+}
+
+async fn create(cluster: &Cluster, node: u64, sku: &str, qty: i64) {
+    let (status, body) = cluster
+        .post(node, "/api/inventory", json!({ "sku": sku, "storeId": STORE, "initialQuantity": qty }))
+        .await;
+    assert_eq!(status, 201, "create {sku} on node {node}: {body}");
+}
+
+async fn reserve(cluster: &Cluster, node: u64, sku: &str, qty: i64) -> u16 {
+    cluster
+        .post(node, &format!("{}/reserve", record_path(sku)), json!({ "qty": qty }))
+        .await
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_committed_through_the_leader_is_applied_on_all_three_nodes() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    create(&cluster, leader, "apple", 10).await;
+    assert_eq!(reserve(&cluster, leader, "apple", 3).await, 201);
+    for id in cluster.ids() {
+        cluster
+            .eventually(&format!("node {id} applies the reserve"), || async move {
+                cluster.local_qty(id, STORE, "apple").await == Some(7)
+            })
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_elects_a_new_one_and_every_acknowledged_write_survives() {
+    let mut cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    create(&cluster, leader, "pear", 100).await;
+    let mut acked = 0;
+    for _ in 0..20 {
+        if reserve(&cluster, leader, "pear", 1).await == 201 {
+            acked += 1;
+        }
+    }
+    assert_eq!(acked, 20);
+    cluster.kill(leader);
+    let survivors: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != leader).collect();
+    let new_leader = cluster.wait_for_leader(&survivors).await;
+    assert_ne!(new_leader, leader);
+    // Linearizable read through the new leader: all 20 acknowledged reserves are there.
+    let (status, body) = cluster.get(new_leader, &record_path("pear")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["qty"], 80);
+    // Writes continue on the new leader.
+    assert_eq!(reserve(&cluster, new_leader, "pear", 5).await, 201);
+
+    // The killed node restarts from its disk and catches up.
+    cluster.spawn(leader);
+    cluster
+        .eventually("the restarted node catches up", || async {
+            cluster.local_qty(leader, STORE, "pear").await == Some(75)
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_a_purged_log_catches_up_from_a_snapshot() {
+    let raft = "[raft]\nsnapshot_every_entries = 20\nlog_entries_kept_after_snapshot = 0\n";
+    let mut cluster = Cluster::start(3, raft).await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let lagging = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    create(&cluster, leader, "plum", 1000).await;
+    assert!(cluster.terminate(lagging).await, "node {lagging} did not shut down cleanly");
+    for _ in 0..60 {
+        assert_eq!(reserve(&cluster, leader, "plum", 1).await, 201);
+    }
+    cluster
+        .eventually("the leader purges its log behind a snapshot", || async {
+            let health = cluster.health(leader).await.unwrap_or_default();
+            health["purgedIndex"].as_u64().unwrap_or(0) > 20
+        })
+        .await;
+    cluster.spawn(lagging);
+    cluster
+        .eventually("the lagging node converges", || async {
+            cluster.local_qty(lagging, STORE, "plum").await == Some(940)
+        })
+        .await;
+    let health = cluster.health(lagging).await.unwrap();
+    assert!(
+        health["snapshotIndex"].as_u64().unwrap_or(0) > 20,
+        "the lagging node should hold the installed snapshot: {health}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_rpc_without_the_cluster_secret_is_refused_and_changes_nothing() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let term_before = cluster.health(leader).await.unwrap()["term"].as_u64().unwrap();
+    for target in cluster.ids() {
+        for secret in [None, Some("wrong-secret-value")] {
+            let mut request = cluster
+                .http
+                .post(cluster.url(target, "/raft/vote"))
+                .body(vec![0u8; 16]);
+            if let Some(secret) = secret {
+                request = request.header("x-stockraft-secret", secret);
+            }
+            let status = request.send().await.unwrap().status().as_u16();
+            assert_eq!(status, 401, "node {target} accepted a vote with secret {secret:?}");
+        }
+        let status = cluster
+            .http
+            .get(cluster.url(target, "/raft/status"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 401);
+        let with_secret = cluster
+            .http
+            .get(cluster.url(target, "/raft/status"))
+            .header("x-stockraft-secret", SECRET)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(with_secret.as_u16(), 200);
+    }
+    let health = cluster.health(leader).await.unwrap();
+    assert_eq!(health["term"].as_u64().unwrap(), term_before);
+    assert_eq!(health["leaderId"].as_u64(), Some(leader));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_a_node_down_cleanly_and_it_restarts_with_its_data() {
+    let mut cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    create(&cluster, leader, "fig", 5).await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    cluster
+        .eventually("the follower applies the create", || async {
+            cluster.local_qty(follower, STORE, "fig").await == Some(5)
+        })
+        .await;
+    assert!(cluster.terminate(follower).await, "SIGTERM should exit 0:\n{}", cluster.log(follower));
+    cluster.spawn(follower);
+    cluster
+        .eventually("the restarted follower serves its data", || async {
+            cluster.local_qty(follower, STORE, "fig").await == Some(5)
+        })
+        .await;
+}

@@ -1,0 +1,208 @@
+//! A real cluster of `stockraft serve` processes on loopback, for integration tests.
+//!
+//! Each test gets free ports and a data directory of its own; every process it starts is killed
+//! when the [`Cluster`] is dropped, also when the test panics.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SECRET: &str = "integration-test-secret";
+
+/// How long to wait for a cluster condition before failing the test.
+pub const CONDITION_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub addrs: Vec<(u64, String)>,
+    children: Vec<(u64, Child)>,
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("finding a free port")
+        .port()
+}
+
+impl Cluster {
+    /// Starts `size` nodes; `extra` is appended to cluster.toml (e.g. a `[raft]` section).
+    pub async fn start(size: u64, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let addrs: Vec<(u64, String)> = (1..=size).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        let mut toml = format!("[cluster]\nsecret = \"{SECRET}\"\n\n");
+        for (id, addr) in &addrs {
+            toml.push_str(&format!("[[nodes]]\nid = {id}\naddr = \"{addr}\"\n\n"));
+        }
+        toml.push_str("[storage]\ndata_dir = \"data\"\n\n");
+        toml.push_str(extra);
+        let config_path = dir.path().join("cluster.toml");
+        std::fs::write(&config_path, toml).expect("writing cluster.toml");
+        let mut cluster = Self {
+            dir,
+            config_path,
+            addrs,
+            children: Vec::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .no_proxy()
+                .build()
+                .unwrap(),
+        };
+        for id in 1..=size {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    pub fn spawn(&mut self, id: u64) {
+        let log = std::fs::File::create(self.dir.path().join(format!("node-{id}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_stockraft"))
+            .args(["serve", "--id", &id.to_string(), "--config"])
+            .arg(&self.config_path)
+            .env_remove("STOCKRAFT_SECRET")
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning stockraft");
+        self.children.push((id, child));
+    }
+
+    /// SIGKILL: no shutdown, no flush beyond what was already fsynced.
+    pub fn kill(&mut self, id: u64) {
+        for (_, child) in self.children.iter_mut().filter(|(i, _)| *i == id) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.retain(|(i, _)| *i != id);
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status success.
+    pub async fn terminate(&mut self, id: u64) -> bool {
+        let mut clean = false;
+        for (_, child) in self.children.iter_mut().filter(|(i, _)| *i == id) {
+            send_sigterm(child.id());
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    clean = status.success();
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        self.children.retain(|(i, _)| *i != id);
+        clean
+    }
+
+    pub fn addr(&self, id: u64) -> &str {
+        &self.addrs.iter().find(|(i, _)| *i == id).expect("known node").1
+    }
+
+    pub fn url(&self, id: u64, path: &str) -> String {
+        format!("http://{}{}", self.addr(id), path)
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.addrs.iter().map(|(id, _)| *id).collect()
+    }
+
+    pub async fn health(&self, id: u64) -> Option<Value> {
+        let response = self.http.get(self.url(id, "/api/health")).send().await.ok()?;
+        let body: Value = response.json().await.ok()?;
+        Some(body["data"].clone())
+    }
+
+    /// Waits until every node in `among` answers and agrees on one leader, also in `among`.
+    pub async fn wait_for_leader(&self, among: &[u64]) -> u64 {
+        let deadline = Instant::now() + CONDITION_TIMEOUT;
+        loop {
+            let mut leaders = Vec::new();
+            for &id in among {
+                leaders.push(self.health(id).await.and_then(|h| h["leaderId"].as_u64()));
+            }
+            if let Some(Some(leader)) = leaders.first() {
+                if leaders.iter().all(|l| *l == Some(*leader)) && among.contains(leader) {
+                    return *leader;
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader among {among:?}: {leaders:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `check` holds, failing the test after [`CONDITION_TIMEOUT`].
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + CONDITION_TIMEOUT;
+        while !check().await {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn post(&self, id: u64, path: &str, body: Value) -> (u16, Value) {
+        self.post_with(id, path, body, &[]).await
+    }
+
+    pub async fn post_with(&self, id: u64, path: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = self.http.post(self.url(id, path)).json(&body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("POST failed");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, id: u64, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(id, path)).send().await.expect("GET failed");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The record as node `id` has applied it (`?consistency=local`), or None.
+    pub async fn local_qty(&self, id: u64, store: &str, sku: &str) -> Option<i64> {
+        let path = format!("/api/inventory/stores/{store}/inventory/{sku}?consistency=local");
+        let response = self.http.get(self.url(id, &path)).send().await.ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        let body: Value = response.json().await.ok()?;
+        body["data"]["qty"].as_i64()
+    }
+
+    /// The node's log file, for failure messages.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+}
+
+fn send_sigterm(pid: u32) {
+    // std has no portable "send SIGTERM"; the `kill` command is on every POSIX system.
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
