@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "stockraft", version, about = "A Raft-replicated inventory store")]
+#[command(
+    name = "stockraft",
+    version,
+    about = "A Raft-replicated inventory store"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

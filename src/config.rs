@@ -180,7 +180,9 @@ impl Config {
             return invalid("node id 0 is reserved".into());
         }
         if self.api.write_deadline_ms == 0 || self.api.body_limit_bytes == 0 {
-            return invalid("api.write_deadline_ms and api.body_limit_bytes must be positive".into());
+            return invalid(
+                "api.write_deadline_ms and api.body_limit_bytes must be positive".into(),
+            );
         }
         self.openraft_config()?;
         Ok(())

@@ -58,7 +58,13 @@ pub async fn start(
     let raft = Raft::new(id, raft_config, network, log_store, state_machine.clone())
         .await
         .map_err(|fatal| StartError::Raft(fatal.to_string()))?;
-    Ok(Arc::new(App::new(id, raft, state_machine, config, transport)))
+    Ok(Arc::new(App::new(
+        id,
+        raft,
+        state_machine,
+        config,
+        transport,
+    )))
 }
 
 /// What [`bootstrap`] concluded.
@@ -93,7 +99,14 @@ pub async fn bootstrap(app: &App) -> Bootstrap {
                     .config
                     .nodes
                     .iter()
-                    .map(|n| (n.id, BasicNode { addr: n.addr.clone() }))
+                    .map(|n| {
+                        (
+                            n.id,
+                            BasicNode {
+                                addr: n.addr.clone(),
+                            },
+                        )
+                    })
                     .collect();
                 match app.raft.initialize(members).await {
                     Ok(()) => {

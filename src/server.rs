@@ -18,8 +18,11 @@ pub async fn serve(id: u64, config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("node {id} is not listed in the configuration"))?
         .clone();
     let data_dir = config.data_dir_for(id);
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let disk = Arc::new(SledDisk::open(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let disk = Arc::new(
+        SledDisk::open(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?,
+    );
 
     let listener = tokio::net::TcpListener::bind(&node_config.addr)
         .await

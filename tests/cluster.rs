@@ -15,14 +15,22 @@ fn record_path(sku: &str) -> String {
 
 async fn create(cluster: &Cluster, node: u64, sku: &str, qty: i64) {
     let (status, body) = cluster
-        .post(node, "/api/inventory", json!({ "sku": sku, "storeId": STORE, "initialQuantity": qty }))
+        .post(
+            node,
+            "/api/inventory",
+            json!({ "sku": sku, "storeId": STORE, "initialQuantity": qty }),
+        )
         .await;
     assert_eq!(status, 201, "create {sku} on node {node}: {body}");
 }
 
 async fn reserve(cluster: &Cluster, node: u64, sku: &str, qty: i64) -> u16 {
     cluster
-        .post(node, &format!("{}/reserve", record_path(sku)), json!({ "qty": qty }))
+        .post(
+            node,
+            &format!("{}/reserve", record_path(sku)),
+            json!({ "qty": qty }),
+        )
         .await
         .0
 }
@@ -34,11 +42,10 @@ async fn a_command_committed_through_the_leader_is_applied_on_all_three_nodes() 
     create(&cluster, leader, "apple", 10).await;
     assert_eq!(reserve(&cluster, leader, "apple", 3).await, 201);
     for id in cluster.ids() {
-        cluster
-            .eventually(&format!("node {id} applies the reserve"), || async move {
-                cluster.local_qty(id, STORE, "apple").await == Some(7)
-            })
-            .await;
+        eventually!(
+            &format!("node {id} applies the reserve"),
+            cluster.local_qty(id, STORE, "apple").await == Some(7)
+        );
     }
 }
 
@@ -55,7 +62,11 @@ async fn killing_the_leader_elects_a_new_one_and_every_acknowledged_write_surviv
     }
     assert_eq!(acked, 20);
     cluster.kill(leader);
-    let survivors: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != leader).collect();
+    let survivors: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
     let new_leader = cluster.wait_for_leader(&survivors).await;
     assert_ne!(new_leader, leader);
     // Linearizable read through the new leader: all 20 acknowledged reserves are there.
@@ -67,11 +78,10 @@ async fn killing_the_leader_elects_a_new_one_and_every_acknowledged_write_surviv
 
     // The killed node restarts from its disk and catches up.
     cluster.spawn(leader);
-    cluster
-        .eventually("the restarted node catches up", || async {
-            cluster.local_qty(leader, STORE, "pear").await == Some(75)
-        })
-        .await;
+    eventually!(
+        "the restarted node catches up",
+        cluster.local_qty(leader, STORE, "pear").await == Some(75)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,22 +91,25 @@ async fn a_node_that_missed_a_purged_log_catches_up_from_a_snapshot() {
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let lagging = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
     create(&cluster, leader, "plum", 1000).await;
-    assert!(cluster.terminate(lagging).await, "node {lagging} did not shut down cleanly");
+    assert!(
+        cluster.terminate(lagging).await,
+        "node {lagging} did not shut down cleanly"
+    );
     for _ in 0..60 {
         assert_eq!(reserve(&cluster, leader, "plum", 1).await, 201);
     }
-    cluster
-        .eventually("the leader purges its log behind a snapshot", || async {
-            let health = cluster.health(leader).await.unwrap_or_default();
-            health["purgedIndex"].as_u64().unwrap_or(0) > 20
-        })
-        .await;
+    eventually!(
+        "the leader purges its log behind a snapshot",
+        cluster.health(leader).await.unwrap_or_default()["purgedIndex"]
+            .as_u64()
+            .unwrap_or(0)
+            > 20
+    );
     cluster.spawn(lagging);
-    cluster
-        .eventually("the lagging node converges", || async {
-            cluster.local_qty(lagging, STORE, "plum").await == Some(940)
-        })
-        .await;
+    eventually!(
+        "the lagging node converges",
+        cluster.local_qty(lagging, STORE, "plum").await == Some(940)
+    );
     let health = cluster.health(lagging).await.unwrap();
     assert!(
         health["snapshotIndex"].as_u64().unwrap_or(0) > 20,
@@ -108,7 +121,9 @@ async fn a_node_that_missed_a_purged_log_catches_up_from_a_snapshot() {
 async fn raft_rpc_without_the_cluster_secret_is_refused_and_changes_nothing() {
     let cluster = Cluster::start(3, "").await;
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
-    let term_before = cluster.health(leader).await.unwrap()["term"].as_u64().unwrap();
+    let term_before = cluster.health(leader).await.unwrap()["term"]
+        .as_u64()
+        .unwrap();
     for target in cluster.ids() {
         for secret in [None, Some("wrong-secret-value")] {
             let mut request = cluster
@@ -119,7 +134,10 @@ async fn raft_rpc_without_the_cluster_secret_is_refused_and_changes_nothing() {
                 request = request.header("x-stockraft-secret", secret);
             }
             let status = request.send().await.unwrap().status().as_u16();
-            assert_eq!(status, 401, "node {target} accepted a vote with secret {secret:?}");
+            assert_eq!(
+                status, 401,
+                "node {target} accepted a vote with secret {secret:?}"
+            );
         }
         let status = cluster
             .http
@@ -150,16 +168,18 @@ async fn sigterm_shuts_a_node_down_cleanly_and_it_restarts_with_its_data() {
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     create(&cluster, leader, "fig", 5).await;
     let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
-    cluster
-        .eventually("the follower applies the create", || async {
-            cluster.local_qty(follower, STORE, "fig").await == Some(5)
-        })
-        .await;
-    assert!(cluster.terminate(follower).await, "SIGTERM should exit 0:\n{}", cluster.log(follower));
+    eventually!(
+        "the follower applies the create",
+        cluster.local_qty(follower, STORE, "fig").await == Some(5)
+    );
+    assert!(
+        cluster.terminate(follower).await,
+        "SIGTERM should exit 0:\n{}",
+        cluster.log(follower)
+    );
     cluster.spawn(follower);
-    cluster
-        .eventually("the restarted follower serves its data", || async {
-            cluster.local_qty(follower, STORE, "fig").await == Some(5)
-        })
-        .await;
+    eventually!(
+        "the restarted follower serves its data",
+        cluster.local_qty(follower, STORE, "fig").await == Some(5)
+    );
 }

@@ -14,10 +14,16 @@ use stockraft::storage::{Disk, SimDisk, SledDisk};
 struct SledStores;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledStores {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).expect("opening sled"));
-        Ok((dir, LogStore::new(disk.clone()), StateMachineStore::new(disk)))
+        Ok((
+            dir,
+            LogStore::new(disk.clone()),
+            StateMachineStore::new(disk),
+        ))
     }
 }
 
@@ -26,7 +32,11 @@ struct SimStores;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore> for SimStores {
     async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
-        Ok(((), LogStore::new(disk.clone()), StateMachineStore::new(disk)))
+        Ok((
+            (),
+            LogStore::new(disk.clone()),
+            StateMachineStore::new(disk),
+        ))
     }
 }
 

@@ -15,11 +15,16 @@ use stockraft::raft::{Entry, LogId, TypeConfig};
 use stockraft::storage::{Disk, SimDisk, SledDisk};
 
 fn log_id(term: u64, index: u64) -> LogId {
-    LogId::new(<TypeConfig as openraft::RaftTypeConfig>::LeaderId::new_committed(term, 1), index)
+    LogId::new(
+        <TypeConfig as openraft::RaftTypeConfig>::LeaderId::new_committed(term, 1),
+        index,
+    )
 }
 
 fn membership_entry(index: u64) -> Entry {
-    let members = [(1, openraft::BasicNode { addr: "a".into() })].into_iter().collect::<std::collections::BTreeMap<_, _>>();
+    let members = [(1, openraft::BasicNode { addr: "a".into() })]
+        .into_iter()
+        .collect::<std::collections::BTreeMap<_, _>>();
     Entry {
         log_id: log_id(1, index),
         payload: EntryPayload::Membership(Membership::new(vec![[1].into()], members).unwrap()),
@@ -67,7 +72,11 @@ fn log_and_state_machine_survive_close_and_reopen_on_sled() {
             let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).unwrap());
             let mut log = LogStore::new(disk.clone());
             let mut sm = StateMachineStore::new(disk.clone());
-            let entries = vec![membership_entry(1), create_entry(2, "a", 5), create_entry(3, "b", 7)];
+            let entries = vec![
+                membership_entry(1),
+                create_entry(2, "a", 5),
+                create_entry(3, "b", 7),
+            ];
             append(&mut log, entries.clone()).await;
             log.save_vote(&openraft::Vote::new(1, 1)).await.unwrap();
             apply(&mut sm, entries).await;
@@ -78,11 +87,17 @@ fn log_and_state_machine_survive_close_and_reopen_on_sled() {
         let mut sm = StateMachineStore::new(disk);
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id, Some(log_id(1, 3)));
-        assert_eq!(log.read_vote().await.unwrap(), Some(openraft::Vote::new(1, 1)));
+        assert_eq!(
+            log.read_vote().await.unwrap(),
+            Some(openraft::Vote::new(1, 1))
+        );
         let (applied, membership) = sm.applied_state().await.unwrap();
         assert_eq!(applied, Some(log_id(1, 3)));
         assert_eq!(membership.log_id(), &Some(log_id(1, 1)));
-        let record = sm.record(&RecordKey::new("s1", "b").unwrap()).unwrap().unwrap();
+        let record = sm
+            .record(&RecordKey::new("s1", "b").unwrap())
+            .unwrap()
+            .unwrap();
         assert_eq!(record.quantity, 7);
     });
 }
@@ -92,15 +107,34 @@ fn a_snapshot_installed_on_an_empty_store_reproduces_the_state_byte_for_byte() {
     block_on(async {
         let source_disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
         let mut source = StateMachineStore::new(source_disk);
-        apply(&mut source, vec![membership_entry(1), create_entry(2, "a", 5), create_entry(3, "b", 9)]).await;
-        let snapshot = source.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        apply(
+            &mut source,
+            vec![
+                membership_entry(1),
+                create_entry(2, "a", 5),
+                create_entry(3, "b", 9),
+            ],
+        )
+        .await;
+        let snapshot = source
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 3)));
 
         let mut target = StateMachineStore::new(Arc::new(SimDisk::new()));
         apply(&mut target, vec![create_entry(0, "stale", 1)]).await;
-        target.install_snapshot(&snapshot.meta, snapshot.snapshot.clone()).await.unwrap();
+        target
+            .install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
+            .await
+            .unwrap();
         assert_eq!(target.state_pairs().unwrap(), source.state_pairs().unwrap());
-        assert!(target.record(&RecordKey::new("s1", "stale").unwrap()).unwrap().is_none());
+        assert!(target
+            .record(&RecordKey::new("s1", "stale").unwrap())
+            .unwrap()
+            .is_none());
         let current = target.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta, snapshot.meta);
         let (applied, _) = target.applied_state().await.unwrap();
@@ -142,5 +176,6 @@ fn replaying_the_same_log_on_two_stores_gives_identical_bytes() {
             apply(&mut b, chunk.to_vec()).await;
         }
         assert_eq!(a.state_pairs().unwrap(), b.state_pairs().unwrap());
+        assert_eq!(b.applied().unwrap(), Some(log_id(1, 49)));
     });
 }

@@ -21,7 +21,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, name: &'static str, message: impl Into<String>) -> Self {
+    fn new(
+        status: StatusCode,
+        code: &'static str,
+        name: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             code,
@@ -38,7 +43,12 @@ impl ApiError {
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "ValidationError", message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "ValidationError",
+            message,
+        )
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -124,15 +134,24 @@ impl From<Rejection> for ApiError {
         match rejection {
             Rejection::Invalid { .. } => Self::validation(message),
             Rejection::NotFound { .. } => Self::not_found(message),
-            Rejection::AlreadyExists { version, .. } => {
-                Self::new(StatusCode::CONFLICT, "CONFLICT_ERROR", "ConflictError", message)
-                    .with_details(json!({ "currentVersion": version }))
-            }
-            Rejection::VersionMismatch { expected, actual } => {
-                Self::new(StatusCode::CONFLICT, "CONFLICT_ERROR", "ConflictError", message)
-                    .with_details(json!({ "expectedVersion": expected, "currentVersion": actual }))
-            }
-            Rejection::InsufficientStock { requested, available } => Self::new(
+            Rejection::AlreadyExists { version, .. } => Self::new(
+                StatusCode::CONFLICT,
+                "CONFLICT_ERROR",
+                "ConflictError",
+                message,
+            )
+            .with_details(json!({ "currentVersion": version })),
+            Rejection::VersionMismatch { expected, actual } => Self::new(
+                StatusCode::CONFLICT,
+                "CONFLICT_ERROR",
+                "ConflictError",
+                message,
+            )
+            .with_details(json!({ "expectedVersion": expected, "currentVersion": actual })),
+            Rejection::InsufficientStock {
+                requested,
+                available,
+            } => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "INSUFFICIENT_STOCK",
                 "InsufficientStockError",

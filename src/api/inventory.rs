@@ -77,8 +77,12 @@ pub async fn create_at_path(
         let raw = read_request(&app, request).await?;
         let key = record_key(&store_id, &sku)?;
         let body: CreateAtPathBody = json_body(&raw)?;
-        if body.store_id.as_deref().is_some_and(|s| s != store_id) || body.sku.as_deref().is_some_and(|s| s != sku) {
-            return Err(ApiError::validation("storeId and sku in the body must match the path"));
+        if body.store_id.as_deref().is_some_and(|s| s != store_id)
+            || body.sku.as_deref().is_some_and(|s| s != sku)
+        {
+            return Err(ApiError::validation(
+                "storeId and sku in the body must match the path",
+            ));
         }
         let command = create_command(key, body.initial_quantity)?;
         Ok((raw, command))
@@ -180,7 +184,9 @@ pub async fn get(
             }
             Err(ReadError::NotLeader { .. }) => Attempt::NotLeader,
             Err(ReadError::Unavailable(message)) => Attempt::Unknown(message),
-            Err(ReadError::Storage(error)) => Attempt::Done(ApiError::internal(error.to_string()).into_response()),
+            Err(ReadError::Storage(error)) => {
+                Attempt::Done(ApiError::internal(error.to_string()).into_response())
+            }
         }
     })
     .await
@@ -201,7 +207,9 @@ async fn write(app: &App, raw: RawRequest, command: Command) -> Response {
                 Ok(response) => Attempt::Done(render(app, response)),
                 Err(ProposeError::NotLeader { .. }) => Attempt::NotLeader,
                 Err(ProposeError::OutcomeUnknown(message)) => Attempt::Unknown(message),
-                Err(ProposeError::Unavailable(message)) => Attempt::Done(ApiError::unavailable(message).into_response()),
+                Err(ProposeError::Unavailable(message)) => {
+                    Attempt::Done(ApiError::unavailable(message).into_response())
+                }
             }
         }
     })
@@ -236,7 +244,11 @@ fn render(app: &App, response: inventory::Response) -> Response {
             http
         }
         Err(rejection) => {
-            if matches!(rejection, inventory::Rejection::VersionMismatch { .. } | inventory::Rejection::AlreadyExists { .. }) {
+            if matches!(
+                rejection,
+                inventory::Rejection::VersionMismatch { .. }
+                    | inventory::Rejection::AlreadyExists { .. }
+            ) {
                 Counters::bump(&app.counters.conflicts);
             }
             ApiError::from(rejection.clone()).into_response()
@@ -253,8 +265,11 @@ fn render(app: &App, response: inventory::Response) -> Response {
 fn render_record(key: &RecordKey, found: Option<inventory::Record>) -> Response {
     match found {
         Some(record) => {
-            let mut response =
-                (StatusCode::OK, axum::Json(json!({ "success": true, "data": json::record(&record) }))).into_response();
+            let mut response = (
+                StatusCode::OK,
+                axum::Json(json!({ "success": true, "data": json::record(&record) })),
+            )
+                .into_response();
             response.headers_mut().insert("etag", etag(record.version));
             response
         }
@@ -263,7 +278,8 @@ fn render_record(key: &RecordKey, found: Option<inventory::Record>) -> Response 
 }
 
 fn etag(version: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).expect("a quoted integer is a valid header value")
+    HeaderValue::from_str(&format!("\"{version}\""))
+        .expect("a quoted integer is a valid header value")
 }
 
 async fn read_request(app: &App, request: Request) -> Result<RawRequest, ApiError> {
@@ -294,7 +310,8 @@ fn json_body<T: DeserializeOwned>(raw: &RawRequest) -> Result<T, ApiError> {
     if !media_type.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::unsupported_media_type());
     }
-    serde_json::from_slice(&raw.body).map_err(|error| ApiError::validation(format!("invalid JSON body: {error}")))
+    serde_json::from_slice(&raw.body)
+        .map_err(|error| ApiError::validation(format!("invalid JSON body: {error}")))
 }
 
 fn record_key(store_id: &str, sku: &str) -> Result<RecordKey, ApiError> {
@@ -305,7 +322,10 @@ fn create_command(key: RecordKey, initial_quantity: i64) -> Result<Command, ApiE
     if initial_quantity < 0 {
         return Err(ApiError::validation("initialQuantity must not be negative"));
     }
-    Ok(Command::Create { key, initial_quantity })
+    Ok(Command::Create {
+        key,
+        initial_quantity,
+    })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -340,7 +360,11 @@ fn precondition(headers: &HeaderMap, body_version: Option<u64>) -> Result<Option
 }
 
 fn parse_if_match(value: &str) -> Result<Option<u64>, ApiError> {
-    let invalid = || ApiError::validation(format!("If-Match must name a version, e.g. \"3\"; got {value:?}"));
+    let invalid = || {
+        ApiError::validation(format!(
+            "If-Match must name a version, e.g. \"3\"; got {value:?}"
+        ))
+    };
     if value.trim() == "*" {
         return Ok(None);
     }

@@ -57,7 +57,12 @@ pub enum Attempt {
 
 /// Serves `raw` at the leader. `serve_here(remaining)` runs the request on this node when it
 /// leads; `retry_unknown` says whether an unknown outcome may be retried (reads, keyed writes).
-pub async fn at_leader<F, Fut>(app: &App, raw: &RawRequest, retry_unknown: bool, mut serve_here: F) -> Response
+pub async fn at_leader<F, Fut>(
+    app: &App,
+    raw: &RawRequest,
+    retry_unknown: bool,
+    mut serve_here: F,
+) -> Response
 where
     F: FnMut(Duration) -> Fut,
     Fut: Future<Output = Attempt>,
@@ -67,7 +72,8 @@ where
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         if remaining.is_zero() {
-            return ApiError::no_leader(format!("no leader answered within {deadline_ms} ms")).into_response();
+            return ApiError::no_leader(format!("no leader answered within {deadline_ms} ms"))
+                .into_response();
         }
         let attempt = match app.leader() {
             Some(leader) if leader == app.id => {
@@ -96,15 +102,19 @@ where
                 ))
                 .into_response();
             }
-            Attempt::Unknown(message) => tracing::debug!(%message, "retrying after an unknown outcome"),
+            Attempt::Unknown(message) => {
+                tracing::debug!(%message, "retrying after an unknown outcome")
+            }
         }
-        let pause = RETRY_PAUSE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let pause =
+            RETRY_PAUSE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         tokio::time::sleep(pause).await;
     }
 }
 
 fn not_leader_response(app: &App) -> Response {
-    let mut response = ApiError::no_leader(format!("node {} is not the leader", app.id)).into_response();
+    let mut response =
+        ApiError::no_leader(format!("node {} is not the leader", app.id)).into_response();
     response
         .headers_mut()
         .insert(NOT_LEADER_HEADER, HeaderValue::from_static("true"));
@@ -128,7 +138,9 @@ async fn forward(app: &App, leader: u64, raw: &RawRequest, timeout: Duration) ->
         .headers
         .iter()
         .filter(|(name, _)| !is_hop_by_hop(name.as_str()))
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
         .collect();
     headers.push((FORWARDED_HEADER.to_owned(), app.id.to_string()));
     let wire = WireRequest {

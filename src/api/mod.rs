@@ -52,7 +52,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route(record, get(inventory::get).post(inventory::create_at_path))
         .route(&format!("{record}/adjust"), post(inventory::adjust))
         .route(&format!("{record}/reserve"), post(inventory::reserve))
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_client_token));
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            require_client_token,
+        ));
 
     let open = Router::new()
         .route("/api/health", get(health::health))
@@ -76,9 +79,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn has_secret(app: &App, headers: &HeaderMap) -> bool {
-    headers
-        .get(SECRET_HEADER)
-        .is_some_and(|value| constant_time_eq(value.as_bytes(), app.config.cluster.secret.as_bytes()))
+    headers.get(SECRET_HEADER).is_some_and(|value| {
+        constant_time_eq(value.as_bytes(), app.config.cluster.secret.as_bytes())
+    })
 }
 
 async fn require_secret(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
@@ -88,7 +91,11 @@ async fn require_secret(State(app): State<Arc<App>>, request: Request, next: Nex
     next.run(request).await
 }
 
-async fn require_client_token(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+async fn require_client_token(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(token) = &app.config.cluster.client_token {
         let expected = format!("Bearer {token}");
         let authorized = request

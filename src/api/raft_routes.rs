@@ -16,7 +16,8 @@ use crate::raft::Snapshot;
 use crate::storage::{decode, encode};
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    decode(b"raft-rpc", body).map_err(|error| (StatusCode::BAD_REQUEST, error.to_string()).into_response())
+    decode(b"raft-rpc", body)
+        .map_err(|error| (StatusCode::BAD_REQUEST, error.to_string()).into_response())
 }
 
 fn reply<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Response {

@@ -42,12 +42,22 @@ pub struct Effects {
 }
 
 /// Applies one request. Deterministic: depends only on its arguments.
-pub fn apply(view: &impl StateView, request: &Request, context: ApplyContext) -> (Response, Effects) {
-    let fingerprint = request.idempotency.as_ref().map(|_| request.command.fingerprint());
+pub fn apply(
+    view: &impl StateView,
+    request: &Request,
+    context: ApplyContext,
+) -> (Response, Effects) {
+    let fingerprint = request
+        .idempotency
+        .as_ref()
+        .map(|_| request.command.fingerprint());
     if let (Some(idempotency), Some(fingerprint)) = (&request.idempotency, &fingerprint) {
         if let Some(entry) = view.idempotency(&idempotency.key) {
             if entry.expires_at_ms > context.now_ms {
-                return (replay(entry, &idempotency.key, fingerprint, request, context), Effects::default());
+                return (
+                    replay(entry, &idempotency.key, fingerprint, request, context),
+                    Effects::default(),
+                );
             }
         }
     }
@@ -91,7 +101,9 @@ fn replay(
     }
     Response {
         operation: request.command.operation(),
-        result: Err(Rejection::IdempotencyKeyReused { key: key.to_owned() }),
+        result: Err(Rejection::IdempotencyKeyReused {
+            key: key.to_owned(),
+        }),
         replayed: false,
         log_index: context.log_index,
     }
@@ -117,7 +129,10 @@ fn execute(view: &impl StateView, command: &Command, now_ms: u64) -> CommandResu
                 return Err(invalid("delta must not be 0"));
             }
             let record = existing(view, key, expected_version)?;
-            let quantity = record.quantity.checked_add(delta).ok_or(Rejection::Overflow)?;
+            let quantity = record
+                .quantity
+                .checked_add(delta)
+                .ok_or(Rejection::Overflow)?;
             if quantity < 0 {
                 return Err(Rejection::InsufficientStock {
                     requested: delta.checked_neg().unwrap_or(i64::MAX),
@@ -147,7 +162,12 @@ fn execute(view: &impl StateView, command: &Command, now_ms: u64) -> CommandResu
     }
 }
 
-fn create(view: &impl StateView, key: &RecordKey, initial_quantity: i64, now_ms: u64) -> CommandResult {
+fn create(
+    view: &impl StateView,
+    key: &RecordKey,
+    initial_quantity: i64,
+    now_ms: u64,
+) -> CommandResult {
     if initial_quantity < 0 {
         return Err(invalid("initialQuantity must not be negative"));
     }
@@ -167,8 +187,14 @@ fn create(view: &impl StateView, key: &RecordKey, initial_quantity: i64, now_ms:
 }
 
 /// Loads a record that must exist and, when asked, be at `expected_version`.
-fn existing(view: &impl StateView, key: &RecordKey, expected_version: Option<u64>) -> CommandResult {
-    let record = view.record(key).ok_or_else(|| Rejection::NotFound { key: key.clone() })?;
+fn existing(
+    view: &impl StateView,
+    key: &RecordKey,
+    expected_version: Option<u64>,
+) -> CommandResult {
+    let record = view
+        .record(key)
+        .ok_or_else(|| Rejection::NotFound { key: key.clone() })?;
     match expected_version {
         Some(expected) if expected != record.version => Err(Rejection::VersionMismatch {
             expected,
@@ -291,7 +317,10 @@ mod tests {
         assert_eq!(created.quantity, 5);
         assert_eq!(created.created_at_ms, 1_001);
         let again = run(&mut state, 2, &request(create("a", 9)));
-        assert!(matches!(again.result, Err(Rejection::AlreadyExists { version: 1, .. })));
+        assert!(matches!(
+            again.result,
+            Err(Rejection::AlreadyExists { version: 1, .. })
+        ));
         assert_eq!(state.records[&key("a")].quantity, 5);
     }
 
@@ -299,9 +328,13 @@ mod tests {
     fn every_change_increments_the_version_by_one() {
         let mut state = MemoryState::default();
         run(&mut state, 1, &request(create("a", 5)));
-        let adjusted = run(&mut state, 2, &request(adjust("a", 3, Some(1)))).result.unwrap();
+        let adjusted = run(&mut state, 2, &request(adjust("a", 3, Some(1))))
+            .result
+            .unwrap();
         assert_eq!((adjusted.quantity, adjusted.version), (8, 2));
-        let reserved = run(&mut state, 3, &request(reserve("a", 8, None))).result.unwrap();
+        let reserved = run(&mut state, 3, &request(reserve("a", 8, None)))
+            .result
+            .unwrap();
         assert_eq!((reserved.quantity, reserved.version), (0, 3));
         assert_eq!(reserved.updated_at_ms, 1_003);
         assert_eq!(reserved.created_at_ms, 1_001);
@@ -315,7 +348,10 @@ mod tests {
         let response = run(&mut state, 2, &request(reserve("a", 1, Some(7))));
         assert_eq!(
             response.result,
-            Err(Rejection::VersionMismatch { expected: 7, actual: 1 })
+            Err(Rejection::VersionMismatch {
+                expected: 7,
+                actual: 1
+            })
         );
         assert_eq!(state, before);
     }
@@ -328,12 +364,18 @@ mod tests {
         let response = run(&mut state, 2, &request(reserve("a", 6, None)));
         assert_eq!(
             response.result,
-            Err(Rejection::InsufficientStock { requested: 6, available: 5 })
+            Err(Rejection::InsufficientStock {
+                requested: 6,
+                available: 5
+            })
         );
         let response = run(&mut state, 3, &request(adjust("a", -6, None)));
         assert_eq!(
             response.result,
-            Err(Rejection::InsufficientStock { requested: 6, available: 5 })
+            Err(Rejection::InsufficientStock {
+                requested: 6,
+                available: 5
+            })
         );
         assert_eq!(state, before);
     }
@@ -346,7 +388,10 @@ mod tests {
         assert_eq!(response.result, Err(Rejection::Overflow));
         let response = run(&mut state, 3, &request(adjust("a", i64::MIN, None)));
         // i64::MAX + i64::MIN = -1: below zero, so it is refused as insufficient stock.
-        assert!(matches!(response.result, Err(Rejection::InsufficientStock { .. })));
+        assert!(matches!(
+            response.result,
+            Err(Rejection::InsufficientStock { .. })
+        ));
         assert_eq!(state.records[&key("a")].quantity, i64::MAX);
     }
 
@@ -409,7 +454,11 @@ mod tests {
         run(&mut state, 1, &request(create("a", 5)));
         run(&mut state, 2, &keyed(reserve("a", 2, None), "k1"));
         let before = state.clone();
-        for other in [reserve("a", 3, None), reserve("a", 2, Some(2)), adjust("a", 2, None)] {
+        for other in [
+            reserve("a", 3, None),
+            reserve("a", 2, Some(2)),
+            adjust("a", 2, None),
+        ] {
             let response = run(&mut state, 3, &keyed(other, "k1"));
             assert_eq!(
                 response.result,

@@ -17,7 +17,10 @@ pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Create a record; refused if it already exists (never overwritten).
-    Create { key: RecordKey, initial_quantity: i64 },
+    Create {
+        key: RecordKey,
+        initial_quantity: i64,
+    },
     /// Add `delta` (non-zero, may be negative) to the available quantity.
     Adjust {
         key: RecordKey,
@@ -44,7 +47,9 @@ impl Command {
     /// The record this command touches.
     pub fn key(&self) -> &RecordKey {
         match self {
-            Command::Create { key, .. } | Command::Adjust { key, .. } | Command::Reserve { key, .. } => key,
+            Command::Create { key, .. }
+            | Command::Adjust { key, .. }
+            | Command::Reserve { key, .. } => key,
         }
     }
 

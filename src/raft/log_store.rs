@@ -44,9 +44,12 @@ impl LogStore {
             Bound::Excluded(index) => keys::log_entry(index),
             Bound::Unbounded => keys::LOG_END.to_vec(),
         };
-        let pairs = self
-            .disk
-            .scan(&keys::log_entry(start), &end_key, Order::Ascending, usize::MAX)?;
+        let pairs = self.disk.scan(
+            &keys::log_entry(start),
+            &end_key,
+            Order::Ascending,
+            usize::MAX,
+        )?;
         pairs.iter().map(|(k, v)| decode::<Entry>(k, v)).collect()
     }
 
@@ -54,14 +57,20 @@ impl LogStore {
         let pairs = self
             .disk
             .scan(keys::LOG_START, keys::LOG_END, Order::Descending, 1)?;
-        pairs.first().map(|(k, v)| decode::<Entry>(k, v)).transpose()
+        pairs
+            .first()
+            .map(|(k, v)| decode::<Entry>(k, v))
+            .transpose()
     }
 
     /// Deletes every entry with `start <= index`, in one batch together with `extra` writes.
     fn delete_from(&self, start: u64, mut batch: WriteBatch) -> Result<(), StorageError> {
-        let doomed = self
-            .disk
-            .scan(&keys::log_entry(start), keys::LOG_END, Order::Ascending, usize::MAX)?;
+        let doomed = self.disk.scan(
+            &keys::log_entry(start),
+            keys::LOG_END,
+            Order::Ascending,
+            usize::MAX,
+        )?;
         for (key, _) in doomed {
             batch.delete(key);
         }
@@ -125,7 +134,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.read::<Option<LogId>>(keys::COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -30,7 +30,12 @@ pub enum Applied {
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?} on {}", self.command.operation(), self.command.key())
+        write!(
+            f,
+            "{:?} on {}",
+            self.command.operation(),
+            self.command.key()
+        )
     }
 }
 

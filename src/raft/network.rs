@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::errors::{ReplicationClosed, RPCError, StreamingError, Unreachable};
+use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
@@ -87,7 +87,10 @@ impl PeerClient {
             path: route.to_owned(),
             headers: vec![
                 (SECRET_HEADER.to_owned(), self.secret.to_string()),
-                ("content-type".to_owned(), "application/octet-stream".to_owned()),
+                (
+                    "content-type".to_owned(),
+                    "application/octet-stream".to_owned(),
+                ),
             ],
             body: encode(request),
         };
@@ -106,7 +109,8 @@ impl PeerClient {
         }
         let reply: Result<Reply, String> =
             decode(route.as_bytes(), &response.body).map_err(Unreachable::from_string)?;
-        reply.map_err(|message| Unreachable::from_string(format!("node {}: {message}", self.target)))
+        reply
+            .map_err(|message| Unreachable::from_string(format!("node {}: {message}", self.target)))
     }
 }
 
@@ -162,6 +166,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         request: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Ok(self.call(routes::TRANSFER_LEADER, &request, option.hard_ttl()).await?)
+        Ok(self
+            .call(routes::TRANSFER_LEADER, &request, option.hard_ttl())
+            .await?)
     }
 }

@@ -28,7 +28,9 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 
 use super::{Applied, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::inventory::{self, ApplyContext, IdempotencyEntry, MemoryState, Record, RecordKey, Request};
+use crate::inventory::{
+    self, ApplyContext, IdempotencyEntry, MemoryState, Record, RecordKey, Request,
+};
 use crate::storage::{decode, encode, keys, Disk, Order, StorageError, WriteBatch};
 
 /// How many expired idempotency keys one log entry deletes at most: bounds the work of a single
@@ -68,21 +70,29 @@ impl StateMachineStore {
 
     /// The last applied log id on this node.
     pub fn applied(&self) -> Result<Option<LogId>, StorageError> {
-        self.read(keys::APPLIED)
+        // Stored as `Option<LogId>` (a snapshot of an empty state has none): decode it as such.
+        Ok(self.read::<Option<LogId>>(keys::APPLIED)?.flatten())
     }
 
     /// Every key and value of the state machine, in key order: what a snapshot holds, and what
     /// replicas at the same applied index must agree on byte for byte.
     pub fn state_pairs(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
-        self.disk
-            .scan(keys::STATE_START, keys::STATE_END, Order::Ascending, usize::MAX)
+        self.disk.scan(
+            keys::STATE_START,
+            keys::STATE_END,
+            Order::Ascending,
+            usize::MAX,
+        )
     }
 
     /// Every record, in (store, sku) order, up to `limit`.
     pub fn records(&self, limit: usize) -> Result<Vec<Record>, StorageError> {
-        let pairs = self
-            .disk
-            .scan(keys::RECORDS_START, keys::RECORDS_END, Order::Ascending, limit)?;
+        let pairs = self.disk.scan(
+            keys::RECORDS_START,
+            keys::RECORDS_END,
+            Order::Ascending,
+            limit,
+        )?;
         pairs.iter().map(|(k, v)| decode(k, v)).collect()
     }
 
@@ -110,7 +120,7 @@ impl<'d> ApplyBatch<'d> {
         Ok(Self {
             disk: &*store.disk,
             overlay: BTreeMap::new(),
-            applied: store.read(keys::APPLIED)?,
+            applied: store.applied()?,
             membership: store.read(keys::MEMBERSHIP)?.unwrap_or_default(),
             clock_ms: store.read(keys::CLOCK)?.unwrap_or(0),
         })
@@ -149,13 +159,19 @@ impl<'d> ApplyBatch<'d> {
                 self.membership = StoredMembership::new(Some(log_id), membership);
                 Applied::Nothing
             }
-            EntryPayload::Normal(request) => Applied::Command(self.apply_request(log_id.index, &request)?),
+            EntryPayload::Normal(request) => {
+                Applied::Command(self.apply_request(log_id.index, &request)?)
+            }
         };
         self.applied = Some(log_id);
         Ok(applied)
     }
 
-    fn apply_request(&mut self, log_index: u64, request: &Request) -> Result<inventory::Response, StorageError> {
+    fn apply_request(
+        &mut self,
+        log_index: u64,
+        request: &Request,
+    ) -> Result<inventory::Response, StorageError> {
         self.clock_ms = self.clock_ms.max(request.proposed_at_ms);
         self.purge_expired_keys()?;
 
@@ -165,7 +181,9 @@ impl<'d> ApplyBatch<'d> {
             view.records.insert(key.clone(), record);
         }
         if let Some(idempotency) = &request.idempotency {
-            if let Some(entry) = self.get::<IdempotencyEntry>(&keys::idempotency(&idempotency.key))? {
+            if let Some(entry) =
+                self.get::<IdempotencyEntry>(&keys::idempotency(&idempotency.key))?
+            {
                 view.idempotency.insert(idempotency.key.clone(), entry);
             }
         }
@@ -181,7 +199,8 @@ impl<'d> ApplyBatch<'d> {
         }
         if let Some((key, entry)) = effects.idempotency {
             if let Some(old) = view.idempotency.get(&key) {
-                self.overlay.insert(keys::expiry(old.expires_at_ms, &key), None);
+                self.overlay
+                    .insert(keys::expiry(old.expires_at_ms, &key), None);
             }
             self.overlay
                 .insert(keys::expiry(entry.expires_at_ms, &key), Some(Vec::new()));
@@ -274,7 +293,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        let applied = self.read(keys::APPLIED)?.flatten();
+        let applied = self.applied()?;
         let membership = self.read(keys::MEMBERSHIP)?.unwrap_or_default();
         Ok((applied, membership))
     }
@@ -323,7 +342,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = decode(keys::SNAPSHOT, &snapshot)?;
         let mut batch = WriteBatch::default();
         for (key, _) in self.state_pairs()? {
@@ -331,7 +354,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         for (key, value) in pairs {
             if !key.starts_with(keys::STATE_START) {
-                return Err(StorageError::Invariant(format!("snapshot holds a foreign key {key:?}")).into());
+                return Err(StorageError::Invariant(format!(
+                    "snapshot holds a foreign key {key:?}"
+                ))
+                .into());
             }
             batch.put(key, value);
         }

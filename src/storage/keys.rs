@@ -90,7 +90,10 @@ mod tests {
     #[test]
     fn expiry_keys_sort_by_time_and_round_trip() {
         assert!(expiry(9, "z") < expiry(10, "a"));
-        assert_eq!(parse_expiry(&expiry(10, "key")), Some((10, "key".to_string())));
+        assert_eq!(
+            parse_expiry(&expiry(10, "key")),
+            Some((10, "key".to_string()))
+        );
         assert!(expiry(u64::MAX, "k").as_slice() < STATE_END);
     }
 

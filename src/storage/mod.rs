@@ -125,10 +125,18 @@ mod tests {
         batch.put(b"b".to_vec(), b"x".to_vec());
         disk.write(batch).unwrap();
         assert_eq!(disk.get(&[b'a', 3]).unwrap(), Some(vec![3]));
-        let up = disk.scan(&[b'a', 2], &[b'a', 5], Order::Ascending, 10).unwrap();
-        assert_eq!(up.iter().map(|(k, _)| k[1]).collect::<Vec<_>>(), vec![2, 3, 4]);
+        let up = disk
+            .scan(&[b'a', 2], &[b'a', 5], Order::Ascending, 10)
+            .unwrap();
+        assert_eq!(
+            up.iter().map(|(k, _)| k[1]).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
         let down = disk.scan(b"a", b"b", Order::Descending, 2).unwrap();
-        assert_eq!(down.iter().map(|(k, _)| k[1]).collect::<Vec<_>>(), vec![9, 8]);
+        assert_eq!(
+            down.iter().map(|(k, _)| k[1]).collect::<Vec<_>>(),
+            vec![9, 8]
+        );
         let mut batch = WriteBatch::default();
         batch.delete(vec![b'a', 3]);
         disk.write(batch).unwrap();

@@ -76,7 +76,10 @@ impl Disk for SimDisk {
             return Ok(Vec::new());
         }
         let platters = self.platters.lock().expect("sim disk lock poisoned");
-        let bounds = (Bound::Included(start.to_vec()), Bound::Excluded(end.to_vec()));
+        let bounds = (
+            Bound::Included(start.to_vec()),
+            Bound::Excluded(end.to_vec()),
+        );
         let range = platters.current.range::<Vec<u8>, _>(bounds);
         let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
         Ok(match order {
@@ -119,7 +122,10 @@ mod tests {
         futures::executor::block_on(disk.flush()).unwrap();
         put(&disk, "unflushed-1");
         put(&disk, "unflushed-2");
-        assert!(disk.get(b"unflushed-1").unwrap().is_some(), "reads see unflushed writes");
+        assert!(
+            disk.get(b"unflushed-1").unwrap().is_some(),
+            "reads see unflushed writes"
+        );
         assert_eq!(disk.crash(), 2);
         assert!(disk.get(b"flushed").unwrap().is_some());
         assert!(disk.get(b"unflushed-1").unwrap().is_none());

@@ -48,12 +48,13 @@ impl Transport for HttpTransport {
                     }
                 }
             };
-            let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|error| {
-                TransportError::Unreachable {
-                    addr: addr.clone(),
-                    message: error.to_string(),
-                }
-            })?;
+            let method =
+                reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|error| {
+                    TransportError::Unreachable {
+                        addr: addr.clone(),
+                        message: error.to_string(),
+                    }
+                })?;
             let mut builder = client
                 .request(method, format!("http://{}{}", addr, request.path))
                 .timeout(timeout)
@@ -69,7 +70,11 @@ impl Transport for HttpTransport {
                 .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
                 .collect();
             let body = response.bytes().await.map_err(unreachable)?.to_vec();
-            Ok(WireResponse { status, headers, body })
+            Ok(WireResponse {
+                status,
+                headers,
+                body,
+            })
         })
     }
 }

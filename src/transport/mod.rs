@@ -59,7 +59,8 @@ pub enum TransportError {
     NoAnswer { addr: String, message: String },
 }
 
-pub type TransportFuture = Pin<Box<dyn Future<Output = Result<WireResponse, TransportError>> + Send>>;
+pub type TransportFuture =
+    Pin<Box<dyn Future<Output = Result<WireResponse, TransportError>> + Send>>;
 
 /// Sends one request to the node at `addr` and waits at most `timeout` for its answer.
 pub trait Transport: Send + Sync + 'static {

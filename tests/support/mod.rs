@@ -11,6 +11,23 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Waits until `$condition` (an expression that may `.await`) holds, failing the test after
+/// [`CONDITION_TIMEOUT`]. A macro rather than a function so the condition can borrow freely.
+#[macro_export]
+macro_rules! eventually {
+    ($what:expr, $condition:expr) => {{
+        let deadline = std::time::Instant::now() + $crate::support::CONDITION_TIMEOUT;
+        while !($condition) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for: {}",
+                $what
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }};
+}
+
 pub const SECRET: &str = "integration-test-secret";
 
 /// How long to wait for a cluster condition before failing the test.
@@ -35,7 +52,9 @@ impl Cluster {
     /// Starts `size` nodes; `extra` is appended to cluster.toml (e.g. a `[raft]` section).
     pub async fn start(size: u64, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let addrs: Vec<(u64, String)> = (1..=size).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        let addrs: Vec<(u64, String)> = (1..=size)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
         let mut toml = format!("[cluster]\nsecret = \"{SECRET}\"\n\n");
         for (id, addr) in &addrs {
             toml.push_str(&format!("[[nodes]]\nid = {id}\naddr = \"{addr}\"\n\n"));
@@ -108,7 +127,12 @@ impl Cluster {
     }
 
     pub fn addr(&self, id: u64) -> &str {
-        &self.addrs.iter().find(|(i, _)| *i == id).expect("known node").1
+        &self
+            .addrs
+            .iter()
+            .find(|(i, _)| *i == id)
+            .expect("known node")
+            .1
     }
 
     pub fn url(&self, id: u64, path: &str) -> String {
@@ -120,7 +144,12 @@ impl Cluster {
     }
 
     pub async fn health(&self, id: u64) -> Option<Value> {
-        let response = self.http.get(self.url(id, "/api/health")).send().await.ok()?;
+        let response = self
+            .http
+            .get(self.url(id, "/api/health"))
+            .send()
+            .await
+            .ok()?;
         let body: Value = response.json().await.ok()?;
         Some(body["data"].clone())
     }
@@ -138,20 +167,10 @@ impl Cluster {
                     return *leader;
                 }
             }
-            assert!(Instant::now() < deadline, "no agreed leader among {among:?}: {leaders:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits until `check` holds, failing the test after [`CONDITION_TIMEOUT`].
-    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let deadline = Instant::now() + CONDITION_TIMEOUT;
-        while !check().await {
-            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader among {among:?}: {leaders:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -160,7 +179,13 @@ impl Cluster {
         self.post_with(id, path, body, &[]).await
     }
 
-    pub async fn post_with(&self, id: u64, path: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub async fn post_with(
+        &self,
+        id: u64,
+        path: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut request = self.http.post(self.url(id, path)).json(&body);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -171,7 +196,12 @@ impl Cluster {
     }
 
     pub async fn get(&self, id: u64, path: &str) -> (u16, Value) {
-        let response = self.http.get(self.url(id, path)).send().await.expect("GET failed");
+        let response = self
+            .http
+            .get(self.url(id, path))
+            .send()
+            .await
+            .expect("GET failed");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -195,7 +225,9 @@ impl Cluster {
 
 fn send_sigterm(pid: u32) {
     // std has no portable "send SIGTERM"; the `kill` command is on every POSIX system.
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }
 
 impl Drop for Cluster {
