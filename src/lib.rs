@@ -15,5 +15,7 @@ pub mod node;
 pub mod raft;
 #[cfg(not(madsim))]
 pub mod server;
+#[cfg(madsim)]
+pub mod sim;
 pub mod storage;
 pub mod transport;

@@ -1,12 +1,15 @@
 //! `stockraft`: the binary. Parses the command line and hands over to the library.
 
 use clap::Parser;
-use stockraft::cli::{Cli, Command};
+use stockraft::cli::Cli;
+#[cfg(not(madsim))]
+use stockraft::cli::Command;
 
 /// Worker threads for the node's runtime: the machine this targets has 2 cores, and Raft, HTTP
 /// and sled's own threads share them.
 const WORKER_THREADS: usize = 2;
 
+#[cfg(not(madsim))]
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -25,4 +28,12 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(stockraft::server::serve(id, config))
         }
     }
+}
+
+/// A `--cfg madsim` build exists only to run the simulation tests; it has no real I/O to serve.
+#[cfg(madsim)]
+fn main() {
+    let _ = (Cli::parse, WORKER_THREADS);
+    eprintln!("stockraft: this is a --cfg madsim build; it runs only the simulation tests");
+    std::process::exit(2);
 }

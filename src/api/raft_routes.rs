@@ -13,11 +13,14 @@ use serde::Serialize;
 use crate::app::App;
 use crate::raft::network::SnapshotRequest;
 use crate::raft::Snapshot;
-use crate::storage::{decode, encode};
+use crate::storage::{decode, encode, StorageError};
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, StorageError> {
     decode(b"raft-rpc", body)
-        .map_err(|error| (StatusCode::BAD_REQUEST, error.to_string()).into_response())
+}
+
+fn bad_request(error: StorageError) -> Response {
+    (StatusCode::BAD_REQUEST, error.to_string()).into_response()
 }
 
 fn reply<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Response {
@@ -28,28 +31,28 @@ fn reply<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Response {
 pub async fn append(State(app): State<Arc<App>>, body: Bytes) -> Response {
     match parse(&body) {
         Ok(request) => reply(app.raft.append_entries(request).await),
-        Err(response) => response,
+        Err(error) => bad_request(error),
     }
 }
 
 pub async fn vote(State(app): State<Arc<App>>, body: Bytes) -> Response {
     match parse(&body) {
         Ok(request) => reply(app.raft.vote(request).await),
-        Err(response) => response,
+        Err(error) => bad_request(error),
     }
 }
 
 pub async fn pre_vote(State(app): State<Arc<App>>, body: Bytes) -> Response {
     match parse(&body) {
         Ok(request) => reply(app.raft.pre_vote(request).await),
-        Err(response) => response,
+        Err(error) => bad_request(error),
     }
 }
 
 pub async fn snapshot(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let request: SnapshotRequest = match parse(&body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(error) => return bad_request(error),
     };
     let snapshot = Snapshot {
         meta: request.meta,
@@ -61,7 +64,7 @@ pub async fn snapshot(State(app): State<Arc<App>>, body: Bytes) -> Response {
 pub async fn transfer_leader(State(app): State<Arc<App>>, body: Bytes) -> Response {
     match parse(&body) {
         Ok(request) => reply(app.raft.handle_transfer_leader(request).await),
-        Err(response) => response,
+        Err(error) => bad_request(error),
     }
 }
 

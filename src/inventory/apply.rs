@@ -486,7 +486,7 @@ mod tests {
 
     #[test]
     fn replaying_the_same_log_on_a_fresh_state_gives_the_same_state_and_answers() {
-        let log = vec![
+        let log = [
             request(create("a", 10)),
             keyed(reserve("a", 3, None), "x"),
             request(adjust("a", -2, Some(2))),

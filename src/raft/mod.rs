@@ -16,6 +16,7 @@ pub mod log_store;
 pub mod network;
 pub mod runtime;
 pub mod state_machine;
+pub mod watch;
 
 use crate::inventory::{Request, Response};
 

@@ -98,7 +98,7 @@ impl PeerClient {
             .transport
             .send(&self.addr, wire, timeout)
             .await
-            .map_err(|error| Unreachable::from_string(error))?;
+            .map_err(Unreachable::from_string)?;
         if response.status != 200 {
             return Err(Unreachable::from_string(format!(
                 "node {} answered {} on {route}: {}",

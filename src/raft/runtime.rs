@@ -56,7 +56,6 @@ use openraft_rt::WatchReceiver;
 use openraft_rt::WatchSender;
 use tokio::sync::mpsc as tokio_mpsc;
 use tokio::sync::oneshot as tokio_oneshot;
-use tokio::sync::watch as tokio_watch;
 
 /// openraft [`AsyncRuntime`] backed by `madsim-tokio`.
 ///
@@ -487,15 +486,16 @@ impl<T: OptionalSend> MpscWeakSender<RtMpsc, T> for RtMpscWeakSender<T> {
 
 // --- Watch ------------------------------------------------------------------
 
-/// Watch channel family (`tokio::sync::watch`).
+/// Watch channel family: our own [`super::watch`], because `tokio::sync::watch` wakes its
+/// receivers in an order drawn from a process-wide random source (see that module).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RtWatch;
 
-/// [`WatchSender`] over `tokio::sync::watch::Sender`.
-pub struct RtWatchSender<T>(tokio_watch::Sender<T>);
+/// [`WatchSender`] over [`super::watch::Sender`].
+pub struct RtWatchSender<T>(super::watch::Sender<T>);
 
-/// [`WatchReceiver`] over `tokio::sync::watch::Receiver`.
-pub struct RtWatchReceiver<T>(tokio_watch::Receiver<T>);
+/// [`WatchReceiver`] over [`super::watch::Receiver`].
+pub struct RtWatchReceiver<T>(super::watch::Receiver<T>);
 
 impl<T> Clone for RtWatchSender<T> {
     fn clone(&self) -> Self {
@@ -512,19 +512,17 @@ impl<T> Clone for RtWatchReceiver<T> {
 impl Watch for RtWatch {
     type Sender<T: OptionalSend + OptionalSync> = RtWatchSender<T>;
     type Receiver<T: OptionalSend + OptionalSync> = RtWatchReceiver<T>;
-    type Ref<'a, T: OptionalSend + 'a> = tokio_watch::Ref<'a, T>;
+    type Ref<'a, T: OptionalSend + 'a> = std::sync::RwLockReadGuard<'a, T>;
 
     fn channel<T: OptionalSend + OptionalSync>(init: T) -> (Self::Sender<T>, Self::Receiver<T>) {
-        let (tx, rx) = tokio_watch::channel(init);
+        let (tx, rx) = super::watch::channel(init);
         (RtWatchSender(tx), RtWatchReceiver(rx))
     }
 }
 
 impl<T: OptionalSend + OptionalSync> WatchSender<RtWatch, T> for RtWatchSender<T> {
     fn send(&self, value: T) -> Result<(), openraft_rt::watch::SendError<T>> {
-        self.0
-            .send(value)
-            .map_err(|e| openraft_rt::watch::SendError(e.0))
+        self.0.send(value)
     }
 
     fn send_if_modified<F>(&self, modify: F) -> bool
@@ -534,7 +532,7 @@ impl<T: OptionalSend + OptionalSync> WatchSender<RtWatch, T> for RtWatchSender<T
         self.0.send_if_modified(modify)
     }
 
-    fn borrow_watched(&self) -> tokio_watch::Ref<'_, T> {
+    fn borrow_watched(&self) -> std::sync::RwLockReadGuard<'_, T> {
         self.0.borrow()
     }
 
@@ -545,17 +543,14 @@ impl<T: OptionalSend + OptionalSync> WatchSender<RtWatch, T> for RtWatchSender<T
 
 impl<T: OptionalSend + OptionalSync> WatchReceiver<RtWatch, T> for RtWatchReceiver<T> {
     async fn changed(&mut self) -> Result<(), openraft_rt::RecvError> {
-        self.0
-            .changed()
-            .await
-            .map_err(|_| openraft_rt::RecvError(()))
+        self.0.changed().await
     }
 
-    fn borrow_watched(&self) -> tokio_watch::Ref<'_, T> {
+    fn borrow_watched(&self) -> std::sync::RwLockReadGuard<'_, T> {
         self.0.borrow()
     }
 
-    fn borrow_and_update(&mut self) -> tokio_watch::Ref<'_, T> {
+    fn borrow_and_update(&mut self) -> std::sync::RwLockReadGuard<'_, T> {
         self.0.borrow_and_update()
     }
 }

@@ -31,7 +31,7 @@ use super::{Applied, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig
 use crate::inventory::{
     self, ApplyContext, IdempotencyEntry, MemoryState, Record, RecordKey, Request,
 };
-use crate::storage::{decode, encode, keys, Disk, Order, StorageError, WriteBatch};
+use crate::storage::{decode, encode, keys, Disk, KeyValue, Order, StorageError, WriteBatch};
 
 /// How many expired idempotency keys one log entry deletes at most: bounds the work of a single
 /// apply while still draining the expiry index faster than keys can be added (one per entry).
@@ -76,7 +76,7 @@ impl StateMachineStore {
 
     /// Every key and value of the state machine, in key order: what a snapshot holds, and what
     /// replicas at the same applied index must agree on byte for byte.
-    pub fn state_pairs(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn state_pairs(&self) -> Result<Vec<KeyValue>, StorageError> {
         self.disk.scan(
             keys::STATE_START,
             keys::STATE_END,
@@ -264,7 +264,7 @@ impl<'d> ApplyBatch<'d> {
 pub struct SnapshotBuilder {
     disk: Arc<dyn Disk>,
     meta: SnapshotMeta,
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    pairs: Vec<KeyValue>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -347,7 +347,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = decode(keys::SNAPSHOT, &snapshot)?;
+        let pairs: Vec<KeyValue> = decode(keys::SNAPSHOT, &snapshot)?;
         let mut batch = WriteBatch::default();
         for (key, _) in self.state_pairs()? {
             batch.delete(key);

@@ -70,6 +70,9 @@ impl WriteBatch {
     }
 }
 
+/// One key and its value, as scans return them.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Direction of a range scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
@@ -90,7 +93,7 @@ pub trait Disk: Send + Sync + 'static {
         end: &[u8],
         order: Order,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    ) -> Result<Vec<KeyValue>, StorageError>;
     /// Applies `batch` atomically. Durable only after a later [`Disk::flush`].
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError>;
     /// Makes every earlier write durable (fsync).

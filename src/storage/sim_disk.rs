@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
-use super::{Disk, FlushFuture, Order, StorageError, Write, WriteBatch};
+use super::{Disk, FlushFuture, KeyValue, Order, StorageError, Write, WriteBatch};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -71,7 +71,7 @@ impl Disk for SimDisk {
         end: &[u8],
         order: Order,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Vec<KeyValue>, StorageError> {
         if start >= end {
             return Ok(Vec::new());
         }

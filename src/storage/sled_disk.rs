@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{Disk, FlushFuture, Order, StorageError, Write, WriteBatch};
+use super::{Disk, FlushFuture, KeyValue, Order, StorageError, Write, WriteBatch};
 
 /// One sled database per node; everything lives in its default tree so that any batch (log
 /// entries and their metadata, or state-machine data and "applied up to") is one atomic
@@ -37,7 +37,7 @@ impl Disk for SledDisk {
         end: &[u8],
         order: Order,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Vec<KeyValue>, StorageError> {
         if start >= end {
             return Ok(Vec::new());
         }

@@ -1,0 +1,221 @@
+//! A simulated cluster: N nodes on their own simulated hosts, a client host, and the faults the
+//! simulation injects (kill, restart, wipe, partitions).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle};
+use madsim::task::NodeId as HostId;
+
+use super::transport::{serve, SimTransport};
+use crate::api;
+use crate::config::{ApiConfig, ClusterConfig, Config, NodeConfig, RaftConfig, StorageConfig};
+use crate::node;
+use crate::raft::state_machine::StateMachineStore;
+use crate::raft::{LogId, NodeId};
+use crate::storage::{KeyValue, SimDisk};
+use crate::transport::{Transport, TransportError, WireRequest, WireResponse};
+
+/// The port every simulated node serves HTTP on.
+const PORT: u16 = 8080;
+/// The simulated cluster's secret.
+pub const SIM_SECRET: &str = "simulation-secret";
+
+/// Shape of a simulated cluster.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub nodes: u64,
+    pub raft: RaftConfig,
+    pub api: ApiConfig,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            raft: RaftConfig {
+                heartbeat_interval_ms: 50,
+                election_timeout_min_ms: 300,
+                election_timeout_max_ms: 600,
+                snapshot_every_entries: 200,
+                log_entries_kept_after_snapshot: 20,
+            },
+            api: ApiConfig {
+                write_deadline_ms: 3_000,
+                ..ApiConfig::default()
+            },
+        }
+    }
+}
+
+pub fn address(id: NodeId) -> String {
+    format!("10.0.0.{id}:{PORT}")
+}
+
+pub struct SimCluster {
+    handle: Handle,
+    pub config: Arc<Config>,
+    disks: BTreeMap<NodeId, SimDisk>,
+    hosts: BTreeMap<NodeId, HostId>,
+    client: NodeHandle,
+}
+
+impl SimCluster {
+    /// Creates and starts the nodes. Call inside a madsim runtime.
+    pub fn start(options: SimOptions) -> Self {
+        let handle = Handle::current();
+        let config = Arc::new(Config {
+            cluster: ClusterConfig {
+                secret: SIM_SECRET.into(),
+                client_token: None,
+            },
+            nodes: (1..=options.nodes)
+                .map(|id| NodeConfig {
+                    id,
+                    addr: address(id),
+                })
+                .collect(),
+            storage: StorageConfig::default(),
+            raft: options.raft,
+            api: options.api,
+        });
+        config
+            .validate()
+            .expect("simulation configuration is valid");
+        let mut disks = BTreeMap::new();
+        let mut hosts = BTreeMap::new();
+        for id in 1..=options.nodes {
+            let disk = SimDisk::new();
+            disks.insert(id, disk.clone());
+            let node_config = config.clone();
+            let host = handle
+                .create_node()
+                .name(format!("node-{id}"))
+                .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8)))
+                .init(move || run_node(id, node_config.clone(), disk.clone()))
+                .build();
+            hosts.insert(id, host.id());
+        }
+        let client = handle
+            .create_node()
+            .name("client")
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)))
+            .build();
+        Self {
+            handle,
+            config,
+            disks,
+            hosts,
+            client,
+        }
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.hosts.keys().copied().collect()
+    }
+
+    /// Sends `request` to node `id` from the client host.
+    pub async fn call(
+        &self,
+        id: NodeId,
+        request: WireRequest,
+        timeout: Duration,
+    ) -> Result<WireResponse, TransportError> {
+        let addr = address(id);
+        self.client
+            .spawn(async move { SimTransport.send(&addr, request, timeout).await })
+            .await
+            .expect("the client host is never killed")
+    }
+
+    /// Power cut: the node's tasks die and its unflushed writes are lost.
+    pub fn kill(&self, id: NodeId) {
+        self.handle.kill(self.hosts[&id]);
+        self.disks[&id].crash();
+    }
+
+    /// Starts a killed node again from what its disk kept (kills it first if it runs).
+    pub fn restart(&self, id: NodeId) {
+        self.handle.kill(self.hosts[&id]);
+        self.disks[&id].crash();
+        self.handle.restart(self.hosts[&id]);
+    }
+
+    /// Erases a node's disk entirely (it must be killed; restart it to bring it back empty).
+    pub fn wipe(&self, id: NodeId) {
+        self.disks[&id].wipe();
+    }
+
+    /// Cuts traffic from `from` to `to` (one direction).
+    pub fn clog(&self, from: NodeId, to: NodeId) {
+        NetSim::current().clog_link(self.hosts[&from], self.hosts[&to]);
+    }
+
+    /// Cuts both directions between every node of `side_a` and every node of `side_b`.
+    pub fn partition(&self, side_a: &[NodeId], side_b: &[NodeId]) {
+        for &a in side_a {
+            for &b in side_b {
+                self.clog(a, b);
+                self.clog(b, a);
+            }
+        }
+    }
+
+    /// Cuts the client off from node `id` (both directions).
+    pub fn isolate_from_client(&self, id: NodeId) {
+        let net = NetSim::current();
+        net.clog_link(self.client.id(), self.hosts[&id]);
+        net.clog_link(self.hosts[&id], self.client.id());
+    }
+
+    /// Removes every network fault.
+    pub fn heal(&self) {
+        let net = NetSim::current();
+        let all: Vec<HostId> = self
+            .hosts
+            .values()
+            .copied()
+            .chain([self.client.id()])
+            .collect();
+        for &a in &all {
+            for &b in &all {
+                net.unclog_link(a, b);
+            }
+        }
+    }
+
+    fn store(&self, id: NodeId) -> StateMachineStore {
+        StateMachineStore::new(Arc::new(self.disks[&id].clone()))
+    }
+
+    /// Node `id`'s whole state machine, key by key.
+    pub fn state_pairs(&self, id: NodeId) -> Vec<KeyValue> {
+        self.store(id)
+            .state_pairs()
+            .expect("the simulated disk does not fail")
+    }
+
+    /// The last log id node `id` has applied (as its disk shows it).
+    pub fn applied(&self, id: NodeId) -> Option<LogId> {
+        self.store(id)
+            .applied()
+            .expect("the simulated disk does not fail")
+    }
+}
+
+/// One simulated node's life: start, serve, found the cluster if it is the bootstrap node, and
+/// never return (a returning init future would make madsim treat the node as exited).
+async fn run_node(id: NodeId, config: Arc<Config>, disk: SimDisk) {
+    let app = node::start(id, config, Arc::new(disk), Arc::new(SimTransport))
+        .await
+        .expect("a simulated node starts");
+    let addr: SocketAddr = address(id).parse().expect("a valid address");
+    let _endpoint = serve(addr, api::router(app.clone()))
+        .await
+        .expect("binding the node's address");
+    node::bootstrap(&app).await;
+    std::future::pending::<()>().await;
+}
