@@ -65,6 +65,80 @@ impl Counters {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+
+    fn all(&self) -> [(&'static str, &AtomicU64); 9] {
+        [
+            ("requests", &self.requests),
+            ("errors", &self.errors),
+            ("conflicts", &self.conflicts),
+            ("idempotentHits", &self.idempotent_hits),
+            ("adjustStock", &self.adjust_stock),
+            ("reserveStock", &self.reserve_stock),
+            ("createRecord", &self.create_record),
+            ("getInventory", &self.get_inventory),
+            ("forwarded", &self.forwarded),
+        ]
+    }
+
+    /// Current values by their seed-compatible names.
+    pub fn values(&self) -> Vec<(&'static str, u64)> {
+        self.all()
+            .into_iter()
+            .map(|(name, counter)| (name, counter.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    pub fn reset(&self) {
+        for (_, counter) in self.all() {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The periodic snapshot policy controlled by `/api/sync/start|stop`: a task on this node that
+/// asks Raft for a snapshot every `interval_ms` (in addition to openraft's entry-count policy).
+#[derive(Default)]
+pub struct SnapshotSchedule {
+    running: std::sync::Mutex<Option<(u64, tokio::task::JoinHandle<()>)>>,
+}
+
+impl SnapshotSchedule {
+    /// The running interval, if any.
+    pub fn interval_ms(&self) -> Option<u64> {
+        self.lock().as_ref().map(|(interval, _)| *interval)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u64, tokio::task::JoinHandle<()>)>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts (or restarts with a new interval) the periodic snapshot task.
+    pub fn start(&self, raft: Raft, interval_ms: u64) {
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+                if raft.trigger().snapshot().await.is_err() {
+                    return;
+                }
+            }
+        });
+        if let Some((_, previous)) = self.lock().replace((interval_ms, task)) {
+            previous.abort();
+        }
+    }
+
+    /// Stops the periodic task; returns whether one was running.
+    pub fn stop(&self) -> bool {
+        match self.lock().take() {
+            Some((_, task)) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// One node's application state, shared by all request handlers.
@@ -75,6 +149,7 @@ pub struct App {
     pub config: Arc<Config>,
     pub transport: Arc<dyn Transport>,
     pub counters: Counters,
+    pub snapshot_schedule: SnapshotSchedule,
     started_at: tokio::time::Instant,
 }
 
@@ -93,6 +168,7 @@ impl App {
             config,
             transport,
             counters: Counters::default(),
+            snapshot_schedule: SnapshotSchedule::default(),
             started_at: tokio::time::Instant::now(),
         }
     }

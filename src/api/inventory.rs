@@ -282,7 +282,7 @@ fn etag(version: u64) -> HeaderValue {
         .expect("a quoted integer is a valid header value")
 }
 
-async fn read_request(app: &App, request: Request) -> Result<RawRequest, ApiError> {
+pub(super) async fn read_request(app: &App, request: Request) -> Result<RawRequest, ApiError> {
     let (parts, body) = request.into_parts();
     let limit = app.config.api.body_limit_bytes;
     let body = axum::body::to_bytes(body, limit)
@@ -298,6 +298,16 @@ async fn read_request(app: &App, request: Request) -> Result<RawRequest, ApiErro
         headers: parts.headers,
         body: body.to_vec(),
     })
+}
+
+/// Like [`json_body`], but an empty body means "no body" (for routes whose body is optional).
+pub(super) fn json_body_if_any<T: DeserializeOwned>(
+    raw: &RawRequest,
+) -> Result<Option<T>, ApiError> {
+    if raw.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    json_body(raw).map(Some)
 }
 
 fn json_body<T: DeserializeOwned>(raw: &RawRequest) -> Result<T, ApiError> {

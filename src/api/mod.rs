@@ -15,7 +15,9 @@ mod health;
 mod inventory;
 pub mod json;
 mod leader;
+mod metrics;
 mod raft_routes;
+mod sync;
 
 use std::sync::Arc;
 
@@ -26,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::app::App;
+use crate::app::{App, Counters};
 use crate::raft::network::routes;
 use crate::transport::SECRET_HEADER;
 use error::ApiError;
@@ -52,10 +54,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route(record, get(inventory::get).post(inventory::create_at_path))
         .route(&format!("{record}/adjust"), post(inventory::adjust))
         .route(&format!("{record}/reserve"), post(inventory::reserve))
+        .route("/api/metrics", get(metrics::metrics))
+        .route("/api/sync", post(sync::barrier))
+        .route("/api/sync/status", get(sync::status))
+        .route("/api/sync/start", post(sync::start))
+        .route("/api/sync/stop", post(sync::stop))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             require_client_token,
         ));
+
+    let admin = Router::new()
+        .route("/api/metrics/reset", post(metrics::reset))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_secret));
 
     let open = Router::new()
         .route("/api/health", get(health::health))
@@ -65,9 +76,24 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(raft)
         .merge(client)
+        .merge(admin)
         .merge(open)
         .fallback(|| async { ApiError::not_found("no such route").into_response() })
+        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
+}
+
+/// Counts every `/api` request and every error answer, for `GET /api/metrics`.
+async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let counted = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    if counted {
+        Counters::bump(&app.counters.requests);
+        if response.status().is_client_error() || response.status().is_server_error() {
+            Counters::bump(&app.counters.errors);
+        }
+    }
+    response
 }
 
 /// Compares two secrets without leaking, through timing, how much of a guess was right.

@@ -1,0 +1,152 @@
+//! The seed's `/api/sync*` routes, given honest meanings for a replicated store.
+//!
+//! The seed copied store files to a central view on a timer. stockraft replicates every write
+//! before acknowledging it, so there is nothing to copy; instead:
+//! - `GET /api/sync/status`: the replication state as the leader sees it (each member's matched
+//!   log index and lag behind the leader's last log index), plus this node's snapshot schedule;
+//! - `POST /api/sync`: a barrier that returns once this node has applied everything known to be
+//!   committed when the call began (after it, `?consistency=local` reads on this node are at
+//!   least that fresh);
+//! - `POST /api/sync/start` `{intervalMs?}` / `POST /api/sync/stop`: start or stop a periodic
+//!   snapshot on this node (in addition to the entry-count policy in `cluster.toml`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::inventory::{json_body_if_any, read_request};
+use super::leader::{self, Attempt};
+use crate::app::App;
+
+/// Default period of `/api/sync/start` when no `intervalMs` is given.
+pub const SNAPSHOT_INTERVAL_MS_DEFAULT: u64 = 60_000;
+/// Bounds on `intervalMs`: a snapshot copies the whole state, so not more than once a second.
+pub const SNAPSHOT_INTERVAL_MS_MIN: u64 = 1_000;
+pub const SNAPSHOT_INTERVAL_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StartBody {
+    interval_ms: Option<u64>,
+}
+
+/// `GET /api/sync/status`, served by the leader (forwarded there if needed).
+pub async fn status(State(app): State<Arc<App>>, request: Request) -> Response {
+    let raw = match read_request(&app, request).await {
+        Ok(raw) => raw,
+        Err(error) => return error.into_response(),
+    };
+    leader::at_leader(&app, &raw, true, |_| async {
+        Attempt::Done(replication_status(&app))
+    })
+    .await
+}
+
+fn replication_status(app: &App) -> Response {
+    let metrics = app.metrics();
+    let last_log_index = metrics.last_log_index.unwrap_or(0);
+    let membership = metrics.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let replication = metrics.replication.clone().unwrap_or_default();
+    let members: Vec<_> = membership
+        .nodes()
+        .map(|(id, node)| {
+            let matched = if *id == app.id {
+                metrics.last_log_index
+            } else {
+                replication
+                    .get(id)
+                    .cloned()
+                    .flatten()
+                    .map(|log_id| log_id.index)
+            };
+            json!({
+                "id": id,
+                "addr": node.addr,
+                "role": if voters.contains(id) { "voter" } else { "learner" },
+                "matchedIndex": matched,
+                "lag": last_log_index.saturating_sub(matched.unwrap_or(0)),
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "success": true,
+        "data": {
+            "leaderId": metrics.current_leader,
+            "term": metrics.current_term,
+            "lastLogIndex": metrics.last_log_index,
+            "commitIndex": metrics.cluster_committed.map(|id| id.index),
+            "members": members,
+            "snapshotSchedule": schedule_json(app),
+        }
+    }))
+    .into_response()
+}
+
+fn schedule_json(app: &App) -> serde_json::Value {
+    let interval = app.snapshot_schedule.interval_ms();
+    json!({ "running": interval.is_some(), "intervalMs": interval })
+}
+
+/// `POST /api/sync`: waits until this node applied everything committed when the call began.
+pub async fn barrier(State(app): State<Arc<App>>) -> Response {
+    let metrics = app.metrics();
+    let target = metrics.cluster_committed.map(|id| id.index);
+    let deadline = Duration::from_millis(app.config.api.write_deadline_ms);
+    match app
+        .raft
+        .wait(Some(deadline))
+        .applied_index_at_least(target, "sync barrier")
+        .await
+    {
+        Ok(now) => axum::Json(json!({
+            "success": true,
+            "data": {
+                "committedIndex": target,
+                "appliedIndex": now.last_applied.map(|id| id.index),
+            }
+        }))
+        .into_response(),
+        Err(error) => {
+            ApiError::unavailable(format!("not caught up with commit {target:?}: {error}"))
+                .into_response()
+        }
+    }
+}
+
+/// `POST /api/sync/start` `{intervalMs?}`: (re)starts the periodic snapshot on this node.
+pub async fn start(State(app): State<Arc<App>>, request: Request) -> Response {
+    let parsed = async {
+        let raw = read_request(&app, request).await?;
+        let body: StartBody = json_body_if_any(&raw)?.unwrap_or_default();
+        let interval_ms = body.interval_ms.unwrap_or(SNAPSHOT_INTERVAL_MS_DEFAULT);
+        if !(SNAPSHOT_INTERVAL_MS_MIN..=SNAPSHOT_INTERVAL_MS_MAX).contains(&interval_ms) {
+            return Err(ApiError::validation(format!(
+                "intervalMs must be between {SNAPSHOT_INTERVAL_MS_MIN} and {SNAPSHOT_INTERVAL_MS_MAX}"
+            )));
+        }
+        Ok(interval_ms)
+    };
+    match parsed.await {
+        Ok(interval_ms) => {
+            app.snapshot_schedule.start(app.raft.clone(), interval_ms);
+            axum::Json(json!({ "success": true, "data": schedule_json(&app) })).into_response()
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `POST /api/sync/stop`: stops the periodic snapshot on this node.
+pub async fn stop(State(app): State<Arc<App>>) -> Response {
+    let was_running = app.snapshot_schedule.stop();
+    axum::Json(json!({
+        "success": true,
+        "data": { "wasRunning": was_running, "running": false }
+    }))
+    .into_response()
+}

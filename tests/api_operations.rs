@@ -1,0 +1,105 @@
+//! The seed's operational routes with stockraft's meanings: metrics and sync.
+#![cfg(not(madsim))]
+
+mod support;
+
+use serde_json::json;
+use support::{Cluster, SECRET};
+
+async fn create(cluster: &Cluster, node: u64, sku: &str) {
+    let body = json!({ "sku": sku, "storeId": "s1", "initialQuantity": 10 });
+    let (status, body) = cluster.post(node, "/api/inventory", body).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_and_errors_and_reset_needs_the_secret() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    create(&cluster, leader, "m1").await;
+    let (status, _) = cluster
+        .get(leader, "/api/inventory/stores/s1/inventory/absent")
+        .await;
+    assert_eq!(status, 404);
+    let (status, metrics) = cluster.get(leader, "/api/metrics").await;
+    assert_eq!(status, 200);
+    let data = &metrics["data"];
+    assert!(data["requests"].as_u64().unwrap() >= 2, "{metrics}");
+    assert!(data["errors"].as_u64().unwrap() >= 1, "{metrics}");
+    assert_eq!(data["createRecord"], 1);
+    assert_eq!(data["raft"]["leaderId"].as_u64(), Some(leader));
+    assert!(data["raft"]["commitIndex"].as_u64().unwrap() >= 2);
+
+    let (status, body) = cluster.post(leader, "/api/metrics/reset", json!({})).await;
+    assert_eq!(
+        status, 401,
+        "reset without the secret must be refused: {body}"
+    );
+    assert_eq!(body["error"]["code"], "UNAUTHORIZED");
+    let (_, still) = cluster.get(leader, "/api/metrics").await;
+    assert_eq!(still["data"]["createRecord"], 1);
+
+    let secret = [("x-stockraft-secret", SECRET)];
+    let (status, _) = cluster
+        .post_with(leader, "/api/metrics/reset", json!({}), &secret)
+        .await;
+    assert_eq!(status, 200);
+    let (_, after) = cluster.get(leader, "/api/metrics").await;
+    assert_eq!(after["data"]["createRecord"], 0);
+    assert_eq!(after["data"]["errors"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_status_reports_every_member_and_the_barrier_catches_up() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    create(&cluster, leader, "s-a").await;
+
+    let (status, body) = cluster.get(follower, "/api/sync/status").await;
+    assert_eq!(status, 200, "{body}");
+    let members = body["data"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    for member in members {
+        assert_eq!(member["role"], "voter");
+        assert!(member["lag"].as_u64().is_some(), "{member}");
+    }
+    assert_eq!(body["data"]["leaderId"].as_u64(), Some(leader));
+
+    let (status, body) = cluster.post(follower, "/api/sync", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let committed = body["data"]["committedIndex"].as_u64().unwrap();
+    let applied = body["data"]["appliedIndex"].as_u64().unwrap();
+    assert!(applied >= committed, "{body}");
+    assert_eq!(cluster.local_qty(follower, "s1", "s-a").await, Some(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_start_runs_periodic_snapshots_until_stopped() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    create(&cluster, leader, "snap").await;
+    let (status, body) = cluster
+        .post(leader, "/api/sync/start", json!({ "intervalMs": 10 }))
+        .await;
+    assert_eq!(
+        status, 400,
+        "an interval below the minimum is refused: {body}"
+    );
+    let (status, body) = cluster
+        .post(leader, "/api/sync/start", json!({ "intervalMs": 1000 }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["running"], true);
+    eventually!(
+        "a periodic snapshot is taken",
+        cluster.health(leader).await.unwrap_or_default()["snapshotIndex"]
+            .as_u64()
+            .is_some()
+    );
+    let (status, body) = cluster.post(leader, "/api/sync/stop", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["wasRunning"], true);
+    let (_, status_body) = cluster.get(leader, "/api/sync/status").await;
+    assert_eq!(status_body["data"]["snapshotSchedule"]["running"], false);
+}
