@@ -69,11 +69,19 @@ where
 {
     let deadline_ms = app.config.api.write_deadline_ms;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(deadline_ms);
+    // Whether an earlier attempt may have taken effect: then running out of time is not "nothing
+    // happened" (NO_LEADER) but "we do not know" (OUTCOME_UNKNOWN).
+    let mut maybe_applied = false;
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         if remaining.is_zero() {
-            return ApiError::no_leader(format!("no leader answered within {deadline_ms} ms"))
-                .into_response();
+            let message = format!("no leader answered within {deadline_ms} ms");
+            return if maybe_applied {
+                ApiError::outcome_unknown(format!("{message}; an earlier attempt may have been applied"))
+            } else {
+                ApiError::no_leader(message)
+            }
+            .into_response();
         }
         let attempt = match app.leader() {
             Some(leader) if leader == app.id => {
@@ -103,7 +111,8 @@ where
                 .into_response();
             }
             Attempt::Unknown(message) => {
-                tracing::debug!(%message, "retrying after an unknown outcome")
+                maybe_applied = true;
+                tracing::debug!(%message, "retrying after an unknown outcome");
             }
         }
         let pause =
