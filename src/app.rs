@@ -254,7 +254,10 @@ impl App {
 /// Milliseconds since the Unix epoch on this node's clock (virtual under madsim). Only the
 /// leader calls this, and only to stamp a proposal; the state machine never does.
 pub fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
+    let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    #[cfg(madsim)]
+    let now_ms = now_ms.saturating_add_signed(crate::sim::faults::clock_skew_ms());
+    now_ms
 }

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod app;
+pub mod checker;
 pub mod cli;
 pub mod config;
 pub mod inventory;

@@ -140,3 +140,156 @@ fn madsim_finds_no_nondeterminism_in_a_forwarded_write() {
     .join()
     .expect("non-determinism detected");
 }
+
+mod suite {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use stockraft::sim::bugs::PlantedBug;
+    use stockraft::sim::{run_seed, RunOptions, RunReport};
+
+    fn env_u64(name: &str) -> Option<u64> {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse().ok())
+    }
+
+    /// Options for `seed` from the environment (`scripts/sim.sh` sets these).
+    fn options(seed: u64) -> RunOptions {
+        let mut options = RunOptions::new(seed);
+        if let Some(nodes) = env_u64("STOCKRAFT_SIM_NODES") {
+            options.nodes = nodes;
+        }
+        options
+    }
+
+    fn reproduce_command(report: &RunReport, options: &RunOptions) -> String {
+        format!(
+            "scripts/sim.sh --seed {} --nodes {}",
+            report.seed, options.nodes
+        )
+    }
+
+    /// Runs `count` seeds from `first` on two threads (the machine has two cores).
+    fn run_batch(
+        first: u64,
+        count: u64,
+        configure: impl Fn(u64) -> RunOptions + Sync,
+    ) -> Vec<RunReport> {
+        let next = AtomicU64::new(first);
+        let reports = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| loop {
+                    let seed = next.fetch_add(1, Ordering::SeqCst);
+                    if seed >= first + count {
+                        return;
+                    }
+                    let report = run_seed(configure(seed));
+                    reports.lock().unwrap().push(report);
+                });
+            }
+        });
+        let mut reports = reports.into_inner().unwrap();
+        reports.sort_by_key(|r| r.seed);
+        reports
+    }
+
+    #[test]
+    fn a_batch_of_seeds_with_faults_keeps_every_promise() {
+        let first = env_u64("STOCKRAFT_SIM_SEED").unwrap_or(1);
+        let count = env_u64("STOCKRAFT_SIM_SEEDS").unwrap_or(100);
+        let started = Instant::now();
+        let reports = run_batch(first, count, options);
+        let failed: Vec<&RunReport> = reports.iter().filter(|r| !r.passed()).collect();
+        let mut faults = std::collections::BTreeMap::new();
+        for report in &reports {
+            for (kind, n) in &report.faults {
+                *faults.entry(*kind).or_insert(0) += n;
+            }
+        }
+        if std::env::var("STOCKRAFT_SIM_TRACE").is_ok() {
+            for report in &reports {
+                eprintln!(
+                    "--- trace of seed {} (hash {:016x})",
+                    report.seed, report.trace_hash
+                );
+                for line in &report.trace {
+                    eprintln!("  {line}");
+                }
+            }
+        }
+        for report in &failed {
+            eprintln!(
+                "\n--- seed {} FAILED; reproduce: {}",
+                report.seed,
+                reproduce_command(report, &options(report.seed))
+            );
+            for violation in &report.violations {
+                eprintln!("  violation: {violation}");
+            }
+        }
+        let ops: usize = reports.iter().map(|r| r.ops_checked).sum();
+        let unknown: usize = reports.iter().map(|r| r.unknown_ops).sum();
+        let unchecked: usize = reports.iter().map(|r| r.unchecked_skus).sum();
+        println!("faults injected: {faults:?}; unknown outcomes: {unknown}; SKU histories the checker gave up on: {unchecked}");
+        println!(
+            "sim: {} seeds, {} failed, {} ops checked, {:.1} s",
+            reports.len(),
+            failed.len(),
+            ops,
+            started.elapsed().as_secs_f64()
+        );
+        assert!(
+            failed.is_empty(),
+            "{} seed(s) failed (see above)",
+            failed.len()
+        );
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_trace_hash() {
+        let seed = env_u64("STOCKRAFT_SIM_SEED").unwrap_or(42);
+        let first = run_seed(options(seed));
+        let second = run_seed(options(seed));
+        assert!(!first.trace.is_empty());
+        assert_eq!(
+            first.trace_hash, second.trace_hash,
+            "seed {seed} is not reproducible"
+        );
+    }
+
+    /// Runs seeds with `bug` planted until one fails; returns the failing seed.
+    fn seeds_until_caught(bug: PlantedBug, seeds_max: u64) -> Option<RunReport> {
+        (1..=seeds_max)
+            .map(|seed| {
+                run_seed(RunOptions {
+                    bug,
+                    ..RunOptions::new(seed)
+                })
+            })
+            .find(|r| !r.passed())
+    }
+
+    #[test]
+    fn a_follower_answering_linearizable_reads_locally_is_caught() {
+        let caught = seeds_until_caught(PlantedBug::StaleFollowerReads, 20)
+            .expect("the planted stale read went unnoticed");
+        assert!(
+            caught
+                .violations
+                .iter()
+                .any(|v| v.contains("linearizability")),
+            "caught, but not by the linearizability checker: {:?}",
+            caught.violations
+        );
+    }
+
+    #[test]
+    fn a_reserve_that_skips_the_stock_check_is_caught() {
+        let caught = seeds_until_caught(PlantedBug::ReserveSkipsStockCheck, 20)
+            .expect("the planted oversell went unnoticed");
+        assert!(!caught.violations.is_empty());
+    }
+}

@@ -55,6 +55,15 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "NotFoundError", message)
     }
 
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "MethodNotAllowedError",
+            "this route does not accept that method",
+        )
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -21,6 +22,21 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// Says how a read was served: `linearizable` or `local` (possibly stale).
 pub const CONSISTENCY_HEADER: &str = "x-stockraft-consistency";
+
+/// `:storeId` and `:sku` from the path. A path axum cannot decode (e.g. percent-encoding that is
+/// not UTF-8) is a 400 in the seed's error shape, not axum's plain-text rejection.
+pub struct RecordPath(String, String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RecordPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((store_id, sku)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::validation(rejection.body_text()))?;
+        Ok(Self(store_id, sku))
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -69,7 +85,7 @@ pub async fn create_from_body(State(app): State<Arc<App>>, request: Request) -> 
 
 pub async fn create_at_path(
     State(app): State<Arc<App>>,
-    Path((store_id, sku)): Path<(String, String)>,
+    RecordPath(store_id, sku): RecordPath,
     request: Request,
 ) -> Response {
     Counters::bump(&app.counters.create_record);
@@ -95,7 +111,7 @@ pub async fn create_at_path(
 
 pub async fn adjust(
     State(app): State<Arc<App>>,
-    Path((store_id, sku)): Path<(String, String)>,
+    RecordPath(store_id, sku): RecordPath,
     request: Request,
 ) -> Response {
     Counters::bump(&app.counters.adjust_stock);
@@ -122,7 +138,7 @@ pub async fn adjust(
 
 pub async fn reserve(
     State(app): State<Arc<App>>,
-    Path((store_id, sku)): Path<(String, String)>,
+    RecordPath(store_id, sku): RecordPath,
     request: Request,
 ) -> Response {
     Counters::bump(&app.counters.reserve_stock);
@@ -149,7 +165,7 @@ pub async fn reserve(
 
 pub async fn get(
     State(app): State<Arc<App>>,
-    Path((store_id, sku)): Path<(String, String)>,
+    RecordPath(store_id, sku): RecordPath,
     request: Request,
 ) -> Response {
     Counters::bump(&app.counters.get_inventory);
@@ -163,6 +179,10 @@ pub async fn get(
         Ok(parsed) => parsed,
         Err(error) => return error.into_response(),
     };
+    #[cfg(madsim)]
+    let local = local
+        || (crate::sim::bugs::planted() == crate::sim::bugs::PlantedBug::StaleFollowerReads
+            && app.leader() != Some(app.id));
     if local {
         let mut response = match app.read_local(&key) {
             Ok(found) => render_record(&key, found),

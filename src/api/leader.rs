@@ -77,7 +77,9 @@ where
         if remaining.is_zero() {
             let message = format!("no leader answered within {deadline_ms} ms");
             return if maybe_applied {
-                ApiError::outcome_unknown(format!("{message}; an earlier attempt may have been applied"))
+                ApiError::outcome_unknown(format!(
+                    "{message}; an earlier attempt may have been applied"
+                ))
             } else {
                 ApiError::no_leader(message)
             }

@@ -79,6 +79,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(admin)
         .merge(open)
         .fallback(|| async { ApiError::not_found("no such route").into_response() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed().into_response() })
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
 }

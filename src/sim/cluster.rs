@@ -187,6 +187,58 @@ impl SimCluster {
         }
     }
 
+    /// The simulated host running node `id`.
+    pub fn host(&self, id: NodeId) -> HostId {
+        self.hosts[&id]
+    }
+
+    /// Loses `loss_rate` of all messages and delays the rest by 1..`latency_ms_max` ms.
+    pub fn degrade_network(&self, loss_rate: f64, latency_ms_max: u64) {
+        NetSim::current().update_config(|config| {
+            config.packet_loss_rate = loss_rate;
+            config.send_latency =
+                Duration::from_millis(1)..Duration::from_millis(latency_ms_max.max(2));
+        });
+    }
+
+    /// Back to madsim's default network (no loss, 1-10 ms latency).
+    pub fn restore_network(&self) {
+        NetSim::current().update_config(|config| *config = madsim::net::Config::default());
+    }
+
+    /// The leader most nodes report, asked over HTTP from the client host.
+    pub async fn leader(&self) -> Option<NodeId> {
+        let mut votes: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for id in self.ids() {
+            if let Some(leader) = self.health(id).await.and_then(|h| h["leaderId"].as_u64()) {
+                *votes.entry(leader).or_default() += 1;
+            }
+        }
+        let majority = self.ids().len() / 2 + 1;
+        votes
+            .into_iter()
+            .find(|(_, count)| *count >= majority)
+            .map(|(id, _)| id)
+    }
+
+    /// `GET /api/health` of node `id`, or None if it does not answer.
+    pub async fn health(&self, id: NodeId) -> Option<serde_json::Value> {
+        let request = WireRequest {
+            method: "GET".into(),
+            path: "/api/health".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        let response = self.call(id, request, Duration::from_secs(1)).await.ok()?;
+        let body: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
+        Some(body["data"].clone())
+    }
+
+    /// Node `id`'s simulated disk (shared with the node).
+    pub fn disk(&self, id: NodeId) -> SimDisk {
+        self.disks[&id].clone()
+    }
+
     fn store(&self, id: NodeId) -> StateMachineStore {
         StateMachineStore::new(Arc::new(self.disks[&id].clone()))
     }

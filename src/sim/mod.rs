@@ -7,7 +7,12 @@
 //! it to the target node's axum `Router` in-process) and the disk. Time, scheduling, the network
 //! and randomness all come from madsim, so a run is a pure function of its seed.
 
+pub mod bugs;
 pub mod cluster;
+pub mod faults;
+pub mod run;
 pub mod transport;
+pub mod workload;
 
 pub use cluster::{SimCluster, SimOptions};
+pub use run::{run_seed, RunOptions, RunReport};

@@ -1,0 +1,144 @@
+//! Fault schedules drawn from the seed, and the per-node clock skew the simulation injects.
+//!
+//! A schedule is a sequence of non-overlapping faults, each applied for a while and then healed,
+//! so every run mixes several kinds and always ends healed. madsim has one global clock, so
+//! clock drift is modelled where it matters to stockraft: the leader's wall clock, which stamps
+//! every proposal ([`clock_skew_ms`] is added in `app::wall_clock_ms`).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use madsim::rand::Rng;
+use madsim::task::NodeId as HostId;
+
+use crate::raft::NodeId;
+
+/// One kind of fault.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Cut `minority` off from the rest, both directions.
+    Partition { minority: Vec<NodeId> },
+    /// Cut whoever leads when the fault starts off from everyone.
+    IsolateLeader,
+    /// Drop every message from `from` to `to` (one direction only).
+    ClogLink { from: NodeId, to: NodeId },
+    /// Lose a fraction of all messages and delay the rest by up to `latency_ms_max`.
+    Lossy { loss_rate: f64, latency_ms_max: u64 },
+    /// Kill a node (unflushed writes lost) and restart it from its disk when healed.
+    Crash { node: NodeId },
+    /// Kill whoever leads, restart it when healed.
+    CrashLeader,
+    /// Snapshot every second on `node` (with the small entry-count policy, the log is purged).
+    SnapshotStorm { node: NodeId },
+    /// Shift `node`'s wall clock by `offset_ms` (it stamps proposals while it leads).
+    ClockSkew { node: NodeId, offset_ms: i64 },
+}
+
+impl Fault {
+    /// A short stable name, for reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Partition { .. } => "partition",
+            Fault::IsolateLeader => "isolate-leader",
+            Fault::ClogLink { .. } => "clog-link",
+            Fault::Lossy { .. } => "lossy-network",
+            Fault::Crash { .. } => "crash",
+            Fault::CrashLeader => "crash-leader",
+            Fault::SnapshotStorm { .. } => "snapshot-storm",
+            Fault::ClockSkew { .. } => "clock-skew",
+        }
+    }
+}
+
+/// A fault and when it is active, in ms of simulated time from the start of the workload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scheduled {
+    pub start_ms: u64,
+    pub duration_ms: u64,
+    pub fault: Fault,
+}
+
+/// Bounds of a generated schedule.
+pub const FAULTS_PER_RUN_MAX: usize = 8;
+const FAULT_DURATION_MS_MIN: u64 = 300;
+const FAULT_DURATION_MS_MAX: u64 = 4_000;
+const FAULT_GAP_MS_MAX: u64 = 1_500;
+
+/// Draws a schedule of non-overlapping faults that fits in `run_ms`.
+pub fn schedule(rng: &mut impl Rng, nodes: u64, run_ms: u64) -> Vec<Scheduled> {
+    let mut faults = Vec::new();
+    let mut at = rng.gen_range(100..FAULT_GAP_MS_MAX);
+    while faults.len() < FAULTS_PER_RUN_MAX {
+        let duration_ms = rng.gen_range(FAULT_DURATION_MS_MIN..FAULT_DURATION_MS_MAX);
+        if at + duration_ms > run_ms {
+            break;
+        }
+        faults.push(Scheduled {
+            start_ms: at,
+            duration_ms,
+            fault: draw(rng, nodes),
+        });
+        at += duration_ms + rng.gen_range(50..FAULT_GAP_MS_MAX);
+    }
+    faults
+}
+
+fn draw(rng: &mut impl Rng, nodes: u64) -> Fault {
+    let node = rng.gen_range(1..=nodes);
+    match rng.gen_range(0..8) {
+        0 => {
+            // A minority that starts at `node`: (n - 1) / 2 consecutive ids, wrapping around.
+            let minority_size = (nodes - 1) / 2;
+            let minority = (0..minority_size)
+                .map(|i| (node - 1 + i) % nodes + 1)
+                .collect();
+            Fault::Partition { minority }
+        }
+        1 => Fault::IsolateLeader,
+        2 => Fault::ClogLink {
+            from: node,
+            to: node % nodes + 1,
+        },
+        3 => Fault::Lossy {
+            loss_rate: [0.0, 0.05, 0.1, 0.2][rng.gen_range(0..4)],
+            latency_ms_max: rng.gen_range(20..200),
+        },
+        4 => Fault::Crash { node },
+        5 => Fault::CrashLeader,
+        6 => Fault::SnapshotStorm { node },
+        _ => Fault::ClockSkew {
+            node,
+            offset_ms: if rng.gen_bool(0.5) { -60_000 } else { 45_000 },
+        },
+    }
+}
+
+thread_local! {
+    /// Clock offsets by simulated host. Per OS thread: one madsim run lives on one thread, and
+    /// runs may proceed in parallel threads of one process.
+    static CLOCK_SKEW_MS: RefCell<BTreeMap<HostId, i64>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// The wall-clock offset of the simulated host this code runs on (0 if none is set).
+pub fn clock_skew_ms() -> i64 {
+    if madsim::runtime::Handle::try_current().is_err() {
+        return 0;
+    }
+    let host = madsim::plugin::node();
+    CLOCK_SKEW_MS.with(|skews| skews.borrow().get(&host).copied().unwrap_or(0))
+}
+
+pub(crate) fn set_clock_skew(host: HostId, offset_ms: i64) {
+    CLOCK_SKEW_MS.with(|skews| {
+        let mut skews = skews.borrow_mut();
+        if offset_ms == 0 {
+            skews.remove(&host);
+        } else {
+            skews.insert(host, offset_ms);
+        }
+    });
+}
+
+pub(crate) fn clear_clock_skews() {
+    CLOCK_SKEW_MS.with(|skews| skews.borrow_mut().clear());
+}
