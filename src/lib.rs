@@ -12,6 +12,7 @@ pub mod checker;
 pub mod cli;
 pub mod config;
 pub mod inventory;
+pub mod membership;
 pub mod node;
 pub mod raft;
 #[cfg(not(madsim))]

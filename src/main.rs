@@ -19,13 +19,25 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
-        Command::Serve { id, config } => {
+        Command::Serve {
+            id,
+            config,
+            addr,
+            join,
+        } => {
             let config = stockraft::config::Config::load(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(WORKER_THREADS)
                 .enable_all()
                 .build()?;
-            runtime.block_on(stockraft::server::serve(id, config))
+            runtime.block_on(stockraft::server::serve(id, config, addr, join))
+        }
+        Command::Admin(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let code = runtime.block_on(stockraft::cli::admin::run(args))?;
+            std::process::exit(code)
         }
     }
 }

@@ -11,12 +11,22 @@ use crate::node;
 use crate::storage::{Disk, SledDisk};
 use crate::transport::HttpTransport;
 
-/// Runs node `id` of `config` until a shutdown signal.
-pub async fn serve(id: u64, config: Config) -> anyhow::Result<()> {
-    let node_config = config
-        .node(id)
-        .with_context(|| format!("node {id} is not listed in the configuration"))?
-        .clone();
+/// How often a joining node retries asking to be added.
+const JOIN_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Runs node `id` of `config` until a shutdown signal. `addr` overrides (or, for a node not in
+/// the configuration, provides) the listen address; `join` names a member to join through.
+pub async fn serve(
+    id: u64,
+    config: Config,
+    addr: Option<String>,
+    join: Option<String>,
+) -> anyhow::Result<()> {
+    let listen = match (addr, config.node(id)) {
+        (Some(addr), _) => addr,
+        (None, Some(node)) => node.addr.clone(),
+        (None, None) => anyhow::bail!("node {id} is not listed in the configuration: pass --addr"),
+    };
     let data_dir = config.data_dir_for(id);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -24,15 +34,22 @@ pub async fn serve(id: u64, config: Config) -> anyhow::Result<()> {
         SledDisk::open(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?,
     );
 
-    let listener = tokio::net::TcpListener::bind(&node_config.addr)
+    let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .with_context(|| format!("binding {}", node_config.addr))?;
+        .with_context(|| format!("binding {listen}"))?;
     let config = Arc::new(config);
     let app = node::start(id, config, disk.clone(), Arc::new(HttpTransport::new())).await?;
-    tracing::info!(id, addr = %node_config.addr, data_dir = %data_dir.display(), "node started");
+    tracing::info!(id, addr = %listen, data_dir = %data_dir.display(), "node started");
 
     let founder = app.clone();
-    let bootstrap = tokio::spawn(async move { node::bootstrap(&founder).await });
+    let bootstrap = match join {
+        Some(member) => tokio::spawn(async move {
+            join_cluster(&founder, &member, &listen).await;
+        }),
+        None => tokio::spawn(async move {
+            node::bootstrap(&founder).await;
+        }),
+    };
 
     axum::serve(listener, api::router(app.clone()))
         .with_graceful_shutdown(shutdown_signal())
@@ -55,5 +72,43 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+/// Asks `member` (any node) to add this node as a learner, until it succeeds. A node that
+/// already holds Raft state (a restart after joining) does not ask again.
+async fn join_cluster(app: &crate::app::App, member: &str, own_addr: &str) {
+    use crate::transport::{Transport, WireRequest, SECRET_HEADER};
+    if app.raft.is_initialized().await.unwrap_or(false) {
+        return;
+    }
+    let body = serde_json::json!({ "id": app.id, "addr": own_addr }).to_string();
+    loop {
+        let request = WireRequest {
+            method: "POST".into(),
+            path: "/api/cluster/learners".into(),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                (SECRET_HEADER.into(), app.config.cluster.secret.clone()),
+            ],
+            body: body.clone().into_bytes(),
+        };
+        match HttpTransport::new()
+            .send(member, request, std::time::Duration::from_secs(10))
+            .await
+        {
+            Ok(answer) if answer.status == 200 => {
+                tracing::info!(member, "added as a learner; catching up");
+                return;
+            }
+            Ok(answer) => tracing::warn!(
+                member,
+                status = answer.status,
+                body = %String::from_utf8_lossy(&answer.body),
+                "join refused; retrying"
+            ),
+            Err(error) => tracing::warn!(member, %error, "join request failed; retrying"),
+        }
+        tokio::time::sleep(JOIN_RETRY).await;
     }
 }

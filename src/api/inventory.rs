@@ -330,7 +330,7 @@ pub(super) fn json_body_if_any<T: DeserializeOwned>(
     json_body(raw).map(Some)
 }
 
-fn json_body<T: DeserializeOwned>(raw: &RawRequest) -> Result<T, ApiError> {
+pub(super) fn json_body<T: DeserializeOwned>(raw: &RawRequest) -> Result<T, ApiError> {
     let content_type = raw
         .headers
         .get("content-type")

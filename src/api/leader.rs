@@ -67,6 +67,9 @@ where
     F: FnMut(Duration) -> Fut,
     Fut: Future<Output = Attempt>,
 {
+    if let Some(response) = refuse_if_not_a_member(app) {
+        return response;
+    }
     let deadline_ms = app.config.api.write_deadline_ms;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(deadline_ms);
     // Whether an earlier attempt may have taken effect: then running out of time is not "nothing
@@ -121,6 +124,23 @@ where
             RETRY_PAUSE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         tokio::time::sleep(pause).await;
     }
+}
+
+/// A node outside the cluster's membership (removed, or joining and not yet added) cannot reach
+/// a leader that would accept it; say so at once instead of timing out.
+fn refuse_if_not_a_member(app: &App) -> Option<Response> {
+    let metrics = app.metrics();
+    let membership = metrics.membership_config.membership();
+    let initialized = metrics.membership_config.log_id().is_some();
+    if !initialized || membership.get_node(&app.id).is_some() {
+        return None;
+    }
+    let mut error = ApiError::unavailable(format!(
+        "node {} is not a member of the cluster (removed, or not yet added); send requests to a member",
+        app.id
+    ));
+    error.code = "NOT_A_MEMBER";
+    Some(error.into_response())
 }
 
 fn not_leader_response(app: &App) -> Response {

@@ -10,6 +10,7 @@
 //! client routes require `Authorization: Bearer <token>` only when a client token is configured.
 //! Secrets are compared in constant time.
 
+mod admin;
 pub mod error;
 mod health;
 mod inventory;
@@ -66,6 +67,12 @@ pub fn router(app: Arc<App>) -> Router {
 
     let admin = Router::new()
         .route("/api/metrics/reset", post(metrics::reset))
+        .route("/api/cluster", get(admin::cluster))
+        .route("/api/cluster/learners", post(admin::add_learner))
+        .route("/api/cluster/promote", post(admin::promote))
+        .route("/api/cluster/remove", post(admin::remove))
+        .route("/api/cluster/transfer-leader", post(admin::transfer_leader))
+        .route("/api/cluster/snapshot", post(admin::snapshot))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_secret));
 
     let open = Router::new()

@@ -22,6 +22,7 @@ use super::error::ApiError;
 use super::inventory::{json_body_if_any, read_request};
 use super::leader::{self, Attempt};
 use crate::app::App;
+use crate::membership;
 
 /// Default period of `/api/sync/start` when no `intervalMs` is given.
 pub const SNAPSHOT_INTERVAL_MS_DEFAULT: u64 = 60_000;
@@ -48,40 +49,15 @@ pub async fn status(State(app): State<Arc<App>>, request: Request) -> Response {
 }
 
 fn replication_status(app: &App) -> Response {
-    let metrics = app.metrics();
-    let last_log_index = metrics.last_log_index.unwrap_or(0);
-    let membership = metrics.membership_config.membership();
-    let voters: Vec<u64> = membership.voter_ids().collect();
-    let replication = metrics.replication.clone().unwrap_or_default();
-    let members: Vec<_> = membership
-        .nodes()
-        .map(|(id, node)| {
-            let matched = if *id == app.id {
-                metrics.last_log_index
-            } else {
-                replication
-                    .get(id)
-                    .cloned()
-                    .flatten()
-                    .map(|log_id| log_id.index)
-            };
-            json!({
-                "id": id,
-                "addr": node.addr,
-                "role": if voters.contains(id) { "voter" } else { "learner" },
-                "matchedIndex": matched,
-                "lag": last_log_index.saturating_sub(matched.unwrap_or(0)),
-            })
-        })
-        .collect();
+    let view = membership::view(app);
     axum::Json(json!({
         "success": true,
         "data": {
-            "leaderId": metrics.current_leader,
-            "term": metrics.current_term,
-            "lastLogIndex": metrics.last_log_index,
-            "commitIndex": metrics.cluster_committed.map(|id| id.index),
-            "members": members,
+            "leaderId": view.leader_id,
+            "term": view.term,
+            "lastLogIndex": view.last_log_index,
+            "commitIndex": view.commit_index,
+            "members": view.members,
             "snapshotSchedule": schedule_json(app),
         }
     }))

@@ -81,10 +81,55 @@ impl Cluster {
     }
 
     pub fn spawn(&mut self, id: u64) {
-        let log = std::fs::File::create(self.dir.path().join(format!("node-{id}.log"))).unwrap();
+        self.spawn_with(id, &[]);
+    }
+
+    /// Starts node `id` (not in cluster.toml) that joins through `via`; returns its address.
+    pub fn spawn_joining(&mut self, id: u64, via: u64) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.addrs.push((id, addr.clone()));
+        let join = self.addr(via).to_owned();
+        self.spawn_with(id, &["--addr", &addr, "--join", &join]);
+        addr
+    }
+
+    /// Restarts a node that joined (keeps its address).
+    pub fn respawn_joined(&mut self, id: u64, via: u64) {
+        let addr = self.addr(id).to_owned();
+        let join = self.addr(via).to_owned();
+        self.spawn_with(id, &["--addr", &addr, "--join", &join]);
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join("data").join(format!("node-{id}"))
+    }
+
+    /// Runs `stockraft admin <args>` against node `via`; returns (exit code, stdout).
+    pub fn admin(&self, via: u64, args: &[&str]) -> (i32, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_stockraft"))
+            .args(["admin", "--node", self.addr(via), "--secret", SECRET])
+            .args(args)
+            .output()
+            .expect("running stockraft admin");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        (
+            output.status.code().unwrap_or(-1),
+            format!("{stdout}{stderr}"),
+        )
+    }
+
+    pub fn spawn_with(&mut self, id: u64, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.log")))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_stockraft"))
             .args(["serve", "--id", &id.to_string(), "--config"])
             .arg(&self.config_path)
+            .args(extra)
             .env_remove("STOCKRAFT_SECRET")
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())

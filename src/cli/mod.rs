@@ -1,5 +1,7 @@
 //! The `stockraft` command line: a thin clap layer over the library.
 
+pub mod admin;
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -25,5 +27,14 @@ pub enum Command {
         /// Path to cluster.toml.
         #[arg(long, default_value = "cluster.toml")]
         config: PathBuf,
+        /// This node's HTTP address, for a node not listed in the configuration.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Join a running cluster through any member (`host:port`): the node asks to be added as
+        /// a learner and catches up; promote it with `stockraft admin promote`.
+        #[arg(long)]
+        join: Option<String>,
     },
+    /// Operate a running cluster (membership, leadership, snapshots) through any node.
+    Admin(admin::AdminArgs),
 }

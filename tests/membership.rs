@@ -1,0 +1,327 @@
+//! Cluster administration with real processes: grow and shrink under load, remove the leader,
+//! wipe a node and re-add it.
+#![cfg(not(madsim))]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{Cluster, SECRET};
+
+const STORE: &str = "s1";
+
+async fn admin_post(cluster: &Cluster, via: u64, path: &str, body: Value) -> (u16, Value) {
+    cluster
+        .post_with(via, path, body, &[("x-stockraft-secret", SECRET)])
+        .await
+}
+
+async fn cluster_view(cluster: &Cluster, via: u64) -> Value {
+    let response = cluster
+        .http
+        .get(cluster.url(via, "/api/cluster"))
+        .header("x-stockraft-secret", SECRET)
+        .send()
+        .await
+        .expect("GET /api/cluster");
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    body["data"].clone()
+}
+
+fn role_of(view: &Value, id: u64) -> Option<String> {
+    view["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["id"] == id)
+        .and_then(|m| m["role"].as_str().map(str::to_owned))
+}
+
+/// Keyed reserves of 1 from `sku`, round-robin over `nodes`, until stopped. Returns acknowledged
+/// units, unknown outcomes and the number of 2xx answers.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicI64>,
+    unknown: Arc<AtomicI64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start_writer(cluster: &Cluster, nodes: Vec<u64>, sku: &str) -> Writer {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicI64::new(0));
+    let unknown = Arc::new(AtomicI64::new(0));
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|id| {
+            cluster.url(
+                *id,
+                &format!("/api/inventory/stores/{STORE}/inventory/{sku}/reserve"),
+            )
+        })
+        .collect();
+    let http = cluster.http.clone();
+    let (s, a, u) = (stop.clone(), acked.clone(), unknown.clone());
+    let task = tokio::spawn(async move {
+        let mut n = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !s.load(Ordering::SeqCst) && Instant::now() < deadline {
+            n += 1;
+            let response = http
+                .post(&urls[n % urls.len()])
+                .header("idempotency-key", format!("w-{n}"))
+                .json(&json!({ "qty": 1 }))
+                .send()
+                .await;
+            match response.map(|r| r.status().as_u16()) {
+                Ok(201) => {
+                    a.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(503) | Err(_) => {
+                    u.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(status) => panic!("unexpected status {status} from a reserve"),
+            }
+        }
+    });
+    Writer {
+        stop,
+        acked,
+        unknown,
+        task,
+    }
+}
+
+impl Writer {
+    async fn finish(self) -> (i64, i64) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("writer task");
+        (
+            self.acked.load(Ordering::SeqCst),
+            self.unknown.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Final quantity must account for every acknowledged reserve; unknown ones may or may not count.
+async fn assert_conserved(
+    cluster: &Cluster,
+    node: u64,
+    sku: &str,
+    initial: i64,
+    acked: i64,
+    unknown: i64,
+) {
+    let (status, body) = cluster
+        .get(
+            node,
+            &format!("/api/inventory/stores/{STORE}/inventory/{sku}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let qty = body["data"]["qty"].as_i64().unwrap();
+    assert!(qty >= 0, "oversold: {qty}");
+    let taken = initial - qty;
+    assert!(
+        taken >= acked && taken <= acked + unknown,
+        "taken {taken}, acknowledged {acked}, unknown {unknown}: an acknowledged write was lost or one applied twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_to_five_and_shrink_to_three_while_writing_loses_nothing() {
+    let mut cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let (status, _) = cluster
+        .post(
+            leader,
+            "/api/inventory",
+            json!({ "sku": "grow", "storeId": STORE, "initialQuantity": 100000 }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let writer = start_writer(&cluster, vec![1, 2, 3], "grow");
+
+    cluster.spawn_joining(4, 1);
+    cluster.spawn_joining(5, 2);
+    eventually!("4 and 5 join as learners", {
+        let view = cluster_view(&cluster, 1).await;
+        role_of(&view, 4).as_deref() == Some("learner")
+            && role_of(&view, 5).as_deref() == Some("learner")
+    });
+    let (code, out) = cluster.admin(3, &["promote", "--id", "4", "--id", "5"]);
+    assert_eq!(code, 0, "{out}");
+    let view = cluster_view(&cluster, 2).await;
+    assert_eq!(role_of(&view, 4).as_deref(), Some("voter"), "{view}");
+    assert_eq!(role_of(&view, 5).as_deref(), Some("voter"), "{view}");
+
+    let (code, out) = cluster.admin(1, &["remove", "--id", "4", "--id", "5"]);
+    assert_eq!(code, 0, "{out}");
+    let view = cluster_view(&cluster, 1).await;
+    assert_eq!(view["members"].as_array().unwrap().len(), 3, "{view}");
+
+    let (acked, unknown) = writer.finish().await;
+    assert!(
+        acked > 0,
+        "no write succeeded during the membership changes"
+    );
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    assert_conserved(&cluster, leader, "grow", 100000, acked, unknown).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_leader_hands_over_and_the_removed_node_accepts_no_writes() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let (status, _) = cluster
+        .post(
+            leader,
+            "/api/inventory",
+            json!({ "sku": "rm", "storeId": STORE, "initialQuantity": 50 }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let started = Instant::now();
+    let (status, body) = admin_post(
+        &cluster,
+        leader,
+        "/api/cluster/remove",
+        json!({ "ids": [leader] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let survivors: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    let new_leader = cluster.wait_for_leader(&survivors).await;
+    let reserve = format!("/api/inventory/stores/{STORE}/inventory/rm/reserve");
+    let (status, body) = cluster
+        .post(new_leader, &reserve, json!({ "qty": 1 }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    println!(
+        "write gap across the leader's removal: {:?}",
+        started.elapsed()
+    );
+
+    let (status, body) = cluster.post(leader, &reserve, json!({ "qty": 1 })).await;
+    assert_ne!(
+        status / 100,
+        2,
+        "the removed node acknowledged a write: {body}"
+    );
+    assert_eq!(body["success"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_re_added_as_a_learner_catches_up_from_a_snapshot() {
+    let raft = "[raft]\nsnapshot_every_entries = 50\nlog_entries_kept_after_snapshot = 0\n";
+    let mut cluster = Cluster::start(3, raft).await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let victim = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let (status, _) = cluster
+        .post(
+            leader,
+            "/api/inventory",
+            json!({ "sku": "wipe", "storeId": STORE, "initialQuantity": 500 }),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    let (status, body) = admin_post(
+        &cluster,
+        leader,
+        "/api/cluster/remove",
+        json!({ "ids": [victim] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    cluster.kill(victim);
+    std::fs::remove_dir_all(cluster.data_dir(victim)).expect("wiping the data directory");
+    let reserve = format!("/api/inventory/stores/{STORE}/inventory/wipe/reserve");
+    for _ in 0..120 {
+        let (status, _) = cluster.post(leader, &reserve, json!({ "qty": 1 })).await;
+        assert_eq!(status, 201);
+    }
+    let (status, body) = admin_post(&cluster, leader, "/api/cluster/snapshot", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Back with an empty disk, under its old id and address, joining as a learner.
+    let via = leader;
+    cluster.respawn_joined(victim, via);
+    eventually!(
+        "the wiped node catches up",
+        cluster.local_qty(victim, STORE, "wipe").await == Some(380)
+    );
+    let health = cluster.health(victim).await.unwrap();
+    assert!(
+        health["snapshotIndex"].as_u64().unwrap_or(0) > 0,
+        "caught up without a snapshot? {health}"
+    );
+    let (status, body) = admin_post(
+        &cluster,
+        leader,
+        "/api/cluster/promote",
+        json!({ "ids": [victim] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        role_of(&cluster_view(&cluster, victim).await, victim).as_deref(),
+        Some("voter")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_membership_changes_are_refused_and_admin_routes_need_the_secret() {
+    let mut cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let (status, body) = cluster
+        .post(leader, "/api/cluster/remove", json!({ "ids": [1] }))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = cluster.get(leader, "/api/cluster").await;
+    assert_eq!(status, 401);
+
+    let (status, body) = admin_post(
+        &cluster,
+        leader,
+        "/api/cluster/remove",
+        json!({ "ids": [1, 2, 3] }),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "MEMBERSHIP_CHANGE_REFUSED");
+
+    // With one voter down, removing a live one would leave 2 voters with 1 reachable.
+    let down = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    cluster.kill(down);
+    let live_follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader && *id != down)
+        .unwrap();
+    eventually!("the leader notices the dead member", {
+        let view = cluster_view(&cluster, leader).await;
+        view["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["id"] == down && m["reachable"] == false))
+    });
+    let (status, body) = admin_post(
+        &cluster,
+        leader,
+        "/api/cluster/remove",
+        json!({ "ids": [live_follower] }),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    let (code, out) = cluster.admin(leader, &["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("UNREACHABLE"),
+        "status should flag the dead member:\n{out}"
+    );
+}
