@@ -4,6 +4,9 @@
 #   scripts/cluster.sh up       build (release), start every node in cluster.toml, wait for a leader
 #   scripts/cluster.sh down     stop exactly the nodes `up` started (by PID)
 #   scripts/cluster.sh status   role, term, commit and applied index per node
+#   scripts/cluster.sh add N    start node N on the next free port of 21001.. and join it as a
+#                               learner, then promote it to voter
+#   scripts/cluster.sh remove N remove node N from the cluster and stop it
 #
 # Environment: STOCKRAFT_CONFIG (default: cluster.toml at the repo root), STOCKRAFT_RUN_DIR
 # (default: run/ at the repo root; logs and PIDs live there).
@@ -115,9 +118,49 @@ print("%-5s %-22s %-10s %-6s %-8s %-8s %-8s" % (sys.argv[1], sys.argv[2], d["rol
   done < <(nodes)
 }
 
+first_addr() { nodes | head -1 | cut -d' ' -f2; }
+
+admin() { "$BIN" admin --node "$(first_addr)" --config "$CONFIG" "$@"; }
+
+cmd_add() {
+  local id="${1:?usage: cluster.sh add N}"
+  local port=$((21000 + id)) addr
+  addr="127.0.0.1:$port"
+  if [ -e "$RUN_DIR/node-$id.pid" ] && pid_alive "$(cat "$RUN_DIR/node-$id.pid")"; then
+    say "node $id is already running"; return 1
+  fi
+  say "starting node $id on $addr, joining through $(first_addr)"
+  nohup "$BIN" serve --id "$id" --addr "$addr" --join "$(first_addr)" --config "$CONFIG" \
+    >"$RUN_DIR/node-$id.log" 2>&1 &
+  echo $! >"$RUN_DIR/node-$id.pid"
+  local deadline=$((SECONDS + READY_TIMEOUT_S))
+  until admin --json status 2>/dev/null | grep -q "\"$addr\""; do
+    [ $SECONDS -lt $deadline ] || { say "node $id did not join; see $RUN_DIR/node-$id.log"; return 1; }
+    sleep 0.3
+  done
+  say "node $id joined as a learner; promoting it to voter"
+  admin promote --id "$id" >/dev/null
+  admin status
+}
+
+cmd_remove() {
+  local id="${1:?usage: cluster.sh remove N}"
+  admin remove --id "$id" >/dev/null
+  say "node $id removed from the cluster"
+  if [ -e "$RUN_DIR/node-$id.pid" ]; then
+    local pid; pid="$(cat "$RUN_DIR/node-$id.pid")"
+    pid_alive "$pid" && kill -TERM "$pid"
+    rm -f "$RUN_DIR/node-$id.pid"
+    say "node $id stopped"
+  fi
+  admin status
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  add) cmd_add "${2:-}" ;;
+  remove) cmd_remove "${2:-}" ;;
+  *) echo "usage: $0 up|down|status|add N|remove N" >&2; exit 2 ;;
 esac
