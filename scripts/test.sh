@@ -17,7 +17,7 @@ step "cargo clippy -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
 step "unit, storage and real-process cluster tests"
-cargo test --all-targets
+cargo test --lib --bins --tests
 
 step "deterministic simulation (--cfg madsim)"
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$MADSIM_TARGET_DIR" cargo test --test simulation

@@ -32,6 +32,11 @@ pub enum Fault {
     SnapshotStorm { node: NodeId },
     /// Shift `node`'s wall clock by `offset_ms` (it stamps proposals while it leads).
     ClockSkew { node: NodeId, offset_ms: i64 },
+    /// Demote `node` to learner through the admin API; promote it back when healed.
+    Demote { node: NodeId },
+    /// Remove `node` from the cluster, kill it and wipe its disk; when healed, start it empty and
+    /// re-add it (learner, then voter). Skipped if the removal is refused.
+    WipeAndRejoin { node: NodeId },
 }
 
 impl Fault {
@@ -46,6 +51,8 @@ impl Fault {
             Fault::CrashLeader => "crash-leader",
             Fault::SnapshotStorm { .. } => "snapshot-storm",
             Fault::ClockSkew { .. } => "clock-skew",
+            Fault::Demote { .. } => "demote-voter",
+            Fault::WipeAndRejoin { .. } => "wipe-and-rejoin",
         }
     }
 }
@@ -85,7 +92,7 @@ pub fn schedule(rng: &mut impl Rng, nodes: u64, run_ms: u64) -> Vec<Scheduled> {
 
 fn draw(rng: &mut impl Rng, nodes: u64) -> Fault {
     let node = rng.gen_range(1..=nodes);
-    match rng.gen_range(0..8) {
+    match rng.gen_range(0..10) {
         0 => {
             // A minority that starts at `node`: (n - 1) / 2 consecutive ids, wrapping around.
             let minority_size = (nodes - 1) / 2;
@@ -106,6 +113,8 @@ fn draw(rng: &mut impl Rng, nodes: u64) -> Fault {
         4 => Fault::Crash { node },
         5 => Fault::CrashLeader,
         6 => Fault::SnapshotStorm { node },
+        7 => Fault::Demote { node },
+        8 => Fault::WipeAndRejoin { node },
         _ => Fault::ClockSkew {
             node,
             offset_ms: if rng.gen_bool(0.5) { -60_000 } else { 45_000 },

@@ -152,6 +152,11 @@ async fn simulate(options: RunOptions) -> RunReport {
     }
 
     heal_everything(&cluster, &schedule);
+    if !restore_membership(&cluster).await {
+        report
+            .violations
+            .push("liveness: could not make every node a voter again after healing".into());
+    }
     report
         .trace
         .push(format!("t={:08.3}s healed", start.elapsed().as_secs_f64()));
@@ -186,7 +191,12 @@ async fn play(
         "t={at:08.3}s fault {:?} target={target:?} for {} ms",
         scheduled.fault, scheduled.duration_ms
     ));
-    apply_fault(cluster, &scheduled.fault, target).await;
+    let applied = apply_fault(cluster, &scheduled.fault, target).await;
+    trace.push(format!(
+        "t={:08.3}s fault {}: {applied}",
+        start.elapsed().as_secs_f64(),
+        scheduled.fault.kind()
+    ));
     madsim::time::sleep(Duration::from_millis(scheduled.duration_ms)).await;
     heal_fault(cluster, &scheduled.fault, target).await;
 }
@@ -199,7 +209,8 @@ fn others(cluster: &SimCluster, excluded: &[NodeId]) -> Vec<NodeId> {
         .collect()
 }
 
-async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>) {
+/// Applies `fault`; returns what happened, for the trace ("applied", or why not).
+async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>) -> &'static str {
     match fault {
         Fault::Partition { minority } => cluster.partition(minority, &others(cluster, minority)),
         Fault::IsolateLeader => {
@@ -231,7 +242,102 @@ async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>
         Fault::ClockSkew { node, offset_ms } => {
             faults::set_clock_skew(cluster.host(*node), *offset_ms)
         }
+        Fault::Demote { node } => {
+            let body = serde_json::json!({ "ids": [node], "keepAsLearners": true });
+            if admin(cluster, *node, "/api/cluster/remove", &body).await != Some(200) {
+                return "refused";
+            }
+        }
+        Fault::WipeAndRejoin { node } => {
+            let body = serde_json::json!({ "ids": [node] });
+            let via = others(cluster, &[*node]).first().copied().unwrap_or(*node);
+            if admin(cluster, via, "/api/cluster/remove", &body).await != Some(200) {
+                return "refused";
+            }
+            cluster.kill(*node);
+            cluster.wipe(*node);
+        }
     }
+    "applied"
+}
+
+/// An admin request (with the cluster secret) to node `via`; the status, if any answer came.
+async fn admin(
+    cluster: &SimCluster,
+    via: NodeId,
+    path: &str,
+    body: &serde_json::Value,
+) -> Option<u16> {
+    let mut request = post(path, body);
+    request.headers.push((
+        crate::transport::SECRET_HEADER.into(),
+        super::cluster::SIM_SECRET.into(),
+    ));
+    cluster
+        .call(via, request, Duration::from_secs(10))
+        .await
+        .ok()
+        .map(|r| r.status)
+}
+
+/// Makes every node a voter again (re-adding removed ones), retrying until it holds.
+async fn restore_membership(cluster: &SimCluster) -> bool {
+    let deadline = madsim::time::Instant::now() + CONVERGENCE_TIMEOUT;
+    while madsim::time::Instant::now() < deadline {
+        if let Some(leader) = cluster.leader().await {
+            if membership_settled(cluster, leader).await {
+                return true;
+            }
+        }
+        madsim::time::sleep(Duration::from_millis(300)).await;
+    }
+    false
+}
+
+/// One round of [`restore_membership`]: true when every node is already a voter; otherwise
+/// re-adds missing nodes and promotes learners.
+async fn membership_settled(cluster: &SimCluster, leader: NodeId) -> bool {
+    let request = WireRequest {
+        method: "GET".into(),
+        path: "/api/cluster".into(),
+        headers: vec![(
+            crate::transport::SECRET_HEADER.into(),
+            super::cluster::SIM_SECRET.into(),
+        )],
+        body: Vec::new(),
+    };
+    let view: serde_json::Value = match cluster.call(leader, request, Duration::from_secs(5)).await
+    {
+        Ok(response) if response.status == 200 => {
+            serde_json::from_slice(&response.body).unwrap_or_default()
+        }
+        _ => return false,
+    };
+    let members = view["data"]["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut settled = true;
+    for id in cluster.ids() {
+        let role = members
+            .iter()
+            .find(|m| m["id"] == id)
+            .and_then(|m| m["role"].as_str().map(str::to_owned));
+        match role.as_deref() {
+            Some("voter") => {}
+            Some(_) => {
+                settled = false;
+                let body = serde_json::json!({ "ids": [id] });
+                let _ = admin(cluster, leader, "/api/cluster/promote", &body).await;
+            }
+            None => {
+                settled = false;
+                let body = serde_json::json!({ "id": id, "addr": super::cluster::address(id) });
+                let _ = admin(cluster, leader, "/api/cluster/learners", &body).await;
+            }
+        }
+    }
+    settled
 }
 
 async fn heal_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>) {
@@ -251,6 +357,14 @@ async fn heal_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>)
                 .await;
         }
         Fault::ClockSkew { node, .. } => faults::set_clock_skew(cluster.host(*node), 0),
+        Fault::Demote { node } => {
+            let body = serde_json::json!({ "ids": [node] });
+            let _ = admin(cluster, *node, "/api/cluster/promote", &body).await;
+        }
+        Fault::WipeAndRejoin { node } => {
+            // Restart only if the fault killed it; re-adding happens in `restore_membership`.
+            cluster.restart(*node);
+        }
     }
 }
 
