@@ -28,7 +28,7 @@ async fn metrics_count_requests_and_errors_and_reset_needs_the_secret() {
     assert!(data["errors"].as_u64().unwrap() >= 1, "{metrics}");
     assert_eq!(data["createRecord"], 1);
     assert_eq!(data["raft"]["leaderId"].as_u64(), Some(leader));
-    assert!(data["raft"]["commitIndex"].as_u64().unwrap() >= 2);
+    assert!(data["raft"]["committedIndex"].as_u64().unwrap() >= 2);
 
     let (status, body) = cluster.post(leader, "/api/metrics/reset", json!({})).await;
     assert_eq!(

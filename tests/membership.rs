@@ -20,15 +20,7 @@ async fn admin_post(cluster: &Cluster, via: u64, path: &str, body: Value) -> (u1
 }
 
 async fn cluster_view(cluster: &Cluster, via: u64) -> Value {
-    let response = cluster
-        .http
-        .get(cluster.url(via, "/api/cluster"))
-        .header("x-stockraft-secret", SECRET)
-        .send()
-        .await
-        .expect("GET /api/cluster");
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    body["data"].clone()
+    cluster.get_admin(via, "/api/cluster").await.1["data"].clone()
 }
 
 fn role_of(view: &Value, id: u64) -> Option<String> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::json::rfc3339_ms;
@@ -21,27 +21,34 @@ fn role(state: openraft::ServerState) -> &'static str {
     }
 }
 
+/// This node's Raft position, shared by `/api/health` and `/api/metrics`.
+pub(super) fn raft_status(app: &App) -> Map<String, Value> {
+    let metrics = app.metrics();
+    let index = |log_id: Option<crate::raft::LogId>| log_id.map(|id| id.index);
+    let status = json!({
+        "nodeId": app.id,
+        "role": role(metrics.state),
+        "leaderId": metrics.current_leader,
+        "term": metrics.current_term,
+        "lastLogIndex": metrics.last_log_index,
+        "committedIndex": index(metrics.cluster_committed),
+        "appliedIndex": index(metrics.last_applied),
+        "snapshotIndex": index(metrics.snapshot),
+        "purgedIndex": index(metrics.purged),
+    });
+    match status {
+        Value::Object(map) => map,
+        _ => unreachable!("json! of an object literal is an object"),
+    }
+}
+
 /// `GET /api/health`: always 200 while the process serves; says who leads.
 pub async fn health(State(app): State<Arc<App>>) -> Response {
-    let metrics = app.metrics();
-    axum::Json(json!({
-        "success": true,
-        "data": {
-            "status": "ok",
-            "timestamp": rfc3339_ms(wall_clock_ms()),
-            "uptime": app.uptime().as_secs_f64(),
-            "nodeId": app.id,
-            "role": role(metrics.state),
-            "leaderId": metrics.current_leader,
-            "term": metrics.current_term,
-            "lastLogIndex": metrics.last_log_index,
-            "committedIndex": metrics.cluster_committed.map(|id| id.index),
-            "appliedIndex": metrics.last_applied.map(|id| id.index),
-            "snapshotIndex": metrics.snapshot.map(|id| id.index),
-            "purgedIndex": metrics.purged.map(|id| id.index),
-        }
-    }))
-    .into_response()
+    let mut data = raft_status(&app);
+    data.insert("status".into(), json!("ok"));
+    data.insert("timestamp".into(), json!(rfc3339_ms(wall_clock_ms())));
+    data.insert("uptime".into(), json!(app.uptime().as_secs_f64()));
+    axum::Json(json!({ "success": true, "data": data })).into_response()
 }
 
 /// `GET /api/health/liveness`: the process is up.

@@ -10,7 +10,6 @@ use crate::app::App;
 
 /// `GET /api/metrics`: this node's request counters and Raft state.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let raft = app.metrics();
     let mut data: Map<String, Value> = app
         .counters
         .values()
@@ -19,17 +18,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         .collect();
     data.insert(
         "raft".into(),
-        json!({
-            "nodeId": app.id,
-            "state": format!("{:?}", raft.state),
-            "term": raft.current_term,
-            "leaderId": raft.current_leader,
-            "lastLogIndex": raft.last_log_index,
-            "commitIndex": raft.cluster_committed.map(|id| id.index),
-            "appliedIndex": raft.last_applied.map(|id| id.index),
-            "snapshotIndex": raft.snapshot.map(|id| id.index),
-            "purgedIndex": raft.purged.map(|id| id.index),
-        }),
+        Value::Object(super::health::raft_status(&app)),
     );
     axum::Json(json!({ "success": true, "data": data })).into_response()
 }

@@ -240,6 +240,19 @@ impl Cluster {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// GET with the cluster secret (admin routes).
+    pub async fn get_admin(&self, id: u64, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(self.url(id, path))
+            .header("x-stockraft-secret", SECRET)
+            .send()
+            .await
+            .expect("GET failed");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn get(&self, id: u64, path: &str) -> (u16, Value) {
         let response = self
             .http
