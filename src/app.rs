@@ -223,7 +223,9 @@ impl App {
                 })
             }
             Err(RaftError::APIError(error)) => Err(ProposeError::OutcomeUnknown(error.to_string())),
-            Err(RaftError::Fatal(fatal)) => Err(ProposeError::Unavailable(fatal.to_string())),
+            // Raft stopped (shutdown or a storage failure) while the entry may already have
+            // been replicated: its fate is unknown, not "nothing happened".
+            Err(RaftError::Fatal(fatal)) => Err(ProposeError::OutcomeUnknown(fatal.to_string())),
         }
     }
 

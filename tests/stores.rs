@@ -179,3 +179,103 @@ fn replaying_the_same_log_on_two_stores_gives_identical_bytes() {
         assert_eq!(b.applied().unwrap(), Some(log_id(1, 49)));
     });
 }
+
+#[test]
+fn an_older_snapshot_built_late_does_not_replace_a_newer_installed_one() {
+    block_on(async {
+        let mut follower = StateMachineStore::new(Arc::new(SimDisk::new()));
+        apply(
+            &mut follower,
+            vec![membership_entry(1), create_entry(2, "a", 5)],
+        )
+        .await;
+        // A build starts at index 2 (captured now) ...
+        let mut late_builder = follower.get_snapshot_builder().await;
+        // ... meanwhile the leader's newer snapshot (index 4) is installed ...
+        let mut leader = StateMachineStore::new(Arc::new(SimDisk::new()));
+        apply(
+            &mut leader,
+            vec![
+                membership_entry(1),
+                create_entry(2, "a", 5),
+                create_entry(3, "b", 1),
+                create_entry(4, "c", 2),
+            ],
+        )
+        .await;
+        let newer = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        follower
+            .install_snapshot(&newer.meta, newer.snapshot.clone())
+            .await
+            .unwrap();
+        // ... and the old build finishes last: the current snapshot stays the newer one.
+        late_builder.build_snapshot().await.unwrap();
+        let current = follower.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.last_log_id, Some(log_id(1, 4)));
+    });
+}
+
+/// A disk whose scans fail once `broken` is set (reads and writes still work).
+struct BrokenScans {
+    inner: SimDisk,
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl Disk for BrokenScans {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, stockraft::storage::StorageError> {
+        self.inner.get(key)
+    }
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        order: stockraft::storage::Order,
+        limit: usize,
+    ) -> Result<Vec<stockraft::storage::KeyValue>, stockraft::storage::StorageError> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(stockraft::storage::StorageError::Disk(
+                "injected scan failure".into(),
+            ));
+        }
+        self.inner.scan(start, end, order, limit)
+    }
+    fn write(
+        &self,
+        batch: stockraft::storage::WriteBatch,
+    ) -> Result<(), stockraft::storage::StorageError> {
+        self.inner.write(batch)
+    }
+    fn flush(&self) -> stockraft::storage::FlushFuture<'_> {
+        self.inner.flush()
+    }
+}
+
+#[test]
+fn a_snapshot_whose_state_could_not_be_read_fails_instead_of_shipping_an_empty_state() {
+    block_on(async {
+        let disk = Arc::new(BrokenScans {
+            inner: SimDisk::new(),
+            broken: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut store = StateMachineStore::new(disk.clone());
+        apply(
+            &mut store,
+            vec![membership_entry(1), create_entry(2, "a", 5)],
+        )
+        .await;
+        disk.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+        let result = store.get_snapshot_builder().await.build_snapshot().await;
+        assert!(
+            result.is_err(),
+            "a snapshot was built from an unreadable state"
+        );
+        disk.broken
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(store.get_current_snapshot().await.unwrap().is_none());
+    });
+}

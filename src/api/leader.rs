@@ -25,6 +25,9 @@ use crate::transport::{TransportError, WireRequest};
 pub const FORWARDED_HEADER: &str = "x-stockraft-forwarded";
 /// Set on a 503 from a node that received a forwarded request but does not lead.
 pub const NOT_LEADER_HEADER: &str = "x-stockraft-not-leader";
+/// Set (with [`NOT_LEADER_HEADER`]) when the node had proposed the forwarded write before it
+/// lost leadership: the origin must then treat the outcome as unknown, not as "nothing happened".
+pub const MAYBE_APPLIED_HEADER: &str = "x-stockraft-maybe-applied";
 /// Names the node that served a request routed to the leader.
 pub const LEADER_HEADER: &str = "x-stockraft-leader";
 /// Pause between attempts while a leader is being elected or found.
@@ -95,7 +98,7 @@ where
                     Err(_) => Attempt::Unknown(format!("not committed within {deadline_ms} ms")),
                 }
             }
-            _ if raw.is_forwarded() => return not_leader_response(app),
+            _ if raw.is_forwarded() => return not_leader_response(app, maybe_applied),
             Some(leader) => forward(app, leader, raw, remaining).await,
             None => Attempt::NotLeader,
         };
@@ -143,12 +146,14 @@ fn refuse_if_not_a_member(app: &App) -> Option<Response> {
     Some(error.into_response())
 }
 
-fn not_leader_response(app: &App) -> Response {
+fn not_leader_response(app: &App, maybe_applied: bool) -> Response {
     let mut response =
         ApiError::no_leader(format!("node {} is not the leader", app.id)).into_response();
-    response
-        .headers_mut()
-        .insert(NOT_LEADER_HEADER, HeaderValue::from_static("true"));
+    let headers = response.headers_mut();
+    headers.insert(NOT_LEADER_HEADER, HeaderValue::from_static("true"));
+    if maybe_applied {
+        headers.insert(MAYBE_APPLIED_HEADER, HeaderValue::from_static("true"));
+    }
     response
 }
 
@@ -181,6 +186,9 @@ async fn forward(app: &App, leader: u64, raw: &RawRequest, timeout: Duration) ->
         body: raw.body.clone(),
     };
     match app.transport.send(&addr, wire, timeout).await {
+        Ok(answer) if answer.header(MAYBE_APPLIED_HEADER).is_some() => {
+            Attempt::Unknown(format!("node {leader} lost leadership after proposing"))
+        }
         Ok(answer) if answer.header(NOT_LEADER_HEADER).is_some() => Attempt::NotLeader,
         Ok(answer) => Attempt::Done(into_response(answer)),
         Err(TransportError::Unreachable { .. }) => Attempt::NotLeader,

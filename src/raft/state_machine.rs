@@ -42,6 +42,10 @@ pub const EXPIRED_KEYS_PURGED_PER_ENTRY_MAX: usize = 4;
 #[derive(Clone)]
 pub struct StateMachineStore {
     disk: Arc<dyn Disk>,
+    /// Serialises writes of the current snapshot (`Z`): openraft builds snapshots on a task of
+    /// their own, concurrently with installs, and an older build must not replace a newer
+    /// installed snapshot.
+    snapshot_lock: Arc<std::sync::Mutex<()>>,
 }
 
 /// A snapshot as kept on disk under [`keys::SNAPSHOT`].
@@ -53,7 +57,10 @@ struct StoredSnapshot {
 
 impl StateMachineStore {
     pub fn new(disk: Arc<dyn Disk>) -> Self {
-        Self { disk }
+        Self {
+            disk,
+            snapshot_lock: Arc::default(),
+        }
     }
 
     fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -260,27 +267,43 @@ impl<'d> ApplyBatch<'d> {
 }
 
 /// Builds a snapshot from state captured when the builder was created, so a concurrent apply
-/// cannot tear it.
+/// cannot tear it. A capture that failed is reported when the snapshot is built: shipping an
+/// empty state under a real log id would erase data on every node that installs it.
 pub struct SnapshotBuilder {
-    disk: Arc<dyn Disk>,
-    meta: SnapshotMeta,
-    pairs: Vec<KeyValue>,
+    store: StateMachineStore,
+    captured: Result<(SnapshotMeta, Vec<KeyValue>), String>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let data = encode(&self.pairs);
+        let (meta, pairs) = self.captured.as_ref().map_err(|error| {
+            io::Error::other(format!(
+                "cannot build a snapshot: reading the state failed: {error}"
+            ))
+        })?;
         let stored = StoredSnapshot {
-            meta: self.meta.clone(),
-            data,
+            meta: meta.clone(),
+            data: encode(pairs),
         };
-        let mut batch = WriteBatch::default();
-        batch.put(keys::SNAPSHOT.to_vec(), encode(&stored));
-        self.disk.write(batch)?;
+        {
+            let _guard = self
+                .store
+                .snapshot_lock
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let current: Option<StoredSnapshot> = self.store.read(keys::SNAPSHOT)?;
+            let newer_exists =
+                current.is_some_and(|c| c.meta.last_log_id > stored.meta.last_log_id);
+            if !newer_exists {
+                let mut batch = WriteBatch::default();
+                batch.put(keys::SNAPSHOT.to_vec(), encode(&stored));
+                self.store.disk.write(batch)?;
+            }
+        }
         // The state machine must be durable up to the snapshot before openraft purges the log.
-        self.disk.flush().await?;
+        self.store.disk.flush().await?;
         Ok(Snapshot {
             meta: stored.meta,
             snapshot: stored.data,
@@ -319,26 +342,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // The trait gives no way to fail here; a read error surfaces when the snapshot is
-        // installed elsewhere (it would not decode), so capture what can be read and log loudly.
-        let (applied, membership) = match self.applied_state().await {
-            Ok(state) => state,
-            Err(error) => {
-                tracing::error!(%error, "reading applied state for a snapshot failed");
-                (None, StoredMembership::default())
-            }
-        };
-        let pairs = self.state_pairs().unwrap_or_else(|error| {
-            tracing::error!(%error, "reading state for a snapshot failed");
-            Vec::new()
-        });
-        SnapshotBuilder {
-            disk: self.disk.clone(),
-            meta: SnapshotMeta {
+        let captured = (|| {
+            let applied = self.applied()?;
+            let membership = self.read(keys::MEMBERSHIP)?.unwrap_or_default();
+            let pairs = self.state_pairs()?;
+            let meta = SnapshotMeta {
                 last_log_id: applied,
                 last_membership: membership,
-            },
-            pairs,
+            };
+            Ok::<_, StorageError>((meta, pairs))
+        })()
+        .map_err(|error| error.to_string());
+        SnapshotBuilder {
+            store: self.clone(),
+            captured,
         }
     }
 
@@ -368,7 +385,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             data: snapshot,
         };
         batch.put(keys::SNAPSHOT.to_vec(), encode(&stored));
-        self.disk.write(batch)?;
+        {
+            let _guard = self
+                .snapshot_lock
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.disk.write(batch)?;
+        }
         self.disk.flush().await?;
         Ok(())
     }

@@ -165,7 +165,11 @@ mod tests {
             let mut batch = WriteBatch::default();
             batch.put(b"k".to_vec(), b"v".to_vec());
             disk.write(batch).unwrap();
-            futures::executor::block_on(disk.flush()).unwrap();
+            // sled's flush ends in a blocking fsync on tokio's blocking pool.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(disk.flush()).unwrap();
         }
         let disk = SledDisk::open(dir.path()).unwrap();
         assert_eq!(disk.get(b"k").unwrap(), Some(b"v".to_vec()));
