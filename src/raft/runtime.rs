@@ -286,20 +286,24 @@ impl fmt::Display for Elapsed {
 
 impl std::error::Error for Elapsed {}
 
-/// Future returned by [`StockraftRuntime::timeout`] and
-/// [`StockraftRuntime::timeout_at`].
-///
-/// Our own type because madsim's `tokio::time::timeout` returns an unnameable
-/// `impl Future` (so it cannot be an associated type) and has no `timeout_at`.
-/// Using one type in both configurations also means the conformance tests in
-/// normal builds exercise the exact code that runs under simulation.
-///
-/// The wrapped future is polled before the timer, so a future that is ready at
-/// the same moment the deadline passes still yields `Ok`.
-#[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct Timeout<F> {
-    future: F,
-    delay: tokio::time::Sleep,
+pin_project_lite::pin_project! {
+    /// Future returned by [`StockraftRuntime::timeout`] and
+    /// [`StockraftRuntime::timeout_at`].
+    ///
+    /// Our own type because madsim's `tokio::time::timeout` returns an unnameable
+    /// `impl Future` (so it cannot be an associated type) and has no `timeout_at`.
+    /// Using one type in both configurations also means the conformance tests in
+    /// normal builds exercise the exact code that runs under simulation.
+    ///
+    /// The wrapped future is polled before the timer, so a future that is ready at
+    /// the same moment the deadline passes still yields `Ok`.
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct Timeout<F> {
+        #[pin]
+        future: F,
+        #[pin]
+        delay: tokio::time::Sleep,
+    }
 }
 
 impl<F> Timeout<F> {
@@ -320,17 +324,11 @@ impl<F: Future> Future for Timeout<F> {
     type Output = Result<F::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: structural pinning of both fields. We never move `future` or
-        // `delay` out of `self`, never hand out `&mut` to them except as
-        // `Pin<&mut _>`, `Timeout` has no `Drop` impl, and its auto `Unpin`
-        // only holds when both fields are `Unpin`.
-        let this = unsafe { self.get_unchecked_mut() };
-        let future = unsafe { Pin::new_unchecked(&mut this.future) };
-        if let Poll::Ready(out) = future.poll(cx) {
+        let this = self.project();
+        if let Poll::Ready(out) = this.future.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        let delay = unsafe { Pin::new_unchecked(&mut this.delay) };
-        delay.poll(cx).map(|()| Err(Elapsed))
+        this.delay.poll(cx).map(|()| Err(Elapsed))
     }
 }
 
