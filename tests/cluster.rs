@@ -183,3 +183,35 @@ async fn sigterm_shuts_a_node_down_cleanly_and_it_restarts_with_its_data() {
         cluster.local_qty(follower, STORE, "fig").await == Some(5)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_majority_refuses_writes_and_linearizable_reads() {
+    let mut cluster = Cluster::start(3, "[api]\nwrite_deadline_ms = 1500\n").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    create(&cluster, leader, "kiwi", 9).await;
+    let survivor = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    eventually!(
+        "the survivor applies the create",
+        cluster.local_qty(survivor, STORE, "kiwi").await == Some(9)
+    );
+    for id in cluster.ids().into_iter().filter(|id| *id != survivor) {
+        cluster.kill(id);
+    }
+    let (status, body) = cluster
+        .post(
+            survivor,
+            &format!("{}/reserve", record_path("kiwi")),
+            json!({ "qty": 1 }),
+        )
+        .await;
+    assert_eq!(status, 503, "a minority node acknowledged a write: {body}");
+    assert_eq!(body["error"]["code"], "NO_LEADER", "{body}");
+    let (status, body) = cluster.get(survivor, &record_path("kiwi")).await;
+    assert_eq!(
+        status, 503,
+        "a minority node served a linearizable read: {body}"
+    );
+    assert_eq!(body["error"]["code"], "NO_LEADER", "{body}");
+    // Its own applied state stays readable, labelled as such.
+    assert_eq!(cluster.local_qty(survivor, STORE, "kiwi").await, Some(9));
+}

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::inventory::{json_body, read_request};
-use super::leader::{self, Attempt, RawRequest};
+use super::leader::{self, Attempt, RawRequest, RequestKind};
 use crate::app::App;
 use crate::membership::{self, ClusterView, MembershipError};
 use crate::raft::NodeId;
@@ -74,7 +74,7 @@ async fn parse<T: serde::de::DeserializeOwned>(
 pub async fn cluster(State(app): State<Arc<App>>, request: Request) -> Response {
     match read_request(&app, request).await {
         Ok(raw) => {
-            leader::at_leader(&app, &raw, true, |_| async {
+            leader::at_leader(&app, &raw, RequestKind::Read, |_| async {
                 Attempt::Done(view_response(&membership::view(&app)))
             })
             .await
@@ -92,7 +92,7 @@ pub async fn add_learner(State(app): State<Arc<App>>, request: Request) -> Respo
     if body.id == 0 || body.addr.trim().is_empty() {
         return ApiError::validation("id must be positive and addr non-empty").into_response();
     }
-    leader::at_leader(&app, &raw, false, |_| async {
+    leader::at_leader(&app, &raw, RequestKind::Write, |_| async {
         attempt_of(membership::add_learner(&app, body.id, body.addr.clone(), body.wait).await)
     })
     .await
@@ -104,7 +104,7 @@ pub async fn promote(State(app): State<Arc<App>>, request: Request) -> Response 
         Ok(parsed) => parsed,
         Err(error) => return error.into_response(),
     };
-    leader::at_leader(&app, &raw, false, |_| async {
+    leader::at_leader(&app, &raw, RequestKind::Write, |_| async {
         attempt_of(membership::promote(&app, body.ids.clone()).await)
     })
     .await
@@ -116,7 +116,7 @@ pub async fn remove(State(app): State<Arc<App>>, request: Request) -> Response {
         Ok(parsed) => parsed,
         Err(error) => return error.into_response(),
     };
-    leader::at_leader(&app, &raw, false, |_| async {
+    leader::at_leader(&app, &raw, RequestKind::Write, |_| async {
         attempt_of(membership::remove(&app, body.ids.clone(), body.keep_as_learners).await)
     })
     .await
@@ -128,7 +128,7 @@ pub async fn transfer_leader(State(app): State<Arc<App>>, request: Request) -> R
         Ok(parsed) => parsed,
         Err(error) => return error.into_response(),
     };
-    leader::at_leader(&app, &raw, true, |_| async {
+    leader::at_leader(&app, &raw, RequestKind::RetryableWrite, |_| async {
         match membership::transfer_leader(&app, body.to).await {
             Ok(()) => Attempt::Done(
                 axum::Json(json!({ "success": true, "data": { "transferringTo": body.to } }))

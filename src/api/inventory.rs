@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::json;
-use super::leader::{self, Attempt, RawRequest};
+use super::leader::{self, Attempt, RawRequest, RequestKind};
 use crate::app::{App, Counters, ProposeError, ReadError};
 use crate::inventory::{self, Command, Operation, RecordKey, IDEMPOTENCY_KEY_LENGTH_MAX};
 
@@ -193,7 +193,7 @@ pub async fn get(
             .insert(CONSISTENCY_HEADER, HeaderValue::from_static("local"));
         return response;
     }
-    leader::at_leader(&app, &raw, true, |_| async {
+    leader::at_leader(&app, &raw, RequestKind::Read, |_| async {
         match app.read_linearizable(&key).await {
             Ok(found) => {
                 let mut response = render_record(&key, found);
@@ -218,8 +218,12 @@ async fn write(app: &App, raw: RawRequest, command: Command) -> Response {
         Ok(key) => key,
         Err(error) => return error.into_response(),
     };
-    let retry_unknown = key.is_some();
-    leader::at_leader(app, &raw, retry_unknown, |_| {
+    let kind = if key.is_some() {
+        RequestKind::RetryableWrite
+    } else {
+        RequestKind::Write
+    };
+    leader::at_leader(app, &raw, kind, |_| {
         let command = command.clone();
         let key = key.clone();
         async move {

@@ -58,12 +58,25 @@ pub enum Attempt {
     Unknown(String),
 }
 
+/// What kind of request is being routed: it decides what an unknown outcome means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// Changes nothing: an unknown outcome is simply retried, and running out of time is 503
+    /// `NO_LEADER` (a node cut off from the majority never answers from stale state).
+    Read,
+    /// Safe to apply twice (the state machine deduplicates it, or it is idempotent by nature):
+    /// unknown outcomes are retried; out of time after one is 503 `OUTCOME_UNKNOWN`.
+    RetryableWrite,
+    /// A write that must not be retried blindly: an unknown outcome is answered at once.
+    Write,
+}
+
 /// Serves `raw` at the leader. `serve_here(remaining)` runs the request on this node when it
-/// leads; `retry_unknown` says whether an unknown outcome may be retried (reads, keyed writes).
+/// leads; `kind` says what an unknown outcome means (see [`RequestKind`]).
 pub async fn at_leader<F, Fut>(
     app: &App,
     raw: &RawRequest,
-    retry_unknown: bool,
+    kind: RequestKind,
     mut serve_here: F,
 ) -> Response
 where
@@ -112,14 +125,14 @@ where
                 return response;
             }
             Attempt::NotLeader => {}
-            Attempt::Unknown(message) if !retry_unknown => {
+            Attempt::Unknown(message) if kind == RequestKind::Write => {
                 return ApiError::outcome_unknown(format!(
                     "{message}; the write may or may not have been applied (send an Idempotency-Key to retry safely)"
                 ))
                 .into_response();
             }
             Attempt::Unknown(message) => {
-                maybe_applied = true;
+                maybe_applied |= kind == RequestKind::RetryableWrite;
                 tracing::debug!(%message, "retrying after an unknown outcome");
             }
         }

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::inventory::{json_body_if_any, read_request};
-use super::leader::{self, Attempt};
+use super::leader::{self, Attempt, RequestKind};
 use crate::app::App;
 use crate::membership;
 
@@ -42,7 +42,7 @@ pub async fn status(State(app): State<Arc<App>>, request: Request) -> Response {
         Ok(raw) => raw,
         Err(error) => return error.into_response(),
     };
-    leader::at_leader(&app, &raw, true, |_| async {
+    leader::at_leader(&app, &raw, RequestKind::Read, |_| async {
         Attempt::Done(replication_status(&app))
     })
     .await
