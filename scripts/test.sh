@@ -19,6 +19,10 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "unit, storage and real-process cluster tests"
 cargo test --lib --bins --tests
 
+step "cargo clippy -D warnings (--cfg madsim)"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$MADSIM_TARGET_DIR" \
+  cargo clippy --all-targets --quiet -- -D warnings
+
 step "deterministic simulation (--cfg madsim): determinism, planted bugs"
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$MADSIM_TARGET_DIR" \
   cargo test --test simulation -- --skip a_batch_of_seeds_with_faults_keeps_every_promise
