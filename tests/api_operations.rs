@@ -103,3 +103,30 @@ async fn sync_start_runs_periodic_snapshots_until_stopped() {
     let (_, status_body) = cluster.get(leader, "/api/sync/status").await;
     assert_eq!(status_body["data"]["snapshotSchedule"]["running"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_client_token_guards_client_routes_on_every_node() {
+    let cluster = Cluster::start_with(3, "client_token = \"shop-token-123\"", "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let body = json!({ "sku": "tok", "storeId": "s1", "initialQuantity": 3 });
+    for node in [leader, follower] {
+        let (status, answer) = cluster.post(node, "/api/inventory", body.clone()).await;
+        assert_eq!(status, 401, "{answer}");
+        assert_eq!(answer["error"]["code"], "UNAUTHORIZED");
+        let wrong = [("authorization", "Bearer nope")];
+        let (status, _) = cluster
+            .post_with(node, "/api/inventory", body.clone(), &wrong)
+            .await;
+        assert_eq!(status, 401);
+    }
+    // Through a follower: the token travels with the forwarded request.
+    let token = [("authorization", "Bearer shop-token-123")];
+    let (status, answer) = cluster
+        .post_with(follower, "/api/inventory", body, &token)
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    // Health stays open for probes.
+    let (status, _) = cluster.get(follower, "/api/health").await;
+    assert_eq!(status, 200);
+}

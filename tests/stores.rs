@@ -279,3 +279,56 @@ fn a_snapshot_whose_state_could_not_be_read_fails_instead_of_shipping_an_empty_s
         assert!(store.get_current_snapshot().await.unwrap().is_none());
     });
 }
+
+fn keyed_create_entry(index: u64, sku: &str, key: &str, ttl_ms: u64, at_ms: u64) -> Entry {
+    Entry {
+        log_id: log_id(1, index),
+        payload: EntryPayload::Normal(Request {
+            command: Command::Create {
+                key: RecordKey::new("s1", sku).unwrap(),
+                initial_quantity: 1,
+            },
+            proposed_at_ms: at_ms,
+            idempotency: Some(stockraft::inventory::IdempotencyKey {
+                key: key.into(),
+                ttl_ms,
+            }),
+        }),
+    }
+}
+
+#[test]
+fn expired_idempotency_keys_are_purged_from_disk_by_later_entries() {
+    block_on(async {
+        let mut store = StateMachineStore::new(Arc::new(SimDisk::new()));
+        let key_count = |store: &StateMachineStore| {
+            store
+                .state_pairs()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| k.starts_with(b"Si") || k.starts_with(b"Sx"))
+                .count()
+        };
+        apply(
+            &mut store,
+            vec![
+                membership_entry(1),
+                keyed_create_entry(2, "a", "k-a", 1_000, 10_000),
+                keyed_create_entry(3, "b", "k-b", 1_000, 10_000),
+            ],
+        )
+        .await;
+        assert_eq!(
+            key_count(&store),
+            4,
+            "two keys and their expiry index entries"
+        );
+        // Log time passes the expiry: the next entries delete the expired keys.
+        apply(
+            &mut store,
+            vec![keyed_create_entry(4, "c", "k-c", 1_000_000, 20_000)],
+        )
+        .await;
+        assert_eq!(key_count(&store), 2, "only k-c and its expiry entry remain");
+    });
+}

@@ -51,11 +51,16 @@ fn free_port() -> u16 {
 impl Cluster {
     /// Starts `size` nodes; `extra` is appended to cluster.toml (e.g. a `[raft]` section).
     pub async fn start(size: u64, extra: &str) -> Self {
+        Self::start_with(size, "", extra).await
+    }
+
+    /// Like [`Cluster::start`], with `cluster_lines` added to the `[cluster]` section.
+    pub async fn start_with(size: u64, cluster_lines: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let addrs: Vec<(u64, String)> = (1..=size)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
             .collect();
-        let mut toml = format!("[cluster]\nsecret = \"{SECRET}\"\n\n");
+        let mut toml = format!("[cluster]\nsecret = \"{SECRET}\"\n{cluster_lines}\n");
         for (id, addr) in &addrs {
             toml.push_str(&format!("[[nodes]]\nid = {id}\naddr = \"{addr}\"\n\n"));
         }
