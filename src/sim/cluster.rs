@@ -221,6 +221,25 @@ impl SimCluster {
             .map(|(id, _)| id)
     }
 
+    /// The node that says it leads, with the highest term (a deposed leader may not know yet).
+    /// Unlike [`SimCluster::leader`] this needs no majority of reports, so it finds the leader
+    /// while other nodes are outside the membership (wiped, not yet re-added).
+    pub async fn claimed_leader(&self) -> Option<NodeId> {
+        let mut best: Option<(u64, NodeId)> = None;
+        for id in self.ids() {
+            let Some(health) = self.health(id).await else {
+                continue;
+            };
+            if health["role"] == "leader" {
+                let term = health["term"].as_u64().unwrap_or(0);
+                if best.is_none_or(|(best_term, _)| term > best_term) {
+                    best = Some((term, id));
+                }
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
     /// `GET /api/health` of node `id`, or None if it does not answer.
     pub async fn health(&self, id: NodeId) -> Option<serde_json::Value> {
         let request = WireRequest {

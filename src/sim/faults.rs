@@ -28,12 +28,14 @@ pub enum Fault {
     Crash { node: NodeId },
     /// Kill whoever leads, restart it when healed.
     CrashLeader,
-    /// Snapshot every second on `node` (with the small entry-count policy, the log is purged).
+    /// Snapshot and purge the log on `node` now, then snapshot every second until healed.
     SnapshotStorm { node: NodeId },
     /// Shift `node`'s wall clock by `offset_ms` (it stamps proposals while it leads).
     ClockSkew { node: NodeId, offset_ms: i64 },
     /// Demote `node` to learner through the admin API; promote it back when healed.
     Demote { node: NodeId },
+    /// Ask the leader to hand leadership to `to` (admin API); nothing to heal.
+    TransferLeader { to: NodeId },
     /// Remove `node` from the cluster, kill it and wipe its disk; when healed, start it empty and
     /// re-add it (learner, then voter). Skipped if the removal is refused.
     WipeAndRejoin { node: NodeId },
@@ -52,6 +54,7 @@ impl Fault {
             Fault::SnapshotStorm { .. } => "snapshot-storm",
             Fault::ClockSkew { .. } => "clock-skew",
             Fault::Demote { .. } => "demote-voter",
+            Fault::TransferLeader { .. } => "transfer-leader",
             Fault::WipeAndRejoin { .. } => "wipe-and-rejoin",
         }
     }
@@ -92,7 +95,7 @@ pub fn schedule(rng: &mut impl Rng, nodes: u64, run_ms: u64) -> Vec<Scheduled> {
 
 fn draw(rng: &mut impl Rng, nodes: u64) -> Fault {
     let node = rng.gen_range(1..=nodes);
-    match rng.gen_range(0..10) {
+    match rng.gen_range(0..11) {
         0 => {
             // A minority that starts at `node`: (n - 1) / 2 consecutive ids, wrapping around.
             let minority_size = (nodes - 1) / 2;
@@ -115,6 +118,7 @@ fn draw(rng: &mut impl Rng, nodes: u64) -> Fault {
         6 => Fault::SnapshotStorm { node },
         7 => Fault::Demote { node },
         8 => Fault::WipeAndRejoin { node },
+        9 => Fault::TransferLeader { to: node },
         _ => Fault::ClockSkew {
             node,
             offset_ms: if rng.gen_bool(0.5) { -60_000 } else { 45_000 },

@@ -230,6 +230,14 @@ async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>
             }
         }
         Fault::SnapshotStorm { node } => {
+            // Snapshot and purge right now, then every second until healed.
+            let _ = admin(
+                cluster,
+                *node,
+                "/api/cluster/snapshot",
+                &serde_json::json!({}),
+            )
+            .await;
             let body = serde_json::json!({ "intervalMs": 1000 });
             let _ = cluster
                 .call(
@@ -245,6 +253,12 @@ async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>
         Fault::Demote { node } => {
             let body = serde_json::json!({ "ids": [node], "keepAsLearners": true });
             if admin(cluster, *node, "/api/cluster/remove", &body).await != Some(200) {
+                return "refused";
+            }
+        }
+        Fault::TransferLeader { to } => {
+            let body = serde_json::json!({ "to": to });
+            if admin(cluster, *to, "/api/cluster/transfer-leader", &body).await != Some(200) {
                 return "refused";
             }
         }
@@ -284,7 +298,7 @@ async fn admin(
 async fn restore_membership(cluster: &SimCluster) -> bool {
     let deadline = madsim::time::Instant::now() + CONVERGENCE_TIMEOUT;
     while madsim::time::Instant::now() < deadline {
-        if let Some(leader) = cluster.leader().await {
+        if let Some(leader) = cluster.claimed_leader().await {
             if membership_settled(cluster, leader).await {
                 return true;
             }
@@ -365,6 +379,7 @@ async fn heal_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>)
             // Restart only if the fault killed it; re-adding happens in `restore_membership`.
             cluster.restart(*node);
         }
+        Fault::TransferLeader { .. } => {}
     }
 }
 
