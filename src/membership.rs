@@ -11,7 +11,7 @@
 //! change without a quorum. Recovering from a lost majority is a documented, manual operation
 //! (README, "Operating a cluster").
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use openraft::{BasicNode, ChangeMembers, Instant};
@@ -318,14 +318,6 @@ pub async fn snapshot_and_purge(app: &App) -> Result<Option<u64>, MembershipErro
             .map_err(|e| unavailable(e.to_string()))?;
     }
     Ok(index)
-}
-
-/// Voter ids and their addresses, for `BTreeMap`-based membership in tests and tools.
-pub fn addresses(view: &ClusterView) -> BTreeMap<NodeId, String> {
-    view.members
-        .iter()
-        .map(|m| (m.id, m.addr.clone()))
-        .collect()
 }
 
 #[cfg(test)]

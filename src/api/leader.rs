@@ -6,9 +6,11 @@
 //!   was unreachable before the request was sent, or the target said it is not the leader;
 //! - when a write's fate is unknown (proposed but the leader changed, or a forward timed out),
 //!   retry only if it carries an `Idempotency-Key` (the state machine then applies it at most
-//!   once); otherwise answer 503 `OUTCOME_UNKNOWN` and let the client decide;
+//!   once); otherwise answer 503 `OUTCOME_UNKNOWN` and let the client decide. Running out of
+//!   time after such an attempt is also `OUTCOME_UNKNOWN`, never `NO_LEADER` ([`RequestKind`]);
 //! - a forwarded request is never forwarded again: the receiving node answers at once with a
-//!   "not leader" 503, and the origin node (which owns the deadline) retries. No loops.
+//!   "not leader" 503 (marked "maybe applied" if it had proposed the write), and the origin node
+//!   (which owns the deadline) retries. No loops.
 
 use std::future::Future;
 use std::time::Duration;

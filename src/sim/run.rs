@@ -151,7 +151,7 @@ async fn simulate(options: RunOptions) -> RunReport {
         client.await.expect("a client task failed");
     }
 
-    heal_everything(&cluster, &schedule);
+    heal_everything(&cluster);
     if !restore_membership(&cluster).await {
         report
             .violations
@@ -384,11 +384,10 @@ async fn heal_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>)
 }
 
 /// The final phase: every fault healed, whatever the schedule left behind.
-fn heal_everything(cluster: &SimCluster, schedule: &[Scheduled]) {
+fn heal_everything(cluster: &SimCluster) {
     cluster.heal();
     cluster.restore_network();
     faults::clear_clock_skews();
-    let _ = schedule;
 }
 
 fn post(path: &str, body: &serde_json::Value) -> WireRequest {
