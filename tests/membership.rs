@@ -205,7 +205,10 @@ async fn removing_the_leader_hands_over_and_the_removed_node_accepts_no_writes()
         2,
         "the removed node acknowledged a write: {body}"
     );
-    assert_eq!(body["success"], false);
+    assert_eq!(
+        body["error"]["code"], "NOT_A_MEMBER",
+        "it should say why: {body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
