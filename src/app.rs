@@ -177,21 +177,41 @@ impl App {
         self.started_at.elapsed()
     }
 
+    /// A copy of Raft's metrics, for routes that report them. The request path uses
+    /// [`App::with_metrics`] instead: a copy clones the membership and replication maps.
     pub fn metrics(&self) -> RaftMetrics {
         self.raft.metrics().borrow_watched().clone()
     }
 
+    /// Runs `read` on Raft's current metrics without copying them. Keep `read` short: it holds
+    /// the metrics channel's read lock.
+    pub fn with_metrics<T>(&self, read: impl FnOnce(&RaftMetrics) -> T) -> T {
+        read(&self.raft.metrics().borrow_watched())
+    }
+
     pub fn leader(&self) -> Option<NodeId> {
-        self.metrics().current_leader
+        self.with_metrics(|metrics| metrics.current_leader)
+    }
+
+    /// Whether this node is in the cluster's membership; `None` before the cluster is founded
+    /// (or before a joining node first hears from it).
+    pub fn is_member(&self) -> Option<bool> {
+        self.with_metrics(|metrics| {
+            let stored = &metrics.membership_config;
+            stored
+                .log_id()
+                .is_some()
+                .then(|| stored.membership().get_node(&self.id).is_some())
+        })
     }
 
     /// The HTTP address of `node`, from the live membership (falling back to `cluster.toml`).
     pub fn address_of(&self, node: NodeId) -> Option<String> {
-        let metrics = self.metrics();
-        if let Some(found) = metrics.membership_config.membership().get_node(&node) {
-            return Some(found.addr.clone());
-        }
-        self.config.node(node).map(|n| n.addr.clone())
+        let live = self.with_metrics(|metrics| {
+            let membership = metrics.membership_config.membership();
+            membership.get_node(&node).map(|found| found.addr.clone())
+        });
+        live.or_else(|| self.config.node(node).map(|n| n.addr.clone()))
     }
 
     /// Proposes `command` as the leader: stamps the log time, waits until the entry is committed

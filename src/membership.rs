@@ -257,8 +257,9 @@ pub async fn remove(
     Ok(view(app))
 }
 
-/// Asks the leader to hand leadership to `to` (which must be a reachable voter).
-pub async fn transfer_leader(app: &App, to: NodeId) -> Result<(), MembershipError> {
+/// Asks the leader to hand leadership to `to` (which must be a reachable voter). The handover
+/// completes asynchronously; the returned view is taken when it was requested.
+pub async fn transfer_leader(app: &App, to: NodeId) -> Result<ClusterView, MembershipError> {
     ensure_leader(app)?;
     let current = view(app);
     let target = current.members.iter().find(|m| m.id == to);
@@ -276,13 +277,14 @@ pub async fn transfer_leader(app: &App, to: NodeId) -> Result<(), MembershipErro
         }
     }
     if to == app.id {
-        return Ok(());
+        return Ok(current);
     }
     app.raft
         .trigger()
         .transfer_leader(to)
         .await
-        .map_err(|fatal| MembershipError::OutcomeUnknown(fatal.to_string()))
+        .map_err(|fatal| MembershipError::OutcomeUnknown(fatal.to_string()))?;
+    Ok(view(app))
 }
 
 /// How long [`snapshot_and_purge`] waits for the snapshot to be built.
@@ -292,7 +294,7 @@ pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
 /// it. Returns the snapshot's last index (None when nothing was applied yet).
 pub async fn snapshot_and_purge(app: &App) -> Result<Option<u64>, MembershipError> {
     let unavailable = |error: String| MembershipError::OutcomeUnknown(error);
-    let Some(applied) = app.metrics().last_applied.map(|id| id.index) else {
+    let Some(applied) = app.with_metrics(|m| m.last_applied.map(|id| id.index)) else {
         return Ok(None);
     };
     app.raft

@@ -28,7 +28,7 @@ use crate::raft::network::{routes, NetworkFactory};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{NodeId, Raft};
 use crate::storage::Disk;
-use crate::transport::{Transport, WireRequest, SECRET_HEADER};
+use crate::transport::{Transport, WireRequest};
 
 /// How often the bootstrap node re-checks its peers while waiting for them to come up.
 const BOOTSTRAP_POLL: Duration = Duration::from_millis(200);
@@ -133,12 +133,7 @@ enum PeerState {
 async fn probe_peers(app: &App) -> PeerState {
     let mut all_up = true;
     for peer in app.config.nodes.iter().filter(|n| n.id != app.id) {
-        let request = WireRequest {
-            method: "GET".into(),
-            path: routes::STATUS.into(),
-            headers: vec![(SECRET_HEADER.into(), app.config.cluster.secret.clone())],
-            body: Vec::new(),
-        };
+        let request = WireRequest::get(routes::STATUS).with_secret(&app.config.cluster.secret);
         let answer = app
             .transport
             .send(&peer.addr, request, BOOTSTRAP_PROBE_TIMEOUT)

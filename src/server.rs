@@ -78,21 +78,14 @@ async fn shutdown_signal() {
 /// Asks `member` (any node) to add this node as a learner, until it succeeds. A node that
 /// already holds Raft state (a restart after joining) does not ask again.
 async fn join_cluster(app: &crate::app::App, member: &str, own_addr: &str) {
-    use crate::transport::{Transport, WireRequest, SECRET_HEADER};
+    use crate::transport::{Transport, WireRequest};
     if app.raft.is_initialized().await.unwrap_or(false) {
         return;
     }
-    let body = serde_json::json!({ "id": app.id, "addr": own_addr }).to_string();
+    let body = serde_json::json!({ "id": app.id, "addr": own_addr });
     loop {
-        let request = WireRequest {
-            method: "POST".into(),
-            path: "/api/cluster/learners".into(),
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                (SECRET_HEADER.into(), app.config.cluster.secret.clone()),
-            ],
-            body: body.clone().into_bytes(),
-        };
+        let request = WireRequest::post_json("/api/cluster/learners", &body)
+            .with_secret(&app.config.cluster.secret);
         match HttpTransport::new()
             .send(member, request, std::time::Duration::from_secs(10))
             .await

@@ -251,11 +251,8 @@ async fn a_wiped_node_re_added_as_a_learner_catches_up_from_a_snapshot() {
         "the wiped node catches up",
         cluster.local_qty(victim, STORE, "wipe").await == Some(380)
     );
-    let health = cluster.health(victim).await.unwrap();
-    assert!(
-        health["snapshotIndex"].as_u64().unwrap_or(0) > 0,
-        "caught up without a snapshot? {health}"
-    );
+    let snapshot = cluster.snapshot_index(victim).await;
+    assert!(snapshot > 0, "caught up without a snapshot?");
     let (status, body) = admin_post(
         &cluster,
         leader,
@@ -319,4 +316,60 @@ async fn unsafe_membership_changes_are_refused_and_admin_routes_need_the_secret(
         out.contains("UNREACHABLE"),
         "status should flag the dead member:\n{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_or_impossible_admin_requests_are_refused_and_change_nothing() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let cases = [
+        (
+            "/api/cluster/learners",
+            json!({ "id": 0, "addr": "127.0.0.1:1" }),
+            400,
+        ),
+        (
+            "/api/cluster/learners",
+            json!({ "id": 9, "addr": " " }),
+            400,
+        ),
+        ("/api/cluster/learners", json!({ "id": 9 }), 400),
+        (
+            "/api/cluster/learners",
+            json!({ "id": 2, "addr": "127.0.0.1:1" }),
+            409,
+        ),
+        ("/api/cluster/promote", json!({ "ids": [9] }), 409),
+        ("/api/cluster/promote", json!({ "ids": "1" }), 400),
+        ("/api/cluster/remove", json!({ "ids": [9] }), 409),
+        (
+            "/api/cluster/remove",
+            json!({ "ids": [1], "extra": true }),
+            400,
+        ),
+        ("/api/cluster/transfer-leader", json!({ "to": 9 }), 409),
+    ];
+    let roles = |view: Value| -> Vec<(u64, String)> {
+        let members = view["members"].as_array().cloned().unwrap_or_default();
+        members
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_u64().unwrap(),
+                    m["role"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let before = roles(cluster_view(&cluster, leader).await);
+    for node in [leader, follower] {
+        for (path, body, expected) in &cases {
+            let (status, answer) = admin_post(&cluster, node, path, body.clone()).await;
+            assert_eq!(status, *expected, "{path} {body} on node {node}: {answer}");
+            assert_eq!(answer["success"], false, "{answer}");
+        }
+    }
+    let after = roles(cluster_view(&cluster, leader).await);
+    assert_eq!(before, after, "a refused change altered the membership");
 }

@@ -129,15 +129,7 @@ pub async fn transfer_leader(State(app): State<Arc<App>>, request: Request) -> R
         Err(error) => return error.into_response(),
     };
     leader::at_leader(&app, &raw, RequestKind::RetryableWrite, |_| async {
-        match membership::transfer_leader(&app, body.to).await {
-            Ok(()) => Attempt::Done(
-                axum::Json(json!({ "success": true, "data": { "transferringTo": body.to } }))
-                    .into_response(),
-            ),
-            Err(MembershipError::NotLeader { .. }) => Attempt::NotLeader,
-            Err(MembershipError::Refused(message)) => Attempt::Done(refused(message)),
-            Err(MembershipError::OutcomeUnknown(message)) => Attempt::Unknown(message),
-        }
+        attempt_of(membership::transfer_leader(&app, body.to).await)
     })
     .await
 }

@@ -77,10 +77,7 @@ pub async fn create_from_body(State(app): State<Arc<App>>, request: Request) -> 
         let command = create_command(key, body.initial_quantity)?;
         Ok::<_, ApiError>((raw, command))
     };
-    match parsed.await {
-        Ok((raw, command)) => write(&app, raw, command).await,
-        Err(error) => error.into_response(),
-    }
+    write_parsed(&app, parsed.await).await
 }
 
 pub async fn create_at_path(
@@ -103,10 +100,7 @@ pub async fn create_at_path(
         let command = create_command(key, body.initial_quantity)?;
         Ok((raw, command))
     };
-    match parsed.await {
-        Ok((raw, command)) => write(&app, raw, command).await,
-        Err(error) => error.into_response(),
-    }
+    write_parsed(&app, parsed.await).await
 }
 
 pub async fn adjust(
@@ -130,10 +124,7 @@ pub async fn adjust(
         };
         Ok((raw, command))
     };
-    match parsed.await {
-        Ok((raw, command)) => write(&app, raw, command).await,
-        Err(error) => error.into_response(),
-    }
+    write_parsed(&app, parsed.await).await
 }
 
 pub async fn reserve(
@@ -157,10 +148,7 @@ pub async fn reserve(
         };
         Ok((raw, command))
     };
-    match parsed.await {
-        Ok((raw, command)) => write(&app, raw, command).await,
-        Err(error) => error.into_response(),
-    }
+    write_parsed(&app, parsed.await).await
 }
 
 pub async fn get(
@@ -210,6 +198,14 @@ pub async fn get(
         }
     })
     .await
+}
+
+/// Answers a parse error, or proposes the parsed command.
+async fn write_parsed(app: &App, parsed: Result<(RawRequest, Command), ApiError>) -> Response {
+    match parsed {
+        Ok((raw, command)) => write(app, raw, command).await,
+        Err(error) => error.into_response(),
+    }
 }
 
 /// Proposes `command` at the leader and renders the state machine's answer.

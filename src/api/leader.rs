@@ -147,10 +147,7 @@ where
 /// A node outside the cluster's membership (removed, or joining and not yet added) cannot reach
 /// a leader that would accept it; say so at once instead of timing out.
 fn refuse_if_not_a_member(app: &App) -> Option<Response> {
-    let metrics = app.metrics();
-    let membership = metrics.membership_config.membership();
-    let initialized = metrics.membership_config.log_id().is_some();
-    if !initialized || membership.get_node(&app.id).is_some() {
+    if app.is_member() != Some(false) {
         return None;
     }
     let mut error = ApiError::unavailable(format!(

@@ -242,12 +242,7 @@ impl SimCluster {
 
     /// `GET /api/health` of node `id`, or None if it does not answer.
     pub async fn health(&self, id: NodeId) -> Option<serde_json::Value> {
-        let request = WireRequest {
-            method: "GET".into(),
-            path: "/api/health".into(),
-            headers: Vec::new(),
-            body: Vec::new(),
-        };
+        let request = WireRequest::get("/api/health");
         let response = self.call(id, request, Duration::from_secs(1)).await.ok()?;
         let body: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
         Some(body["data"].clone())
@@ -266,6 +261,17 @@ impl SimCluster {
     pub fn state_pairs(&self, id: NodeId) -> Vec<KeyValue> {
         self.store(id)
             .state_pairs()
+            .expect("the simulated disk does not fail")
+    }
+
+    /// Node `id`'s copy of a record (as its disk shows it).
+    pub fn record(
+        &self,
+        id: NodeId,
+        key: &crate::inventory::RecordKey,
+    ) -> Option<crate::inventory::Record> {
+        self.store(id)
+            .record(key)
             .expect("the simulated disk does not fail")
     }
 

@@ -242,7 +242,7 @@ async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>
             let _ = cluster
                 .call(
                     *node,
-                    post("/api/sync/start", &body),
+                    WireRequest::post_json("/api/sync/start", &body),
                     Duration::from_secs(2),
                 )
                 .await;
@@ -282,11 +282,7 @@ async fn admin(
     path: &str,
     body: &serde_json::Value,
 ) -> Option<u16> {
-    let mut request = post(path, body);
-    request.headers.push((
-        crate::transport::SECRET_HEADER.into(),
-        super::cluster::SIM_SECRET.into(),
-    ));
+    let request = WireRequest::post_json(path, body).with_secret(super::cluster::SIM_SECRET);
     cluster
         .call(via, request, Duration::from_secs(10))
         .await
@@ -311,15 +307,7 @@ async fn restore_membership(cluster: &SimCluster) -> bool {
 /// One round of [`restore_membership`]: true when every node is already a voter; otherwise
 /// re-adds missing nodes and promotes learners.
 async fn membership_settled(cluster: &SimCluster, leader: NodeId) -> bool {
-    let request = WireRequest {
-        method: "GET".into(),
-        path: "/api/cluster".into(),
-        headers: vec![(
-            crate::transport::SECRET_HEADER.into(),
-            super::cluster::SIM_SECRET.into(),
-        )],
-        body: Vec::new(),
-    };
+    let request = WireRequest::get("/api/cluster").with_secret(super::cluster::SIM_SECRET);
     let view: serde_json::Value = match cluster.call(leader, request, Duration::from_secs(5)).await
     {
         Ok(response) if response.status == 200 => {
@@ -367,7 +355,11 @@ async fn heal_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>)
         Fault::SnapshotStorm { node } => {
             let body = serde_json::json!({});
             let _ = cluster
-                .call(*node, post("/api/sync/stop", &body), Duration::from_secs(2))
+                .call(
+                    *node,
+                    WireRequest::post_json("/api/sync/stop", &body),
+                    Duration::from_secs(2),
+                )
                 .await;
         }
         Fault::ClockSkew { node, .. } => faults::set_clock_skew(cluster.host(*node), 0),
@@ -388,15 +380,6 @@ fn heal_everything(cluster: &SimCluster) {
     cluster.heal();
     cluster.restore_network();
     faults::clear_clock_skews();
-}
-
-fn post(path: &str, body: &serde_json::Value) -> WireRequest {
-    WireRequest {
-        method: "POST".into(),
-        path: path.into(),
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: body.to_string().into_bytes(),
-    }
 }
 
 /// Waits until a majority agrees on a leader and every node has applied the same log id.
@@ -431,12 +414,7 @@ async fn final_reads(
     for index in 0..workload::HOT_SKUS + workload::COLD_SKUS {
         let sku = workload::sku_name(index);
         let invoked_at = start.elapsed().as_nanos() as u64;
-        let request = WireRequest {
-            method: "GET".into(),
-            path: format!("/api/inventory/stores/{STORE}/inventory/{sku}"),
-            headers: Vec::new(),
-            body: Vec::new(),
-        };
+        let request = WireRequest::get(format!("/api/inventory/stores/{STORE}/inventory/{sku}"));
         let Ok(response) = cluster.call(leader, request, Duration::from_secs(5)).await else {
             continue;
         };
@@ -499,9 +477,7 @@ fn check_everything(
                 .push(format!("linearizability of {sku}: {error}")),
         }
         let key = RecordKey::new(STORE, sku).expect("workload SKUs are valid");
-        let store =
-            crate::raft::state_machine::StateMachineStore::new(Arc::new(cluster.disk(leader)));
-        let final_record = store.record(&key).ok().flatten();
+        let final_record = cluster.record(leader, &key);
         if let Err(message) = check_conservation(events, final_record.map(|r| r.quantity)) {
             report
                 .violations

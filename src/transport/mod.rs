@@ -31,6 +31,34 @@ pub struct WireRequest {
     pub body: Vec<u8>,
 }
 
+impl WireRequest {
+    /// A `GET` of `path` with no headers.
+    pub fn get(path: impl Into<String>) -> Self {
+        Self {
+            method: "GET".into(),
+            path: path.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// A `POST` of `body` as JSON to `path`.
+    pub fn post_json(path: impl Into<String>, body: &serde_json::Value) -> Self {
+        Self {
+            method: "POST".into(),
+            path: path.into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    /// Adds the cluster secret (node-to-node and admin requests).
+    pub fn with_secret(mut self, secret: &str) -> Self {
+        self.headers.push((SECRET_HEADER.into(), secret.into()));
+        self
+    }
+}
+
 /// An HTTP response, reduced likewise.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireResponse {

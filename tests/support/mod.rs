@@ -269,6 +269,12 @@ impl Cluster {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// The last index of the snapshot node `id` holds (0 if none).
+    pub async fn snapshot_index(&self, id: u64) -> u64 {
+        let health = self.health(id).await.unwrap_or_default();
+        health["snapshotIndex"].as_u64().unwrap_or(0)
+    }
+
     /// The record as node `id` has applied it (`?consistency=local`), or None.
     pub async fn local_qty(&self, id: u64, store: &str, sku: &str) -> Option<i64> {
         let path = format!("/api/inventory/stores/{store}/inventory/{sku}?consistency=local");
