@@ -212,6 +212,12 @@ impl Config {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(raft.snapshot_every_entries),
             max_in_snapshot_log_to_keep: raft.log_entries_kept_after_snapshot,
             enable_pre_vote: Some(true),
+            // A restarted leader must win a new election (and commit a blank entry of its new
+            // term) before it serves anything: neither the committed index nor the state
+            // machine is synced on its own, so a leader restored without an election could
+            // compute a read index below a write it had already acknowledged. See
+            // ARCHITECTURE.md, "What is persisted when".
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         let config = config

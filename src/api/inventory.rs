@@ -172,6 +172,11 @@ pub async fn get(
         || (crate::sim::bugs::planted() == crate::sim::bugs::PlantedBug::StaleFollowerReads
             && app.leader() != Some(app.id));
     if local {
+        // A node outside the membership receives no more entries: its copy is stale without
+        // bound, or empty (a wiped node would claim a record does not exist).
+        if let Some(refusal) = leader::refuse_if_not_a_member(&app) {
+            return refusal;
+        }
         let mut response = match app.read_local(&key) {
             Ok(found) => render_record(&key, found),
             Err(error) => ApiError::internal(error.to_string()).into_response(),

@@ -144,16 +144,24 @@ where
     }
 }
 
-/// A node outside the cluster's membership (removed, or joining and not yet added) cannot reach
-/// a leader that would accept it; say so at once instead of timing out.
-fn refuse_if_not_a_member(app: &App) -> Option<Response> {
-    if app.is_member() != Some(false) {
-        return None;
-    }
-    let mut error = ApiError::unavailable(format!(
-        "node {} is not a member of the cluster (removed, or not yet added); send requests to a member",
-        app.id
-    ));
+/// A node outside the cluster's membership cannot serve anything that needs the cluster: say so
+/// at once (503 `NOT_A_MEMBER`) instead of waiting for a leader that will never accept it.
+/// Two cases: the node was removed (it knows a membership without itself), or it holds no
+/// membership at all (never initialised or joined, or its data directory was wiped).
+pub(super) fn refuse_if_not_a_member(app: &App) -> Option<Response> {
+    let message = match app.is_member() {
+        Some(true) => return None,
+        Some(false) => format!(
+            "node {} is not a member of the cluster (it was removed); send requests to a member",
+            app.id
+        ),
+        None => format!(
+            "node {} holds no cluster membership (not yet initialised or joined, or its data was \
+             wiped); send requests to a member",
+            app.id
+        ),
+    };
+    let mut error = ApiError::unavailable(message);
     error.code = "NOT_A_MEMBER";
     Some(error.into_response())
 }

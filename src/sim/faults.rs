@@ -28,6 +28,12 @@ pub enum Fault {
     Crash { node: NodeId },
     /// Kill whoever leads, restart it when healed.
     CrashLeader,
+    /// Power-cut whoever leads and restart it at once, before any follower's election timeout:
+    /// it comes back with only what it had synced (its committed index and state machine may
+    /// be behind what it acknowledged). The network is lossy and slow meanwhile (as in seed
+    /// 900456), so the restarted node learns slowly what its peers hold; healed by restoring
+    /// the network.
+    RestartLeaderAtOnce { loss_rate: f64, latency_ms_max: u64 },
     /// Snapshot and purge the log on `node` now, then snapshot every second until healed.
     SnapshotStorm { node: NodeId },
     /// Shift `node`'s wall clock by `offset_ms` (it stamps proposals while it leads).
@@ -51,6 +57,7 @@ impl Fault {
             Fault::Lossy { .. } => "lossy-network",
             Fault::Crash { .. } => "crash",
             Fault::CrashLeader => "crash-leader",
+            Fault::RestartLeaderAtOnce { .. } => "restart-leader-at-once",
             Fault::SnapshotStorm { .. } => "snapshot-storm",
             Fault::ClockSkew { .. } => "clock-skew",
             Fault::Demote { .. } => "demote-voter",
@@ -95,7 +102,7 @@ pub fn schedule(rng: &mut impl Rng, nodes: u64, run_ms: u64) -> Vec<Scheduled> {
 
 fn draw(rng: &mut impl Rng, nodes: u64) -> Fault {
     let node = rng.gen_range(1..=nodes);
-    match rng.gen_range(0..11) {
+    match rng.gen_range(0..12) {
         0 => {
             // A minority that starts at `node`: (n - 1) / 2 consecutive ids, wrapping around.
             let minority_size = (nodes - 1) / 2;
@@ -119,6 +126,10 @@ fn draw(rng: &mut impl Rng, nodes: u64) -> Fault {
         7 => Fault::Demote { node },
         8 => Fault::WipeAndRejoin { node },
         9 => Fault::TransferLeader { to: node },
+        10 => Fault::RestartLeaderAtOnce {
+            loss_rate: [0.05, 0.1, 0.2][rng.gen_range(0..3)],
+            latency_ms_max: rng.gen_range(20..200),
+        },
         _ => Fault::ClockSkew {
             node,
             offset_ms: if rng.gen_bool(0.5) { -60_000 } else { 45_000 },

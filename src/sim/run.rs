@@ -173,32 +173,46 @@ async fn simulate(options: RunOptions) -> RunReport {
     finish(report, &history)
 }
 
-/// Applies one scheduled fault at its time and heals it when it ends.
-async fn play(
+/// Applies one scheduled fault at its time and heals it when it ends (if it took effect).
+pub async fn play(
     cluster: &SimCluster,
     scheduled: &Scheduled,
     start: madsim::time::Instant,
     trace: &mut Vec<String>,
-) {
+) -> FaultOutcome {
     let begin = Duration::from_millis(scheduled.start_ms);
     madsim::time::sleep(begin.saturating_sub(start.elapsed())).await;
     let at = start.elapsed().as_secs_f64();
     let target = match &scheduled.fault {
-        Fault::IsolateLeader | Fault::CrashLeader => cluster.leader().await,
+        Fault::IsolateLeader | Fault::CrashLeader | Fault::RestartLeaderAtOnce { .. } => {
+            cluster.leader().await
+        }
         _ => None,
     };
     trace.push(format!(
         "t={at:08.3}s fault {:?} target={target:?} for {} ms",
         scheduled.fault, scheduled.duration_ms
     ));
-    let applied = apply_fault(cluster, &scheduled.fault, target).await;
+    let outcome = apply_fault(cluster, &scheduled.fault, target).await;
     trace.push(format!(
-        "t={:08.3}s fault {}: {applied}",
+        "t={:08.3}s fault {}: {outcome:?}",
         start.elapsed().as_secs_f64(),
         scheduled.fault.kind()
     ));
     madsim::time::sleep(Duration::from_millis(scheduled.duration_ms)).await;
-    heal_fault(cluster, &scheduled.fault, target).await;
+    if outcome == FaultOutcome::Applied {
+        heal_fault(cluster, &scheduled.fault, target).await;
+    }
+    outcome
+}
+
+/// Whether a fault took effect. A refused fault (the cluster said no to a membership change)
+/// changed nothing, so there is nothing to heal: healing it anyway would inject a different
+/// fault than the schedule names (e.g. restart a healthy leader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOutcome {
+    Applied,
+    Refused,
 }
 
 fn others(cluster: &SimCluster, excluded: &[NodeId]) -> Vec<NodeId> {
@@ -209,8 +223,8 @@ fn others(cluster: &SimCluster, excluded: &[NodeId]) -> Vec<NodeId> {
         .collect()
 }
 
-/// Applies `fault`; returns what happened, for the trace ("applied", or why not).
-async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>) -> &'static str {
+/// Applies `fault`; returns whether it took effect.
+async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>) -> FaultOutcome {
     match fault {
         Fault::Partition { minority } => cluster.partition(minority, &others(cluster, minority)),
         Fault::IsolateLeader => {
@@ -228,6 +242,15 @@ async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>
             if let Some(leader) = target {
                 cluster.kill(leader);
             }
+        }
+        Fault::RestartLeaderAtOnce {
+            loss_rate,
+            latency_ms_max,
+        } => {
+            if let Some(leader) = target {
+                cluster.restart(leader);
+            }
+            cluster.degrade_network(*loss_rate, *latency_ms_max);
         }
         Fault::SnapshotStorm { node } => {
             // Snapshot and purge right now, then every second until healed.
@@ -253,26 +276,28 @@ async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>
         Fault::Demote { node } => {
             let body = serde_json::json!({ "ids": [node], "keepAsLearners": true });
             if admin(cluster, *node, "/api/cluster/remove", &body).await != Some(200) {
-                return "refused";
+                return FaultOutcome::Refused;
             }
         }
         Fault::TransferLeader { to } => {
             let body = serde_json::json!({ "to": to });
             if admin(cluster, *to, "/api/cluster/transfer-leader", &body).await != Some(200) {
-                return "refused";
+                return FaultOutcome::Refused;
             }
         }
         Fault::WipeAndRejoin { node } => {
             let body = serde_json::json!({ "ids": [node] });
-            let via = others(cluster, &[*node]).first().copied().unwrap_or(*node);
-            if admin(cluster, via, "/api/cluster/remove", &body).await != Some(200) {
-                return "refused";
+            let members = others(cluster, &[*node]);
+            if admin_through_members(cluster, &members, "/api/cluster/remove", &body).await
+                != Some(200)
+            {
+                return FaultOutcome::Refused;
             }
             cluster.kill(*node);
             cluster.wipe(*node);
         }
     }
-    "applied"
+    FaultOutcome::Applied
 }
 
 /// An admin request (with the cluster secret) to node `via`; the status, if any answer came.
@@ -282,12 +307,41 @@ async fn admin(
     path: &str,
     body: &serde_json::Value,
 ) -> Option<u16> {
+    admin_answer(cluster, via, path, body)
+        .await
+        .map(|(status, _)| status)
+}
+
+async fn admin_answer(
+    cluster: &SimCluster,
+    via: NodeId,
+    path: &str,
+    body: &serde_json::Value,
+) -> Option<(u16, serde_json::Value)> {
     let request = WireRequest::post_json(path, body).with_secret(super::cluster::SIM_SECRET);
-    cluster
+    let response = cluster
         .call(via, request, Duration::from_secs(10))
         .await
-        .ok()
-        .map(|r| r.status)
+        .ok()?;
+    let body = serde_json::from_slice(&response.body).unwrap_or_default();
+    Some((response.status, body))
+}
+
+/// Like [`admin`], through the first of `candidates` that is a member of the cluster: a node
+/// that was wiped earlier (and not yet re-added) refuses at once with `NOT_A_MEMBER`.
+async fn admin_through_members(
+    cluster: &SimCluster,
+    candidates: &[NodeId],
+    path: &str,
+    body: &serde_json::Value,
+) -> Option<u16> {
+    for &via in candidates {
+        match admin_answer(cluster, via, path, body).await {
+            Some((503, answer)) if answer["error"]["code"] == "NOT_A_MEMBER" => continue,
+            other => return other.map(|(status, _)| status),
+        }
+    }
+    None
 }
 
 /// Makes every node a voter again (re-adding removed ones), retrying until it holds.
@@ -345,7 +399,7 @@ async fn membership_settled(cluster: &SimCluster, leader: NodeId) -> bool {
 async fn heal_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>) {
     match fault {
         Fault::Partition { .. } | Fault::IsolateLeader | Fault::ClogLink { .. } => cluster.heal(),
-        Fault::Lossy { .. } => cluster.restore_network(),
+        Fault::Lossy { .. } | Fault::RestartLeaderAtOnce { .. } => cluster.restore_network(),
         Fault::Crash { node } => cluster.restart(*node),
         Fault::CrashLeader => {
             if let Some(leader) = target {
@@ -368,7 +422,8 @@ async fn heal_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>)
             let _ = admin(cluster, *node, "/api/cluster/promote", &body).await;
         }
         Fault::WipeAndRejoin { node } => {
-            // Restart only if the fault killed it; re-adding happens in `restore_membership`.
+            // The fault killed it (a refused one is not healed): start it empty. Re-adding
+            // happens in `restore_membership`.
             cluster.restart(*node);
         }
         Fault::TransferLeader { .. } => {}

@@ -178,7 +178,8 @@ fn classify(op: &Op, status: u16, body: &Value) -> Answer {
             Some(available) => Answer::Definite(Outcome::InsufficientStock { available }),
             None => Answer::Unexpected(format!("422 without availability: {body}")),
         },
-        (503, "NO_LEADER") => Answer::NothingHappened,
+        // Both refuse before anything is proposed or forwarded.
+        (503, "NO_LEADER" | "NOT_A_MEMBER") => Answer::NothingHappened,
         (503, _) | (0, _) => Answer::Unknown,
         _ => Answer::Unexpected(format!("status {status}: {body}")),
     }
