@@ -251,8 +251,9 @@ mod suite {
     /// Seeds that once failed, run by every CI run whatever the batch size. 900456: a leader
     /// power-cut and restarted at once served a stale linearizable read (openraft's leader
     /// restore with an unsynced committed index). 3005: after a wipe, the membership restore
-    /// could not find the leader.
-    const REGRESSION_SEEDS: [u64; 2] = [900_456, 3_005];
+    /// could not find the leader. 5163: with leader restore switched back on, the
+    /// restart-leader-at-once fault catches the stale read on this seed.
+    const REGRESSION_SEEDS: [u64; 3] = [900_456, 3_005, 5_163];
 
     #[test]
     fn seeds_that_once_failed_keep_every_promise() {
