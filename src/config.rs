@@ -16,6 +16,10 @@ pub const SECRET_ENV: &str = "STOCKRAFT_SECRET";
 pub const CLIENT_TOKEN_ENV: &str = "STOCKRAFT_CLIENT_TOKEN";
 /// Environment variable that overrides `storage.data_dir`.
 pub const DATA_DIR_ENV: &str = "STOCKRAFT_DATA_DIR";
+/// The seed's variable for the idempotency TTL in ms; overrides `api.idempotency_ttl_ms`.
+pub const SEED_IDEMPOTENCY_TTL_ENV: &str = "IDEMP_TTL_MS";
+/// The seed's snapshot frequency in events; overrides `raft.snapshot_every_entries`.
+pub const SEED_SNAPSHOT_EVERY_ENV: &str = "SNAPSHOT_EVERY_N_EVENTS";
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +138,7 @@ impl Config {
             message: error.to_string(),
         })?;
         let mut config = Self::parse(&text)?;
-        config.apply_env(|name| std::env::var(name).ok());
+        config.apply_env(|name| std::env::var(name).ok())?;
         if config.storage.data_dir.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
             config.storage.data_dir = base.join(&config.storage.data_dir);
@@ -147,8 +151,30 @@ impl Config {
         toml::from_str(text).map_err(|error| ConfigError::Invalid(error.to_string()))
     }
 
-    /// Overrides from the environment; `lookup` is `std::env::var` in the product.
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+    /// Overrides from the environment; `lookup` is `std::env::var` in the product. Besides
+    /// `STOCKRAFT_*`, the seed's own variables that have an equivalent here are honoured
+    /// (README, "Differences from the seed", lists the others).
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let number = |name: &str| -> Result<Option<u64>, ConfigError> {
+            lookup(name)
+                .map(|value| {
+                    value.trim().parse::<u64>().map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "{name} must be a whole number, got {value:?}"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        if let Some(ttl_ms) = number(SEED_IDEMPOTENCY_TTL_ENV)? {
+            self.api.idempotency_ttl_ms = ttl_ms;
+        }
+        if let Some(every) = number(SEED_SNAPSHOT_EVERY_ENV)? {
+            self.raft.snapshot_every_entries = every;
+        }
         if let Some(secret) = lookup(SECRET_ENV) {
             self.cluster.secret = secret;
         }
@@ -158,6 +184,7 @@ impl Config {
         if let Some(dir) = lookup(DATA_DIR_ENV) {
             self.storage.data_dir = PathBuf::from(dir);
         }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -246,10 +273,34 @@ mod tests {
     fn defaults_fill_missing_sections_and_env_overrides_the_file() {
         let mut config = Config::parse(SAMPLE).unwrap();
         assert_eq!(config.api.write_deadline_ms, 5_000);
-        config.apply_env(|name| (name == SECRET_ENV).then(|| "env-secret-123".to_owned()));
+        config
+            .apply_env(|name| (name == SECRET_ENV).then(|| "env-secret-123".to_owned()))
+            .unwrap();
         assert_eq!(config.cluster.secret, "env-secret-123");
         assert!(config.validate().is_ok());
         assert_eq!(config.bootstrap_node_id(), 1);
+    }
+
+    #[test]
+    fn the_seeds_own_variables_are_honoured_where_they_have_an_equivalent() {
+        let mut config = Config::parse(SAMPLE).unwrap();
+        let env = |name: &str| match name {
+            SEED_IDEMPOTENCY_TTL_ENV => Some("300000".to_owned()),
+            SEED_SNAPSHOT_EVERY_ENV => Some("100".to_owned()),
+            _ => None,
+        };
+        config.apply_env(env).unwrap();
+        assert_eq!(config.api.idempotency_ttl_ms, 300_000);
+        assert_eq!(config.raft.snapshot_every_entries, 100);
+        let garbage = |name: &str| (name == SEED_IDEMPOTENCY_TTL_ENV).then(|| "5m".to_owned());
+        let error = Config::parse(SAMPLE)
+            .unwrap()
+            .apply_env(garbage)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains(SEED_IDEMPOTENCY_TTL_ENV),
+            "{error}"
+        );
     }
 
     #[test]

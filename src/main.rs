@@ -13,10 +13,7 @@ const WORKER_THREADS: usize = 2;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
+        .with_env_filter(log_filter())
         .init();
     match cli.command {
         Command::Serve {
@@ -40,6 +37,18 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(code)
         }
     }
+}
+
+/// `RUST_LOG` if set; else the seed's `LOG_LEVEL` (debug, info, warn, error) for stockraft with
+/// openraft kept at warn; else info.
+#[cfg(not(madsim))]
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        return filter;
+    }
+    let level = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::EnvFilter::try_new(format!("{level},openraft=warn"))
+        .unwrap_or_else(|_| "info,openraft=warn".into())
 }
 
 /// A `--cfg madsim` build exists only to run the simulation tests; it has no real I/O to serve.

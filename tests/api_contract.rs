@@ -305,11 +305,22 @@ fn err_then(
     }
 }
 
-/// `{success, data: record}` with this quantity and version, and `ETag: "<version>"`.
+/// `{success, data: record}` (a create's answer) with this quantity and version, and
+/// `ETag: "<version>"`.
 fn is_record(sku: &str, qty: i64, version: u64) -> Check {
+    record_at(sku, qty, version, |json| &json["data"])
+}
+
+/// The record itself (a read's answer, as the seed gives it), with this quantity and version,
+/// and `ETag: "<version>"`.
+fn is_bare_record(sku: &str, qty: i64, version: u64) -> Check {
+    record_at(sku, qty, version, |json| json)
+}
+
+fn record_at(sku: &str, qty: i64, version: u64, at: fn(&Value) -> &Value) -> Check {
     let sku = sku.to_owned();
     Box::new(move |reply| {
-        let data = &reply.json["data"];
+        let data = at(&reply.json);
         assert_eq!(data["sku"], sku.as_str(), "{reply}");
         assert_eq!(data["storeId"], STORE, "{reply}");
         assert_eq!(data["qty"], qty, "{reply}");
@@ -490,13 +501,13 @@ fn contract(target: u64, leader: u64, tag: &str) -> Vec<Step> {
             "linearizable read (default)",
             Req::get(record_path(&x)),
             200,
-            both(is_record(&x, 10, 1), consistency_is("linearizable")),
+            both(is_bare_record(&x, 10, 1), consistency_is("linearizable")),
         ),
         ok(
             "explicitly linearizable read",
             Req::get(format!("{}?consistency=linearizable", record_path(&x))),
             200,
-            both(is_record(&x, 10, 1), consistency_is("linearizable")),
+            both(is_bare_record(&x, 10, 1), consistency_is("linearizable")),
         ),
         err(
             "read of an unknown record",
@@ -513,7 +524,7 @@ fn contract(target: u64, leader: u64, tag: &str) -> Vec<Step> {
             "local read",
             Req::get(format!("{}?consistency=local", record_path(&x))),
             200,
-            both(is_record(&x, 10, 1), consistency_is("local")),
+            both(is_bare_record(&x, 10, 1), consistency_is("local")),
         ),
         err(
             "local read of an unknown record",
@@ -529,7 +540,6 @@ fn contract(target: u64, leader: u64, tag: &str) -> Vec<Step> {
         ),
         // Adjust.
         ok("adjust up", adjust(5), 200, is_change(15, 2)),
-        err("adjust by 0", adjust(0), 400, "VALIDATION_ERROR"),
         ok(
             "adjust down, body expectedVersion matches",
             Req::post(
@@ -618,7 +628,6 @@ fn contract(target: u64, leader: u64, tag: &str) -> Vec<Step> {
         ),
         // Reserve.
         ok("reserve", reserve(6), 201, is_change(10, 10)),
-        err("reserve 0", reserve(0), 400, "VALIDATION_ERROR"),
         err(
             "reserve a negative amount",
             reserve(-1),
@@ -673,9 +682,13 @@ fn contract(target: u64, leader: u64, tag: &str) -> Vec<Step> {
             "refused writes changed nothing",
             Req::get(record_path(&x)),
             200,
-            is_record(&x, 7, 12),
+            is_bare_record(&x, 7, 12),
         ),
     ]
+}
+
+fn is_record_read(req: &Req) -> bool {
+    req.method == Method::GET && req.path.starts_with("/api/inventory/stores/")
 }
 
 async fn run_steps(cluster: &Cluster, target: u64, leader: u64, steps: Vec<Step>) {
@@ -704,7 +717,11 @@ async fn run_steps(cluster: &Cluster, target: u64, leader: u64, steps: Vec<Step>
                     }
                 } else {
                     assert!(reply.is_json(), "{what}: {reply}");
-                    assert_eq!(reply.json["success"], true, "{what}: {reply}");
+                    // A record read answers the record itself (the seed's shape); everything
+                    // else is wrapped in {success: true, ...}.
+                    if !is_record_read(&req) {
+                        assert_eq!(reply.json["success"], true, "{what}: {reply}");
+                    }
                     if req.method == Method::POST {
                         assert_eq!(
                             reply.header("x-stockraft-leader"),
@@ -1054,7 +1071,7 @@ async fn every_error_is_a_json_body_in_the_seed_error_shape_on_leader_and_follow
     // Nothing was applied: the existing record is untouched, nothing else was created.
     let (status, body) = cluster.get(leader, &record_path(existing)).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["data"]["version"], 1, "{body}");
+    assert_eq!(body["version"], 1, "{body}");
     for sku in ["a", "big", "u", "t", "h", "neg", "no-such-record"] {
         let (status, body) = cluster.get(leader, &record_path(sku)).await;
         assert_eq!(status, 404, "{sku} must not exist: {body}");
@@ -1104,7 +1121,7 @@ async fn assert_replays(cluster: &Cluster, req: &Req, first: u64, others: &[u64]
 async fn linearizable_record(cluster: &Cluster, node: u64, sku: &str) -> Value {
     let reply = call(cluster, node, &Req::get(record_path(sku))).await;
     assert_eq!(reply.status, 200, "{reply}");
-    reply.json["data"].clone()
+    reply.json.clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1300,12 +1317,12 @@ async fn concurrent_reserves_through_every_node_grant_exactly_the_stock_and_neve
         let local = Req::get(format!("{}?consistency=local", record_path(sku)));
         eventually!(format!("node {id} converges"), {
             let reply = call(&cluster, id, &local).await;
-            let data = &reply.json["data"];
-            assert!(data["qty"].as_i64().is_some_and(|q| q >= 0), "{reply}");
-            reply.status == 200 && data["version"] == final_version
+            let record = &reply.json;
+            assert!(record["qty"].as_i64().is_some_and(|q| q >= 0), "{reply}");
+            reply.status == 200 && record["version"] == final_version
         });
         let reply = call(&cluster, id, &local).await;
-        assert_eq!(reply.json["data"]["qty"], 0, "node {id}: {reply}");
+        assert_eq!(reply.json["qty"], 0, "node {id}: {reply}");
     }
 }
 
@@ -1588,7 +1605,7 @@ async fn writes_forwarded_across_a_leader_crash_lose_no_acknowledgement() {
         let local = Req::get(format!("{}?consistency=local", record_path(sku)));
         eventually!(format!("node {id} converges"), {
             let reply = call(&cluster, id, &local).await;
-            reply.status == 200 && reply.json["data"] == record
+            reply.status == 200 && reply.json == record
         });
     }
 }

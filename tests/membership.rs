@@ -112,7 +112,7 @@ async fn assert_conserved(
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let qty = body["data"]["qty"].as_i64().unwrap();
+    let qty = body["qty"].as_i64().unwrap();
     assert!(qty >= 0, "oversold: {qty}");
     let taken = initial - qty;
     assert!(

@@ -411,7 +411,7 @@ mod power_cut {
             }
             let (status, body) = call(cluster, node, "GET", path, None).await;
             if status == 200 || status == 404 {
-                return (node, status, body["data"]["version"].as_u64());
+                return (node, status, body["version"].as_u64());
             }
             if madsim::time::Instant::now() > deadline {
                 panic!("node {node} answered no read within 30 s; last answer {status}: {body}");
@@ -554,7 +554,7 @@ mod outside_the_membership {
                 );
                 // The members still serve the record.
                 let (status, answer) = call(&cluster, leader, "GET", path, None).await;
-                assert_eq!((status, answer["data"]["qty"].as_i64()), (200, Some(10)));
+                assert_eq!((status, answer["qty"].as_i64()), (200, Some(10)));
             })
         });
     }

@@ -7,13 +7,13 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
 use super::json;
 use super::leader::{self, Attempt, RawRequest, RequestKind};
 use crate::app::{App, Counters, ProposeError, ReadError};
+use crate::client::wire::{AdjustRequest, CreateAtPathRequest, CreateRequest, ReserveRequest};
 use crate::inventory::{self, Command, Operation, RecordKey, IDEMPOTENCY_KEY_LENGTH_MAX};
 
 /// Header that makes a POST idempotent.
@@ -38,43 +38,13 @@ impl<S: Send + Sync> FromRequestParts<S> for RecordPath {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct CreateBody {
-    sku: String,
-    store_id: String,
-    initial_quantity: i64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct CreateAtPathBody {
-    sku: Option<String>,
-    store_id: Option<String>,
-    initial_quantity: i64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AdjustBody {
-    delta: i64,
-    expected_version: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ReserveBody {
-    qty: i64,
-    expected_version: Option<u64>,
-}
-
 pub async fn create_from_body(State(app): State<Arc<App>>, request: Request) -> Response {
     Counters::bump(&app.counters.create_record);
     let parsed = async {
         let raw = read_request(&app, request).await?;
-        let body: CreateBody = json_body(&raw)?;
+        let body: CreateRequest = json_body(&raw)?;
         let key = record_key(&body.store_id, &body.sku)?;
-        let command = create_command(key, body.initial_quantity)?;
+        let command = create_command(key, body.initial_quantity);
         Ok::<_, ApiError>((raw, command))
     };
     write_parsed(&app, parsed.await).await
@@ -89,7 +59,7 @@ pub async fn create_at_path(
     let parsed = async {
         let raw = read_request(&app, request).await?;
         let key = record_key(&store_id, &sku)?;
-        let body: CreateAtPathBody = json_body(&raw)?;
+        let body: CreateAtPathRequest = json_body(&raw)?;
         if body.store_id.as_deref().is_some_and(|s| s != store_id)
             || body.sku.as_deref().is_some_and(|s| s != sku)
         {
@@ -97,7 +67,7 @@ pub async fn create_at_path(
                 "storeId and sku in the body must match the path",
             ));
         }
-        let command = create_command(key, body.initial_quantity)?;
+        let command = create_command(key, body.initial_quantity);
         Ok((raw, command))
     };
     write_parsed(&app, parsed.await).await
@@ -112,10 +82,7 @@ pub async fn adjust(
     let parsed = async {
         let raw = read_request(&app, request).await?;
         let key = record_key(&store_id, &sku)?;
-        let body: AdjustBody = json_body(&raw)?;
-        if body.delta == 0 {
-            return Err(ApiError::validation("delta must not be 0"));
-        }
+        let body: AdjustRequest = json_body(&raw)?;
         let expected_version = precondition(&raw.headers, body.expected_version)?;
         let command = Command::Adjust {
             key,
@@ -136,10 +103,7 @@ pub async fn reserve(
     let parsed = async {
         let raw = read_request(&app, request).await?;
         let key = record_key(&store_id, &sku)?;
-        let body: ReserveBody = json_body(&raw)?;
-        if body.qty < 1 {
-            return Err(ApiError::validation("qty must be at least 1"));
-        }
+        let body: ReserveRequest = json_body(&raw)?;
         let expected_version = precondition(&raw.headers, body.expected_version)?;
         let command = Command::Reserve {
             key,
@@ -151,15 +115,45 @@ pub async fn reserve(
     write_parsed(&app, parsed.await).await
 }
 
+/// `GET /api/inventory/stores/:storeId/inventory/:sku`: the record itself, as the seed answers.
 pub async fn get(
     State(app): State<Arc<App>>,
     RecordPath(store_id, sku): RecordPath,
     request: Request,
 ) -> Response {
+    read(&app, &store_id, &sku, request, RecordShape::Bare).await
+}
+
+/// `GET /api/inventory/:sku/:storeId` (note the order): the seed's route "for backward
+/// compatibility", answering `{success: true, data: record}`. Deprecated.
+pub async fn get_legacy(
+    State(app): State<Arc<App>>,
+    RecordPath(sku, store_id): RecordPath,
+    request: Request,
+) -> Response {
+    read(&app, &store_id, &sku, request, RecordShape::Wrapped).await
+}
+
+/// How a read answers a found record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordShape {
+    /// The record itself: `{sku, storeId, qty, version, createdAt, updatedAt}`.
+    Bare,
+    /// `{success: true, data: record}`.
+    Wrapped,
+}
+
+async fn read(
+    app: &App,
+    store_id: &str,
+    sku: &str,
+    request: Request,
+    shape: RecordShape,
+) -> Response {
     Counters::bump(&app.counters.get_inventory);
     let parsed = async {
-        let raw = read_request(&app, request).await?;
-        let key = record_key(&store_id, &sku)?;
+        let raw = read_request(app, request).await?;
+        let key = record_key(store_id, sku)?;
         let local = wants_local_read(&raw.path_and_query)?;
         Ok::<_, ApiError>((raw, key, local))
     };
@@ -174,11 +168,11 @@ pub async fn get(
     if local {
         // A node outside the membership receives no more entries: its copy is stale without
         // bound, or empty (a wiped node would claim a record does not exist).
-        if let Some(refusal) = leader::refuse_if_not_a_member(&app) {
+        if let Some(refusal) = leader::refuse_if_not_a_member(app) {
             return refusal;
         }
         let mut response = match app.read_local(&key) {
-            Ok(found) => render_record(&key, found),
+            Ok(found) => render_record(&key, found, shape),
             Err(error) => ApiError::internal(error.to_string()).into_response(),
         };
         response
@@ -186,10 +180,10 @@ pub async fn get(
             .insert(CONSISTENCY_HEADER, HeaderValue::from_static("local"));
         return response;
     }
-    leader::at_leader(&app, &raw, RequestKind::Read, |_| async {
+    leader::at_leader(app, &raw, RequestKind::Read, |_| async {
         match app.read_linearizable(&key).await {
             Ok(found) => {
-                let mut response = render_record(&key, found);
+                let mut response = render_record(&key, found, shape);
                 response
                     .headers_mut()
                     .insert(CONSISTENCY_HEADER, HeaderValue::from_static("linearizable"));
@@ -287,14 +281,18 @@ fn render(app: &App, response: inventory::Response) -> Response {
     http
 }
 
-fn render_record(key: &RecordKey, found: Option<inventory::Record>) -> Response {
+fn render_record(
+    key: &RecordKey,
+    found: Option<inventory::Record>,
+    shape: RecordShape,
+) -> Response {
     match found {
         Some(record) => {
-            let mut response = (
-                StatusCode::OK,
-                axum::Json(json!({ "success": true, "data": json::record(&record) })),
-            )
-                .into_response();
+            let body = match shape {
+                RecordShape::Bare => json::record(&record),
+                RecordShape::Wrapped => json!({ "success": true, "data": json::record(&record) }),
+            };
+            let mut response = (StatusCode::OK, axum::Json(body)).into_response();
             response.headers_mut().insert("etag", etag(record.version));
             response
         }
@@ -345,22 +343,28 @@ pub(super) fn json_body<T: DeserializeOwned>(raw: &RawRequest) -> Result<T, ApiE
     if !media_type.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::unsupported_media_type());
     }
-    serde_json::from_slice(&raw.body)
-        .map_err(|error| ApiError::validation(format!("invalid JSON body: {error}")))
+    let invalid =
+        |error: serde_json::Error| ApiError::validation(format!("invalid JSON body: {error}"));
+    // Every body is a JSON object. serde would also read a struct from an array (`[1]` as
+    // `{"qty": 1}`), which no client means.
+    let value: serde_json::Value = serde_json::from_slice(&raw.body).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(ApiError::validation(
+            "invalid JSON body: expected a JSON object",
+        ));
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
 fn record_key(store_id: &str, sku: &str) -> Result<RecordKey, ApiError> {
     RecordKey::new(store_id, sku).map_err(|error| ApiError::validation(error.to_string()))
 }
 
-fn create_command(key: RecordKey, initial_quantity: i64) -> Result<Command, ApiError> {
-    if initial_quantity < 0 {
-        return Err(ApiError::validation("initialQuantity must not be negative"));
-    }
-    Ok(Command::Create {
+fn create_command(key: RecordKey, initial_quantity: i64) -> Command {
+    Command::Create {
         key,
         initial_quantity,
-    })
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

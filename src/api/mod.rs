@@ -53,9 +53,14 @@ pub fn router(app: Arc<App>) -> Router {
     let client = Router::new()
         .route("/api/inventory", post(inventory::create_from_body))
         .route(record, get(inventory::get).post(inventory::create_at_path))
+        .route(
+            "/api/inventory/{sku}/{store_id}",
+            get(inventory::get_legacy),
+        )
         .route(&format!("{record}/adjust"), post(inventory::adjust))
         .route(&format!("{record}/reserve"), post(inventory::reserve))
         .route("/api/metrics", get(metrics::metrics))
+        .route("/api/health/metrics", get(metrics::metrics))
         .route("/api/sync", post(sync::barrier))
         .route("/api/sync/status", get(sync::status))
         .route("/api/sync/start", post(sync::start))

@@ -24,12 +24,12 @@ pub type State = Option<Stock>;
 pub enum Op {
     /// Create the record with `initial` units; refused if it exists.
     Create { initial: i64 },
-    /// Add `delta` (non-zero, may be negative) to the quantity.
+    /// Add `delta` (any sign; 0 makes a new version only) to the quantity.
     Adjust {
         delta: i64,
         expected_version: Option<u64>,
     },
-    /// Take `qty` (>= 1) units out of the quantity.
+    /// Take `qty` (>= 0; 0 makes a new version only) units out of the quantity.
     Reserve {
         qty: i64,
         expected_version: Option<u64>,
@@ -59,8 +59,8 @@ pub enum Outcome {
     InsufficientStock { available: i64 },
     /// The result would not fit in 64 bits (422 `QUANTITY_OUT_OF_RANGE`).
     Overflow,
-    /// The amount was refused before looking at the record (400): negative initial quantity,
-    /// zero delta, reserve of less than one unit. State-independent, so it linearizes anywhere.
+    /// The amount was refused before looking at the record (400): a negative initial quantity
+    /// or reserve. State-independent, so it linearizes anywhere.
     Invalid,
     /// No definite answer (timeout, 503 `OUTCOME_UNKNOWN`): the op may have taken effect once, at
     /// any point after its invocation, or never.
@@ -127,9 +127,6 @@ fn create(state: State, initial: i64) -> StepResult {
 }
 
 fn adjust(state: State, delta: i64, expected_version: Option<u64>) -> StepResult {
-    if delta == 0 {
-        return Err(Outcome::Invalid);
-    }
     let stock = existing(state, expected_version)?;
     let qty = stock.qty.checked_add(delta).ok_or(Outcome::Overflow)?;
     if qty < 0 {
@@ -141,7 +138,7 @@ fn adjust(state: State, delta: i64, expected_version: Option<u64>) -> StepResult
 }
 
 fn reserve(state: State, qty: i64, expected_version: Option<u64>) -> StepResult {
-    if qty < 1 {
+    if qty < 0 {
         return Err(Outcome::Invalid);
     }
     let stock = existing(state, expected_version)?;

@@ -138,7 +138,7 @@ fn linearizable_histories_are_accepted_with_a_valid_witness() {
                 ),
                 done(10, 18, 19, reserve_if(2, 3), ok(10, 4)),
                 done(11, 20, 21, adjust(i64::MAX), Outcome::Overflow),
-                done(12, 22, 23, reserve(0), Outcome::Invalid),
+                done(12, 22, 23, reserve(-1), Outcome::Invalid),
                 done(13, 24, 25, READ, ok(10, 4)),
             ],
         ),

@@ -125,9 +125,8 @@ fn execute(view: &impl StateView, command: &Command, now_ms: u64) -> CommandResu
             delta,
             expected_version,
         } => {
-            if delta == 0 {
-                return Err(invalid("delta must not be 0"));
-            }
+            // A delta of 0 is accepted, as the seed does: nothing moves, but it is a change
+            // like any other (a new version), so a client can use it to bump a version.
             let record = existing(view, key, expected_version)?;
             let quantity = record
                 .quantity
@@ -146,8 +145,10 @@ fn execute(view: &impl StateView, command: &Command, now_ms: u64) -> CommandResu
             quantity,
             expected_version,
         } => {
-            if quantity < 1 {
-                return Err(invalid("qty must be at least 1"));
+            // A qty of 0 is accepted, as the seed does (an integer >= 0): a new version, no
+            // stock taken.
+            if quantity < 0 {
+                return Err(invalid("qty must not be negative"));
             }
             let record = existing(view, key, expected_version)?;
             #[cfg(madsim)]
@@ -415,11 +416,7 @@ mod tests {
         ));
         run(&mut state, 3, &request(create("a", 1)));
         assert!(matches!(
-            run(&mut state, 4, &request(reserve("a", 0, None))).result,
-            Err(Rejection::Invalid { .. })
-        ));
-        assert!(matches!(
-            run(&mut state, 5, &request(adjust("a", 0, None))).result,
+            run(&mut state, 4, &request(reserve("a", -1, None))).result,
             Err(Rejection::Invalid { .. })
         ));
         let bad_key = Command::Create {
@@ -433,6 +430,19 @@ mod tests {
             run(&mut state, 6, &request(bad_key)).result,
             Err(Rejection::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn a_zero_adjust_or_reserve_is_a_new_version_that_moves_no_stock() {
+        let mut state = MemoryState::default();
+        run(&mut state, 1, &request(create("a", 5)));
+        let adjusted = run(&mut state, 2, &request(adjust("a", 0, Some(1)))).result;
+        let adjusted = adjusted.expect("delta 0 is accepted");
+        assert_eq!((adjusted.quantity, adjusted.version), (5, 2));
+        let reserved = run(&mut state, 3, &request(reserve("a", 0, None))).result;
+        let reserved = reserved.expect("qty 0 is accepted");
+        assert_eq!((reserved.quantity, reserved.version), (5, 3));
+        assert_eq!(state.records[&key("a")].version, 3);
     }
 
     #[test]

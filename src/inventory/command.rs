@@ -21,13 +21,13 @@ pub enum Command {
         key: RecordKey,
         initial_quantity: i64,
     },
-    /// Add `delta` (non-zero, may be negative) to the available quantity.
+    /// Add `delta` (any sign; 0 only makes a new version) to the available quantity.
     Adjust {
         key: RecordKey,
         delta: i64,
         expected_version: Option<u64>,
     },
-    /// Take `quantity` (>= 1) units out of the available quantity.
+    /// Take `quantity` (>= 0; 0 only makes a new version) units out of the available quantity.
     Reserve {
         key: RecordKey,
         quantity: i64,

@@ -475,10 +475,7 @@ async fn final_reads(
         };
         let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
         let outcome = match response.status {
-            200 => match (
-                body["data"]["qty"].as_i64(),
-                body["data"]["version"].as_u64(),
-            ) {
+            200 => match (body["qty"].as_i64(), body["version"].as_u64()) {
                 (Some(qty), Some(version)) => Outcome::Ok { qty, version },
                 _ => continue,
             },

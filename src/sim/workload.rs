@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::rand::Rng;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::SimCluster;
 use crate::checker::{Event, Op, Outcome};
+use crate::client::wire::{AdjustRequest, CreateRequest, ReserveRequest};
 use crate::transport::WireRequest;
 
 pub const STORE: &str = "s1";
@@ -93,7 +94,7 @@ pub fn draw<R: Rng>(
             }
         }
         35..=69 => Op::Reserve {
-            qty: rng.gen_range(1..8),
+            qty: rng.gen_range(0..8),
             expected_version: expected_version(rng),
         },
         _ => Op::Read,
@@ -107,13 +108,21 @@ pub fn draw<R: Rng>(
     }
 }
 
+fn json_bytes(body: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(body).expect("request bodies serialize")
+}
+
 fn wire_request(op: &ClientOp) -> WireRequest {
     let record = format!("/api/inventory/stores/{STORE}/inventory/{}", op.sku);
     let (method, path, body) = match &op.op {
         Op::Create { initial } => (
             "POST",
             "/api/inventory".to_owned(),
-            Some(json!({ "sku": op.sku, "storeId": STORE, "initialQuantity": initial })),
+            Some(json_bytes(&CreateRequest {
+                sku: op.sku.clone(),
+                store_id: STORE.to_owned(),
+                initial_quantity: *initial,
+            })),
         ),
         Op::Adjust {
             delta,
@@ -121,7 +130,10 @@ fn wire_request(op: &ClientOp) -> WireRequest {
         } => (
             "POST",
             format!("{record}/adjust"),
-            Some(json!({ "delta": delta, "expectedVersion": expected_version })),
+            Some(json_bytes(&AdjustRequest {
+                delta: *delta,
+                expected_version: *expected_version,
+            })),
         ),
         Op::Reserve {
             qty,
@@ -129,7 +141,10 @@ fn wire_request(op: &ClientOp) -> WireRequest {
         } => (
             "POST",
             format!("{record}/reserve"),
-            Some(json!({ "qty": qty, "expectedVersion": expected_version })),
+            Some(json_bytes(&ReserveRequest {
+                qty: *qty,
+                expected_version: *expected_version,
+            })),
         ),
         Op::Read if op.local_read => ("GET", format!("{record}?consistency=local"), None),
         Op::Read => ("GET", record, None),
@@ -142,7 +157,7 @@ fn wire_request(op: &ClientOp) -> WireRequest {
         method: method.to_owned(),
         path,
         headers,
-        body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
+        body: body.unwrap_or_default(),
     }
 }
 
@@ -164,7 +179,8 @@ fn classify(op: &Op, status: u16, body: &Value) -> Answer {
     match (status, code) {
         (200 | 201, _) => match op {
             Op::Adjust { .. } | Op::Reserve { .. } => record(&body["record"]),
-            Op::Create { .. } | Op::Read => record(&body["data"]),
+            Op::Create { .. } => record(&body["data"]),
+            Op::Read => record(body),
         },
         (404, "NOT_FOUND") => Answer::Definite(Outcome::NotFound),
         (409, _) => match (op, body["error"]["details"]["currentVersion"].as_u64()) {

@@ -1,0 +1,220 @@
+//! Request bodies of the client API, with the seed's input rules built into deserialization.
+//!
+//! The seed validated bodies with zod: `delta` an integer of any sign, `qty` and
+//! `initialQuantity` integers >= 0, `expectedVersion` an integer >= 1 *when present* (`null` is
+//! not "absent": it is refused). "Integer" is JavaScript's: a JSON number without a fractional
+//! part, so `5.0` and `5e0` are 5. stockraft keeps these rules exactly, with one bound the seed
+//! did not have: integers must fit in 64 bits (the seed accepted `1e20` as an imprecise float;
+//! stockraft refuses it with 400 rather than store a wrong number).
+//!
+//! Serialization is the client's side: absent optional fields are omitted, never sent as
+//! `null` (which the server refuses).
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// `POST /api/inventory`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateRequest {
+    pub sku: String,
+    pub store_id: String,
+    #[serde(deserialize_with = "integer::non_negative")]
+    pub initial_quantity: i64,
+}
+
+/// `POST /api/inventory/stores/:storeId/inventory/:sku`: the ids come from the path; when the
+/// body names them too, they must match it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateAtPathRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+    #[serde(deserialize_with = "integer::non_negative")]
+    pub initial_quantity: i64,
+}
+
+/// `POST .../:sku/adjust`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AdjustRequest {
+    /// Any sign; 0 makes a new version and moves no stock (as in the seed).
+    #[serde(deserialize_with = "integer::any_sign")]
+    pub delta: i64,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integer::version"
+    )]
+    pub expected_version: Option<u64>,
+}
+
+/// `POST .../:sku/reserve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReserveRequest {
+    /// >= 0; 0 makes a new version and takes no stock (as in the seed).
+    #[serde(deserialize_with = "integer::non_negative")]
+    pub qty: i64,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integer::version"
+    )]
+    pub expected_version: Option<u64>,
+}
+
+/// The seed's integer rules, one deserializer per rule. Each reads any JSON value and refuses
+/// what is not an integral number in range with a message naming the rule.
+mod integer {
+    use super::*;
+    use serde::de::Error;
+    use serde_json::Value;
+
+    /// Bounds of an `i64` as `f64`: `-2^63` is exact, `2^63` is the first value beyond.
+    const I64_MIN_F64: f64 = -9_223_372_036_854_775_808.0;
+    const I64_END_F64: f64 = 9_223_372_036_854_775_808.0;
+
+    /// The integer a JSON value denotes, if it is an integral number within `i64`.
+    pub(super) fn as_i64(value: &Value) -> Option<i64> {
+        let Value::Number(number) = value else {
+            return None;
+        };
+        if let Some(integer) = number.as_i64() {
+            return Some(integer);
+        }
+        if number.is_u64() {
+            return None; // above i64::MAX
+        }
+        let float = number.as_f64()?;
+        let integral = float.fract() == 0.0 && (I64_MIN_F64..I64_END_F64).contains(&float);
+        integral.then_some(float as i64)
+    }
+
+    fn integer_at_least<'de, D: Deserializer<'de>>(
+        deserializer: D,
+        minimum: i64,
+        rule: &str,
+    ) -> Result<i64, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        match as_i64(&value) {
+            Some(integer) if integer >= minimum => Ok(integer),
+            _ => Err(D::Error::custom(format!("{rule}, got {value}"))),
+        }
+    }
+
+    pub fn any_sign<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        integer_at_least(deserializer, i64::MIN, "must be an integer (64-bit)")
+    }
+
+    pub fn non_negative<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        integer_at_least(deserializer, 0, "must be an integer >= 0 (64-bit)")
+    }
+
+    /// `expectedVersion`, called only when the field is present: `null` is refused.
+    pub fn version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+        let rule = "expectedVersion must be an integer >= 1 when present (null is not a version)";
+        integer_at_least(deserializer, 1, rule).map(|version| Some(version as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reserve(body: &str) -> Result<ReserveRequest, String> {
+        serde_json::from_str(body).map_err(|error| error.to_string())
+    }
+
+    fn adjust(body: &str) -> Result<AdjustRequest, String> {
+        serde_json::from_str(body).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn delta_is_any_integer_including_zero() {
+        for (body, delta) in [
+            (r#"{"delta":0}"#, 0),
+            (r#"{"delta":-7}"#, -7),
+            (r#"{"delta":5.0}"#, 5),
+            (r#"{"delta":2e1}"#, 20),
+            (r#"{"delta":-9223372036854775808}"#, i64::MIN),
+        ] {
+            assert_eq!(adjust(body).map(|a| a.delta), Ok(delta), "{body}");
+        }
+        for body in [
+            r#"{"delta":1.5}"#,
+            r#"{"delta":"5"}"#,
+            r#"{"delta":null}"#,
+            r#"{"delta":9223372036854775808}"#,
+            r#"{"delta":99999999999999999999}"#,
+            r#"{"delta":-1e30}"#,
+            r#"{"delta":true}"#,
+            r#"{}"#,
+        ] {
+            assert!(adjust(body).is_err(), "{body} was accepted");
+        }
+    }
+
+    #[test]
+    fn qty_is_an_integer_of_zero_or_more() {
+        assert_eq!(reserve(r#"{"qty":0}"#).map(|r| r.qty), Ok(0));
+        assert_eq!(reserve(r#"{"qty":1}"#).map(|r| r.qty), Ok(1));
+        assert_eq!(reserve(r#"{"qty":3.0}"#).map(|r| r.qty), Ok(3));
+        for body in [
+            r#"{"qty":-1}"#,
+            r#"{"qty":0.5}"#,
+            r#"{"qty":"1"}"#,
+            r#"{"qty":null}"#,
+            r#"{"qty":1e30}"#,
+            r#"{"qty":99999999999999999999}"#,
+        ] {
+            let error = reserve(body).expect_err(body);
+            assert!(error.contains("integer"), "{body}: {error}");
+        }
+    }
+
+    #[test]
+    fn expected_version_is_an_integer_of_one_or_more_when_present_and_never_null() {
+        assert_eq!(
+            reserve(r#"{"qty":1}"#).map(|r| r.expected_version),
+            Ok(None)
+        );
+        assert_eq!(
+            reserve(r#"{"qty":1,"expectedVersion":1}"#).map(|r| r.expected_version),
+            Ok(Some(1))
+        );
+        assert_eq!(
+            reserve(r#"{"qty":1,"expectedVersion":2.0}"#).map(|r| r.expected_version),
+            Ok(Some(2))
+        );
+        for body in [
+            r#"{"qty":1,"expectedVersion":null}"#,
+            r#"{"qty":1,"expectedVersion":0}"#,
+            r#"{"qty":1,"expectedVersion":-1}"#,
+            r#"{"qty":1,"expectedVersion":"1"}"#,
+            r#"{"qty":1,"expectedVersion":1.5}"#,
+            r#"{"qty":1,"expectedVersion":99999999999999999999}"#,
+        ] {
+            let error = reserve(body).expect_err(body);
+            assert!(error.contains("expectedVersion"), "{body}: {error}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(adjust(r#"{"delta":1,"reason":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn clients_omit_absent_fields_instead_of_sending_null() {
+        let body = ReserveRequest {
+            qty: 2,
+            expected_version: None,
+        };
+        assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"qty":2}"#);
+        let round_trip: ReserveRequest =
+            serde_json::from_str(&serde_json::to_string(&body).unwrap()).unwrap();
+        assert_eq!(round_trip, body);
+    }
+}
