@@ -13,12 +13,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use stockraft::client::wire::{CreateRequest, Health, MembersRequest};
+use stockraft::client::{Client, WriteOptions};
+use stockraft::transport::HttpTransport;
 
 const SECRET: &str = "bench-secret-value";
 const CLIENTS: usize = 64;
 const JOINS: usize = 3;
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
+/// One request's bound (creates under load, a join waiting for a snapshot).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Nodes {
     dir: tempfile::TempDir,
@@ -58,47 +62,43 @@ fn spawn(nodes: &mut Nodes, id: u64, extra: &[&str]) {
     nodes.children.push(child);
 }
 
-async fn json_get(http: &reqwest::Client, url: String) -> Option<Value> {
-    let response = http
-        .get(url)
-        .header("x-stockraft-secret", SECRET)
-        .send()
-        .await
-        .ok()?;
-    response.json().await.ok()
+async fn health(client: &Client, addr: &str) -> Option<Health> {
+    Some(client.to_node(addr).health().await.ok()?.ok().ok()?.data)
 }
 
-async fn leader(http: &reqwest::Client, addrs: &[String]) -> String {
+async fn leader(client: &Client, addrs: &[String]) -> String {
     let deadline = Instant::now() + WAIT_LIMIT;
     while Instant::now() < deadline {
-        if let Some(health) = json_get(http, format!("http://{}/api/health", addrs[0])).await {
-            if let Some(id) = health["data"]["leaderId"].as_u64() {
-                return addrs[id as usize - 1].clone();
-            }
+        if let Some(id) = health(client, &addrs[0])
+            .await
+            .and_then(|h| h.raft.leader_id)
+        {
+            return addrs[id as usize - 1].clone();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("no leader");
 }
 
-async fn write_records(http: &reqwest::Client, leader: &str, count: usize) -> Duration {
+async fn write_records(client: &Client, leader: &str, count: usize) -> Duration {
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (http, next, url) = (
-            http.clone(),
-            next.clone(),
-            format!("http://{leader}/api/inventory"),
-        );
+        let (client, next) = (client.to_node(leader), next.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if i >= count {
                     return;
                 }
-                let body = json!({ "sku": format!("sku-{i}"), "storeId": format!("store-{}", i % 50), "initialQuantity": 100 });
-                let status = http.post(&url).json(&body).send().await.map(|r| r.status().as_u16());
+                let body = CreateRequest {
+                    sku: format!("sku-{i}"),
+                    store_id: format!("store-{}", i % 50),
+                    initial_quantity: 100,
+                };
+                let answer = client.create(&body, &WriteOptions::default()).await;
+                let status = answer.map(|a| a.status);
                 assert_eq!(status.ok(), Some(201), "write {i} failed");
             }
         }));
@@ -110,37 +110,34 @@ async fn write_records(http: &reqwest::Client, leader: &str, count: usize) -> Du
 }
 
 /// Joins node `id` and returns how long until it applied the leader's last log index.
-async fn time_join(http: &reqwest::Client, nodes: &mut Nodes, leader: &str, id: u64) -> Duration {
-    let target = json_get(http, format!("http://{leader}/api/health"))
+async fn time_join(client: &Client, nodes: &mut Nodes, leader: &str, id: u64) -> Duration {
+    let target = health(client, leader)
         .await
-        .unwrap()["data"]["lastLogIndex"]
-        .as_u64()
+        .unwrap()
+        .raft
+        .last_log_index
         .unwrap();
     let addr = free_addr();
     let started = Instant::now();
     spawn(nodes, id, &["--addr", &addr, "--join", leader]);
     loop {
-        if let Some(health) = json_get(http, format!("http://{addr}/api/health")).await {
-            if health["data"]["appliedIndex"]
-                .as_u64()
-                .is_some_and(|applied| applied >= target)
-            {
-                break;
-            }
+        let applied = health(client, &addr)
+            .await
+            .and_then(|h| h.raft.applied_index);
+        if applied.is_some_and(|applied| applied >= target) {
+            break;
         }
         assert!(started.elapsed() < WAIT_LIMIT, "node {id} did not catch up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
     // Remove it again so every join starts from the same cluster.
-    let response = http
-        .post(format!("http://{leader}/api/cluster/remove"))
-        .header("x-stockraft-secret", SECRET)
-        .json(&json!({ "ids": [id] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let request = MembersRequest {
+        ids: [id].into(),
+        keep_as_learners: false,
+    };
+    let removed = client.to_node(leader).remove(&request).await.unwrap();
+    assert_eq!(removed.status, 200);
     elapsed
 }
 
@@ -172,28 +169,21 @@ async fn bench() {
     for id in 1..=3 {
         spawn(&mut nodes, id, &[]);
     }
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let leader = leader(&http, &nodes.addrs).await;
+    let client = Client::new(Arc::new(HttpTransport::new()), nodes.addrs[0].clone())
+        .with_secret(SECRET)
+        .with_timeout(REQUEST_TIMEOUT);
+    let leader = leader(&client, &nodes.addrs).await;
 
     let mut reference = Vec::new();
     for j in 0..JOINS {
-        reference.push(time_join(&http, &mut nodes, &leader, 10 + j as u64).await);
+        reference.push(time_join(&client, &mut nodes, &leader, 10 + j as u64).await);
     }
-    let write_time = write_records(&http, &leader, records).await;
-    let snapshot = http
-        .post(format!("http://{leader}/api/cluster/snapshot"))
-        .header("x-stockraft-secret", SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(snapshot.status().as_u16(), 200);
+    let write_time = write_records(&client, &leader, records).await;
+    let snapshot = client.to_node(&leader).snapshot().await.unwrap();
+    assert_eq!(snapshot.status, 200);
     let mut loaded = Vec::new();
     for j in 0..JOINS {
-        loaded.push(time_join(&http, &mut nodes, &leader, 20 + j as u64).await);
+        loaded.push(time_join(&client, &mut nodes, &leader, 20 + j as u64).await);
     }
     let (reference, loaded) = (median(reference), median(loaded));
     println!(

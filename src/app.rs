@@ -1,11 +1,16 @@
-//! The application: one node's handle on the replicated inventory. HTTP handlers call this and
-//! nothing below it.
+//! The application: one node's handle on the replicated inventory. Client and admin handlers
+//! call this and nothing below it; the one exception is the Raft RPC routes
+//! (`api::raft_routes`), which are the server side of the Raft transport and hand each RPC to
+//! openraft as is.
 //!
 //! It owns the decisions that sit between a client and Raft:
 //! - **who serves a write**: the leader proposes; a follower forwards to the leader
-//!   (`api::write`), and nobody acknowledges anything Raft has not committed and applied;
-//! - **when**: time enters the log here, stamped by the leader ([`App::propose`]);
-//! - **reads**: linearizable through a read-index round on the leader, or local on request.
+//!   (`api::leader::at_leader`), and nobody acknowledges anything Raft has not committed and
+//!   applied;
+//! - **when**: time enters the log here, stamped by the leader from its [`Clock`]
+//!   ([`App::propose`]); the simulation injects a skewed clock;
+//! - **reads**: linearizable through a read-index round on the leader, or local on request;
+//! - **snapshots on demand** ([`App::snapshot_and_purge`], [`App::apply_barrier`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +20,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::ReadPolicy;
 use openraft_rt::WatchReceiver;
 
+use crate::client::wire::{Metrics, RaftStatus};
 use crate::config::Config;
 use crate::inventory::{IdempotencyKey, Record, RecordKey, Request, Response};
 use crate::raft::state_machine::StateMachineStore;
@@ -47,6 +53,42 @@ pub enum ReadError {
     Storage(#[from] StorageError),
 }
 
+/// Why an on-demand snapshot (and purge) did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot not completed: {0}")]
+    NotCompleted(String),
+}
+
+/// Why an apply barrier did not complete.
+#[derive(Debug, thiserror::Error)]
+#[error("not caught up with commit {target:?} within the deadline: {message}")]
+pub struct BarrierError {
+    pub target: Option<u64>,
+    pub message: String,
+}
+
+/// Where the leader reads the time it stamps on proposals. The product reads the system clock;
+/// the simulation injects one with a skew per node. Only [`App::propose`] reads it: the state
+/// machine never does.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system's wall clock (virtual under madsim).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        wall_clock_ms()
+    }
+}
+
+/// How long [`App::snapshot_and_purge`] waits for the snapshot to be built.
+pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
+
 /// Counters behind `GET /api/metrics`. Relaxed atomics: they are statistics, not state.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -66,30 +108,39 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn all(&self) -> [(&'static str, &AtomicU64); 9] {
+    fn all(&self) -> [&AtomicU64; 9] {
         [
-            ("requests", &self.requests),
-            ("errors", &self.errors),
-            ("conflicts", &self.conflicts),
-            ("idempotentHits", &self.idempotent_hits),
-            ("adjustStock", &self.adjust_stock),
-            ("reserveStock", &self.reserve_stock),
-            ("createRecord", &self.create_record),
-            ("getInventory", &self.get_inventory),
-            ("forwarded", &self.forwarded),
+            &self.requests,
+            &self.errors,
+            &self.conflicts,
+            &self.idempotent_hits,
+            &self.adjust_stock,
+            &self.reserve_stock,
+            &self.create_record,
+            &self.get_inventory,
+            &self.forwarded,
         ]
     }
 
-    /// Current values by their seed-compatible names.
-    pub fn values(&self) -> Vec<(&'static str, u64)> {
-        self.all()
-            .into_iter()
-            .map(|(name, counter)| (name, counter.load(Ordering::Relaxed)))
-            .collect()
+    /// Current values, with `raft` (this node's position), as `/api/metrics` reports them.
+    pub fn snapshot(&self, raft: RaftStatus) -> Metrics {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Metrics {
+            requests: load(&self.requests),
+            errors: load(&self.errors),
+            conflicts: load(&self.conflicts),
+            idempotent_hits: load(&self.idempotent_hits),
+            adjust_stock: load(&self.adjust_stock),
+            reserve_stock: load(&self.reserve_stock),
+            create_record: load(&self.create_record),
+            get_inventory: load(&self.get_inventory),
+            forwarded: load(&self.forwarded),
+            raft,
+        }
     }
 
     pub fn reset(&self) {
-        for (_, counter) in self.all() {
+        for counter in self.all() {
             counter.store(0, Ordering::Relaxed);
         }
     }
@@ -150,6 +201,7 @@ pub struct App {
     pub transport: Arc<dyn Transport>,
     pub counters: Counters,
     pub snapshot_schedule: SnapshotSchedule,
+    clock: Arc<dyn Clock>,
     started_at: tokio::time::Instant,
 }
 
@@ -160,6 +212,7 @@ impl App {
         state: StateMachineStore,
         config: Arc<Config>,
         transport: Arc<dyn Transport>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             id,
@@ -169,6 +222,7 @@ impl App {
             transport,
             counters: Counters::default(),
             snapshot_schedule: SnapshotSchedule::default(),
+            clock,
             started_at: tokio::time::Instant::now(),
         }
     }
@@ -224,7 +278,7 @@ impl App {
     ) -> Result<Response, ProposeError> {
         let request = Request {
             command,
-            proposed_at_ms: wall_clock_ms(),
+            proposed_at_ms: self.clock.now_ms(),
             idempotency: idempotency_key.map(|key| IdempotencyKey {
                 key,
                 ttl_ms: self.config.api.idempotency_ttl_ms,
@@ -271,15 +325,64 @@ impl App {
     pub fn read_local(&self, key: &RecordKey) -> Result<Option<Record>, StorageError> {
         self.state.record(key)
     }
+
+    /// Waits (up to `deadline`) until this node has applied everything it knew to be committed
+    /// when called; returns (that commit index, the applied index reached).
+    pub async fn apply_barrier(
+        &self,
+        deadline: Duration,
+    ) -> Result<(Option<u64>, Option<u64>), BarrierError> {
+        let target = self.with_metrics(|m| m.cluster_committed.map(|id| id.index));
+        let reached = self
+            .raft
+            .wait(Some(deadline))
+            .applied_index_at_least(target, "apply barrier")
+            .await
+            .map_err(|error| BarrierError {
+                target,
+                message: error.to_string(),
+            })?;
+        Ok((target, reached.last_applied.map(|id| id.index)))
+    }
+
+    /// Builds a snapshot on this node covering everything applied now, then purges the log up
+    /// to it. Returns the snapshot's last index (None when nothing was applied yet).
+    pub async fn snapshot_and_purge(&self) -> Result<Option<u64>, SnapshotError> {
+        let failed = |error: String| SnapshotError::NotCompleted(error);
+        let Some(applied) = self.with_metrics(|m| m.last_applied.map(|id| id.index)) else {
+            return Ok(None);
+        };
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let built = self
+            .raft
+            .wait(Some(SNAPSHOT_WAIT))
+            .metrics(
+                |m| m.snapshot.is_some_and(|id| id.index >= applied),
+                "snapshot built",
+            )
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let index = built.snapshot.map(|id| id.index);
+        if let Some(index) = index {
+            self.raft
+                .trigger()
+                .purge_log(index)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        Ok(index)
+    }
 }
 
-/// Milliseconds since the Unix epoch on this node's clock (virtual under madsim). Only the
-/// leader calls this, and only to stamp a proposal; the state machine never does.
+/// Milliseconds since the Unix epoch on this machine's clock (virtual under madsim). Used for
+/// proposals through [`SystemClock`], and for display timestamps (error bodies, health); the
+/// state machine never reads it.
 pub fn wall_clock_ms() -> u64 {
-    let now_ms = std::time::SystemTime::now()
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64);
-    #[cfg(madsim)]
-    let now_ms = now_ms.saturating_add_signed(crate::sim::faults::clock_skew_ms());
-    now_ms
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

@@ -8,6 +8,8 @@
 
 pub mod api;
 pub mod app;
+// The linearizability checker serves the simulation and its own unit tests only.
+#[cfg(any(test, madsim))]
 pub mod checker;
 pub mod cli;
 pub mod client;

@@ -15,39 +15,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use openraft::{BasicNode, ChangeMembers, Instant};
-use serde::{Deserialize, Serialize};
 
 use crate::app::App;
+pub use crate::client::wire::{ClusterView, MemberRole, MemberView};
 use crate::raft::NodeId;
 
 /// A member counts as reachable when the leader heard from it within this long.
 pub const REACHABLE_WITHIN: Duration = Duration::from_secs(2);
-
-/// One member, as the leader sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberView {
-    pub id: NodeId,
-    pub addr: String,
-    /// `voter` or `learner`.
-    pub role: String,
-    pub reachable: bool,
-    pub matched_index: Option<u64>,
-    /// Entries the member is behind the leader's last log index.
-    pub lag: u64,
-}
-
-/// The cluster as `GET /api/cluster` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterView {
-    pub leader_id: Option<NodeId>,
-    pub term: u64,
-    pub last_log_index: Option<u64>,
-    pub commit_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    pub members: Vec<MemberView>,
-}
 
 /// Why a membership change was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,11 +61,10 @@ pub fn view(app: &App) -> ClusterView {
                 id: *id,
                 addr: node.addr.clone(),
                 role: if voters.contains(id) {
-                    "voter"
+                    MemberRole::Voter
                 } else {
-                    "learner"
-                }
-                .to_owned(),
+                    MemberRole::Learner
+                },
                 reachable,
                 matched_index,
                 lag: last_log_index
@@ -141,7 +114,7 @@ fn reachable_ids(view: &ClusterView) -> BTreeSet<NodeId> {
 fn voter_ids(view: &ClusterView) -> BTreeSet<NodeId> {
     view.members
         .iter()
-        .filter(|m| m.role == "voter")
+        .filter(|m| m.role == MemberRole::Voter)
         .map(|m| m.id)
         .collect()
 }
@@ -203,7 +176,7 @@ pub async fn promote(app: &App, ids: BTreeSet<NodeId>) -> Result<ClusterView, Me
     let learners: BTreeSet<NodeId> = current
         .members
         .iter()
-        .filter(|m| m.role == "learner")
+        .filter(|m| m.role == MemberRole::Learner)
         .map(|m| m.id)
         .collect();
     if let Some(unknown) = ids
@@ -264,7 +237,7 @@ pub async fn transfer_leader(app: &App, to: NodeId) -> Result<ClusterView, Membe
     let current = view(app);
     let target = current.members.iter().find(|m| m.id == to);
     match target {
-        Some(member) if member.role == "voter" && member.reachable => {}
+        Some(member) if member.role == MemberRole::Voter && member.reachable => {}
         Some(_) => {
             return Err(MembershipError::Refused(format!(
                 "node {to} is not a reachable voter"
@@ -285,41 +258,6 @@ pub async fn transfer_leader(app: &App, to: NodeId) -> Result<ClusterView, Membe
         .await
         .map_err(|fatal| MembershipError::OutcomeUnknown(fatal.to_string()))?;
     Ok(view(app))
-}
-
-/// How long [`snapshot_and_purge`] waits for the snapshot to be built.
-pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
-
-/// Builds a snapshot on this node covering everything applied now, then purges the log up to
-/// it. Returns the snapshot's last index (None when nothing was applied yet).
-pub async fn snapshot_and_purge(app: &App) -> Result<Option<u64>, MembershipError> {
-    let unavailable = |error: String| MembershipError::OutcomeUnknown(error);
-    let Some(applied) = app.with_metrics(|m| m.last_applied.map(|id| id.index)) else {
-        return Ok(None);
-    };
-    app.raft
-        .trigger()
-        .snapshot()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let built = app
-        .raft
-        .wait(Some(SNAPSHOT_WAIT))
-        .metrics(
-            |m| m.snapshot.is_some_and(|id| id.index >= applied),
-            "snapshot built",
-        )
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let index = built.snapshot.map(|id| id.index);
-    if let Some(index) = index {
-        app.raft
-            .trigger()
-            .purge_log(index)
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-    }
-    Ok(index)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
-//! Assembling one node from its parts, and founding the cluster exactly once.
+//! Assembling one node from its parts, and how it becomes a member: founding the cluster
+//! exactly once, or joining a running one.
 //!
-//! [`start`] wires a disk, a transport and a configuration into a running Raft node and its
-//! [`App`]. The real server (`server`) and the simulation both call it, so they run the same
-//! node. Sockets, signals and the process are not this module's business.
+//! [`start`] wires a disk, a transport, a configuration and the [`Seams`] into a running Raft
+//! node and its [`App`]. The real server (`server`) and the simulation both call it, so they run
+//! the same node. Sockets, signals and the process are not this module's business.
 //!
 //! ## Who initialises the cluster, and why it happens once
 //! Only the initial voter with the **smallest id** in `cluster.toml` ever calls
@@ -14,6 +15,11 @@
 //!
 //! Every other node waits to be contacted by a leader. Re-running `up` on a live cluster thus
 //! changes nothing, and two nodes can never both initialise.
+//!
+//! ## Joining a running cluster
+//! A node started with `--join <member>` ([`join_cluster`]) asks that member to add it as a
+//! learner, retrying until it is added; the leader then brings it up to date. A node that
+//! already holds Raft state (a restart after joining) does not ask again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,19 +27,45 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 
-use crate::app::App;
+use crate::app::{App, Clock, SystemClock};
+use crate::client::wire::AddLearnerRequest;
+use crate::client::Client;
 use crate::config::{Config, ConfigError};
+use crate::inventory;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{routes, NetworkFactory};
-use crate::raft::state_machine::StateMachineStore;
+use crate::raft::network::NetworkFactory;
+use crate::raft::state_machine::{ApplyFn, StateMachineStore};
 use crate::raft::{NodeId, Raft};
 use crate::storage::Disk;
-use crate::transport::{Transport, WireRequest};
+use crate::transport::Transport;
 
 /// How often the bootstrap node re-checks its peers while waiting for them to come up.
 const BOOTSTRAP_POLL: Duration = Duration::from_millis(200);
 /// How long one peer status probe may take.
 const BOOTSTRAP_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often a joining node asks again to be added.
+const JOIN_RETRY: Duration = Duration::from_millis(500);
+/// How long one join request may take (the leader answers once the learner is added).
+const JOIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a node's behaviour can be swapped from outside: the clock that stamps proposals, and
+/// the state transition. The product uses [`Seams::default`] (the system clock and
+/// [`inventory::apply`]); the simulation injects a skewed clock, and a wrapper of apply when it
+/// plants a bug. Nothing else in the core knows a simulation exists.
+#[derive(Clone)]
+pub struct Seams {
+    pub clock: Arc<dyn Clock>,
+    pub apply: ApplyFn,
+}
+
+impl Default for Seams {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            apply: inventory::apply,
+        }
+    }
+}
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +82,11 @@ pub async fn start(
     config: Arc<Config>,
     disk: Arc<dyn Disk>,
     transport: Arc<dyn Transport>,
+    seams: Seams,
 ) -> Result<Arc<App>, StartError> {
     let raft_config = config.openraft_config()?;
     let log_store = LogStore::new(disk.clone());
-    let state_machine = StateMachineStore::new(disk);
+    let state_machine = StateMachineStore::with_apply(disk, seams.apply);
     let network = NetworkFactory::new(transport.clone(), Arc::from(config.cluster.secret.as_str()));
     let raft = Raft::new(id, raft_config, network, log_store, state_machine.clone())
         .await
@@ -64,6 +97,7 @@ pub async fn start(
         state_machine,
         config,
         transport,
+        seams.clock,
     )))
 }
 
@@ -132,19 +166,14 @@ enum PeerState {
 
 async fn probe_peers(app: &App) -> PeerState {
     let mut all_up = true;
+    let client = Client::new(app.transport.clone(), "")
+        .with_secret(&app.config.cluster.secret)
+        .with_timeout(BOOTSTRAP_PROBE_TIMEOUT);
     for peer in app.config.nodes.iter().filter(|n| n.id != app.id) {
-        let request = WireRequest::get(routes::STATUS).with_secret(&app.config.cluster.secret);
-        let answer = app
-            .transport
-            .send(&peer.addr, request, BOOTSTRAP_PROBE_TIMEOUT)
-            .await;
-        let status: Option<serde_json::Value> = answer
-            .ok()
-            .filter(|a| a.status == 200)
-            .and_then(|a| serde_json::from_slice(&a.body).ok());
-        match status.and_then(|s| s["initialized"].as_bool()) {
-            Some(true) => return PeerState::SomeInitialized,
-            Some(false) => {}
+        let status = client.to_node(&peer.addr).peer_status().await;
+        match status.ok().and_then(|answer| answer.ok().ok()) {
+            Some(status) if status.initialized => return PeerState::SomeInitialized,
+            Some(_) => {}
             None => all_up = false,
         }
     }
@@ -152,5 +181,32 @@ async fn probe_peers(app: &App) -> PeerState {
         PeerState::AllEmpty
     } else {
         PeerState::NotAllUp
+    }
+}
+
+/// Asks `member` (any node) to add this node, reachable at `own_addr`, as a learner, until it
+/// succeeds. A node that already holds Raft state (a restart after joining) does not ask again.
+pub async fn join_cluster(app: &App, member: &str, own_addr: &str) {
+    if app.raft.is_initialized().await.unwrap_or(false) {
+        return;
+    }
+    let client = Client::new(app.transport.clone(), member)
+        .with_secret(&app.config.cluster.secret)
+        .with_timeout(JOIN_REQUEST_TIMEOUT);
+    let request = AddLearnerRequest {
+        id: app.id,
+        addr: own_addr.to_owned(),
+        wait: false,
+    };
+    loop {
+        match client.add_learner(&request).await.map(|answer| answer.ok()) {
+            Ok(Ok(_)) => {
+                tracing::info!(member, "added as a learner; catching up");
+                return;
+            }
+            Ok(Err(refused)) => tracing::warn!(member, %refused, "join refused; retrying"),
+            Err(error) => tracing::warn!(member, %error, "join request failed; retrying"),
+        }
+        tokio::time::sleep(JOIN_RETRY).await;
     }
 }

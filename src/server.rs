@@ -11,9 +11,6 @@ use crate::node;
 use crate::storage::{Disk, SledDisk};
 use crate::transport::HttpTransport;
 
-/// How often a joining node retries asking to be added.
-const JOIN_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
-
 /// Runs node `id` of `config` until a shutdown signal. `addr` overrides (or, for a node not in
 /// the configuration, provides) the listen address; `join` names a member to join through.
 pub async fn serve(
@@ -38,13 +35,14 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding {listen}"))?;
     let config = Arc::new(config);
-    let app = node::start(id, config, disk.clone(), Arc::new(HttpTransport::new())).await?;
+    let transport = Arc::new(HttpTransport::new());
+    let app = node::start(id, config, disk.clone(), transport, node::Seams::default()).await?;
     tracing::info!(id, addr = %listen, data_dir = %data_dir.display(), "node started");
 
     let founder = app.clone();
     let bootstrap = match join {
         Some(member) => tokio::spawn(async move {
-            join_cluster(&founder, &member, &listen).await;
+            node::join_cluster(&founder, &member, &listen).await;
         }),
         None => tokio::spawn(async move {
             node::bootstrap(&founder).await;
@@ -72,36 +70,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
-    }
-}
-
-/// Asks `member` (any node) to add this node as a learner, until it succeeds. A node that
-/// already holds Raft state (a restart after joining) does not ask again.
-async fn join_cluster(app: &crate::app::App, member: &str, own_addr: &str) {
-    use crate::transport::{Transport, WireRequest};
-    if app.raft.is_initialized().await.unwrap_or(false) {
-        return;
-    }
-    let body = serde_json::json!({ "id": app.id, "addr": own_addr });
-    loop {
-        let request = WireRequest::post_json("/api/cluster/learners", &body)
-            .with_secret(&app.config.cluster.secret);
-        match HttpTransport::new()
-            .send(member, request, std::time::Duration::from_secs(10))
-            .await
-        {
-            Ok(answer) if answer.status == 200 => {
-                tracing::info!(member, "added as a learner; catching up");
-                return;
-            }
-            Ok(answer) => tracing::warn!(
-                member,
-                status = answer.status,
-                body = %String::from_utf8_lossy(&answer.body),
-                "join refused; retrying"
-            ),
-            Err(error) => tracing::warn!(member, %error, "join request failed; retrying"),
-        }
-        tokio::time::sleep(JOIN_RETRY).await;
     }
 }

@@ -6,6 +6,8 @@
 
 mod support;
 
+use stockraft::client::routes::{self, Consistency};
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,15 +21,15 @@ use support::Cluster;
 const STORE: &str = "s1";
 
 fn record_path(sku: &str) -> String {
-    format!("/api/inventory/stores/{STORE}/inventory/{sku}")
+    routes::record(STORE, sku)
 }
 
 fn adjust_path(sku: &str) -> String {
-    format!("{}/adjust", record_path(sku))
+    routes::adjust(STORE, sku)
 }
 
 fn reserve_path(sku: &str) -> String {
-    format!("{}/reserve", record_path(sku))
+    routes::reserve(STORE, sku)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -399,7 +401,7 @@ fn contract(target: u64, leader: u64, tag: &str) -> Vec<Step> {
     vec![
         ok(
             "health names the node, its role and the leader",
-            Req::get("/api/health"),
+            Req::get(routes::HEALTH),
             200,
             Box::new(move |reply| {
                 let data = &reply.json["data"];
@@ -415,18 +417,18 @@ fn contract(target: u64, leader: u64, tag: &str) -> Vec<Step> {
         ),
         ok(
             "liveness",
-            Req::get("/api/health/liveness"),
+            Req::get(routes::LIVENESS),
             200,
             Box::new(|reply| assert_eq!(reply.json["success"], true, "{reply}")),
         ),
         Step::Await {
             name: "readiness becomes 200".into(),
-            req: Req::get("/api/health/readiness"),
+            req: Req::get(routes::READINESS),
             status: 200,
         },
         ok(
             "readiness when ready",
-            Req::get("/api/health/readiness"),
+            Req::get(routes::READINESS),
             200,
             Box::new(move |reply| {
                 assert_eq!(reply.json["data"]["status"], "ready", "{reply}");
@@ -437,7 +439,7 @@ fn contract(target: u64, leader: u64, tag: &str) -> Vec<Step> {
         ok(
             "create from the body",
             Req::post(
-                "/api/inventory",
+                routes::INVENTORY,
                 json!({ "sku": x, "storeId": STORE, "initialQuantity": 10 }),
             ),
             201,
@@ -446,7 +448,7 @@ fn contract(target: u64, leader: u64, tag: &str) -> Vec<Step> {
         err_then(
             "create of an existing record is a conflict",
             Req::post(
-                "/api/inventory",
+                routes::INVENTORY,
                 json!({ "sku": x, "storeId": STORE, "initialQuantity": 99 }),
             ),
             409,
@@ -505,7 +507,7 @@ fn contract(target: u64, leader: u64, tag: &str) -> Vec<Step> {
         ),
         ok(
             "explicitly linearizable read",
-            Req::get(format!("{}?consistency=linearizable", record_path(&x))),
+            Req::get(format!("{}?consistency=linearizable", record_path(&x))), // explicit, not the default form
             200,
             both(is_bare_record(&x, 10, 1), consistency_is("linearizable")),
         ),
@@ -517,18 +519,18 @@ fn contract(target: u64, leader: u64, tag: &str) -> Vec<Step> {
         ),
         Step::Await {
             name: "the target applied the create".into(),
-            req: Req::get(format!("{}?consistency=local", record_path(&x))),
+            req: Req::get(routes::read(STORE, &x, Consistency::Local)),
             status: 200,
         },
         ok(
             "local read",
-            Req::get(format!("{}?consistency=local", record_path(&x))),
+            Req::get(routes::read(STORE, &x, Consistency::Local)),
             200,
             both(is_bare_record(&x, 10, 1), consistency_is("local")),
         ),
         err(
             "local read of an unknown record",
-            Req::get(format!("{}?consistency=local", record_path(&missing))),
+            Req::get(routes::read(STORE, &missing, Consistency::Local)),
             404,
             "NOT_FOUND",
         ),
@@ -687,8 +689,9 @@ fn contract(target: u64, leader: u64, tag: &str) -> Vec<Step> {
     ]
 }
 
+/// Every GET of the contract steps is a health route or a record read.
 fn is_record_read(req: &Req) -> bool {
-    req.method == Method::GET && req.path.starts_with("/api/inventory/stores/")
+    req.method == Method::GET && !req.path.starts_with(routes::HEALTH)
 }
 
 async fn run_steps(cluster: &Cluster, target: u64, leader: u64, steps: Vec<Step>) {
@@ -763,8 +766,8 @@ async fn every_endpoint_answers_its_documented_status_on_leader_and_follower() {
 
 /// Requests that must be refused before anything is proposed, with their status and code.
 fn malformed_requests(existing: &str) -> Vec<(String, Req, &'static [u16], Option<&'static str>)> {
-    let create = |body: Value| Req::post("/api/inventory", body);
-    let create_raw = |raw: &str| Req::post_raw("/api/inventory", Some("application/json"), raw);
+    let create = |body: Value| Req::post(routes::INVENTORY, body);
+    let create_raw = |raw: &str| Req::post_raw(routes::INVENTORY, Some("application/json"), raw);
     let reserve_raw =
         |raw: &str| Req::post_raw(reserve_path(existing), Some("application/json"), raw);
     let adjust_raw =
@@ -794,7 +797,7 @@ fn malformed_requests(existing: &str) -> Vec<(String, Req, &'static [u16], Optio
         (
             "text/plain".into(),
             Req::post_raw(
-                "/api/inventory",
+                routes::INVENTORY,
                 Some("text/plain"),
                 ids(STORE, "a").to_string(),
             ),
@@ -973,7 +976,7 @@ fn malformed_requests(existing: &str) -> Vec<(String, Req, &'static [u16], Optio
         ("sku with a colon".into(), create(ids(STORE, "a:b")), BAD, V),
         (
             "storeId of 21 chars in the path".into(),
-            Req::get(format!("/api/inventory/stores/{}/inventory/a", long(21))),
+            Req::get(routes::record(&long(21), "a")),
             BAD,
             V,
         ),
@@ -985,7 +988,7 @@ fn malformed_requests(existing: &str) -> Vec<(String, Req, &'static [u16], Optio
         ),
         (
             "encoded space in the path".into(),
-            Req::get("/api/inventory/stores/bad%20store/inventory/a"),
+            Req::get(routes::record("bad%20store", "a")),
             BAD,
             V,
         ),
@@ -997,13 +1000,13 @@ fn malformed_requests(existing: &str) -> Vec<(String, Req, &'static [u16], Optio
         ),
         (
             "encoded non-ASCII letter in the path".into(),
-            Req::get("/api/inventory/stores/s1/inventory/%C3%A9"),
+            Req::get(routes::record("s1", "%C3%A9")),
             BAD,
             V,
         ),
         (
             "percent-encoding that is not UTF-8 in the path".into(),
-            Req::get("/api/inventory/stores/s1/inventory/%FF"),
+            Req::get(routes::record("s1", "%FF")),
             BAD,
             None,
         ),
@@ -1045,7 +1048,7 @@ async fn every_error_is_a_json_body_in_the_seed_error_shape_on_leader_and_follow
     let follower = followers(&cluster, leader)[0];
     let existing = "err-target";
     let create = Req::post(
-        "/api/inventory",
+        routes::INVENTORY,
         json!({ "sku": existing, "storeId": STORE, "initialQuantity": 5 }),
     );
     assert_eq!(call(&cluster, leader, &create).await.status, 201);
@@ -1133,7 +1136,7 @@ async fn an_idempotency_key_replays_the_first_answer_on_any_node_and_refuses_a_d
 
     // A keyed create on a follower replays on the others (not a 409).
     let create = Req::post(
-        "/api/inventory",
+        routes::INVENTORY,
         json!({ "sku": sku, "storeId": STORE, "initialQuantity": 100 }),
     )
     .keyed("create-1");
@@ -1243,7 +1246,7 @@ async fn concurrent_reserves_through_every_node_grant_exactly_the_stock_and_neve
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let sku = "hot";
     let create = Req::post(
-        "/api/inventory",
+        routes::INVENTORY,
         json!({ "sku": sku, "storeId": STORE, "initialQuantity": STOCK }),
     );
     assert_eq!(call(&cluster, leader, &create).await.status, 201);
@@ -1314,7 +1317,7 @@ async fn concurrent_reserves_through_every_node_grant_exactly_the_stock_and_neve
     assert_eq!(distinct.last().copied(), Some(final_version));
 
     for id in cluster.ids() {
-        let local = Req::get(format!("{}?consistency=local", record_path(sku)));
+        let local = Req::get(routes::read(STORE, sku, Consistency::Local));
         eventually!(format!("node {id} converges"), {
             let reply = call(&cluster, id, &local).await;
             let record = &reply.json;
@@ -1337,7 +1340,7 @@ async fn a_keyed_reserve_sent_to_two_nodes_and_resent_after_a_leader_crash_appli
     let f = followers(&cluster, leader);
     let sku = "once";
     let create = Req::post(
-        "/api/inventory",
+        routes::INVENTORY,
         json!({ "sku": sku, "storeId": STORE, "initialQuantity": 10 }),
     );
     assert_eq!(call(&cluster, leader, &create).await.status, 201);
@@ -1453,7 +1456,7 @@ async fn writes_forwarded_across_a_leader_crash_lose_no_acknowledgement() {
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let sku = "stream";
     let create = Req::post(
-        "/api/inventory",
+        routes::INVENTORY,
         json!({ "sku": sku, "storeId": STORE, "initialQuantity": INITIAL }),
     );
     assert_eq!(call(&cluster, leader, &create).await.status, 201);
@@ -1602,7 +1605,7 @@ async fn writes_forwarded_across_a_leader_crash_lose_no_acknowledgement() {
         "an acknowledged version beyond the record's"
     );
     for &id in &survivors {
-        let local = Req::get(format!("{}?consistency=local", record_path(sku)));
+        let local = Req::get(routes::read(STORE, sku, Consistency::Local));
         eventually!(format!("node {id} converges"), {
             let reply = call(&cluster, id, &local).await;
             reply.status == 200 && reply.json == record

@@ -3,12 +3,18 @@
 
 mod support;
 
-use serde_json::json;
+use stockraft::client::routes;
+
+use stockraft::client::wire::{CreateRequest, SyncStartRequest};
 use support::{Cluster, SECRET};
 
 async fn create(cluster: &Cluster, node: u64, sku: &str) {
-    let body = json!({ "sku": sku, "storeId": "s1", "initialQuantity": 10 });
-    let (status, body) = cluster.post(node, "/api/inventory", body).await;
+    let body = CreateRequest {
+        sku: sku.into(),
+        store_id: "s1".into(),
+        initial_quantity: 10,
+    };
+    let (status, body) = cluster.post(node, routes::INVENTORY, body).await;
     assert_eq!(status, 201, "{body}");
 }
 
@@ -17,11 +23,9 @@ async fn metrics_count_requests_and_errors_and_reset_needs_the_secret() {
     let cluster = Cluster::start(3, "").await;
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     create(&cluster, leader, "m1").await;
-    let (status, _) = cluster
-        .get(leader, "/api/inventory/stores/s1/inventory/absent")
-        .await;
+    let (status, _) = cluster.get(leader, &routes::record("s1", "absent")).await;
     assert_eq!(status, 404);
-    let (status, metrics) = cluster.get(leader, "/api/metrics").await;
+    let (status, metrics) = cluster.get(leader, routes::METRICS).await;
     assert_eq!(status, 200);
     let data = &metrics["data"];
     assert!(data["requests"].as_u64().unwrap() >= 2, "{metrics}");
@@ -30,21 +34,21 @@ async fn metrics_count_requests_and_errors_and_reset_needs_the_secret() {
     assert_eq!(data["raft"]["leaderId"].as_u64(), Some(leader));
     assert!(data["raft"]["committedIndex"].as_u64().unwrap() >= 2);
 
-    let (status, body) = cluster.post(leader, "/api/metrics/reset", json!({})).await;
+    let (status, body) = cluster.post_empty(leader, routes::METRICS_RESET, &[]).await;
     assert_eq!(
         status, 401,
         "reset without the secret must be refused: {body}"
     );
     assert_eq!(body["error"]["code"], "UNAUTHORIZED");
-    let (_, still) = cluster.get(leader, "/api/metrics").await;
+    let (_, still) = cluster.get(leader, routes::METRICS).await;
     assert_eq!(still["data"]["createRecord"], 1);
 
     let secret = [("x-stockraft-secret", SECRET)];
     let (status, _) = cluster
-        .post_with(leader, "/api/metrics/reset", json!({}), &secret)
+        .post_empty(leader, routes::METRICS_RESET, &secret)
         .await;
     assert_eq!(status, 200);
-    let (_, after) = cluster.get(leader, "/api/metrics").await;
+    let (_, after) = cluster.get(leader, routes::METRICS).await;
     assert_eq!(after["data"]["createRecord"], 0);
     assert_eq!(after["data"]["errors"], 0);
 }
@@ -56,7 +60,7 @@ async fn sync_status_reports_every_member_and_the_barrier_catches_up() {
     let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
     create(&cluster, leader, "s-a").await;
 
-    let (status, body) = cluster.get(follower, "/api/sync/status").await;
+    let (status, body) = cluster.get(follower, routes::SYNC_STATUS).await;
     assert_eq!(status, 200, "{body}");
     let members = body["data"]["members"].as_array().unwrap();
     assert_eq!(members.len(), 3);
@@ -66,7 +70,7 @@ async fn sync_status_reports_every_member_and_the_barrier_catches_up() {
     }
     assert_eq!(body["data"]["leaderId"].as_u64(), Some(leader));
 
-    let (status, body) = cluster.post(follower, "/api/sync", json!({})).await;
+    let (status, body) = cluster.post_empty(follower, routes::SYNC, &[]).await;
     assert_eq!(status, 200, "{body}");
     let committed = body["data"]["committedIndex"].as_u64().unwrap();
     let applied = body["data"]["appliedIndex"].as_u64().unwrap();
@@ -80,14 +84,26 @@ async fn sync_start_runs_periodic_snapshots_until_stopped() {
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     create(&cluster, leader, "snap").await;
     let (status, body) = cluster
-        .post(leader, "/api/sync/start", json!({ "intervalMs": 10 }))
+        .post(
+            leader,
+            routes::SYNC_START,
+            SyncStartRequest {
+                interval_ms: Some(10),
+            },
+        )
         .await;
     assert_eq!(
         status, 400,
         "an interval below the minimum is refused: {body}"
     );
     let (status, body) = cluster
-        .post(leader, "/api/sync/start", json!({ "intervalMs": 1000 }))
+        .post(
+            leader,
+            routes::SYNC_START,
+            SyncStartRequest {
+                interval_ms: Some(1000),
+            },
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["running"], true);
@@ -97,10 +113,10 @@ async fn sync_start_runs_periodic_snapshots_until_stopped() {
             .as_u64()
             .is_some()
     );
-    let (status, body) = cluster.post(leader, "/api/sync/stop", json!({})).await;
+    let (status, body) = cluster.post_empty(leader, routes::SYNC_STOP, &[]).await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["wasRunning"], true);
-    let (_, status_body) = cluster.get(leader, "/api/sync/status").await;
+    let (_, status_body) = cluster.get(leader, routes::SYNC_STATUS).await;
     assert_eq!(status_body["data"]["snapshotSchedule"]["running"], false);
 }
 
@@ -109,24 +125,28 @@ async fn a_configured_client_token_guards_client_routes_on_every_node() {
     let cluster = Cluster::start_with(3, "client_token = \"shop-token-123\"", "").await;
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
-    let body = json!({ "sku": "tok", "storeId": "s1", "initialQuantity": 3 });
+    let body = CreateRequest {
+        sku: "tok".into(),
+        store_id: "s1".into(),
+        initial_quantity: 3,
+    };
     for node in [leader, follower] {
-        let (status, answer) = cluster.post(node, "/api/inventory", body.clone()).await;
+        let (status, answer) = cluster.post(node, routes::INVENTORY, body.clone()).await;
         assert_eq!(status, 401, "{answer}");
         assert_eq!(answer["error"]["code"], "UNAUTHORIZED");
         let wrong = [("authorization", "Bearer nope")];
         let (status, _) = cluster
-            .post_with(node, "/api/inventory", body.clone(), &wrong)
+            .post_with(node, routes::INVENTORY, body.clone(), &wrong)
             .await;
         assert_eq!(status, 401);
     }
     // Through a follower: the token travels with the forwarded request.
     let token = [("authorization", "Bearer shop-token-123")];
     let (status, answer) = cluster
-        .post_with(follower, "/api/inventory", body, &token)
+        .post_with(follower, routes::INVENTORY, body, &token)
         .await;
     assert_eq!(status, 201, "{answer}");
     // Health stays open for probes.
-    let (status, _) = cluster.get(follower, "/api/health").await;
+    let (status, _) = cluster.get(follower, routes::HEALTH).await;
     assert_eq!(status, 200);
 }

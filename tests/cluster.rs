@@ -4,21 +4,27 @@
 
 mod support;
 
-use serde_json::json;
+use stockraft::client::routes;
+
+use stockraft::client::wire::{CreateRequest, ReserveRequest};
 use support::{Cluster, SECRET};
 
 const STORE: &str = "s1";
 
 fn record_path(sku: &str) -> String {
-    format!("/api/inventory/stores/{STORE}/inventory/{sku}")
+    routes::record(STORE, sku)
 }
 
 async fn create(cluster: &Cluster, node: u64, sku: &str, qty: i64) {
     let (status, body) = cluster
         .post(
             node,
-            "/api/inventory",
-            json!({ "sku": sku, "storeId": STORE, "initialQuantity": qty }),
+            routes::INVENTORY,
+            CreateRequest {
+                sku: sku.into(),
+                store_id: STORE.into(),
+                initial_quantity: qty,
+            },
         )
         .await;
     assert_eq!(status, 201, "create {sku} on node {node}: {body}");
@@ -28,8 +34,11 @@ async fn reserve(cluster: &Cluster, node: u64, sku: &str, qty: i64) -> u16 {
     cluster
         .post(
             node,
-            &format!("{}/reserve", record_path(sku)),
-            json!({ "qty": qty }),
+            &routes::reserve(STORE, sku),
+            ReserveRequest {
+                qty,
+                expected_version: None,
+            },
         )
         .await
         .0
@@ -128,7 +137,7 @@ async fn raft_rpc_without_the_cluster_secret_is_refused_and_changes_nothing() {
         for secret in [None, Some("wrong-secret-value")] {
             let mut request = cluster
                 .http
-                .post(cluster.url(target, "/raft/vote"))
+                .post(cluster.url(target, routes::raft::VOTE))
                 .body(vec![0u8; 16]);
             if let Some(secret) = secret {
                 request = request.header("x-stockraft-secret", secret);
@@ -141,7 +150,7 @@ async fn raft_rpc_without_the_cluster_secret_is_refused_and_changes_nothing() {
         }
         let status = cluster
             .http
-            .get(cluster.url(target, "/raft/status"))
+            .get(cluster.url(target, routes::raft::STATUS))
             .send()
             .await
             .unwrap()
@@ -149,7 +158,7 @@ async fn raft_rpc_without_the_cluster_secret_is_refused_and_changes_nothing() {
         assert_eq!(status.as_u16(), 401);
         let with_secret = cluster
             .http
-            .get(cluster.url(target, "/raft/status"))
+            .get(cluster.url(target, routes::raft::STATUS))
             .header("x-stockraft-secret", SECRET)
             .send()
             .await
@@ -200,8 +209,11 @@ async fn a_node_cut_off_from_the_majority_refuses_writes_and_linearizable_reads(
     let (status, body) = cluster
         .post(
             survivor,
-            &format!("{}/reserve", record_path("kiwi")),
-            json!({ "qty": 1 }),
+            &routes::reserve(STORE, "kiwi"),
+            ReserveRequest {
+                qty: 1,
+                expected_version: None,
+            },
         )
         .await;
     assert_eq!(status, 503, "a minority node acknowledged a write: {body}");

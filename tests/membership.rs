@@ -4,23 +4,46 @@
 
 mod support;
 
+use stockraft::client::routes;
+
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use stockraft::client::wire::{CreateRequest, MembersRequest, ReserveRequest};
 use support::{Cluster, SECRET};
 
 const STORE: &str = "s1";
 
-async fn admin_post(cluster: &Cluster, via: u64, path: &str, body: Value) -> (u16, Value) {
+fn create_request(sku: &str, initial_quantity: i64) -> CreateRequest {
+    CreateRequest {
+        sku: sku.into(),
+        store_id: STORE.into(),
+        initial_quantity,
+    }
+}
+
+fn members(ids: &[u64]) -> MembersRequest {
+    MembersRequest {
+        ids: ids.iter().copied().collect(),
+        keep_as_learners: false,
+    }
+}
+
+async fn admin_post(
+    cluster: &Cluster,
+    via: u64,
+    path: &str,
+    body: impl serde::Serialize,
+) -> (u16, Value) {
     cluster
         .post_with(via, path, body, &[("x-stockraft-secret", SECRET)])
         .await
 }
 
 async fn cluster_view(cluster: &Cluster, via: u64) -> Value {
-    cluster.get_admin(via, "/api/cluster").await.1["data"].clone()
+    cluster.get_admin(via, routes::CLUSTER).await.1["data"].clone()
 }
 
 fn role_of(view: &Value, id: u64) -> Option<String> {
@@ -46,12 +69,7 @@ fn start_writer(cluster: &Cluster, nodes: Vec<u64>, sku: &str) -> Writer {
     let unknown = Arc::new(AtomicI64::new(0));
     let urls: Vec<String> = nodes
         .iter()
-        .map(|id| {
-            cluster.url(
-                *id,
-                &format!("/api/inventory/stores/{STORE}/inventory/{sku}/reserve"),
-            )
-        })
+        .map(|id| cluster.url(*id, &routes::reserve(STORE, sku)))
         .collect();
     let http = cluster.http.clone();
     let (s, a, u) = (stop.clone(), acked.clone(), unknown.clone());
@@ -63,7 +81,10 @@ fn start_writer(cluster: &Cluster, nodes: Vec<u64>, sku: &str) -> Writer {
             let response = http
                 .post(&urls[n % urls.len()])
                 .header("idempotency-key", format!("w-{n}"))
-                .json(&json!({ "qty": 1 }))
+                .json(&ReserveRequest {
+                    qty: 1,
+                    expected_version: None,
+                })
                 .send()
                 .await;
             match response.map(|r| r.status().as_u16()) {
@@ -105,12 +126,7 @@ async fn assert_conserved(
     acked: i64,
     unknown: i64,
 ) {
-    let (status, body) = cluster
-        .get(
-            node,
-            &format!("/api/inventory/stores/{STORE}/inventory/{sku}"),
-        )
-        .await;
+    let (status, body) = cluster.get(node, &routes::record(STORE, sku)).await;
     assert_eq!(status, 200, "{body}");
     let qty = body["qty"].as_i64().unwrap();
     assert!(qty >= 0, "oversold: {qty}");
@@ -126,11 +142,7 @@ async fn grow_to_five_and_shrink_to_three_while_writing_loses_nothing() {
     let mut cluster = Cluster::start(3, "").await;
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let (status, _) = cluster
-        .post(
-            leader,
-            "/api/inventory",
-            json!({ "sku": "grow", "storeId": STORE, "initialQuantity": 100000 }),
-        )
+        .post(leader, routes::INVENTORY, create_request("grow", 100000))
         .await;
     assert_eq!(status, 201);
     let writer = start_writer(&cluster, vec![1, 2, 3], "grow");
@@ -167,21 +179,12 @@ async fn removing_the_leader_hands_over_and_the_removed_node_accepts_no_writes()
     let cluster = Cluster::start(3, "").await;
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let (status, _) = cluster
-        .post(
-            leader,
-            "/api/inventory",
-            json!({ "sku": "rm", "storeId": STORE, "initialQuantity": 50 }),
-        )
+        .post(leader, routes::INVENTORY, create_request("rm", 50))
         .await;
     assert_eq!(status, 201);
     let started = Instant::now();
-    let (status, body) = admin_post(
-        &cluster,
-        leader,
-        "/api/cluster/remove",
-        json!({ "ids": [leader] }),
-    )
-    .await;
+    let (status, body) =
+        admin_post(&cluster, leader, routes::CLUSTER_REMOVE, members(&[leader])).await;
     assert_eq!(status, 200, "{body}");
     let survivors: Vec<u64> = cluster
         .ids()
@@ -189,9 +192,16 @@ async fn removing_the_leader_hands_over_and_the_removed_node_accepts_no_writes()
         .filter(|id| *id != leader)
         .collect();
     let new_leader = cluster.wait_for_leader(&survivors).await;
-    let reserve = format!("/api/inventory/stores/{STORE}/inventory/rm/reserve");
+    let reserve = routes::reserve(STORE, "rm");
     let (status, body) = cluster
-        .post(new_leader, &reserve, json!({ "qty": 1 }))
+        .post(
+            new_leader,
+            &reserve,
+            ReserveRequest {
+                qty: 1,
+                expected_version: None,
+            },
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     println!(
@@ -199,7 +209,16 @@ async fn removing_the_leader_hands_over_and_the_removed_node_accepts_no_writes()
         started.elapsed()
     );
 
-    let (status, body) = cluster.post(leader, &reserve, json!({ "qty": 1 })).await;
+    let (status, body) = cluster
+        .post(
+            leader,
+            &reserve,
+            ReserveRequest {
+                qty: 1,
+                expected_version: None,
+            },
+        )
+        .await;
     assert_ne!(
         status / 100,
         2,
@@ -218,30 +237,36 @@ async fn a_wiped_node_re_added_as_a_learner_catches_up_from_a_snapshot() {
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let victim = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
     let (status, _) = cluster
-        .post(
-            leader,
-            "/api/inventory",
-            json!({ "sku": "wipe", "storeId": STORE, "initialQuantity": 500 }),
-        )
+        .post(leader, routes::INVENTORY, create_request("wipe", 500))
         .await;
     assert_eq!(status, 201);
 
-    let (status, body) = admin_post(
-        &cluster,
-        leader,
-        "/api/cluster/remove",
-        json!({ "ids": [victim] }),
-    )
-    .await;
+    let (status, body) =
+        admin_post(&cluster, leader, routes::CLUSTER_REMOVE, members(&[victim])).await;
     assert_eq!(status, 200, "{body}");
     cluster.kill(victim);
     std::fs::remove_dir_all(cluster.data_dir(victim)).expect("wiping the data directory");
-    let reserve = format!("/api/inventory/stores/{STORE}/inventory/wipe/reserve");
+    let reserve = routes::reserve(STORE, "wipe");
     for _ in 0..120 {
-        let (status, _) = cluster.post(leader, &reserve, json!({ "qty": 1 })).await;
+        let (status, _) = cluster
+            .post(
+                leader,
+                &reserve,
+                ReserveRequest {
+                    qty: 1,
+                    expected_version: None,
+                },
+            )
+            .await;
         assert_eq!(status, 201);
     }
-    let (status, body) = admin_post(&cluster, leader, "/api/cluster/snapshot", json!({})).await;
+    let (status, body) = cluster
+        .post_empty(
+            leader,
+            routes::CLUSTER_SNAPSHOT,
+            &[("x-stockraft-secret", SECRET)],
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
 
     // Back with an empty disk, under its old id and address, joining as a learner.
@@ -256,8 +281,8 @@ async fn a_wiped_node_re_added_as_a_learner_catches_up_from_a_snapshot() {
     let (status, body) = admin_post(
         &cluster,
         leader,
-        "/api/cluster/promote",
-        json!({ "ids": [victim] }),
+        routes::CLUSTER_PROMOTE,
+        members(&[victim]),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -272,17 +297,17 @@ async fn unsafe_membership_changes_are_refused_and_admin_routes_need_the_secret(
     let mut cluster = Cluster::start(3, "").await;
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let (status, body) = cluster
-        .post(leader, "/api/cluster/remove", json!({ "ids": [1] }))
+        .post(leader, routes::CLUSTER_REMOVE, members(&[1]))
         .await;
     assert_eq!(status, 401, "{body}");
-    let (status, _) = cluster.get(leader, "/api/cluster").await;
+    let (status, _) = cluster.get(leader, routes::CLUSTER).await;
     assert_eq!(status, 401);
 
     let (status, body) = admin_post(
         &cluster,
         leader,
-        "/api/cluster/remove",
-        json!({ "ids": [1, 2, 3] }),
+        routes::CLUSTER_REMOVE,
+        members(&[1, 2, 3]),
     )
     .await;
     assert_eq!(status, 409, "{body}");
@@ -305,8 +330,8 @@ async fn unsafe_membership_changes_are_refused_and_admin_routes_need_the_secret(
     let (status, body) = admin_post(
         &cluster,
         leader,
-        "/api/cluster/remove",
-        json!({ "ids": [live_follower] }),
+        routes::CLUSTER_REMOVE,
+        members(&[live_follower]),
     )
     .await;
     assert_eq!(status, 409, "{body}");
@@ -325,30 +350,30 @@ async fn malformed_or_impossible_admin_requests_are_refused_and_change_nothing()
     let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
     let cases = [
         (
-            "/api/cluster/learners",
+            routes::CLUSTER_LEARNERS,
             json!({ "id": 0, "addr": "127.0.0.1:1" }),
             400,
         ),
         (
-            "/api/cluster/learners",
+            routes::CLUSTER_LEARNERS,
             json!({ "id": 9, "addr": " " }),
             400,
         ),
-        ("/api/cluster/learners", json!({ "id": 9 }), 400),
+        (routes::CLUSTER_LEARNERS, json!({ "id": 9 }), 400),
         (
-            "/api/cluster/learners",
+            routes::CLUSTER_LEARNERS,
             json!({ "id": 2, "addr": "127.0.0.1:1" }),
             409,
         ),
-        ("/api/cluster/promote", json!({ "ids": [9] }), 409),
-        ("/api/cluster/promote", json!({ "ids": "1" }), 400),
-        ("/api/cluster/remove", json!({ "ids": [9] }), 409),
+        (routes::CLUSTER_PROMOTE, json!({ "ids": [9] }), 409),
+        (routes::CLUSTER_PROMOTE, json!({ "ids": "1" }), 400),
+        (routes::CLUSTER_REMOVE, json!({ "ids": [9] }), 409),
         (
-            "/api/cluster/remove",
+            routes::CLUSTER_REMOVE,
             json!({ "ids": [1], "extra": true }),
             400,
         ),
-        ("/api/cluster/transfer-leader", json!({ "to": 9 }), 409),
+        (routes::CLUSTER_TRANSFER_LEADER, json!({ "to": 9 }), 409),
     ];
     let roles = |view: Value| -> Vec<(u64, String)> {
         let members = view["members"].as_array().cloned().unwrap_or_default();

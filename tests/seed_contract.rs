@@ -12,6 +12,8 @@
 
 mod support;
 
+use stockraft::client::routes::{self, Consistency};
+
 use reqwest::Method;
 use serde_json::Value;
 use support::{Answer, Cluster};
@@ -19,7 +21,7 @@ use support::{Answer, Cluster};
 const STORE: &str = "store-1";
 
 fn record_path(sku: &str) -> String {
-    format!("/api/inventory/stores/{STORE}/inventory/{sku}")
+    routes::record(STORE, sku)
 }
 
 /// The seed's published record schema: exactly these six fields, with these JSON types.
@@ -96,7 +98,7 @@ async fn seed_client_works_against(cluster: &Cluster, node: u64, role: &str) {
     let sku = format!("SKU-{role}");
     let what = |point: &str| format!("node {node} ({role}): {point}");
     let create = format!(r#"{{"sku":"{sku}","storeId":"{STORE}","initialQuantity":10}}"#);
-    let created = post(cluster, node, "/api/inventory", &create, &[]).await;
+    let created = post(cluster, node, routes::INVENTORY, &create, &[]).await;
     assert_eq!(created.status, 201, "{}", what("create"));
 
     // 1. The record itself, with the ETag.
@@ -107,7 +109,7 @@ async fn seed_client_works_against(cluster: &Cluster, node: u64, role: &str) {
     let local = get(
         cluster,
         node,
-        &format!("{}?consistency=local", record_path(&sku)),
+        &routes::read(STORE, &sku, Consistency::Local),
     )
     .await;
     if local.status == 200 {
@@ -121,17 +123,12 @@ async fn seed_client_works_against(cluster: &Cluster, node: u64, role: &str) {
     }
 
     // 2. The legacy route: sku first, wrapped.
-    let legacy = get(cluster, node, &format!("/api/inventory/{sku}/{STORE}")).await;
+    let legacy = get(cluster, node, &routes::legacy_record(&sku, STORE)).await;
     assert_eq!(legacy.status, 200, "{}", what("legacy read"));
     assert_eq!(legacy.json["success"], true, "{}", what("legacy read"));
     assert_seed_record(&legacy.json["data"], &sku, 10, 1, &what("legacy read"));
     assert_etag(&legacy, 1, &what("legacy read"));
-    let missing = get(
-        cluster,
-        node,
-        &format!("/api/inventory/no-such-sku/{STORE}"),
-    )
-    .await;
+    let missing = get(cluster, node, &routes::legacy_record("no-such-sku", STORE)).await;
     assert_seed_error(
         &missing,
         404,
@@ -140,7 +137,7 @@ async fn seed_client_works_against(cluster: &Cluster, node: u64, role: &str) {
     );
 
     // 4. delta 0: accepted, a new version, the same stock.
-    let adjust = format!("{}/adjust", record_path(&sku));
+    let adjust = routes::adjust(STORE, &sku);
     let zero = post(cluster, node, &adjust, r#"{"delta":0}"#, &[]).await;
     assert_eq!(zero.status, 200, "{}", what("delta 0"));
     assert_eq!(zero.json["success"], true, "{}", what("delta 0"));
@@ -150,7 +147,7 @@ async fn seed_client_works_against(cluster: &Cluster, node: u64, role: &str) {
     assert_etag(&zero, 2, &what("delta 0"));
 
     // 5. qty 0: accepted, 201, a new version, the same stock; If-Match as the seed quotes it.
-    let reserve = format!("{}/reserve", record_path(&sku));
+    let reserve = routes::reserve(STORE, &sku);
     let zero = post(
         cluster,
         node,
@@ -247,7 +244,7 @@ async fn seed_client_works_against(cluster: &Cluster, node: u64, role: &str) {
     );
 
     // 3. Comprehensive metrics, as {success, data}.
-    let metrics = get(cluster, node, "/api/health/metrics").await;
+    let metrics = get(cluster, node, routes::HEALTH_METRICS).await;
     assert_eq!(metrics.status, 200, "{}", what("health metrics"));
     assert_eq!(metrics.json["success"], true, "{}", what("health metrics"));
     let data = &metrics.json["data"];
@@ -298,12 +295,12 @@ async fn a_seed_client_works_unchanged_against_the_leader_and_a_follower() {
     seed_client_works_against(&cluster, leader, "leader").await;
     seed_client_works_against(&cluster, follower, "follower").await;
     // A follower forwards writes: its forwarded counter shows it.
-    let metrics = get(&cluster, follower, "/api/health/metrics").await;
+    let metrics = get(&cluster, follower, routes::HEALTH_METRICS).await;
     assert!(
         metrics.json["data"]["forwarded"].as_u64() >= Some(5),
         "{metrics}"
     );
-    let metrics = get(&cluster, leader, "/api/health/metrics").await;
+    let metrics = get(&cluster, leader, routes::HEALTH_METRICS).await;
     assert!(
         metrics.json["data"]["idempotentHits"].as_u64() >= Some(1),
         "{metrics}"

@@ -1,23 +1,33 @@
 //! The one place where failures become HTTP: status code + the seed's error body
 //! `{success:false, error:{name, message, code, statusCode, timestamp, details?}}`.
+//!
+//! Handlers never build a status or a code themselves: they use a named constructor here, or
+//! convert a layer's error (`Rejection`, `ProposeError`, `ReadError`, `MembershipError`,
+//! `SnapshotError`) with `From`. The fields are private so that a code always travels with its
+//! status and name.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::json::rfc3339_ms;
-use crate::app::wall_clock_ms;
+use crate::app::{wall_clock_ms, ProposeError, ReadError, SnapshotError};
+use crate::client::wire::{codes, ErrorBody, ErrorDetail};
 use crate::inventory::Rejection;
+use crate::membership::MembershipError;
+
+/// Seconds a client should wait before retrying a 503.
+const RETRY_AFTER_S: u64 = 1;
 
 /// An error answer. Build one with the constructors; render it with `into_response`.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub name: &'static str,
-    pub message: String,
-    pub details: Option<Value>,
-    pub retry_after_s: Option<u64>,
+    status: StatusCode,
+    code: &'static str,
+    name: &'static str,
+    message: String,
+    details: Option<Value>,
+    retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -37,22 +47,47 @@ impl ApiError {
         }
     }
 
-    pub fn with_details(mut self, details: Value) -> Self {
+    /// A 503: the client may retry after a short wait.
+    fn unavailable_with_code(code: &'static str, message: impl Into<String>) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            "ServiceUnavailableError",
+            message,
+        );
+        error.retry_after_s = Some(RETRY_AFTER_S);
+        error
+    }
+
+    fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
+            codes::VALIDATION_ERROR,
             "ValidationError",
             message,
         )
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "NotFoundError", message)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            "NotFoundError",
+            message,
+        )
     }
 
     pub fn method_not_allowed() -> Self {
@@ -93,38 +128,37 @@ impl ApiError {
 
     /// No leader could be reached before the deadline: nothing was applied.
     pub fn no_leader(message: impl Into<String>) -> Self {
-        let mut error = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NO_LEADER",
-            "ServiceUnavailableError",
-            message,
-        );
-        error.retry_after_s = Some(1);
-        error
+        Self::unavailable_with_code(codes::NO_LEADER, message)
     }
 
     /// The write may or may not have been applied; retry with the same Idempotency-Key to find
     /// out safely.
     pub fn outcome_unknown(message: impl Into<String>) -> Self {
-        let mut error = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "OUTCOME_UNKNOWN",
-            "ServiceUnavailableError",
-            message,
-        );
-        error.retry_after_s = Some(1);
-        error
+        Self::unavailable_with_code(codes::OUTCOME_UNKNOWN, message)
+    }
+
+    /// This node is outside the cluster's membership: nothing was done.
+    pub fn not_a_member(message: impl Into<String>) -> Self {
+        Self::unavailable_with_code(codes::NOT_A_MEMBER, message)
+    }
+
+    /// Readiness: this node cannot serve yet.
+    pub fn not_ready(message: impl Into<String>) -> Self {
+        Self::unavailable_with_code(codes::NOT_READY, message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        let mut error = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "ServiceUnavailableError",
+        Self::unavailable_with_code("UNAVAILABLE", message)
+    }
+
+    /// A membership change the safety rules (or openraft) refused before proposing it.
+    pub fn membership_refused(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            codes::MEMBERSHIP_CHANGE_REFUSED,
+            "ConflictError",
             message,
-        );
-        error.retry_after_s = Some(1);
-        error
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -135,68 +169,98 @@ impl ApiError {
             message,
         )
     }
+
+    /// The body this error renders to.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            success: false,
+            error: ErrorDetail {
+                name: self.name.to_owned(),
+                message: self.message.clone(),
+                code: self.code.to_owned(),
+                status_code: self.status.as_u16(),
+                timestamp: rfc3339_ms(wall_clock_ms()),
+                details: self.details.clone(),
+            },
+        }
+    }
 }
 
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> Self {
         let message = rejection.to_string();
+        let conflict = |message| {
+            Self::new(
+                StatusCode::CONFLICT,
+                codes::CONFLICT_ERROR,
+                "ConflictError",
+                message,
+            )
+        };
+        let unprocessable =
+            |code, name, message| Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, name, message);
         match rejection {
             Rejection::Invalid { .. } => Self::validation(message),
             Rejection::NotFound { .. } => Self::not_found(message),
-            Rejection::AlreadyExists { version, .. } => Self::new(
-                StatusCode::CONFLICT,
-                "CONFLICT_ERROR",
-                "ConflictError",
-                message,
-            )
-            .with_details(json!({ "currentVersion": version })),
-            Rejection::VersionMismatch { expected, actual } => Self::new(
-                StatusCode::CONFLICT,
-                "CONFLICT_ERROR",
-                "ConflictError",
-                message,
-            )
-            .with_details(json!({ "expectedVersion": expected, "currentVersion": actual })),
+            Rejection::AlreadyExists { version, .. } => {
+                conflict(message).with_details(json!({ "currentVersion": version }))
+            }
+            Rejection::VersionMismatch { expected, actual } => conflict(message)
+                .with_details(json!({ "expectedVersion": expected, "currentVersion": actual })),
             Rejection::InsufficientStock {
                 requested,
                 available,
-            } => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INSUFFICIENT_STOCK",
-                "InsufficientStockError",
-                message,
-            )
-            .with_details(json!({ "requested": requested, "available": available })),
-            Rejection::Overflow => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "QUANTITY_OUT_OF_RANGE",
-                "ValidationError",
-                message,
-            ),
-            Rejection::IdempotencyKeyReused { .. } => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "IDEMPOTENCY_KEY_REUSED",
-                "IdempotencyError",
-                message,
-            ),
+            } => unprocessable(codes::INSUFFICIENT_STOCK, "InsufficientStockError", message)
+                .with_details(json!({ "requested": requested, "available": available })),
+            Rejection::Overflow => {
+                unprocessable("QUANTITY_OUT_OF_RANGE", "ValidationError", message)
+            }
+            Rejection::IdempotencyKeyReused { .. } => {
+                unprocessable(codes::IDEMPOTENCY_KEY_REUSED, "IdempotencyError", message)
+            }
         }
+    }
+}
+
+impl From<ProposeError> for ApiError {
+    fn from(error: ProposeError) -> Self {
+        match error {
+            ProposeError::NotLeader { .. } => Self::no_leader(error.to_string()),
+            ProposeError::OutcomeUnknown(message) => Self::outcome_unknown(message),
+            ProposeError::Unavailable(message) => Self::unavailable(message),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::NotLeader { .. } => Self::no_leader(error.to_string()),
+            ReadError::Unavailable(message) => Self::unavailable(message),
+            ReadError::Storage(storage) => Self::internal(storage.to_string()),
+        }
+    }
+}
+
+impl From<MembershipError> for ApiError {
+    fn from(error: MembershipError) -> Self {
+        match error {
+            MembershipError::Refused(message) => Self::membership_refused(message),
+            MembershipError::NotLeader { .. } => Self::no_leader(error.to_string()),
+            MembershipError::OutcomeUnknown(message) => Self::outcome_unknown(message),
+        }
+    }
+}
+
+impl From<SnapshotError> for ApiError {
+    fn from(error: SnapshotError) -> Self {
+        Self::unavailable(error.to_string())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({
-            "name": self.name,
-            "message": self.message,
-            "code": self.code,
-            "statusCode": self.status.as_u16(),
-            "timestamp": rfc3339_ms(wall_clock_ms()),
-        });
-        if let Some(details) = self.details {
-            error["details"] = details;
-        }
-        let body = json!({ "success": false, "error": error });
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = (self.status, axum::Json(self.body())).into_response();
         if let Some(seconds) = self.retry_after_s {
             response
                 .headers_mut()

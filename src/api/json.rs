@@ -1,20 +1,19 @@
-//! JSON shapes shared by the handlers: records as the seed showed them, and time formatting.
+//! From the domain to the wire: records as the seed showed them, and time formatting.
 
-use serde_json::{json, Value};
-
+use crate::client::wire::RecordBody;
 use crate::inventory::Record;
 
 /// A record as the seed's clients expect it:
 /// `{sku, storeId, qty, version, createdAt, updatedAt}`.
-pub fn record(record: &Record) -> Value {
-    json!({
-        "sku": record.key.sku,
-        "storeId": record.key.store_id,
-        "qty": record.quantity,
-        "version": record.version,
-        "createdAt": rfc3339_ms(record.created_at_ms),
-        "updatedAt": rfc3339_ms(record.updated_at_ms),
-    })
+pub fn record(record: &Record) -> RecordBody {
+    RecordBody {
+        sku: record.key.sku.clone(),
+        store_id: record.key.store_id.clone(),
+        qty: record.quantity,
+        version: record.version,
+        created_at: rfc3339_ms(record.created_at_ms),
+        updated_at: rfc3339_ms(record.updated_at_ms),
+    }
 }
 
 /// Formats ms since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), like JavaScript's

@@ -16,11 +16,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::app::{App, Counters};
+pub use super::request::RawRequest;
+use crate::app::{App, Counters, ProposeError, ReadError};
+use crate::membership::MembershipError;
 use crate::transport::{TransportError, WireRequest};
 
 /// Marks a request forwarded by another node (value: the forwarding node's id).
@@ -34,15 +36,6 @@ pub const MAYBE_APPLIED_HEADER: &str = "x-stockraft-maybe-applied";
 pub const LEADER_HEADER: &str = "x-stockraft-leader";
 /// Pause between attempts while a leader is being elected or found.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
-
-/// The parts of a client request needed to forward it unchanged.
-#[derive(Debug, Clone)]
-pub struct RawRequest {
-    pub method: Method,
-    pub path_and_query: String,
-    pub headers: HeaderMap,
-    pub body: Vec<u8>,
-}
 
 impl RawRequest {
     fn is_forwarded(&self) -> bool {
@@ -58,6 +51,68 @@ pub enum Attempt {
     NotLeader,
     /// Something may have happened; the message says what.
     Unknown(String),
+}
+
+impl Attempt {
+    /// The attempt a layer's result makes: success is final, a "not the leader" is retried
+    /// elsewhere, an unknown outcome is for [`at_leader`] to weigh, anything else is a final
+    /// error answer (mapped in `api::error`).
+    pub fn from_result<E: RoutingError>(result: Result<Response, E>) -> Self {
+        match result {
+            Ok(response) => Attempt::Done(response),
+            Err(error) => match error.routing() {
+                Routing::NotLeader => Attempt::NotLeader,
+                Routing::OutcomeUnknown => Attempt::Unknown(error.to_string()),
+                Routing::Final => Attempt::Done(error.into().into_response()),
+            },
+        }
+    }
+}
+
+/// What an error of a layer below means for routing a request to the leader.
+pub enum Routing {
+    /// This node does not lead; nothing happened.
+    NotLeader,
+    /// Something may have happened.
+    OutcomeUnknown,
+    /// An answer for the client.
+    Final,
+}
+
+/// Errors that [`Attempt::from_result`] can route.
+pub trait RoutingError: Into<ApiError> + std::fmt::Display {
+    fn routing(&self) -> Routing;
+}
+
+impl RoutingError for ProposeError {
+    fn routing(&self) -> Routing {
+        match self {
+            ProposeError::NotLeader { .. } => Routing::NotLeader,
+            ProposeError::OutcomeUnknown(_) => Routing::OutcomeUnknown,
+            ProposeError::Unavailable(_) => Routing::Final,
+        }
+    }
+}
+
+impl RoutingError for ReadError {
+    fn routing(&self) -> Routing {
+        match self {
+            ReadError::NotLeader { .. } => Routing::NotLeader,
+            // Nothing changes on a read: an unavailable leader is retried like an unknown.
+            ReadError::Unavailable(_) => Routing::OutcomeUnknown,
+            ReadError::Storage(_) => Routing::Final,
+        }
+    }
+}
+
+impl RoutingError for MembershipError {
+    fn routing(&self) -> Routing {
+        match self {
+            MembershipError::NotLeader { .. } => Routing::NotLeader,
+            MembershipError::OutcomeUnknown(_) => Routing::OutcomeUnknown,
+            MembershipError::Refused(_) => Routing::Final,
+        }
+    }
 }
 
 /// What kind of request is being routed: it decides what an unknown outcome means.
@@ -161,9 +216,7 @@ pub(super) fn refuse_if_not_a_member(app: &App) -> Option<Response> {
             app.id
         ),
     };
-    let mut error = ApiError::unavailable(message);
-    error.code = "NOT_A_MEMBER";
-    Some(error.into_response())
+    Some(ApiError::not_a_member(message).into_response())
 }
 
 fn not_leader_response(app: &App, maybe_applied: bool) -> Response {

@@ -1,10 +1,11 @@
 //! HTTP in: the seed-compatible client API, the Raft RPC routes and the guards in front of them.
 //!
-//! Every node serves every route. Handlers are thin: they parse and validate (answering 400, 413,
-//! 415 in the seed's error shape), then call [`App`](crate::app::App) through [`leader`], which
-//! serves the request here if this node leads, forwards it to the leader otherwise, and waits for
-//! a leader within the write deadline when none is known. Failures become HTTP in exactly one
-//! place, [`error::ApiError`].
+//! Every node serves every route. Handlers are thin: they parse and validate ([`request`],
+//! answering 400, 413, 415 in the seed's error shape) into the shared wire types
+//! (`client::wire`), then call [`App`](crate::app::App) through [`leader`], which serves the
+//! request here if this node leads, forwards it to the leader otherwise, and waits for a leader
+//! within the write deadline when none is known. Failures become HTTP in exactly one place,
+//! [`error::ApiError`]. Paths come from `client::routes`.
 //!
 //! Security: `/raft/*` (and admin routes) require the cluster secret in `x-stockraft-secret`;
 //! client routes require `Authorization: Bearer <token>` only when a client token is configured.
@@ -18,6 +19,7 @@ pub mod json;
 mod leader;
 mod metrics;
 mod raft_routes;
+mod request;
 mod sync;
 
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::app::{App, Counters};
-use crate::raft::network::routes;
+use crate::client::{headers, routes};
 use crate::transport::SECRET_HEADER;
 use error::ApiError;
 
@@ -40,50 +42,55 @@ pub const RAFT_BODY_LIMIT_BYTES: usize = 1 << 30;
 /// The node's whole HTTP surface.
 pub fn router(app: Arc<App>) -> Router {
     let raft = Router::new()
-        .route(routes::APPEND, post(raft_routes::append))
-        .route(routes::VOTE, post(raft_routes::vote))
-        .route(routes::PRE_VOTE, post(raft_routes::pre_vote))
-        .route(routes::SNAPSHOT, post(raft_routes::snapshot))
-        .route(routes::TRANSFER_LEADER, post(raft_routes::transfer_leader))
-        .route(routes::STATUS, get(raft_routes::status))
+        .route(routes::raft::APPEND, post(raft_routes::append))
+        .route(routes::raft::VOTE, post(raft_routes::vote))
+        .route(routes::raft::PRE_VOTE, post(raft_routes::pre_vote))
+        .route(routes::raft::SNAPSHOT, post(raft_routes::snapshot))
+        .route(
+            routes::raft::TRANSFER_LEADER,
+            post(raft_routes::transfer_leader),
+        )
+        .route(routes::raft::STATUS, get(raft_routes::status))
         .layer(axum::extract::DefaultBodyLimit::max(RAFT_BODY_LIMIT_BYTES))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_secret));
 
-    let record = "/api/inventory/stores/{store_id}/inventory/{sku}";
     let client = Router::new()
-        .route("/api/inventory", post(inventory::create_from_body))
-        .route(record, get(inventory::get).post(inventory::create_at_path))
+        .route(routes::INVENTORY, post(inventory::create_from_body))
         .route(
-            "/api/inventory/{sku}/{store_id}",
-            get(inventory::get_legacy),
+            routes::RECORD,
+            get(inventory::get).post(inventory::create_at_path),
         )
-        .route(&format!("{record}/adjust"), post(inventory::adjust))
-        .route(&format!("{record}/reserve"), post(inventory::reserve))
-        .route("/api/metrics", get(metrics::metrics))
-        .route("/api/health/metrics", get(metrics::metrics))
-        .route("/api/sync", post(sync::barrier))
-        .route("/api/sync/status", get(sync::status))
-        .route("/api/sync/start", post(sync::start))
-        .route("/api/sync/stop", post(sync::stop))
+        .route(routes::LEGACY_RECORD, get(inventory::get_legacy))
+        .route(routes::ADJUST, post(inventory::adjust))
+        .route(routes::RESERVE, post(inventory::reserve))
+        .route(routes::METRICS, get(metrics::metrics))
+        .route(routes::HEALTH_METRICS, get(metrics::metrics))
+        .route(routes::SYNC, post(sync::barrier))
+        .route(routes::SYNC_STATUS, get(sync::status))
+        .route(routes::SYNC_START, post(sync::start))
+        .route(routes::SYNC_STOP, post(sync::stop))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             require_client_token,
         ));
 
     let admin = Router::new()
-        .route("/api/metrics/reset", post(metrics::reset))
-        .route("/api/cluster", get(admin::cluster))
-        .route("/api/cluster/learners", post(admin::add_learner))
-        .route("/api/cluster/promote", post(admin::promote))
-        .route("/api/cluster/remove", post(admin::remove))
-        .route("/api/cluster/transfer-leader", post(admin::transfer_leader))
-        .route("/api/cluster/snapshot", post(admin::snapshot))
+        .route(routes::METRICS_RESET, post(metrics::reset))
+        .route(routes::CLUSTER, get(admin::cluster))
+        .route(routes::CLUSTER_LEARNERS, post(admin::add_learner))
+        .route(routes::CLUSTER_PROMOTE, post(admin::promote))
+        .route(routes::CLUSTER_REMOVE, post(admin::remove))
+        .route(
+            routes::CLUSTER_TRANSFER_LEADER,
+            post(admin::transfer_leader),
+        )
+        .route(routes::CLUSTER_SNAPSHOT, post(admin::snapshot))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_secret));
 
     let open = Router::new()
-        .route("/api/health", get(health::health))
-        .route("/api/health/liveness", get(health::liveness))
-        .route("/api/health/readiness", get(health::readiness));
+        .route(routes::HEALTH, get(health::health))
+        .route(routes::LIVENESS, get(health::liveness))
+        .route(routes::READINESS, get(health::readiness));
 
     Router::new()
         .merge(raft)
@@ -139,7 +146,7 @@ async fn require_client_token(
         let expected = format!("Bearer {token}");
         let authorized = request
             .headers()
-            .get("authorization")
+            .get(headers::AUTHORIZATION)
             .is_some_and(|value| constant_time_eq(value.as_bytes(), expected.as_bytes()));
         // Nodes forwarding a client's request pass its Authorization header along unchanged.
         if !authorized {

@@ -11,21 +11,21 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::app::App;
-use crate::raft::network::SnapshotRequest;
+use crate::client::wire::PeerStatus;
+use crate::raft::network::{decode_rpc, encode_rpc, RpcDecodeError, SnapshotRequest};
 use crate::raft::Snapshot;
-use crate::storage::{decode, encode, StorageError};
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, StorageError> {
-    decode(b"raft-rpc", body)
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RpcDecodeError> {
+    decode_rpc(body)
 }
 
-fn bad_request(error: StorageError) -> Response {
+fn bad_request(error: RpcDecodeError) -> Response {
     (StatusCode::BAD_REQUEST, error.to_string()).into_response()
 }
 
 fn reply<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Response {
     let result = result.map_err(|error| error.to_string());
-    (StatusCode::OK, encode(&result)).into_response()
+    (StatusCode::OK, encode_rpc(&result)).into_response()
 }
 
 pub async fn append(State(app): State<Arc<App>>, body: Bytes) -> Response {
@@ -72,10 +72,10 @@ pub async fn transfer_leader(State(app): State<Arc<App>>, body: Bytes) -> Respon
 /// a node whose data was wiped never founds a second cluster beside the live one.
 pub async fn status(State(app): State<Arc<App>>) -> Response {
     match app.raft.is_initialized().await {
-        Ok(initialized) => axum::Json(serde_json::json!({
-            "id": app.id,
-            "initialized": initialized,
-        }))
+        Ok(initialized) => axum::Json(PeerStatus {
+            id: app.id,
+            initialized,
+        })
         .into_response(),
         Err(fatal) => (StatusCode::SERVICE_UNAVAILABLE, fatal.to_string()).into_response(),
     }

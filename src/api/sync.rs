@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
 
 use super::error::ApiError;
-use super::inventory::{json_body_if_any, read_request};
 use super::leader::{self, Attempt, RequestKind};
+use super::request::RawRequest;
 use crate::app::App;
+use crate::client::wire::{
+    Barrier, Envelope, SnapshotSchedule, SyncStartRequest, SyncStatus, SyncStopped,
+};
 use crate::membership;
 
 /// Default period of `/api/sync/start` when no `intervalMs` is given.
@@ -30,76 +31,55 @@ pub const SNAPSHOT_INTERVAL_MS_DEFAULT: u64 = 60_000;
 pub const SNAPSHOT_INTERVAL_MS_MIN: u64 = 1_000;
 pub const SNAPSHOT_INTERVAL_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct StartBody {
-    interval_ms: Option<u64>,
-}
-
 /// `GET /api/sync/status`, served by the leader (forwarded there if needed).
 pub async fn status(State(app): State<Arc<App>>, request: Request) -> Response {
-    let raw = match read_request(&app, request).await {
+    let raw = match RawRequest::read(&app, request).await {
         Ok(raw) => raw,
         Err(error) => return error.into_response(),
     };
     leader::at_leader(&app, &raw, RequestKind::Read, |_| async {
-        Attempt::Done(replication_status(&app))
+        let view = membership::view(&app);
+        Attempt::Done(
+            axum::Json(Envelope::ok(SyncStatus {
+                leader_id: view.leader_id,
+                term: view.term,
+                last_log_index: view.last_log_index,
+                commit_index: view.commit_index,
+                members: view.members,
+                snapshot_schedule: schedule(&app),
+            }))
+            .into_response(),
+        )
     })
     .await
 }
 
-fn replication_status(app: &App) -> Response {
-    let view = membership::view(app);
-    axum::Json(json!({
-        "success": true,
-        "data": {
-            "leaderId": view.leader_id,
-            "term": view.term,
-            "lastLogIndex": view.last_log_index,
-            "commitIndex": view.commit_index,
-            "members": view.members,
-            "snapshotSchedule": schedule_json(app),
-        }
-    }))
-    .into_response()
-}
-
-fn schedule_json(app: &App) -> serde_json::Value {
-    let interval = app.snapshot_schedule.interval_ms();
-    json!({ "running": interval.is_some(), "intervalMs": interval })
+fn schedule(app: &App) -> SnapshotSchedule {
+    let interval_ms = app.snapshot_schedule.interval_ms();
+    SnapshotSchedule {
+        running: interval_ms.is_some(),
+        interval_ms,
+    }
 }
 
 /// `POST /api/sync`: waits until this node applied everything committed when the call began.
 pub async fn barrier(State(app): State<Arc<App>>) -> Response {
-    let metrics = app.metrics();
-    let target = metrics.cluster_committed.map(|id| id.index);
     let deadline = Duration::from_millis(app.config.api.write_deadline_ms);
-    match app
-        .raft
-        .wait(Some(deadline))
-        .applied_index_at_least(target, "sync barrier")
-        .await
-    {
-        Ok(now) => axum::Json(json!({
-            "success": true,
-            "data": {
-                "committedIndex": target,
-                "appliedIndex": now.last_applied.map(|id| id.index),
-            }
+    match app.apply_barrier(deadline).await {
+        Ok((committed_index, applied_index)) => axum::Json(Envelope::ok(Barrier {
+            committed_index,
+            applied_index,
         }))
         .into_response(),
-        Err(error) => {
-            ApiError::unavailable(format!("not caught up with commit {target:?}: {error}"))
-                .into_response()
-        }
+        Err(error) => ApiError::unavailable(error.to_string()).into_response(),
     }
 }
 
 /// `POST /api/sync/start` `{intervalMs?}`: (re)starts the periodic snapshot on this node.
 pub async fn start(State(app): State<Arc<App>>, request: Request) -> Response {
     let parsed = async {
-        let raw = read_request(&app, request).await?;
-        let body: StartBody = json_body_if_any(&raw)?.unwrap_or_default();
+        let raw = RawRequest::read(&app, request).await?;
+        let body: SyncStartRequest = raw.json_if_any()?.unwrap_or_default();
         let interval_ms = body.interval_ms.unwrap_or(SNAPSHOT_INTERVAL_MS_DEFAULT);
         if !(SNAPSHOT_INTERVAL_MS_MIN..=SNAPSHOT_INTERVAL_MS_MAX).contains(&interval_ms) {
             return Err(ApiError::validation(format!(
@@ -111,7 +91,7 @@ pub async fn start(State(app): State<Arc<App>>, request: Request) -> Response {
     match parsed.await {
         Ok(interval_ms) => {
             app.snapshot_schedule.start(app.raft.clone(), interval_ms);
-            axum::Json(json!({ "success": true, "data": schedule_json(&app) })).into_response()
+            axum::Json(Envelope::ok(schedule(&app))).into_response()
         }
         Err(error) => error.into_response(),
     }
@@ -120,9 +100,9 @@ pub async fn start(State(app): State<Arc<App>>, request: Request) -> Response {
 /// `POST /api/sync/stop`: stops the periodic snapshot on this node.
 pub async fn stop(State(app): State<Arc<App>>) -> Response {
     let was_running = app.snapshot_schedule.stop();
-    axum::Json(json!({
-        "success": true,
-        "data": { "wasRunning": was_running, "running": false }
+    axum::Json(Envelope::ok(SyncStopped {
+        was_running,
+        running: false,
     }))
     .into_response()
 }

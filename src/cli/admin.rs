@@ -7,17 +7,24 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
 
-use crate::membership::{ClusterView, MemberView};
-use crate::transport::SECRET_HEADER;
+use crate::client::wire::{
+    AddLearnerRequest, ClusterView, Envelope, Health, MemberView, MembersRequest, SnapshotTaken,
+    TransferLeaderRequest,
+};
+use crate::client::{Answer, Client, ClientError};
+use crate::transport::HttpTransport;
 
 /// A member is flagged as lagging when it is this many entries behind the leader.
 pub const LAG_WARNING_ENTRIES: u64 = 100;
 /// How long one admin request may take (a learner add with `--wait` can take a while).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the status table waits for one member's health.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -81,36 +88,6 @@ pub enum AdminCommand {
     Snapshot,
 }
 
-struct Client {
-    http: reqwest::Client,
-    node: String,
-    secret: String,
-}
-
-impl Client {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut request = self
-            .http
-            .request(method, format!("http://{}{}", self.node, path))
-            .header(SECRET_HEADER, &self.secret);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.node))?;
-        let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(Value::Null);
-        Ok((status, body))
-    }
-}
-
 fn secret(args: &AdminArgs) -> anyhow::Result<String> {
     if let Some(secret) = &args.secret {
         return Ok(secret.clone());
@@ -124,88 +101,89 @@ fn secret(args: &AdminArgs) -> anyhow::Result<String> {
     Ok(config.cluster.secret)
 }
 
+/// What a successful command answered.
+enum Output {
+    View(ClusterView),
+    Snapshot(SnapshotTaken),
+}
+
 /// Runs one admin command; returns the process exit code.
 pub async fn run(args: AdminArgs) -> anyhow::Result<i32> {
-    let client = Client {
-        http: reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .no_proxy()
-            .build()?,
-        node: args.node.clone(),
-        secret: secret(&args)?,
-    };
-    let post = reqwest::Method::POST;
-    let (status, body) = match &args.command {
-        AdminCommand::Status => {
-            client
-                .call(reqwest::Method::GET, "/api/cluster", None)
-                .await?
-        }
+    let client = Client::new(Arc::new(HttpTransport::new()), args.node.clone())
+        .with_secret(secret(&args)?)
+        .with_timeout(REQUEST_TIMEOUT);
+    let view = |answer: Answer<Envelope<ClusterView>>| answer.ok().map(|e| Output::View(e.data));
+    let result = match &args.command {
+        AdminCommand::Status => view(client.cluster().await?),
         AdminCommand::AddLearner { id, addr, wait } => {
-            let body = json!({ "id": id, "addr": addr, "wait": wait });
-            client
-                .call(post, "/api/cluster/learners", Some(body))
-                .await?
+            let request = AddLearnerRequest {
+                id: *id,
+                addr: addr.clone(),
+                wait: *wait,
+            };
+            view(client.add_learner(&request).await?)
         }
         AdminCommand::Promote { ids } => {
-            client
-                .call(post, "/api/cluster/promote", Some(json!({ "ids": ids })))
-                .await?
+            let request = MembersRequest {
+                ids: ids.iter().copied().collect(),
+                keep_as_learners: false,
+            };
+            view(client.promote(&request).await?)
         }
         AdminCommand::Remove {
             ids,
             keep_as_learner,
         } => {
-            let body = json!({ "ids": ids, "keepAsLearners": keep_as_learner });
-            client.call(post, "/api/cluster/remove", Some(body)).await?
+            let request = MembersRequest {
+                ids: ids.iter().copied().collect(),
+                keep_as_learners: *keep_as_learner,
+            };
+            view(client.remove(&request).await?)
         }
-        AdminCommand::TransferLeader { to } => {
+        AdminCommand::TransferLeader { to } => view(
             client
-                .call(
-                    post,
-                    "/api/cluster/transfer-leader",
-                    Some(json!({ "to": to })),
-                )
-                .await?
-        }
-        AdminCommand::Snapshot => client.call(post, "/api/cluster/snapshot", None).await?,
+                .transfer_leader(&TransferLeaderRequest { to: *to })
+                .await?,
+        ),
+        AdminCommand::Snapshot => client
+            .snapshot()
+            .await?
+            .ok()
+            .map(|e| Output::Snapshot(e.data)),
     };
-    if !(200..300).contains(&status) {
-        let error = &body["error"];
-        eprintln!(
-            "error {status} {}: {}",
-            error["code"].as_str().unwrap_or("?"),
-            error["message"].as_str().unwrap_or("(no message)")
-        );
-        return Ok(1);
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
-        return Ok(0);
-    }
-    match (
-        &args.command,
-        serde_json::from_value::<ClusterView>(body["data"].clone()),
-    ) {
-        (AdminCommand::Snapshot | AdminCommand::TransferLeader { .. }, _) | (_, Err(_)) => {
-            println!("{}", serde_json::to_string_pretty(&body["data"])?);
+    let output = match result {
+        Ok(output) => output,
+        Err(ClientError::Refused { status, error }) => {
+            eprintln!(
+                "error {status} {}: {}",
+                error.error.code, error.error.message
+            );
+            return Ok(1);
         }
-        (_, Ok(view)) => print!("{}", status_table(&client, &view).await),
+        Err(other) => return Err(other.into()),
+    };
+    match (output, args.json) {
+        (Output::View(view), true) => println!("{}", pretty(&Envelope::ok(view))?),
+        (Output::Snapshot(taken), true) => println!("{}", pretty(&Envelope::ok(taken))?),
+        (Output::Snapshot(taken), false) => println!("{}", pretty(&taken)?),
+        (Output::View(view), false)
+            if matches!(args.command, AdminCommand::TransferLeader { .. }) =>
+        {
+            println!("{}", pretty(&view)?)
+        }
+        (Output::View(view), false) => print!("{}", status_table(&client, &view).await),
     }
     Ok(0)
 }
 
+fn pretty(value: &impl serde::Serialize) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(value)
+}
+
 /// Per-node figures only the node itself knows (term, last log, applied), from its health route.
-async fn node_health(client: &Client, member: &MemberView) -> Option<Value> {
-    let response = client
-        .http
-        .get(format!("http://{}/api/health", member.addr))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    let body: Value = response.json().await.ok()?;
-    Some(body["data"].clone())
+async fn node_health(client: &Client, member: &MemberView) -> Option<Health> {
+    let node = client.to_node(&member.addr).with_timeout(HEALTH_TIMEOUT);
+    Some(node.health().await.ok()?.ok().ok()?.data)
 }
 
 async fn status_table(client: &Client, view: &ClusterView) -> String {
@@ -222,10 +200,17 @@ async fn status_table(client: &Client, view: &ClusterView) -> String {
     ));
     for member in &view.members {
         let health = node_health(client, member).await;
-        let field = |name: &str| {
-            health
-                .as_ref()
-                .map_or("-".to_owned(), |h| value_text(&h[name]))
+        let (state, term, last_log, applied) = match &health {
+            Some(h) => (
+                serde_json::to_value(h.raft.role)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                h.raft.term.to_string(),
+                show(h.raft.last_log_index),
+                show(h.raft.applied_index),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
         let mut notes = Vec::new();
         if !member.reachable || health.is_none() {
@@ -238,11 +223,11 @@ async fn status_table(client: &Client, view: &ClusterView) -> String {
             "{:<4} {:<22} {:<8} {:<10} {:>5} {:>9} {:>9} {:>7}  {}\n",
             member.id,
             member.addr,
-            member.role,
-            field("role"),
-            field("term"),
-            field("lastLogIndex"),
-            field("appliedIndex"),
+            member.role.to_string(),
+            state,
+            term,
+            last_log,
+            applied,
             member.lag,
             notes.join(" ")
         ));
@@ -252,12 +237,4 @@ async fn status_table(client: &Client, view: &ClusterView) -> String {
 
 fn show(value: Option<u64>) -> String {
     value.map_or("-".to_owned(), |v| v.to_string())
-}
-
-fn value_text(value: &Value) -> String {
-    match value {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }

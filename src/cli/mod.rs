@@ -1,5 +1,7 @@
 //! The `stockraft` command line: a thin clap layer over the library.
 
+// The admin CLI speaks real HTTP; a --cfg madsim build has no real network.
+#[cfg(not(madsim))]
 pub mod admin;
 
 use std::path::PathBuf;
@@ -36,5 +38,6 @@ pub enum Command {
         join: Option<String>,
     },
     /// Operate a running cluster (membership, leadership, snapshots) through any node.
+    #[cfg(not(madsim))]
     Admin(admin::AdminArgs),
 }

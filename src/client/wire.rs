@@ -9,8 +9,16 @@
 //!
 //! Serialization is the client's side: absent optional fields are omitted, never sent as
 //! `null` (which the server refuses).
+//!
+//! Answers are here too: the server renders them from these types and clients parse them into
+//! the same types, so the two cannot drift apart.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::raft::NodeId;
 
 /// `POST /api/inventory`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +71,282 @@ pub struct ReserveRequest {
         deserialize_with = "integer::version"
     )]
     pub expected_version: Option<u64>,
+}
+
+/// `POST /api/cluster/learners`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AddLearnerRequest {
+    pub id: NodeId,
+    /// The new node's `host:port`.
+    pub addr: String,
+    /// Answer only once the learner has caught up.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// `POST /api/cluster/promote` (`keepAsLearners` unused) and `POST /api/cluster/remove`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MembersRequest {
+    pub ids: BTreeSet<NodeId>,
+    /// On remove: demote voters to learners instead of removing them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_as_learners: bool,
+}
+
+/// `POST /api/cluster/transfer-leader`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TransferLeaderRequest {
+    pub to: NodeId,
+}
+
+/// `POST /api/sync/start` (the body is optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SyncStartRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+}
+
+/// `{"success": true, "data": ...}`: how most answers are wrapped (as in the seed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub success: bool,
+    pub data: T,
+}
+
+impl<T> Envelope<T> {
+    pub fn ok(data: T) -> Self {
+        Self {
+            success: true,
+            data,
+        }
+    }
+}
+
+/// A record as the API shows it (the seed's schema). Times are ISO-8601 UTC with milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordBody {
+    pub sku: String,
+    pub store_id: String,
+    pub qty: i64,
+    pub version: u64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The answer to an adjust or a reserve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeAnswer {
+    pub success: bool,
+    pub new_quantity: i64,
+    pub new_version: u64,
+    pub record: RecordBody,
+}
+
+/// Every error answer: `{"success": false, "error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub success: bool,
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    pub name: String,
+    pub message: String,
+    /// Stable machine-readable code, e.g. `CONFLICT_ERROR`, `NO_LEADER`.
+    pub code: String,
+    pub status_code: u16,
+    pub timestamp: String,
+    /// Facts about the refusal: `currentVersion`, `expectedVersion`, `requested`, `available`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+/// Error codes a client acts on.
+pub mod codes {
+    pub const VALIDATION_ERROR: &str = "VALIDATION_ERROR";
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    pub const CONFLICT_ERROR: &str = "CONFLICT_ERROR";
+    pub const INSUFFICIENT_STOCK: &str = "INSUFFICIENT_STOCK";
+    pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
+    /// No leader answered within the deadline: nothing was applied.
+    pub const NO_LEADER: &str = "NO_LEADER";
+    /// The write may or may not have been applied.
+    pub const OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
+    /// The node is outside the cluster's membership: nothing was done.
+    pub const NOT_A_MEMBER: &str = "NOT_A_MEMBER";
+    pub const NOT_READY: &str = "NOT_READY";
+    pub const MEMBERSHIP_CHANGE_REFUSED: &str = "MEMBERSHIP_CHANGE_REFUSED";
+}
+
+/// A node's Raft role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RaftRole {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Shutdown,
+}
+
+/// A node's Raft position, as `/api/health` and `/api/metrics` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftStatus {
+    pub node_id: NodeId,
+    pub role: RaftRole,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+}
+
+/// `GET /api/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub status: String,
+    pub timestamp: String,
+    /// Seconds since the process started.
+    pub uptime: f64,
+    #[serde(flatten)]
+    pub raft: RaftStatus,
+}
+
+/// `GET /api/health/readiness` when ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Readiness {
+    pub status: String,
+    pub leader_id: Option<NodeId>,
+    pub applied_index: Option<u64>,
+}
+
+/// `GET /api/metrics` and `GET /api/health/metrics` (README documents every field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metrics {
+    pub requests: u64,
+    pub errors: u64,
+    pub conflicts: u64,
+    pub idempotent_hits: u64,
+    pub adjust_stock: u64,
+    pub reserve_stock: u64,
+    pub create_record: u64,
+    pub get_inventory: u64,
+    pub forwarded: u64,
+    pub raft: RaftStatus,
+}
+
+/// A member's role in the cluster's membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    Voter,
+    Learner,
+}
+
+impl std::fmt::Display for MemberRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemberRole::Voter => "voter",
+            MemberRole::Learner => "learner",
+        })
+    }
+}
+
+/// One member, as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberView {
+    pub id: NodeId,
+    pub addr: String,
+    pub role: MemberRole,
+    /// The leader heard from it recently (`membership::REACHABLE_WITHIN`).
+    pub reachable: bool,
+    pub matched_index: Option<u64>,
+    /// Entries the member is behind the leader's last log index.
+    pub lag: u64,
+}
+
+/// The cluster as `GET /api/cluster` (and every membership change) reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub members: Vec<MemberView>,
+}
+
+/// The periodic snapshot of `/api/sync/start|stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotSchedule {
+    pub running: bool,
+    pub interval_ms: Option<u64>,
+}
+
+/// `GET /api/sync/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub members: Vec<MemberView>,
+    pub snapshot_schedule: SnapshotSchedule,
+}
+
+/// `POST /api/sync/stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStopped {
+    pub was_running: bool,
+    pub running: bool,
+}
+
+/// `POST /api/sync`: this node applied at least `committed_index` (commit when called).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Barrier {
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+}
+
+/// `POST /api/metrics/reset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reset {
+    pub reset: bool,
+}
+
+/// `POST /api/cluster/snapshot`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotTaken {
+    pub node_id: NodeId,
+    pub snapshot_index: Option<u64>,
+}
+
+/// `GET /raft/status`: whether a node holds Raft state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub id: NodeId,
+    pub initialized: bool,
 }
 
 /// The seed's integer rules, one deserializer per rule. Each reads any JSON value and refuses

@@ -20,17 +20,25 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
-use crate::storage::{decode, encode};
-use crate::transport::{Transport, WireRequest, SECRET_HEADER};
+use crate::client::routes::raft as routes;
+use crate::storage::encode;
+use crate::transport::{Transport, WireRequest};
 
-/// The Raft RPC routes, shared by this client and the server in `api::raft_routes`.
-pub mod routes {
-    pub const APPEND: &str = "/raft/append";
-    pub const VOTE: &str = "/raft/vote";
-    pub const PRE_VOTE: &str = "/raft/pre-vote";
-    pub const SNAPSHOT: &str = "/raft/snapshot";
-    pub const TRANSFER_LEADER: &str = "/raft/transfer-leader";
-    pub const STATUS: &str = "/raft/status";
+/// Why a Raft RPC body (a request at the server, a reply at the client) could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable Raft RPC body: {0}")]
+pub struct RpcDecodeError(String);
+
+/// Encodes a Raft RPC body (bincode 2, as on disk).
+pub fn encode_rpc<T: Serialize>(value: &T) -> Vec<u8> {
+    encode(value)
+}
+
+/// Decodes a Raft RPC body.
+pub fn decode_rpc<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcDecodeError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(value, _)| value)
+        .map_err(|error| RpcDecodeError(error.to_string()))
 }
 
 /// The body of a full-snapshot RPC.
@@ -82,18 +90,7 @@ impl PeerClient {
         request: &Req,
         timeout: Duration,
     ) -> Result<Reply, Unreachable<TypeConfig>> {
-        let wire = WireRequest {
-            method: "POST".to_owned(),
-            path: route.to_owned(),
-            headers: vec![
-                (SECRET_HEADER.to_owned(), self.secret.to_string()),
-                (
-                    "content-type".to_owned(),
-                    "application/octet-stream".to_owned(),
-                ),
-            ],
-            body: encode(request),
-        };
+        let wire = WireRequest::post_bytes(route, encode_rpc(request)).with_secret(&self.secret);
         let response = self
             .transport
             .send(&self.addr, wire, timeout)
@@ -108,7 +105,7 @@ impl PeerClient {
             )));
         }
         let reply: Result<Reply, String> =
-            decode(route.as_bytes(), &response.body).map_err(Unreachable::from_string)?;
+            decode_rpc(&response.body).map_err(Unreachable::from_string)?;
         reply
             .map_err(|message| Unreachable::from_string(format!("node {}: {message}", self.target)))
     }

@@ -37,11 +37,18 @@ use crate::storage::{decode, encode, keys, Disk, KeyValue, Order, StorageError, 
 /// apply while still draining the expiry index faster than keys can be added (one per entry).
 pub const EXPIRED_KEYS_PURGED_PER_ENTRY_MAX: usize = 4;
 
+/// The state transition the store runs on each command: [`inventory::apply`] in the product. A
+/// seam, so that the simulation can run a wrapper of its own (a planted bug) and prove its
+/// checkers catch it, while `inventory::apply` stays pure and free of test switches.
+pub type ApplyFn =
+    fn(&MemoryState, &Request, ApplyContext) -> (inventory::Response, inventory::Effects);
+
 /// The state machine. Clones share the disk: the Raft core owns one, the HTTP layer reads
 /// through another.
 #[derive(Clone)]
 pub struct StateMachineStore {
     disk: Arc<dyn Disk>,
+    apply: ApplyFn,
     /// Serialises writes of the current snapshot (`Z`): openraft builds snapshots on a task of
     /// their own, concurrently with installs, and an older build must not replace a newer
     /// installed snapshot.
@@ -56,9 +63,16 @@ struct StoredSnapshot {
 }
 
 impl StateMachineStore {
+    /// The product's store: commands go through [`inventory::apply`].
     pub fn new(disk: Arc<dyn Disk>) -> Self {
+        Self::with_apply(disk, inventory::apply)
+    }
+
+    /// A store that runs `apply` on each command instead (see [`ApplyFn`]).
+    pub fn with_apply(disk: Arc<dyn Disk>, apply: ApplyFn) -> Self {
         Self {
             disk,
+            apply,
             snapshot_lock: Arc::default(),
         }
     }
@@ -92,17 +106,6 @@ impl StateMachineStore {
         )
     }
 
-    /// Every record, in (store, sku) order, up to `limit`.
-    pub fn records(&self, limit: usize) -> Result<Vec<Record>, StorageError> {
-        let pairs = self.disk.scan(
-            keys::RECORDS_START,
-            keys::RECORDS_END,
-            Order::Ascending,
-            limit,
-        )?;
-        pairs.iter().map(|(k, v)| decode(k, v)).collect()
-    }
-
     fn current_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
         let stored: Option<StoredSnapshot> = self.read(keys::SNAPSHOT)?;
         Ok(stored.map(|stored| Snapshot {
@@ -115,6 +118,7 @@ impl StateMachineStore {
 /// The writes of one apply call, with the reads they must see.
 struct ApplyBatch<'d> {
     disk: &'d dyn Disk,
+    apply: ApplyFn,
     /// Pending writes: `None` deletes.
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     applied: Option<LogId>,
@@ -126,6 +130,7 @@ impl<'d> ApplyBatch<'d> {
     fn begin(store: &'d StateMachineStore) -> Result<Self, StorageError> {
         Ok(Self {
             disk: &*store.disk,
+            apply: store.apply,
             overlay: BTreeMap::new(),
             applied: store.applied()?,
             membership: store.read(keys::MEMBERSHIP)?.unwrap_or_default(),
@@ -199,9 +204,19 @@ impl<'d> ApplyBatch<'d> {
             log_index,
             now_ms: self.clock_ms,
         };
-        let (response, effects) = inventory::apply(&view, request, context);
+        let (response, effects) = (self.apply)(&view, request, context);
         for record in &effects.records {
             debug_assert!(record.quantity >= 0, "apply produced negative stock");
+            let before = view.records.get(&record.key);
+            debug_assert_eq!(
+                record.version,
+                before.map_or(0, |r| r.version) + 1,
+                "a record's version grows by exactly one per change"
+            );
+            debug_assert!(
+                before.is_none_or(|r| record.updated_at_ms >= r.updated_at_ms),
+                "log time never goes back: a change is stamped no earlier than the last one"
+            );
             self.put(keys::record(&record.key), record);
         }
         if let Some((key, entry)) = effects.idempotency {

@@ -69,9 +69,6 @@ impl WriteBatch {
     pub fn delete(&mut self, key: Vec<u8>) {
         self.writes.push(Write::Delete(key));
     }
-    pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
-    }
 }
 
 /// One key and its value, as scans return them.

@@ -52,6 +52,34 @@ impl WireRequest {
         }
     }
 
+    /// A `POST` of `body` serialized as JSON to `path`.
+    pub fn post(path: impl Into<String>, body: &impl Serialize) -> Self {
+        Self {
+            method: "POST".into(),
+            path: path.into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: serde_json::to_vec(body).expect("request bodies serialize to JSON"),
+        }
+    }
+
+    /// A `POST` of opaque bytes (`application/octet-stream`): Raft RPC.
+    pub fn post_bytes(path: impl Into<String>, body: Vec<u8>) -> Self {
+        Self {
+            method: "POST".into(),
+            path: path.into(),
+            headers: vec![("content-type".into(), "application/octet-stream".into())],
+            body,
+        }
+    }
+
+    /// A `POST` with no body.
+    pub fn post_empty(path: impl Into<String>) -> Self {
+        Self {
+            method: "POST".into(),
+            ..Self::get(path)
+        }
+    }
+
     /// Adds the cluster secret (node-to-node and admin requests).
     pub fn with_secret(mut self, secret: &str) -> Self {
         self.headers.push((SECRET_HEADER.into(), secret.into()));

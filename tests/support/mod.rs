@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use stockraft::client::routes;
 
 use serde_json::Value;
 
@@ -196,7 +197,7 @@ impl Cluster {
     pub async fn health(&self, id: u64) -> Option<Value> {
         let response = self
             .http
-            .get(self.url(id, "/api/health"))
+            .get(self.url(id, routes::HEALTH))
             .send()
             .await
             .ok()?;
@@ -225,7 +226,19 @@ impl Cluster {
         }
     }
 
-    pub async fn post(&self, id: u64, path: &str, body: Value) -> (u16, Value) {
+    /// POSTs no body (routes that take none), with `headers`.
+    pub async fn post_empty(&self, id: u64, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = self.http.post(self.url(id, path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("POST failed");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs `body` (a `client::wire` request type, or raw JSON for malformed requests).
+    pub async fn post(&self, id: u64, path: &str, body: impl serde::Serialize) -> (u16, Value) {
         self.post_with(id, path, body, &[]).await
     }
 
@@ -233,7 +246,7 @@ impl Cluster {
         &self,
         id: u64,
         path: &str,
-        body: Value,
+        body: impl serde::Serialize,
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
         let mut request = self.http.post(self.url(id, path)).json(&body);
@@ -311,7 +324,7 @@ impl Cluster {
 
     /// The record as node `id` has applied it (`?consistency=local`), or None.
     pub async fn local_qty(&self, id: u64, store: &str, sku: &str) -> Option<i64> {
-        let path = format!("/api/inventory/stores/{store}/inventory/{sku}?consistency=local");
+        let path = routes::read(store, sku, routes::Consistency::Local);
         let response = self.http.get(self.url(id, &path)).send().await.ok()?;
         if response.status() != 200 {
             return None;

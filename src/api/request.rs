@@ -1,0 +1,212 @@
+//! Reading a client request: the body (bounded, JSON objects only), the path ids, and the
+//! headers every route family shares (`Idempotency-Key`, `If-Match`, `?consistency=`).
+//!
+//! Every check here answers 400/413/415 in the seed's error shape *before* anything reaches
+//! Raft. The request is kept whole ([`RawRequest`]) because a follower forwards it unchanged to
+//! the leader, which parses it again: both ends run the same checks.
+
+use axum::extract::{FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::app::App;
+use crate::client::{headers, Consistency};
+use crate::inventory::{RecordKey, IDEMPOTENCY_KEY_LENGTH_MAX};
+
+/// The parts of a client request needed to parse it and to forward it unchanged.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl RawRequest {
+    /// Reads the whole request, refusing a body over `api.body_limit_bytes` (413).
+    pub async fn read(app: &App, request: Request) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let limit = app.config.api.body_limit_bytes;
+        let body = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| ApiError::payload_too_large(limit))?;
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+        Ok(Self {
+            method: parts.method,
+            path_and_query,
+            headers: parts.headers,
+            body: body.to_vec(),
+        })
+    }
+
+    /// The body as `T`: `Content-Type: application/json` (415 otherwise) and a JSON object
+    /// that `T` accepts (400 otherwise).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let content_type = self
+            .headers
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        let media_type = content_type.split(';').next().unwrap_or("").trim();
+        if !media_type.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let invalid =
+            |error: serde_json::Error| ApiError::validation(format!("invalid JSON body: {error}"));
+        // Every body is a JSON object. serde would also read a struct from an array (`[1]` as
+        // `{"qty": 1}`), which no client means.
+        let value: serde_json::Value = serde_json::from_slice(&self.body).map_err(invalid)?;
+        if !value.is_object() {
+            return Err(ApiError::validation(
+                "invalid JSON body: expected a JSON object",
+            ));
+        }
+        serde_json::from_value(value).map_err(invalid)
+    }
+
+    /// Like [`RawRequest::json`], but an empty body means "no body" (optional bodies).
+    pub fn json_if_any<T: DeserializeOwned>(&self) -> Result<Option<T>, ApiError> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        self.json().map(Some)
+    }
+
+    /// `Idempotency-Key`: 1 to 255 printable ASCII characters, if present.
+    pub fn idempotency_key(&self) -> Result<Option<String>, ApiError> {
+        let Some(value) = self.headers.get(headers::IDEMPOTENCY_KEY) else {
+            return Ok(None);
+        };
+        let bytes = value.as_bytes();
+        let printable = bytes.iter().all(|b| (0x20..=0x7e).contains(b));
+        if bytes.is_empty() || bytes.len() > IDEMPOTENCY_KEY_LENGTH_MAX || !printable {
+            return Err(ApiError::validation(format!(
+                "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} printable ASCII characters"
+            )));
+        }
+        Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+    }
+
+    /// The expected version from `If-Match` and/or the body's `expectedVersion`; both present
+    /// must agree.
+    pub fn precondition(&self, body_version: Option<u64>) -> Result<Option<u64>, ApiError> {
+        let header_version = match self.headers.get(headers::IF_MATCH) {
+            None => None,
+            Some(value) => parse_if_match(value.to_str().unwrap_or("\u{0}"))?,
+        };
+        match (header_version, body_version) {
+            (Some(header), Some(body)) if header != body => Err(ApiError::validation(format!(
+                "If-Match ({header}) and expectedVersion ({body}) disagree"
+            ))),
+            (header, body) => Ok(header.or(body)),
+        }
+    }
+
+    /// `?consistency=linearizable|local`; linearizable when absent.
+    pub fn consistency(&self) -> Result<Consistency, ApiError> {
+        parse_consistency(&self.path_and_query)
+    }
+}
+
+/// Two path parameters, in the route's order (`:storeId, :sku`, or `:sku, :storeId` on the
+/// legacy route). A path axum cannot decode (e.g. percent-encoding that is not UTF-8) is a 400
+/// in the seed's error shape, not axum's plain-text rejection.
+pub struct PathPair(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathPair {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((first, second)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::validation(rejection.body_text()))?;
+        Ok(Self(first, second))
+    }
+}
+
+/// A record's identity from client input: 400 if either id is malformed.
+pub fn record_key(store_id: &str, sku: &str) -> Result<RecordKey, ApiError> {
+    RecordKey::new(store_id, sku).map_err(|error| ApiError::validation(error.to_string()))
+}
+
+/// `If-Match` accepts `"3"`, `3`, `W/"3"`, a list whose members all name the same version, and
+/// `*` (any existing record, which every adjust and reserve requires anyway).
+fn parse_if_match(value: &str) -> Result<Option<u64>, ApiError> {
+    let invalid = || {
+        ApiError::validation(format!(
+            "If-Match must name a version, e.g. \"3\"; got {value:?}"
+        ))
+    };
+    if value.trim() == "*" {
+        return Ok(None);
+    }
+    let mut versions = Vec::new();
+    for item in value.split(',') {
+        let item = item.trim();
+        let item = item.strip_prefix("W/").unwrap_or(item);
+        let item = item
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap_or(item);
+        versions.push(item.parse::<u64>().map_err(|_| invalid())?);
+    }
+    versions.dedup();
+    match versions.as_slice() {
+        [version] => Ok(Some(*version)),
+        [] => Err(invalid()),
+        _ => Err(ApiError::validation(
+            "If-Match may list only one version: a record has exactly one current version",
+        )),
+    }
+}
+
+fn parse_consistency(path_and_query: &str) -> Result<Consistency, ApiError> {
+    let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name == "consistency" {
+            return match value {
+                "local" => Ok(Consistency::Local),
+                "linearizable" => Ok(Consistency::Linearizable),
+                other => Err(ApiError::validation(format!(
+                    "consistency must be 'linearizable' or 'local', got {other:?}"
+                ))),
+            };
+        }
+    }
+    Ok(Consistency::Linearizable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_accepts_quoted_bare_weak_lists_and_star() {
+        assert_eq!(parse_if_match("\"3\"").unwrap(), Some(3));
+        assert_eq!(parse_if_match("3").unwrap(), Some(3));
+        assert_eq!(parse_if_match("W/\"3\"").unwrap(), Some(3));
+        assert_eq!(parse_if_match("\"3\", \"3\"").unwrap(), Some(3));
+        assert_eq!(parse_if_match("*").unwrap(), None);
+        assert!(parse_if_match("\"3\", \"4\"").is_err());
+        assert!(parse_if_match("abc").is_err());
+        assert!(parse_if_match("-1").is_err());
+    }
+
+    #[test]
+    fn consistency_parameter_is_parsed_strictly() {
+        use Consistency::{Linearizable, Local};
+        assert_eq!(parse_consistency("/x").unwrap(), Linearizable);
+        assert_eq!(parse_consistency("/x?consistency=local").unwrap(), Local);
+        assert_eq!(
+            parse_consistency("/x?a=b&consistency=linearizable").unwrap(),
+            Linearizable
+        );
+        assert!(parse_consistency("/x?consistency=stale").is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! Every route path of a stockraft node, in one place.
+//!
+//! Constants are the router's patterns (axum syntax, `{param}`); functions fill them in for a
+//! client. The router (`api::router`) and every client (CLI, bench, simulation, tests) name
+//! routes only through this module, so a path changes in one place.
+
+/// Create a record from a body naming its ids.
+pub const INVENTORY: &str = "/api/inventory";
+/// One record: read it, or create it at its path.
+pub const RECORD: &str = "/api/inventory/stores/{store_id}/inventory/{sku}";
+pub const ADJUST: &str = "/api/inventory/stores/{store_id}/inventory/{sku}/adjust";
+pub const RESERVE: &str = "/api/inventory/stores/{store_id}/inventory/{sku}/reserve";
+/// The seed's backward-compatibility read (sku first). Deprecated.
+pub const LEGACY_RECORD: &str = "/api/inventory/{sku}/{store_id}";
+
+pub const HEALTH: &str = "/api/health";
+pub const LIVENESS: &str = "/api/health/liveness";
+pub const READINESS: &str = "/api/health/readiness";
+pub const HEALTH_METRICS: &str = "/api/health/metrics";
+pub const METRICS: &str = "/api/metrics";
+pub const METRICS_RESET: &str = "/api/metrics/reset";
+
+pub const SYNC: &str = "/api/sync";
+pub const SYNC_STATUS: &str = "/api/sync/status";
+pub const SYNC_START: &str = "/api/sync/start";
+pub const SYNC_STOP: &str = "/api/sync/stop";
+
+pub const CLUSTER: &str = "/api/cluster";
+pub const CLUSTER_LEARNERS: &str = "/api/cluster/learners";
+pub const CLUSTER_PROMOTE: &str = "/api/cluster/promote";
+pub const CLUSTER_REMOVE: &str = "/api/cluster/remove";
+pub const CLUSTER_TRANSFER_LEADER: &str = "/api/cluster/transfer-leader";
+pub const CLUSTER_SNAPSHOT: &str = "/api/cluster/snapshot";
+
+/// Node-to-node Raft RPC (cluster secret required). Not a client API, but named here with the
+/// rest so that every path lives in one module.
+pub mod raft {
+    pub const APPEND: &str = "/raft/append";
+    pub const VOTE: &str = "/raft/vote";
+    pub const PRE_VOTE: &str = "/raft/pre-vote";
+    pub const SNAPSHOT: &str = "/raft/snapshot";
+    pub const TRANSFER_LEADER: &str = "/raft/transfer-leader";
+    /// Whether a node holds Raft state (asked before founding a cluster).
+    pub const STATUS: &str = "/raft/status";
+}
+
+/// How a read is served: by the leader after a read-index round (the default), or from the
+/// asked node's own applied state (possibly behind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    #[default]
+    Linearizable,
+    Local,
+}
+
+impl Consistency {
+    /// The `consistency` query parameter's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Local => "local",
+        }
+    }
+}
+
+fn fill(pattern: &str, store_id: &str, sku: &str) -> String {
+    pattern
+        .replace("{store_id}", store_id)
+        .replace("{sku}", sku)
+}
+
+pub fn record(store_id: &str, sku: &str) -> String {
+    fill(RECORD, store_id, sku)
+}
+
+/// A read of one record; the default (linearizable) sends no query parameter.
+pub fn read(store_id: &str, sku: &str, consistency: Consistency) -> String {
+    match consistency {
+        Consistency::Linearizable => record(store_id, sku),
+        other => format!("{}?consistency={}", record(store_id, sku), other.as_str()),
+    }
+}
+
+pub fn adjust(store_id: &str, sku: &str) -> String {
+    fill(ADJUST, store_id, sku)
+}
+
+pub fn reserve(store_id: &str, sku: &str) -> String {
+    fill(RESERVE, store_id, sku)
+}
+
+pub fn legacy_record(sku: &str, store_id: &str) -> String {
+    fill(LEGACY_RECORD, store_id, sku)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_fill_the_router_patterns() {
+        assert_eq!(record("s1", "A"), "/api/inventory/stores/s1/inventory/A");
+        assert_eq!(
+            reserve("s1", "A"),
+            "/api/inventory/stores/s1/inventory/A/reserve"
+        );
+        assert_eq!(
+            adjust("s1", "A"),
+            "/api/inventory/stores/s1/inventory/A/adjust"
+        );
+        assert_eq!(legacy_record("A", "s1"), "/api/inventory/A/s1");
+        assert_eq!(
+            read("s1", "A", Consistency::Local),
+            "/api/inventory/stores/s1/inventory/A?consistency=local"
+        );
+        assert_eq!(
+            read("s1", "A", Consistency::Linearizable),
+            record("s1", "A")
+        );
+    }
+}
