@@ -23,6 +23,13 @@ use crate::transport::{Transport, TransportError, WireRequest, WireResponse};
 const PORT: u16 = 8080;
 /// The simulated cluster's secret.
 pub const SIM_SECRET: &str = "simulation-secret";
+/// How long a health request may take: answered locally, with no Raft round, so silence this
+/// long (well beyond a round trip on a degraded network, under 200 ms each way) means the node
+/// is down or cut off.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// The smallest latency a degraded network adds, in ms (madsim needs a non-empty range, so the
+/// largest is at least one more).
+const SEND_LATENCY_MS_MIN: u64 = 1;
 
 /// Shape of a simulated cluster.
 #[derive(Debug, Clone)]
@@ -196,8 +203,8 @@ impl SimCluster {
     pub fn degrade_network(&self, loss_rate: f64, latency_ms_max: u64) {
         NetSim::current().update_config(|config| {
             config.packet_loss_rate = loss_rate;
-            config.send_latency =
-                Duration::from_millis(1)..Duration::from_millis(latency_ms_max.max(2));
+            config.send_latency = Duration::from_millis(SEND_LATENCY_MS_MIN)
+                ..Duration::from_millis(latency_ms_max.max(SEND_LATENCY_MS_MIN + 1));
         });
     }
 
@@ -243,7 +250,7 @@ impl SimCluster {
     /// `GET /api/health` of node `id`, or None if it does not answer.
     pub async fn health(&self, id: NodeId) -> Option<serde_json::Value> {
         let request = WireRequest::get("/api/health");
-        let response = self.call(id, request, Duration::from_secs(1)).await.ok()?;
+        let response = self.call(id, request, HEALTH_TIMEOUT).await.ok()?;
         let body: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
         Some(body["data"].clone())
     }

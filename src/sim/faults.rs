@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use madsim::rand::Rng;
 use madsim::task::NodeId as HostId;
@@ -80,11 +81,22 @@ pub const FAULTS_PER_RUN_MAX: usize = 8;
 const FAULT_DURATION_MS_MIN: u64 = 300;
 const FAULT_DURATION_MS_MAX: u64 = 4_000;
 const FAULT_GAP_MS_MAX: u64 = 1_500;
+/// The first fault starts at least this long (ms) after the workload starts, so clients are busy.
+const FIRST_FAULT_MS_MIN: u64 = 100;
+/// Smallest gap between one fault's heal and the next fault, in ms.
+const FAULT_GAP_MS_MIN: u64 = 50;
+/// Range a degraded network's latency bound is drawn from, in ms: up to four heartbeat intervals
+/// (50 ms) of delay per message, so heartbeats and votes arrive late and out of order.
+const FAULT_LATENCY_MS_MAX: Range<u64> = 20..200;
+/// A skewed clock's offsets, in ms: a minute behind or 45 s ahead, far beyond real drift, so a
+/// skewed leader's stamps plainly go back or jump ahead.
+const CLOCK_SKEW_BEHIND_MS: i64 = -60_000;
+const CLOCK_SKEW_AHEAD_MS: i64 = 45_000;
 
 /// Draws a schedule of non-overlapping faults that fits in `run_ms`.
 pub fn schedule(rng: &mut impl Rng, nodes: u64, run_ms: u64) -> Vec<Scheduled> {
     let mut faults = Vec::new();
-    let mut at = rng.gen_range(100..FAULT_GAP_MS_MAX);
+    let mut at = rng.gen_range(FIRST_FAULT_MS_MIN..FAULT_GAP_MS_MAX);
     while faults.len() < FAULTS_PER_RUN_MAX {
         let duration_ms = rng.gen_range(FAULT_DURATION_MS_MIN..FAULT_DURATION_MS_MAX);
         if at + duration_ms > run_ms {
@@ -95,7 +107,7 @@ pub fn schedule(rng: &mut impl Rng, nodes: u64, run_ms: u64) -> Vec<Scheduled> {
             duration_ms,
             fault: draw(rng, nodes),
         });
-        at += duration_ms + rng.gen_range(50..FAULT_GAP_MS_MAX);
+        at += duration_ms + rng.gen_range(FAULT_GAP_MS_MIN..FAULT_GAP_MS_MAX);
     }
     faults
 }
@@ -118,7 +130,7 @@ fn draw(rng: &mut impl Rng, nodes: u64) -> Fault {
         },
         3 => Fault::Lossy {
             loss_rate: [0.0, 0.05, 0.1, 0.2][rng.gen_range(0..4)],
-            latency_ms_max: rng.gen_range(20..200),
+            latency_ms_max: rng.gen_range(FAULT_LATENCY_MS_MAX),
         },
         4 => Fault::Crash { node },
         5 => Fault::CrashLeader,
@@ -128,11 +140,15 @@ fn draw(rng: &mut impl Rng, nodes: u64) -> Fault {
         9 => Fault::TransferLeader { to: node },
         10 => Fault::RestartLeaderAtOnce {
             loss_rate: [0.05, 0.1, 0.2][rng.gen_range(0..3)],
-            latency_ms_max: rng.gen_range(20..200),
+            latency_ms_max: rng.gen_range(FAULT_LATENCY_MS_MAX),
         },
         _ => Fault::ClockSkew {
             node,
-            offset_ms: if rng.gen_bool(0.5) { -60_000 } else { 45_000 },
+            offset_ms: if rng.gen_bool(0.5) {
+                CLOCK_SKEW_BEHIND_MS
+            } else {
+                CLOCK_SKEW_AHEAD_MS
+            },
         },
     }
 }

@@ -8,8 +8,10 @@
 //! and randomness all come from madsim, so a run is a pure function of its seed.
 
 pub mod bugs;
+pub mod checks;
 pub mod cluster;
 pub mod faults;
+pub mod play;
 pub mod run;
 pub mod transport;
 pub mod workload;

@@ -1,26 +1,24 @@
 //! One simulation run: start a cluster, drive clients while a seeded fault schedule plays, heal,
 //! wait for the cluster to converge, then check everything the clients were promised.
 //!
-//! Checks after every run (each failure is a line in [`RunReport::violations`]):
-//! - **linearizability** of every SKU's client history ([`crate::checker`]), which implies no
-//!   oversell and no lost acknowledged write as seen by clients;
-//! - **stock conservation**: the final quantity equals the acknowledged creates, adjusts and
-//!   reserves, plus some subset of the operations whose outcome is unknown (each fully applied or
-//!   absent); never below zero;
-//! - **exactly-once idempotency**: every definite answer under one key is identical;
-//! - **replica agreement**: all nodes' state machines are byte-identical once converged;
-//! - **liveness**: once healed, the cluster elects a leader and every node catches up.
+//! This file only orchestrates: faults are applied and healed by [`super::play`], and the
+//! invariants checked after a run live in [`super::checks`], one file each. Liveness is checked
+//! here because it is part of the orchestration: once healed, the cluster must elect a leader
+//! and every node catch up, or the run cannot go on to the final reads and checks (each failure
+//! is a line in [`RunReport::violations`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::bugs::{plant, PlantedBug};
-use super::faults::{self, Fault, Scheduled};
+use super::checks::check_everything;
+use super::faults;
+use super::play::{admin, heal_everything};
+pub use super::play::{play, FaultOutcome};
 use super::workload::{self, History, SharedHistory, STORE};
 use super::{SimCluster, SimOptions};
-use crate::checker::{self, CheckError, Event, Op, Outcome};
-use crate::inventory::RecordKey;
+use crate::checker::{Event, Op, Outcome};
 use crate::raft::NodeId;
 use crate::transport::WireRequest;
 
@@ -55,8 +53,19 @@ impl RunOptions {
 const SIMULATED_TIME_LIMIT: Duration = Duration::from_secs(600);
 /// How long a healed cluster may take to elect a leader and converge, in simulated time.
 const CONVERGENCE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bound on the number of reachable sums tracked by the conservation check.
-const CONSERVATION_SUMS_MAX: usize = 1 << 16;
+/// Pause between rounds of [`restore_membership`]: the election timeout's floor (300 ms), so a
+/// round that found no leader, or a membership still changing, gives the cluster about one
+/// election or commit before the next round asks again.
+const MEMBERSHIP_RETRY_INTERVAL: Duration = Duration::from_millis(300);
+/// Pause between polls of [`wait_for_convergence`]: a few heartbeats (50 ms), fine enough that
+/// a run does not idle long after converging, coarse enough to keep the health traffic light.
+const CONVERGENCE_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How long the healer's `GET /api/cluster` may take: as long as a client's request (the
+/// workload's `CLIENT_TIMEOUT`), longer than the nodes' 3 s write deadline.
+const CLUSTER_VIEW_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one final read may take: as long as a client's read (the workload's
+/// `CLIENT_TIMEOUT`), since it is recorded and checked like one.
+const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The result of one run.
 #[derive(Debug, Clone, Default)]
@@ -173,177 +182,6 @@ async fn simulate(options: RunOptions) -> RunReport {
     finish(report, &history)
 }
 
-/// Applies one scheduled fault at its time and heals it when it ends (if it took effect).
-pub async fn play(
-    cluster: &SimCluster,
-    scheduled: &Scheduled,
-    start: madsim::time::Instant,
-    trace: &mut Vec<String>,
-) -> FaultOutcome {
-    let begin = Duration::from_millis(scheduled.start_ms);
-    madsim::time::sleep(begin.saturating_sub(start.elapsed())).await;
-    let at = start.elapsed().as_secs_f64();
-    let target = match &scheduled.fault {
-        Fault::IsolateLeader | Fault::CrashLeader | Fault::RestartLeaderAtOnce { .. } => {
-            cluster.leader().await
-        }
-        _ => None,
-    };
-    trace.push(format!(
-        "t={at:08.3}s fault {:?} target={target:?} for {} ms",
-        scheduled.fault, scheduled.duration_ms
-    ));
-    let outcome = apply_fault(cluster, &scheduled.fault, target).await;
-    trace.push(format!(
-        "t={:08.3}s fault {}: {outcome:?}",
-        start.elapsed().as_secs_f64(),
-        scheduled.fault.kind()
-    ));
-    madsim::time::sleep(Duration::from_millis(scheduled.duration_ms)).await;
-    if outcome == FaultOutcome::Applied {
-        heal_fault(cluster, &scheduled.fault, target).await;
-    }
-    outcome
-}
-
-/// Whether a fault took effect. A refused fault (the cluster said no to a membership change)
-/// changed nothing, so there is nothing to heal: healing it anyway would inject a different
-/// fault than the schedule names (e.g. restart a healthy leader).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultOutcome {
-    Applied,
-    Refused,
-}
-
-fn others(cluster: &SimCluster, excluded: &[NodeId]) -> Vec<NodeId> {
-    cluster
-        .ids()
-        .into_iter()
-        .filter(|id| !excluded.contains(id))
-        .collect()
-}
-
-/// Applies `fault`; returns whether it took effect.
-async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>) -> FaultOutcome {
-    match fault {
-        Fault::Partition { minority } => cluster.partition(minority, &others(cluster, minority)),
-        Fault::IsolateLeader => {
-            if let Some(leader) = target {
-                cluster.partition(&[leader], &others(cluster, &[leader]));
-            }
-        }
-        Fault::ClogLink { from, to } => cluster.clog(*from, *to),
-        Fault::Lossy {
-            loss_rate,
-            latency_ms_max,
-        } => cluster.degrade_network(*loss_rate, *latency_ms_max),
-        Fault::Crash { node } => cluster.kill(*node),
-        Fault::CrashLeader => {
-            if let Some(leader) = target {
-                cluster.kill(leader);
-            }
-        }
-        Fault::RestartLeaderAtOnce {
-            loss_rate,
-            latency_ms_max,
-        } => {
-            if let Some(leader) = target {
-                cluster.restart(leader);
-            }
-            cluster.degrade_network(*loss_rate, *latency_ms_max);
-        }
-        Fault::SnapshotStorm { node } => {
-            // Snapshot and purge right now, then every second until healed.
-            let _ = admin(
-                cluster,
-                *node,
-                "/api/cluster/snapshot",
-                &serde_json::json!({}),
-            )
-            .await;
-            let body = serde_json::json!({ "intervalMs": 1000 });
-            let _ = cluster
-                .call(
-                    *node,
-                    WireRequest::post_json("/api/sync/start", &body),
-                    Duration::from_secs(2),
-                )
-                .await;
-        }
-        Fault::ClockSkew { node, offset_ms } => {
-            faults::set_clock_skew(cluster.host(*node), *offset_ms)
-        }
-        Fault::Demote { node } => {
-            let body = serde_json::json!({ "ids": [node], "keepAsLearners": true });
-            if admin(cluster, *node, "/api/cluster/remove", &body).await != Some(200) {
-                return FaultOutcome::Refused;
-            }
-        }
-        Fault::TransferLeader { to } => {
-            let body = serde_json::json!({ "to": to });
-            if admin(cluster, *to, "/api/cluster/transfer-leader", &body).await != Some(200) {
-                return FaultOutcome::Refused;
-            }
-        }
-        Fault::WipeAndRejoin { node } => {
-            let body = serde_json::json!({ "ids": [node] });
-            let members = others(cluster, &[*node]);
-            if admin_through_members(cluster, &members, "/api/cluster/remove", &body).await
-                != Some(200)
-            {
-                return FaultOutcome::Refused;
-            }
-            cluster.kill(*node);
-            cluster.wipe(*node);
-        }
-    }
-    FaultOutcome::Applied
-}
-
-/// An admin request (with the cluster secret) to node `via`; the status, if any answer came.
-async fn admin(
-    cluster: &SimCluster,
-    via: NodeId,
-    path: &str,
-    body: &serde_json::Value,
-) -> Option<u16> {
-    admin_answer(cluster, via, path, body)
-        .await
-        .map(|(status, _)| status)
-}
-
-async fn admin_answer(
-    cluster: &SimCluster,
-    via: NodeId,
-    path: &str,
-    body: &serde_json::Value,
-) -> Option<(u16, serde_json::Value)> {
-    let request = WireRequest::post_json(path, body).with_secret(super::cluster::SIM_SECRET);
-    let response = cluster
-        .call(via, request, Duration::from_secs(10))
-        .await
-        .ok()?;
-    let body = serde_json::from_slice(&response.body).unwrap_or_default();
-    Some((response.status, body))
-}
-
-/// Like [`admin`], through the first of `candidates` that is a member of the cluster: a node
-/// that was wiped earlier (and not yet re-added) refuses at once with `NOT_A_MEMBER`.
-async fn admin_through_members(
-    cluster: &SimCluster,
-    candidates: &[NodeId],
-    path: &str,
-    body: &serde_json::Value,
-) -> Option<u16> {
-    for &via in candidates {
-        match admin_answer(cluster, via, path, body).await {
-            Some((503, answer)) if answer["error"]["code"] == "NOT_A_MEMBER" => continue,
-            other => return other.map(|(status, _)| status),
-        }
-    }
-    None
-}
-
 /// Makes every node a voter again (re-adding removed ones), retrying until it holds.
 async fn restore_membership(cluster: &SimCluster) -> bool {
     let deadline = madsim::time::Instant::now() + CONVERGENCE_TIMEOUT;
@@ -353,7 +191,7 @@ async fn restore_membership(cluster: &SimCluster) -> bool {
                 return true;
             }
         }
-        madsim::time::sleep(Duration::from_millis(300)).await;
+        madsim::time::sleep(MEMBERSHIP_RETRY_INTERVAL).await;
     }
     false
 }
@@ -362,8 +200,7 @@ async fn restore_membership(cluster: &SimCluster) -> bool {
 /// re-adds missing nodes and promotes learners.
 async fn membership_settled(cluster: &SimCluster, leader: NodeId) -> bool {
     let request = WireRequest::get("/api/cluster").with_secret(super::cluster::SIM_SECRET);
-    let view: serde_json::Value = match cluster.call(leader, request, Duration::from_secs(5)).await
-    {
+    let view: serde_json::Value = match cluster.call(leader, request, CLUSTER_VIEW_TIMEOUT).await {
         Ok(response) if response.status == 200 => {
             serde_json::from_slice(&response.body).unwrap_or_default()
         }
@@ -396,47 +233,6 @@ async fn membership_settled(cluster: &SimCluster, leader: NodeId) -> bool {
     settled
 }
 
-async fn heal_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>) {
-    match fault {
-        Fault::Partition { .. } | Fault::IsolateLeader | Fault::ClogLink { .. } => cluster.heal(),
-        Fault::Lossy { .. } | Fault::RestartLeaderAtOnce { .. } => cluster.restore_network(),
-        Fault::Crash { node } => cluster.restart(*node),
-        Fault::CrashLeader => {
-            if let Some(leader) = target {
-                cluster.restart(leader);
-            }
-        }
-        Fault::SnapshotStorm { node } => {
-            let body = serde_json::json!({});
-            let _ = cluster
-                .call(
-                    *node,
-                    WireRequest::post_json("/api/sync/stop", &body),
-                    Duration::from_secs(2),
-                )
-                .await;
-        }
-        Fault::ClockSkew { node, .. } => faults::set_clock_skew(cluster.host(*node), 0),
-        Fault::Demote { node } => {
-            let body = serde_json::json!({ "ids": [node] });
-            let _ = admin(cluster, *node, "/api/cluster/promote", &body).await;
-        }
-        Fault::WipeAndRejoin { node } => {
-            // The fault killed it (a refused one is not healed): start it empty. Re-adding
-            // happens in `restore_membership`.
-            cluster.restart(*node);
-        }
-        Fault::TransferLeader { .. } => {}
-    }
-}
-
-/// The final phase: every fault healed, whatever the schedule left behind.
-fn heal_everything(cluster: &SimCluster) {
-    cluster.heal();
-    cluster.restore_network();
-    faults::clear_clock_skews();
-}
-
 /// Waits until a majority agrees on a leader and every node has applied the same log id.
 async fn wait_for_convergence(cluster: &SimCluster) -> Option<NodeId> {
     let deadline = madsim::time::Instant::now() + CONVERGENCE_TIMEOUT;
@@ -454,7 +250,7 @@ async fn wait_for_convergence(cluster: &SimCluster) -> Option<NodeId> {
                 return Some(leader);
             }
         }
-        madsim::time::sleep(Duration::from_millis(200)).await;
+        madsim::time::sleep(CONVERGENCE_POLL_INTERVAL).await;
     }
     None
 }
@@ -470,7 +266,7 @@ async fn final_reads(
         let sku = workload::sku_name(index);
         let invoked_at = start.elapsed().as_nanos() as u64;
         let request = WireRequest::get(format!("/api/inventory/stores/{STORE}/inventory/{sku}"));
-        let Ok(response) = cluster.call(leader, request, Duration::from_secs(5)).await else {
+        let Ok(response) = cluster.call(leader, request, FINAL_READ_TIMEOUT).await else {
             continue;
         };
         let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
@@ -492,132 +288,6 @@ async fn final_reads(
             completed_at: Some(completed_at),
             outcome,
         });
-    }
-}
-
-fn check_everything(
-    cluster: &SimCluster,
-    leader: NodeId,
-    history: &History,
-    report: &mut RunReport,
-) {
-    report.violations.extend(
-        history
-            .anomalies
-            .iter()
-            .map(|a| format!("client anomaly: {a}")),
-    );
-    report.violations.extend(
-        history
-            .negative_quantities
-            .iter()
-            .map(|q| format!("negative quantity observed: {q}")),
-    );
-    check_idempotent_answers(history, report);
-    check_replicas_agree(cluster, report);
-    for (sku, events) in &history.events {
-        report.ops_checked += events.len();
-        report.unknown_ops += events
-            .iter()
-            .filter(|e| e.outcome == Outcome::Unknown)
-            .count();
-        match checker::check(events) {
-            Ok(_) => {}
-            Err(CheckError::GaveUp { .. }) => report.unchecked_skus += 1,
-            Err(error) => report
-                .violations
-                .push(format!("linearizability of {sku}: {error}")),
-        }
-        let key = RecordKey::new(STORE, sku).expect("workload SKUs are valid");
-        let final_record = cluster.record(leader, &key);
-        if let Err(message) = check_conservation(events, final_record.map(|r| r.quantity)) {
-            report
-                .violations
-                .push(format!("conservation of {sku}: {message}"));
-        }
-    }
-}
-
-fn check_idempotent_answers(history: &History, report: &mut RunReport) {
-    for (key, answers) in &history.keyed_answers {
-        if answers.windows(2).any(|pair| pair[0] != pair[1]) {
-            report.violations.push(format!(
-                "idempotency key {key} got different answers: {answers:?}"
-            ));
-        }
-    }
-}
-
-fn check_replicas_agree(cluster: &SimCluster, report: &mut RunReport) {
-    let ids = cluster.ids();
-    let reference = cluster.state_pairs(ids[0]);
-    for id in &ids[1..] {
-        if cluster.state_pairs(*id) != reference {
-            report.violations.push(format!(
-                "replica agreement: node {id} differs from node {}",
-                ids[0]
-            ));
-        }
-    }
-}
-
-/// Final quantity = acknowledged effects + a subset of unknown effects; at most one create.
-fn check_conservation(events: &[Event], final_qty: Option<i64>) -> Result<(), String> {
-    let mut definite: i64 = 0;
-    let mut creates = 0;
-    let mut unknown = Vec::new();
-    let mut unknown_create = false;
-    for event in events {
-        let effect = match event.op {
-            Op::Create { initial } => initial,
-            Op::Adjust { delta, .. } => delta,
-            Op::Reserve { qty, .. } => -qty,
-            Op::Read => continue,
-        };
-        match event.outcome {
-            Outcome::Ok { .. } => {
-                definite += effect;
-                creates += usize::from(matches!(event.op, Op::Create { .. }));
-            }
-            Outcome::Unknown => {
-                unknown.push(effect);
-                unknown_create |= matches!(event.op, Op::Create { .. });
-            }
-            _ => {}
-        }
-    }
-    if creates > 1 {
-        return Err(format!("{creates} creates were acknowledged"));
-    }
-    let Some(final_qty) = final_qty else {
-        return if creates == 1 {
-            Err("an acknowledged create is missing".into())
-        } else {
-            Ok(())
-        };
-    };
-    if final_qty < 0 {
-        return Err(format!("final quantity {final_qty} is negative"));
-    }
-    if creates == 0 && !unknown_create {
-        return Err(format!(
-            "the record exists (qty {final_qty}) but no create was sent"
-        ));
-    }
-    let mut reachable = BTreeSet::from([definite]);
-    for effect in unknown {
-        let next: Vec<i64> = reachable.iter().map(|sum| sum + effect).collect();
-        reachable.extend(next);
-        if reachable.len() > CONSERVATION_SUMS_MAX {
-            return Ok(());
-        }
-    }
-    if reachable.contains(&final_qty) {
-        Ok(())
-    } else {
-        Err(format!(
-            "final quantity {final_qty} is not acknowledged effects {definite} plus any subset of unknown ones"
-        ))
     }
 }
 

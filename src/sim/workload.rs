@@ -23,6 +23,9 @@ pub const COLD_SKUS: usize = 12;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts of a keyed write whose outcome stays unknown.
 const KEYED_ATTEMPTS_MAX: usize = 4;
+/// Bound (exclusive) on a client's pause between operations, in ms: short and random, so the
+/// clients' operations interleave and overlap rather than run in lockstep.
+const THINK_MS_MAX: u64 = 40;
 
 pub fn sku_name(index: usize) -> String {
     if index < HOT_SKUS {
@@ -223,7 +226,7 @@ pub async fn run_client(
         {
             last_versions.insert(op.sku.clone(), version);
         }
-        let think_ms = madsim::rand::thread_rng().gen_range(0..40);
+        let think_ms = madsim::rand::thread_rng().gen_range(0..THINK_MS_MAX);
         madsim::time::sleep(Duration::from_millis(think_ms)).await;
     }
 }
