@@ -109,9 +109,10 @@ async fn sync_start_runs_periodic_snapshots_until_stopped() {
     assert_eq!(body["data"]["running"], true);
     eventually!(
         "a periodic snapshot is taken",
-        cluster.health(leader).await.unwrap_or_default()["snapshotIndex"]
-            .as_u64()
-            .is_some()
+        cluster
+            .health(leader)
+            .await
+            .is_some_and(|h| h.raft.snapshot_index.is_some())
     );
     let (status, body) = cluster.post_empty(leader, routes::SYNC_STOP, &[]).await;
     assert_eq!(status, 200);

@@ -109,8 +109,10 @@ async fn a_node_that_missed_a_purged_log_catches_up_from_a_snapshot() {
     }
     eventually!(
         "the leader purges its log behind a snapshot",
-        cluster.health(leader).await.unwrap_or_default()["purgedIndex"]
-            .as_u64()
+        cluster
+            .health(leader)
+            .await
+            .and_then(|h| h.raft.purged_index)
             .unwrap_or(0)
             > 20
     );
@@ -130,9 +132,7 @@ async fn a_node_that_missed_a_purged_log_catches_up_from_a_snapshot() {
 async fn raft_rpc_without_the_cluster_secret_is_refused_and_changes_nothing() {
     let cluster = Cluster::start(3, "").await;
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
-    let term_before = cluster.health(leader).await.unwrap()["term"]
-        .as_u64()
-        .unwrap();
+    let term_before = cluster.health(leader).await.unwrap().raft.term;
     for target in cluster.ids() {
         for secret in [None, Some("wrong-secret-value")] {
             let mut request = cluster
@@ -167,8 +167,8 @@ async fn raft_rpc_without_the_cluster_secret_is_refused_and_changes_nothing() {
         assert_eq!(with_secret.as_u16(), 200);
     }
     let health = cluster.health(leader).await.unwrap();
-    assert_eq!(health["term"].as_u64().unwrap(), term_before);
-    assert_eq!(health["leaderId"].as_u64(), Some(leader));
+    assert_eq!(health.raft.term, term_before);
+    assert_eq!(health.raft.leader_id, Some(leader));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,13 @@ fn create_request(sku: &str, initial_quantity: i64) -> CreateRequest {
     }
 }
 
+fn one_unit() -> ReserveRequest {
+    ReserveRequest {
+        qty: 1,
+        expected_version: None,
+    }
+}
+
 fn members(ids: &[u64]) -> MembersRequest {
     MembersRequest {
         ids: ids.iter().copied().collect(),
@@ -81,10 +88,7 @@ fn start_writer(cluster: &Cluster, nodes: Vec<u64>, sku: &str) -> Writer {
             let response = http
                 .post(&urls[n % urls.len()])
                 .header("idempotency-key", format!("w-{n}"))
-                .json(&ReserveRequest {
-                    qty: 1,
-                    expected_version: None,
-                })
+                .json(&one_unit())
                 .send()
                 .await;
             match response.map(|r| r.status().as_u16()) {
@@ -193,32 +197,14 @@ async fn removing_the_leader_hands_over_and_the_removed_node_accepts_no_writes()
         .collect();
     let new_leader = cluster.wait_for_leader(&survivors).await;
     let reserve = routes::reserve(STORE, "rm");
-    let (status, body) = cluster
-        .post(
-            new_leader,
-            &reserve,
-            ReserveRequest {
-                qty: 1,
-                expected_version: None,
-            },
-        )
-        .await;
+    let (status, body) = cluster.post(new_leader, &reserve, one_unit()).await;
     assert_eq!(status, 201, "{body}");
     println!(
         "write gap across the leader's removal: {:?}",
         started.elapsed()
     );
 
-    let (status, body) = cluster
-        .post(
-            leader,
-            &reserve,
-            ReserveRequest {
-                qty: 1,
-                expected_version: None,
-            },
-        )
-        .await;
+    let (status, body) = cluster.post(leader, &reserve, one_unit()).await;
     assert_ne!(
         status / 100,
         2,
@@ -248,16 +234,7 @@ async fn a_wiped_node_re_added_as_a_learner_catches_up_from_a_snapshot() {
     std::fs::remove_dir_all(cluster.data_dir(victim)).expect("wiping the data directory");
     let reserve = routes::reserve(STORE, "wipe");
     for _ in 0..120 {
-        let (status, _) = cluster
-            .post(
-                leader,
-                &reserve,
-                ReserveRequest {
-                    qty: 1,
-                    expected_version: None,
-                },
-            )
-            .await;
+        let (status, _) = cluster.post(leader, &reserve, one_unit()).await;
         assert_eq!(status, 201);
     }
     let (status, body) = cluster

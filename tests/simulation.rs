@@ -3,37 +3,61 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use stockraft::client::wire::{ChangeAnswer, CreateRequest, ReserveRequest};
+use stockraft::client::{ClientError, Consistency, WriteOptions};
 use stockraft::sim::{SimCluster, SimOptions};
-use stockraft::transport::WireRequest;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const STORE: &str = "s1";
 
-fn json_request(method: &str, path: &str, body: Option<Value>) -> WireRequest {
-    WireRequest {
-        method: method.into(),
-        path: path.into(),
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
+/// Creates `sku` with `qty` units through `node`; returns the status (0: no answer).
+async fn create(cluster: &SimCluster, node: u64, sku: &str, qty: i64) -> u16 {
+    let body = CreateRequest {
+        sku: sku.into(),
+        store_id: STORE.into(),
+        initial_quantity: qty,
+    };
+    let client = cluster.client(node).with_timeout(CALL_TIMEOUT);
+    let answer = client.create(&body, &WriteOptions::default()).await;
+    answer.map_or(0, |a| a.status)
+}
+
+/// Reserves `qty` of `sku` through `node`: the status (0: no answer) and the change, if any.
+async fn reserve(
+    cluster: &SimCluster,
+    node: u64,
+    sku: &str,
+    qty: i64,
+) -> (u16, Option<ChangeAnswer>) {
+    let body = ReserveRequest {
+        qty,
+        expected_version: None,
+    };
+    let client = cluster.client(node).with_timeout(CALL_TIMEOUT);
+    match client
+        .reserve(STORE, sku, &body, &WriteOptions::default())
+        .await
+    {
+        Ok(answer) => (answer.status, answer.body.ok()),
+        Err(_) => (0, None),
     }
 }
 
-async fn call(
+/// Reads `sku` through `node`: the status (0: no answer), the version read, the error code.
+async fn read(
     cluster: &SimCluster,
     node: u64,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    match cluster
-        .call(node, json_request(method, path, body), CALL_TIMEOUT)
-        .await
-    {
-        Ok(response) => (
-            response.status,
-            serde_json::from_slice(&response.body).unwrap_or(Value::Null),
-        ),
-        Err(_) => (0, Value::Null),
+    sku: &str,
+    consistency: Consistency,
+) -> (u16, Option<u64>, Option<String>) {
+    let client = cluster.client(node).with_timeout(CALL_TIMEOUT);
+    match client.read(STORE, sku, consistency).await {
+        Ok(answer) => {
+            let code = answer.error_code().map(str::to_owned);
+            (answer.status, answer.body.ok().map(|r| r.version), code)
+        }
+        Err(ClientError::Transport(_)) => (0, None, None),
+        Err(other) => panic!("node {node} answered a malformed read: {other}"),
     }
 }
 
@@ -42,8 +66,7 @@ async fn wait_for_leader(cluster: &SimCluster) -> u64 {
     for _ in 0..200 {
         let mut leaders = Vec::new();
         for id in cluster.ids() {
-            let (_, health) = call(cluster, id, "GET", "/api/health", None).await;
-            leaders.push(health["data"]["leaderId"].as_u64());
+            leaders.push(cluster.health(id).await.and_then(|h| h.raft.leader_id));
         }
         if let Some(Some(leader)) = leaders.first() {
             if leaders.iter().all(|l| *l == Some(*leader)) {
@@ -67,15 +90,12 @@ fn smoke_run(seed: u64) -> String {
             let elected_at = madsim::time::Instant::now();
             // Through a follower, so the write is forwarded to the leader.
             let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
-            let create = json!({ "sku": "apple", "storeId": "s1", "initialQuantity": 10 });
-            let (status, body) =
-                call(&cluster, follower, "POST", "/api/inventory", Some(create)).await;
-            assert_eq!(status, 201, "create through node {follower}: {body}");
-            let path = "/api/inventory/stores/s1/inventory/apple/reserve";
-            let (status, body) =
-                call(&cluster, leader, "POST", path, Some(json!({ "qty": 4 }))).await;
-            assert_eq!(status, 201, "{body}");
-            assert_eq!(body["newQuantity"], 6);
+            let status = create(&cluster, follower, "apple", 10).await;
+            assert_eq!(status, 201, "create through node {follower}");
+            let (status, body) = reserve(&cluster, leader, "apple", 4).await;
+            assert_eq!(status, 201, "{body:?}");
+            let body = body.expect("a change");
+            assert_eq!(body.new_quantity, 6);
             // Every replica applies the same entries and ends byte-identical.
             let target = cluster.applied(leader);
             for _ in 0..100 {
@@ -99,7 +119,7 @@ fn smoke_run(seed: u64) -> String {
                 elected_at.elapsed(),
                 target,
                 states[0].len()
-            ) + &format!(" body={body}")
+            ) + &format!(" body={body:?}")
         })
     })
     .join()
@@ -126,12 +146,8 @@ fn madsim_finds_no_nondeterminism_in_a_forwarded_write() {
         let cluster = SimCluster::start(SimOptions::default());
         let leader = wait_for_leader(&cluster).await;
         let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
-        let create = json!({ "sku": "apple", "storeId": "s1", "initialQuantity": 10 });
-        let (status, _) = call(&cluster, follower, "POST", "/api/inventory", Some(create)).await;
-        assert_eq!(status, 201);
-        let path = "/api/inventory/stores/s1/inventory/apple/reserve";
-        let (status, _) = call(&cluster, leader, "POST", path, Some(json!({ "qty": 4 }))).await;
-        assert_eq!(status, 201);
+        assert_eq!(create(&cluster, follower, "apple", 10).await, 201);
+        assert_eq!(reserve(&cluster, leader, "apple", 4).await.0, 201);
         madsim::time::sleep(Duration::from_secs(1)).await;
     }
     std::thread::spawn(|| {
@@ -349,22 +365,10 @@ mod power_cut {
             runtime.block_on(async move {
                 let cluster = SimCluster::start(SimOptions::default());
                 let leader = wait_for_leader(&cluster).await;
-                let create = json!({ "sku": "apple", "storeId": "s1", "initialQuantity": 10 });
-                let (status, body) =
-                    call(&cluster, leader, "POST", "/api/inventory", Some(create)).await;
-                assert_eq!(status, 201, "{body}");
-                let path = "/api/inventory/stores/s1/inventory/apple";
-                let reserve = Some(json!({ "qty": 3 }));
-                let (status, body) = call(
-                    &cluster,
-                    leader,
-                    "POST",
-                    &format!("{path}/reserve"),
-                    reserve,
-                )
-                .await;
-                assert_eq!(status, 201, "{body}");
-                assert_eq!(body["newVersion"], 2, "{body}");
+                assert_eq!(create(&cluster, leader, "apple", 10).await, 201);
+                let (status, body) = reserve(&cluster, leader, "apple", 3).await;
+                assert_eq!(status, 201, "{body:?}");
+                assert_eq!(body.map(|b| b.new_version), Some(2));
 
                 let restarted = match victim {
                     Victim::Leader => leader,
@@ -387,7 +391,7 @@ mod power_cut {
                 };
                 let mut reads = Vec::new();
                 for node in order {
-                    reads.push(read_until_answered(&cluster, node, path, healed_at).await);
+                    reads.push(read_until_answered(&cluster, node, "apple", healed_at).await);
                 }
                 reads
             })
@@ -396,12 +400,12 @@ mod power_cut {
         .expect("simulation thread panicked")
     }
 
-    /// Reads `path` through `node` until it answers 200 or 404 (a 503 or a lost message means
+    /// Reads `sku` through `node` until it answers 200 or 404 (a 503 or a lost message means
     /// "try again": refusing is allowed, a stale answer is not). Returns (node, status, version).
     async fn read_until_answered(
         cluster: &SimCluster,
         node: u64,
-        path: &str,
+        sku: &str,
         healed_at: madsim::time::Instant,
     ) -> (u64, u16, Option<u64>) {
         let deadline = madsim::time::Instant::now() + Duration::from_secs(30);
@@ -409,12 +413,12 @@ mod power_cut {
             if madsim::time::Instant::now() >= healed_at {
                 cluster.restore_network();
             }
-            let (status, body) = call(cluster, node, "GET", path, None).await;
+            let (status, version, code) = read(cluster, node, sku, Consistency::Linearizable).await;
             if status == 200 || status == 404 {
-                return (node, status, body["version"].as_u64());
+                return (node, status, version);
             }
             if madsim::time::Instant::now() > deadline {
-                panic!("node {node} answered no read within 30 s; last answer {status}: {body}");
+                panic!("node {node} answered no read within 30 s; last answer {status} {code:?}");
             }
             madsim::time::sleep(Duration::from_millis(100)).await;
         }
@@ -460,7 +464,7 @@ mod power_cut {
 /// Nodes outside the membership, and faults the cluster refuses.
 mod outside_the_membership {
     use super::*;
-    use stockraft::sim::cluster::SIM_SECRET;
+    use stockraft::client::wire::{codes, Health, MembersRequest, TransferLeaderRequest};
     use stockraft::sim::faults::{Fault, Scheduled};
     use stockraft::sim::run::{play, FaultOutcome};
 
@@ -480,27 +484,18 @@ mod outside_the_membership {
         .expect("simulation thread panicked")
     }
 
-    async fn admin(cluster: &SimCluster, node: u64, path: &str, body: Value) -> (u16, Value) {
-        let request = WireRequest::post_json(path, &body).with_secret(SIM_SECRET);
-        match cluster.call(node, request, CALL_TIMEOUT).await {
-            Ok(response) => (
-                response.status,
-                serde_json::from_slice(&response.body).unwrap_or(Value::Null),
-            ),
-            Err(_) => (0, Value::Null),
+    fn members(ids: &[u64]) -> MembersRequest {
+        MembersRequest {
+            ids: ids.iter().copied().collect(),
+            keep_as_learners: false,
         }
     }
 
     /// Removes `node` through `via`, then power-cuts it, wipes its disk and starts it empty.
     async fn remove_and_wipe(cluster: &SimCluster, node: u64, via: u64) {
-        let (status, body) = admin(
-            cluster,
-            via,
-            "/api/cluster/remove",
-            json!({ "ids": [node] }),
-        )
-        .await;
-        assert_eq!(status, 200, "removing node {node}: {body}");
+        let answer = cluster.admin_client(via).remove(&members(&[node])).await;
+        let status = answer.as_ref().map(|a| a.status).ok();
+        assert_eq!(status, Some(200), "removing node {node}: {answer:?}");
         cluster.kill(node);
         cluster.wipe(node);
         cluster.restart(node);
@@ -512,49 +507,59 @@ mod outside_the_membership {
             Box::pin(async {
                 let cluster = SimCluster::start(SimOptions::default());
                 let leader = wait_for_leader(&cluster).await;
-                let create = json!({ "sku": "apple", "storeId": "s1", "initialQuantity": 10 });
-                let (status, _) =
-                    call(&cluster, leader, "POST", "/api/inventory", Some(create)).await;
-                assert_eq!(status, 201);
+                assert_eq!(create(&cluster, leader, "apple", 10).await, 201);
                 let empty = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
                 remove_and_wipe(&cluster, empty, leader).await;
                 madsim::time::sleep(Duration::from_secs(1)).await;
 
-                let path = "/api/inventory/stores/s1/inventory/apple";
-                let requests: Vec<(&str, String, Option<Value>)> = vec![
-                    ("GET", format!("{path}?consistency=local"), None),
-                    ("GET", path.to_owned(), None),
-                    ("POST", format!("{path}/reserve"), Some(json!({ "qty": 1 }))),
-                ];
-                for (method, path, body) in requests {
-                    let asked_at = madsim::time::Instant::now();
-                    let (status, answer) = call(&cluster, empty, method, &path, body).await;
+                let client = cluster.client(empty).with_timeout(CALL_TIMEOUT);
+                let not_a_member = |what: &str, answer: Option<(u16, Option<String>)>| {
                     assert_eq!(
-                        (status, answer["error"]["code"].as_str()),
-                        (503, Some("NOT_A_MEMBER")),
-                        "{method} {path} on the empty node: {answer}"
+                        answer,
+                        Some((503, Some(codes::NOT_A_MEMBER.to_owned()))),
+                        "{what} on the empty node"
                     );
+                };
+                for consistency in [Consistency::Local, Consistency::Linearizable] {
+                    let asked_at = madsim::time::Instant::now();
+                    let answer = client.read(STORE, "apple", consistency).await;
+                    let answer = answer
+                        .ok()
+                        .map(|a| (a.status, a.error_code().map(str::to_owned)));
+                    not_a_member(&format!("a {consistency:?} read"), answer);
                     assert!(
                         asked_at.elapsed() < Duration::from_millis(500),
-                        "{method} {path}: refused only after {:?}",
-                        asked_at.elapsed()
+                        "refused late"
                     );
                 }
-                let (status, answer) = admin(
-                    &cluster,
-                    empty,
-                    "/api/cluster/promote",
-                    json!({ "ids": [empty] }),
-                )
-                .await;
-                assert_eq!(
-                    (status, answer["error"]["code"].as_str()),
-                    (503, Some("NOT_A_MEMBER")),
-                    "an admin call on the empty node: {answer}"
+                let asked_at = madsim::time::Instant::now();
+                let body = ReserveRequest {
+                    qty: 1,
+                    expected_version: None,
+                };
+                let answer = client
+                    .reserve(STORE, "apple", &body, &WriteOptions::default())
+                    .await;
+                let answer = answer
+                    .ok()
+                    .map(|a| (a.status, a.error_code().map(str::to_owned)));
+                not_a_member("a reserve", answer);
+                assert!(
+                    asked_at.elapsed() < Duration::from_millis(500),
+                    "refused late"
                 );
+                let answer = cluster
+                    .admin_client(empty)
+                    .promote(&members(&[empty]))
+                    .await;
+                let answer = answer
+                    .ok()
+                    .map(|a| (a.status, a.error_code().map(str::to_owned)));
+                not_a_member("an admin call", answer);
                 // The members still serve the record.
-                let (status, answer) = call(&cluster, leader, "GET", path, None).await;
-                assert_eq!((status, answer["qty"].as_i64()), (200, Some(10)));
+                let (status, version, _) =
+                    read(&cluster, leader, "apple", Consistency::Linearizable).await;
+                assert_eq!((status, version), (200, Some(1)));
             })
         });
     }
@@ -574,7 +579,7 @@ mod outside_the_membership {
                 // with only one reachable: the cluster refuses the removal.
                 cluster.kill(others[0]);
                 madsim::time::sleep(Duration::from_secs(3)).await;
-                let uptime = |health: Option<Value>| health.and_then(|h| h["uptime"].as_f64());
+                let uptime = |health: Option<Health>| health.map(|h| h.uptime);
                 let before = uptime(cluster.health(leader).await).expect("the leader answers");
                 let scheduled = Scheduled {
                     start_ms: 0,
@@ -606,10 +611,13 @@ mod outside_the_membership {
                 let cluster = SimCluster::start(SimOptions::default());
                 let mut leader = wait_for_leader(&cluster).await;
                 if leader == 1 {
-                    let body = json!({ "to": 3 });
-                    let (status, answer) =
-                        admin(&cluster, 1, "/api/cluster/transfer-leader", body).await;
-                    assert_eq!(status, 200, "{answer}");
+                    let body = TransferLeaderRequest { to: 3 };
+                    let answer = cluster.admin_client(1).transfer_leader(&body).await;
+                    assert_eq!(
+                        answer.as_ref().map(|a| a.status).ok(),
+                        Some(200),
+                        "{answer:?}"
+                    );
                     leader = wait_for_leader(&cluster).await;
                 }
                 // Node 1, a follower, is wiped and not re-added; the fault on the other follower

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::json::rfc3339_ms;
 use crate::app::{wall_clock_ms, App};
-use crate::client::wire::{Envelope, Health, RaftRole, RaftStatus, Readiness};
+use crate::client::wire::{Envelope, Health, Liveness, RaftRole, RaftStatus, Readiness};
 
 fn role(state: openraft::ServerState) -> RaftRole {
     match state {
@@ -51,7 +51,10 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
 
 /// `GET /api/health/liveness`: the process is up.
 pub async fn liveness() -> Response {
-    axum::Json(Envelope::ok(serde_json::json!({ "status": "alive" }))).into_response()
+    axum::Json(Envelope::ok(Liveness {
+        status: "alive".into(),
+    }))
+    .into_response()
 }
 
 /// `GET /api/health/readiness`: 200 only when this node knows a leader and has applied

@@ -105,7 +105,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Counts every `/api` request and every error answer, for `GET /api/metrics`.
 async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let counted = request.uri().path().starts_with("/api/");
+    let counted = request.uri().path().starts_with(routes::API_PREFIX);
     let response = next.run(request).await;
     if counted {
         Counters::bump(&app.counters.requests);

@@ -4,6 +4,9 @@
 //! client. The router (`api::router`) and every client (CLI, bench, simulation, tests) name
 //! routes only through this module, so a path changes in one place.
 
+/// Every client, admin and health route starts with this (Raft RPC does not).
+pub const API_PREFIX: &str = "/api/";
+
 /// Create a record from a body naming its ids.
 pub const INVENTORY: &str = "/api/inventory";
 /// One record: read it, or create it at its path.

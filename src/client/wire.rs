@@ -224,6 +224,12 @@ pub struct Health {
     pub raft: RaftStatus,
 }
 
+/// `GET /api/health/liveness`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liveness {
+    pub status: String,
+}
+
 /// `GET /api/health/readiness` when ready.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

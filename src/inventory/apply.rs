@@ -151,13 +151,6 @@ fn execute(view: &impl StateView, command: &Command, now_ms: u64) -> CommandResu
                 return Err(invalid("qty must not be negative"));
             }
             let record = existing(view, key, expected_version)?;
-            #[cfg(madsim)]
-            if quantity > record.quantity
-                && crate::sim::bugs::planted()
-                    == crate::sim::bugs::PlantedBug::ReserveSkipsStockCheck
-            {
-                return changed(record, 0, now_ms);
-            }
             if quantity > record.quantity {
                 return Err(Rejection::InsufficientStock {
                     requested: quantity,

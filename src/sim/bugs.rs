@@ -1,8 +1,25 @@
 //! Planted bugs: switches that break stockraft on purpose, so a test can prove the simulation's
 //! checkers catch what they claim to catch. Exists only in `--cfg madsim` builds; off unless a
 //! test plants one, and set by [`plant`] at the start of every run.
+//!
+//! The core has no test switches: each bug enters through a seam the core defines for any
+//! caller ([`crate::node::Seams`], or the router the simulation serves), filled here:
+//! - [`PlantedBug::ReserveSkipsStockCheck`]: a wrapper of `inventory::apply` ([`apply_fn`]);
+//! - [`PlantedBug::StaleFollowerReads`]: a router layer in front of the node ([`wrap_router`])
+//!   that turns a follower's linearizable reads into local ones.
 
 use std::cell::Cell;
+use std::sync::Arc;
+
+use axum::extract::Request as HttpRequest;
+use axum::http::{Method, Uri};
+use axum::middleware::{self, Next};
+use axum::Router;
+
+use crate::app::App;
+use crate::client::routes;
+use crate::inventory::{self, ApplyContext, Command, Effects, MemoryState};
+use crate::raft::state_machine::ApplyFn;
 
 /// A known bug the simulation must find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,4 +43,58 @@ pub fn plant(bug: PlantedBug) {
 
 pub fn planted() -> PlantedBug {
     PLANTED.with(Cell::get)
+}
+
+/// The state transition a node of this run uses: `inventory::apply`, or the planted oversell.
+pub fn apply_fn() -> ApplyFn {
+    match planted() {
+        PlantedBug::ReserveSkipsStockCheck => reserve_skipping_the_stock_check,
+        _ => inventory::apply,
+    }
+}
+
+/// `inventory::apply`, except that a reserve beyond the stock is applied as if the stock had
+/// been there: it succeeds and leaves the record at 0.
+fn reserve_skipping_the_stock_check(
+    view: &MemoryState,
+    request: &inventory::Request,
+    context: ApplyContext,
+) -> (inventory::Response, Effects) {
+    if let Command::Reserve { key, quantity, .. } = &request.command {
+        if let Some(record) = view.records.get(key).filter(|r| *quantity > r.quantity) {
+            let mut inflated = view.clone();
+            let mut record = record.clone();
+            record.quantity = *quantity;
+            inflated.records.insert(key.clone(), record);
+            return inventory::apply(&inflated, request, context);
+        }
+    }
+    inventory::apply(view, request, context)
+}
+
+/// The router a node of this run serves: `router`, with the planted stale read in front of it.
+pub fn wrap_router(router: Router, app: Arc<App>) -> Router {
+    if planted() != PlantedBug::StaleFollowerReads {
+        return router;
+    }
+    router.layer(middleware::from_fn(
+        move |request: HttpRequest, next: Next| {
+            let app = app.clone();
+            async move { next.run(read_locally_on_followers(&app, request)).await }
+        },
+    ))
+}
+
+/// On a follower, a record read (any GET under the inventory routes) becomes
+/// `?consistency=local`.
+fn read_locally_on_followers(app: &App, mut request: HttpRequest) -> HttpRequest {
+    let is_record_read =
+        request.method() == Method::GET && request.uri().path().starts_with(routes::INVENTORY);
+    if is_record_read && app.leader() != Some(app.id) {
+        let local = format!("{}?consistency=local", request.uri().path());
+        if let Ok(uri) = local.parse::<Uri>() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
 }

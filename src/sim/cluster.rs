@@ -10,14 +10,18 @@ use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 use madsim::task::NodeId as HostId;
 
+use super::bugs;
+use super::faults::SkewedClock;
 use super::transport::{serve, SimTransport};
 use crate::api;
+use crate::client::wire::{Health, RaftRole};
+use crate::client::Client;
 use crate::config::{ApiConfig, ClusterConfig, Config, NodeConfig, RaftConfig, StorageConfig};
-use crate::node;
+use crate::node::{self, Seams};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{LogId, NodeId};
 use crate::storage::{KeyValue, SimDisk};
-use crate::transport::{Transport, TransportError, WireRequest, WireResponse};
+use crate::transport::{Transport, TransportError, TransportFuture, WireRequest, WireResponse};
 
 /// The port every simulated node serves HTTP on.
 const PORT: u16 = 8080;
@@ -124,6 +128,16 @@ impl SimCluster {
         self.hosts.keys().copied().collect()
     }
 
+    /// A typed client of node `id`, sending from the client host.
+    pub fn client(&self, id: NodeId) -> Client {
+        Client::new(Arc::new(ClientHost(self.client.clone())), address(id))
+    }
+
+    /// Like [`SimCluster::client`], with the cluster secret (admin routes).
+    pub fn admin_client(&self, id: NodeId) -> Client {
+        self.client(id).with_secret(SIM_SECRET)
+    }
+
     /// Sends `request` to node `id` from the client host.
     pub async fn call(
         &self,
@@ -217,7 +231,7 @@ impl SimCluster {
     pub async fn leader(&self) -> Option<NodeId> {
         let mut votes: BTreeMap<NodeId, usize> = BTreeMap::new();
         for id in self.ids() {
-            if let Some(leader) = self.health(id).await.and_then(|h| h["leaderId"].as_u64()) {
+            if let Some(leader) = self.health(id).await.and_then(|h| h.raft.leader_id) {
                 *votes.entry(leader).or_default() += 1;
             }
         }
@@ -237,8 +251,8 @@ impl SimCluster {
             let Some(health) = self.health(id).await else {
                 continue;
             };
-            if health["role"] == "leader" {
-                let term = health["term"].as_u64().unwrap_or(0);
+            if health.raft.role == RaftRole::Leader {
+                let term = health.raft.term;
                 if best.is_none_or(|(best_term, _)| term > best_term) {
                     best = Some((term, id));
                 }
@@ -248,11 +262,9 @@ impl SimCluster {
     }
 
     /// `GET /api/health` of node `id`, or None if it does not answer.
-    pub async fn health(&self, id: NodeId) -> Option<serde_json::Value> {
-        let request = WireRequest::get("/api/health");
-        let response = self.call(id, request, HEALTH_TIMEOUT).await.ok()?;
-        let body: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
-        Some(body["data"].clone())
+    pub async fn health(&self, id: NodeId) -> Option<Health> {
+        let client = self.client(id).with_timeout(HEALTH_TIMEOUT);
+        Some(client.health().await.ok()?.ok().ok()?.data)
     }
 
     /// Node `id`'s simulated disk (shared with the node).
@@ -293,13 +305,34 @@ impl SimCluster {
 /// One simulated node's life: start, serve, found the cluster if it is the bootstrap node, and
 /// never return (a returning init future would make madsim treat the node as exited).
 async fn run_node(id: NodeId, config: Arc<Config>, disk: SimDisk) {
-    let app = node::start(id, config, Arc::new(disk), Arc::new(SimTransport))
+    let seams = Seams {
+        clock: Arc::new(SkewedClock),
+        apply: bugs::apply_fn(),
+    };
+    let app = node::start(id, config, Arc::new(disk), Arc::new(SimTransport), seams)
         .await
         .expect("a simulated node starts");
     let addr: SocketAddr = address(id).parse().expect("a valid address");
-    let _endpoint = serve(addr, api::router(app.clone()))
+    let router = bugs::wrap_router(api::router(app.clone()), app.clone());
+    let _endpoint = serve(addr, router)
         .await
         .expect("binding the node's address");
     node::bootstrap(&app).await;
     std::future::pending::<()>().await;
+}
+
+/// The simulation's client side: requests leave from the client host (so partitions and losses
+/// between the client and a node apply to them), never from whichever node happens to run.
+struct ClientHost(NodeHandle);
+
+impl Transport for ClientHost {
+    fn send(&self, addr: &str, request: WireRequest, timeout: Duration) -> TransportFuture {
+        let addr = addr.to_owned();
+        let host = self.0.clone();
+        Box::pin(async move {
+            host.spawn(async move { SimTransport.send(&addr, request, timeout).await })
+                .await
+                .expect("the client host is never killed")
+        })
+    }
 }

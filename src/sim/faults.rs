@@ -159,6 +159,17 @@ thread_local! {
     static CLOCK_SKEW_MS: RefCell<BTreeMap<HostId, i64>> = const { RefCell::new(BTreeMap::new()) };
 }
 
+/// The clock a simulated node stamps proposals with: the (virtual) wall clock plus the skew
+/// of the host it runs on ([`set_clock_skew`]), injected through `node::Seams`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SkewedClock;
+
+impl crate::app::Clock for SkewedClock {
+    fn now_ms(&self) -> u64 {
+        crate::app::wall_clock_ms().saturating_add_signed(clock_skew_ms())
+    }
+}
+
 /// The wall-clock offset of the simulated host this code runs on (0 if none is set).
 pub fn clock_skew_ms() -> i64 {
     if madsim::runtime::Handle::try_current().is_err() {

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use super::faults::{self, Fault, Scheduled};
 use super::SimCluster;
+use crate::client::wire::{codes, MembersRequest, SyncStartRequest, TransferLeaderRequest};
+use crate::client::{Answer, Client, ClientError};
 use crate::raft::NodeId;
-use crate::transport::WireRequest;
 
 /// How long one admin call may take. Beyond the nodes' 3 s write deadline: a membership change
 /// or a snapshot-and-purge can take several rounds under faults, and a change that happened but
@@ -106,42 +107,38 @@ async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>
         }
         Fault::SnapshotStorm { node } => {
             // Snapshot and purge right now, then every second until healed.
-            let _ = admin(
-                cluster,
-                *node,
-                "/api/cluster/snapshot",
-                &serde_json::json!({}),
-            )
-            .await;
-            let body = serde_json::json!({ "intervalMs": SNAPSHOT_STORM_INTERVAL_MS });
-            let _ = cluster
-                .call(
-                    *node,
-                    WireRequest::post_json("/api/sync/start", &body),
-                    SYNC_CALL_TIMEOUT,
-                )
-                .await;
+            let _ = admin_client(cluster, *node).snapshot().await;
+            let body = SyncStartRequest {
+                interval_ms: Some(SNAPSHOT_STORM_INTERVAL_MS),
+            };
+            let node = cluster.client(*node).with_timeout(SYNC_CALL_TIMEOUT);
+            let _ = node.sync_start(&body).await;
         }
         Fault::ClockSkew { node, offset_ms } => {
             faults::set_clock_skew(cluster.host(*node), *offset_ms)
         }
         Fault::Demote { node } => {
-            let body = serde_json::json!({ "ids": [node], "keepAsLearners": true });
-            if admin(cluster, *node, "/api/cluster/remove", &body).await != Some(200) {
+            let body = MembersRequest {
+                ids: [*node].into(),
+                keep_as_learners: true,
+            };
+            if status(admin_client(cluster, *node).remove(&body).await) != Some(200) {
                 return FaultOutcome::Refused;
             }
         }
         Fault::TransferLeader { to } => {
-            let body = serde_json::json!({ "to": to });
-            if admin(cluster, *to, "/api/cluster/transfer-leader", &body).await != Some(200) {
+            let body = TransferLeaderRequest { to: *to };
+            let answer = admin_client(cluster, *to).transfer_leader(&body).await;
+            if status(answer) != Some(200) {
                 return FaultOutcome::Refused;
             }
         }
         Fault::WipeAndRejoin { node } => {
-            let body = serde_json::json!({ "ids": [node] });
-            let members = others(cluster, &[*node]);
-            if admin_through_members(cluster, &members, "/api/cluster/remove", &body).await
-                != Some(200)
+            let body = MembersRequest {
+                ids: [*node].into(),
+                keep_as_learners: false,
+            };
+            if remove_through_members(cluster, &others(cluster, &[*node]), &body).await != Some(200)
             {
                 return FaultOutcome::Refused;
             }
@@ -152,42 +149,28 @@ async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>
     FaultOutcome::Applied
 }
 
-/// An admin request (with the cluster secret) to node `via`; the status, if any answer came.
-pub(super) async fn admin(
-    cluster: &SimCluster,
-    via: NodeId,
-    path: &str,
-    body: &serde_json::Value,
-) -> Option<u16> {
-    admin_answer(cluster, via, path, body)
-        .await
-        .map(|(status, _)| status)
+/// A client of node `id` with the cluster secret, bounded by [`ADMIN_CALL_TIMEOUT`].
+pub(super) fn admin_client(cluster: &SimCluster, id: NodeId) -> Client {
+    cluster.admin_client(id).with_timeout(ADMIN_CALL_TIMEOUT)
 }
 
-async fn admin_answer(
-    cluster: &SimCluster,
-    via: NodeId,
-    path: &str,
-    body: &serde_json::Value,
-) -> Option<(u16, serde_json::Value)> {
-    let request = WireRequest::post_json(path, body).with_secret(super::cluster::SIM_SECRET);
-    let response = cluster.call(via, request, ADMIN_CALL_TIMEOUT).await.ok()?;
-    let body = serde_json::from_slice(&response.body).unwrap_or_default();
-    Some((response.status, body))
+/// The status of an answer, if one came.
+pub(super) fn status<T>(result: Result<Answer<T>, ClientError>) -> Option<u16> {
+    result.ok().map(|answer| answer.status)
 }
 
-/// Like [`admin`], through the first of `candidates` that is a member of the cluster: a node
-/// that was wiped earlier (and not yet re-added) refuses at once with `NOT_A_MEMBER`.
-async fn admin_through_members(
+/// Removes through the first of `candidates` that is a member of the cluster: a node that was
+/// wiped earlier (and not yet re-added) refuses at once with `NOT_A_MEMBER`. The status, if any
+/// answer came.
+async fn remove_through_members(
     cluster: &SimCluster,
     candidates: &[NodeId],
-    path: &str,
-    body: &serde_json::Value,
+    body: &MembersRequest,
 ) -> Option<u16> {
     for &via in candidates {
-        match admin_answer(cluster, via, path, body).await {
-            Some((503, answer)) if answer["error"]["code"] == "NOT_A_MEMBER" => continue,
-            other => return other.map(|(status, _)| status),
+        match admin_client(cluster, via).remove(body).await {
+            Ok(answer) if answer.error_code() == Some(codes::NOT_A_MEMBER) => continue,
+            other => return status(other),
         }
     }
     None
@@ -204,19 +187,16 @@ async fn heal_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>)
             }
         }
         Fault::SnapshotStorm { node } => {
-            let body = serde_json::json!({});
-            let _ = cluster
-                .call(
-                    *node,
-                    WireRequest::post_json("/api/sync/stop", &body),
-                    SYNC_CALL_TIMEOUT,
-                )
-                .await;
+            let node = cluster.client(*node).with_timeout(SYNC_CALL_TIMEOUT);
+            let _ = node.sync_stop().await;
         }
         Fault::ClockSkew { node, .. } => faults::set_clock_skew(cluster.host(*node), 0),
         Fault::Demote { node } => {
-            let body = serde_json::json!({ "ids": [node] });
-            let _ = admin(cluster, *node, "/api/cluster/promote", &body).await;
+            let body = MembersRequest {
+                ids: [*node].into(),
+                keep_as_learners: false,
+            };
+            let _ = admin_client(cluster, *node).promote(&body).await;
         }
         Fault::WipeAndRejoin { node } => {
             // The fault killed it (a refused one is not healed): start it empty. Re-adding

@@ -14,13 +14,14 @@ use std::time::Duration;
 use super::bugs::{plant, PlantedBug};
 use super::checks::check_everything;
 use super::faults;
-use super::play::{admin, heal_everything};
+use super::play::{self, heal_everything};
 pub use super::play::{play, FaultOutcome};
 use super::workload::{self, History, SharedHistory, STORE};
 use super::{SimCluster, SimOptions};
 use crate::checker::{Event, Op, Outcome};
+use crate::client::wire::{AddLearnerRequest, MemberRole, MembersRequest};
+use crate::client::Consistency;
 use crate::raft::NodeId;
-use crate::transport::WireRequest;
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -199,34 +200,35 @@ async fn restore_membership(cluster: &SimCluster) -> bool {
 /// One round of [`restore_membership`]: true when every node is already a voter; otherwise
 /// re-adds missing nodes and promotes learners.
 async fn membership_settled(cluster: &SimCluster, leader: NodeId) -> bool {
-    let request = WireRequest::get("/api/cluster").with_secret(super::cluster::SIM_SECRET);
-    let view: serde_json::Value = match cluster.call(leader, request, CLUSTER_VIEW_TIMEOUT).await {
-        Ok(response) if response.status == 200 => {
-            serde_json::from_slice(&response.body).unwrap_or_default()
-        }
+    let admin = cluster
+        .admin_client(leader)
+        .with_timeout(CLUSTER_VIEW_TIMEOUT);
+    let view = match admin.cluster().await.map(|answer| answer.ok()) {
+        Ok(Ok(view)) => view.data,
         _ => return false,
     };
-    let members = view["data"]["members"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let admin = play::admin_client(cluster, leader);
     let mut settled = true;
     for id in cluster.ids() {
-        let role = members
-            .iter()
-            .find(|m| m["id"] == id)
-            .and_then(|m| m["role"].as_str().map(str::to_owned));
-        match role.as_deref() {
-            Some("voter") => {}
-            Some(_) => {
+        let role = view.members.iter().find(|m| m.id == id).map(|m| m.role);
+        match role {
+            Some(MemberRole::Voter) => {}
+            Some(MemberRole::Learner) => {
                 settled = false;
-                let body = serde_json::json!({ "ids": [id] });
-                let _ = admin(cluster, leader, "/api/cluster/promote", &body).await;
+                let body = MembersRequest {
+                    ids: [id].into(),
+                    keep_as_learners: false,
+                };
+                let _ = admin.promote(&body).await;
             }
             None => {
                 settled = false;
-                let body = serde_json::json!({ "id": id, "addr": super::cluster::address(id) });
-                let _ = admin(cluster, leader, "/api/cluster/learners", &body).await;
+                let body = AddLearnerRequest {
+                    id,
+                    addr: super::cluster::address(id),
+                    wait: false,
+                };
+                let _ = admin.add_learner(&body).await;
             }
         }
     }
@@ -243,8 +245,8 @@ async fn wait_for_convergence(cluster: &SimCluster) -> Option<NodeId> {
                 .iter()
                 .map(|id| cluster.applied(*id))
                 .collect();
-            let health = cluster.health(leader).await.unwrap_or_default();
-            let committed = health["committedIndex"].as_u64();
+            let health = cluster.health(leader).await;
+            let committed = health.and_then(|h| h.raft.committed_index);
             let leader_applied = cluster.applied(leader).map(|id| id.index);
             if applied.len() == 1 && committed.is_some() && committed == leader_applied {
                 return Some(leader);
@@ -265,17 +267,16 @@ async fn final_reads(
     for index in 0..workload::HOT_SKUS + workload::COLD_SKUS {
         let sku = workload::sku_name(index);
         let invoked_at = start.elapsed().as_nanos() as u64;
-        let request = WireRequest::get(format!("/api/inventory/stores/{STORE}/inventory/{sku}"));
-        let Ok(response) = cluster.call(leader, request, FINAL_READ_TIMEOUT).await else {
+        let client = cluster.client(leader).with_timeout(FINAL_READ_TIMEOUT);
+        let Ok(answer) = client.read(STORE, &sku, Consistency::Linearizable).await else {
             continue;
         };
-        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
-        let outcome = match response.status {
-            200 => match (body["qty"].as_i64(), body["version"].as_u64()) {
-                (Some(qty), Some(version)) => Outcome::Ok { qty, version },
-                _ => continue,
+        let outcome = match (answer.status, answer.body) {
+            (200, Ok(record)) => Outcome::Ok {
+                qty: record.qty,
+                version: record.version,
             },
-            404 => Outcome::NotFound,
+            (404, _) => Outcome::NotFound,
             _ => continue,
         };
         let completed_at = start.elapsed().as_nanos() as u64;

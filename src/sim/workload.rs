@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::rand::Rng;
-use serde_json::Value;
 
 use super::SimCluster;
 use crate::checker::{Event, Op, Outcome};
-use crate::client::wire::{AdjustRequest, CreateRequest, ReserveRequest};
-use crate::transport::WireRequest;
+use crate::client::wire::{
+    codes, AdjustRequest, CreateRequest, ErrorBody, RecordBody, ReserveRequest,
+};
+use crate::client::{Answer, ClientError, Consistency, WriteOptions};
+use crate::raft::NodeId;
 
 pub const STORE: &str = "s1";
 /// SKUs most operations go to, so they contend.
@@ -50,7 +52,7 @@ pub struct History {
     /// Per SKU, the events for the linearizability checker.
     pub events: BTreeMap<String, Vec<Event>>,
     /// Every definite answer per idempotency key: they must all be identical.
-    pub keyed_answers: BTreeMap<String, Vec<(u16, Value)>>,
+    pub keyed_answers: BTreeMap<String, Vec<Reply>>,
     /// Readable lines, for the trace.
     pub lines: Vec<String>,
     /// Problems seen directly by the clients (e.g. an unexpected status).
@@ -111,96 +113,110 @@ pub fn draw<R: Rng>(
     }
 }
 
-fn json_bytes(body: &impl serde::Serialize) -> Vec<u8> {
-    serde_json::to_vec(body).expect("request bodies serialize")
-}
+/// What a node answered to one attempt: its status, and the record it reports or its error.
+pub type Reply = (u16, Result<RecordBody, ErrorBody>);
 
-fn wire_request(op: &ClientOp) -> WireRequest {
-    let record = format!("/api/inventory/stores/{STORE}/inventory/{}", op.sku);
-    let (method, path, body) = match &op.op {
-        Op::Create { initial } => (
-            "POST",
-            "/api/inventory".to_owned(),
-            Some(json_bytes(&CreateRequest {
+/// Sends `op` to node `node` through the typed client.
+async fn send(cluster: &SimCluster, node: NodeId, op: &ClientOp) -> Result<Reply, ClientError> {
+    fn reply<T>(answer: Answer<T>, record: impl FnOnce(T) -> RecordBody) -> Reply {
+        (answer.status, answer.body.map(record))
+    }
+    let client = cluster.client(node).with_timeout(CLIENT_TIMEOUT);
+    let options = WriteOptions {
+        idempotency_key: op.idempotency_key.clone(),
+        if_match: None,
+    };
+    let sku = op.sku.as_str();
+    Ok(match op.op {
+        Op::Create { initial } => {
+            let body = CreateRequest {
                 sku: op.sku.clone(),
                 store_id: STORE.to_owned(),
-                initial_quantity: *initial,
-            })),
-        ),
+                initial_quantity: initial,
+            };
+            reply(client.create(&body, &options).await?, |created| {
+                created.data
+            })
+        }
         Op::Adjust {
             delta,
             expected_version,
-        } => (
-            "POST",
-            format!("{record}/adjust"),
-            Some(json_bytes(&AdjustRequest {
-                delta: *delta,
-                expected_version: *expected_version,
-            })),
-        ),
+        } => {
+            let body = AdjustRequest {
+                delta,
+                expected_version,
+            };
+            reply(client.adjust(STORE, sku, &body, &options).await?, |c| {
+                c.record
+            })
+        }
         Op::Reserve {
             qty,
             expected_version,
-        } => (
-            "POST",
-            format!("{record}/reserve"),
-            Some(json_bytes(&ReserveRequest {
-                qty: *qty,
-                expected_version: *expected_version,
-            })),
-        ),
-        Op::Read if op.local_read => ("GET", format!("{record}?consistency=local"), None),
-        Op::Read => ("GET", record, None),
-    };
-    let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-    if let Some(key) = &op.idempotency_key {
-        headers.push(("idempotency-key".to_owned(), key.clone()));
-    }
-    WireRequest {
-        method: method.to_owned(),
-        path,
-        headers,
-        body: body.unwrap_or_default(),
-    }
+        } => {
+            let body = ReserveRequest {
+                qty,
+                expected_version,
+            };
+            reply(client.reserve(STORE, sku, &body, &options).await?, |c| {
+                c.record
+            })
+        }
+        Op::Read => {
+            let consistency = if op.local_read {
+                Consistency::Local
+            } else {
+                Consistency::Linearizable
+            };
+            reply(client.read(STORE, sku, consistency).await?, |record| record)
+        }
+    })
 }
 
 /// What one HTTP answer means for the checker. `None`: definitely nothing happened (503
 /// NO_LEADER) and nothing was observed.
-enum Answer {
+enum Meaning {
     Definite(Outcome),
     NothingHappened,
     Unknown,
     Unexpected(String),
 }
 
-fn classify(op: &Op, status: u16, body: &Value) -> Answer {
-    let code = body["error"]["code"].as_str().unwrap_or("");
-    let record = |value: &Value| match (value["qty"].as_i64(), value["version"].as_u64()) {
-        (Some(qty), Some(version)) => Answer::Definite(Outcome::Ok { qty, version }),
-        _ => Answer::Unexpected(format!("malformed record in {body}")),
+fn classify(op: &Op, reply: &Result<Reply, ClientError>) -> Meaning {
+    let (status, body) = match reply {
+        Ok(reply) => reply,
+        Err(ClientError::Transport(_)) => return Meaning::Unknown,
+        Err(other) => return Meaning::Unexpected(other.to_string()),
     };
-    match (status, code) {
-        (200 | 201, _) => match op {
-            Op::Adjust { .. } | Op::Reserve { .. } => record(&body["record"]),
-            Op::Create { .. } => record(&body["data"]),
-            Op::Read => record(body),
-        },
-        (404, "NOT_FOUND") => Answer::Definite(Outcome::NotFound),
-        (409, _) => match (op, body["error"]["details"]["currentVersion"].as_u64()) {
+    let error = match body {
+        Ok(record) if matches!(status, 200 | 201) => {
+            return Meaning::Definite(Outcome::Ok {
+                qty: record.qty,
+                version: record.version,
+            })
+        }
+        Ok(record) => return Meaning::Unexpected(format!("status {status} with {record:?}")),
+        Err(error) => &error.error,
+    };
+    let detail = |name: &str| error.details.as_ref().and_then(|d| d.get(name).cloned());
+    let version = detail("currentVersion").and_then(|v| v.as_u64());
+    match (*status, error.code.as_str()) {
+        (404, codes::NOT_FOUND) => Meaning::Definite(Outcome::NotFound),
+        (409, _) => match (op, version) {
             (Op::Create { .. }, Some(version)) => {
-                Answer::Definite(Outcome::AlreadyExists { version })
+                Meaning::Definite(Outcome::AlreadyExists { version })
             }
-            (_, Some(actual)) => Answer::Definite(Outcome::VersionMismatch { actual }),
-            _ => Answer::Unexpected(format!("409 without a version: {body}")),
+            (_, Some(actual)) => Meaning::Definite(Outcome::VersionMismatch { actual }),
+            _ => Meaning::Unexpected(format!("409 without a version: {error:?}")),
         },
-        (422, "INSUFFICIENT_STOCK") => match body["error"]["details"]["available"].as_i64() {
-            Some(available) => Answer::Definite(Outcome::InsufficientStock { available }),
-            None => Answer::Unexpected(format!("422 without availability: {body}")),
+        (422, codes::INSUFFICIENT_STOCK) => match detail("available").and_then(|v| v.as_i64()) {
+            Some(available) => Meaning::Definite(Outcome::InsufficientStock { available }),
+            None => Meaning::Unexpected(format!("422 without availability: {error:?}")),
         },
         // Both refuse before anything is proposed or forwarded.
-        (503, "NO_LEADER" | "NOT_A_MEMBER") => Answer::NothingHappened,
-        (503, _) | (0, _) => Answer::Unknown,
-        _ => Answer::Unexpected(format!("status {status}: {body}")),
+        (503, codes::NO_LEADER | codes::NOT_A_MEMBER) => Meaning::NothingHappened,
+        (503, _) => Meaning::Unknown,
+        _ => Meaning::Unexpected(format!("status {status}: {error:?}")),
     }
 }
 
@@ -245,33 +261,30 @@ async fn perform(
     } else {
         1
     };
-    let mut result = Answer::NothingHappened;
+    let mut result = Meaning::NothingHappened;
     let mut maybe_applied = false;
     for _ in 0..attempts {
         let node = madsim::rand::thread_rng().gen_range(1..=cluster.ids().len() as u64);
-        let (status, body) = match cluster.call(node, wire_request(op), CLIENT_TIMEOUT).await {
-            Ok(response) => (
-                response.status,
-                serde_json::from_slice(&response.body).unwrap_or(Value::Null),
-            ),
-            Err(_) => (0, Value::Null),
-        };
-        result = classify(&op.op, status, &body);
-        if let (Some(key), Answer::Definite(_)) = (&op.idempotency_key, &result) {
+        let reply = send(cluster, node, op).await;
+        result = classify(&op.op, &reply);
+        if let (Some(key), Meaning::Definite(_), Ok((status, body))) =
+            (&op.idempotency_key, &result, &reply)
+        {
+            // The error's timestamp is when it was rendered, not part of the answer.
             let mut answer = body.clone();
-            if let Some(error) = answer.get_mut("error").and_then(Value::as_object_mut) {
-                error.remove("timestamp");
+            if let Err(error) = &mut answer {
+                error.error.timestamp.clear();
             }
             let mut history = history.lock().expect("history lock");
             history
                 .keyed_answers
                 .entry(key.clone())
                 .or_default()
-                .push((status, answer));
+                .push((*status, answer));
         }
         match result {
-            Answer::Unknown => maybe_applied = true,
-            Answer::NothingHappened if maybe_applied => result = Answer::Unknown,
+            Meaning::Unknown => maybe_applied = true,
+            Meaning::NothingHappened if maybe_applied => result = Meaning::Unknown,
             _ => break,
         }
     }
@@ -287,10 +300,10 @@ async fn perform(
         op.idempotency_key
     );
     let outcome = match result {
-        Answer::Definite(outcome) => Some(outcome),
-        Answer::Unknown => Some(Outcome::Unknown),
-        Answer::NothingHappened => None,
-        Answer::Unexpected(message) => {
+        Meaning::Definite(outcome) => Some(outcome),
+        Meaning::Unknown => Some(Outcome::Unknown),
+        Meaning::NothingHappened => None,
+        Meaning::Unexpected(message) => {
             history.anomalies.push(format!("{line}: {message}"));
             None
         }

@@ -42,16 +42,6 @@ impl WireRequest {
         }
     }
 
-    /// A `POST` of `body` as JSON to `path`.
-    pub fn post_json(path: impl Into<String>, body: &serde_json::Value) -> Self {
-        Self {
-            method: "POST".into(),
-            path: path.into(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: body.to_string().into_bytes(),
-        }
-    }
-
     /// A `POST` of `body` serialized as JSON to `path`.
     pub fn post(path: impl Into<String>, body: &impl Serialize) -> Self {
         Self {

@@ -7,8 +7,12 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stockraft::client::routes;
+
+use stockraft::client::wire::Health;
+use stockraft::client::{routes, Client};
+use stockraft::transport::HttpTransport;
 
 use serde_json::Value;
 
@@ -39,8 +43,13 @@ pub struct Cluster {
     pub config_path: PathBuf,
     pub addrs: Vec<(u64, String)>,
     children: Vec<(u64, Child)>,
+    /// For requests the typed client cannot make (malformed ones, raw headers).
     pub http: reqwest::Client,
+    transport: Arc<HttpTransport>,
 }
+
+/// How long one test request may take (longer than a node's 5 s write deadline).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -75,10 +84,11 @@ impl Cluster {
             addrs,
             children: Vec::new(),
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
+                .timeout(REQUEST_TIMEOUT)
                 .no_proxy()
                 .build()
                 .unwrap(),
+            transport: Arc::new(HttpTransport::new()),
         };
         for id in 1..=size {
             cluster.spawn(id);
@@ -194,15 +204,16 @@ impl Cluster {
         self.addrs.iter().map(|(id, _)| *id).collect()
     }
 
-    pub async fn health(&self, id: u64) -> Option<Value> {
-        let response = self
-            .http
-            .get(self.url(id, routes::HEALTH))
-            .send()
-            .await
-            .ok()?;
-        let body: Value = response.json().await.ok()?;
-        Some(body["data"].clone())
+    /// A typed client of node `id` (with the cluster secret, for admin routes).
+    pub fn client(&self, id: u64) -> Client {
+        Client::new(self.transport.clone(), self.addr(id))
+            .with_secret(SECRET)
+            .with_timeout(REQUEST_TIMEOUT)
+    }
+
+    /// Node `id`'s `/api/health`, or None if it does not answer.
+    pub async fn health(&self, id: u64) -> Option<Health> {
+        Some(self.client(id).health().await.ok()?.ok().ok()?.data)
     }
 
     /// Waits until every node in `among` answers and agrees on one leader, also in `among`.
@@ -211,7 +222,7 @@ impl Cluster {
         loop {
             let mut leaders = Vec::new();
             for &id in among {
-                leaders.push(self.health(id).await.and_then(|h| h["leaderId"].as_u64()));
+                leaders.push(self.health(id).await.and_then(|h| h.raft.leader_id));
             }
             if let Some(Some(leader)) = leaders.first() {
                 if leaders.iter().all(|l| *l == Some(*leader)) && among.contains(leader) {
@@ -318,8 +329,8 @@ impl Cluster {
 
     /// The last index of the snapshot node `id` holds (0 if none).
     pub async fn snapshot_index(&self, id: u64) -> u64 {
-        let health = self.health(id).await.unwrap_or_default();
-        health["snapshotIndex"].as_u64().unwrap_or(0)
+        let health = self.health(id).await;
+        health.and_then(|h| h.raft.snapshot_index).unwrap_or(0)
     }
 
     /// The record as node `id` has applied it (`?consistency=local`), or None.
