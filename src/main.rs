@@ -29,6 +29,14 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(stockraft::server::serve(id, config, addr, join))
         }
+        Command::Bench(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(WORKER_THREADS)
+                .enable_all()
+                .build()?;
+            let code = runtime.block_on(stockraft::cli::bench::run(args))?;
+            std::process::exit(code)
+        }
         Command::Admin(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

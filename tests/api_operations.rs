@@ -5,7 +5,9 @@ mod support;
 
 use stockraft::client::routes;
 
-use stockraft::client::wire::{CreateRequest, SyncStartRequest};
+use serde_json::json;
+use stockraft::client::wire::{CreateBatchRequest, CreateRequest, SyncStartRequest};
+use stockraft::inventory::BATCH_RECORDS_MAX;
 use support::{Cluster, SECRET};
 
 async fn create(cluster: &Cluster, node: u64, sku: &str) {
@@ -150,4 +152,59 @@ async fn a_configured_client_token_guards_client_routes_on_every_node() {
     // Health stays open for probes.
     let (status, _) = cluster.get(follower, routes::HEALTH).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_creates_every_record_or_none_through_any_node() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let record = |sku: &str| CreateRequest {
+        sku: sku.into(),
+        store_id: "s1".into(),
+        initial_quantity: 5,
+    };
+    let batch = |skus: &[&str]| CreateBatchRequest {
+        records: skus.iter().map(|sku| record(sku)).collect(),
+    };
+    let (status, body) = cluster
+        .post(
+            follower,
+            routes::INVENTORY_BATCH,
+            batch(&["b1", "b2", "b3"]),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["data"]["created"]),
+        (201, &json!(3)),
+        "{body}"
+    );
+    for sku in ["b1", "b2", "b3"] {
+        let (status, body) = cluster.get(leader, &routes::record("s1", sku)).await;
+        assert_eq!((status, &body["qty"]), (200, &json!(5)), "{sku}: {body}");
+    }
+    // One existing record refuses the whole batch: b4 is not created.
+    let (status, body) = cluster
+        .post(leader, routes::INVENTORY_BATCH, batch(&["b4", "b2"]))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("CONFLICT_ERROR")),
+        "{body}"
+    );
+    let (status, _) = cluster.get(leader, &routes::record("s1", "b4")).await;
+    assert_eq!(status, 404, "a refused batch created a record");
+    // Too many, none, or a bad id: 400 before anything is proposed.
+    let many: Vec<String> = (0..=BATCH_RECORDS_MAX).map(|i| format!("m{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    for (what, body) in [
+        ("too many", batch(&many)),
+        ("none", batch(&[])),
+        ("a bad sku", batch(&["ok", "not ok"])),
+    ] {
+        let (status, answer) = cluster.post(leader, routes::INVENTORY_BATCH, body).await;
+        assert_eq!(status, 400, "{what}: {answer}");
+    }
+    let (status, _) = cluster.get(leader, &routes::record("s1", "ok")).await;
+    assert_eq!(status, 404);
 }

@@ -16,10 +16,11 @@ use super::leader::{self, Attempt, RequestKind};
 use super::request::{record_key, PathPair, RawRequest};
 use crate::app::{App, Counters};
 use crate::client::wire::{
-    AdjustRequest, ChangeAnswer, CreateAtPathRequest, CreateRequest, Envelope, ReserveRequest,
+    AdjustRequest, BatchCreated, ChangeAnswer, CreateAtPathRequest, CreateBatchRequest,
+    CreateRequest, Envelope, ReserveRequest,
 };
 use crate::client::{headers, Consistency};
-use crate::inventory::{self, Command, Operation, Record, RecordKey};
+use crate::inventory::{self, Command, NewRecord, Operation, Record, RecordKey, BATCH_RECORDS_MAX};
 
 pub async fn create_from_body(State(app): State<Arc<App>>, request: Request) -> Response {
     write_command(&app, &app.counters.create_record, request, |raw| {
@@ -28,6 +29,30 @@ pub async fn create_from_body(State(app): State<Arc<App>>, request: Request) -> 
             key: record_key(&body.store_id, &body.sku)?,
             initial_quantity: body.initial_quantity,
         })
+    })
+    .await
+}
+
+pub async fn create_batch(State(app): State<Arc<App>>, request: Request) -> Response {
+    write_command(&app, &app.counters.create_record, request, |raw| {
+        let body: CreateBatchRequest = raw.json()?;
+        if body.records.is_empty() || body.records.len() > BATCH_RECORDS_MAX {
+            return Err(ApiError::validation(format!(
+                "a batch holds 1 to {BATCH_RECORDS_MAX} records, got {}",
+                body.records.len()
+            )));
+        }
+        let records = body
+            .records
+            .iter()
+            .map(|record| {
+                Ok(NewRecord {
+                    key: record_key(&record.store_id, &record.sku)?,
+                    initial_quantity: record.initial_quantity,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        Ok(Command::CreateBatch { records })
     })
     .await
 }
@@ -134,7 +159,10 @@ async fn write_command(
     leader::at_leader(app, &raw, kind, |_| {
         let command = command.clone();
         let key = key.clone();
-        async move { Attempt::from_result(app.propose(command, key).await.map(|r| render(app, r))) }
+        async move {
+            let response = app.propose(command.clone(), key).await;
+            Attempt::from_result(response.map(|r| render(app, &command, r)))
+        }
     })
     .await
 }
@@ -186,8 +214,8 @@ async fn read(
     .await
 }
 
-/// The state machine's answer to a write, as the seed renders it.
-fn render(app: &App, response: inventory::Response) -> Response {
+/// The state machine's answer to `command`, as the seed renders it.
+fn render(app: &App, command: &Command, response: inventory::Response) -> Response {
     let mut http = match &response.result {
         Ok(record) => {
             let mut http = match response.operation {
@@ -196,6 +224,12 @@ fn render(app: &App, response: inventory::Response) -> Response {
                     axum::Json(Envelope::ok(json::record(record))),
                 )
                     .into_response(),
+                Operation::CreateBatch => {
+                    let created = BatchCreated {
+                        created: command.keys().len(),
+                    };
+                    (StatusCode::CREATED, axum::Json(Envelope::ok(created))).into_response()
+                }
                 Operation::Adjust | Operation::Reserve => {
                     let status = if response.operation == Operation::Adjust {
                         StatusCode::OK

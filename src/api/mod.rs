@@ -56,6 +56,7 @@ pub fn router(app: Arc<App>) -> Router {
 
     let client = Router::new()
         .route(routes::INVENTORY, post(inventory::create_from_body))
+        .route(routes::INVENTORY_BATCH, post(inventory::create_batch))
         .route(
             routes::RECORD,
             get(inventory::get).post(inventory::create_at_path),

@@ -3,6 +3,8 @@
 // The admin CLI speaks real HTTP; a --cfg madsim build has no real network.
 #[cfg(not(madsim))]
 pub mod admin;
+#[cfg(not(madsim))]
+pub mod bench;
 
 use std::path::PathBuf;
 
@@ -40,4 +42,7 @@ pub enum Command {
     /// Operate a running cluster (membership, leadership, snapshots) through any node.
     #[cfg(not(madsim))]
     Admin(admin::AdminArgs),
+    /// Measure reserves/s and latency against stockraft (or etcd, for comparison).
+    #[cfg(not(madsim))]
+    Bench(bench::BenchArgs),
 }

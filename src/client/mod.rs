@@ -22,10 +22,11 @@ use serde::Serialize;
 
 pub use routes::Consistency;
 use wire::{
-    AddLearnerRequest, AdjustRequest, Barrier, ChangeAnswer, ClusterView, CreateAtPathRequest,
-    CreateRequest, Envelope, ErrorBody, Health, MembersRequest, Metrics, PeerStatus, Readiness,
-    RecordBody, ReserveRequest, Reset, SnapshotSchedule, SnapshotTaken, SyncStartRequest,
-    SyncStatus, SyncStopped, TransferLeaderRequest,
+    AddLearnerRequest, AdjustRequest, Barrier, BatchCreated, ChangeAnswer, ClusterView,
+    CreateAtPathRequest, CreateBatchRequest, CreateRequest, Envelope, ErrorBody, Health,
+    MembersRequest, Metrics, PeerStatus, Readiness, RecordBody, ReserveRequest, Reset,
+    SnapshotSchedule, SnapshotTaken, SyncStartRequest, SyncStatus, SyncStopped,
+    TransferLeaderRequest,
 };
 
 use crate::transport::{Transport, TransportError, WireRequest, WireResponse};
@@ -218,6 +219,16 @@ impl Client {
         options: &WriteOptions,
     ) -> Result<Answer<Envelope<RecordBody>>, ClientError> {
         self.call(Self::write(routes::INVENTORY.into(), body, options))
+            .await
+    }
+
+    /// Creates every record of `body`, or none.
+    pub async fn create_batch(
+        &self,
+        body: &CreateBatchRequest,
+        options: &WriteOptions,
+    ) -> Result<Answer<Envelope<BatchCreated>>, ClientError> {
+        self.call(Self::write(routes::INVENTORY_BATCH.into(), body, options))
             .await
     }
 

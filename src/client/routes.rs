@@ -9,6 +9,8 @@ pub const API_PREFIX: &str = "/api/";
 
 /// Create a record from a body naming its ids.
 pub const INVENTORY: &str = "/api/inventory";
+/// Create many records at once (all or none).
+pub const INVENTORY_BATCH: &str = "/api/inventory/batch";
 /// One record: read it, or create it at its path.
 pub const RECORD: &str = "/api/inventory/stores/{store_id}/inventory/{sku}";
 pub const ADJUST: &str = "/api/inventory/stores/{store_id}/inventory/{sku}/adjust";

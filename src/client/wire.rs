@@ -30,6 +30,21 @@ pub struct CreateRequest {
     pub initial_quantity: i64,
 }
 
+/// `POST /api/inventory/batch`: 1 to `inventory::BATCH_RECORDS_MAX` records, created together
+/// or not at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateBatchRequest {
+    pub records: Vec<CreateRequest>,
+}
+
+/// The answer to a batch create: every record was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchCreated {
+    pub created: usize,
+}
+
 /// `POST /api/inventory/stores/:storeId/inventory/:sku`: the ids come from the path; when the
 /// body names them too, they must match it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{Command, CommandResult, Rejection, Request, Response};
+use super::command::{
+    Command, CommandResult, NewRecord, Rejection, Request, Response, BATCH_RECORDS_MAX,
+};
 use super::record::{Record, RecordKey};
 
 /// Everything `apply` may know about the world besides the state and the request.
@@ -62,15 +64,24 @@ pub fn apply(
         }
     }
 
-    let result = execute(view, &request.command, context.now_ms);
+    let changed = execute(view, &request.command, context.now_ms);
     let response = Response {
         operation: request.command.operation(),
-        result,
+        result: changed.as_ref().map_err(Clone::clone).and_then(|records| {
+            records
+                .last()
+                .cloned()
+                .ok_or_else(|| invalid("a command changed no record"))
+        }),
         replayed: false,
         log_index: context.log_index,
     };
     let mut effects = Effects {
-        records: response.result.iter().cloned().collect(),
+        records: if response.result.is_ok() {
+            changed.unwrap_or_default()
+        } else {
+            Vec::new()
+        },
         idempotency: None,
     };
     if let (Some(idempotency), Some(fingerprint)) = (&request.idempotency, fingerprint) {
@@ -109,17 +120,56 @@ fn replay(
     }
 }
 
-/// Runs one command against the state, producing the changed record or a rejection.
-fn execute(view: &impl StateView, command: &Command, now_ms: u64) -> CommandResult {
-    let key = command.key();
-    RecordKey::new(&key.store_id, &key.sku).map_err(|error| Rejection::Invalid {
-        message: error.to_string(),
-    })?;
+/// Runs one command against the state, producing the changed records (in the command's order)
+/// or a rejection that changes nothing.
+fn execute(
+    view: &impl StateView,
+    command: &Command,
+    now_ms: u64,
+) -> Result<Vec<Record>, Rejection> {
+    for key in command.keys() {
+        RecordKey::new(&key.store_id, &key.sku).map_err(|error| Rejection::Invalid {
+            message: error.to_string(),
+        })?;
+    }
+    match command {
+        Command::CreateBatch { records } => create_batch(view, records, now_ms),
+        single => execute_one(view, single, now_ms).map(|record| vec![record]),
+    }
+}
+
+/// Every record of a batch, or none: refused if the batch is empty, too large, names a key
+/// twice, or names a record that exists.
+fn create_batch(
+    view: &impl StateView,
+    records: &[NewRecord],
+    now_ms: u64,
+) -> Result<Vec<Record>, Rejection> {
+    if records.is_empty() || records.len() > BATCH_RECORDS_MAX {
+        return Err(invalid(&format!(
+            "a batch holds 1 to {BATCH_RECORDS_MAX} records, got {}",
+            records.len()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut created = Vec::with_capacity(records.len());
+    for new in records {
+        if !seen.insert(&new.key) {
+            return Err(invalid(&format!("the batch names {} twice", new.key)));
+        }
+        created.push(create(view, &new.key, new.initial_quantity, now_ms)?);
+    }
+    Ok(created)
+}
+
+/// Runs a command on one record.
+fn execute_one(view: &impl StateView, command: &Command, now_ms: u64) -> CommandResult {
     match *command {
         Command::Create {
             ref key,
             initial_quantity,
         } => create(view, key, initial_quantity, now_ms),
+        Command::CreateBatch { .. } => Err(invalid("a batch is not a single-record command")),
         Command::Adjust {
             ref key,
             delta,
@@ -423,6 +473,49 @@ mod tests {
             run(&mut state, 6, &request(bad_key)).result,
             Err(Rejection::Invalid { .. })
         ));
+    }
+
+    fn batch(skus: &[&str]) -> Command {
+        let records = skus
+            .iter()
+            .map(|sku| NewRecord {
+                key: key(sku),
+                initial_quantity: 7,
+            })
+            .collect();
+        Command::CreateBatch { records }
+    }
+
+    #[test]
+    fn a_batch_creates_every_record_or_none() {
+        let mut state = MemoryState::default();
+        let created = run(&mut state, 1, &request(batch(&["a", "b", "c"])));
+        assert_eq!(
+            created.result.map(|r| r.key),
+            Ok(key("c")),
+            "the last record answers"
+        );
+        assert_eq!(state.records.len(), 3);
+        assert!(state
+            .records
+            .values()
+            .all(|r| r.quantity == 7 && r.version == 1));
+
+        let refused = [
+            (batch(&["d", "b"]), "an existing record"),
+            (batch(&["e", "e"]), "a key named twice"),
+            (batch(&[]), "an empty batch"),
+        ];
+        for (index, (command, why)) in (2..).zip(refused) {
+            let response = run(&mut state, index, &request(command));
+            assert!(response.result.is_err(), "{why} was accepted");
+            assert_eq!(state.records.len(), 3, "{why} created something");
+        }
+        let too_many: Vec<String> = (0..=BATCH_RECORDS_MAX).map(|i| format!("x{i}")).collect();
+        let too_many: Vec<&str> = too_many.iter().map(String::as_str).collect();
+        let response = run(&mut state, 9, &request(batch(&too_many)));
+        assert!(matches!(response.result, Err(Rejection::Invalid { .. })));
+        assert_eq!(state.records.len(), 3);
     }
 
     #[test]

@@ -11,6 +11,9 @@ use super::record::{Record, RecordKey};
 
 /// Longest accepted `Idempotency-Key`, in bytes (printable ASCII only).
 pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
+/// Most records one batch create may hold: one log entry, one apply, and a request body that
+/// stays under the default 64 KiB limit with the longest ids.
+pub const BATCH_RECORDS_MAX: usize = 500;
 
 /// A change to the inventory. Later work (reservations with expiry, carts) adds variants here
 /// and arms in `apply::execute`; nothing else in the write path needs to know.
@@ -33,6 +36,16 @@ pub enum Command {
         quantity: i64,
         expected_version: Option<u64>,
     },
+    /// Create every record of `records` (1 to [`BATCH_RECORDS_MAX`], distinct keys), or none:
+    /// refused as a whole if any exists. For loading a catalogue in one log entry.
+    CreateBatch { records: Vec<NewRecord> },
+}
+
+/// One record of a [`Command::CreateBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRecord {
+    pub key: RecordKey,
+    pub initial_quantity: i64,
 }
 
 impl Command {
@@ -41,15 +54,17 @@ impl Command {
             Command::Create { .. } => Operation::Create,
             Command::Adjust { .. } => Operation::Adjust,
             Command::Reserve { .. } => Operation::Reserve,
+            Command::CreateBatch { .. } => Operation::CreateBatch,
         }
     }
 
-    /// The record this command touches.
-    pub fn key(&self) -> &RecordKey {
+    /// Every record this command touches, in the command's order.
+    pub fn keys(&self) -> Vec<&RecordKey> {
         match self {
             Command::Create { key, .. }
             | Command::Adjust { key, .. }
-            | Command::Reserve { key, .. } => key,
+            | Command::Reserve { key, .. } => vec![key],
+            Command::CreateBatch { records } => records.iter().map(|r| &r.key).collect(),
         }
     }
 
@@ -68,6 +83,7 @@ pub enum Operation {
     Create,
     Adjust,
     Reserve,
+    CreateBatch,
 }
 
 /// An idempotency key and how long it is remembered, in log time.
@@ -109,7 +125,8 @@ pub enum Rejection {
     IdempotencyKeyReused { key: String },
 }
 
-/// The outcome of one command: the record as it is after the change, or why nothing changed.
+/// The outcome of one command: the record as it is after the change (for a batch, the last one
+/// created: all were), or why nothing changed.
 pub type CommandResult = Result<Record, Rejection>;
 
 /// What the state machine answers for one applied [`Request`].

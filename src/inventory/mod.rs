@@ -24,7 +24,7 @@ mod record;
 
 pub use apply::{apply, ApplyContext, Effects, IdempotencyEntry, MemoryState, StateView};
 pub use command::{
-    Command, CommandResult, IdempotencyKey, Operation, Rejection, Request, Response,
-    IDEMPOTENCY_KEY_LENGTH_MAX,
+    Command, CommandResult, IdempotencyKey, NewRecord, Operation, Rejection, Request, Response,
+    BATCH_RECORDS_MAX, IDEMPOTENCY_KEY_LENGTH_MAX,
 };
 pub use record::{Record, RecordKey, ValidationError, SKU_LENGTH_MAX, STORE_ID_LENGTH_MAX};

@@ -31,12 +31,16 @@ pub enum Applied {
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{:?} on {}",
-            self.command.operation(),
-            self.command.key()
-        )
+        let keys = self.command.keys();
+        match keys.as_slice() {
+            [key] => write!(f, "{:?} on {key}", self.command.operation()),
+            more => write!(
+                f,
+                "{:?} of {} records",
+                self.command.operation(),
+                more.len()
+            ),
+        }
     }
 }
 

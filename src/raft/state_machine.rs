@@ -188,9 +188,10 @@ impl<'d> ApplyBatch<'d> {
         self.purge_expired_keys()?;
 
         let mut view = MemoryState::default();
-        let key = request.command.key();
-        if let Some(record) = self.get::<Record>(&keys::record(key))? {
-            view.records.insert(key.clone(), record);
+        for key in request.command.keys() {
+            if let Some(record) = self.get::<Record>(&keys::record(key))? {
+                view.records.insert(key.clone(), record);
+            }
         }
         if let Some(idempotency) = &request.idempotency {
             if let Some(entry) =

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# stockraft side by side with etcd, on this machine, at full durability on both sides.
+#
+#   scripts/bench.sh                 the standard runs (10 s each), then one table with ratios
+#   scripts/bench.sh --seconds 30    longer runs
+#   scripts/bench.sh --smoke         seconds-long runs: checks the script works end to end (CI)
+#
+# Installs etcd from Debian's packages if it is missing (apt-get), builds the release binary,
+# starts a three-node stockraft cluster and a three-member etcd cluster on loopback with fresh
+# data directories and free ports, runs `stockraft bench` (scenarios hot and spread, C=1 and
+# C=32, through every node; plus C=1 through the stockraft leader alone, to show the forwarding
+# cost), prints the table, and stops exactly the processes it started. Raw results (one JSON
+# line per run) are kept in $BENCH_OUT (default: a temporary file, printed at the end).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/stockraft"
+seconds=10 skus=1000 stock=100000 smoke=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) seconds="$2"; shift 2 ;;
+    --skus) skus="$2"; shift 2 ;;
+    --smoke) smoke=1 seconds=1 skus=50 stock=500; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf 'bench: %s\n' "$*"; }
+
+ensure_etcd() {
+  command -v etcd >/dev/null && return 0
+  say "installing etcd from Debian's packages"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq etcd-server >/dev/null
+  command -v etcd >/dev/null || { echo "bench.sh: etcd did not install" >&2; exit 1; }
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/stockraft-bench.XXXXXX")"
+OUT="${BENCH_OUT:-$WORK/results.jsonl}"
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ "$OUT" = "$WORK/results.jsonl" ] && cp "$OUT" "${TMPDIR:-/tmp}/stockraft-bench-last.jsonl" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ensure_etcd
+say "building the release binary"
+(cd "$ROOT" && cargo build --release --quiet --bin stockraft)
+
+# --- stockraft: three nodes ------------------------------------------------------------------
+secret="bench-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+SR_ADDRS=()
+{
+  printf '[cluster]\nsecret = "%s"\n\n' "$secret"
+  for id in 1 2 3; do
+    port="$(free_port)"; SR_ADDRS+=("127.0.0.1:$port")
+    printf '[[nodes]]\nid = %s\naddr = "127.0.0.1:%s"\n\n' "$id" "$port"
+  done
+  printf '[storage]\ndata_dir = "%s"\n' "$WORK/stockraft"
+} >"$WORK/cluster.toml"
+for id in 1 2 3; do
+  RUST_LOG=warn "$BIN" serve --id "$id" --config "$WORK/cluster.toml" >"$WORK/stockraft-$id.log" 2>&1 &
+  PIDS+=($!)
+done
+
+# --- etcd: three members -----------------------------------------------------------------------
+ETCD_ADDRS=() initial=""
+declare -A PEER
+for name in e1 e2 e3; do
+  PEER[$name]="$(free_port)"
+  initial+="${initial:+,}$name=http://127.0.0.1:${PEER[$name]}"
+done
+for name in e1 e2 e3; do
+  client="$(free_port)"; ETCD_ADDRS+=("127.0.0.1:$client")
+  etcd --name "$name" --data-dir "$WORK/etcd-$name" \
+    --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+    --listen-peer-urls "http://127.0.0.1:${PEER[$name]}" \
+    --initial-advertise-peer-urls "http://127.0.0.1:${PEER[$name]}" \
+    --initial-cluster "$initial" --initial-cluster-state new \
+    --initial-cluster-token "bench-$$" >"$WORK/etcd-$name.log" 2>&1 &
+  PIDS+=($!)
+done
+
+# --- wait for both ---------------------------------------------------------------------------
+leader_of_stockraft() {
+  curl -fsS --max-time 2 "http://${SR_ADDRS[0]}/api/health" 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["data"].get("leaderId") or "")' 2>/dev/null || true
+}
+deadline=$((SECONDS + 60)) leader=""
+until [ -n "$leader" ]; do
+  [ $SECONDS -lt $deadline ] || { say "stockraft elected no leader; logs in $WORK"; tail -5 "$WORK"/stockraft-*.log; exit 1; }
+  sleep 0.2; leader="$(leader_of_stockraft)"
+done
+for addr in "${ETCD_ADDRS[@]}"; do
+  until curl -fsS --max-time 2 "http://$addr/health" 2>/dev/null | grep -q true; do
+    [ $SECONDS -lt $deadline ] || { say "etcd did not become healthy; logs in $WORK"; tail -5 "$WORK"/etcd-*.log; exit 1; }
+    sleep 0.2
+  done
+done
+say "stockraft leader is node $leader; etcd $(etcd --version | head -1)"
+
+all_sr="$(IFS=,; echo "${SR_ADDRS[*]}")"
+all_etcd="$(IFS=,; echo "${ETCD_ADDRS[*]}")"
+leader_addr="${SR_ADDRS[$((leader - 1))]}"
+
+bench() {
+  "$BIN" bench --seconds "$seconds" --skus "$skus" --stock "$stock" "$@" | tee -a "$WORK/bench.log" |
+    sed -n 's/^BENCH //p' >>"$OUT"
+}
+: >"$OUT"
+for scenario in hot spread; do
+  for clients in 1 32; do
+    say "$scenario, C=$clients"
+    bench --target stockraft --nodes "$all_sr" --scenario "$scenario" --clients "$clients" --label any-node
+    bench --target etcd --nodes "$all_etcd" --scenario "$scenario" --clients "$clients" --label any-node
+  done
+  say "$scenario, C=1, stockraft leader only"
+  bench --target stockraft --nodes "$leader_addr" --scenario "$scenario" --clients 1 --label leader
+done
+
+python3 - "$OUT" <<'PY'
+import json, sys
+runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+def find(target, scenario, clients, label):
+    for r in runs:
+        if (r["target"], r["scenario"], r["clients"], r["label"]) == (target, scenario, clients, label):
+            return r
+def ratio(a, b):
+    return f"{a / b:.2f}x" if b else "-"
+print()
+print(f"{'scenario':<8} {'C':>3} {'via':<9} | {'stockraft ops/s':>15} {'etcd ops/s':>10} {'ratio':>7} | "
+      f"{'p50 ms s/e':>13} {'ratio':>6} | {'p99 ms s/e':>15} {'ratio':>6} | oversell s/e")
+for scenario in ("hot", "spread"):
+    for clients in (1, 32):
+        s, e = find("stockraft", scenario, clients, "any-node"), find("etcd", scenario, clients, "any-node")
+        if not s or not e:
+            continue
+        print(f"{scenario:<8} {clients:>3} {'any node':<9} | {s['opsPerSec']:>15.0f} {e['opsPerSec']:>10.0f} "
+              f"{ratio(s['opsPerSec'], e['opsPerSec']):>7} | {s['p50Ms']:>6.2f}/{e['p50Ms']:<6.2f} "
+              f"{ratio(s['p50Ms'], e['p50Ms']):>6} | {s['p99Ms']:>7.2f}/{e['p99Ms']:<7.2f} "
+              f"{ratio(s['p99Ms'], e['p99Ms']):>6} | {s['oversell']}/{e['oversell']}")
+    l, s = find("stockraft", scenario, 1, "leader"), find("stockraft", scenario, 1, "any-node")
+    if l and s:
+        print(f"{scenario:<8} {1:>3} {'leader':<9} | {l['opsPerSec']:>15.0f} {'':>10} {'':>7} | "
+              f"{l['p50Ms']:>6.2f} (any node {ratio(s['p50Ms'], l['p50Ms'])} of it)")
+bad = [r for r in runs if (r.get("oversell") or 0) > 0]
+if bad:
+    print("OVERSELL in", [(r["target"], r["scenario"], r["clients"]) for r in bad])
+    sys.exit(1)
+PY
+if [ "$OUT" = "$WORK/results.jsonl" ]; then
+  say "raw results (one JSON line per run): ${TMPDIR:-/tmp}/stockraft-bench-last.jsonl"
+else
+  say "raw results (one JSON line per run): $OUT"
+fi
+[ "$smoke" = 1 ] && say "smoke run: figures are not meaningful"
+exit 0

@@ -1,0 +1,678 @@
+//! `stockraft bench`: throughput and tail latency of reserves, against stockraft or etcd.
+//!
+//! Two scenarios, each one run per invocation:
+//! - **hot**: one SKU with `--stock` units; `--clients` clients reserve 1 unit at a time until
+//!   it runs out or `--seconds` pass. Afterwards the final stock is read and the oversell is
+//!   reported: acknowledged reserves minus the stock that left (must be 0).
+//! - **spread**: `--skus` SKUs with ample stock (created in batches, concurrently, so a million
+//!   is practical); clients reserve 1 unit of a random SKU for `--seconds`.
+//!
+//! A logical reserve's latency includes its retries: stockraft retries a `503 NO_LEADER`
+//! (nothing was applied); etcd, as its users do, reads the stock (a linearizable range), then
+//! writes `qty - 1` in a transaction that compares the key's `mod_revision`, and re-reads and
+//! retries when the compare fails. Clients spread over `--nodes` round-robin on one keep-alive
+//! connection pool. Output: a table row and one `BENCH {json}` line per run (for scripts).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::client::wire::{codes, CreateBatchRequest, CreateRequest, ReserveRequest};
+use crate::client::{Client, Consistency, WriteOptions};
+use crate::inventory::BATCH_RECORDS_MAX;
+use crate::transport::HttpTransport;
+
+/// Stock of each SKU in the spread scenario: never runs out within a run.
+const SPREAD_STOCK: i64 = 1_000_000_000;
+/// Concurrent setup requests (batch creates, etcd transactions).
+const SETUP_CONCURRENCY: usize = 8;
+/// Most operations in one etcd transaction (etcd's default `--max-txn-ops`).
+const ETCD_TXN_OPS_MAX: usize = 128;
+/// One request's bound: beyond a node's write deadline, so its own 503 arrives first.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause before retrying a reserve nothing happened to (no leader yet).
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
+/// Attempts of one logical reserve before it is counted as failed.
+const ATTEMPTS_MAX: u32 = 100;
+/// Runs at least this long get a progress bar.
+const PROGRESS_BAR_AFTER_S: f64 = 3.0;
+/// Latencies above this are recorded as this (the histogram's range).
+const LATENCY_US_MAX: u64 = 60_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Stockraft,
+    Etcd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    Hot,
+    Spread,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Nodes to drive (host:port, comma-separated); clients spread over them round-robin.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    #[arg(long, value_enum, default_value = "stockraft")]
+    pub target: Target,
+    #[arg(long, value_enum, default_value = "spread")]
+    pub scenario: Scenario,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Time bound of the run.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// SKUs of the spread scenario.
+    #[arg(long, default_value_t = 1_000)]
+    pub skus: usize,
+    /// Initial stock of the hot SKU.
+    #[arg(long, default_value_t = 100_000)]
+    pub stock: i64,
+    /// Send an Idempotency-Key with every reserve (stockraft), as a careful shop would.
+    #[arg(long)]
+    pub keyed: bool,
+    /// Client token (stockraft), when the cluster requires one.
+    #[arg(long, env = "STOCKRAFT_CLIENT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A name for this run in the output (e.g. "any-node", "leader").
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub target: Target,
+    pub scenario: Scenario,
+    pub label: String,
+    pub clients: usize,
+    pub nodes: usize,
+    pub skus: usize,
+    pub seconds: f64,
+    /// Reserves that succeeded.
+    pub ok: u64,
+    pub ops_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Final outcome of every logical reserve, by name (HTTP status or etcd result).
+    pub outcomes: BTreeMap<String, u64>,
+    /// Extra attempts (stockraft: no leader yet; etcd: failed compares).
+    pub retries: u64,
+    /// Hot scenario: acknowledged reserves minus the stock that left. Must be 0 (or below, by
+    /// at most the number of unknown outcomes).
+    pub oversell: Option<i64>,
+}
+
+/// Runs one benchmark and prints its table row and JSON line.
+pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
+    if args.nodes.is_empty() || args.clients == 0 || args.seconds <= 0.0 || args.skus == 0 {
+        bail!("--nodes, --clients, --seconds and --skus must be positive");
+    }
+    let driver: Arc<dyn Driver> = match args.target {
+        Target::Stockraft => Arc::new(Stockraft::new(&args)),
+        Target::Etcd => Arc::new(Etcd::new(&args)?),
+    };
+    let run_id = format!(
+        "b{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() % 1_000_000_000)
+    );
+    let skus: Vec<String> = match args.scenario {
+        Scenario::Hot => vec!["hot".to_owned()],
+        Scenario::Spread => (0..args.skus).map(|i| format!("sku-{i}")).collect(),
+    };
+    let stock = match args.scenario {
+        Scenario::Hot => args.stock,
+        Scenario::Spread => SPREAD_STOCK,
+    };
+    let setup_started = Instant::now();
+    driver
+        .setup(&run_id, &skus, stock)
+        .await
+        .context("setting up the SKUs")?;
+    eprintln!(
+        "bench: {} {:?} set up {} SKU(s) in {:.1} s",
+        driver.name(),
+        args.scenario,
+        skus.len(),
+        setup_started.elapsed().as_secs_f64()
+    );
+    let report = drive(&args, driver.clone(), &run_id, Arc::new(skus), stock).await?;
+    print_report(&report);
+    Ok(if report.oversell.is_some_and(|o| o > 0) {
+        1
+    } else {
+        0
+    })
+}
+
+/// What one logical reserve ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Reserved,
+    OutOfStock,
+    /// Something else, by name (a status, an error code, a transport error).
+    Other(String),
+}
+
+impl Outcome {
+    fn name(&self) -> String {
+        match self {
+            Outcome::Reserved => "ok".into(),
+            Outcome::OutOfStock => "out-of-stock".into(),
+            Outcome::Other(name) => name.clone(),
+        }
+    }
+}
+
+/// One system under test.
+trait Driver: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Creates `skus` with `stock` units each, under this run's namespace.
+    fn setup<'a>(
+        &'a self,
+        run_id: &'a str,
+        skus: &'a [String],
+        stock: i64,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>>;
+    /// One logical reserve of 1 unit through node `node`: its outcome and extra attempts.
+    fn reserve<'a>(
+        &'a self,
+        node: usize,
+        run_id: &'a str,
+        sku: &'a str,
+        sequence: u64,
+    ) -> futures::future::BoxFuture<'a, (Outcome, u64)>;
+    /// The stock of `sku` now (a linearizable read).
+    fn stock<'a>(
+        &'a self,
+        run_id: &'a str,
+        sku: &'a str,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<i64>>;
+}
+
+/// Runs the clients for the scenario and summarizes.
+async fn drive(
+    args: &BenchArgs,
+    driver: Arc<dyn Driver>,
+    run_id: &str,
+    skus: Arc<Vec<String>>,
+    stock: i64,
+) -> anyhow::Result<Report> {
+    let histogram = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static bounds"),
+    ));
+    let outcomes: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let retries = Arc::new(AtomicU64::new(0));
+    let sold_out = Arc::new(AtomicBool::new(false));
+    let progress = progress_bar(args.seconds);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(args.seconds);
+    let mut tasks = Vec::new();
+    for client in 0..args.clients {
+        let (driver, skus, run_id) = (driver.clone(), skus.clone(), run_id.to_owned());
+        let (histogram, outcomes) = (histogram.clone(), outcomes.clone());
+        let (retries, sold_out, nodes) = (retries.clone(), sold_out.clone(), args.nodes.len());
+        tasks.push(tokio::spawn(async move {
+            let mut sequence = 0u64;
+            while Instant::now() < deadline && !sold_out.load(Ordering::Relaxed) {
+                sequence += 1;
+                let sku = &skus[rand::random_range(0..skus.len())];
+                let began = Instant::now();
+                let node = (client + sequence as usize) % nodes;
+                let id = (client as u64) << 40 | sequence;
+                let (outcome, extra) = driver.reserve(node, &run_id, sku, id).await;
+                let latency_us = began.elapsed().as_micros() as u64;
+                histogram
+                    .lock()
+                    .expect("histogram lock")
+                    .saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+                retries.fetch_add(extra, Ordering::Relaxed);
+                if outcome == Outcome::OutOfStock {
+                    sold_out.store(true, Ordering::Relaxed);
+                }
+                *outcomes
+                    .lock()
+                    .expect("outcomes lock")
+                    .entry(outcome.name())
+                    .or_default() += 1;
+            }
+        }));
+    }
+    if let Some(bar) = &progress {
+        while Instant::now() < deadline && !sold_out.load(Ordering::Relaxed) {
+            bar.set_position(started.elapsed().as_millis() as u64);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for task in tasks {
+        task.await.context("a client task failed")?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let outcomes = outcomes.lock().expect("outcomes lock").clone();
+    let ok = outcomes.get("ok").copied().unwrap_or(0);
+    let oversell = match args.scenario {
+        Scenario::Hot => {
+            let remaining = driver.stock(run_id, &skus[0]).await?;
+            Some(oversell(ok, stock, remaining))
+        }
+        Scenario::Spread => None,
+    };
+    let histogram = histogram.lock().expect("histogram lock");
+    let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    Ok(Report {
+        target: args.target,
+        scenario: args.scenario,
+        label: args.label.clone(),
+        clients: args.clients,
+        nodes: args.nodes.len(),
+        skus: skus.len(),
+        seconds: elapsed,
+        ok,
+        ops_per_sec: ok as f64 / elapsed,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: histogram.max() as f64 / 1000.0,
+        outcomes,
+        retries: retries.load(Ordering::Relaxed),
+        oversell,
+    })
+}
+
+/// Acknowledged reserves of one unit minus the stock that actually left.
+fn oversell(acknowledged: u64, initial: i64, remaining: i64) -> i64 {
+    acknowledged as i64 - (initial - remaining)
+}
+
+fn progress_bar(seconds: f64) -> Option<indicatif::ProgressBar> {
+    if seconds < PROGRESS_BAR_AFTER_S {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new((seconds * 1000.0) as u64);
+    let style = indicatif::ProgressStyle::with_template("{bar:40} {elapsed}/{duration}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
+}
+
+fn print_report(report: &Report) {
+    println!(
+        "{:<10} {:<7} {:<10} {:>3} {:>10} {:>8} {:>8} {:>8} {:>8}  outcomes",
+        "target", "scenario", "label", "C", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms"
+    );
+    let outcomes: Vec<String> = report
+        .outcomes
+        .iter()
+        .map(|(name, count)| format!("{name}={count}"))
+        .collect();
+    println!(
+        "{:<10} {:<7} {:<10} {:>3} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {}{}",
+        format!("{:?}", report.target).to_lowercase(),
+        format!("{:?}", report.scenario).to_lowercase(),
+        report.label,
+        report.clients,
+        report.ops_per_sec,
+        report.p50_ms,
+        report.p99_ms,
+        report.p999_ms,
+        report.max_ms,
+        outcomes.join(" "),
+        report
+            .oversell
+            .map_or(String::new(), |o| format!(" oversell={o}"))
+    );
+    println!(
+        "BENCH {}",
+        serde_json::to_string(report).expect("a report serializes")
+    );
+}
+
+/// stockraft through its typed client: one keep-alive pool shared by every client.
+struct Stockraft {
+    clients: Vec<Client>,
+    keyed: bool,
+}
+
+impl Stockraft {
+    fn new(args: &BenchArgs) -> Self {
+        let transport = Arc::new(HttpTransport::new());
+        let clients = args
+            .nodes
+            .iter()
+            .map(|node| {
+                let client =
+                    Client::new(transport.clone(), node.clone()).with_timeout(REQUEST_TIMEOUT);
+                match &args.token {
+                    Some(token) => client.with_token(token.clone()),
+                    None => client,
+                }
+            })
+            .collect();
+        Self {
+            clients,
+            keyed: args.keyed,
+        }
+    }
+
+    async fn setup_batches(&self, store: &str, skus: &[String], stock: i64) -> anyhow::Result<()> {
+        let batches: Vec<CreateBatchRequest> = skus
+            .chunks(BATCH_RECORDS_MAX)
+            .map(|chunk| CreateBatchRequest {
+                records: chunk
+                    .iter()
+                    .map(|sku| CreateRequest {
+                        sku: sku.clone(),
+                        store_id: store.to_owned(),
+                        initial_quantity: stock,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let queue = Arc::new(Mutex::new(batches));
+        let mut tasks = Vec::new();
+        for worker in 0..SETUP_CONCURRENCY {
+            let client = self.clients[worker % self.clients.len()].clone();
+            let queue = queue.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let Some(batch) = queue.lock().expect("queue lock").pop() else {
+                        return Ok::<_, anyhow::Error>(());
+                    };
+                    let options = WriteOptions::default();
+                    loop {
+                        let answer = client.create_batch(&batch, &options).await?;
+                        match answer.error_code() {
+                            None => break,
+                            Some(codes::NO_LEADER) => tokio::time::sleep(RETRY_PAUSE).await,
+                            Some(_) => bail!("batch create refused: {:?}", answer.body.err()),
+                        }
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Driver for Stockraft {
+    fn name(&self) -> &'static str {
+        "stockraft"
+    }
+
+    fn setup<'a>(
+        &'a self,
+        run_id: &'a str,
+        skus: &'a [String],
+        stock: i64,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(self.setup_batches(run_id, skus, stock))
+    }
+
+    fn reserve<'a>(
+        &'a self,
+        node: usize,
+        run_id: &'a str,
+        sku: &'a str,
+        sequence: u64,
+    ) -> futures::future::BoxFuture<'a, (Outcome, u64)> {
+        Box::pin(async move {
+            let client = &self.clients[node];
+            let body = ReserveRequest {
+                qty: 1,
+                expected_version: None,
+            };
+            let options = WriteOptions {
+                idempotency_key: self.keyed.then(|| format!("{run_id}-{sequence}")),
+                if_match: None,
+            };
+            let mut extra = 0;
+            loop {
+                let outcome = match client.reserve(run_id, sku, &body, &options).await {
+                    Ok(answer) => match (answer.status, answer.error_code()) {
+                        (201, _) => Outcome::Reserved,
+                        (_, Some(codes::INSUFFICIENT_STOCK)) => Outcome::OutOfStock,
+                        (_, Some(codes::NO_LEADER)) if extra + 1 < ATTEMPTS_MAX => {
+                            extra += 1;
+                            tokio::time::sleep(RETRY_PAUSE).await;
+                            continue;
+                        }
+                        (status, code) => Outcome::Other(match code {
+                            Some(code) => format!("{status} {code}"),
+                            None => status.to_string(),
+                        }),
+                    },
+                    Err(error) => Outcome::Other(format!("error: {error}")),
+                };
+                return (outcome, u64::from(extra));
+            }
+        })
+    }
+
+    fn stock<'a>(
+        &'a self,
+        run_id: &'a str,
+        sku: &'a str,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<i64>> {
+        Box::pin(async move {
+            let record = self.clients[0]
+                .read(run_id, sku, Consistency::Linearizable)
+                .await?
+                .ok()?;
+            Ok(record.qty)
+        })
+    }
+}
+
+/// etcd v3 through its JSON gateway (`/v3/kv/range`, `/v3/kv/txn`), as an etcd user would
+/// implement a reserve: a linearizable read, then a compare-and-swap on `mod_revision`.
+struct Etcd {
+    http: reqwest::Client,
+    nodes: Vec<String>,
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn unb64(text: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The stock and `mod_revision` in an etcd range answer, if the key exists.
+fn etcd_stock(range: &Value) -> Option<(i64, String)> {
+    let kv = range["kvs"].as_array()?.first()?;
+    let qty = unb64(kv["value"].as_str()?)?.parse().ok()?;
+    let revision = match &kv["mod_revision"] {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    Some((qty, revision))
+}
+
+impl Etcd {
+    fn new(args: &BenchArgs) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .no_proxy()
+            .build()?;
+        Ok(Self {
+            http,
+            nodes: args.nodes.clone(),
+        })
+    }
+
+    fn key(run_id: &str, sku: &str) -> String {
+        format!("stockraft-bench/{run_id}/{sku}")
+    }
+
+    async fn post(&self, node: usize, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("http://{}{path}", self.nodes[node % self.nodes.len()]);
+        let response = self.http.post(url).json(body).send().await?;
+        let status = response.status();
+        let answer: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("etcd answered {status}: {answer}");
+        }
+        Ok(answer)
+    }
+
+    async fn range(&self, node: usize, key: &str) -> anyhow::Result<Value> {
+        self.post(node, "/v3/kv/range", &json!({ "key": b64(key) }))
+            .await
+    }
+}
+
+impl Driver for Etcd {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn setup<'a>(
+        &'a self,
+        run_id: &'a str,
+        skus: &'a [String],
+        stock: i64,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let chunks: Vec<Vec<String>> = skus
+                .chunks(ETCD_TXN_OPS_MAX)
+                .map(<[String]>::to_vec)
+                .collect();
+            let queue = Arc::new(Mutex::new(chunks));
+            futures::future::try_join_all((0..SETUP_CONCURRENCY).map(|worker| {
+                let queue = queue.clone();
+                async move {
+                    loop {
+                        let Some(chunk) = queue.lock().expect("queue lock").pop() else {
+                            return Ok::<_, anyhow::Error>(());
+                        };
+                        let puts: Vec<Value> = chunk
+                            .iter()
+                            .map(|sku| {
+                                json!({ "request_put": {
+                                    "key": b64(&Self::key(run_id, sku)),
+                                    "value": b64(&stock.to_string()),
+                                }})
+                            })
+                            .collect();
+                        self.post(worker, "/v3/kv/txn", &json!({ "success": puts }))
+                            .await?;
+                    }
+                }
+            }))
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn reserve<'a>(
+        &'a self,
+        node: usize,
+        run_id: &'a str,
+        sku: &'a str,
+        _sequence: u64,
+    ) -> futures::future::BoxFuture<'a, (Outcome, u64)> {
+        Box::pin(async move {
+            let key = Self::key(run_id, sku);
+            let mut extra = 0u64;
+            for _ in 0..ATTEMPTS_MAX {
+                let range = match self.range(node, &key).await {
+                    Ok(range) => range,
+                    Err(error) => return (Outcome::Other(format!("error: {error}")), extra),
+                };
+                let Some((qty, revision)) = etcd_stock(&range) else {
+                    return (Outcome::Other("missing".into()), extra);
+                };
+                if qty < 1 {
+                    return (Outcome::OutOfStock, extra);
+                }
+                let txn = json!({
+                    "compare": [{
+                        "key": b64(&key), "target": "MOD", "result": "EQUAL",
+                        "mod_revision": revision,
+                    }],
+                    "success": [{ "request_put": {
+                        "key": b64(&key), "value": b64(&(qty - 1).to_string()),
+                    }}],
+                });
+                match self.post(node, "/v3/kv/txn", &txn).await {
+                    // proto3 JSON leaves `succeeded: false` out.
+                    Ok(answer) if answer["succeeded"] == true => return (Outcome::Reserved, extra),
+                    Ok(_) => extra += 1,
+                    Err(error) => return (Outcome::Other(format!("error: {error}")), extra),
+                }
+            }
+            (Outcome::Other("gave up".into()), extra)
+        })
+    }
+
+    fn stock<'a>(
+        &'a self,
+        run_id: &'a str,
+        sku: &'a str,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<i64>> {
+        Box::pin(async move {
+            let range = self.range(0, &Self::key(run_id, sku)).await?;
+            etcd_stock(&range)
+                .map(|(qty, _)| qty)
+                .context("the hot key is missing")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversell_is_acknowledged_units_beyond_the_stock_that_left() {
+        assert_eq!(oversell(100, 100, 0), 0);
+        assert_eq!(oversell(90, 100, 10), 0);
+        assert_eq!(
+            oversell(101, 100, 0),
+            1,
+            "one acknowledged unit never existed"
+        );
+        assert_eq!(oversell(89, 100, 10), -1, "an unknown outcome took a unit");
+    }
+
+    #[test]
+    fn etcd_range_answers_are_read_with_their_mod_revision() {
+        let range = json!({
+            "header": { "revision": "9" },
+            "kvs": [{ "key": b64("k"), "value": b64("41"), "mod_revision": "7" }],
+            "count": "1"
+        });
+        assert_eq!(etcd_stock(&range), Some((41, "7".to_owned())));
+        assert_eq!(etcd_stock(&json!({ "header": {} })), None);
+        assert_eq!(unb64(&b64("stock/a")), Some("stock/a".to_owned()));
+    }
+}
