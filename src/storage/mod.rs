@@ -19,6 +19,7 @@
 //! stores turn them into `io::Error` for openraft, which stops the node: a replica that cannot
 //! trust its disk must not keep answering.
 
+pub mod fs;
 pub mod keys;
 mod sim_disk;
 // sled spawns OS threads, which a madsim run forbids: the simulation uses SimDisk only.
