@@ -67,15 +67,20 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Node `N` keeps its sled database in `<data_dir>/node-N`. Relative paths are relative to the
-    /// configuration file's directory. Default: `./data`.
+    /// Node `N` keeps its data in `<data_dir>/node-N`: the state machine (sled), the Raft log
+    /// (`wal/`) and snapshots (`snapshots/`). Relative paths are relative to the configuration
+    /// file's directory. Default: `./data`.
     pub data_dir: PathBuf,
+    /// A Raft log segment file rolls over at this size; whole segments are deleted once a
+    /// snapshot covers them. Default 16 MiB.
+    pub wal_segment_bytes: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
+            wal_segment_bytes: crate::storage::wal::SEGMENT_BYTES_DEFAULT,
         }
     }
 }
@@ -205,6 +210,9 @@ impl Config {
         }
         if self.nodes.iter().any(|n| n.id == 0) {
             return invalid("node id 0 is reserved".into());
+        }
+        if self.storage.wal_segment_bytes < 4096 {
+            return invalid("storage.wal_segment_bytes must be at least 4096".into());
         }
         if self.api.write_deadline_ms == 0 || self.api.body_limit_bytes == 0 {
             return invalid(

@@ -22,6 +22,7 @@
 //! already holds Raft state (a restart after joining) does not ask again.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::state_machine::{ApplyFn, StateMachineStore};
 use crate::raft::{NodeId, Raft};
+use crate::storage::fs::Fs;
+use crate::storage::wal::{Wal, WalOptions};
 use crate::storage::Disk;
 use crate::transport::Transport;
 
@@ -74,19 +77,41 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("raft failed to start: {0}")]
     Raft(String),
+    #[error("cannot open the node's storage: {0}")]
+    Storage(String),
 }
 
-/// Starts node `id` on `disk`, talking to peers through `transport`.
+/// Where a node keeps its data: the state machine on a key-value [`Disk`], and the files (the
+/// Raft log under `wal/`, snapshots under `snapshots/`) in `dir` on `fs`.
+pub struct NodeStorage {
+    pub disk: Arc<dyn Disk>,
+    pub fs: Arc<dyn Fs>,
+    pub dir: PathBuf,
+}
+
+impl NodeStorage {
+    /// The Raft log's directory.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.dir.join("wal")
+    }
+}
+
+/// Starts node `id` on `storage`, talking to peers through `transport`.
 pub async fn start(
     id: NodeId,
     config: Arc<Config>,
-    disk: Arc<dyn Disk>,
+    storage: NodeStorage,
     transport: Arc<dyn Transport>,
     seams: Seams,
 ) -> Result<Arc<App>, StartError> {
     let raft_config = config.openraft_config()?;
-    let log_store = LogStore::new(disk.clone());
-    let state_machine = StateMachineStore::with_apply(disk, seams.apply);
+    let wal_options = WalOptions {
+        segment_bytes_max: config.storage.wal_segment_bytes,
+    };
+    let wal = Wal::open(storage.fs.clone(), &storage.wal_dir(), wal_options)
+        .map_err(|error| StartError::Storage(error.to_string()))?;
+    let log_store = LogStore::new(wal);
+    let state_machine = StateMachineStore::with_apply(storage.disk, seams.apply);
     let network = NetworkFactory::new(transport.clone(), Arc::from(config.cluster.secret.as_str()));
     let raft = Raft::new(id, raft_config, network, log_store, state_machine.clone())
         .await

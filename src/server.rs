@@ -8,6 +8,7 @@ use anyhow::Context;
 use crate::api;
 use crate::config::Config;
 use crate::node;
+use crate::storage::fs::StdFs;
 use crate::storage::{Disk, SledDisk};
 use crate::transport::HttpTransport;
 
@@ -36,7 +37,12 @@ pub async fn serve(
         .with_context(|| format!("binding {listen}"))?;
     let config = Arc::new(config);
     let transport = Arc::new(HttpTransport::new());
-    let app = node::start(id, config, disk.clone(), transport, node::Seams::default()).await?;
+    let storage = node::NodeStorage {
+        disk: disk.clone(),
+        fs: Arc::new(StdFs),
+        dir: data_dir.clone(),
+    };
+    let app = node::start(id, config, storage, transport, node::Seams::default()).await?;
     tracing::info!(id, addr = %listen, data_dir = %data_dir.display(), "node started");
 
     let founder = app.clone();

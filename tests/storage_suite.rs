@@ -1,5 +1,6 @@
-//! openraft's own conformance suite for log and state-machine stores, run on both disks under
-//! the stores: sled (the product) and the simulated disk (the simulation).
+//! openraft's own conformance suite for log and state-machine stores, run on both storages:
+//! the WAL on real files with the state machine in sled (the product), and the WAL on simulated
+//! files with the state machine on the simulated disk (the simulation).
 #![cfg(not(madsim))]
 
 use std::sync::Arc;
@@ -9,7 +10,19 @@ use openraft::StorageError;
 use stockraft::raft::log_store::LogStore;
 use stockraft::raft::state_machine::StateMachineStore;
 use stockraft::raft::TypeConfig;
+use stockraft::storage::fs::{Fs, SimFs, StdFs};
+use stockraft::storage::wal::{Wal, WalOptions};
 use stockraft::storage::{Disk, SimDisk, SledDisk};
+
+/// Small segments, so the suite's purges delete whole segment files.
+const SEGMENT_BYTES: u64 = 4096;
+
+fn log_store(fs: Arc<dyn Fs>, dir: &std::path::Path) -> LogStore {
+    let options = WalOptions {
+        segment_bytes_max: SEGMENT_BYTES,
+    };
+    LogStore::new(Wal::open(fs, &dir.join("wal"), options).expect("opening the WAL"))
+}
 
 struct SledStores;
 
@@ -19,11 +32,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).expect("opening sled"));
-        Ok((
-            dir,
-            LogStore::new(disk.clone()),
-            StateMachineStore::new(disk),
-        ))
+        let log = log_store(Arc::new(StdFs), dir.path());
+        Ok((dir, log, StateMachineStore::new(disk)))
     }
 }
 
@@ -32,11 +42,8 @@ struct SimStores;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore> for SimStores {
     async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
-        Ok((
-            (),
-            LogStore::new(disk.clone()),
-            StateMachineStore::new(disk),
-        ))
+        let log = log_store(Arc::new(SimFs::new()), std::path::Path::new("/node"));
+        Ok(((), log, StateMachineStore::new(disk)))
     }
 }
 

@@ -12,6 +12,8 @@ use stockraft::inventory::{Command, RecordKey, Request};
 use stockraft::raft::log_store::LogStore;
 use stockraft::raft::state_machine::StateMachineStore;
 use stockraft::raft::{Entry, LogId, TypeConfig};
+use stockraft::storage::fs::{Fs, SimFs, StdFs};
+use stockraft::storage::wal::{Wal, WalOptions};
 use stockraft::storage::{Disk, SimDisk, SledDisk};
 
 fn log_id(term: u64, index: u64) -> LogId {
@@ -50,10 +52,15 @@ async fn apply(sm: &mut StateMachineStore, entries: Vec<Entry>) {
     sm.apply(stream::iter(items)).await.expect("apply");
 }
 
+/// Appends and waits for the fsync that openraft's callback would wait for.
 async fn append(log: &mut LogStore, entries: Vec<Entry>) {
-    // `append` returns after the flush; the callback is openraft's business.
     let callback = openraft::storage::IOFlushed::<TypeConfig>::noop();
     log.append(entries, callback).await.expect("append");
+    log.wal().sync().await.expect("sync");
+}
+
+fn log_store(fs: Arc<dyn Fs>, dir: &std::path::Path) -> LogStore {
+    LogStore::new(Wal::open(fs, &dir.join("wal"), WalOptions::default()).expect("opening the WAL"))
 }
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
@@ -70,7 +77,7 @@ fn log_and_state_machine_survive_close_and_reopen_on_sled() {
     block_on(async {
         {
             let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).unwrap());
-            let mut log = LogStore::new(disk.clone());
+            let mut log = log_store(Arc::new(StdFs), dir.path());
             let mut sm = StateMachineStore::new(disk.clone());
             let entries = vec![
                 membership_entry(1),
@@ -83,7 +90,7 @@ fn log_and_state_machine_survive_close_and_reopen_on_sled() {
             disk.flush().await.unwrap();
         }
         let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).unwrap());
-        let mut log = LogStore::new(disk.clone());
+        let mut log = log_store(Arc::new(StdFs), dir.path());
         let mut sm = StateMachineStore::new(disk);
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id, Some(log_id(1, 3)));
@@ -146,15 +153,20 @@ fn a_snapshot_installed_on_an_empty_store_reproduces_the_state_byte_for_byte() {
 fn an_unflushed_apply_is_lost_in_a_crash_but_an_appended_entry_is_not() {
     block_on(async {
         let sim = SimDisk::new();
+        let files = SimFs::new();
+        let dir = std::path::Path::new("/node");
         let disk: Arc<dyn Disk> = Arc::new(sim.clone());
-        let mut log = LogStore::new(disk.clone());
+        let mut log = log_store(Arc::new(files.clone()), dir);
         let mut sm = StateMachineStore::new(disk);
         let entries = vec![membership_entry(1), create_entry(2, "a", 5)];
         append(&mut log, entries.clone()).await;
         apply(&mut sm, entries).await;
+        drop(log);
         sim.crash();
-        // The log was flushed before the append was acknowledged: it survives.
-        let mut reader = log.get_log_reader().await;
+        files.crash(|_| 0);
+        // The log was synced before the append was acknowledged: it survives.
+        let log = log_store(Arc::new(files.clone()), dir);
+        let mut reader = log.clone().get_log_reader().await;
         assert_eq!(reader.try_get_log_entries(0..10).await.unwrap().len(), 2);
         // Applying is not flushed (the log is the durable record): it is redone on restart.
         let (applied, _) = sm.applied_state().await.unwrap();

@@ -1,10 +1,18 @@
-//! The Raft log and vote, on a [`Disk`].
+//! The Raft log and vote, on the write-ahead log ([`Wal`]).
 //!
-//! Durability rule: `save_vote` and `append` return (and `append` calls its `IOFlushed`
-//! callback) only after `Disk::flush`, so when openraft counts this node towards a quorum the
-//! entry is on stable storage. Truncation is flushed too (a truncated suffix must not reappear
-//! after a crash); purge and "committed" need not be, because re-reading purged entries or an
-//! older committed index after a crash is harmless.
+//! Durability rules (see `storage::wal` for how they are kept cheaply):
+//! - `append` makes entries readable at once and calls openraft's `IOFlushed` callback only
+//!   after the fsync that covers them: when openraft counts this node towards a quorum, the
+//!   entry is on stable storage. Concurrent appends and a vote share one fsync.
+//! - `save_vote` returns once the vote is durable.
+//! - `save_committed` and `truncate_after` ride on the next fsync. An older committed index
+//!   after a crash is harmless because a restarted leader never resumes without an election
+//!   (`Config::openraft_config`); an undone truncation only brings back entries that were
+//!   never acknowledged, and the new leader truncates them again.
+//! - `purge` makes its record durable before deleting whole segments.
+//!
+//! Entries, votes and log ids are bincode, as everywhere on disk; a value that does not decode
+//! is a storage error, which stops the node.
 
 use std::fmt::Debug;
 use std::io;
@@ -15,67 +23,28 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use super::{Entry, LogId, TypeConfig, Vote};
-use crate::storage::{decode, encode, keys, Disk, Order, StorageError, WriteBatch};
+use crate::storage::wal::Wal;
+use crate::storage::{decode, encode};
 
-/// The log store. Cheap to clone: clones share the disk, which is how the log reader is made.
+/// The log store. Cheap to clone: clones share the WAL, which is how the log reader is made.
 #[derive(Clone)]
 pub struct LogStore {
-    disk: Arc<dyn Disk>,
+    wal: Arc<Wal>,
 }
 
 impl LogStore {
-    pub fn new(disk: Arc<dyn Disk>) -> Self {
-        Self { disk }
+    pub fn new(wal: Arc<Wal>) -> Self {
+        Self { wal }
     }
 
-    fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        match self.disk.get(key)? {
-            Some(bytes) => Ok(Some(decode(key, &bytes)?)),
-            None => Ok(None),
-        }
+    /// The WAL underneath (for its size, in metrics and the snapshot trigger).
+    pub fn wal(&self) -> &Arc<Wal> {
+        &self.wal
     }
+}
 
-    fn entries(&self, start: u64, end: Bound<u64>) -> Result<Vec<Entry>, StorageError> {
-        let end_key = match end {
-            Bound::Included(index) => match index.checked_add(1) {
-                Some(next) => keys::log_entry(next),
-                None => keys::LOG_END.to_vec(),
-            },
-            Bound::Excluded(index) => keys::log_entry(index),
-            Bound::Unbounded => keys::LOG_END.to_vec(),
-        };
-        let pairs = self.disk.scan(
-            &keys::log_entry(start),
-            &end_key,
-            Order::Ascending,
-            usize::MAX,
-        )?;
-        pairs.iter().map(|(k, v)| decode::<Entry>(k, v)).collect()
-    }
-
-    fn last_entry(&self) -> Result<Option<Entry>, StorageError> {
-        let pairs = self
-            .disk
-            .scan(keys::LOG_START, keys::LOG_END, Order::Descending, 1)?;
-        pairs
-            .first()
-            .map(|(k, v)| decode::<Entry>(k, v))
-            .transpose()
-    }
-
-    /// Deletes every entry with `start <= index`, in one batch together with `extra` writes.
-    fn delete_from(&self, start: u64, mut batch: WriteBatch) -> Result<(), StorageError> {
-        let doomed = self.disk.scan(
-            &keys::log_entry(start),
-            keys::LOG_END,
-            Order::Ascending,
-            usize::MAX,
-        )?;
-        for (key, _) in doomed {
-            batch.delete(key);
-        }
-        self.disk.write(batch)
-    }
+fn decode_io<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> io::Result<T> {
+    Ok(decode(what.as_bytes(), bytes)?)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -88,11 +57,23 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&index) => index.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        Ok(self.entries(start, range.end_bound().cloned())?)
+        let end = match range.end_bound() {
+            Bound::Included(&index) => index.saturating_add(1),
+            Bound::Excluded(&index) => index,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.wal
+            .entries(start, end)?
+            .iter()
+            .map(|(_, bytes)| decode_io("log entry", bytes))
+            .collect()
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.read(keys::VOTE)?)
+        self.wal
+            .vote()
+            .map(|bytes| decode_io("vote", &bytes))
+            .transpose()
     }
 }
 
@@ -100,9 +81,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged_log_id: Option<LogId> = self.read(keys::PURGED)?;
-        let last_log_id = match self.last_entry()? {
-            Some(entry) => Some(entry.log_id),
+        let last_purged_log_id: Option<LogId> = self
+            .wal
+            .purged()
+            .map(|(_, bytes)| decode_io("purge point", &bytes))
+            .transpose()?;
+        let last_log_id = match self.wal.last_entry()? {
+            Some((_, bytes)) => Some(decode_io::<Entry>("log entry", &bytes)?.log_id),
             None => last_purged_log_id,
         };
         Ok(LogState {
@@ -116,22 +101,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let mut batch = WriteBatch::default();
-        batch.put(keys::VOTE.to_vec(), encode(vote));
-        self.disk.write(batch)?;
-        self.disk.flush().await?;
-        Ok(())
+        self.wal.save_vote(&encode(vote)).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        let mut batch = WriteBatch::default();
-        batch.put(keys::COMMITTED.to_vec(), encode(&committed));
-        self.disk.write(batch)?;
-        Ok(())
+        self.wal.save_committed(&encode(&committed))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.read::<Option<LogId>>(keys::COMMITTED)?.flatten())
+        match self.wal.committed() {
+            Some(bytes) => decode_io::<Option<LogId>>("committed log id", &bytes),
+            None => Ok(None),
+        }
     }
 
     async fn append<I>(
@@ -143,47 +124,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::default();
-        for entry in entries {
-            batch.put(keys::log_entry(entry.log_id.index), encode(&entry));
+        let encoded: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|entry| (entry.log_id.index, encode(&entry)))
+            .collect();
+        if let Err(error) = self.wal.append(&encoded) {
+            callback.io_completed(Err(io::Error::new(error.kind(), error.to_string())));
+            return Err(error);
         }
-        let result = match self.disk.write(batch) {
-            Ok(()) => self.disk.flush().await,
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
-                Ok(())
-            }
-            Err(error) => {
-                let message = error.to_string();
-                callback.io_completed(Err(io::Error::other(message)));
-                Err(error.into())
-            }
-        }
+        self.wal.flush(move |result| callback.io_completed(result));
+        Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        let start = last_log_id.map_or(0, |log_id| log_id.index + 1);
-        self.delete_from(start, WriteBatch::default())?;
-        self.disk.flush().await?;
-        Ok(())
+        self.wal
+            .truncate_after(last_log_id.map(|log_id| log_id.index))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let mut batch = WriteBatch::default();
-        batch.put(keys::PURGED.to_vec(), encode(&log_id));
-        let doomed = self.disk.scan(
-            keys::LOG_START,
-            &keys::log_entry(log_id.index.saturating_add(1)),
-            Order::Ascending,
-            usize::MAX,
-        )?;
-        for (key, _) in doomed {
-            batch.delete(key);
-        }
-        self.disk.write(batch)?;
-        Ok(())
+        self.wal.purge(log_id.index, &encode(&log_id)).await
     }
 }

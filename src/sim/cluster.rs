@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::net::NetSim;
+use madsim::rand::Rng;
 use madsim::runtime::{Handle, NodeHandle};
 use madsim::task::NodeId as HostId;
 
@@ -17,9 +18,10 @@ use crate::api;
 use crate::client::wire::{Health, RaftRole};
 use crate::client::Client;
 use crate::config::{ApiConfig, ClusterConfig, Config, NodeConfig, RaftConfig, StorageConfig};
-use crate::node::{self, Seams};
+use crate::node::{self, NodeStorage, Seams};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{LogId, NodeId};
+use crate::storage::fs::SimFs;
 use crate::storage::{KeyValue, SimDisk};
 use crate::transport::{Transport, TransportError, TransportFuture, WireRequest, WireResponse};
 
@@ -62,6 +64,11 @@ impl Default for SimOptions {
     }
 }
 
+/// Where simulated node `id` keeps its files (on its own `SimFs`).
+fn data_dir(id: NodeId) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/data/node-{id}"))
+}
+
 pub fn address(id: NodeId) -> String {
     format!("10.0.0.{id}:{PORT}")
 }
@@ -70,6 +77,7 @@ pub struct SimCluster {
     handle: Handle,
     pub config: Arc<Config>,
     disks: BTreeMap<NodeId, SimDisk>,
+    files: BTreeMap<NodeId, SimFs>,
     hosts: BTreeMap<NodeId, HostId>,
     client: NodeHandle,
 }
@@ -97,16 +105,19 @@ impl SimCluster {
             .validate()
             .expect("simulation configuration is valid");
         let mut disks = BTreeMap::new();
+        let mut files = BTreeMap::new();
         let mut hosts = BTreeMap::new();
         for id in 1..=options.nodes {
             let disk = SimDisk::new();
             disks.insert(id, disk.clone());
+            let fs = SimFs::new();
+            files.insert(id, fs.clone());
             let node_config = config.clone();
             let host = handle
                 .create_node()
                 .name(format!("node-{id}"))
                 .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8)))
-                .init(move || run_node(id, node_config.clone(), disk.clone()))
+                .init(move || run_node(id, node_config.clone(), disk.clone(), fs.clone()))
                 .build();
             hosts.insert(id, host.id());
         }
@@ -119,6 +130,7 @@ impl SimCluster {
             handle,
             config,
             disks,
+            files,
             hosts,
             client,
         }
@@ -155,19 +167,28 @@ impl SimCluster {
     /// Power cut: the node's tasks die and its unflushed writes are lost.
     pub fn kill(&self, id: NodeId) {
         self.handle.kill(self.hosts[&id]);
+        self.power_cut(id);
+    }
+
+    /// What a power cut leaves of a node's storage: the state machine's flushed writes, and
+    /// the files' synced bytes plus a seeded-random prefix of the unsynced ones (a torn write in
+    /// the middle of a log record, which recovery must cut).
+    fn power_cut(&self, id: NodeId) {
         self.disks[&id].crash();
+        self.files[&id].crash(|unsynced| madsim::rand::thread_rng().gen_range(0..=unsynced));
     }
 
     /// Starts a killed node again from what its disk kept (kills it first if it runs).
     pub fn restart(&self, id: NodeId) {
         self.handle.kill(self.hosts[&id]);
-        self.disks[&id].crash();
+        self.power_cut(id);
         self.handle.restart(self.hosts[&id]);
     }
 
     /// Erases a node's disk entirely (it must be killed; restart it to bring it back empty).
     pub fn wipe(&self, id: NodeId) {
         self.disks[&id].wipe();
+        self.files[&id].wipe();
     }
 
     /// Cuts traffic from `from` to `to` (one direction).
@@ -304,12 +325,17 @@ impl SimCluster {
 
 /// One simulated node's life: start, serve, found the cluster if it is the bootstrap node, and
 /// never return (a returning init future would make madsim treat the node as exited).
-async fn run_node(id: NodeId, config: Arc<Config>, disk: SimDisk) {
+async fn run_node(id: NodeId, config: Arc<Config>, disk: SimDisk, fs: SimFs) {
     let seams = Seams {
         clock: Arc::new(SkewedClock),
         apply: bugs::apply_fn(),
     };
-    let app = node::start(id, config, Arc::new(disk), Arc::new(SimTransport), seams)
+    let storage = NodeStorage {
+        disk: Arc::new(disk),
+        fs: Arc::new(fs),
+        dir: data_dir(id),
+    };
+    let app = node::start(id, config, storage, Arc::new(SimTransport), seams)
         .await
         .expect("a simulated node starts");
     let addr: SocketAddr = address(id).parse().expect("a valid address");

@@ -19,6 +19,25 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// Runs a blocking file operation off the async workers: on tokio's blocking pool in the
+/// product; inline under madsim, whose simulated files never block (and which forbids blocking
+/// threads).
+pub async fn blocking<T: Send + 'static>(
+    operation: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    #[cfg(madsim)]
+    {
+        operation()
+    }
+    #[cfg(not(madsim))]
+    {
+        match tokio::task::spawn_blocking(operation).await {
+            Ok(result) => result,
+            Err(join) => Err(io::Error::other(join.to_string())),
+        }
+    }
+}
+
 /// A directory tree of files. Paths are absolute (the node's data directory joined with a name).
 pub trait Fs: Send + Sync + 'static {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
@@ -38,7 +57,7 @@ pub trait Fs: Send + Sync + 'static {
 
 /// One open file.
 pub trait FsFile: Send + Sync {
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Reads exactly `buf.len()` bytes at `offset`.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Writes all of `data` at `offset` (extending the file if needed).
@@ -56,7 +75,7 @@ pub struct StdFs;
 struct StdFile(std::fs::File);
 
 impl FsFile for StdFile {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
 
@@ -213,7 +232,7 @@ impl SimFs {
 }
 
 impl FsFile for SimFile {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         let tree = self.tree.lock().expect("sim fs lock poisoned");
         Ok(tree
             .files
@@ -365,14 +384,14 @@ mod tests {
 
     fn write(fs: &dyn Fs, path: &Path, data: &[u8]) -> Arc<dyn FsFile> {
         let file = fs.open(path, true).unwrap();
-        let len = file.len().unwrap();
+        let len = file.size().unwrap();
         file.write_all_at(len, data).unwrap();
         file
     }
 
     fn read_all(fs: &dyn Fs, path: &Path) -> Vec<u8> {
         let file = fs.open(path, false).unwrap();
-        let mut buf = vec![0; file.len().unwrap() as usize];
+        let mut buf = vec![0; file.size().unwrap() as usize];
         file.read_exact_at(0, &mut buf).unwrap();
         buf
     }

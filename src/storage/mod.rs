@@ -22,6 +22,7 @@
 pub mod fs;
 pub mod keys;
 mod sim_disk;
+pub mod wal;
 // sled spawns OS threads, which a madsim run forbids: the simulation uses SimDisk only.
 #[cfg(not(madsim))]
 mod sled_disk;
