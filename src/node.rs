@@ -38,6 +38,7 @@ use crate::raft::network::NetworkFactory;
 use crate::raft::state_machine::{ApplyFn, StateMachineStore};
 use crate::raft::{NodeId, Raft};
 use crate::storage::fs::Fs;
+use crate::storage::migrate;
 use crate::storage::wal::{Wal, WalOptions};
 use crate::storage::Disk;
 use crate::transport::Transport;
@@ -108,8 +109,17 @@ pub async fn start(
     let wal_options = WalOptions {
         segment_bytes_max: config.storage.wal_segment_bytes,
     };
-    let wal = Wal::open(storage.fs.clone(), &storage.wal_dir(), wal_options)
-        .map_err(|error| StartError::Storage(error.to_string()))?;
+    let storage_error = |error: std::io::Error| StartError::Storage(error.to_string());
+    migrate::upgrade(
+        &*storage.disk,
+        storage.fs.clone(),
+        &storage.wal_dir(),
+        wal_options.clone(),
+    )
+    .await
+    .map_err(storage_error)?;
+    let wal =
+        Wal::open(storage.fs.clone(), &storage.wal_dir(), wal_options).map_err(storage_error)?;
     let log_store = LogStore::new(wal);
     let state_machine = StateMachineStore::with_apply(storage.disk, seams.apply);
     let network = NetworkFactory::new(transport.clone(), Arc::from(config.cluster.secret.as_str()));

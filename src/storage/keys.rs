@@ -2,15 +2,16 @@
 //!
 //! | prefix | key                                   | value (bincode)                      |
 //! |--------|---------------------------------------|--------------------------------------|
-//! | `L`    | `L` + log index (u64 big-endian)      | openraft `Entry`                      |
-//! | `M`    | `Mv` vote, `Mc` committed, `Mp` purged | `Vote`, `Option<LogId>`, `LogId`     |
+//! | `L`    | `L` + log index (u64 big-endian)      | format 1 only: openraft `Entry`       |
+//! | `M`    | `Mv` vote, `Mc` committed, `Mp` purged | format 1 only (now in `wal/`)        |
 //! | `S`    | `Sr` + storeId + `0x00` + sku         | `Record`                             |
 //! | `S`    | `Si` + idempotency key                | `IdempotencyEntry`                   |
 //! | `S`    | `Sx` + expiry ms (u64 BE) + key       | empty (expiry index, oldest first)   |
 //! | `S`    | `Sma` applied, `Smm` membership, `Smc` clock | `LogId`, `StoredMembership`, `u64` |
 //! | `Z`    | `Z` current snapshot                  | `StoredSnapshot`                     |
 //!
-//! Everything under `S` is the state machine: a snapshot is exactly the `S` range, so a node that
+//! Format 1 kept the Raft log here too (`L`, `M`); `storage::migrate` moves it to the WAL. Everything
+//! under `S` is the state machine: a snapshot is exactly the `S` range, so a node that
 //! installs a snapshot ends byte-identical to the one that built it. Big-endian integers make
 //! byte order equal numeric order, so range scans walk the log and the expiry index in order.
 
