@@ -39,6 +39,7 @@ use crate::raft::state_machine::{ApplyFn, StateMachineStore};
 use crate::raft::{NodeId, Raft};
 use crate::storage::fs::Fs;
 use crate::storage::migrate;
+use crate::storage::snapshots::SnapshotDir;
 use crate::storage::wal::{Wal, WalOptions};
 use crate::storage::Disk;
 use crate::transport::Transport;
@@ -121,8 +122,11 @@ pub async fn start(
     let wal =
         Wal::open(storage.fs.clone(), &storage.wal_dir(), wal_options).map_err(storage_error)?;
     let log_store = LogStore::new(wal);
-    let state_machine = StateMachineStore::with_apply(storage.disk, seams.apply);
-    let network = NetworkFactory::new(transport.clone(), Arc::from(config.cluster.secret.as_str()));
+    let snapshots = SnapshotDir::open(storage.fs.clone(), &storage.dir.join("snapshots"))
+        .map_err(storage_error)?;
+    let state_machine = StateMachineStore::with_apply(storage.disk, snapshots, seams.apply);
+    let secret = Arc::from(config.cluster.secret.as_str());
+    let network = NetworkFactory::new(id, transport.clone(), secret);
     let raft = Raft::new(id, raft_config, network, log_store, state_machine.clone())
         .await
         .map_err(|fatal| StartError::Raft(fatal.to_string()))?;

@@ -11,6 +11,7 @@ use stockraft::raft::log_store::LogStore;
 use stockraft::raft::state_machine::StateMachineStore;
 use stockraft::raft::TypeConfig;
 use stockraft::storage::fs::{Fs, SimFs, StdFs};
+use stockraft::storage::snapshots::SnapshotDir;
 use stockraft::storage::wal::{Wal, WalOptions};
 use stockraft::storage::{Disk, SimDisk, SledDisk};
 
@@ -33,7 +34,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).expect("opening sled"));
         let log = log_store(Arc::new(StdFs), dir.path());
-        Ok((dir, log, StateMachineStore::new(disk)))
+        let snapshots = SnapshotDir::open(Arc::new(StdFs), &dir.path().join("snapshots"))
+            .expect("opening the snapshot directory");
+        Ok((dir, log, StateMachineStore::new(disk, snapshots)))
     }
 }
 
@@ -42,8 +45,11 @@ struct SimStores;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore> for SimStores {
     async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
-        let log = log_store(Arc::new(SimFs::new()), std::path::Path::new("/node"));
-        Ok(((), log, StateMachineStore::new(disk)))
+        let fs = Arc::new(SimFs::new());
+        let log = log_store(fs.clone(), std::path::Path::new("/node"));
+        let snapshots = SnapshotDir::open(fs, std::path::Path::new("/node/snapshots"))
+            .expect("opening the snapshot directory");
+        Ok(((), log, StateMachineStore::new(disk, snapshots)))
     }
 }
 

@@ -13,6 +13,7 @@ use stockraft::raft::log_store::LogStore;
 use stockraft::raft::state_machine::StateMachineStore;
 use stockraft::raft::{Entry, LogId, TypeConfig};
 use stockraft::storage::fs::{Fs, SimFs, StdFs};
+use stockraft::storage::snapshots::{SnapshotDir, SnapshotFile};
 use stockraft::storage::wal::{Wal, WalOptions};
 use stockraft::storage::{Disk, SimDisk, SledDisk};
 
@@ -59,6 +60,35 @@ async fn append(log: &mut LogStore, entries: Vec<Entry>) {
     log.wal().sync().await.expect("sync");
 }
 
+/// A state machine on `disk` with its snapshots on a simulated file system of its own.
+fn sim_store(disk: Arc<dyn Disk>) -> StateMachineStore {
+    let snapshots = SnapshotDir::open(
+        Arc::new(SimFs::new()),
+        std::path::Path::new("/node/snapshots"),
+    )
+    .expect("opening the snapshot directory");
+    StateMachineStore::new(disk, snapshots)
+}
+
+/// Sends `file` to `target` the way a leader streams a snapshot: chunk by chunk into the
+/// target's own snapshot directory. Returns the received file.
+fn transfer(file: &SnapshotFile, target: &StateMachineStore) -> SnapshotFile {
+    let chunk = 64 * 1024;
+    let mut offset = 0;
+    loop {
+        let data = file.read_chunk(offset, chunk).unwrap();
+        let done = offset + data.len() as u64 >= file.size();
+        let received = target
+            .snapshot_dir()
+            .receive("test", offset, &data, done)
+            .unwrap();
+        if let Some(received) = received {
+            return received;
+        }
+        offset += data.len() as u64;
+    }
+}
+
 fn log_store(fs: Arc<dyn Fs>, dir: &std::path::Path) -> LogStore {
     LogStore::new(Wal::open(fs, &dir.join("wal"), WalOptions::default()).expect("opening the WAL"))
 }
@@ -78,7 +108,9 @@ fn log_and_state_machine_survive_close_and_reopen_on_sled() {
         {
             let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).unwrap());
             let mut log = log_store(Arc::new(StdFs), dir.path());
-            let mut sm = StateMachineStore::new(disk.clone());
+            let snapshots =
+                SnapshotDir::open(Arc::new(StdFs), &dir.path().join("snapshots")).unwrap();
+            let mut sm = StateMachineStore::new(disk.clone(), snapshots);
             let entries = vec![
                 membership_entry(1),
                 create_entry(2, "a", 5),
@@ -91,7 +123,8 @@ fn log_and_state_machine_survive_close_and_reopen_on_sled() {
         }
         let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).unwrap());
         let mut log = log_store(Arc::new(StdFs), dir.path());
-        let mut sm = StateMachineStore::new(disk);
+        let snapshots = SnapshotDir::open(Arc::new(StdFs), &dir.path().join("snapshots")).unwrap();
+        let mut sm = StateMachineStore::new(disk, snapshots);
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id, Some(log_id(1, 3)));
         assert_eq!(
@@ -113,7 +146,7 @@ fn log_and_state_machine_survive_close_and_reopen_on_sled() {
 fn a_snapshot_installed_on_an_empty_store_reproduces_the_state_byte_for_byte() {
     block_on(async {
         let source_disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
-        let mut source = StateMachineStore::new(source_disk);
+        let mut source = sim_store(source_disk);
         apply(
             &mut source,
             vec![
@@ -131,10 +164,11 @@ fn a_snapshot_installed_on_an_empty_store_reproduces_the_state_byte_for_byte() {
             .unwrap();
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 3)));
 
-        let mut target = StateMachineStore::new(Arc::new(SimDisk::new()));
+        let mut target = sim_store(Arc::new(SimDisk::new()));
         apply(&mut target, vec![create_entry(0, "stale", 1)]).await;
+        let received = transfer(&snapshot.snapshot, &target);
         target
-            .install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
+            .install_snapshot(&snapshot.meta, received)
             .await
             .unwrap();
         assert_eq!(target.state_pairs().unwrap(), source.state_pairs().unwrap());
@@ -157,7 +191,7 @@ fn an_unflushed_apply_is_lost_in_a_crash_but_an_appended_entry_is_not() {
         let dir = std::path::Path::new("/node");
         let disk: Arc<dyn Disk> = Arc::new(sim.clone());
         let mut log = log_store(Arc::new(files.clone()), dir);
-        let mut sm = StateMachineStore::new(disk);
+        let mut sm = sim_store(disk);
         let entries = vec![membership_entry(1), create_entry(2, "a", 5)];
         append(&mut log, entries.clone()).await;
         apply(&mut sm, entries).await;
@@ -180,8 +214,8 @@ fn replaying_the_same_log_on_two_stores_gives_identical_bytes() {
         let entries: Vec<Entry> = std::iter::once(membership_entry(1))
             .chain((2..50).map(|i| create_entry(i, &format!("sku-{}", i % 7), i as i64)))
             .collect();
-        let mut a = StateMachineStore::new(Arc::new(SimDisk::new()));
-        let mut b = StateMachineStore::new(Arc::new(SimDisk::new()));
+        let mut a = sim_store(Arc::new(SimDisk::new()));
+        let mut b = sim_store(Arc::new(SimDisk::new()));
         apply(&mut a, entries.clone()).await;
         // Same entries, different batch boundaries.
         for chunk in entries.chunks(3) {
@@ -195,7 +229,7 @@ fn replaying_the_same_log_on_two_stores_gives_identical_bytes() {
 #[test]
 fn an_older_snapshot_built_late_does_not_replace_a_newer_installed_one() {
     block_on(async {
-        let mut follower = StateMachineStore::new(Arc::new(SimDisk::new()));
+        let mut follower = sim_store(Arc::new(SimDisk::new()));
         apply(
             &mut follower,
             vec![membership_entry(1), create_entry(2, "a", 5)],
@@ -204,7 +238,7 @@ fn an_older_snapshot_built_late_does_not_replace_a_newer_installed_one() {
         // A build starts at index 2 (captured now) ...
         let mut late_builder = follower.get_snapshot_builder().await;
         // ... meanwhile the leader's newer snapshot (index 4) is installed ...
-        let mut leader = StateMachineStore::new(Arc::new(SimDisk::new()));
+        let mut leader = sim_store(Arc::new(SimDisk::new()));
         apply(
             &mut leader,
             vec![
@@ -221,12 +255,14 @@ fn an_older_snapshot_built_late_does_not_replace_a_newer_installed_one() {
             .build_snapshot()
             .await
             .unwrap();
+        let received = transfer(&newer.snapshot, &follower);
         follower
-            .install_snapshot(&newer.meta, newer.snapshot.clone())
+            .install_snapshot(&newer.meta, received)
             .await
             .unwrap();
-        // ... and the old build finishes last: the current snapshot stays the newer one.
-        late_builder.build_snapshot().await.unwrap();
+        // ... and the old build finishes last (it is abandoned: the install replaced the state
+        // it was capturing): the current snapshot stays the newer one.
+        let _ = late_builder.build_snapshot().await;
         let current = follower.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta.last_log_id, Some(log_id(1, 4)));
     });
@@ -274,7 +310,7 @@ fn a_snapshot_whose_state_could_not_be_read_fails_instead_of_shipping_an_empty_s
             inner: SimDisk::new(),
             broken: std::sync::atomic::AtomicBool::new(false),
         });
-        let mut store = StateMachineStore::new(disk.clone());
+        let mut store = sim_store(disk.clone());
         apply(
             &mut store,
             vec![membership_entry(1), create_entry(2, "a", 5)],
@@ -312,7 +348,7 @@ fn keyed_create_entry(index: u64, sku: &str, key: &str, ttl_ms: u64, at_ms: u64)
 #[test]
 fn expired_idempotency_keys_are_purged_from_disk_by_later_entries() {
     block_on(async {
-        let mut store = StateMachineStore::new(Arc::new(SimDisk::new()));
+        let mut store = sim_store(Arc::new(SimDisk::new()));
         let key_count = |store: &StateMachineStore| {
             store
                 .state_pairs()
@@ -342,5 +378,118 @@ fn expired_idempotency_keys_are_purged_from_disk_by_later_entries() {
         )
         .await;
         assert_eq!(key_count(&store), 2, "only k-c and its expiry entry remain");
+    });
+}
+
+fn adjust_entry(index: u64, sku: &str, delta: i64, at_ms: u64) -> Entry {
+    Entry {
+        log_id: log_id(1, index),
+        payload: EntryPayload::Normal(Request {
+            command: Command::Adjust {
+                key: RecordKey::new("s1", sku).unwrap(),
+                delta,
+                expected_version: None,
+            },
+            proposed_at_ms: at_ms,
+            idempotency: None,
+        }),
+    }
+}
+
+#[test]
+fn a_snapshot_built_while_applies_continue_holds_exactly_the_state_at_its_point() {
+    block_on(async {
+        // Up to the snapshot point: records a..e, and keyed creates whose keys expire at 20 s.
+        let mut before: Vec<Entry> = vec![membership_entry(1)];
+        for (i, sku) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            before.push(create_entry(2 + i as u64, sku, 10));
+        }
+        before.push(keyed_create_entry(7, "k1", "key-1", 10_000, 10_000));
+        before.push(keyed_create_entry(8, "k2", "key-2", 10_000, 10_000));
+        // After the point: changes to existing records, new records, and log time past the
+        // keys' expiry (their deletion), all while the build is in progress.
+        let after = vec![
+            adjust_entry(9, "a", 5, 30_000),
+            adjust_entry(10, "c", -3, 30_000),
+            create_entry(11, "f", 1),
+            keyed_create_entry(12, "k3", "key-3", 10_000, 30_000),
+        ];
+
+        let mut store = sim_store(Arc::new(SimDisk::new()));
+        apply(&mut store, before.clone()).await;
+        let mut builder = store.get_snapshot_builder().await;
+        apply(&mut store, after).await;
+        let snapshot = builder.build_snapshot().await.unwrap();
+        assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 8)));
+
+        let mut reference = sim_store(Arc::new(SimDisk::new()));
+        apply(&mut reference, before).await;
+        let mut target = sim_store(Arc::new(SimDisk::new()));
+        let received = transfer(&snapshot.snapshot, &target);
+        target
+            .install_snapshot(&snapshot.meta, received)
+            .await
+            .unwrap();
+        assert_eq!(
+            target.state_pairs().unwrap(),
+            reference.state_pairs().unwrap(),
+            "the snapshot is the state at its point, not a mix with later applies"
+        );
+        // The live store did move on.
+        assert_ne!(
+            store.state_pairs().unwrap(),
+            reference.state_pairs().unwrap()
+        );
+    });
+}
+
+#[test]
+fn an_install_cut_short_reports_nothing_applied_until_the_snapshot_is_installed_again() {
+    block_on(async {
+        let fs = SimFs::new();
+        let snapshots =
+            SnapshotDir::open(Arc::new(fs.clone()), std::path::Path::new("/n/snapshots")).unwrap();
+        let disk = SimDisk::new();
+        let mut store = StateMachineStore::new(Arc::new(disk.clone()), snapshots);
+        apply(
+            &mut store,
+            vec![
+                membership_entry(1),
+                create_entry(2, "a", 5),
+                create_entry(3, "b", 6),
+            ],
+        )
+        .await;
+        let snapshot = store
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let expected = store.state_pairs().unwrap();
+        // A crash in the middle of an install: the marker is on disk, the state half cleared.
+        let mut half = stockraft::storage::WriteBatch::default();
+        half.put(
+            stockraft::storage::keys::INSTALLING.to_vec(),
+            stockraft::storage::encode(&snapshot.meta),
+        );
+        half.delete(stockraft::storage::keys::record(
+            &RecordKey::new("s1", "a").unwrap(),
+        ));
+        disk.write(half).unwrap();
+        let (applied, _) = store.applied_state().await.unwrap();
+        assert_eq!(
+            applied, None,
+            "a half-installed state must not claim anything applied"
+        );
+        // What openraft does at start-up then: install the current snapshot again.
+        let current = store.get_current_snapshot().await.unwrap().unwrap();
+        store
+            .install_snapshot(&current.meta, current.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(store.state_pairs().unwrap(), expected);
+        let (applied, _) = store.applied_state().await.unwrap();
+        assert_eq!(applied, Some(log_id(1, 3)));
     });
 }

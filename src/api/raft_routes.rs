@@ -12,8 +12,12 @@ use serde::Serialize;
 
 use crate::app::App;
 use crate::client::wire::PeerStatus;
-use crate::raft::network::{decode_rpc, encode_rpc, RpcDecodeError, SnapshotRequest};
-use crate::raft::Snapshot;
+use crate::raft::network::{
+    decode_rpc, encode_rpc, note_snapshot_chunk, RpcDecodeError, SnapshotChunk,
+};
+use crate::raft::{Snapshot, TypeConfig};
+use crate::storage::fs::blocking;
+use openraft::raft::SnapshotResponse;
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RpcDecodeError> {
     decode_rpc(body)
@@ -49,16 +53,34 @@ pub async fn pre_vote(State(app): State<Arc<App>>, body: Bytes) -> Response {
     }
 }
 
+/// One chunk of a snapshot transfer (see `raft::network::SnapshotChunk`): appended to a
+/// temporary file; after the last one the file is checked and installed. Answers `None` until
+/// then, and the install's answer (or the newer vote that refuses it) at the end.
 pub async fn snapshot(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let request: SnapshotRequest = match parse(&body) {
-        Ok(request) => request,
+    let chunk: SnapshotChunk = match parse(&body) {
+        Ok(chunk) => chunk,
         Err(error) => return bad_request(error),
     };
-    let snapshot = Snapshot {
-        meta: request.meta,
-        snapshot: request.data,
+    note_snapshot_chunk(chunk.data.len());
+    let dir = app.state.snapshot_dir().clone();
+    let (transfer, offset, done) = (chunk.transfer.clone(), chunk.offset, chunk.done);
+    let data = chunk.data;
+    let received = blocking(move || dir.receive(&transfer, offset, &data, done)).await;
+    let file = match received {
+        Ok(None) => return reply(Ok::<Option<SnapshotResponse<TypeConfig>>, String>(None)),
+        Ok(Some(file)) => file,
+        Err(error) => return reply(Err::<Option<SnapshotResponse<TypeConfig>>, _>(error)),
     };
-    reply(app.raft.install_full_snapshot(request.vote, snapshot).await)
+    let snapshot = Snapshot {
+        meta: chunk.meta,
+        snapshot: file,
+    };
+    reply(
+        app.raft
+            .install_full_snapshot(chunk.vote, snapshot)
+            .await
+            .map(Some),
+    )
 }
 
 pub async fn transfer_leader(State(app): State<Arc<App>>, body: Bytes) -> Response {

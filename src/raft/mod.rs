@@ -15,6 +15,7 @@
 pub mod log_store;
 pub mod network;
 pub mod runtime;
+pub mod snapshot;
 pub mod state_machine;
 pub mod watch;
 
@@ -62,5 +63,6 @@ pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+pub type Snapshot =
+    openraft::alias::SnapshotOf<TypeConfig, crate::storage::snapshots::SnapshotFile>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;

@@ -6,6 +6,7 @@
 //! an unreachable node, so its text is all we need.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use super::{NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use crate::client::routes::raft as routes;
 use crate::storage::encode;
+use crate::storage::fs::blocking;
+use crate::storage::snapshots::SnapshotFile;
 use crate::transport::{Transport, WireRequest};
 
 /// Why a Raft RPC body (a request at the server, a reply at the client) could not be read.
@@ -42,23 +45,55 @@ pub fn decode_rpc<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcDecodeError
 }
 
 /// The body of a full-snapshot RPC.
+/// One chunk of a snapshot transfer. A snapshot file travels as consecutive chunks of at most
+/// [`SNAPSHOT_CHUNK_BYTES`], each a request of its own: neither side ever holds more than one
+/// chunk of it in memory. The receiver appends chunk after chunk to a temporary file, checks
+/// the whole file's checksum after the last, and only then installs it.
 #[derive(Serialize, Deserialize)]
-pub struct SnapshotRequest {
+pub struct SnapshotChunk {
     pub vote: Vote,
     pub meta: SnapshotMeta,
+    /// Names the transfer (sender and snapshot), so that a retry restarts the same file.
+    pub transfer: String,
+    /// Where `data` goes in the file; a transfer starts at 0.
+    pub offset: u64,
     pub data: Vec<u8>,
+    /// The last chunk: install after it.
+    pub done: bool,
+}
+
+/// Bytes of snapshot per chunk request.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// The largest snapshot chunk this process has held (sent or received), for the metrics and
+/// the test that snapshot memory stays bounded.
+static SNAPSHOT_CHUNK_BYTES_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// Records a chunk of `bytes` held in memory.
+pub fn note_snapshot_chunk(bytes: usize) {
+    SNAPSHOT_CHUNK_BYTES_PEAK.fetch_max(bytes, Ordering::Relaxed);
+}
+
+/// See [`SNAPSHOT_CHUNK_BYTES_PEAK`].
+pub fn snapshot_chunk_bytes_peak() -> usize {
+    SNAPSHOT_CHUNK_BYTES_PEAK.load(Ordering::Relaxed)
 }
 
 /// Creates one [`PeerClient`] per target; they share the transport.
 #[derive(Clone)]
 pub struct NetworkFactory {
+    own_id: NodeId,
     transport: Arc<dyn Transport>,
     secret: Arc<str>,
 }
 
 impl NetworkFactory {
-    pub fn new(transport: Arc<dyn Transport>, secret: Arc<str>) -> Self {
-        Self { transport, secret }
+    pub fn new(own_id: NodeId, transport: Arc<dyn Transport>, secret: Arc<str>) -> Self {
+        Self {
+            own_id,
+            transport,
+            secret,
+        }
     }
 }
 
@@ -67,6 +102,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
         PeerClient {
+            own_id: self.own_id,
             target,
             addr: node.addr.clone(),
             transport: self.transport.clone(),
@@ -77,6 +113,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
 /// Sends Raft RPCs to one peer.
 pub struct PeerClient {
+    own_id: NodeId,
     target: NodeId,
     addr: String,
     transport: Arc<dyn Transport>,
@@ -111,8 +148,62 @@ impl PeerClient {
     }
 }
 
+impl PeerClient {
+    /// Streams `snapshot` chunk by chunk; the answer to the last chunk is the receiver's.
+    async fn send_snapshot(
+        &self,
+        vote: Vote,
+        snapshot: Snapshot,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let file = snapshot.snapshot;
+        let (index, term) = snapshot
+            .meta
+            .last_log_id
+            .as_ref()
+            .map_or((0, 0), |id| (id.index, id.leader_id.term));
+        let transfer = format!("n{}-{index}-{term}", self.own_id);
+        let mut offset = 0u64;
+        loop {
+            let reader = file.clone();
+            let data = blocking(move || reader.read_chunk(offset, SNAPSHOT_CHUNK_BYTES))
+                .await
+                .map_err(|error| {
+                    Unreachable::from_string(format!("reading the snapshot: {error}"))
+                })?;
+            note_snapshot_chunk(data.len());
+            let len = data.len() as u64;
+            let done = offset + len >= file.size();
+            let chunk = SnapshotChunk {
+                vote,
+                meta: snapshot.meta.clone(),
+                transfer: transfer.clone(),
+                offset,
+                data,
+                done,
+            };
+            let reply: Option<SnapshotResponse<TypeConfig>> = self
+                .call(routes::SNAPSHOT, &chunk, option.hard_ttl())
+                .await?;
+            match (done, reply) {
+                (true, Some(response)) => return Ok(response),
+                (true, None) => {
+                    return Err(Unreachable::from_string(format!(
+                        "node {} did not answer the last snapshot chunk",
+                        self.target
+                    ))
+                    .into())
+                }
+                // The receiver answers early when it already has a newer vote.
+                (false, Some(response)) => return Ok(response),
+                (false, None) => offset += len,
+            }
+        }
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
 
     async fn append_entries(
         &mut self,
@@ -145,16 +236,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let request = SnapshotRequest {
-            vote,
-            meta: snapshot.meta,
-            data: snapshot.snapshot,
-        };
-        let send = self.call(routes::SNAPSHOT, &request, option.hard_ttl());
+        let send = self.send_snapshot(vote, snapshot, option);
         tokio::select! {
             biased;
             closed = cancel => Err(StreamingError::Closed(closed)),
-            reply = send => Ok(reply?),
+            reply = send => reply,
         }
     }
 

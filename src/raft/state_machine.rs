@@ -8,7 +8,7 @@
 //! The batch is not flushed: the Raft log (flushed on a quorum before commit) is the durable
 //! record, and replaying it is idempotent here. Two places do flush, because they let openraft
 //! forget log entries: building a snapshot (after which the log may be purged) and installing
-//! one.
+//! one. Snapshots themselves are files (`raft::snapshot`, `storage::snapshots`).
 //!
 //! Decisions inside apply come only from the entries: log time is
 //! `max(previous log time, proposed_at_ms)`, and expired idempotency keys are purged per entry
@@ -23,15 +23,19 @@ use std::io;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::snapshot::{self, Capture, SnapshotBuilder};
 use super::{Applied, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::inventory::{
     self, ApplyContext, IdempotencyEntry, MemoryState, Record, RecordKey, Request,
 };
-use crate::storage::{decode, encode, keys, Disk, KeyValue, Order, StorageError, WriteBatch};
+use crate::storage::snapshots::{SnapshotDir, SnapshotFile};
+use crate::storage::{
+    decode, encode, keys, Disk, KeyValue, Order, StorageError, Write, WriteBatch,
+};
 
 /// How many expired idempotency keys one log entry deletes at most: bounds the work of a single
 /// apply while still draining the expiry index faster than keys can be added (one per entry).
@@ -43,38 +47,43 @@ pub const EXPIRED_KEYS_PURGED_PER_ENTRY_MAX: usize = 4;
 pub type ApplyFn =
     fn(&MemoryState, &Request, ApplyContext) -> (inventory::Response, inventory::Effects);
 
-/// The state machine. Clones share the disk: the Raft core owns one, the HTTP layer reads
-/// through another.
+/// The state machine. Clones share the disk and the snapshot directory: the Raft core owns one,
+/// the HTTP layer reads through another.
 #[derive(Clone)]
 pub struct StateMachineStore {
     disk: Arc<dyn Disk>,
     apply: ApplyFn,
-    /// Serialises writes of the current snapshot (`Z`): openraft builds snapshots on a task of
-    /// their own, concurrently with installs, and an older build must not replace a newer
-    /// installed snapshot.
-    snapshot_lock: Arc<std::sync::Mutex<()>>,
-}
-
-/// A snapshot as kept on disk under [`keys::SNAPSHOT`].
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
+    snapshots: SnapshotDir,
+    /// Before-images for a snapshot being built (see `raft::snapshot`).
+    capture: Arc<Capture>,
 }
 
 impl StateMachineStore {
     /// The product's store: commands go through [`inventory::apply`].
-    pub fn new(disk: Arc<dyn Disk>) -> Self {
-        Self::with_apply(disk, inventory::apply)
+    pub fn new(disk: Arc<dyn Disk>, snapshots: SnapshotDir) -> Self {
+        Self::with_apply(disk, snapshots, inventory::apply)
     }
 
     /// A store that runs `apply` on each command instead (see [`ApplyFn`]).
-    pub fn with_apply(disk: Arc<dyn Disk>, apply: ApplyFn) -> Self {
+    pub fn with_apply(disk: Arc<dyn Disk>, snapshots: SnapshotDir, apply: ApplyFn) -> Self {
         Self {
             disk,
             apply,
-            snapshot_lock: Arc::default(),
+            snapshots,
+            capture: Arc::default(),
         }
+    }
+
+    pub fn disk(&self) -> &Arc<dyn Disk> {
+        &self.disk
+    }
+
+    pub fn snapshot_dir(&self) -> &SnapshotDir {
+        &self.snapshots
+    }
+
+    pub(super) fn capture(&self) -> &Arc<Capture> {
+        &self.capture
     }
 
     fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -86,33 +95,57 @@ impl StateMachineStore {
 
     /// The record as of the last applied entry on this node.
     pub fn record(&self, key: &RecordKey) -> Result<Option<Record>, StorageError> {
-        self.read(&keys::record(key))
+        read_record(&*self.disk, key)
     }
 
     /// The last applied log id on this node.
     pub fn applied(&self) -> Result<Option<LogId>, StorageError> {
-        // Stored as `Option<LogId>` (a snapshot of an empty state has none): decode it as such.
-        Ok(self.read::<Option<LogId>>(keys::APPLIED)?.flatten())
+        read_applied(&*self.disk)
     }
 
-    /// Every key and value of the state machine, in key order: what a snapshot holds, and what
-    /// replicas at the same applied index must agree on byte for byte.
+    /// The last applied log id and membership, as they were last written.
+    pub fn applied_and_membership(
+        &self,
+    ) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((
+            self.applied()?,
+            self.read(keys::MEMBERSHIP)?.unwrap_or_default(),
+        ))
+    }
+
+    /// Every key and value of the state machine, in key order: what replicas at the same
+    /// applied index must agree on byte for byte (checks and tests; snapshots stream instead).
     pub fn state_pairs(&self) -> Result<Vec<KeyValue>, StorageError> {
-        self.disk.scan(
-            keys::STATE_START,
-            keys::STATE_END,
-            Order::Ascending,
-            usize::MAX,
-        )
+        read_state_pairs(&*self.disk)
     }
+}
 
-    fn current_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
-        let stored: Option<StoredSnapshot> = self.read(keys::SNAPSHOT)?;
-        Ok(stored.map(|stored| Snapshot {
-            meta: stored.meta,
-            snapshot: stored.data,
-        }))
-    }
+/// A record as the state machine on `disk` holds it (also for harnesses that inspect a disk).
+pub fn read_record(disk: &dyn Disk, key: &RecordKey) -> Result<Option<Record>, StorageError> {
+    let key = keys::record(key);
+    disk.get(&key)?
+        .map(|bytes| decode(&key, &bytes))
+        .transpose()
+}
+
+/// The last applied log id of the state machine on `disk`.
+pub fn read_applied(disk: &dyn Disk) -> Result<Option<LogId>, StorageError> {
+    // Stored as `Option<LogId>` (a snapshot of an empty state has none): decode it as such.
+    let bytes = disk.get(keys::APPLIED)?;
+    Ok(bytes
+        .map(|bytes| decode::<Option<LogId>>(keys::APPLIED, &bytes))
+        .transpose()?
+        .flatten())
+}
+
+/// Every key and value of the state machine on `disk`, in key order.
+pub fn read_state_pairs(disk: &dyn Disk) -> Result<Vec<KeyValue>, StorageError> {
+    disk.scan(
+        keys::STATE_START,
+        keys::STATE_END,
+        Order::Ascending,
+        usize::MAX,
+    )
 }
 
 /// The writes of one apply call, with the reads they must see.
@@ -282,59 +315,18 @@ impl<'d> ApplyBatch<'d> {
     }
 }
 
-/// Builds a snapshot from state captured when the builder was created, so a concurrent apply
-/// cannot tear it. A capture that failed is reported when the snapshot is built: shipping an
-/// empty state under a real log id would erase data on every node that installs it.
-pub struct SnapshotBuilder {
-    store: StateMachineStore,
-    captured: Result<(SnapshotMeta, Vec<KeyValue>), String>,
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = Vec<u8>;
-
-    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let (meta, pairs) = self.captured.as_ref().map_err(|error| {
-            io::Error::other(format!(
-                "cannot build a snapshot: reading the state failed: {error}"
-            ))
-        })?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: encode(pairs),
-        };
-        {
-            let _guard = self
-                .store
-                .snapshot_lock
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let current: Option<StoredSnapshot> = self.store.read(keys::SNAPSHOT)?;
-            let newer_exists =
-                current.is_some_and(|c| c.meta.last_log_id > stored.meta.last_log_id);
-            if !newer_exists {
-                let mut batch = WriteBatch::default();
-                batch.put(keys::SNAPSHOT.to_vec(), encode(&stored));
-                self.store.disk.write(batch)?;
-            }
-        }
-        // The state machine must be durable up to the snapshot before openraft purges the log.
-        self.store.disk.flush().await?;
-        Ok(Snapshot {
-            meta: stored.meta,
-            snapshot: stored.data,
-        })
-    }
-}
-
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        let applied = self.applied()?;
-        let membership = self.read(keys::MEMBERSHIP)?.unwrap_or_default();
-        Ok((applied, membership))
+        if snapshot::install_interrupted(self)? {
+            // The state is half old, half new: report nothing applied so that openraft
+            // restores it from the current snapshot before re-applying the log.
+            tracing::warn!("a snapshot install was cut short: restoring from the snapshot");
+            return Ok((None, StoredMembership::default()));
+        }
+        Ok(self.applied_and_membership()?)
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -350,7 +342,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 replies.push((responder, applied));
             }
         }
-        self.disk.write(batch.into_write_batch())?;
+        let writes = batch.into_write_batch();
+        self.capture.record_before_write(
+            writes.writes.iter().map(|write| match write {
+                Write::Put(key, _) | Write::Delete(key) => key,
+            }),
+            |key| self.disk.get(key),
+        )?;
+        self.disk.write(writes)?;
         for (responder, applied) in replies {
             responder.send(applied);
         }
@@ -358,61 +357,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let captured = (|| {
-            let applied = self.applied()?;
-            let membership = self.read(keys::MEMBERSHIP)?.unwrap_or_default();
-            let pairs = self.state_pairs()?;
-            let meta = SnapshotMeta {
-                last_log_id: applied,
-                last_membership: membership,
-            };
-            Ok::<_, StorageError>((meta, pairs))
-        })()
-        .map_err(|error| error.to_string());
-        SnapshotBuilder {
-            store: self.clone(),
-            captured,
-        }
+        SnapshotBuilder::begin(self)
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Vec<u8>,
+        snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
-        let pairs: Vec<KeyValue> = decode(keys::SNAPSHOT, &snapshot)?;
-        let mut batch = WriteBatch::default();
-        for (key, _) in self.state_pairs()? {
-            batch.delete(key);
-        }
-        for (key, value) in pairs {
-            if !key.starts_with(keys::STATE_START) {
-                return Err(StorageError::Invariant(format!(
-                    "snapshot holds a foreign key {key:?}"
-                ))
-                .into());
-            }
-            batch.put(key, value);
-        }
-        batch.put(keys::APPLIED.to_vec(), encode(&meta.last_log_id));
-        batch.put(keys::MEMBERSHIP.to_vec(), encode(&meta.last_membership));
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: snapshot,
-        };
-        batch.put(keys::SNAPSHOT.to_vec(), encode(&stored));
-        {
-            let _guard = self
-                .snapshot_lock
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            self.disk.write(batch)?;
-        }
-        self.disk.flush().await?;
-        Ok(())
+        snapshot::install(self, meta, snapshot).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(self.current_snapshot()?)
+        snapshot::current(self)
     }
 }

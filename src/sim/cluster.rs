@@ -19,7 +19,7 @@ use crate::client::wire::{Health, RaftRole};
 use crate::client::Client;
 use crate::config::{ApiConfig, ClusterConfig, Config, NodeConfig, RaftConfig, StorageConfig};
 use crate::node::{self, NodeStorage, Seams};
-use crate::raft::state_machine::StateMachineStore;
+use crate::raft::state_machine;
 use crate::raft::{LogId, NodeId};
 use crate::storage::fs::SimFs;
 use crate::storage::{KeyValue, SimDisk};
@@ -293,15 +293,9 @@ impl SimCluster {
         self.disks[&id].clone()
     }
 
-    fn store(&self, id: NodeId) -> StateMachineStore {
-        StateMachineStore::new(Arc::new(self.disks[&id].clone()))
-    }
-
     /// Node `id`'s whole state machine, key by key.
     pub fn state_pairs(&self, id: NodeId) -> Vec<KeyValue> {
-        self.store(id)
-            .state_pairs()
-            .expect("the simulated disk does not fail")
+        state_machine::read_state_pairs(&self.disks[&id]).expect("the simulated disk does not fail")
     }
 
     /// Node `id`'s copy of a record (as its disk shows it).
@@ -310,16 +304,12 @@ impl SimCluster {
         id: NodeId,
         key: &crate::inventory::RecordKey,
     ) -> Option<crate::inventory::Record> {
-        self.store(id)
-            .record(key)
-            .expect("the simulated disk does not fail")
+        state_machine::read_record(&self.disks[&id], key).expect("the simulated disk does not fail")
     }
 
     /// The last log id node `id` has applied (as its disk shows it).
     pub fn applied(&self, id: NodeId) -> Option<LogId> {
-        self.store(id)
-            .applied()
-            .expect("the simulated disk does not fail")
+        state_machine::read_applied(&self.disks[&id]).expect("the simulated disk does not fail")
     }
 }
 

@@ -32,7 +32,11 @@ pub const MEMBERSHIP: &[u8] = b"Smm";
 pub const CLOCK: &[u8] = b"Smc";
 pub const EXPIRY_START: &[u8] = b"Sx";
 
+/// Format 1 kept the current snapshot here; now snapshots are files (`storage::snapshots`).
 pub const SNAPSHOT: &[u8] = b"Z";
+/// Present while a snapshot install is in progress (outside the state range, which an install
+/// clears): see `raft::snapshot`.
+pub const INSTALLING: &[u8] = b"Install";
 
 pub fn log_entry(index: u64) -> Vec<u8> {
     let mut key = LOG_START.to_vec();

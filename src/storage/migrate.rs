@@ -7,7 +7,8 @@
 //!
 //! 1. write the vote, committed id, purge point and every entry into a fresh WAL, fsync it, and
 //!    write `wal/MIGRATED` (fsynced, directory fsynced): from then on the WAL is the log;
-//! 2. delete the `L` and `M` keys from sled and flush.
+//! 2. delete the `L` and `M` keys and the format-1 snapshot (`Z`, one sled value holding the
+//!    whole state) from sled and flush; snapshots are now files, built when needed.
 //!
 //! A crash during 1 leaves no marker: the next start wipes the partial WAL and redoes it. A crash
 //! during 2 leaves the marker: the next start only finishes the deletion. Either way no entry is
@@ -37,9 +38,8 @@ pub enum Upgrade {
 }
 
 fn has_format1_keys(disk: &dyn Disk) -> Result<bool, StorageError> {
-    Ok(!disk
-        .scan(keys::LOG_START, keys::STATE_START, Order::Ascending, 1)?
-        .is_empty())
+    let log = disk.scan(keys::LOG_START, keys::STATE_START, Order::Ascending, 1)?;
+    Ok(!log.is_empty() || disk.get(keys::SNAPSHOT)?.is_some())
 }
 
 fn io_error(error: StorageError) -> io::Error {
@@ -120,8 +120,12 @@ async fn copy_log_to_wal(
     Ok(copied)
 }
 
-/// Step 2: the format-1 log keys go.
+/// Step 2: the format-1 log keys and snapshot value go (openraft builds a snapshot file when
+/// one is needed).
 fn delete_format1_keys(disk: &dyn Disk) -> Result<(), StorageError> {
+    let mut snapshot = WriteBatch::default();
+    snapshot.delete(keys::SNAPSHOT.to_vec());
+    disk.write(snapshot)?;
     loop {
         let doomed = disk.scan(
             keys::LOG_START,

@@ -23,6 +23,7 @@ pub mod fs;
 pub mod keys;
 pub mod migrate;
 mod sim_disk;
+pub mod snapshots;
 pub mod wal;
 // sled spawns OS threads, which a madsim run forbids: the simulation uses SimDisk only.
 #[cfg(not(madsim))]

@@ -1,0 +1,335 @@
+//! Snapshots of the state machine as files: built from a point-in-time view while applies go
+//! on, installed atomically, never held whole in memory.
+//!
+//! ## Building without stopping applies
+//! openraft asks for a builder between two applies ([`StateMachineStore`]'s
+//! `get_snapshot_builder`); that instant is the snapshot point. From then on, until the build
+//! ends, every apply first records the *before-image* of each key it is about to write (its
+//! value at the snapshot point, or "absent") in a [`Capture`]. The builder walks sled page by
+//! page and, for each key, writes the before-image if one was recorded, else the value it read
+//! (which is then still the value at the snapshot point: an apply records before it writes).
+//! Keys deleted since the point are written from their before-images at the end. The result is
+//! exactly the state at the point, while applies pause only to record a few before-images.
+//! Memory: the before-images of keys written during the build, and one page.
+//!
+//! Before the file is written, sled is flushed: the state on disk is at least the snapshot
+//! point, so once openraft purges the log behind the snapshot, a restart needs neither.
+//!
+//! ## Installing atomically
+//! 1. the file becomes the node's current snapshot (`SnapshotDir::adopt`: fsync, rename,
+//!    directory fsync), after its checksum was verified;
+//! 2. a marker (`keys::INSTALLING`) is written and flushed;
+//! 3. the state range is cleared and the snapshot's records loaded, in bounded batches;
+//! 4. applied id and membership are set, the marker removed, sled flushed.
+//!
+//! A crash between 2 and 4 leaves the marker: the store then reports nothing applied, and
+//! openraft restores the state machine from the current snapshot (step 1 made it durable) before
+//! re-applying the log. A build in progress when an install starts is abandoned (its capture
+//! would mix two histories).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::RaftSnapshotBuilder;
+
+use super::state_machine::StateMachineStore;
+use super::{LogId, Snapshot, SnapshotMeta, TypeConfig};
+use crate::storage::fs::blocking;
+use crate::storage::snapshots::{file_name, SnapshotFile};
+use crate::storage::{decode, encode, keys, Order, StorageError, WriteBatch};
+
+/// Keys read per page while walking the state, and written per batch while loading one.
+const PAGE_KEYS: usize = 4096;
+/// Bytes of records per write batch while loading a snapshot.
+const LOAD_BATCH_BYTES: usize = 4 << 20;
+
+/// Before-images recorded while a snapshot is being built.
+#[derive(Default)]
+pub struct Capture {
+    inner: Mutex<CaptureState>,
+}
+
+#[derive(Default)]
+struct CaptureState {
+    /// Bumped by every new build and every install: a build whose generation is no longer
+    /// current is abandoned.
+    generation: u64,
+    /// The active build's before-images: key -> value at the snapshot point (`None`: absent).
+    before: Option<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+impl Capture {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CaptureState> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts recording for a new build; returns its generation.
+    fn begin(&self) -> u64 {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.before = Some(BTreeMap::new());
+        state.generation
+    }
+
+    /// Stops recording for build `generation` (if it is still the active one).
+    fn end(&self, generation: u64) {
+        let mut state = self.lock();
+        if state.generation == generation {
+            state.before = None;
+        }
+    }
+
+    /// Abandons any build in progress (an install is replacing the state).
+    fn abandon(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.before = None;
+    }
+
+    fn is_current(&self, generation: u64) -> bool {
+        self.lock().generation == generation
+    }
+
+    /// Called by apply before it writes `keys`: records the current value of each key not yet
+    /// recorded, if a build is in progress. `read` reads a key's current value.
+    pub fn record_before_write<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k Vec<u8>>,
+        read: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        let Some(before) = state.before.as_mut() else {
+            return Ok(());
+        };
+        for key in keys {
+            if !before.contains_key(key) {
+                before.insert(key.clone(), read(key)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The recorded before-image of `key`: `Some(None)` if it was absent at the snapshot point.
+    fn before_image(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.lock().before.as_ref()?.get(key).cloned()
+    }
+
+    /// Every recorded key that existed at the snapshot point, with its value then.
+    fn existing_before_images(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let state = self.lock();
+        let Some(before) = &state.before else {
+            return Vec::new();
+        };
+        before
+            .iter()
+            .filter_map(|(key, value)| Some((key.clone(), value.clone()?)))
+            .collect()
+    }
+}
+
+/// Builds one snapshot at the point where it was created (see the module docs).
+pub struct SnapshotBuilder {
+    store: StateMachineStore,
+    /// The snapshot point, or why it could not be read.
+    meta: Result<SnapshotMeta, String>,
+    generation: u64,
+}
+
+impl SnapshotBuilder {
+    /// Takes the snapshot point of `store` now and starts recording before-images.
+    pub fn begin(store: &StateMachineStore) -> Self {
+        let meta = store
+            .applied_and_membership()
+            .map(|(applied, membership)| SnapshotMeta {
+                last_log_id: applied,
+                last_membership: membership,
+            })
+            .map_err(|error| error.to_string());
+        let generation = store.capture().begin();
+        Self {
+            store: store.clone(),
+            meta,
+            generation,
+        }
+    }
+
+    /// Writes the snapshot file (blocking: run it off the async workers).
+    fn write(
+        store: &StateMachineStore,
+        meta: &SnapshotMeta,
+        generation: u64,
+    ) -> io::Result<SnapshotFile> {
+        let (index, term) = position(meta.last_log_id.as_ref());
+        let mut writer = store
+            .snapshot_dir()
+            .writer(&file_name(index, term), &encode(meta))?;
+        let capture = store.capture();
+        let disk = store.disk();
+        let mut start = keys::STATE_START.to_vec();
+        loop {
+            let page = disk.scan(&start, keys::STATE_END, Order::Ascending, PAGE_KEYS)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            start = last.clone();
+            start.push(0);
+            for (key, value) in page {
+                match capture.before_image(&key) {
+                    Some(Some(before)) => writer.push(&key, &before)?,
+                    Some(None) => {}
+                    None => writer.push(&key, &value)?,
+                }
+            }
+        }
+        // Keys that existed at the point but were deleted since (expired idempotency keys).
+        for (key, value) in capture.existing_before_images() {
+            if disk.get(&key)?.is_none() {
+                writer.push(&key, &value)?;
+            }
+        }
+        if !capture.is_current(generation) {
+            return Err(io::Error::other(
+                "snapshot abandoned: a snapshot was installed while it was being built",
+            ));
+        }
+        writer.finish()
+    }
+}
+
+/// `(index, term)` of a snapshot point (0, 0 for an empty state machine).
+fn position(log_id: Option<&LogId>) -> (u64, u64) {
+    log_id.map_or((0, 0), |id| (id.index, id.leader_id.term))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let meta = match &self.meta {
+            Ok(meta) => meta.clone(),
+            Err(error) => {
+                self.store.capture().end(self.generation);
+                return Err(io::Error::other(format!(
+                    "cannot build a snapshot: reading the state failed: {error}"
+                )));
+            }
+        };
+        // sled durable at least up to the snapshot point before the log behind it may go.
+        let flushed = self.store.disk().flush().await;
+        let written = match flushed {
+            Ok(()) => {
+                let (store, generation, point) =
+                    (self.store.clone(), self.generation, meta.clone());
+                blocking(move || SnapshotBuilder::write(&store, &point, generation)).await
+            }
+            Err(error) => Err(error.into()),
+        };
+        self.store.capture().end(self.generation);
+        Ok(Snapshot {
+            meta,
+            snapshot: written?,
+        })
+    }
+}
+
+/// Installs `file` as the state at `meta` (see the module docs).
+pub async fn install(
+    store: &StateMachineStore,
+    meta: &SnapshotMeta,
+    file: SnapshotFile,
+) -> io::Result<()> {
+    store.capture().abandon();
+    let (store, meta) = (store.clone(), meta.clone());
+    blocking(move || install_blocking(&store, &meta, file)).await?;
+    Ok(())
+}
+
+fn install_blocking(
+    store: &StateMachineStore,
+    meta: &SnapshotMeta,
+    file: SnapshotFile,
+) -> io::Result<()> {
+    let file = store.snapshot_dir().local_copy(&file)?;
+    file.verify()?;
+    let (index, term) = position(meta.last_log_id.as_ref());
+    let current = store
+        .snapshot_dir()
+        .adopt(file.path(), &file_name(index, term))?;
+    let disk = store.disk();
+    let mut marker = WriteBatch::default();
+    marker.put(keys::INSTALLING.to_vec(), encode(meta));
+    disk.write(marker)?;
+    flush_blocking(store)?;
+    clear_state(store)?;
+    let mut records = current.records()?;
+    let mut batch = WriteBatch::default();
+    let mut batch_bytes = 0;
+    while let Some((key, value)) = records.next_record()? {
+        if !key.starts_with(keys::STATE_START) {
+            return Err(
+                StorageError::Invariant(format!("snapshot holds a foreign key {key:?}")).into(),
+            );
+        }
+        batch_bytes += key.len() + value.len();
+        batch.put(key, value);
+        if batch_bytes >= LOAD_BATCH_BYTES {
+            disk.write(std::mem::take(&mut batch))?;
+            batch_bytes = 0;
+        }
+    }
+    batch.put(keys::APPLIED.to_vec(), encode(&meta.last_log_id));
+    batch.put(keys::MEMBERSHIP.to_vec(), encode(&meta.last_membership));
+    batch.delete(keys::INSTALLING.to_vec());
+    disk.write(batch)?;
+    flush_blocking(store)
+}
+
+/// Deletes every key of the state machine, a page at a time.
+fn clear_state(store: &StateMachineStore) -> Result<(), StorageError> {
+    let disk = store.disk();
+    loop {
+        let page = disk.scan(
+            keys::STATE_START,
+            keys::STATE_END,
+            Order::Ascending,
+            PAGE_KEYS,
+        )?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for (key, _) in page {
+            batch.delete(key);
+        }
+        disk.write(batch)?;
+    }
+}
+
+/// `Disk::flush` from blocking code.
+fn flush_blocking(store: &StateMachineStore) -> io::Result<()> {
+    futures::executor::block_on(store.disk().flush()).map_err(io::Error::from)
+}
+
+/// The node's current snapshot (the newest complete file), with its metadata.
+pub fn current(store: &StateMachineStore) -> io::Result<Option<Snapshot>> {
+    let Some(file) = store.snapshot_dir().latest()? else {
+        return Ok(None);
+    };
+    let meta: SnapshotMeta = decode(keys::SNAPSHOT, &file.meta()?)?;
+    Ok(Some(Snapshot {
+        meta,
+        snapshot: file,
+    }))
+}
+
+/// Whether an install was cut short by a crash (the state machine is then not to be trusted
+/// until the current snapshot is installed again).
+pub fn install_interrupted(store: &StateMachineStore) -> Result<bool, StorageError> {
+    Ok(store.disk().get(keys::INSTALLING)?.is_some())
+}
+
+/// Shared handle type for the capture (the store keeps one).
+pub type SharedCapture = Arc<Capture>;
