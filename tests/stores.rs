@@ -493,3 +493,54 @@ fn an_install_cut_short_reports_nothing_applied_until_the_snapshot_is_installed_
         assert_eq!(applied, Some(log_id(1, 3)));
     });
 }
+
+#[test]
+fn past_the_cap_the_oldest_idempotency_keys_are_evicted_the_same_way_on_every_replica() {
+    block_on(async {
+        let cap = 5;
+        let entries: Vec<Entry> = std::iter::once(membership_entry(1))
+            .chain((2..=21).map(|i| {
+                // Ascending log time: key-2 expires first, key-21 last.
+                keyed_create_entry(
+                    i,
+                    &format!("sku-{i}"),
+                    &format!("key-{i}"),
+                    1_000_000,
+                    10_000 + i,
+                )
+            }))
+            .collect();
+        let mut a = sim_store(Arc::new(SimDisk::new())).with_idempotency_keys_max(cap);
+        let mut b = sim_store(Arc::new(SimDisk::new())).with_idempotency_keys_max(cap);
+        apply(&mut a, entries.clone()).await;
+        for chunk in entries.chunks(4) {
+            apply(&mut b, chunk.to_vec()).await;
+        }
+        let stored_keys = |store: &StateMachineStore| -> Vec<String> {
+            store
+                .state_pairs()
+                .unwrap()
+                .iter()
+                .filter_map(|(k, _)| k.strip_prefix(b"Si"))
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect()
+        };
+        let newest: Vec<String> = (17..=21).map(|i| format!("key-{i}")).collect();
+        let mut kept = stored_keys(&a);
+        kept.sort();
+        assert_eq!(
+            kept, newest,
+            "the newest {cap} keys stay, the oldest were evicted"
+        );
+        assert_eq!(
+            a.state_pairs().unwrap(),
+            b.state_pairs().unwrap(),
+            "deterministic"
+        );
+        // Every record was still created once: eviction drops keys, never data.
+        assert!(a
+            .record(&RecordKey::new("s1", "sku-2").unwrap())
+            .unwrap()
+            .is_some());
+    });
+}

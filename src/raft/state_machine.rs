@@ -41,6 +41,13 @@ use crate::storage::{
 /// apply while still draining the expiry index faster than keys can be added (one per entry).
 pub const EXPIRED_KEYS_PURGED_PER_ENTRY_MAX: usize = 4;
 
+/// Most idempotency keys the state machine keeps. Past it, the oldest keys (by expiry) are
+/// evicted before they expire, so that a shop keying every write cannot grow the state without
+/// bound (24 h of keys at a few hundred writes/s would be tens of millions). A constant of the
+/// replicated state machine, like the purge rate: every node must evict the same keys at the
+/// same entry, so it is not a per-node setting.
+pub const IDEMPOTENCY_KEYS_MAX: u64 = 1_000_000;
+
 /// The state transition the store runs on each command: [`inventory::apply`] in the product. A
 /// seam, so that the simulation can run a wrapper of its own (a planted bug) and prove its
 /// checkers catch it, while `inventory::apply` stays pure and free of test switches.
@@ -53,6 +60,7 @@ pub type ApplyFn =
 pub struct StateMachineStore {
     disk: Arc<dyn Disk>,
     apply: ApplyFn,
+    idempotency_keys_max: u64,
     snapshots: SnapshotDir,
     /// Before-images for a snapshot being built (see `raft::snapshot`).
     capture: Arc<Capture>,
@@ -69,9 +77,17 @@ impl StateMachineStore {
         Self {
             disk,
             apply,
+            idempotency_keys_max: IDEMPOTENCY_KEYS_MAX,
             snapshots,
             capture: Arc::default(),
         }
+    }
+
+    /// The same store with another cap on idempotency keys (tests; every replica must use the
+    /// same cap, see [`IDEMPOTENCY_KEYS_MAX`]).
+    pub fn with_idempotency_keys_max(mut self, keys_max: u64) -> Self {
+        self.idempotency_keys_max = keys_max;
+        self
     }
 
     pub fn disk(&self) -> &Arc<dyn Disk> {
@@ -157,6 +173,9 @@ struct ApplyBatch<'d> {
     applied: Option<LogId>,
     membership: StoredMembership,
     clock_ms: u64,
+    /// Idempotency keys stored, and the most that may be.
+    key_count: u64,
+    keys_max: u64,
 }
 
 impl<'d> ApplyBatch<'d> {
@@ -168,6 +187,8 @@ impl<'d> ApplyBatch<'d> {
             applied: store.applied()?,
             membership: store.read(keys::MEMBERSHIP)?.unwrap_or_default(),
             clock_ms: store.read(keys::CLOCK)?.unwrap_or(0),
+            key_count: store.read(keys::IDEMPOTENCY_KEY_COUNT)?.unwrap_or(0),
+            keys_max: store.idempotency_keys_max,
         })
     }
 
@@ -254,48 +275,70 @@ impl<'d> ApplyBatch<'d> {
             self.put(keys::record(&record.key), record);
         }
         if let Some((key, entry)) = effects.idempotency {
-            if let Some(old) = view.idempotency.get(&key) {
-                self.overlay
-                    .insert(keys::expiry(old.expires_at_ms, &key), None);
+            match view.idempotency.get(&key) {
+                Some(old) => {
+                    self.overlay
+                        .insert(keys::expiry(old.expires_at_ms, &key), None);
+                }
+                None => self.key_count += 1,
             }
             self.overlay
                 .insert(keys::expiry(entry.expires_at_ms, &key), Some(Vec::new()));
             self.put(keys::idempotency(&key), &entry);
+            self.evict_over_cap()?;
         }
         Ok(response)
     }
 
     /// Deletes up to [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`] idempotency keys whose expiry is at or
-    /// before the log clock, oldest first. Reads the expiry index through the overlay so the
-    /// result does not depend on where apply batches begin and end.
+    /// before the log clock, oldest first.
     fn purge_expired_keys(&mut self) -> Result<(), StorageError> {
-        let start = keys::EXPIRY_START.to_vec();
         let end = keys::expiry(self.clock_ms.saturating_add(1), "");
-        let limit = EXPIRED_KEYS_PURGED_PER_ENTRY_MAX;
+        self.delete_oldest_keys(&end, EXPIRED_KEYS_PURGED_PER_ENTRY_MAX)
+    }
+
+    /// Evicts the oldest idempotency keys while more than the cap are stored, at most
+    /// [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`] per entry (at most one key is added per entry, so
+    /// the count comes back under the cap within a few entries of passing it).
+    fn evict_over_cap(&mut self) -> Result<(), StorageError> {
+        let excess = self.key_count.saturating_sub(self.keys_max) as usize;
+        let limit = excess.min(EXPIRED_KEYS_PURGED_PER_ENTRY_MAX);
+        if limit > 0 {
+            self.delete_oldest_keys(keys::EXPIRY_END, limit)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes up to `limit` idempotency keys from the front of the expiry index (oldest expiry
+    /// first, then by key), below `end`. Reads the index through the overlay so the result does
+    /// not depend on where apply batches begin and end.
+    fn delete_oldest_keys(&mut self, end: &[u8], limit: usize) -> Result<(), StorageError> {
+        let start = keys::EXPIRY_START.to_vec();
         let pending: Vec<_> = self
             .overlay
-            .range(start.clone()..end.clone())
+            .range(start.clone()..end.to_vec())
             .map(|(k, v)| (k.clone(), v.is_some()))
             .collect();
         let mut merged: BTreeMap<Vec<u8>, bool> = self
             .disk
-            .scan(&start, &end, Order::Ascending, limit + pending.len())?
+            .scan(&start, end, Order::Ascending, limit + pending.len())?
             .into_iter()
             .map(|(k, _)| (k, true))
             .collect();
         merged.extend(pending);
-        let expired: Vec<Vec<u8>> = merged
+        let doomed: Vec<Vec<u8>> = merged
             .into_iter()
             .filter(|(_, present)| *present)
             .map(|(k, _)| k)
             .take(limit)
             .collect();
-        for expiry_key in expired {
+        for expiry_key in doomed {
             let (_, key) = keys::parse_expiry(&expiry_key).ok_or_else(|| {
                 StorageError::Invariant(format!("malformed expiry key {expiry_key:?}"))
             })?;
             self.overlay.insert(keys::idempotency(&key), None);
             self.overlay.insert(expiry_key, None);
+            self.key_count = self.key_count.saturating_sub(1);
         }
         Ok(())
     }
@@ -311,6 +354,10 @@ impl<'d> ApplyBatch<'d> {
         batch.put(keys::APPLIED.to_vec(), encode(&self.applied));
         batch.put(keys::MEMBERSHIP.to_vec(), encode(&self.membership));
         batch.put(keys::CLOCK.to_vec(), encode(&self.clock_ms));
+        batch.put(
+            keys::IDEMPOTENCY_KEY_COUNT.to_vec(),
+            encode(&self.key_count),
+        );
         batch
     }
 }

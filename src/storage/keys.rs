@@ -7,7 +7,7 @@
 //! | `S`    | `Sr` + storeId + `0x00` + sku         | `Record`                             |
 //! | `S`    | `Si` + idempotency key                | `IdempotencyEntry`                   |
 //! | `S`    | `Sx` + expiry ms (u64 BE) + key       | empty (expiry index, oldest first)   |
-//! | `S`    | `Sma` applied, `Smm` membership, `Smc` clock | `LogId`, `StoredMembership`, `u64` |
+//! | `S`    | `Sma` applied, `Smm` membership, `Smc` clock, `Smk` key count | `LogId`, `StoredMembership`, `u64`, `u64` |
 //! | `Z`    | `Z` current snapshot                  | `StoredSnapshot`                     |
 //!
 //! Format 1 kept the Raft log here too (`L`, `M`); `storage::migrate` moves it to the WAL. Everything
@@ -30,7 +30,10 @@ pub const RECORDS_END: &[u8] = b"Ss";
 pub const APPLIED: &[u8] = b"Sma";
 pub const MEMBERSHIP: &[u8] = b"Smm";
 pub const CLOCK: &[u8] = b"Smc";
+/// How many idempotency keys are stored (for the cap).
+pub const IDEMPOTENCY_KEY_COUNT: &[u8] = b"Smk";
 pub const EXPIRY_START: &[u8] = b"Sx";
+pub const EXPIRY_END: &[u8] = b"Sy";
 
 /// Format 1 kept the current snapshot here; now snapshots are files (`storage::snapshots`).
 pub const SNAPSHOT: &[u8] = b"Z";
