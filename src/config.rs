@@ -96,6 +96,9 @@ pub struct RaftConfig {
     pub election_timeout_max_ms: u64,
     /// Build a snapshot every this many applied entries. Default 5000: bounds the log on disk.
     pub snapshot_every_entries: u64,
+    /// Also build one when the Raft log's files pass this many bytes (large entries reach it
+    /// before the entry count does). Default 64 MiB.
+    pub snapshot_log_bytes: u64,
     /// Entries kept in the log behind a snapshot, so a briefly lagging follower catches up from
     /// the log instead of a full snapshot. Default 1000.
     pub log_entries_kept_after_snapshot: u64,
@@ -108,6 +111,7 @@ impl Default for RaftConfig {
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
             snapshot_every_entries: 5000,
+            snapshot_log_bytes: 64 << 20,
             log_entries_kept_after_snapshot: 1000,
         }
     }

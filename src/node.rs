@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
+use openraft_rt::WatchReceiver;
 
 use crate::app::{App, Clock, SystemClock};
 use crate::client::wire::AddLearnerRequest;
@@ -121,7 +122,7 @@ pub async fn start(
     .map_err(storage_error)?;
     let wal =
         Wal::open(storage.fs.clone(), &storage.wal_dir(), wal_options).map_err(storage_error)?;
-    let log_store = LogStore::new(wal);
+    let log_store = LogStore::new(wal.clone());
     let snapshots = SnapshotDir::open(storage.fs.clone(), &storage.dir.join("snapshots"))
         .map_err(storage_error)?;
     let state_machine = StateMachineStore::with_apply(storage.disk, snapshots, seams.apply);
@@ -130,6 +131,11 @@ pub async fn start(
     let raft = Raft::new(id, raft_config, network, log_store, state_machine.clone())
         .await
         .map_err(|fatal| StartError::Raft(fatal.to_string()))?;
+    tokio::spawn(snapshot_when_the_log_is_large(
+        raft.clone(),
+        wal,
+        config.raft.snapshot_log_bytes,
+    ));
     Ok(Arc::new(App::new(
         id,
         raft,
@@ -138,6 +144,30 @@ pub async fn start(
         transport,
         seams.clock,
     )))
+}
+
+/// How often the log's size is checked against `raft.snapshot_log_bytes`.
+const LOG_SIZE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The second snapshot trigger (openraft's own counts entries): when the log's files pass
+/// `log_bytes_max` and the last snapshot is behind what is applied, ask for a snapshot; the
+/// purge that follows deletes the segments it covers. Ends when Raft stops.
+async fn snapshot_when_the_log_is_large(raft: Raft, wal: Arc<Wal>, log_bytes_max: u64) {
+    loop {
+        tokio::time::sleep(LOG_SIZE_CHECK_INTERVAL).await;
+        if wal.bytes_on_disk() <= log_bytes_max {
+            continue;
+        }
+        let behind = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let index = |log_id: Option<&crate::raft::LogId>| log_id.map(|id| id.index);
+            index(metrics.snapshot.as_ref()) < index(metrics.last_applied.as_ref())
+        };
+        if behind && raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// What [`bootstrap`] concluded.

@@ -54,6 +54,7 @@ impl Default for SimOptions {
                 election_timeout_min_ms: 300,
                 election_timeout_max_ms: 600,
                 snapshot_every_entries: 200,
+                snapshot_log_bytes: 256 << 10,
                 log_entries_kept_after_snapshot: 20,
             },
             api: ApiConfig {
