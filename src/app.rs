@@ -10,7 +10,10 @@
 //! - **when**: time enters the log here, stamped by the leader from its [`Clock`]
 //!   ([`App::propose`]); the simulation injects a skewed clock;
 //! - **reads**: linearizable through a read-index round on the leader, or local on request;
-//! - **snapshots on demand** ([`App::snapshot_and_purge`], [`App::apply_barrier`]).
+//! - **snapshots on demand** ([`App::snapshot_and_purge`], [`App::apply_barrier`]);
+//! - **no writes on a full disk**: while this node's disk-space alarm is raised
+//!   ([`crate::space`]), [`App::check_space`] refuses client writes before anything is
+//!   proposed, here and in the handlers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,11 +23,12 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::ReadPolicy;
 use openraft_rt::WatchReceiver;
 
-use crate::client::wire::{Metrics, RaftStatus};
+use crate::client::wire::{Metrics, RaftStatus, StorageStatus};
 use crate::config::Config;
 use crate::inventory::{IdempotencyKey, Record, RecordKey, Request, Response};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Applied, NodeId, Raft, RaftMetrics};
+use crate::space::{NoSpaceReason, SpaceGuard};
 use crate::storage::StorageError;
 use crate::transport::Transport;
 
@@ -40,6 +44,11 @@ pub enum ProposeError {
     /// Raft is shutting down or broken on this node.
     #[error("raft unavailable: {0}")]
     Unavailable(String),
+    /// This node's disk-space alarm is raised; nothing was proposed.
+    #[error(
+        "node {node} is short of disk space: {reason}; writes are refused until space is freed"
+    )]
+    NoSpace { node: NodeId, reason: NoSpaceReason },
 }
 
 /// Why a linearizable read could not be served here.
@@ -122,8 +131,9 @@ impl Counters {
         ]
     }
 
-    /// Current values, with `raft` (this node's position), as `/api/metrics` reports them.
-    pub fn snapshot(&self, raft: RaftStatus) -> Metrics {
+    /// Current values, with `raft` (this node's position) and `storage` (its disk-space alarm),
+    /// as `/api/metrics` reports them.
+    pub fn snapshot(&self, raft: RaftStatus, storage: StorageStatus) -> Metrics {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Metrics {
             requests: load(&self.requests),
@@ -136,6 +146,7 @@ impl Counters {
             get_inventory: load(&self.get_inventory),
             forwarded: load(&self.forwarded),
             raft,
+            storage,
         }
     }
 
@@ -201,6 +212,9 @@ pub struct App {
     pub transport: Arc<dyn Transport>,
     pub counters: Counters,
     pub snapshot_schedule: SnapshotSchedule,
+    /// This node's disk-space alarm (measured by the server's watcher; never raised in the
+    /// simulation).
+    pub space: Arc<SpaceGuard>,
     clock: Arc<dyn Clock>,
     started_at: tokio::time::Instant,
 }
@@ -213,6 +227,7 @@ impl App {
         config: Arc<Config>,
         transport: Arc<dyn Transport>,
         clock: Arc<dyn Clock>,
+        space: Arc<SpaceGuard>,
     ) -> Self {
         Self {
             id,
@@ -222,6 +237,7 @@ impl App {
             transport,
             counters: Counters::default(),
             snapshot_schedule: SnapshotSchedule::default(),
+            space,
             clock,
             started_at: tokio::time::Instant::now(),
         }
@@ -268,14 +284,29 @@ impl App {
         live.or_else(|| self.config.node(node).map(|n| n.addr.clone()))
     }
 
+    /// Refuses a client write while this node's disk-space alarm is raised. The handlers call it
+    /// before routing a write (so every node refuses at once), and [`App::propose`] calls it
+    /// again, so a leader short of space also refuses writes forwarded to it and Raft does not
+    /// meet a full disk in normal operation.
+    pub fn check_space(&self) -> Result<(), ProposeError> {
+        match self.space.refusal() {
+            None => Ok(()),
+            Some(reason) => Err(ProposeError::NoSpace {
+                node: self.id,
+                reason,
+            }),
+        }
+    }
+
     /// Proposes `command` as the leader: stamps the log time, waits until the entry is committed
     /// by a quorum (each member flushed it) and applied here, and returns the state machine's
-    /// answer.
+    /// answer. Refused first while this node is short of disk space ([`App::check_space`]).
     pub async fn propose(
         &self,
         command: crate::inventory::Command,
         idempotency_key: Option<String>,
     ) -> Result<Response, ProposeError> {
+        self.check_space()?;
         let request = Request {
             command,
             proposed_at_ms: self.clock.now_ms(),

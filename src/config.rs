@@ -74,13 +74,30 @@ pub struct StorageConfig {
     /// A Raft log segment file rolls over at this size; whole segments are deleted once a
     /// snapshot covers them. Default 16 MiB.
     pub wal_segment_bytes: u64,
+    /// The most bytes this node's data directory (`<data_dir>/node-N`) may hold. At or above it
+    /// the node raises its disk-space alarm and refuses client writes with 507 until the
+    /// directory shrinks 10% below it (`space`). Default 8 GiB (etcd's
+    /// `--quota-backend-bytes` idea: a bound chosen before the disk chooses one).
+    pub quota_bytes: u64,
+    /// The least free space the filesystem holding the data directory must keep. Below it the
+    /// node raises the same alarm, until free space is 10% above it again. It is the room Raft
+    /// still needs while the alarm is up (entries already in flight, votes, snapshots); a full
+    /// disk would stop Raft instead. Default 256 MiB.
+    pub free_bytes_min: u64,
 }
+
+/// `storage.quota_bytes` unless configured: 8 GiB.
+pub const QUOTA_BYTES_DEFAULT: u64 = 8 * 1024 * 1024 * 1024;
+/// `storage.free_bytes_min` unless configured: 256 MiB.
+pub const FREE_BYTES_MIN_DEFAULT: u64 = 256 * 1024 * 1024;
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
             wal_segment_bytes: crate::storage::wal::SEGMENT_BYTES_DEFAULT,
+            quota_bytes: QUOTA_BYTES_DEFAULT,
+            free_bytes_min: FREE_BYTES_MIN_DEFAULT,
         }
     }
 }
@@ -223,6 +240,11 @@ impl Config {
                 "api.write_deadline_ms and api.body_limit_bytes must be positive".into(),
             );
         }
+        if self.storage.quota_bytes == 0 || self.storage.free_bytes_min == 0 {
+            return invalid(
+                "storage.quota_bytes and storage.free_bytes_min must be positive".into(),
+            );
+        }
         self.openraft_config()?;
         Ok(())
     }
@@ -285,6 +307,8 @@ mod tests {
     fn defaults_fill_missing_sections_and_env_overrides_the_file() {
         let mut config = Config::parse(SAMPLE).unwrap();
         assert_eq!(config.api.write_deadline_ms, 5_000);
+        assert_eq!(config.storage.quota_bytes, QUOTA_BYTES_DEFAULT);
+        assert_eq!(config.storage.free_bytes_min, FREE_BYTES_MIN_DEFAULT);
         config
             .apply_env(|name| (name == SECRET_ENV).then(|| "env-secret-123".to_owned()))
             .unwrap();
@@ -323,6 +347,10 @@ mod tests {
         assert!(short_secret.validate().is_err());
         let duplicate = Config::parse(&SAMPLE.replace("id = 2", "id = 1")).unwrap();
         assert!(duplicate.validate().is_err());
+        let no_quota = SAMPLE.to_owned() + "[storage]\nquota_bytes = 0\n";
+        assert!(Config::parse(&no_quota).unwrap().validate().is_err());
+        let no_reserve = SAMPLE.to_owned() + "[storage]\nfree_bytes_min = 0\n";
+        assert!(Config::parse(&no_reserve).unwrap().validate().is_err());
         let mut bad_timeouts = Config::parse(SAMPLE).unwrap();
         bad_timeouts.raft.election_timeout_min_ms = 50;
         bad_timeouts.raft.heartbeat_interval_ms = 100;

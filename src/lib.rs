@@ -22,5 +22,6 @@ pub mod raft;
 pub mod server;
 #[cfg(madsim)]
 pub mod sim;
+pub mod space;
 pub mod storage;
 pub mod transport;

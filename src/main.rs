@@ -27,7 +27,11 @@ fn main() -> anyhow::Result<()> {
                 .worker_threads(WORKER_THREADS)
                 .enable_all()
                 .build()?;
-            runtime.block_on(stockraft::server::serve(id, config, addr, join))
+            let served = runtime.block_on(stockraft::server::serve(id, config, addr, join));
+            if let Some(stopped) = served.as_ref().err().and_then(|e| e.downcast_ref()) {
+                exit_raft_stopped(runtime, stopped);
+            }
+            served
         }
         Command::Bench(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -45,6 +49,23 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(code)
         }
     }
+}
+
+/// Exits after Raft stopped on its own: stops the runtime's tasks without waiting for them (the
+/// disk may be what hangs), logs the cause as the last line, and exits with
+/// `RaftStopped::EXIT_CODE` for a supervisor to restart the node.
+#[cfg(not(madsim))]
+fn exit_raft_stopped(
+    runtime: tokio::runtime::Runtime,
+    stopped: &stockraft::server::RaftStopped,
+) -> ! {
+    runtime.shutdown_background();
+    tracing::error!(
+        exit_code = stockraft::server::RaftStopped::EXIT_CODE,
+        "exiting: raft stopped on a fatal error and this node cannot serve until restarted: {}",
+        stopped.cause
+    );
+    std::process::exit(stockraft::server::RaftStopped::EXIT_CODE)
 }
 
 /// `RUST_LOG` if set; else the seed's `LOG_LEVEL` (debug, info, warn, error) for stockraft with

@@ -38,6 +38,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::state_machine::{ApplyFn, StateMachineStore};
 use crate::raft::{NodeId, Raft};
+use crate::space::{Limits, SpaceGuard, SpaceSource};
 use crate::storage::fs::Fs;
 use crate::storage::migrate;
 use crate::storage::snapshots::SnapshotDir;
@@ -54,14 +55,18 @@ const JOIN_RETRY: Duration = Duration::from_millis(500);
 /// How long one join request may take (the leader answers once the learner is added).
 const JOIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where a node's behaviour can be swapped from outside: the clock that stamps proposals, and
-/// the state transition. The product uses [`Seams::default`] (the system clock and
-/// [`inventory::apply`]); the simulation injects a skewed clock, and a wrapper of apply when it
-/// plants a bug. Nothing else in the core knows a simulation exists.
+/// Where a node's behaviour can be swapped from outside: the clock that stamps proposals, the
+/// state transition, and where disk space is measured. [`Seams::default`] is the system clock,
+/// [`inventory::apply`] and no space source; the server adds the data directory as the space
+/// source; the simulation injects a skewed clock, and a wrapper of apply when it plants a bug.
+/// Nothing else in the core knows a simulation exists.
 #[derive(Clone)]
 pub struct Seams {
     pub clock: Arc<dyn Clock>,
     pub apply: ApplyFn,
+    /// What the disk-space alarm measures (`space`); None: nothing (no real disk), the alarm
+    /// never rises.
+    pub space: Option<Arc<dyn SpaceSource>>,
 }
 
 impl Default for Seams {
@@ -69,6 +74,7 @@ impl Default for Seams {
         Self {
             clock: Arc::new(SystemClock),
             apply: inventory::apply,
+            space: None,
         }
     }
 }
@@ -136,6 +142,11 @@ pub async fn start(
         wal,
         config.raft.snapshot_log_bytes,
     ));
+    let limits = Limits::from_config(&config.storage);
+    let space = match seams.space {
+        Some(source) => SpaceGuard::new(source, limits),
+        None => SpaceGuard::unwatched(limits),
+    };
     Ok(Arc::new(App::new(
         id,
         raft,
@@ -143,6 +154,7 @@ pub async fn start(
         config,
         transport,
         seams.clock,
+        Arc::new(space),
     )))
 }
 

@@ -101,9 +101,13 @@ pub async fn transfer_leader(State(app): State<Arc<App>>, request: Request) -> R
     .await
 }
 
-/// `POST /api/cluster/snapshot`: snapshot this node now and purge its log behind it.
+/// `POST /api/cluster/snapshot`: snapshot this node now and purge its log behind it. Works
+/// while the disk-space alarm is raised (it is one way to free space), and measures again
+/// afterwards so the alarm reflects what it freed.
 pub async fn snapshot(State(app): State<Arc<App>>) -> Response {
-    match app.snapshot_and_purge().await {
+    let taken = app.snapshot_and_purge().await;
+    app.space.refresh_async().await;
+    match taken {
         Ok(snapshot_index) => axum::Json(Envelope::ok(SnapshotTaken {
             node_id: app.id,
             snapshot_index,

@@ -147,6 +147,27 @@ impl ApiError {
         Self::unavailable_with_code(codes::NOT_READY, message)
     }
 
+    /// Readiness: this node's disk-space alarm is raised (it refuses writes).
+    pub fn no_space(message: impl Into<String>) -> Self {
+        Self::unavailable_with_code(codes::NO_SPACE, message)
+    }
+
+    /// Liveness: Raft stopped on this node; the process is about to exit.
+    pub fn raft_stopped(message: impl Into<String>) -> Self {
+        Self::unavailable_with_code(codes::RAFT_STOPPED, message)
+    }
+
+    /// 507: a write refused because this node is short of disk space. Nothing was proposed.
+    /// No `Retry-After`: the alarm clears only once space is freed, which a retry cannot do.
+    pub fn insufficient_storage(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            codes::INSUFFICIENT_STORAGE,
+            "InsufficientStorageError",
+            message,
+        )
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::unavailable_with_code("UNAVAILABLE", message)
     }
@@ -228,6 +249,8 @@ impl From<ProposeError> for ApiError {
             ProposeError::NotLeader { .. } => Self::no_leader(error.to_string()),
             ProposeError::OutcomeUnknown(message) => Self::outcome_unknown(message),
             ProposeError::Unavailable(message) => Self::unavailable(message),
+            ProposeError::NoSpace { node, .. } => Self::insufficient_storage(error.to_string())
+                .with_details(json!({ "nodeId": node })),
         }
     }
 }

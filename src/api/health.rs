@@ -1,4 +1,10 @@
 //! Health endpoints: what a load balancer or Kubernetes asks.
+//!
+//! - `/api/health`: always 200 while the process serves; Raft position and disk-space alarm.
+//! - liveness: 503 `RAFT_STOPPED` once Raft stopped (the server exits on a fatal error; this
+//!   covers the moment before it does), 200 otherwise.
+//! - readiness: 503 `NO_SPACE` while the disk-space alarm is raised (the node refuses writes),
+//!   503 `NOT_READY` without a known leader or while behind the commit; 200 otherwise.
 
 use std::sync::Arc;
 
@@ -45,21 +51,37 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
         timestamp: rfc3339_ms(wall_clock_ms()),
         uptime: app.uptime().as_secs_f64(),
         raft: raft_status(&app),
+        storage: app.space.status(),
     }))
     .into_response()
 }
 
-/// `GET /api/health/liveness`: the process is up.
-pub async fn liveness() -> Response {
+/// `GET /api/health/liveness`: the process is up and its Raft runs.
+pub async fn liveness(State(app): State<Arc<App>>) -> Response {
+    let stopped = app.with_metrics(|metrics| match &metrics.running_state {
+        Err(fatal) => Some(fatal.to_string()),
+        Ok(()) => None,
+    });
+    if let Some(cause) = stopped {
+        return ApiError::raft_stopped(format!("raft stopped on node {}: {cause}", app.id))
+            .into_response();
+    }
     axum::Json(Envelope::ok(Liveness {
         status: "alive".into(),
     }))
     .into_response()
 }
 
-/// `GET /api/health/readiness`: 200 only when this node knows a leader and has applied
-/// everything it knows to be committed; 503 otherwise.
+/// `GET /api/health/readiness`: 200 only when this node has disk space for writes, knows a
+/// leader and has applied everything it knows to be committed; 503 otherwise.
 pub async fn readiness(State(app): State<Arc<App>>) -> Response {
+    if let crate::space::Alarm::NoSpace { reason } = app.space.alarm() {
+        return ApiError::no_space(format!(
+            "not ready: node {} is short of disk space and refuses writes: {reason}",
+            app.id
+        ))
+        .into_response();
+    }
     let (leader, committed, applied) = app.with_metrics(|metrics| {
         (
             metrics.current_leader,

@@ -1,8 +1,9 @@
 //! The seed's inventory routes: create, read, adjust, reserve.
 //!
 //! Every write has the same skeleton ([`write_command`]): count it, read the request, parse it
-//! into a [`Command`] (the route's own part), then propose it at the leader and render the state
-//! machine's answer. Reads go through [`read`]: local, or linearizable at the leader.
+//! into a [`Command`] (the route's own part), refuse it at once if this node is short of disk
+//! space (507, `space`), then propose it at the leader and render the state machine's answer.
+//! Reads go through [`read`]: local, or linearizable at the leader.
 
 use std::sync::Arc;
 
@@ -133,7 +134,8 @@ pub async fn get_legacy(
     read(&app, &store_id, &sku, request, RecordShape::Wrapped).await
 }
 
-/// The write skeleton: count, read, parse (the route's part), propose at the leader, render.
+/// The write skeleton: count, read, parse (the route's part), check disk space, propose at the
+/// leader, render.
 async fn write_command(
     app: &App,
     counter: &std::sync::atomic::AtomicU64,
@@ -151,6 +153,11 @@ async fn write_command(
         Ok(parsed) => parsed,
         Err(error) => return error.into_response(),
     };
+    // Before routing: a node short of space refuses whether it leads or would forward, and a
+    // leader refuses a forwarded write here too (and again in `App::propose`).
+    if let Err(no_space) = app.check_space() {
+        return ApiError::from(no_space).into_response();
+    }
     let kind = if key.is_some() {
         RequestKind::RetryableWrite
     } else {

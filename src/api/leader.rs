@@ -89,7 +89,7 @@ impl RoutingError for ProposeError {
         match self {
             ProposeError::NotLeader { .. } => Routing::NotLeader,
             ProposeError::OutcomeUnknown(_) => Routing::OutcomeUnknown,
-            ProposeError::Unavailable(_) => Routing::Final,
+            ProposeError::Unavailable(_) | ProposeError::NoSpace { .. } => Routing::Final,
         }
     }
 }

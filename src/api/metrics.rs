@@ -1,5 +1,5 @@
 //! `GET /api/metrics` (also served as the seed's `GET /api/health/metrics`) and
-//! `POST /api/metrics/reset`: the seed's counters plus Raft's view.
+//! `POST /api/metrics/reset`: the seed's counters plus Raft's view and the disk-space alarm.
 
 use std::sync::Arc;
 
@@ -9,10 +9,11 @@ use axum::response::{IntoResponse, Response};
 use crate::app::App;
 use crate::client::wire::{Envelope, Reset};
 
-/// This node's request counters and Raft position.
+/// This node's request counters, Raft position and disk-space alarm.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     axum::Json(Envelope::ok(
-        app.counters.snapshot(super::health::raft_status(&app)),
+        app.counters
+            .snapshot(super::health::raft_status(&app), app.space.status()),
     ))
     .into_response()
 }

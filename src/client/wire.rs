@@ -198,6 +198,14 @@ pub mod codes {
     /// The node is outside the cluster's membership: nothing was done.
     pub const NOT_A_MEMBER: &str = "NOT_A_MEMBER";
     pub const NOT_READY: &str = "NOT_READY";
+    /// A write refused (507) because the node that received it is short of disk space: its
+    /// disk-space alarm is raised. Nothing was proposed; the alarm clears by itself once space
+    /// is freed.
+    pub const INSUFFICIENT_STORAGE: &str = "INSUFFICIENT_STORAGE";
+    /// Readiness (503): this node's disk-space alarm is raised.
+    pub const NO_SPACE: &str = "NO_SPACE";
+    /// Liveness (503): Raft stopped on this node (the process is about to exit).
+    pub const RAFT_STOPPED: &str = "RAFT_STOPPED";
     pub const MEMBERSHIP_CHANGE_REFUSED: &str = "MEMBERSHIP_CHANGE_REFUSED";
 }
 
@@ -227,6 +235,26 @@ pub struct RaftStatus {
     pub purged_index: Option<u64>,
 }
 
+/// A node's disk-space alarm and its last measurement, as `/api/health` and `/api/metrics`
+/// report them (`space` explains the alarm).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageStatus {
+    /// The alarm is raised: client writes are refused with 507 `INSUFFICIENT_STORAGE`.
+    pub no_space: bool,
+    /// Why, while it is raised.
+    pub reason: Option<String>,
+    /// Bytes in this node's data directory at the last measurement (None before the first,
+    /// or on a node without a disk to watch).
+    pub data_dir_bytes: Option<u64>,
+    /// Free bytes of the filesystem holding it at the last measurement.
+    pub free_bytes: Option<u64>,
+    /// `storage.quota_bytes`.
+    pub quota_bytes: u64,
+    /// `storage.free_bytes_min`.
+    pub free_bytes_min: u64,
+}
+
 /// `GET /api/health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -237,6 +265,7 @@ pub struct Health {
     pub uptime: f64,
     #[serde(flatten)]
     pub raft: RaftStatus,
+    pub storage: StorageStatus,
 }
 
 /// `GET /api/health/liveness`.
@@ -268,6 +297,7 @@ pub struct Metrics {
     pub get_inventory: u64,
     pub forwarded: u64,
     pub raft: RaftStatus,
+    pub storage: StorageStatus,
 }
 
 /// A member's role in the cluster's membership.

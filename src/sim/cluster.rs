@@ -320,6 +320,7 @@ async fn run_node(id: NodeId, config: Arc<Config>, disk: SimDisk, fs: SimFs) {
     let seams = Seams {
         clock: Arc::new(SkewedClock),
         apply: bugs::apply_fn(),
+        ..Seams::default()
     };
     let storage = NodeStorage {
         disk: Arc::new(disk),

@@ -6,7 +6,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,17 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with `cluster_lines` added to the `[cluster]` section.
     pub async fn start_with(size: u64, cluster_lines: &str, extra: &str) -> Self {
+        let mut cluster = Self::configure(size, cluster_lines, extra);
+        for id in 1..=size {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    /// Writes the configuration of `size` nodes (as [`Cluster::start_with`]) but starts none:
+    /// for tests that prepare the data directories first (e.g. mount a filesystem there), then
+    /// [`Cluster::spawn`] each node.
+    pub fn configure(size: u64, cluster_lines: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let addrs: Vec<(u64, String)> = (1..=size)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
@@ -78,7 +89,7 @@ impl Cluster {
         toml.push_str(extra);
         let config_path = dir.path().join("cluster.toml");
         std::fs::write(&config_path, toml).expect("writing cluster.toml");
-        let mut cluster = Self {
+        Self {
             dir,
             config_path,
             addrs,
@@ -89,11 +100,48 @@ impl Cluster {
                 .build()
                 .unwrap(),
             transport: Arc::new(HttpTransport::new()),
-        };
-        for id in 1..=size {
-            cluster.spawn(id);
         }
-        cluster
+    }
+
+    /// The directory holding every node's data directory (`data_dir` of cluster.toml).
+    pub fn data_root(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Whether node `id`'s process (started by this cluster) is still running.
+    pub fn is_running(&mut self, id: u64) -> bool {
+        self.children
+            .iter_mut()
+            .filter(|(i, _)| *i == id)
+            .any(|(_, child)| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Waits up to `timeout` for node `id`'s process to exit on its own; its exit status, or
+    /// None if it still runs (or was never started).
+    pub async fn wait_exit(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (_, child) in self.children.iter_mut().filter(|(i, _)| *i == id) {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Some(status);
+                }
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL to every node this cluster started.
+    pub fn kill_all(&mut self) {
+        for id in self.ids() {
+            self.kill(id);
+        }
     }
 
     pub fn spawn(&mut self, id: u64) {
@@ -148,7 +196,9 @@ impl Cluster {
             .args(extra)
             .env_remove("STOCKRAFT_SECRET")
             .env("RUST_LOG", "info,openraft=warn")
-            .stdout(Stdio::null())
+            // The node logs to stdout (tracing's default); errors before logging starts go to
+            // stderr. Both end up in the node's log file.
+            .stdout(log.try_clone().expect("sharing the log file"))
             .stderr(log)
             .spawn()
             .expect("spawning stockraft");
