@@ -38,8 +38,6 @@ ensure_etcd() {
   command -v etcd >/dev/null || { echo "bench.sh: etcd did not install" >&2; exit 1; }
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/stockraft-bench.XXXXXX")"
 OUT="${BENCH_OUT:-$WORK/results.jsonl}"
 PIDS=()
@@ -57,20 +55,9 @@ say "building the release binary"
 (cd "$ROOT" && cargo build --release --quiet --bin stockraft)
 
 # --- stockraft: three nodes ------------------------------------------------------------------
-secret="bench-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
-SR_ADDRS=()
-{
-  printf '[cluster]\nsecret = "%s"\n\n' "$secret"
-  for id in 1 2 3; do
-    port="$(free_port)"; SR_ADDRS+=("127.0.0.1:$port")
-    printf '[[nodes]]\nid = %s\naddr = "127.0.0.1:%s"\n\n' "$id" "$port"
-  done
-  printf '[storage]\ndata_dir = "%s"\n' "$WORK/stockraft"
-} >"$WORK/cluster.toml"
-for id in 1 2 3; do
-  RUST_LOG=warn "$BIN" serve --id "$id" --config "$WORK/cluster.toml" >"$WORK/stockraft-$id.log" 2>&1 &
-  PIDS+=($!)
-done
+# shellcheck source=lib/throwaway-cluster.sh
+. "$ROOT/scripts/lib/throwaway-cluster.sh"
+start_stockraft
 
 # --- etcd: three members -----------------------------------------------------------------------
 ETCD_ADDRS=() initial=""
@@ -91,15 +78,8 @@ for name in e1 e2 e3; do
 done
 
 # --- wait for both ---------------------------------------------------------------------------
-leader_of_stockraft() {
-  curl -fsS --max-time 2 "http://${SR_ADDRS[0]}/api/health" 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["data"].get("leaderId") or "")' 2>/dev/null || true
-}
-deadline=$((SECONDS + 60)) leader=""
-until [ -n "$leader" ]; do
-  [ $SECONDS -lt $deadline ] || { say "stockraft elected no leader; logs in $WORK"; tail -5 "$WORK"/stockraft-*.log; exit 1; }
-  sleep 0.2; leader="$(leader_of_stockraft)"
-done
+leader="$(wait_for_stockraft_leader)"
+deadline=$((SECONDS + 60))
 for addr in "${ETCD_ADDRS[@]}"; do
   until curl -fsS --max-time 2 "http://$addr/health" 2>/dev/null | grep -q true; do
     [ $SECONDS -lt $deadline ] || { say "etcd did not become healthy; logs in $WORK"; tail -5 "$WORK"/etcd-*.log; exit 1; }

@@ -23,12 +23,13 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::ReadPolicy;
 use openraft_rt::WatchReceiver;
 
-use crate::client::wire::{Metrics, RaftStatus, StorageStatus};
+use crate::client::wire::{LogStatus, Metrics, RaftStatus, StorageStatus};
 use crate::config::Config;
 use crate::inventory::{IdempotencyKey, Record, RecordKey, Request, Response};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Applied, NodeId, Raft, RaftMetrics};
 use crate::space::{NoSpaceReason, SpaceGuard};
+use crate::storage::wal::Wal;
 use crate::storage::StorageError;
 use crate::transport::Transport;
 
@@ -97,6 +98,8 @@ impl Clock for SystemClock {
 
 /// How long [`App::snapshot_and_purge`] waits for the snapshot to be built.
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
+/// How long it waits before triggering again (a trigger during another build is dropped).
+const SNAPSHOT_RETRIGGER: Duration = Duration::from_secs(1);
 
 /// Counters behind `GET /api/metrics`. Relaxed atomics: they are statistics, not state.
 #[derive(Debug, Default)]
@@ -133,7 +136,7 @@ impl Counters {
 
     /// Current values, with `raft` (this node's position) and `storage` (its disk-space alarm),
     /// as `/api/metrics` reports them.
-    pub fn snapshot(&self, raft: RaftStatus, storage: StorageStatus) -> Metrics {
+    pub fn snapshot(&self, raft: RaftStatus, storage: StorageStatus, log: LogStatus) -> Metrics {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Metrics {
             requests: load(&self.requests),
@@ -147,6 +150,7 @@ impl Counters {
             forwarded: load(&self.forwarded),
             raft,
             storage,
+            log,
         }
     }
 
@@ -203,11 +207,21 @@ impl SnapshotSchedule {
     }
 }
 
+/// The storage an [`App`] reads: the state machine, the Raft log (for its size) and the
+/// disk-space guard.
+pub struct AppStorage {
+    pub state: StateMachineStore,
+    pub wal: Arc<Wal>,
+    pub space: Arc<SpaceGuard>,
+}
+
 /// One node's application state, shared by all request handlers.
 pub struct App {
     pub id: NodeId,
     pub raft: Raft,
     pub state: StateMachineStore,
+    /// The Raft log (read for its size only: Raft owns the writing).
+    pub wal: Arc<Wal>,
     pub config: Arc<Config>,
     pub transport: Arc<dyn Transport>,
     pub counters: Counters,
@@ -223,16 +237,17 @@ impl App {
     pub fn new(
         id: NodeId,
         raft: Raft,
-        state: StateMachineStore,
+        storage: AppStorage,
         config: Arc<Config>,
         transport: Arc<dyn Transport>,
         clock: Arc<dyn Clock>,
-        space: Arc<SpaceGuard>,
     ) -> Self {
+        let AppStorage { state, wal, space } = storage;
         Self {
             id,
             raft,
             state,
+            wal,
             config,
             transport,
             counters: Counters::default(),
@@ -352,6 +367,16 @@ impl App {
         }
     }
 
+    /// The Raft log's and the snapshots' footprint on this node.
+    pub fn log_status(&self) -> LogStatus {
+        LogStatus {
+            wal_bytes: self.wal.bytes_on_disk(),
+            wal_segments: self.wal.segment_count() as u64,
+            snapshot_bytes: self.state.snapshot_dir().bytes_on_disk(),
+            snapshot_chunk_bytes_peak: crate::raft::network::snapshot_chunk_bytes_peak() as u64,
+        }
+    }
+
     /// Reads this node's applied state, which may be behind the cluster.
     pub fn read_local(&self, key: &RecordKey) -> Result<Option<Record>, StorageError> {
         self.state.record(key)
@@ -383,20 +408,31 @@ impl App {
         let Some(applied) = self.with_metrics(|m| m.last_applied.map(|id| id.index)) else {
             return Ok(None);
         };
-        self.raft
-            .trigger()
-            .snapshot()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let built = self
-            .raft
-            .wait(Some(SNAPSHOT_WAIT))
-            .metrics(
-                |m| m.snapshot.is_some_and(|id| id.index >= applied),
-                "snapshot built",
-            )
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        // openraft drops a trigger while a build is in progress (one started by its own policy,
+        // say, at an earlier index): trigger again until a snapshot covers `applied`.
+        let deadline = tokio::time::Instant::now() + SNAPSHOT_WAIT;
+        let built = loop {
+            self.raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let waited = self
+                .raft
+                .wait(Some(SNAPSHOT_RETRIGGER))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|id| id.index >= applied),
+                    "snapshot built",
+                )
+                .await;
+            match waited {
+                Ok(metrics) => break metrics,
+                Err(error) if tokio::time::Instant::now() >= deadline => {
+                    return Err(failed(error.to_string()))
+                }
+                Err(_) => {}
+            }
+        };
         let index = built.snapshot.map(|id| id.index);
         if let Some(index) = index {
             self.raft

@@ -116,6 +116,10 @@ pub struct RaftConfig {
     /// Also build one when the Raft log's files pass this many bytes (large entries reach it
     /// before the entry count does). Default 64 MiB.
     pub snapshot_log_bytes: u64,
+    /// How long one snapshot chunk may take to send, and the last one to send and install on
+    /// the follower (a large state takes seconds to load). A timeout restarts the transfer.
+    /// Default 60 000 ms.
+    pub install_snapshot_timeout_ms: u64,
     /// Entries kept in the log behind a snapshot, so a briefly lagging follower catches up from
     /// the log instead of a full snapshot. Default 1000.
     pub log_entries_kept_after_snapshot: u64,
@@ -129,6 +133,7 @@ impl Default for RaftConfig {
             election_timeout_max_ms: 1000,
             snapshot_every_entries: 5000,
             snapshot_log_bytes: 64 << 20,
+            install_snapshot_timeout_ms: 60_000,
             log_entries_kept_after_snapshot: 1000,
         }
     }
@@ -272,6 +277,7 @@ impl Config {
             election_timeout_max: raft.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(raft.snapshot_every_entries),
             max_in_snapshot_log_to_keep: raft.log_entries_kept_after_snapshot,
+            install_snapshot_timeout: raft.install_snapshot_timeout_ms,
             enable_pre_vote: Some(true),
             // A restarted leader must win a new election (and commit a blank entry of its new
             // term) before it serves anything: neither the committed index nor the state

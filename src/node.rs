@@ -29,7 +29,7 @@ use std::time::Duration;
 use openraft::BasicNode;
 use openraft_rt::WatchReceiver;
 
-use crate::app::{App, Clock, SystemClock};
+use crate::app::{App, AppStorage, Clock, SystemClock};
 use crate::client::wire::AddLearnerRequest;
 use crate::client::Client;
 use crate::config::{Config, ConfigError};
@@ -139,7 +139,7 @@ pub async fn start(
         .map_err(|fatal| StartError::Raft(fatal.to_string()))?;
     tokio::spawn(snapshot_when_the_log_is_large(
         raft.clone(),
-        wal,
+        wal.clone(),
         config.raft.snapshot_log_bytes,
     ));
     let limits = Limits::from_config(&config.storage);
@@ -147,14 +147,18 @@ pub async fn start(
         Some(source) => SpaceGuard::new(source, limits),
         None => SpaceGuard::unwatched(limits),
     };
+    let storage = AppStorage {
+        state: state_machine,
+        wal,
+        space: Arc::new(space),
+    };
     Ok(Arc::new(App::new(
         id,
         raft,
-        state_machine,
+        storage,
         config,
         transport,
         seams.clock,
-        Arc::new(space),
     )))
 }
 

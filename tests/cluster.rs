@@ -227,3 +227,86 @@ async fn a_node_cut_off_from_the_majority_refuses_writes_and_linearizable_reads(
     // Its own applied state stays readable, labelled as such.
     assert_eq!(cluster.local_qty(survivor, STORE, "kiwi").await, Some(9));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_catches_up_on_100k_records_from_a_streamed_snapshot_in_bounded_memory() {
+    use stockraft::client::wire::{CreateBatchRequest, MembersRequest};
+    use stockraft::client::WriteOptions;
+    use stockraft::inventory::BATCH_RECORDS_MAX;
+    use stockraft::raft::network::SNAPSHOT_CHUNK_BYTES;
+
+    const RECORDS: usize = 100_000;
+    let raft = "[raft]\nsnapshot_every_entries = 50\nlog_entries_kept_after_snapshot = 0\n";
+    let mut cluster = Cluster::start(3, raft).await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let client = cluster.client(leader);
+    for first in (0..RECORDS).step_by(BATCH_RECORDS_MAX) {
+        let records = (first..(first + BATCH_RECORDS_MAX).min(RECORDS))
+            .map(|i| CreateRequest {
+                sku: format!("sku-{i}"),
+                store_id: STORE.into(),
+                initial_quantity: 7,
+            })
+            .collect();
+        let answer = client
+            .create_batch(&CreateBatchRequest { records }, &WriteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 201, "{:?}", answer.body.err());
+    }
+    // The leader's log is purged behind a snapshot: a newcomer can only catch up from it.
+    let started = std::time::Instant::now();
+    let slow = client
+        .clone()
+        .with_timeout(std::time::Duration::from_secs(120));
+    let snapshot = match slow.snapshot().await {
+        Ok(answer) => match answer.ok() {
+            Ok(envelope) => envelope.data,
+            Err(error) => panic!("{error}; leader log:\n{}", cluster.log(leader)),
+        },
+        Err(error) => panic!("{error}; leader log:\n{}", cluster.log(leader)),
+    };
+    eprintln!("snapshot and purge took {:?}", started.elapsed());
+    assert!(snapshot.snapshot_index.is_some());
+
+    cluster.spawn_joining(4, leader);
+    let last = format!("sku-{}", RECORDS - 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while cluster.local_qty(4, STORE, &last).await != Some(7) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 4 did not apply the snapshot; its log:\n{}\nleader log:\n{}",
+            cluster.log(4),
+            cluster.log(leader)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    eprintln!("node 4 caught up after {:?}", started.elapsed());
+    for node in [leader, 4] {
+        let metrics = cluster
+            .client(node)
+            .metrics()
+            .await
+            .unwrap()
+            .ok()
+            .unwrap()
+            .data;
+        let peak = metrics.log.snapshot_chunk_bytes_peak;
+        assert!(
+            peak > 0 && peak <= SNAPSHOT_CHUNK_BYTES as u64,
+            "node {node}: peak chunk {peak} bytes (chunk size {SNAPSHOT_CHUNK_BYTES})"
+        );
+        if node == 4 {
+            assert!(
+                metrics.log.snapshot_bytes > 2 * SNAPSHOT_CHUNK_BYTES as u64,
+                "the snapshot ({} bytes) must span several chunks for this test to mean anything",
+                metrics.log.snapshot_bytes
+            );
+        }
+    }
+    let remove = MembersRequest {
+        ids: [4].into(),
+        keep_as_learners: false,
+    };
+    assert_eq!(client.remove(&remove).await.unwrap().status, 200);
+}

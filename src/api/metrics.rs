@@ -11,10 +11,11 @@ use crate::client::wire::{Envelope, Reset};
 
 /// This node's request counters, Raft position and disk-space alarm.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    axum::Json(Envelope::ok(
-        app.counters
-            .snapshot(super::health::raft_status(&app), app.space.status()),
-    ))
+    axum::Json(Envelope::ok(app.counters.snapshot(
+        super::health::raft_status(&app),
+        app.space.status(),
+        app.log_status(),
+    )))
     .into_response()
 }
 

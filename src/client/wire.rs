@@ -298,6 +298,20 @@ pub struct Metrics {
     pub forwarded: u64,
     pub raft: RaftStatus,
     pub storage: StorageStatus,
+    pub log: LogStatus,
+}
+
+/// The Raft log and snapshots on this node's disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogStatus {
+    /// Bytes in the Raft log's segment files.
+    pub wal_bytes: u64,
+    pub wal_segments: u64,
+    /// Bytes in the snapshot directory (the newest two snapshots, and any transfer in flight).
+    pub snapshot_bytes: u64,
+    /// The largest snapshot chunk this process has held in memory, sending or receiving.
+    pub snapshot_chunk_bytes_peak: u64,
 }
 
 /// A member's role in the cluster's membership.

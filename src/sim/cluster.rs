@@ -55,6 +55,7 @@ impl Default for SimOptions {
                 election_timeout_max_ms: 600,
                 snapshot_every_entries: 200,
                 snapshot_log_bytes: 256 << 10,
+                install_snapshot_timeout_ms: 5_000,
                 log_entries_kept_after_snapshot: 20,
             },
             api: ApiConfig {

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The aging soak: does stockraft hold its speed and its disk over time, under keyed writes and
+# leader failures? Minutes long; not part of the test suite (CI runs --smoke).
+#
+#   scripts/soak.sh                    10 intervals of 30 s (about 6 minutes)
+#   scripts/soak.sh --intervals 20 --seconds 60
+#   scripts/soak.sh --smoke            2 short intervals: checks the script works end to end
+#
+# Starts a fresh three-node cluster on loopback (release binary, free ports, temporary data),
+# then runs `stockraft bench --scenario spread --keyed` (32 clients, a key on every reserve)
+# interval after interval, while the current leader is alternately killed (SIGKILL, restarted
+# 1 s later) or frozen (SIGSTOP, resumed 3 s later) every --fault-every seconds. After each
+# interval it prints the throughput and each node's data-directory size.
+#
+# Fails (exit 1) if the last interval's throughput is below 80% of the first's, or if a node's
+# data directory exceeds the bound README.md documents: 128 MiB (the log behind
+# `snapshot_log_bytes`, one segment and slack) plus 4 times the newest snapshot (two snapshot
+# files, and sled holding the same state with its overhead).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/stockraft"
+intervals=10 seconds=30 fault_every=7 clients=32 skus=1000 smoke=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --intervals) intervals="$2"; shift 2 ;;
+    --seconds) seconds="$2"; shift 2 ;;
+    --fault-every) fault_every="$2"; shift 2 ;;
+    --smoke) smoke=1 intervals=2 seconds=4 fault_every=3 clients=4 skus=50; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "soak.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+BOUND_FIXED_BYTES=$((128 << 20))
+THROUGHPUT_KEPT_PERCENT_MIN=80
+
+say() { printf 'soak: %s\n' "$*"; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/stockraft-soak.XXXXXX")"
+PIDS=()
+cleanup() {
+  local pid file
+  [ -n "${FAULTS_PID:-}" ] && kill "$FAULTS_PID" 2>/dev/null || true
+  # Nodes the fault loop restarted are known only by their PID files.
+  for file in "$WORK"/node-*.pid; do
+    [ -e "$file" ] && PIDS+=("$(cat "$file")")
+  done
+  for pid in "${PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+say "building the release binary"
+(cd "$ROOT" && cargo build --release --quiet --bin stockraft)
+# shellcheck source=lib/throwaway-cluster.sh
+. "$ROOT/scripts/lib/throwaway-cluster.sh"
+start_stockraft
+say "leader is node $(wait_for_stockraft_leader)"
+all_nodes="$(IFS=,; echo "${SR_ADDRS[*]}")"
+
+# The fault loop: a subshell that only signals processes by PID, bounded by the soak's length.
+# It restarts a killed node itself, so it keeps the node PIDs in a file the main shell reads.
+pid_file() { echo "$WORK/node-$1.pid"; }
+for id in 1 2 3; do echo "${SR_PIDS[$id]}" >"$(pid_file "$id")"; done
+faults() {
+  local end=$((SECONDS + intervals * seconds + 30)) round=0 leader pid
+  while [ $SECONDS -lt $end ]; do
+    sleep "$fault_every"
+    leader="$(wait_for_stockraft_leader 2>/dev/null || true)"
+    [ -n "$leader" ] || continue
+    pid="$(cat "$(pid_file "$leader")")"
+    round=$((round + 1))
+    if [ $((round % 2)) = 1 ]; then
+      echo "fault: SIGKILL leader $leader" >>"$WORK/faults.log"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 1
+      RUST_LOG=warn "$BIN" serve --id "$leader" --config "$WORK/cluster.toml" >>"$WORK/stockraft-$leader.log" 2>&1 &
+      echo $! >"$(pid_file "$leader")"
+    else
+      echo "fault: SIGSTOP leader $leader" >>"$WORK/faults.log"
+      kill -STOP "$pid" 2>/dev/null || true
+      sleep 3
+      kill -CONT "$pid" 2>/dev/null || true
+    fi
+  done
+}
+faults &
+FAULTS_PID=$!
+PIDS+=("$FAULTS_PID")
+
+data_dir_bytes() { du -sb "$WORK/stockraft/node-$1" 2>/dev/null | cut -f1; }
+snapshot_bytes() {
+  local newest
+  newest="$(ls -1 "$WORK/stockraft/node-$1/snapshots/"*.snap 2>/dev/null | sort | tail -1)"
+  [ -n "$newest" ] && stat -c %s "$newest" || echo 0
+}
+
+printf '\n%-9s %10s %9s %9s %12s %12s %12s %6s\n' interval "ops/s" "p50 ms" "p99 ms" node1 node2 node3 faults
+first="" last="" over=""
+for interval in $(seq 1 "$intervals"); do
+  line="$("$BIN" bench --target stockraft --scenario spread --keyed --nodes "$all_nodes" \
+    --clients "$clients" --skus "$skus" --seconds "$seconds" 2>>"$WORK/bench.log" | sed -n 's/^BENCH //p')"
+  read -r ops p50 p99 < <(printf '%s' "$line" | python3 -c \
+    'import json,sys; r=json.load(sys.stdin); print(round(r["opsPerSec"]), round(r["p50Ms"],2), round(r["p99Ms"],2))')
+  sizes=()
+  for id in 1 2 3; do
+    bytes="$(data_dir_bytes "$id")"; sizes+=("$bytes")
+    bound=$((BOUND_FIXED_BYTES + 4 * $(snapshot_bytes "$id")))
+    [ "$bytes" -le "$bound" ] || over+=" node $id: $bytes bytes > bound $bound;"
+  done
+  printf '%-9s %10s %9s %9s %12s %12s %12s %6s\n' "$interval" "$ops" "$p50" "$p99" \
+    "${sizes[0]}" "${sizes[1]}" "${sizes[2]}" "$(wc -l <"$WORK/faults.log" 2>/dev/null || echo 0)"
+  [ -n "$first" ] || first="$ops"
+  last="$ops"
+done
+
+kept=$((last * 100 / (first > 0 ? first : 1)))
+say "last interval at ${kept}% of the first (${last} vs ${first} reserves/s); faults: $(wc -l <"$WORK/faults.log" 2>/dev/null || echo 0)"
+status=0
+if [ -n "$over" ]; then
+  say "FAIL: a data directory exceeded its bound:$over"
+  status=1
+fi
+if [ "$smoke" = 0 ] && [ "$kept" -lt "$THROUGHPUT_KEPT_PERCENT_MIN" ]; then
+  say "FAIL: throughput fell below ${THROUGHPUT_KEPT_PERCENT_MIN}% of the first interval"
+  status=1
+fi
+[ "$smoke" = 1 ] && say "smoke run: the throughput rule is not applied to seconds-long intervals"
+exit "$status"
