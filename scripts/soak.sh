@@ -19,7 +19,6 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/stockraft"
 intervals=10 seconds=30 fault_every=7 clients=32 skus=1000 smoke=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -51,8 +50,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "building the release binary"
-(cd "$ROOT" && cargo build --release --quiet --bin stockraft)
+# A smoke checks the script, not the speed: it reuses the debug build the tests made, which
+# spares CI a third full build.
+if [ "$smoke" = 1 ]; then profile=debug build_flags=(); else profile=release build_flags=(--release); fi
+# STOCKRAFT_BIN runs a given binary instead (an older build, to compare before and after).
+if [ -n "${STOCKRAFT_BIN:-}" ]; then
+  BIN="$STOCKRAFT_BIN"
+else
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$profile/stockraft"
+  say "building the $profile binary"
+  (cd "$ROOT" && cargo build "${build_flags[@]}" --quiet --bin stockraft)
+fi
 # shellcheck source=lib/throwaway-cluster.sh
 . "$ROOT/scripts/lib/throwaway-cluster.sh"
 start_stockraft

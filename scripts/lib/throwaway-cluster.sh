@@ -1,6 +1,6 @@
 # Sourced by bench.sh and soak.sh: a three-node stockraft cluster on loopback with free ports and
-# a fresh data directory under $WORK, started from the release binary $BIN. Every process
-# started is recorded in PIDS (the caller's EXIT trap stops them).
+# a fresh data directory under $WORK, started from the binary $BIN (release; debug for smokes).
+# Every process started is recorded in PIDS (the caller's EXIT trap stops them).
 #
 #   start_stockraft [extra cluster.toml lines]   sets SR_ADDRS (host:port of nodes 1..3), SR_PIDS
 #   wait_for_stockraft_leader                    prints the leader's id (fails after 60 s)

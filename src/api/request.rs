@@ -56,17 +56,16 @@ impl RawRequest {
         if !media_type.eq_ignore_ascii_case("application/json") {
             return Err(ApiError::unsupported_media_type());
         }
-        let invalid =
-            |error: serde_json::Error| ApiError::validation(format!("invalid JSON body: {error}"));
         // Every body is a JSON object. serde would also read a struct from an array (`[1]` as
-        // `{"qty": 1}`), which no client means.
-        let value: serde_json::Value = serde_json::from_slice(&self.body).map_err(invalid)?;
-        if !value.is_object() {
+        // `{"qty": 1}`), which no client means; the first byte says which it is.
+        let first = self.body.iter().find(|byte| !byte.is_ascii_whitespace());
+        if first.is_some_and(|byte| *byte != b'{') {
             return Err(ApiError::validation(
                 "invalid JSON body: expected a JSON object",
             ));
         }
-        serde_json::from_value(value).map_err(invalid)
+        serde_json::from_slice(&self.body)
+            .map_err(|error| ApiError::validation(format!("invalid JSON body: {error}")))
     }
 
     /// Like [`RawRequest::json`], but an empty body means "no body" (optional bodies).

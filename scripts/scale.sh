@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Does stockraft's cost grow with the size of its state? For each record count, a fresh
+# three-node cluster on loopback is loaded with that many records (batch creates, concurrently)
+# and driven by `stockraft bench --scenario spread` (32 clients, reserve qty 1 on random
+# records); then each node's RSS and data-directory size are read. Prints one table.
+#
+#   scripts/scale.sh                              1,000 / 200,000 / 1,000,000 records, 10 s each
+#   scripts/scale.sh --records 1000,200000 --seconds 20
+#   scripts/scale.sh --smoke                      tiny counts, 1 s (checks the script works)
+#
+# STOCKRAFT_BIN runs a given binary instead of building the release one. Stops exactly the
+# processes it started, also on failure.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+records="1000,200000,1000000" seconds=10 clients=32 smoke=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --records) records="$2"; shift 2 ;;
+    --seconds) seconds="$2"; shift 2 ;;
+    --clients) clients="$2"; shift 2 ;;
+    --smoke) smoke=1 records="100,1000" seconds=1; shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "scale.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf 'scale: %s\n' "$*"; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/stockraft-scale.XXXXXX")"
+PIDS=()
+stop_nodes() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+cleanup() {
+  stop_nodes
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [ "$smoke" = 1 ]; then profile=debug build_flags=(); else profile=release build_flags=(--release); fi
+if [ -n "${STOCKRAFT_BIN:-}" ]; then
+  BIN="$STOCKRAFT_BIN"
+else
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$profile/stockraft"
+  say "building the $profile binary"
+  (cd "$ROOT" && cargo build "${build_flags[@]}" --quiet --bin stockraft)
+fi
+# shellcheck source=lib/throwaway-cluster.sh
+. "$ROOT/scripts/lib/throwaway-cluster.sh"
+
+rss_mib() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+: >"$WORK/rows"
+IFS=, read -r -a counts <<<"$records"
+for count in "${counts[@]}"; do
+  rm -rf "$WORK/stockraft"
+  start_stockraft
+  leader="$(wait_for_stockraft_leader)"
+  say "$count records: leader is node $leader; loading and running ${seconds}s, C=$clients"
+  all_nodes="$(IFS=,; echo "${SR_ADDRS[*]}")"
+  line="$("$BIN" bench --target stockraft --scenario spread --nodes "$all_nodes" \
+    --clients "$clients" --seconds "$seconds" --skus "$count" --label "records-$count" |
+    tee -a "$WORK/bench.log" | sed -n 's/^BENCH //p')"
+  [ -n "$line" ] || { say "bench printed no result; see $WORK/bench.log"; tail -5 "$WORK/bench.log"; exit 1; }
+  rss_max=0 data_max=0
+  for id in 1 2 3; do
+    rss="$(rss_mib "${SR_PIDS[$id]}")"
+    data="$(du -sm "$WORK/stockraft/node-$id" 2>/dev/null | cut -f1 || echo 0)"
+    [ "$rss" -gt "$rss_max" ] && rss_max="$rss"
+    [ "${data:-0}" -gt "$data_max" ] && data_max="$data"
+  done
+  printf '%s %s %s %s\n' "$count" "$rss_max" "$data_max" "$line" >>"$WORK/rows"
+  stop_nodes
+done
+
+python3 - "$WORK/rows" <<'PY'
+import json, sys
+rows = []
+for raw in open(sys.argv[1]):
+    count, rss, data, line = raw.split(" ", 3)
+    rows.append((int(count), int(rss), int(data), json.loads(line)))
+base = rows[0][3]
+print()
+print(f"{'records':>9} | {'ops/s':>7} {'vs first':>8} | {'p50 ms':>6} {'p99 ms':>7} {'vs first':>8} "
+      f"{'max ms':>7} | {'RSS MiB':>7} {'data MiB':>8}  (largest node)")
+for count, rss, data, r in rows:
+    print(f"{count:>9} | {r['opsPerSec']:>7.0f} {r['opsPerSec'] / base['opsPerSec']:>7.2f}x | "
+          f"{r['p50Ms']:>6.2f} {r['p99Ms']:>7.2f} {r['p99Ms'] / base['p99Ms']:>7.2f}x "
+          f"{r['maxMs']:>7.1f} | {rss:>7} {data:>8}")
+PY
+[ "$smoke" = 1 ] && say "smoke run: figures are not meaningful"
+exit 0
