@@ -258,6 +258,11 @@ impl App {
         }
     }
 
+    /// Wall-clock milliseconds since the epoch, from the node's clock (virtual under madsim).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     pub fn uptime(&self) -> Duration {
         self.started_at.elapsed()
     }

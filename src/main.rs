@@ -3,7 +3,7 @@
 use clap::Parser;
 use stockraft::cli::Cli;
 #[cfg(not(madsim))]
-use stockraft::cli::Command;
+use stockraft::cli::{Command, LogFormat};
 
 /// Worker threads for the node's runtime: the machine this targets has 2 cores, and Raft, HTTP
 /// and sled's own threads share them.
@@ -12,9 +12,12 @@ const WORKER_THREADS: usize = 2;
 #[cfg(not(madsim))]
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(log_filter());
+    match cli.log_format {
+        // Each line carries its spans' fields (the request span's id among them).
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+        LogFormat::Text => logs.init(),
+    }
     match cli.command {
         Command::Serve {
             id,

@@ -208,3 +208,78 @@ async fn a_batch_creates_every_record_or_none_through_any_node() {
     let (status, _) = cluster.get(leader, &routes::record("s1", "ok")).await;
     assert_eq!(status, 404);
 }
+
+/// The lines of `log` (one JSON object each, `--log-format json`) that mention request `id`.
+fn lines_of_request(log: &str, id: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter(|line| line.contains(id))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_follows_a_forwarded_write_into_both_nodes_logs_and_the_answer() {
+    let mut cluster = Cluster::configure(3, "", "");
+    cluster.rust_log = "info,openraft=warn,stockraft::api::request_id=debug".into();
+    for id in 1..=3 {
+        cluster.spawn_with(id, &["--log-format", "json"]);
+    }
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    create(&cluster, leader, "traced").await;
+
+    let id = "order-42.retry-1";
+    let answer = cluster
+        .request(
+            follower,
+            reqwest::Method::POST,
+            &routes::reserve("s1", "traced"),
+            Some(r#"{"qty":1}"#),
+            &[("x-request-id", id)],
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    assert_eq!(answer.header("x-request-id"), Some(id));
+
+    // Lines are written as the request finishes; give the files a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let on_follower = lines_of_request(&cluster.log(follower), id);
+    let on_leader = lines_of_request(&cluster.log(leader), id);
+    assert!(
+        !on_follower.is_empty(),
+        "follower log:\n{}",
+        cluster.log(follower)
+    );
+    assert!(
+        !on_leader.is_empty(),
+        "leader log:\n{}",
+        cluster.log(leader)
+    );
+    let forwarded_by = on_leader[0]["spans"][0]["forwarded_by"].clone();
+    assert_eq!(
+        forwarded_by,
+        serde_json::json!(follower.to_string()),
+        "the leader's line names the forwarding node: {}",
+        on_leader[0]
+    );
+
+    // No id (or an unusable one): the node makes one up, naming itself.
+    for sent in [None, Some("has spaces"), Some(&*"x".repeat(200))] {
+        let headers: Vec<(&str, &str)> = sent.iter().map(|v| ("x-request-id", *v)).collect();
+        let answer = cluster
+            .request(
+                follower,
+                reqwest::Method::GET,
+                &routes::record("s1", "traced"),
+                None,
+                &headers,
+            )
+            .await;
+        assert_eq!(answer.status, 200);
+        let made = answer
+            .header("x-request-id")
+            .expect("every answer names its request");
+        assert!(made.starts_with(&format!("{follower}-")), "{made}");
+        assert_ne!(Some(made), sent);
+    }
+}

@@ -20,6 +20,7 @@ mod leader;
 mod metrics;
 mod raft_routes;
 mod request;
+pub mod request_id;
 mod sync;
 
 use std::sync::Arc;
@@ -101,6 +102,10 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(|| async { ApiError::not_found("no such route").into_response() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed().into_response() })
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(request_id::RequestIds::new(app.id, app.now_ms())),
+            request_id::assign,
+        ))
         .with_state(app)
 }
 

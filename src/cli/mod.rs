@@ -19,6 +19,22 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text for people, or one JSON object per line for log shippers. Which lines
+    /// is set by `RUST_LOG` (e.g. `info,stockraft::api=debug`) or the seed's `LOG_LEVEL`.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "STOCKRAFT_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

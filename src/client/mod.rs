@@ -47,6 +47,9 @@ pub mod headers {
     pub const LEADER: &str = "x-stockraft-leader";
     /// `Bearer <token>` when client tokens are configured.
     pub const AUTHORIZATION: &str = "authorization";
+    /// Names one client request in every node's logs and in its answer (kept from the client
+    /// when it sends a usable one, made up by the first node otherwise).
+    pub const REQUEST_ID: &str = "x-request-id";
     pub use crate::transport::SECRET_HEADER as SECRET;
 }
 

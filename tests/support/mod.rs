@@ -46,6 +46,8 @@ pub struct Cluster {
     /// For requests the typed client cannot make (malformed ones, raw headers).
     pub http: reqwest::Client,
     transport: Arc<HttpTransport>,
+    /// `RUST_LOG` of nodes spawned from now on.
+    pub rust_log: String,
 }
 
 /// How long one test request may take (longer than a node's 5 s write deadline).
@@ -100,6 +102,7 @@ impl Cluster {
                 .build()
                 .unwrap(),
             transport: Arc::new(HttpTransport::new()),
+            rust_log: "info,openraft=warn".into(),
         }
     }
 
@@ -195,7 +198,7 @@ impl Cluster {
             .arg(&self.config_path)
             .args(extra)
             .env_remove("STOCKRAFT_SECRET")
-            .env("RUST_LOG", "info,openraft=warn")
+            .env("RUST_LOG", &self.rust_log)
             // The node logs to stdout (tracing's default); errors before logging starts go to
             // stderr. Both end up in the node's log file.
             .stdout(log.try_clone().expect("sharing the log file"))
