@@ -31,6 +31,7 @@ use crate::raft::{Applied, NodeId, Raft, RaftMetrics};
 use crate::space::{NoSpaceReason, SpaceGuard};
 use crate::storage::wal::Wal;
 use crate::storage::StorageError;
+use crate::telemetry::Telemetry;
 use crate::transport::Transport;
 
 /// Why a proposal did not produce an answer.
@@ -213,6 +214,8 @@ pub struct AppStorage {
     pub state: StateMachineStore,
     pub wal: Arc<Wal>,
     pub space: Arc<SpaceGuard>,
+    /// The series every layer of this node reports to (`GET /metrics`).
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// One node's application state, shared by all request handlers.
@@ -229,6 +232,7 @@ pub struct App {
     /// This node's disk-space alarm (measured by the server's watcher; never raised in the
     /// simulation).
     pub space: Arc<SpaceGuard>,
+    pub telemetry: Arc<Telemetry>,
     clock: Arc<dyn Clock>,
     started_at: tokio::time::Instant,
 }
@@ -242,7 +246,12 @@ impl App {
         transport: Arc<dyn Transport>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let AppStorage { state, wal, space } = storage;
+        let AppStorage {
+            state,
+            wal,
+            space,
+            telemetry,
+        } = storage;
         Self {
             id,
             raft,
@@ -253,6 +262,7 @@ impl App {
             counters: Counters::default(),
             snapshot_schedule: SnapshotSchedule::default(),
             space,
+            telemetry,
             clock,
             started_at: tokio::time::Instant::now(),
         }
@@ -335,6 +345,7 @@ impl App {
                 ttl_ms: self.config.api.idempotency_ttl_ms,
             }),
         };
+        let _in_flight = self.telemetry.proposal();
         match self.raft.client_write(request).await {
             Ok(written) => match written.data {
                 Applied::Command(response) => Ok(response),

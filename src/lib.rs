@@ -24,4 +24,5 @@ pub mod server;
 pub mod sim;
 pub mod space;
 pub mod storage;
+pub mod telemetry;
 pub mod transport;

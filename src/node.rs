@@ -44,6 +44,7 @@ use crate::storage::migrate;
 use crate::storage::snapshots::SnapshotDir;
 use crate::storage::wal::{Wal, WalOptions};
 use crate::storage::Disk;
+use crate::telemetry::Telemetry;
 use crate::transport::Transport;
 
 /// How often the bootstrap node re-checks its peers while waiting for them to come up.
@@ -114,8 +115,10 @@ pub async fn start(
     seams: Seams,
 ) -> Result<Arc<App>, StartError> {
     let raft_config = config.openraft_config()?;
+    let telemetry = Arc::new(Telemetry::new());
     let wal_options = WalOptions {
         segment_bytes_max: config.storage.wal_segment_bytes,
+        telemetry: Some(telemetry.clone()),
     };
     let storage_error = |error: std::io::Error| StartError::Storage(error.to_string());
     migrate::upgrade(
@@ -131,9 +134,11 @@ pub async fn start(
     let log_store = LogStore::new(wal.clone());
     let snapshots = SnapshotDir::open(storage.fs.clone(), &storage.dir.join("snapshots"))
         .map_err(storage_error)?;
-    let state_machine = StateMachineStore::with_apply(storage.disk, snapshots, seams.apply);
+    let state_machine = StateMachineStore::with_apply(storage.disk, snapshots, seams.apply)
+        .with_telemetry(telemetry.clone());
     let secret = Arc::from(config.cluster.secret.as_str());
-    let network = NetworkFactory::new(id, transport.clone(), secret);
+    let network =
+        NetworkFactory::new(id, transport.clone(), secret).with_telemetry(telemetry.clone());
     let raft = Raft::new(id, raft_config, network, log_store, state_machine.clone())
         .await
         .map_err(|fatal| StartError::Raft(fatal.to_string()))?;
@@ -151,6 +156,7 @@ pub async fn start(
         state: state_machine,
         wal,
         space: Arc::new(space),
+        telemetry,
     };
     Ok(Arc::new(App::new(
         id,

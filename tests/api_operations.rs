@@ -283,3 +283,90 @@ async fn a_request_id_follows_a_forwarded_write_into_both_nodes_logs_and_the_ans
         assert_ne!(Some(made), sent);
     }
 }
+
+/// The value of the first sample line of `text` that starts with `series` (name and labels).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_requests_raft_position_log_syncs_and_snapshots() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    create(&cluster, leader, "p1").await;
+    let answer = cluster
+        .request(
+            follower,
+            reqwest::Method::POST,
+            &routes::reserve("s1", "p1"),
+            Some(r#"{"qty":1}"#),
+            &[],
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    let (status, body) = cluster
+        .post_empty(
+            leader,
+            routes::CLUSTER_SNAPSHOT,
+            &[("x-stockraft-secret", SECRET)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let scrape = |id| cluster.request(id, reqwest::Method::GET, routes::PROMETHEUS, None, &[]);
+    let on_leader = scrape(leader).await;
+    assert_eq!(on_leader.status, 200);
+    assert!(
+        on_leader
+            .header("content-type")
+            .unwrap_or("")
+            .starts_with("application/openmetrics-text"),
+        "{on_leader}"
+    );
+    let text = &on_leader.text;
+    let reserve = r#"stockraft_http_requests_total{route="/api/inventory/stores/{store_id}/inventory/{sku}/reserve",method="POST",status="201"}"#;
+    for (series, at_least) in [
+        (reserve, 1.0),
+        ("stockraft_raft_is_leader", 1.0),
+        ("stockraft_raft_term", 1.0),
+        ("stockraft_raft_committed_index", 3.0),
+        ("stockraft_raft_applied_index", 3.0),
+        ("stockraft_wal_sync_duration_seconds_count", 1.0),
+        ("stockraft_wal_sync_batch_waiters_count", 1.0),
+        (
+            r#"stockraft_snapshot_duration_seconds_count{phase="build"}"#,
+            1.0,
+        ),
+        (r#"stockraft_snapshot_last_size_bytes{phase="build"}"#, 1.0),
+        ("stockraft_wal_size_bytes", 1.0),
+    ] {
+        let value = sample(text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
+        assert!(
+            value >= at_least,
+            "{series} = {value}, expected >= {at_least}"
+        );
+    }
+    for other in [1, 2, 3].into_iter().filter(|id| *id != leader) {
+        let series = format!("stockraft_raft_follower_lag_entries{{follower=\"{other}\"}}");
+        assert!(sample(text, &series).is_some(), "no {series} in:\n{text}");
+    }
+    assert!(text.trim_end().ends_with("# EOF"));
+
+    let on_follower = scrape(follower).await.text;
+    assert_eq!(sample(&on_follower, "stockraft_raft_is_leader"), Some(0.0));
+    assert_eq!(
+        sample(&on_follower, "stockraft_raft_leader_id"),
+        Some(leader as f64)
+    );
+    assert!(sample(&on_follower, "stockraft_forwarded_requests_total").unwrap() >= 1.0);
+    assert!(
+        !on_follower.contains("stockraft_raft_follower_lag_entries{"),
+        "only the leader reports follower lag"
+    );
+    // Routes are patterns: no SKU or store id becomes a label.
+    assert!(!on_follower.contains("p1"), "{on_follower}");
+}

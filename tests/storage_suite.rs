@@ -21,6 +21,7 @@ const SEGMENT_BYTES: u64 = 4096;
 fn log_store(fs: Arc<dyn Fs>, dir: &std::path::Path) -> LogStore {
     let options = WalOptions {
         segment_bytes_max: SEGMENT_BYTES,
+        ..WalOptions::default()
     };
     LogStore::new(Wal::open(fs, &dir.join("wal"), options).expect("opening the WAL"))
 }

@@ -269,6 +269,7 @@ fn render(app: &App, command: &Command, response: inventory::Response) -> Respon
     };
     if response.replayed {
         Counters::bump(&app.counters.idempotent_hits);
+        app.telemetry.idempotent_hits.inc();
         http.headers_mut()
             .insert(headers::REPLAYED, HeaderValue::from_static("true"));
     }

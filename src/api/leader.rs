@@ -243,6 +243,7 @@ async fn forward(app: &App, leader: u64, raw: &RawRequest, timeout: Duration) ->
         return Attempt::NotLeader;
     };
     Counters::bump(&app.counters.forwarded);
+    app.telemetry.forwarded.inc();
     let mut headers: Vec<(String, String)> = raw
         .headers
         .iter()

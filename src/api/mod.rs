@@ -18,6 +18,7 @@ mod inventory;
 pub mod json;
 mod leader;
 mod metrics;
+mod prometheus;
 mod raft_routes;
 mod request;
 pub mod request_id;
@@ -92,13 +93,19 @@ pub fn router(app: Arc<App>) -> Router {
     let open = Router::new()
         .route(routes::HEALTH, get(health::health))
         .route(routes::LIVENESS, get(health::liveness))
-        .route(routes::READINESS, get(health::readiness));
+        .route(routes::READINESS, get(health::readiness))
+        .route(routes::PROMETHEUS, get(prometheus::scrape));
 
     Router::new()
         .merge(raft)
         .merge(client)
         .merge(admin)
         .merge(open)
+        // A route layer: it runs after routing, so it sees the matched route pattern.
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            prometheus::observe,
+        ))
         .fallback(|| async { ApiError::not_found("no such route").into_response() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed().into_response() })
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))

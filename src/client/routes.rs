@@ -24,6 +24,8 @@ pub const READINESS: &str = "/api/health/readiness";
 pub const HEALTH_METRICS: &str = "/api/health/metrics";
 pub const METRICS: &str = "/api/metrics";
 pub const METRICS_RESET: &str = "/api/metrics/reset";
+/// Prometheus exposition (text format), outside `/api` as scrapers expect.
+pub const PROMETHEUS: &str = "/metrics";
 
 pub const SYNC: &str = "/api/sync";
 pub const SYNC_STATUS: &str = "/api/sync/status";

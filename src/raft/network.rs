@@ -25,6 +25,7 @@ use crate::client::routes::raft as routes;
 use crate::storage::encode;
 use crate::storage::fs::blocking;
 use crate::storage::snapshots::SnapshotFile;
+use crate::telemetry::{SnapshotPhase, Telemetry};
 use crate::transport::{Transport, WireRequest};
 
 /// Why a Raft RPC body (a request at the server, a reply at the client) could not be read.
@@ -85,6 +86,7 @@ pub struct NetworkFactory {
     own_id: NodeId,
     transport: Arc<dyn Transport>,
     secret: Arc<str>,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl NetworkFactory {
@@ -93,7 +95,14 @@ impl NetworkFactory {
             own_id,
             transport,
             secret,
+            telemetry: None,
         }
+    }
+
+    /// The same factory, reporting snapshot transfers to `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 }
 
@@ -107,6 +116,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.addr.clone(),
             transport: self.transport.clone(),
             secret: self.secret.clone(),
+            telemetry: self.telemetry.clone(),
         }
     }
 }
@@ -118,6 +128,7 @@ pub struct PeerClient {
     addr: String,
     transport: Arc<dyn Transport>,
     secret: Arc<str>,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl PeerClient {
@@ -163,6 +174,13 @@ impl PeerClient {
             .as_ref()
             .map_or((0, 0), |id| (id.index, id.leader_id.term));
         let transfer = format!("n{}-{index}-{term}", self.own_id);
+        let started = tokio::time::Instant::now();
+        let sent = |response| {
+            if let Some(telemetry) = &self.telemetry {
+                telemetry.snapshot_done(SnapshotPhase::Send, started.elapsed(), file.size());
+            }
+            Ok(response)
+        };
         let mut offset = 0u64;
         loop {
             let reader = file.clone();
@@ -186,7 +204,7 @@ impl PeerClient {
                 .call(routes::SNAPSHOT, &chunk, option.hard_ttl())
                 .await?;
             match (done, reply) {
-                (true, Some(response)) => return Ok(response),
+                (true, Some(response)) => return sent(response),
                 (true, None) => {
                     return Err(Unreachable::from_string(format!(
                         "node {} did not answer the last snapshot chunk",

@@ -27,6 +27,7 @@
 //! re-applying the log. A build in progress when an install starts is abandoned (its capture
 //! would mix two histories).
 
+use crate::telemetry::SnapshotPhase;
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -208,6 +209,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = tokio::time::Instant::now();
         let meta = match &self.meta {
             Ok(meta) => meta.clone(),
             Err(error) => {
@@ -228,10 +230,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Err(error) => Err(error.into()),
         };
         self.store.capture().end(self.generation);
-        Ok(Snapshot {
-            meta,
-            snapshot: written?,
-        })
+        let snapshot = written?;
+        if let Some(telemetry) = self.store.telemetry() {
+            telemetry.snapshot_done(SnapshotPhase::Build, started.elapsed(), snapshot.size());
+        }
+        Ok(Snapshot { meta, snapshot })
     }
 }
 
@@ -242,8 +245,13 @@ pub async fn install(
     file: SnapshotFile,
 ) -> io::Result<()> {
     store.capture().abandon();
-    let (store, meta) = (store.clone(), meta.clone());
-    blocking(move || install_blocking(&store, &meta, file)).await?;
+    let started = tokio::time::Instant::now();
+    let bytes = file.size();
+    let (installer, meta) = (store.clone(), meta.clone());
+    blocking(move || install_blocking(&installer, &meta, file)).await?;
+    if let Some(telemetry) = store.telemetry() {
+        telemetry.snapshot_done(SnapshotPhase::Install, started.elapsed(), bytes);
+    }
     Ok(())
 }
 

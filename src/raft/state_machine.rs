@@ -36,6 +36,7 @@ use crate::storage::snapshots::{SnapshotDir, SnapshotFile};
 use crate::storage::{
     decode, encode, keys, Disk, KeyValue, Order, StorageError, Write, WriteBatch,
 };
+use crate::telemetry::Telemetry;
 
 /// How many expired idempotency keys one log entry deletes at most: bounds the work of a single
 /// apply while still draining the expiry index faster than keys can be added (one per entry).
@@ -64,6 +65,8 @@ pub struct StateMachineStore {
     snapshots: SnapshotDir,
     /// Before-images for a snapshot being built (see `raft::snapshot`).
     capture: Arc<Capture>,
+    /// Where snapshot builds and installs are reported, if anywhere.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl StateMachineStore {
@@ -80,7 +83,18 @@ impl StateMachineStore {
             idempotency_keys_max: IDEMPOTENCY_KEYS_MAX,
             snapshots,
             capture: Arc::default(),
+            telemetry: None,
         }
+    }
+
+    /// The same store, reporting snapshot builds and installs to `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    pub fn telemetry(&self) -> Option<&Telemetry> {
+        self.telemetry.as_deref()
     }
 
     /// The same store with another cap on idempotency keys (tests; every replica must use the

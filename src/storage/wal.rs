@@ -47,6 +47,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use super::fs::{Fs, FsFile};
+use crate::telemetry::Telemetry;
 
 /// Largest record accepted when reading back: a corrupt length must not make recovery allocate
 /// gigabytes. Entries are small (a batch create of 500 records is under 100 KiB).
@@ -67,12 +68,15 @@ const KIND_PURGE: u8 = 5;
 #[derive(Debug, Clone)]
 pub struct WalOptions {
     pub segment_bytes_max: u64,
+    /// Where each group-commit sync is reported (duration, waiters), if anywhere.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
         Self {
             segment_bytes_max: SEGMENT_BYTES_DEFAULT,
+            telemetry: None,
         }
     }
 }
@@ -597,13 +601,20 @@ async fn sync_loop(wal: std::sync::Weak<Wal>, mut waiters: mpsc::UnboundedReceiv
         while let Ok(more) = waiters.try_recv() {
             batch.push(more);
         }
-        let Some(file) = wal.upgrade().map(|wal| wal.active_file()) else {
+        let Some((file, telemetry)) = wal
+            .upgrade()
+            .map(|wal| (wal.active_file(), wal.options.telemetry.clone()))
+        else {
             for waiter in batch {
                 waiter(Err(io::Error::other("the WAL was closed")));
             }
             return;
         };
+        let started = tokio::time::Instant::now();
         let result = super::fs::blocking(move || file.sync()).await;
+        if let Some(telemetry) = telemetry {
+            telemetry.wal_synced(started.elapsed(), batch.len());
+        }
         for waiter in batch {
             waiter(match &result {
                 Ok(()) => Ok(()),
@@ -631,7 +642,10 @@ mod tests {
         Wal::open(
             Arc::new(fs.clone()),
             Path::new(DIR),
-            WalOptions { segment_bytes_max },
+            WalOptions {
+                segment_bytes_max,
+                telemetry: None,
+            },
         )
     }
 

@@ -1,0 +1,99 @@
+//! `GET /metrics`: this node's series in the Prometheus text format (see `crate::telemetry`),
+//! and the layer that times every client request by route pattern.
+//!
+//! Open like the health routes: the series carry no inventory data (routes are patterns, never
+//! SKUs or store ids), and scrapers seldom carry secrets.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::App;
+use crate::client::routes;
+use crate::telemetry::{set_gauge, FollowerLabels};
+
+/// The exposition format's media type (OpenMetrics text, which Prometheus negotiates).
+const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Reads Raft's position and the storage figures into their gauges, then encodes every series.
+pub async fn scrape(State(app): State<Arc<App>>) -> Response {
+    let telemetry = &app.telemetry;
+    app.with_metrics(|metrics| {
+        let index = |log_id: Option<&crate::raft::LogId>| log_id.map_or(0, |id| id.index);
+        set_gauge(&telemetry.raft_term, metrics.current_term);
+        set_gauge(&telemetry.raft_leader, metrics.current_leader.unwrap_or(0));
+        set_gauge(
+            &telemetry.raft_is_leader,
+            u64::from(metrics.current_leader == Some(app.id)),
+        );
+        let last = metrics.last_log_index.unwrap_or(0);
+        set_gauge(&telemetry.raft_last_log_index, last);
+        set_gauge(
+            &telemetry.raft_committed_index,
+            index(metrics.cluster_committed.as_ref()),
+        );
+        set_gauge(
+            &telemetry.raft_applied_index,
+            index(metrics.last_applied.as_ref()),
+        );
+        set_gauge(
+            &telemetry.raft_snapshot_index,
+            index(metrics.snapshot.as_ref()),
+        );
+        set_gauge(&telemetry.raft_purged_index, index(metrics.purged.as_ref()));
+        // Only the leader tracks followers; elsewhere the family is emptied so that a deposed
+        // leader does not keep reporting stale lags.
+        telemetry.raft_follower_lag.clear();
+        if let Some(replication) = &metrics.replication {
+            for (follower, matched) in replication.iter() {
+                if *follower == app.id {
+                    continue;
+                }
+                let lag = last.saturating_sub(index(matched.as_ref()));
+                set_gauge(
+                    &telemetry.raft_follower_lag.get_or_create(&FollowerLabels {
+                        follower: *follower,
+                    }),
+                    lag,
+                );
+            }
+        }
+    });
+    set_gauge(&telemetry.wal_bytes, app.wal.bytes_on_disk());
+    let storage = app.space.status();
+    set_gauge(
+        &telemetry.data_dir_bytes,
+        storage.data_dir_bytes.unwrap_or(0),
+    );
+    set_gauge(&telemetry.no_space, u64::from(storage.no_space));
+    (
+        [(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)],
+        telemetry.encode(),
+    )
+        .into_response()
+}
+
+/// Counts and times each client request (`/api/...`) by its route pattern, method and status.
+pub async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|matched| matched.as_str().to_owned())
+        .filter(|route| route.starts_with(routes::API_PREFIX));
+    let Some(route) = route else {
+        return next.run(request).await;
+    };
+    let method = request.method().as_str().to_owned();
+    let started = tokio::time::Instant::now();
+    let response = next.run(request).await;
+    app.telemetry.request_done(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}

@@ -1,0 +1,357 @@
+//! Telemetry: the numbers a Prometheus server scrapes from `GET /metrics`.
+//!
+//! One [`Telemetry`] per node, made in `node::start` and handed to the layers that observe
+//! something: the HTTP layer (requests by route and status, latency), `App` (proposals in
+//! flight), the WAL (each group-commit sync: how long, how many waiters shared it), the state
+//! machine and the network (snapshot build, install and send: how long, how many bytes). Raft's
+//! own position (term, leader, commit, applied, per-follower lag) is read from openraft's
+//! metrics at scrape time rather than pushed, so it is never stale.
+//!
+//! The encoding is `prometheus-client`'s (the Prometheus project's Rust client), not
+//! hand-written text: names, `_total` suffixes, histogram buckets and escaping follow the
+//! exposition format. The seed-compatible JSON counters stay at `/api/metrics`.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Labels of an HTTP request: the route pattern (not the path, so SKUs do not become series),
+/// the method and the status code.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+/// What happened to a snapshot.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum SnapshotPhase {
+    /// Built from the state machine into a file.
+    Build,
+    /// Streamed to a follower (the whole transfer).
+    Send,
+    /// Received and installed over the state machine.
+    Install,
+}
+
+impl SnapshotPhase {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Build => "build",
+            Self::Send => "send",
+            Self::Install => "install",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FollowerLabels {
+    pub follower: u64,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets from 0.1 ms to ~3.3 s (doubling).
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
+}
+
+/// Snapshot durations: 1 ms to ~65 s (doubling).
+fn snapshot_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// Every series of one node.
+#[derive(Debug)]
+pub struct Telemetry {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: HistogramFamily<RouteLabels>,
+    pub proposals_in_flight: Gauge,
+    pub wal_sync_seconds: Histogram,
+    pub wal_sync_batch: Histogram,
+    pub snapshot_seconds: HistogramFamily<PhaseLabels>,
+    pub snapshot_bytes: Family<PhaseLabels, Gauge>,
+    // Read from openraft (and the App's counters) at scrape time.
+    pub raft_term: Gauge,
+    pub raft_leader: Gauge,
+    pub raft_is_leader: Gauge,
+    pub raft_last_log_index: Gauge,
+    pub raft_committed_index: Gauge,
+    pub raft_applied_index: Gauge,
+    pub raft_snapshot_index: Gauge,
+    pub raft_purged_index: Gauge,
+    pub raft_follower_lag: Family<FollowerLabels, Gauge>,
+    pub forwarded: Counter<u64, AtomicU64>,
+    pub idempotent_hits: Counter<u64, AtomicU64>,
+    pub wal_bytes: Gauge,
+    pub data_dir_bytes: Gauge,
+    pub no_space: Gauge,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("stockraft");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Client requests (/api) answered, by route pattern, method and status",
+            requests.clone(),
+        );
+        let request_seconds: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from a client request's arrival to its answer, by route pattern",
+            Unit::Seconds,
+            request_seconds.clone(),
+        );
+        let proposals_in_flight = Gauge::default();
+        registry.register(
+            "raft_proposals_in_flight",
+            "Client commands proposed to Raft on this node and not yet answered",
+            proposals_in_flight.clone(),
+        );
+        let wal_sync_seconds = latency_histogram();
+        registry.register_with_unit(
+            "wal_sync_duration",
+            "Time of one group-commit fsync of the Raft log",
+            Unit::Seconds,
+            wal_sync_seconds.clone(),
+        );
+        let wal_sync_batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "wal_sync_batch_waiters",
+            "Appends and votes that shared one fsync (group commit)",
+            wal_sync_batch.clone(),
+        );
+        let snapshot_seconds: HistogramFamily<PhaseLabels> =
+            Family::new_with_constructor(snapshot_histogram);
+        registry.register_with_unit(
+            "snapshot_duration",
+            "Time to build, send (to one follower) or install a snapshot",
+            Unit::Seconds,
+            snapshot_seconds.clone(),
+        );
+        let snapshot_bytes = Family::<PhaseLabels, Gauge>::default();
+        registry.register_with_unit(
+            "snapshot_last_size",
+            "Size of the last snapshot built, sent or installed",
+            Unit::Bytes,
+            snapshot_bytes.clone(),
+        );
+
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let raft_term = gauge(&mut registry, "raft_term", "This node's current Raft term");
+        let raft_leader = gauge(
+            &mut registry,
+            "raft_leader_id",
+            "The node this node believes leads (0: none known)",
+        );
+        let raft_is_leader = gauge(&mut registry, "raft_is_leader", "1 if this node leads");
+        let raft_last_log_index = gauge(
+            &mut registry,
+            "raft_last_log_index",
+            "The last entry in this node's log",
+        );
+        let raft_committed_index = gauge(
+            &mut registry,
+            "raft_committed_index",
+            "The last entry this node knows to be committed",
+        );
+        let raft_applied_index = gauge(
+            &mut registry,
+            "raft_applied_index",
+            "The last entry applied to this node's state machine",
+        );
+        let raft_snapshot_index = gauge(
+            &mut registry,
+            "raft_snapshot_index",
+            "The last entry covered by this node's snapshot",
+        );
+        let raft_purged_index = gauge(
+            &mut registry,
+            "raft_purged_index",
+            "The last entry purged from this node's log",
+        );
+        let raft_follower_lag = Family::<FollowerLabels, Gauge>::default();
+        registry.register(
+            "raft_follower_lag_entries",
+            "On the leader: entries each other member is behind the leader's last entry",
+            raft_follower_lag.clone(),
+        );
+        let forwarded = Counter::default();
+        registry.register(
+            "forwarded_requests",
+            "Requests this node forwarded to the leader",
+            forwarded.clone(),
+        );
+        let idempotent_hits = Counter::default();
+        registry.register(
+            "idempotent_replays",
+            "Keyed writes answered by replaying the first answer",
+            idempotent_hits.clone(),
+        );
+        let wal_bytes = Gauge::default();
+        registry.register_with_unit(
+            "wal_size",
+            "Bytes in the Raft log's segment files",
+            Unit::Bytes,
+            wal_bytes.clone(),
+        );
+        let data_dir_bytes = Gauge::default();
+        registry.register_with_unit(
+            "data_dir_size",
+            "Bytes in this node's data directory at the last measurement",
+            Unit::Bytes,
+            data_dir_bytes.clone(),
+        );
+        let no_space = gauge(
+            &mut registry,
+            "storage_no_space",
+            "1 while the disk-space alarm refuses client writes (507)",
+        );
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            proposals_in_flight,
+            wal_sync_seconds,
+            wal_sync_batch,
+            snapshot_seconds,
+            snapshot_bytes,
+            raft_term,
+            raft_leader,
+            raft_is_leader,
+            raft_last_log_index,
+            raft_committed_index,
+            raft_applied_index,
+            raft_snapshot_index,
+            raft_purged_index,
+            raft_follower_lag,
+            forwarded,
+            idempotent_hits,
+            wal_bytes,
+            data_dir_bytes,
+            no_space,
+        }
+    }
+
+    /// One group-commit sync of the Raft log.
+    pub fn wal_synced(&self, took: Duration, waiters: usize) {
+        self.wal_sync_seconds.observe(took.as_secs_f64());
+        self.wal_sync_batch.observe(waiters as f64);
+    }
+
+    /// A snapshot built, sent or installed.
+    pub fn snapshot_done(&self, phase: SnapshotPhase, took: Duration, bytes: u64) {
+        let labels = PhaseLabels {
+            phase: phase.label(),
+        };
+        self.snapshot_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        self.snapshot_bytes
+            .get_or_create(&labels)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a proposal in flight until the returned guard is dropped (answered, failed or
+    /// abandoned by a client that went away).
+    pub fn proposal(&self) -> InFlight<'_> {
+        self.proposals_in_flight.inc();
+        InFlight(&self.proposals_in_flight)
+    }
+
+    /// One answered client request.
+    pub fn request_done(&self, route: &str, method: &str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The exposition text (OpenMetrics text format, which Prometheus scrapes).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// See [`Telemetry::proposal`].
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Sets a gauge from an unsigned value (saturating: a gauge is an i64).
+pub fn set_gauge(gauge: &Gauge, value: u64) {
+    gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_names_every_series_with_its_type_and_labels() {
+        let telemetry = Telemetry::new();
+        telemetry.request_done("/api/x/{sku}", "POST", 201, Duration::from_millis(3));
+        telemetry.wal_synced(Duration::from_micros(150), 4);
+        telemetry.snapshot_done(SnapshotPhase::Build, Duration::from_millis(20), 1234);
+        set_gauge(&telemetry.raft_term, 7);
+        let text = telemetry.encode();
+        for expected in [
+            "# TYPE stockraft_http_requests counter",
+            r#"stockraft_http_requests_total{route="/api/x/{sku}",method="POST",status="201"} 1"#,
+            "# TYPE stockraft_http_request_duration_seconds histogram",
+            "stockraft_wal_sync_batch_waiters_count 1",
+            r#"stockraft_snapshot_last_size_bytes{phase="build"} 1234"#,
+            "stockraft_raft_term 7",
+            "# EOF",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+}
