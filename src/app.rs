@@ -51,6 +51,9 @@ pub enum ProposeError {
         "node {node} is short of disk space: {reason}; writes are refused until space is freed"
     )]
     NoSpace { node: NodeId, reason: NoSpaceReason },
+    /// `api.max_in_flight_proposals` commands are already in flight here; nothing was proposed.
+    #[error("node {node} has {max} proposals in flight, its limit; retry shortly")]
+    Overloaded { node: NodeId, max: usize },
 }
 
 /// Why a linearizable read could not be served here.
@@ -233,6 +236,8 @@ pub struct App {
     /// simulation).
     pub space: Arc<SpaceGuard>,
     pub telemetry: Arc<Telemetry>,
+    /// Permits for commands proposed and not yet answered (`api.max_in_flight_proposals`).
+    proposals: tokio::sync::Semaphore,
     clock: Arc<dyn Clock>,
     started_at: tokio::time::Instant,
 }
@@ -252,6 +257,7 @@ impl App {
             space,
             telemetry,
         } = storage;
+        let proposals = tokio::sync::Semaphore::new(config.api.max_in_flight_proposals);
         Self {
             id,
             raft,
@@ -263,6 +269,7 @@ impl App {
             snapshot_schedule: SnapshotSchedule::default(),
             space,
             telemetry,
+            proposals,
             clock,
             started_at: tokio::time::Instant::now(),
         }
@@ -344,6 +351,14 @@ impl App {
                 key,
                 ttl_ms: self.config.api.idempotency_ttl_ms,
             }),
+        };
+        // Shed rather than queue: a proposal waiting behind hundreds of others answers late
+        // anyway, and the client can retry elsewhere or later.
+        let Ok(_permit) = self.proposals.try_acquire() else {
+            return Err(ProposeError::Overloaded {
+                node: self.id,
+                max: self.config.api.max_in_flight_proposals,
+            });
         };
         let _in_flight = self.telemetry.proposal();
         match self.raft.client_write(request).await {

@@ -20,6 +20,10 @@ pub const DATA_DIR_ENV: &str = "STOCKRAFT_DATA_DIR";
 pub const SEED_IDEMPOTENCY_TTL_ENV: &str = "IDEMP_TTL_MS";
 /// The seed's snapshot frequency in events; overrides `raft.snapshot_every_entries`.
 pub const SEED_SNAPSHOT_EVERY_ENV: &str = "SNAPSHOT_EVERY_N_EVENTS";
+/// The seed's per-client rate limit (requests per second); overrides `api.rate_limit_rps`.
+pub const SEED_RATE_LIMIT_RPS_ENV: &str = "RATE_LIMIT_RPS";
+/// The seed's rate-limit burst; overrides `api.rate_limit_burst`.
+pub const SEED_RATE_LIMIT_BURST_ENV: &str = "RATE_LIMIT_BURST";
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +153,22 @@ pub struct ApiConfig {
     pub idempotency_ttl_ms: u64,
     /// Largest accepted request body. Default 64 KiB.
     pub body_limit_bytes: usize,
+    /// Client requests this node handles at once; more are shed at once with 503 `OVERLOADED`
+    /// and `Retry-After` (never queued). Default 512.
+    pub max_in_flight_requests: usize,
+    /// Client commands this node (as leader) has proposed to Raft and not yet answered; more are
+    /// refused with 503 `OVERLOADED`, nothing proposed. Default 256.
+    pub max_in_flight_proposals: usize,
+    /// Longest a client request may take before it is answered 503 `TIMEOUT` (a write's outcome
+    /// is then unknown: retry with its Idempotency-Key). Longer than `write_deadline_ms`, so it
+    /// only catches what nothing else bounds. Default 30000 ms.
+    pub request_timeout_ms: u64,
+    /// Per-client (by IP) rate limit, requests per second; 0 (the default) turns it off. Over
+    /// it: 429 `RATE_LIMITED` with `Retry-After`. The seed's `RATE_LIMIT_RPS`.
+    pub rate_limit_rps: u32,
+    /// Requests a client may send at once above the steady rate (token-bucket size); 0 means
+    /// "equal to `rate_limit_rps`". The seed's `RATE_LIMIT_BURST`.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ApiConfig {
@@ -157,6 +177,11 @@ impl Default for ApiConfig {
             write_deadline_ms: 5_000,
             idempotency_ttl_ms: 24 * 60 * 60 * 1000,
             body_limit_bytes: 64 * 1024,
+            max_in_flight_requests: 512,
+            max_in_flight_proposals: 256,
+            request_timeout_ms: 30_000,
+            rate_limit_rps: 0,
+            rate_limit_burst: 0,
         }
     }
 }
@@ -206,6 +231,20 @@ impl Config {
         if let Some(every) = number(SEED_SNAPSHOT_EVERY_ENV)? {
             self.raft.snapshot_every_entries = every;
         }
+        let small = |name: &str| -> Result<Option<u32>, ConfigError> {
+            number(name)?
+                .map(|value| {
+                    u32::try_from(value)
+                        .map_err(|_| ConfigError::Invalid(format!("{name} is too large")))
+                })
+                .transpose()
+        };
+        if let Some(rps) = small(SEED_RATE_LIMIT_RPS_ENV)? {
+            self.api.rate_limit_rps = rps;
+        }
+        if let Some(burst) = small(SEED_RATE_LIMIT_BURST_ENV)? {
+            self.api.rate_limit_burst = burst;
+        }
         if let Some(secret) = lookup(SECRET_ENV) {
             self.cluster.secret = secret;
         }
@@ -244,6 +283,18 @@ impl Config {
             return invalid(
                 "api.write_deadline_ms and api.body_limit_bytes must be positive".into(),
             );
+        }
+        if self.api.max_in_flight_requests == 0 || self.api.max_in_flight_proposals == 0 {
+            return invalid(
+                "api.max_in_flight_requests and api.max_in_flight_proposals must be positive"
+                    .into(),
+            );
+        }
+        if self.api.request_timeout_ms <= self.api.write_deadline_ms {
+            return invalid(format!(
+                "api.request_timeout_ms ({}) must be longer than api.write_deadline_ms ({})",
+                self.api.request_timeout_ms, self.api.write_deadline_ms
+            ));
         }
         if self.storage.quota_bytes == 0 || self.storage.free_bytes_min == 0 {
             return invalid(

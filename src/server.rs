@@ -104,8 +104,12 @@ pub async fn serve(
         }),
     };
 
-    let serving =
-        axum::serve(listener, api::router(app.clone())).with_graceful_shutdown(shutdown_signal());
+    let serving = axum::serve(
+        listener,
+        // The peer's address, for the per-client rate limit.
+        api::router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal());
     tokio::select! {
         served = serving => served.context("serving HTTP")?,
         cause = raft_failure(&app) => {

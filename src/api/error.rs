@@ -126,6 +126,28 @@ impl ApiError {
         )
     }
 
+    /// The node sheds this request (too many in flight): nothing was done.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::unavailable_with_code(codes::OVERLOADED, message)
+    }
+
+    /// The request ran past `api.request_timeout_ms`.
+    pub fn timed_out(message: impl Into<String>) -> Self {
+        Self::unavailable_with_code(codes::TIMEOUT, message)
+    }
+
+    /// The client is over its rate limit: nothing was done.
+    pub fn rate_limited(retry_after_s: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::RATE_LIMITED,
+            "TooManyRequestsError",
+            "too many requests from this client; retry after the Retry-After delay",
+        );
+        error.retry_after_s = Some(retry_after_s.max(1));
+        error
+    }
+
     /// No leader could be reached before the deadline: nothing was applied.
     pub fn no_leader(message: impl Into<String>) -> Self {
         Self::unavailable_with_code(codes::NO_LEADER, message)
@@ -249,6 +271,7 @@ impl From<ProposeError> for ApiError {
             ProposeError::NotLeader { .. } => Self::no_leader(error.to_string()),
             ProposeError::OutcomeUnknown(message) => Self::outcome_unknown(message),
             ProposeError::Unavailable(message) => Self::unavailable(message),
+            ProposeError::Overloaded { .. } => Self::overloaded(error.to_string()),
             ProposeError::NoSpace { node, .. } => Self::insufficient_storage(error.to_string())
                 .with_details(json!({ "nodeId": node })),
         }

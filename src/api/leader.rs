@@ -23,7 +23,7 @@ use super::error::ApiError;
 pub use super::request::RawRequest;
 use crate::app::{App, Counters, ProposeError, ReadError};
 use crate::membership::MembershipError;
-use crate::transport::{TransportError, WireRequest};
+use crate::transport::{TransportError, WireRequest, SECRET_HEADER};
 
 /// Marks a request forwarded by another node (value: the forwarding node's id).
 pub const FORWARDED_HEADER: &str = "x-stockraft-forwarded";
@@ -89,7 +89,9 @@ impl RoutingError for ProposeError {
         match self {
             ProposeError::NotLeader { .. } => Routing::NotLeader,
             ProposeError::OutcomeUnknown(_) => Routing::OutcomeUnknown,
-            ProposeError::Unavailable(_) | ProposeError::NoSpace { .. } => Routing::Final,
+            ProposeError::Unavailable(_)
+            | ProposeError::NoSpace { .. }
+            | ProposeError::Overloaded { .. } => Routing::Final,
         }
     }
 }
@@ -247,12 +249,15 @@ async fn forward(app: &App, leader: u64, raw: &RawRequest, timeout: Duration) ->
     let mut headers: Vec<(String, String)> = raw
         .headers
         .iter()
-        .filter(|(name, _)| !is_hop_by_hop(name.as_str()))
+        .filter(|(name, _)| !is_hop_by_hop(name.as_str()) && name.as_str() != SECRET_HEADER)
         .filter_map(|(name, value)| {
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
         })
         .collect();
     headers.push((FORWARDED_HEADER.to_owned(), app.id.to_string()));
+    // The secret marks the request as a peer's (a client cannot claim to be a forwarding node,
+    // e.g. to skip the rate limit it was already counted against here).
+    headers.push((SECRET_HEADER.to_owned(), app.config.cluster.secret.clone()));
     let wire = WireRequest {
         method: raw.method.as_str().to_owned(),
         path: raw.path_and_query.clone(),

@@ -18,6 +18,7 @@ mod inventory;
 pub mod json;
 mod leader;
 mod metrics;
+mod overload;
 mod prometheus;
 mod raft_routes;
 mod request;
@@ -26,6 +27,7 @@ mod sync;
 
 use std::sync::Arc;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
@@ -75,7 +77,27 @@ pub fn router(app: Arc<App>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             require_client_token,
-        ));
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            overload::deadline,
+        ))
+        .route_layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overload::shed))
+                .layer(tower::load_shed::LoadShedLayer::new())
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    app.config.api.max_in_flight_requests,
+                )),
+        );
+    // Outermost: a client over its rate takes no slot.
+    let client = match overload::RateLimit::from_config(&app.config.api) {
+        Some(limit) => client.route_layer(middleware::from_fn_with_state(
+            (app.clone(), limit),
+            overload::rate_limit,
+        )),
+        None => client,
+    };
 
     let admin = Router::new()
         .route(routes::METRICS_RESET, post(metrics::reset))

@@ -207,6 +207,12 @@ pub mod codes {
     /// Liveness (503): Raft stopped on this node (the process is about to exit).
     pub const RAFT_STOPPED: &str = "RAFT_STOPPED";
     pub const MEMBERSHIP_CHANGE_REFUSED: &str = "MEMBERSHIP_CHANGE_REFUSED";
+    /// 503: the node is at its limit of requests or proposals in flight; nothing was done.
+    pub const OVERLOADED: &str = "OVERLOADED";
+    /// 503: the request took longer than `api.request_timeout_ms`; a write's outcome is unknown.
+    pub const TIMEOUT: &str = "TIMEOUT";
+    /// 429: this client is over its rate limit; nothing was done.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
 }
 
 /// A node's Raft role.

@@ -1,0 +1,194 @@
+//! Overload over real processes: a node at its limits sheds with 503 `OVERLOADED` at once and
+//! recovers at once; a client over its rate gets 429; thousands of idle connections do not stop
+//! a node serving. No timing is asserted (shared machines are noisy): only what was answered.
+#![cfg(not(madsim))]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use stockraft::client::routes;
+use stockraft::client::wire::CreateRequest;
+use support::Cluster;
+
+const STOCK: i64 = 1_000_000;
+
+async fn create(cluster: &Cluster, node: u64, sku: &str) {
+    let body = CreateRequest {
+        sku: sku.into(),
+        store_id: "s1".into(),
+        initial_quantity: STOCK,
+    };
+    let (status, body) = cluster.post(node, routes::INVENTORY, body).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+async fn reserve_one(cluster: &Cluster, node: u64, sku: &str) -> support::Answer {
+    cluster
+        .request(
+            node,
+            reqwest::Method::POST,
+            &routes::reserve("s1", sku),
+            Some(r#"{"qty":1}"#),
+            &[],
+        )
+        .await
+}
+
+async fn stock(cluster: &Cluster, node: u64, sku: &str) -> i64 {
+    let (status, record) = cluster.get(node, &routes::record("s1", sku)).await;
+    assert_eq!(status, 200, "{record}");
+    record["qty"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_at_its_limit_sheds_at_once_with_503_and_serves_again_when_the_load_drops() {
+    // Small limits, so that 64 concurrent clients are far past them.
+    let cluster = Arc::new(
+        Cluster::start(
+            3,
+            "[api]\nmax_in_flight_requests = 4\nmax_in_flight_proposals = 4\n",
+        )
+        .await,
+    );
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    create(&cluster, leader, "busy").await;
+
+    let mut clients = Vec::new();
+    for client in 0..64u64 {
+        let cluster = cluster.clone();
+        // Through every node: followers forward, so the leader's proposal limit is hit too.
+        let node = 1 + client % 3;
+        clients.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for _ in 0..15 {
+                let answer = reserve_one(&cluster, node, "busy").await;
+                let code = answer.json["error"]["code"].as_str().map(str::to_owned);
+                let retry_after = answer.header("retry-after").map(str::to_owned);
+                outcomes.push((answer.status, code, retry_after));
+            }
+            outcomes
+        }));
+    }
+    let mut by_outcome: BTreeMap<(u16, Option<String>), u64> = BTreeMap::new();
+    for client in clients {
+        for (status, code, retry_after) in client.await.unwrap() {
+            if status == 503 {
+                assert!(
+                    retry_after.is_some(),
+                    "a 503 tells the client when to retry"
+                );
+            }
+            *by_outcome.entry((status, code)).or_default() += 1;
+        }
+    }
+    let served = by_outcome.get(&(201, None)).copied().unwrap_or(0);
+    let shed = by_outcome
+        .get(&(503, Some("OVERLOADED".to_owned())))
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        served > 0,
+        "the node kept serving under overload: {by_outcome:?}"
+    );
+    assert!(shed > 0, "the excess was shed: {by_outcome:?}");
+    assert_eq!(
+        served + shed,
+        64 * 15,
+        "every request was served or shed, nothing else: {by_outcome:?}"
+    );
+    // A shed request did nothing: the stock moved by exactly the reserves served.
+    assert_eq!(stock(&cluster, leader, "busy").await, STOCK - served as i64);
+
+    // The load is gone: the next requests are served, none shed.
+    for node in [1, 2, 3] {
+        let answer = reserve_one(&cluster, node, "busy").await;
+        assert_eq!(answer.status, 201, "node {node} after the load: {answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_rate_gets_429_and_forwarded_requests_are_not_counted_twice() {
+    // 1 request/s with a burst of 3 per client IP (all test clients are 127.0.0.1).
+    let cluster = Cluster::start(3, "[api]\nrate_limit_rps = 1\nrate_limit_burst = 3\n").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    create(&cluster, leader, "limited").await;
+    // The create took one token at the leader; two more pass, then the bucket is empty.
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..4 {
+        let answer = reserve_one(&cluster, leader, "limited").await;
+        statuses.push(answer.status);
+        if answer.status == 429 {
+            refused = Some(answer);
+        }
+    }
+    let refused = refused.unwrap_or_else(|| panic!("no 429 after the burst: {statuses:?}"));
+    assert_eq!(refused.json["error"]["code"], "RATE_LIMITED", "{refused}");
+    assert!(refused.header("retry-after").is_some(), "{refused}");
+    // The follower counts this client on its own bucket and forwards; the leader, whose bucket
+    // for this IP is empty, does not count the forwarded request again.
+    let answer = reserve_one(&cluster, follower, "limited").await;
+    assert_eq!(answer.status, 201, "{answer}");
+}
+
+/// The soft limit on open files of this process (the nodes inherit it).
+fn open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if ok {
+        limit.rlim_cur
+    } else {
+        1024
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_do_not_stop_a_node_serving_or_cause_an_election() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    create(&cluster, leader, "idle").await;
+    let term_before = cluster.health(leader).await.unwrap().raft.term;
+
+    // As many as this machine's open-file limit allows, up to 10,000 (with room to spare for
+    // the node's own files and sockets).
+    let wanted = 10_000usize.min(open_files_limit().saturating_sub(1_000) as usize);
+    assert!(
+        wanted >= 1_000,
+        "open-file limit too low for this test: {}",
+        open_files_limit()
+    );
+    let addr = cluster.addr(leader).to_owned();
+    let mut idle = Vec::with_capacity(wanted);
+    for _ in 0..wanted {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connecting"),
+        );
+    }
+
+    for _ in 0..20 {
+        let answer = reserve_one(&cluster, leader, "idle").await;
+        assert_eq!(
+            answer.status, 201,
+            "with {wanted} idle connections open: {answer}"
+        );
+    }
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let answer = reserve_one(&cluster, follower, "idle").await;
+    assert_eq!(answer.status, 201, "a forwarded write: {answer}");
+    let health = cluster.health(leader).await.unwrap();
+    assert_eq!(health.raft.leader_id, Some(leader));
+    assert_eq!(
+        health.raft.term, term_before,
+        "no election while the connections were open"
+    );
+    drop(idle);
+}
