@@ -18,6 +18,7 @@ mod inventory;
 pub mod json;
 mod leader;
 mod metrics;
+pub mod openapi;
 mod overload;
 mod prometheus;
 mod raft_routes;
@@ -116,7 +117,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route(routes::HEALTH, get(health::health))
         .route(routes::LIVENESS, get(health::liveness))
         .route(routes::READINESS, get(health::readiness))
-        .route(routes::PROMETHEUS, get(prometheus::scrape));
+        .route(routes::PROMETHEUS, get(prometheus::scrape))
+        .route(routes::OPENAPI, get(serve_openapi));
 
     Router::new()
         .merge(raft)
@@ -136,6 +138,17 @@ pub fn router(app: Arc<App>) -> Router {
             request_id::assign,
         ))
         .with_state(app)
+}
+
+/// `GET /api/openapi.json`, rendered once.
+async fn serve_openapi() -> Response {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body = DOCUMENT.get_or_init(openapi::document).clone();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// Counts every `/api` request and every error answer, for `GET /api/metrics`.

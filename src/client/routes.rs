@@ -24,6 +24,8 @@ pub const READINESS: &str = "/api/health/readiness";
 pub const HEALTH_METRICS: &str = "/api/health/metrics";
 pub const METRICS: &str = "/api/metrics";
 pub const METRICS_RESET: &str = "/api/metrics/reset";
+/// The OpenAPI document of every route below (but Raft's).
+pub const OPENAPI: &str = "/api/openapi.json";
 /// Prometheus exposition (text format), outside `/api` as scrapers expect.
 pub const PROMETHEUS: &str = "/metrics";
 

@@ -21,25 +21,29 @@ use serde_json::Value;
 use crate::raft::NodeId;
 
 /// `POST /api/inventory`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateRequest {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,50}$")]
     pub sku: String,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,20}$")]
     pub store_id: String,
     #[serde(deserialize_with = "integer::non_negative")]
+    #[schema(minimum = 0)]
     pub initial_quantity: i64,
 }
 
 /// `POST /api/inventory/batch`: 1 to `inventory::BATCH_RECORDS_MAX` records, created together
 /// or not at all.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateBatchRequest {
+    #[schema(min_items = 1, max_items = 500)]
     pub records: Vec<CreateRequest>,
 }
 
 /// The answer to a batch create: every record was created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchCreated {
     pub created: usize,
@@ -47,19 +51,22 @@ pub struct BatchCreated {
 
 /// `POST /api/inventory/stores/:storeId/inventory/:sku`: the ids come from the path; when the
 /// body names them too, they must match it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateAtPathRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9._-]{1,50}$")]
     pub sku: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9._-]{1,20}$")]
     pub store_id: Option<String>,
     #[serde(deserialize_with = "integer::non_negative")]
+    #[schema(minimum = 0)]
     pub initial_quantity: i64,
 }
 
 /// `POST .../:sku/adjust`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AdjustRequest {
     /// Any sign; 0 makes a new version and moves no stock (as in the seed).
@@ -70,26 +77,29 @@ pub struct AdjustRequest {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "integer::version"
     )]
+    #[schema(nullable = false, minimum = 1)]
     pub expected_version: Option<u64>,
 }
 
 /// `POST .../:sku/reserve`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReserveRequest {
     /// >= 0; 0 makes a new version and takes no stock (as in the seed).
     #[serde(deserialize_with = "integer::non_negative")]
+    #[schema(minimum = 0)]
     pub qty: i64,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "integer::version"
     )]
+    #[schema(nullable = false, minimum = 1)]
     pub expected_version: Option<u64>,
 }
 
 /// `POST /api/cluster/learners`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AddLearnerRequest {
     pub id: NodeId,
@@ -101,7 +111,7 @@ pub struct AddLearnerRequest {
 }
 
 /// `POST /api/cluster/promote` (`keepAsLearners` unused) and `POST /api/cluster/remove`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MembersRequest {
     pub ids: BTreeSet<NodeId>,
@@ -111,22 +121,23 @@ pub struct MembersRequest {
 }
 
 /// `POST /api/cluster/transfer-leader`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TransferLeaderRequest {
     pub to: NodeId,
 }
 
 /// `POST /api/sync/start` (the body is optional).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SyncStartRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1000, maximum = 86400000)]
     pub interval_ms: Option<u64>,
 }
 
 /// `{"success": true, "data": ...}`: how most answers are wrapped (as in the seed).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Envelope<T> {
     pub success: bool,
     pub data: T,
@@ -142,7 +153,7 @@ impl<T> Envelope<T> {
 }
 
 /// A record as the API shows it (the seed's schema). Times are ISO-8601 UTC with milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordBody {
     pub sku: String,
@@ -154,7 +165,7 @@ pub struct RecordBody {
 }
 
 /// The answer to an adjust or a reserve.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeAnswer {
     pub success: bool,
@@ -164,13 +175,13 @@ pub struct ChangeAnswer {
 }
 
 /// Every error answer: `{"success": false, "error": {...}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub success: bool,
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorDetail {
     pub name: String,
@@ -181,6 +192,7 @@ pub struct ErrorDetail {
     pub timestamp: String,
     /// Facts about the refusal: `currentVersion`, `expectedVersion`, `requested`, `available`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub details: Option<Value>,
 }
 
@@ -216,7 +228,7 @@ pub mod codes {
 }
 
 /// A node's Raft role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RaftRole {
     Leader,
@@ -227,7 +239,7 @@ pub enum RaftRole {
 }
 
 /// A node's Raft position, as `/api/health` and `/api/metrics` report it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RaftStatus {
     pub node_id: NodeId,
@@ -243,7 +255,7 @@ pub struct RaftStatus {
 
 /// A node's disk-space alarm and its last measurement, as `/api/health` and `/api/metrics`
 /// report them (`space` explains the alarm).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageStatus {
     /// The alarm is raised: client writes are refused with 507 `INSUFFICIENT_STORAGE`.
@@ -262,7 +274,7 @@ pub struct StorageStatus {
 }
 
 /// `GET /api/health`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
     pub status: String,
@@ -275,13 +287,13 @@ pub struct Health {
 }
 
 /// `GET /api/health/liveness`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Liveness {
     pub status: String,
 }
 
 /// `GET /api/health/readiness` when ready.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Readiness {
     pub status: String,
@@ -290,7 +302,7 @@ pub struct Readiness {
 }
 
 /// `GET /api/metrics` and `GET /api/health/metrics` (README documents every field).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Metrics {
     pub requests: u64,
@@ -308,7 +320,7 @@ pub struct Metrics {
 }
 
 /// The Raft log and snapshots on this node's disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogStatus {
     /// Bytes in the Raft log's segment files.
@@ -321,7 +333,9 @@ pub struct LogStatus {
 }
 
 /// A member's role in the cluster's membership.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberRole {
     Voter,
@@ -338,7 +352,7 @@ impl std::fmt::Display for MemberRole {
 }
 
 /// One member, as the leader sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberView {
     pub id: NodeId,
@@ -352,7 +366,7 @@ pub struct MemberView {
 }
 
 /// The cluster as `GET /api/cluster` (and every membership change) reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterView {
     pub leader_id: Option<NodeId>,
@@ -364,7 +378,7 @@ pub struct ClusterView {
 }
 
 /// The periodic snapshot of `/api/sync/start|stop`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotSchedule {
     pub running: bool,
@@ -372,7 +386,7 @@ pub struct SnapshotSchedule {
 }
 
 /// `GET /api/sync/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncStatus {
     pub leader_id: Option<NodeId>,
@@ -384,7 +398,7 @@ pub struct SyncStatus {
 }
 
 /// `POST /api/sync/stop`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncStopped {
     pub was_running: bool,
@@ -392,7 +406,7 @@ pub struct SyncStopped {
 }
 
 /// `POST /api/sync`: this node applied at least `committed_index` (commit when called).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Barrier {
     pub committed_index: Option<u64>,
@@ -400,13 +414,13 @@ pub struct Barrier {
 }
 
 /// `POST /api/metrics/reset`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reset {
     pub reset: bool,
 }
 
 /// `POST /api/cluster/snapshot`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotTaken {
     pub node_id: NodeId,
