@@ -2,7 +2,9 @@
 # Does stockraft's cost grow with the size of its state? For each record count, a fresh
 # three-node cluster on loopback is loaded with that many records (batch creates, concurrently)
 # and driven by `stockraft bench --scenario spread` (32 clients, reserve qty 1 on random
-# records); then each node's RSS and data-directory size are read. Prints one table.
+# records). Halfway through each run the leader is asked for a snapshot (the whole state
+# written to a file while writes go on), so the run's max latency shows any stall it causes.
+# Then each node's RSS and data-directory size are read. Prints one table.
 #
 #   scripts/scale.sh                              1,000 / 200,000 / 1,000,000 records, 10 s each
 #   scripts/scale.sh --records 1000,200000 --seconds 20
@@ -62,9 +64,21 @@ for count in "${counts[@]}"; do
   leader="$(wait_for_stockraft_leader)"
   say "$count records: leader is node $leader; loading and running ${seconds}s, C=$clients"
   all_nodes="$(IFS=,; echo "${SR_ADDRS[*]}")"
+  secret="$(sed -n 's/^secret = "\(.*\)"$/\1/p' "$WORK/cluster.toml")"
+  leader_addr="${SR_ADDRS[$((leader - 1))]}"
+  : >"$WORK/bench.log"
+  # The snapshot request waits for the bench's setup (record creation) to finish first.
+  (
+    until grep -q "set up" "$WORK/bench.log" 2>/dev/null; do sleep 0.2; done
+    sleep "$(python3 -c "print($seconds / 2)")"
+    curl -sS -o /dev/null -w '%{time_total}\n' -X POST -H "x-stockraft-secret: $secret" \
+      "http://$leader_addr/api/cluster/snapshot" >"$WORK/snapshot-$count.time" 2>&1 || true
+  ) &
+  snapshot_pid=$!
   line="$("$BIN" bench --target stockraft --scenario spread --nodes "$all_nodes" \
-    --clients "$clients" --seconds "$seconds" --skus "$count" --label "records-$count" |
+    --clients "$clients" --seconds "$seconds" --skus "$count" --label "records-$count" 2>&1 |
     tee -a "$WORK/bench.log" | sed -n 's/^BENCH //p')"
+  wait "$snapshot_pid" || true
   [ -n "$line" ] || { say "bench printed no result; see $WORK/bench.log"; tail -5 "$WORK/bench.log"; exit 1; }
   rss_max=0 data_max=0
   for id in 1 2 3; do
@@ -73,7 +87,8 @@ for count in "${counts[@]}"; do
     [ "$rss" -gt "$rss_max" ] && rss_max="$rss"
     [ "${data:-0}" -gt "$data_max" ] && data_max="$data"
   done
-  printf '%s %s %s %s\n' "$count" "$rss_max" "$data_max" "$line" >>"$WORK/rows"
+  snapshot_s="$(cat "$WORK/snapshot-$count.time" 2>/dev/null || echo -)"
+  printf '%s %s %s %s %s\n' "$count" "$rss_max" "$data_max" "${snapshot_s:--}" "$line" >>"$WORK/rows"
   stop_nodes
 done
 
@@ -81,16 +96,16 @@ python3 - "$WORK/rows" <<'PY'
 import json, sys
 rows = []
 for raw in open(sys.argv[1]):
-    count, rss, data, line = raw.split(" ", 3)
-    rows.append((int(count), int(rss), int(data), json.loads(line)))
-base = rows[0][3]
+    count, rss, data, snap, line = raw.split(" ", 4)
+    rows.append((int(count), int(rss), int(data), snap, json.loads(line)))
+base = rows[0][4]
 print()
 print(f"{'records':>9} | {'ops/s':>7} {'vs first':>8} | {'p50 ms':>6} {'p99 ms':>7} {'vs first':>8} "
-      f"{'max ms':>7} | {'RSS MiB':>7} {'data MiB':>8}  (largest node)")
-for count, rss, data, r in rows:
+      f"{'max ms':>7} | {'snapshot s':>10} | {'RSS MiB':>7} {'data MiB':>8}  (largest node)")
+for count, rss, data, snap, r in rows:
     print(f"{count:>9} | {r['opsPerSec']:>7.0f} {r['opsPerSec'] / base['opsPerSec']:>7.2f}x | "
           f"{r['p50Ms']:>6.2f} {r['p99Ms']:>7.2f} {r['p99Ms'] / base['p99Ms']:>7.2f}x "
-          f"{r['maxMs']:>7.1f} | {rss:>7} {data:>8}")
+          f"{r['maxMs']:>7.1f} | {snap:>10} | {rss:>7} {data:>8}")
 PY
 [ "$smoke" = 1 ] && say "smoke run: figures are not meaningful"
 exit 0

@@ -10,7 +10,10 @@
 //! A logical reserve's latency includes its retries: stockraft retries a `503 NO_LEADER`
 //! (nothing was applied); etcd, as its users do, reads the stock (a linearizable range), then
 //! writes `qty - 1` in a transaction that compares the key's `mod_revision`, and re-reads and
-//! retries when the compare fails. Clients spread over `--nodes` round-robin on one keep-alive
+//! retries when the compare fails. Latency percentiles are of the reserves that were served. A
+//! reserve shed by an overloaded node (503 `OVERLOADED`) or a rate limit (429) is counted by
+//! outcome, and its client waits the answer's `Retry-After` before the next one, as a
+//! well-behaved client does. Clients spread over `--nodes` round-robin on one keep-alive
 //! connection pool. Output: a table row and one `BENCH {json}` line per run (for scripts).
 
 use std::collections::BTreeMap;
@@ -169,6 +172,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
 enum Outcome {
     Reserved,
     OutOfStock,
+    /// Shed by an overloaded node (503 `OVERLOADED`) or over a rate limit (429): nothing was
+    /// done, and the client waits `Retry-After` before its next reserve, as a well-behaved
+    /// client would (retrying at once would only turn the bench into a 503 generator).
+    Shed {
+        name: String,
+        retry_after: Duration,
+    },
     /// Something else, by name (a status, an error code, a transport error).
     Other(String),
 }
@@ -178,7 +188,7 @@ impl Outcome {
         match self {
             Outcome::Reserved => "ok".into(),
             Outcome::OutOfStock => "out-of-stock".into(),
-            Outcome::Other(name) => name.clone(),
+            Outcome::Shed { name, .. } | Outcome::Other(name) => name.clone(),
         }
     }
 }
@@ -241,10 +251,13 @@ async fn drive(
                 let id = (client as u64) << 40 | sequence;
                 let (outcome, extra) = driver.reserve(node, &run_id, sku, id).await;
                 let latency_us = began.elapsed().as_micros() as u64;
-                histogram
-                    .lock()
-                    .expect("histogram lock")
-                    .saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+                // Latency is of the reserves that were served (a shed answer is not one).
+                if outcome == Outcome::Reserved {
+                    histogram
+                        .lock()
+                        .expect("histogram lock")
+                        .saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+                }
                 retries.fetch_add(extra, Ordering::Relaxed);
                 if outcome == Outcome::OutOfStock {
                     sold_out.store(true, Ordering::Relaxed);
@@ -254,6 +267,10 @@ async fn drive(
                     .expect("outcomes lock")
                     .entry(outcome.name())
                     .or_default() += 1;
+                if let Outcome::Shed { retry_after, .. } = outcome {
+                    let wake = (Instant::now() + retry_after).min(deadline);
+                    tokio::time::sleep_until(wake.into()).await;
+                }
             }
         }));
     }
@@ -460,6 +477,19 @@ impl Driver for Stockraft {
                             extra += 1;
                             tokio::time::sleep(RETRY_PAUSE).await;
                             continue;
+                        }
+                        (
+                            status @ (503 | 429),
+                            Some(code @ (codes::OVERLOADED | codes::RATE_LIMITED)),
+                        ) => {
+                            let seconds = answer
+                                .header("retry-after")
+                                .and_then(|value| value.parse().ok())
+                                .unwrap_or(1);
+                            Outcome::Shed {
+                                name: format!("{status} {code}"),
+                                retry_after: Duration::from_secs(seconds),
+                            }
                         }
                         (status, code) => Outcome::Other(match code {
                             Some(code) => format!("{status} {code}"),
