@@ -48,7 +48,7 @@ pub struct Config {
     pub api: ApiConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Shared secret guarding Raft RPC and admin routes (header `x-stockraft-secret`).
@@ -58,6 +58,19 @@ pub struct ClusterConfig {
     /// When set, client routes require `Authorization: Bearer <token>`. Default: open.
     #[serde(default)]
     pub client_token: Option<String>,
+}
+
+/// Secrets never reach a log line or a panic message through `{:?}`.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("secret", &"<redacted>")
+            .field(
+                "client_token",
+                &self.client_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -379,16 +392,32 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_shows_the_secret_or_the_client_token() {
+        let mut config = Config::parse(SAMPLE).unwrap();
+        config.cluster.client_token = Some("token-value-xyz".into());
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("file-secret"), "{printed}");
+        assert!(!printed.contains("token-value-xyz"), "{printed}");
+        assert!(printed.contains("<redacted>"));
+    }
+
+    #[test]
     fn the_seeds_own_variables_are_honoured_where_they_have_an_equivalent() {
         let mut config = Config::parse(SAMPLE).unwrap();
         let env = |name: &str| match name {
             SEED_IDEMPOTENCY_TTL_ENV => Some("300000".to_owned()),
             SEED_SNAPSHOT_EVERY_ENV => Some("100".to_owned()),
+            SEED_RATE_LIMIT_RPS_ENV => Some("50".to_owned()),
+            SEED_RATE_LIMIT_BURST_ENV => Some("80".to_owned()),
             _ => None,
         };
         config.apply_env(env).unwrap();
         assert_eq!(config.api.idempotency_ttl_ms, 300_000);
         assert_eq!(config.raft.snapshot_every_entries, 100);
+        assert_eq!(
+            (config.api.rate_limit_rps, config.api.rate_limit_burst),
+            (50, 80)
+        );
         let garbage = |name: &str| (name == SEED_IDEMPOTENCY_TTL_ENV).then(|| "5m".to_owned());
         let error = Config::parse(SAMPLE)
             .unwrap()

@@ -310,3 +310,105 @@ async fn a_new_node_catches_up_on_100k_records_from_a_streamed_snapshot_in_bound
     };
     assert_eq!(client.remove(&remove).await.unwrap().status, 200);
 }
+
+/// bincode 2's varint for a length of 2^`exponent` (>= 2^32): a 0xFD tag and 8 bytes.
+fn huge_length(exponent: u32) -> Vec<u8> {
+    let mut bytes = vec![0xFD];
+    bytes.extend_from_slice(&(1u64 << exponent).to_le_bytes());
+    bytes
+}
+
+/// A valid append body (from a stale term 0, so a node that reads it refuses it) whose entry
+/// carries a command with strings: lengths for a bomb to replace.
+fn valid_append_body() -> Vec<u8> {
+    use openraft::vote::RaftLeaderIdExt;
+    use stockraft::inventory::{Command, RecordKey, Request};
+    use stockraft::raft::{Entry, LogId, TypeConfig};
+    let log_id = |index| {
+        LogId::new(
+            <TypeConfig as openraft::RaftTypeConfig>::LeaderId::new_committed(0, 1),
+            index,
+        )
+    };
+    let request: openraft::raft::AppendEntriesRequest<TypeConfig> =
+        openraft::raft::AppendEntriesRequest {
+            vote: openraft::Vote::new(0, 1),
+            prev_log_id: None,
+            entries: vec![Entry {
+                log_id: log_id(1),
+                payload: openraft::EntryPayload::Normal(Request {
+                    command: Command::Create {
+                        key: RecordKey::new("store-1", "SKU-1").unwrap(),
+                        initial_quantity: 5,
+                    },
+                    proposed_at_ms: 1,
+                    idempotency: None,
+                }),
+            }],
+            leader_commit: None,
+        };
+    stockraft::raft::network::encode_rpc(&request)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_bombs_on_the_raft_routes_are_refused_and_the_cluster_keeps_committing() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    create(&cluster, leader, "bombed", 100).await;
+    let valid = valid_append_body();
+    // A huge length inserted at, and written over, every offset of a valid message.
+    let mut bodies = Vec::new();
+    for offset in 0..=valid.len() {
+        for exponent in [40, 44] {
+            let bomb = huge_length(exponent);
+            let mut inserted = valid[..offset].to_vec();
+            inserted.extend(&bomb);
+            inserted.extend_from_slice(&valid[offset..]);
+            bodies.push(inserted);
+            let mut overwritten = valid.clone();
+            for (i, byte) in bomb.into_iter().enumerate() {
+                if let Some(slot) = overwritten.get_mut(offset + i) {
+                    *slot = byte;
+                }
+            }
+            bodies.push(overwritten);
+        }
+    }
+    for target in cluster.ids() {
+        for route in [
+            routes::raft::APPEND,
+            routes::raft::SNAPSHOT,
+            routes::raft::VOTE,
+        ] {
+            for body in &bodies {
+                let status = cluster
+                    .http
+                    .post(cluster.url(target, route))
+                    .header("x-stockraft-secret", SECRET)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("node {target} died on {route}: {e}"))
+                    .status()
+                    .as_u16();
+                // Refused (400), or read as a valid but stale request (200).
+                assert!(
+                    status == 400 || status == 200,
+                    "node {target} {route}: answered {status}"
+                );
+            }
+        }
+    }
+    // Every node is alive, and the cluster still commits.
+    for id in cluster.ids() {
+        assert!(
+            cluster.health(id).await.is_some(),
+            "node {id} stopped answering"
+        );
+    }
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    eventually!(
+        "a reserve commits after the bombs",
+        reserve(&cluster, leader, "bombed", 1).await == 201
+    );
+}

@@ -41,8 +41,8 @@ use crate::client::{headers, routes};
 use crate::transport::SECRET_HEADER;
 use error::ApiError;
 
-/// Largest Raft RPC body (a full snapshot travels in one request).
-pub const RAFT_BODY_LIMIT_BYTES: usize = 1 << 30;
+/// Largest Raft RPC body: what its decoder accepts (snapshots travel in 1 MiB chunks).
+pub const RAFT_BODY_LIMIT_BYTES: usize = crate::raft::network::RPC_DECODE_LIMIT_BYTES;
 
 /// The node's whole HTTP surface.
 pub fn router(app: Arc<App>) -> Router {

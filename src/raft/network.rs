@@ -38,9 +38,17 @@ pub fn encode_rpc<T: Serialize>(value: &T) -> Vec<u8> {
     encode(value)
 }
 
-/// Decodes a Raft RPC body.
+/// Most bytes one Raft RPC body may make the decoder claim. A length prefix is trusted only up
+/// to this: without a limit, a 20-byte body claiming a 2^40-byte string makes the allocation
+/// fail and the process abort. Bodies are far smaller (entries are under 100 KiB, at most a
+/// few hundred per append; snapshot chunks 1 MiB).
+pub const RPC_DECODE_LIMIT_BYTES: usize = 64 << 20;
+
+/// Decodes a Raft RPC body (a request at the server, a reply at the client), refusing any
+/// length that claims more than [`RPC_DECODE_LIMIT_BYTES`].
 pub fn decode_rpc<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcDecodeError> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+    let config = bincode::config::standard().with_limit::<RPC_DECODE_LIMIT_BYTES>();
+    bincode::serde::decode_from_slice(bytes, config)
         .map(|(value, _)| value)
         .map_err(|error| RpcDecodeError(error.to_string()))
 }
@@ -270,5 +278,66 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         Ok(self
             .call(routes::TRANSFER_LEADER, &request, option.hard_ttl())
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{Command, IdempotencyKey, NewRecord, RecordKey, Request};
+
+    /// bincode 2's varint for a u64 of 2^`exponent` (>= 2^32): a 0xFD tag and 8 bytes.
+    fn huge_length(exponent: u32) -> Vec<u8> {
+        let mut bytes = vec![0xFD];
+        bytes.extend_from_slice(&(1u64 << exponent).to_le_bytes());
+        bytes
+    }
+
+    fn sample() -> Vec<u8> {
+        let key = RecordKey {
+            store_id: "store-1".into(),
+            sku: "SKU-1".into(),
+        };
+        encode_rpc(&Request {
+            command: Command::CreateBatch {
+                records: vec![
+                    NewRecord {
+                        key: key.clone(),
+                        initial_quantity: 5,
+                    };
+                    3
+                ],
+            },
+            proposed_at_ms: 1,
+            idempotency: Some(IdempotencyKey {
+                key: "order-42".into(),
+                ttl_ms: 1000,
+            }),
+        })
+    }
+
+    #[test]
+    fn a_length_bomb_at_any_offset_is_an_error_not_an_abort() {
+        let valid = sample();
+        assert!(decode_rpc::<Request>(&valid).is_ok());
+        for offset in 0..=valid.len() {
+            for exponent in [32, 36, 40, 44, 62] {
+                // Inserted, and written over the bytes that were there.
+                let mut inserted = valid[..offset].to_vec();
+                inserted.extend(huge_length(exponent));
+                inserted.extend_from_slice(&valid[offset..]);
+                let _ = decode_rpc::<Request>(&inserted);
+                let mut overwritten = valid.clone();
+                for (i, byte) in huge_length(exponent).into_iter().enumerate() {
+                    if let Some(slot) = overwritten.get_mut(offset + i) {
+                        *slot = byte;
+                    }
+                }
+                let _ = decode_rpc::<Request>(&overwritten);
+            }
+        }
+        // The same on disk values.
+        let bomb = [vec![0u8; 3], huge_length(44)].concat();
+        assert!(crate::storage::decode::<Request>(b"Sr-key", &bomb).is_err());
     }
 }

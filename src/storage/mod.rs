@@ -111,9 +111,15 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
         .expect("encoding into memory cannot fail")
 }
 
+/// Most bytes one stored value may make the decoder claim: a corrupt length on disk is then a
+/// clear error naming the key, never an allocation that aborts the process. Values are small
+/// (a record, an idempotency entry, the membership).
+pub const DISK_DECODE_LIMIT_BYTES: usize = 16 << 20;
+
 /// Decodes a value read from under `key`.
 pub fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StorageError> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+    let config = bincode::config::standard().with_limit::<DISK_DECODE_LIMIT_BYTES>();
+    bincode::serde::decode_from_slice(bytes, config)
         .map(|(value, _)| value)
         .map_err(|error| StorageError::Decode {
             key: String::from_utf8_lossy(key).into_owned(),
