@@ -32,22 +32,14 @@ fi
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/stockraft-fuzz.XXXXXX")"
 PIDS=()
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_started_processes
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-if [ -n "${STOCKRAFT_BIN:-}" ]; then
-  BIN="$STOCKRAFT_BIN"
-else
-  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/stockraft"
-  say "building the debug binary"
-  (cd "$ROOT" && cargo build --quiet --bin stockraft)
-fi
 # shellcheck source=lib/throwaway-cluster.sh
 . "$ROOT/scripts/lib/throwaway-cluster.sh"
+use_stockraft_binary debug
 start_stockraft
 leader="$(wait_for_stockraft_leader)"
 # Through a follower: every write is forwarded, the longer path.

@@ -41,30 +41,19 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/stockraft-bench.XXXXXX")"
 OUT="${BENCH_OUT:-$WORK/results.jsonl}"
 PIDS=()
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_started_processes
   [ "$OUT" = "$WORK/results.jsonl" ] && cp "$OUT" "${TMPDIR:-/tmp}/stockraft-bench-last.jsonl" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 ensure_etcd
-# A smoke checks the script, not the speed: it reuses the debug build the tests made, which
-# spares CI a third full build.
-if [ "$smoke" = 1 ]; then profile=debug build_flags=(); else profile=release build_flags=(--release); fi
-# STOCKRAFT_BIN runs a given binary instead (an older build, to compare before and after).
-if [ -n "${STOCKRAFT_BIN:-}" ]; then
-  BIN="$STOCKRAFT_BIN"
-else
-  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$profile/stockraft"
-  say "building the $profile binary"
-  (cd "$ROOT" && cargo build "${build_flags[@]}" --quiet --bin stockraft)
-fi
-
-# --- stockraft: three nodes ------------------------------------------------------------------
 # shellcheck source=lib/throwaway-cluster.sh
 . "$ROOT/scripts/lib/throwaway-cluster.sh"
+# A smoke checks the script, not the speed: it reuses the debug build the tests made.
+if [ "$smoke" = 1 ]; then use_stockraft_binary debug; else use_stockraft_binary release; fi
+
+# --- stockraft: three nodes ------------------------------------------------------------------
 start_stockraft
 
 # --- etcd: three members -----------------------------------------------------------------------

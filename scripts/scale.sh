@@ -32,9 +32,7 @@ say() { printf 'scale: %s\n' "$*"; }
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/stockraft-scale.XXXXXX")"
 PIDS=()
 stop_nodes() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_started_processes
   PIDS=()
 }
 cleanup() {
@@ -43,16 +41,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ "$smoke" = 1 ]; then profile=debug build_flags=(); else profile=release build_flags=(--release); fi
-if [ -n "${STOCKRAFT_BIN:-}" ]; then
-  BIN="$STOCKRAFT_BIN"
-else
-  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$profile/stockraft"
-  say "building the $profile binary"
-  (cd "$ROOT" && cargo build "${build_flags[@]}" --quiet --bin stockraft)
-fi
 # shellcheck source=lib/throwaway-cluster.sh
 . "$ROOT/scripts/lib/throwaway-cluster.sh"
+# A smoke checks the script, not the speed: it reuses the debug build the tests made.
+if [ "$smoke" = 1 ]; then use_stockraft_binary debug; else use_stockraft_binary release; fi
 
 rss_mib() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 

@@ -38,31 +38,22 @@ say() { printf 'soak: %s\n' "$*"; }
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/stockraft-soak.XXXXXX")"
 PIDS=()
 cleanup() {
-  local pid file
+  local file
   [ -n "${FAULTS_PID:-}" ] && kill "$FAULTS_PID" 2>/dev/null || true
   # Nodes the fault loop restarted are known only by their PID files.
   for file in "$WORK"/node-*.pid; do
     [ -e "$file" ] && PIDS+=("$(cat "$file")")
   done
-  for pid in "${PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # (frozen ones are resumed first, so that they can stop)
+  stop_started_processes
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-# A smoke checks the script, not the speed: it reuses the debug build the tests made, which
-# spares CI a third full build.
-if [ "$smoke" = 1 ]; then profile=debug build_flags=(); else profile=release build_flags=(--release); fi
-# STOCKRAFT_BIN runs a given binary instead (an older build, to compare before and after).
-if [ -n "${STOCKRAFT_BIN:-}" ]; then
-  BIN="$STOCKRAFT_BIN"
-else
-  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$profile/stockraft"
-  say "building the $profile binary"
-  (cd "$ROOT" && cargo build "${build_flags[@]}" --quiet --bin stockraft)
-fi
 # shellcheck source=lib/throwaway-cluster.sh
 . "$ROOT/scripts/lib/throwaway-cluster.sh"
+# A smoke checks the script, not the speed: it reuses the debug build the tests made.
+if [ "$smoke" = 1 ]; then use_stockraft_binary debug; else use_stockraft_binary release; fi
 start_stockraft
 say "leader is node $(wait_for_stockraft_leader)"
 all_nodes="$(IFS=,; echo "${SR_ADDRS[*]}")"

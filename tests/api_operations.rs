@@ -308,14 +308,7 @@ async fn prometheus_scrapes_requests_raft_position_log_syncs_and_snapshots() {
         )
         .await;
     assert_eq!(answer.status, 201, "{}", answer.text);
-    let (status, body) = cluster
-        .post_empty(
-            leader,
-            routes::CLUSTER_SNAPSHOT,
-            &[("x-stockraft-secret", SECRET)],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    cluster.take_snapshot(leader).await;
 
     let scrape = |id| cluster.request(id, reqwest::Method::GET, routes::PROMETHEUS, None, &[]);
     let on_leader = scrape(leader).await;

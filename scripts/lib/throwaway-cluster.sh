@@ -6,6 +6,28 @@
 #   wait_for_stockraft_leader                    prints the leader's id (fails after 60 s)
 #   restart_stockraft_node ID                    starts node ID again on its data directory
 
+#   use_stockraft_binary release|debug           sets BIN: $STOCKRAFT_BIN if set (an older build,
+#                                                to compare before and after), else builds it
+#   stop_started_processes                       TERM, then wait for, every PID in PIDS
+
+use_stockraft_binary() {
+  local profile="$1" flags=()
+  if [ -n "${STOCKRAFT_BIN:-}" ]; then
+    BIN="$STOCKRAFT_BIN"
+    return
+  fi
+  [ "$profile" = release ] && flags=(--release)
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$profile/stockraft"
+  printf 'building the %s binary\n' "$profile" >&2
+  (cd "$ROOT" && cargo build "${flags[@]}" --quiet --bin stockraft)
+}
+
+stop_started_processes() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 start_stockraft() {

@@ -12,7 +12,8 @@
 //!
 //! Every error answer has the seed's shape (`ErrorBody`); its `code` says which case it is.
 
-use utoipa::OpenApi;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoResponses, OpenApi};
 
 use crate::client::wire::{
     AddLearnerRequest, AdjustRequest, Barrier, BatchCreated, ChangeAnswer, ClusterView,
@@ -91,6 +92,74 @@ pub fn document() -> String {
         .expect("the OpenAPI document serializes")
 }
 
+/// Error answers several operations share, in the seed's shape (`ErrorBody`).
+fn refusals(list: &[(u16, &str)]) -> std::collections::BTreeMap<String, RefOr<Response>> {
+    list.iter()
+        .map(|(status, description)| {
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content("application/json", content)
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
+}
+
+const UNAUTHORIZED: (u16, &str) = (401, "Missing or wrong client token");
+const RATE_LIMITED: (u16, &str) = (429, "Over the client's rate limit");
+
+/// What any client route may answer besides its own: 401, 429, 503.
+struct ClientRefusals;
+
+impl IntoResponses for ClientRefusals {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+        refusals(&[
+            UNAUTHORIZED,
+            RATE_LIMITED,
+            (
+                503,
+                "No leader, overloaded, timed out or not a member; nothing was done",
+            ),
+        ])
+    }
+}
+
+/// What every write may answer besides its own.
+struct WriteRefusals;
+
+impl IntoResponses for WriteRefusals {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+        refusals(&[
+            (400, "Invalid ids, body or If-Match"),
+            UNAUTHORIZED,
+            (413, "Body too large"),
+            (415, "Not application/json"),
+            (422, "Idempotency key reused for another request (or, on adjust and reserve, insufficient stock)"),
+            RATE_LIMITED,
+            (503, "No leader, overloaded, timed out, not a member, or outcome unknown"),
+            (507, "The node is short of disk space"),
+        ])
+    }
+}
+
+/// What every admin route may answer besides its own.
+struct AdminRefusals;
+
+impl IntoResponses for AdminRefusals {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+        refusals(&[
+            (400, "Invalid body"),
+            (401, "Missing or wrong cluster secret"),
+            (409, "Refused by the membership rules"),
+            (415, "Not application/json"),
+            (503, "No leader, or outcome unknown"),
+        ])
+    }
+}
+
 /// Documentation-only operations: one per route, named after its handler.
 #[allow(dead_code)]
 mod paths {
@@ -146,15 +215,8 @@ mod paths {
         request_body = CreateRequest, params(WriteHeaders),
         responses(
             (status = 201, description = "Created", body = Envelope<RecordBody>),
-            (status = 400, description = "Invalid body", body = ErrorBody),
-            (status = 401, description = "Missing or wrong client token", body = ErrorBody),
             (status = 409, description = "The record exists", body = ErrorBody),
-            (status = 413, description = "Body too large", body = ErrorBody),
-            (status = 415, description = "Not application/json", body = ErrorBody),
-            (status = 422, description = "Idempotency key reused for another request", body = ErrorBody),
-            (status = 429, description = "Over the client's rate limit", body = ErrorBody),
-            (status = 503, description = "No leader, overloaded, timed out, not a member, or outcome unknown", body = ErrorBody),
-            (status = 507, description = "The node is short of disk space", body = ErrorBody),
+            WriteRefusals,
         ),
         security((), ("clientToken" = [])))]
     fn create_from_body() {}
@@ -163,15 +225,8 @@ mod paths {
         request_body = CreateBatchRequest, params(WriteHeaders),
         responses(
             (status = 201, description = "Every record created", body = Envelope<BatchCreated>),
-            (status = 400, description = "Invalid body (none created)", body = ErrorBody),
-            (status = 401, description = "Missing or wrong client token", body = ErrorBody),
             (status = 409, description = "A record exists (none created)", body = ErrorBody),
-            (status = 413, description = "Body too large", body = ErrorBody),
-            (status = 415, description = "Not application/json", body = ErrorBody),
-            (status = 422, description = "Idempotency key reused for another request", body = ErrorBody),
-            (status = 429, description = "Over the client's rate limit", body = ErrorBody),
-            (status = 503, description = "No leader, overloaded, timed out, not a member, or outcome unknown", body = ErrorBody),
-            (status = 507, description = "The node is short of disk space", body = ErrorBody),
+            WriteRefusals,
         ),
         security((), ("clientToken" = [])))]
     fn create_batch() {}
@@ -181,10 +236,8 @@ mod paths {
         responses(
             (status = 200, description = "The record itself, with `ETag: \"<version>\"`", body = RecordBody),
             (status = 400, description = "Invalid id or query", body = ErrorBody),
-            (status = 401, description = "Missing or wrong client token", body = ErrorBody),
             (status = 404, description = "No such record", body = ErrorBody),
-            (status = 429, description = "Over the client's rate limit", body = ErrorBody),
-            (status = 503, description = "No leader, overloaded, timed out or not a member", body = ErrorBody),
+            ClientRefusals,
         ),
         security((), ("clientToken" = [])))]
     fn get_record() {}
@@ -193,15 +246,8 @@ mod paths {
         params(RecordPath, WriteHeaders), request_body = CreateAtPathRequest,
         responses(
             (status = 201, description = "Created", body = Envelope<RecordBody>),
-            (status = 400, description = "Invalid id or body, or body ids differ from the path", body = ErrorBody),
-            (status = 401, description = "Missing or wrong client token", body = ErrorBody),
             (status = 409, description = "The record exists", body = ErrorBody),
-            (status = 413, description = "Body too large", body = ErrorBody),
-            (status = 415, description = "Not application/json", body = ErrorBody),
-            (status = 422, description = "Idempotency key reused for another request", body = ErrorBody),
-            (status = 429, description = "Over the client's rate limit", body = ErrorBody),
-            (status = 503, description = "No leader, overloaded, timed out, not a member, or outcome unknown", body = ErrorBody),
-            (status = 507, description = "The node is short of disk space", body = ErrorBody),
+            WriteRefusals,
         ),
         security((), ("clientToken" = [])))]
     fn create_at_path() {}
@@ -212,10 +258,8 @@ mod paths {
         responses(
             (status = 200, description = "The record, wrapped", body = Envelope<RecordBody>),
             (status = 400, description = "Invalid id or query", body = ErrorBody),
-            (status = 401, description = "Missing or wrong client token", body = ErrorBody),
             (status = 404, description = "No such record", body = ErrorBody),
-            (status = 429, description = "Over the client's rate limit", body = ErrorBody),
-            (status = 503, description = "No leader, overloaded, timed out or not a member", body = ErrorBody),
+            ClientRefusals,
         ),
         security((), ("clientToken" = [])))]
     #[deprecated]
@@ -225,16 +269,9 @@ mod paths {
         params(RecordPath, WriteHeaders), request_body = AdjustRequest,
         responses(
             (status = 200, description = "Adjusted", body = ChangeAnswer),
-            (status = 400, description = "Invalid id, body or If-Match", body = ErrorBody),
-            (status = 401, description = "Missing or wrong client token", body = ErrorBody),
             (status = 404, description = "No such record", body = ErrorBody),
             (status = 409, description = "Version conflict", body = ErrorBody),
-            (status = 413, description = "Body too large", body = ErrorBody),
-            (status = 415, description = "Not application/json", body = ErrorBody),
-            (status = 422, description = "Insufficient stock, or idempotency key reused", body = ErrorBody),
-            (status = 429, description = "Over the client's rate limit", body = ErrorBody),
-            (status = 503, description = "No leader, overloaded, timed out, not a member, or outcome unknown", body = ErrorBody),
-            (status = 507, description = "The node is short of disk space", body = ErrorBody),
+            WriteRefusals,
         ),
         security((), ("clientToken" = [])))]
     fn adjust() {}
@@ -243,16 +280,9 @@ mod paths {
         params(RecordPath, WriteHeaders), request_body = ReserveRequest,
         responses(
             (status = 201, description = "Reserved", body = ChangeAnswer),
-            (status = 400, description = "Invalid id, body or If-Match", body = ErrorBody),
-            (status = 401, description = "Missing or wrong client token", body = ErrorBody),
             (status = 404, description = "No such record", body = ErrorBody),
             (status = 409, description = "Version conflict", body = ErrorBody),
-            (status = 413, description = "Body too large", body = ErrorBody),
-            (status = 415, description = "Not application/json", body = ErrorBody),
-            (status = 422, description = "Insufficient stock, or idempotency key reused", body = ErrorBody),
-            (status = 429, description = "Over the client's rate limit", body = ErrorBody),
-            (status = 503, description = "No leader, overloaded, timed out, not a member, or outcome unknown", body = ErrorBody),
-            (status = 507, description = "The node is short of disk space", body = ErrorBody),
+            WriteRefusals,
         ),
         security((), ("clientToken" = [])))]
     fn reserve() {}
@@ -260,9 +290,7 @@ mod paths {
     #[utoipa::path(get, path = "/api/metrics", tag = "operations",
         responses(
             (status = 200, description = "This node's counters and Raft position", body = Envelope<Metrics>),
-            (status = 401, description = "Missing or wrong client token", body = ErrorBody),
-            (status = 429, description = "Over the client's rate limit", body = ErrorBody),
-            (status = 503, description = "Overloaded", body = ErrorBody),
+            ClientRefusals,
         ),
         security((), ("clientToken" = [])))]
     fn metrics() {}
@@ -270,9 +298,7 @@ mod paths {
     #[utoipa::path(get, path = "/api/health/metrics", tag = "operations",
         responses(
             (status = 200, description = "The same as /api/metrics (the seed's path)", body = Envelope<Metrics>),
-            (status = 401, description = "Missing or wrong client token", body = ErrorBody),
-            (status = 429, description = "Over the client's rate limit", body = ErrorBody),
-            (status = 503, description = "Overloaded", body = ErrorBody),
+            ClientRefusals,
         ),
         security((), ("clientToken" = [])))]
     fn health_metrics() {}
@@ -295,9 +321,7 @@ mod paths {
     #[utoipa::path(post, path = "/api/sync", tag = "operations",
         responses(
             (status = 200, description = "This node applied everything committed when called", body = Envelope<Barrier>),
-            (status = 401, description = "Missing or wrong client token", body = ErrorBody),
-            (status = 429, description = "Over the client's rate limit", body = ErrorBody),
-            (status = 503, description = "No leader, overloaded, timed out or not caught up in time", body = ErrorBody),
+            ClientRefusals,
         ),
         security((), ("clientToken" = [])))]
     fn sync_barrier() {}
@@ -305,9 +329,7 @@ mod paths {
     #[utoipa::path(get, path = "/api/sync/status", tag = "operations",
         responses(
             (status = 200, description = "Replication as the leader sees it", body = Envelope<SyncStatus>),
-            (status = 401, description = "Missing or wrong client token", body = ErrorBody),
-            (status = 429, description = "Over the client's rate limit", body = ErrorBody),
-            (status = 503, description = "No leader, overloaded or timed out", body = ErrorBody),
+            ClientRefusals,
         ),
         security((), ("clientToken" = [])))]
     fn sync_status() {}
@@ -317,11 +339,9 @@ mod paths {
         responses(
             (status = 200, description = "Periodic snapshots running on this node", body = Envelope<SnapshotSchedule>),
             (status = 400, description = "Invalid body", body = ErrorBody),
-            (status = 401, description = "Missing or wrong client token", body = ErrorBody),
             (status = 413, description = "Body too large", body = ErrorBody),
             (status = 415, description = "Not application/json", body = ErrorBody),
-            (status = 429, description = "Over the client's rate limit", body = ErrorBody),
-            (status = 503, description = "Overloaded or timed out", body = ErrorBody),
+            ClientRefusals,
         ),
         security((), ("clientToken" = [])))]
     fn sync_start() {}
@@ -329,9 +349,7 @@ mod paths {
     #[utoipa::path(post, path = "/api/sync/stop", tag = "operations",
         responses(
             (status = 200, description = "Periodic snapshots stopped on this node", body = Envelope<SyncStopped>),
-            (status = 401, description = "Missing or wrong client token", body = ErrorBody),
-            (status = 429, description = "Over the client's rate limit", body = ErrorBody),
-            (status = 503, description = "Overloaded or timed out", body = ErrorBody),
+            ClientRefusals,
         ),
         security((), ("clientToken" = [])))]
     fn sync_stop() {}
@@ -349,11 +367,7 @@ mod paths {
         request_body = AddLearnerRequest,
         responses(
             (status = 200, description = "Added as a learner", body = Envelope<ClusterView>),
-            (status = 400, description = "Invalid body", body = ErrorBody),
-            (status = 401, description = "Missing or wrong cluster secret", body = ErrorBody),
-            (status = 409, description = "Refused by the membership rules", body = ErrorBody),
-            (status = 415, description = "Not application/json", body = ErrorBody),
-            (status = 503, description = "No leader, or outcome unknown", body = ErrorBody),
+            AdminRefusals,
         ),
         security(("clusterSecret" = [])))]
     fn add_learner() {}
@@ -362,11 +376,7 @@ mod paths {
         request_body = MembersRequest,
         responses(
             (status = 200, description = "Promoted to voters", body = Envelope<ClusterView>),
-            (status = 400, description = "Invalid body", body = ErrorBody),
-            (status = 401, description = "Missing or wrong cluster secret", body = ErrorBody),
-            (status = 409, description = "Refused by the membership rules", body = ErrorBody),
-            (status = 415, description = "Not application/json", body = ErrorBody),
-            (status = 503, description = "No leader, or outcome unknown", body = ErrorBody),
+            AdminRefusals,
         ),
         security(("clusterSecret" = [])))]
     fn promote() {}
@@ -375,11 +385,7 @@ mod paths {
         request_body = MembersRequest,
         responses(
             (status = 200, description = "Removed (or demoted to learners)", body = Envelope<ClusterView>),
-            (status = 400, description = "Invalid body", body = ErrorBody),
-            (status = 401, description = "Missing or wrong cluster secret", body = ErrorBody),
-            (status = 409, description = "Refused by the membership rules", body = ErrorBody),
-            (status = 415, description = "Not application/json", body = ErrorBody),
-            (status = 503, description = "No leader, or outcome unknown", body = ErrorBody),
+            AdminRefusals,
         ),
         security(("clusterSecret" = [])))]
     fn remove() {}
@@ -388,11 +394,7 @@ mod paths {
         request_body = TransferLeaderRequest,
         responses(
             (status = 200, description = "Leadership moved", body = Envelope<ClusterView>),
-            (status = 400, description = "Invalid body", body = ErrorBody),
-            (status = 401, description = "Missing or wrong cluster secret", body = ErrorBody),
-            (status = 409, description = "Refused (not a voter, unreachable)", body = ErrorBody),
-            (status = 415, description = "Not application/json", body = ErrorBody),
-            (status = 503, description = "No leader, or it did not move in time", body = ErrorBody),
+            AdminRefusals,
         ),
         security(("clusterSecret" = [])))]
     fn transfer_leader() {}

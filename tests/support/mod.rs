@@ -386,6 +386,18 @@ impl Cluster {
         health.and_then(|h| h.raft.snapshot_index).unwrap_or(0)
     }
 
+    /// Builds a snapshot on node `id` and purges the log behind it (admin route), or fails.
+    pub async fn take_snapshot(&self, id: u64) {
+        let (status, body) = self
+            .post_empty(
+                id,
+                routes::CLUSTER_SNAPSHOT,
+                &[("x-stockraft-secret", SECRET)],
+            )
+            .await;
+        assert_eq!(status, 200, "snapshot on node {id}: {body}");
+    }
+
     /// The record as node `id` has applied it (`?consistency=local`), or None.
     pub async fn local_qty(&self, id: u64, store: &str, sku: &str) -> Option<i64> {
         let path = routes::read(store, sku, routes::Consistency::Local);
