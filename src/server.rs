@@ -70,6 +70,13 @@ pub async fn serve(
     let data_dir = config.data_dir_for(id);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
+    // The data directory holds every record and idempotency answer: its owner only, whatever
+    // the umask.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {} to its owner", data_dir.display()))?;
+    }
     let disk = Arc::new(
         SledDisk::open(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?,
     );

@@ -363,3 +363,23 @@ async fn prometheus_scrapes_requests_raft_position_log_syncs_and_snapshots() {
     // Routes are patterns: no SKU or store id becomes a label.
     assert!(!on_follower.contains("p1"), "{on_follower}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_pose_as_a_forwarding_node() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    create(&cluster, leader, "posed").await;
+    // A follower answers a request a node forwarded to it with "not the leader"; a client's
+    // claim to be such a node is dropped, so its write is forwarded and served.
+    let answer = cluster
+        .request(
+            follower,
+            reqwest::Method::POST,
+            &routes::reserve("s1", "posed"),
+            Some(r#"{"qty":1}"#),
+            &[("x-stockraft-forwarded", "9")],
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{answer}");
+}

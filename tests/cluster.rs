@@ -55,6 +55,17 @@ async fn a_command_committed_through_the_leader_is_applied_on_all_three_nodes() 
             &format!("node {id} applies the reserve"),
             cluster.local_qty(id, STORE, "apple").await == Some(7)
         );
+        // Each node's data directory is its owner's alone, whatever the umask.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(cluster.data_dir(id))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o700,
+            "node {id}'s data directory mode {mode:o}"
+        );
     }
 }
 

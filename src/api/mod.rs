@@ -137,6 +137,10 @@ pub fn router(app: Arc<App>) -> Router {
             Arc::new(request_id::RequestIds::new(app.id, app.now_ms())),
             request_id::assign,
         ))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            strip_internal_headers,
+        ))
         .with_state(app)
 }
 
@@ -164,12 +168,30 @@ async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Nex
     response
 }
 
-/// Compares two secrets without leaking, through timing, how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Compares a `guess` with the `expected` secret without leaking, through timing, how much of
+/// the guess was right or how long the secret is: the work is the same for every guess (one
+/// pass over the expected bytes), and a length mismatch is folded in, not returned early.
+fn constant_time_eq(guess: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(guess.len() != expected.len());
+    for (i, byte) in expected.iter().enumerate() {
+        diff |= byte ^ guess.get(i).copied().unwrap_or(!byte);
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    diff == 0
+}
+
+/// Only a node may say a request was forwarded by a node: a client's `x-stockraft-forwarded`
+/// (without the cluster secret a forwarding node adds) is dropped before anything reads it.
+async fn strip_internal_headers(
+    State(app): State<Arc<App>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if request.headers().contains_key(leader::FORWARDED_HEADER)
+        && !has_secret(&app, request.headers())
+    {
+        request.headers_mut().remove(leader::FORWARDED_HEADER);
+    }
+    next.run(request).await
 }
 
 fn has_secret(app: &App, headers: &HeaderMap) -> bool {
@@ -202,4 +224,21 @@ async fn require_client_token(
         }
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical_whatever_the_lengths() {
+        assert!(constant_time_eq(b"sekret-value", b"sekret-value"));
+        assert!(!constant_time_eq(b"sekret-valuX", b"sekret-value"));
+        assert!(!constant_time_eq(b"sekret", b"sekret-value"));
+        assert!(!constant_time_eq(b"sekret-value-and-more", b"sekret-value"));
+        assert!(!constant_time_eq(b"", b"sekret-value"));
+        // A guess padded with what `unwrap_or` would compare against still fails.
+        assert!(!constant_time_eq(b"ab", b"ab\xff"));
+        assert!(constant_time_eq(b"", b""));
+    }
 }
