@@ -47,6 +47,8 @@ node=$(( leader % 3 + 1 ))
 url="http://${SR_ADDRS[$((node - 1))]}"
 say "leader is node $leader; fuzzing node $node at $url"
 
+# From the work directory: schemathesis keeps a cache where it runs.
+cd "$WORK"
 schemathesis run "$url/api/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --max-examples "$examples" \

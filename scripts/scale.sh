@@ -56,15 +56,16 @@ for count in "${counts[@]}"; do
   leader="$(wait_for_stockraft_leader)"
   say "$count records: leader is node $leader; loading and running ${seconds}s, C=$clients"
   all_nodes="$(IFS=,; echo "${SR_ADDRS[*]}")"
-  secret="$(sed -n 's/^secret = "\(.*\)"$/\1/p' "$WORK/cluster.toml")"
   leader_addr="${SR_ADDRS[$((leader - 1))]}"
   : >"$WORK/bench.log"
   # The snapshot request waits for the bench's setup (record creation) to finish first.
   (
     until grep -q "set up" "$WORK/bench.log" 2>/dev/null; do sleep 0.2; done
     sleep "$(python3 -c "print($seconds / 2)")"
-    curl -sS -o /dev/null -w '%{time_total}\n' -X POST -H "x-stockraft-secret: $secret" \
-      "http://$leader_addr/api/cluster/snapshot" >"$WORK/snapshot-$count.time" 2>&1 || true
+    # Its build time, or "failed" (and the status) if it was refused.
+    curl -sS -o /dev/null -w '%{http_code} %{time_total}\n' -X POST \
+      -H "x-stockraft-secret: $SR_SECRET" "http://$leader_addr/api/cluster/snapshot" |
+      awk '{ print ($1 == 200 ? $2 : "failed-" $1) }' >"$WORK/snapshot-$count.time" 2>&1 || true
   ) &
   snapshot_pid=$!
   line="$("$BIN" bench --target stockraft --scenario spread --nodes "$all_nodes" \

@@ -280,6 +280,11 @@ impl App {
         self.clock.now_ms()
     }
 
+    /// Client commands proposed here and not yet answered (the permits taken).
+    pub fn proposals_in_flight(&self) -> usize {
+        self.config.api.max_in_flight_proposals - self.proposals.available_permits()
+    }
+
     pub fn uptime(&self) -> Duration {
         self.started_at.elapsed()
     }
@@ -360,7 +365,6 @@ impl App {
                 max: self.config.api.max_in_flight_proposals,
             });
         };
-        let _in_flight = self.telemetry.proposal();
         match self.raft.client_write(request).await {
             Ok(written) => match written.data {
                 Applied::Command(response) => Ok(response),

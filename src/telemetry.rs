@@ -1,11 +1,12 @@
 //! Telemetry: the numbers a Prometheus server scrapes from `GET /metrics`.
 //!
 //! One [`Telemetry`] per node, made in `node::start` and handed to the layers that observe
-//! something: the HTTP layer (requests by route and status, latency), `App` (proposals in
-//! flight), the WAL (each group-commit sync: how long, how many waiters shared it), the state
-//! machine and the network (snapshot build, install and send: how long, how many bytes). Raft's
-//! own position (term, leader, commit, applied, per-follower lag) is read from openraft's
-//! metrics at scrape time rather than pushed, so it is never stale.
+//! something: the HTTP layer (requests by route and status, latency), the WAL (each
+//! group-commit sync: how long, how many waiters shared it), the state machine and the network
+//! (snapshot build, install and send: how long, how many bytes). What some other part already
+//! knows is read at scrape time rather than pushed, so it is never stale and never kept twice:
+//! Raft's position (term, leader, commit, applied, per-follower lag) from openraft's metrics,
+//! proposals in flight from `App`'s permits, disk use from the WAL and the disk-space watcher.
 //!
 //! The encoding is `prometheus-client`'s (the Prometheus project's Rust client), not
 //! hand-written text: names, `_total` suffixes, histogram buckets and escaping follow the
@@ -283,13 +284,6 @@ impl Telemetry {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
-    /// Counts a proposal in flight until the returned guard is dropped (answered, failed or
-    /// abandoned by a client that went away).
-    pub fn proposal(&self) -> InFlight<'_> {
-        self.proposals_in_flight.inc();
-        InFlight(&self.proposals_in_flight)
-    }
-
     /// One answered client request.
     pub fn request_done(&self, route: &str, method: &str, status: u16, took: Duration) {
         self.requests
@@ -312,16 +306,6 @@ impl Telemetry {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
-    }
-}
-
-/// See [`Telemetry::proposal`].
-#[derive(Debug)]
-pub struct InFlight<'a>(&'a Gauge);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

@@ -315,6 +315,27 @@ async fn a_new_node_catches_up_on_100k_records_from_a_streamed_snapshot_in_bound
             );
         }
     }
+    // The transfer shows in Prometheus: sent by the leader, installed by node 4.
+    for (node, series) in [
+        (
+            leader,
+            r#"stockraft_snapshot_duration_seconds_count{phase="send"} "#,
+        ),
+        (
+            4,
+            r#"stockraft_snapshot_duration_seconds_count{phase="install"} "#,
+        ),
+    ] {
+        let text = cluster
+            .request(node, reqwest::Method::GET, routes::PROMETHEUS, None, &[])
+            .await
+            .text;
+        let count = text
+            .lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|value| value.parse::<f64>().ok());
+        assert!(count >= Some(1.0), "node {node}: {series} is {count:?}");
+    }
     let remove = MembersRequest {
         ids: [4].into(),
         keep_as_learners: false,

@@ -2,7 +2,8 @@
 # a fresh data directory under $WORK, started from the binary $BIN (release; debug for smokes).
 # Every process started is recorded in PIDS (the caller's EXIT trap stops them).
 #
-#   start_stockraft [extra cluster.toml lines]   sets SR_ADDRS (host:port of nodes 1..3), SR_PIDS
+#   start_stockraft [extra cluster.toml lines]   sets SR_ADDRS (host:port of nodes 1..3), SR_PIDS,
+#                                                SR_SECRET (the cluster secret it generated)
 #   wait_for_stockraft_leader                    prints the leader's id (fails after 60 s)
 #   restart_stockraft_node ID                    starts node ID again on its data directory
 
@@ -31,11 +32,11 @@ stop_started_processes() {
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 start_stockraft() {
-  local extra="${1:-}" secret port id
-  secret="throwaway-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+  local extra="${1:-}" port id
+  SR_SECRET="throwaway-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
   SR_ADDRS=()
   {
-    printf '[cluster]\nsecret = "%s"\n\n' "$secret"
+    printf '[cluster]\nsecret = "%s"\n\n' "$SR_SECRET"
     for id in 1 2 3; do
       port="$(free_port)"; SR_ADDRS+=("127.0.0.1:$port")
       printf '[[nodes]]\nid = %s\naddr = "127.0.0.1:%s"\n\n' "$id" "$port"

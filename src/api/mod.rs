@@ -27,6 +27,7 @@ pub mod request_id;
 mod sync;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
@@ -80,7 +81,7 @@ pub fn router(app: Arc<App>) -> Router {
             require_client_token,
         ))
         .route_layer(middleware::from_fn_with_state(
-            app.clone(),
+            Duration::from_millis(app.config.api.request_timeout_ms),
             overload::deadline,
         ))
         .route_layer(
@@ -93,10 +94,9 @@ pub fn router(app: Arc<App>) -> Router {
         );
     // Outermost: a client over its rate takes no slot.
     let client = match overload::RateLimit::from_config(&app.config.api) {
-        Some(limit) => client.route_layer(middleware::from_fn_with_state(
-            (app.clone(), limit),
-            overload::rate_limit,
-        )),
+        Some(limit) => {
+            client.route_layer(middleware::from_fn_with_state(limit, overload::rate_limit))
+        }
         None => client,
     };
 

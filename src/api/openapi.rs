@@ -449,4 +449,36 @@ mod tests {
         let reserve = &doc["paths"]["/api/inventory/stores/{store_id}/inventory/{sku}/reserve"];
         assert!(reserve["post"]["responses"]["201"].is_object());
     }
+
+    /// utoipa takes only literals in its attributes: this keeps them equal to the rules the
+    /// server applies.
+    #[test]
+    fn the_documented_limits_are_the_ones_the_server_applies() {
+        use crate::inventory::{BATCH_RECORDS_MAX, SKU_LENGTH_MAX, STORE_ID_LENGTH_MAX};
+        let text = document();
+        let pattern = |max: usize| format!("^[A-Za-z0-9._-]{{1,{max}}}$");
+        for (name, max) in [("sku", SKU_LENGTH_MAX), ("store_id", STORE_ID_LENGTH_MAX)] {
+            let expected = serde_json::to_string(&pattern(max)).unwrap();
+            assert!(text.contains(&expected), "{name}: no pattern {expected}");
+        }
+        let patterns = text.matches("^[A-Za-z0-9._-]{1,").count();
+        let expected = text.matches(&pattern(SKU_LENGTH_MAX)).count()
+            + text.matches(&pattern(STORE_ID_LENGTH_MAX)).count();
+        assert_eq!(patterns, expected, "an id pattern with another length");
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["CreateBatchRequest"]["properties"]["records"]["maxItems"],
+            BATCH_RECORDS_MAX
+        );
+        let interval = &schemas["SyncStartRequest"]["properties"]["intervalMs"];
+        assert_eq!(
+            interval["minimum"],
+            super::super::sync::SNAPSHOT_INTERVAL_MS_MIN
+        );
+        assert_eq!(
+            interval["maximum"],
+            super::super::sync::SNAPSHOT_INTERVAL_MS_MAX
+        );
+    }
 }

@@ -14,7 +14,7 @@
 //!
 //! And, when configured (`api.rate_limit_rps`, the seed's `RATE_LIMIT_RPS`), a per-client token
 //! bucket keyed by the client's IP: 429 `RATE_LIMITED` with `Retry-After`. A request forwarded
-//! by another node (it carries the cluster secret) was counted there and is not counted again.
+//! by another node was counted there and is not counted again.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -25,11 +25,11 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::error::ApiError;
 use super::leader::FORWARDED_HEADER;
-use crate::app::App;
 use crate::config::ApiConfig;
 
 /// Answers a request the tower limits refused (the only error they raise is load shedding).
@@ -42,9 +42,9 @@ pub async fn shed(error: tower::BoxError) -> Response {
     }
 }
 
-/// Answers 503 `TIMEOUT` to a request still running after `api.request_timeout_ms`.
-pub async fn deadline(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let timeout = Duration::from_millis(app.config.api.request_timeout_ms);
+/// Answers 503 `TIMEOUT` to a request still running after `timeout`
+/// (`api.request_timeout_ms`).
+pub async fn deadline(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::timed_out(format!(
@@ -87,23 +87,21 @@ impl RateLimit {
             self.limiter.retain_recent();
         }
         self.limiter.check_key(&client).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
             wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
         })
     }
 }
 
-/// Refuses a client over its rate with 429 `RATE_LIMITED`.
+/// Refuses a client over its rate with 429 `RATE_LIMITED`. A request a node forwarded was
+/// counted at that node (the header reaches here only with the cluster secret: see
+/// `strip_internal_headers`).
 pub async fn rate_limit(
-    State((app, limit)): State<(Arc<App>, Arc<RateLimit>)>,
+    State(limit): State<Arc<RateLimit>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let forwarded = request.headers().contains_key(FORWARDED_HEADER)
-        && super::has_secret(&app, request.headers());
-    if !forwarded {
+    if !request.headers().contains_key(FORWARDED_HEADER) {
         // Under simulation (no socket) every client shares one bucket.
         let client = request
             .extensions()
@@ -114,4 +112,61 @@ pub async fn rate_limit(
         }
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_is_answered_503_timeout_and_a_quick_one_is_not() {
+        let router = axum::Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "late"
+                }),
+            )
+            .route("/quick", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(
+                Duration::from_millis(50),
+                deadline,
+            ));
+        let call = |path: &'static str| {
+            let request = axum::http::Request::get(path).body(Body::empty()).unwrap();
+            router.clone().oneshot(request)
+        };
+        let slow = call("/slow").await.unwrap();
+        assert_eq!(slow.status(), 503);
+        assert_eq!(slow.headers()["retry-after"], "1");
+        let body = axum::body::to_bytes(slow.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "TIMEOUT");
+        assert_eq!(call("/quick").await.unwrap().status(), 200);
+    }
+
+    #[test]
+    fn a_client_past_its_burst_waits_and_others_do_not() {
+        let api = ApiConfig {
+            rate_limit_rps: 1,
+            rate_limit_burst: 2,
+            ..ApiConfig::default()
+        };
+        let limit = RateLimit::from_config(&api).expect("configured");
+        let (one, two) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        assert!(limit.check(one).is_ok());
+        assert!(limit.check(one).is_ok());
+        assert_eq!(limit.check(one), Err(1), "1 request/s: wait about a second");
+        assert!(limit.check(two).is_ok(), "buckets are per client");
+        assert!(
+            RateLimit::from_config(&ApiConfig::default()).is_none(),
+            "off by default"
+        );
+    }
 }

@@ -62,6 +62,10 @@ pub async fn scrape(State(app): State<Arc<App>>) -> Response {
             }
         }
     });
+    set_gauge(
+        &telemetry.proposals_in_flight,
+        app.proposals_in_flight() as u64,
+    );
     set_gauge(&telemetry.wal_bytes, app.wal.bytes_on_disk());
     let storage = app.space.status();
     set_gauge(

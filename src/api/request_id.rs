@@ -13,7 +13,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
@@ -102,7 +101,7 @@ pub async fn assign(
         path = %request.uri().path(),
         forwarded_by = forwarded_by.as_deref(),
     );
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     span.in_scope(|| {
         tracing::debug!(

@@ -27,7 +27,6 @@
 //! re-applying the log. A build in progress when an install starts is abandoned (its capture
 //! would mix two histories).
 
-use crate::telemetry::SnapshotPhase;
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -39,6 +38,7 @@ use super::{LogId, Snapshot, SnapshotMeta, TypeConfig};
 use crate::storage::fs::blocking;
 use crate::storage::snapshots::{file_name, SnapshotFile};
 use crate::storage::{decode, encode, keys, Order, StorageError, WriteBatch};
+use crate::telemetry::SnapshotPhase;
 
 /// Keys read per page while walking the state, and written per batch while loading one.
 const PAGE_KEYS: usize = 4096;
