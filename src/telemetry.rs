@@ -20,7 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 /// Labels of an HTTP request: the route pattern (not the path, so SKUs do not become series),
 /// the method and the status code.
@@ -116,128 +116,155 @@ impl Default for Telemetry {
 impl Telemetry {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("stockraft");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let r = &mut registry;
+        let seconds = Some(Unit::Seconds);
+        let bytes = Some(Unit::Bytes);
+        let requests = add(
+            r,
             "http_requests",
             "Client requests (/api) answered, by route pattern, method and status",
-            requests.clone(),
+            None,
+            Family::default(),
         );
-        let request_seconds: HistogramFamily<RouteLabels> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register_with_unit(
+        let request_seconds = add(
+            r,
             "http_request_duration",
             "Time from a client request's arrival to its answer, by route pattern",
-            Unit::Seconds,
-            request_seconds.clone(),
+            seconds.clone(),
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram),
         );
-        let proposals_in_flight = Gauge::default();
-        registry.register(
+        let proposals_in_flight = add(
+            r,
             "raft_proposals_in_flight",
             "Client commands proposed to Raft on this node and not yet answered",
-            proposals_in_flight.clone(),
+            None,
+            Gauge::default(),
         );
-        let wal_sync_seconds = latency_histogram();
-        registry.register_with_unit(
+        let wal_sync_seconds = add(
+            r,
             "wal_sync_duration",
             "Time of one group-commit fsync of the Raft log",
-            Unit::Seconds,
-            wal_sync_seconds.clone(),
+            seconds.clone(),
+            latency_histogram(),
         );
-        let wal_sync_batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
-        registry.register(
+        let wal_sync_batch = add(
+            r,
             "wal_sync_batch_waiters",
             "Appends and votes that shared one fsync (group commit)",
-            wal_sync_batch.clone(),
+            None,
+            Histogram::new(exponential_buckets(1.0, 2.0, 10)),
         );
-        let snapshot_seconds: HistogramFamily<PhaseLabels> =
-            Family::new_with_constructor(snapshot_histogram);
-        registry.register_with_unit(
+        let snapshot_seconds = add(
+            r,
             "snapshot_duration",
             "Time to build, send (to one follower) or install a snapshot",
-            Unit::Seconds,
-            snapshot_seconds.clone(),
+            seconds,
+            Family::new_with_constructor(snapshot_histogram as fn() -> Histogram),
         );
-        let snapshot_bytes = Family::<PhaseLabels, Gauge>::default();
-        registry.register_with_unit(
+        let snapshot_bytes = add(
+            r,
             "snapshot_last_size",
             "Size of the last snapshot built, sent or installed",
-            Unit::Bytes,
-            snapshot_bytes.clone(),
+            bytes.clone(),
+            Family::default(),
         );
-
-        let gauge = |registry: &mut Registry, name: &str, help: &str| {
-            let gauge = Gauge::default();
-            registry.register(name, help, gauge.clone());
-            gauge
-        };
-        let raft_term = gauge(&mut registry, "raft_term", "This node's current Raft term");
-        let raft_leader = gauge(
-            &mut registry,
+        let raft_term = add(
+            r,
+            "raft_term",
+            "This node's current Raft term",
+            None,
+            Gauge::default(),
+        );
+        let raft_leader = add(
+            r,
             "raft_leader_id",
             "The node this node believes leads (0: none known)",
+            None,
+            Gauge::default(),
         );
-        let raft_is_leader = gauge(&mut registry, "raft_is_leader", "1 if this node leads");
-        let raft_last_log_index = gauge(
-            &mut registry,
+        let raft_is_leader = add(
+            r,
+            "raft_is_leader",
+            "1 if this node leads",
+            None,
+            Gauge::default(),
+        );
+        let raft_last_log_index = add(
+            r,
             "raft_last_log_index",
             "The last entry in this node's log",
+            None,
+            Gauge::default(),
         );
-        let raft_committed_index = gauge(
-            &mut registry,
+        let raft_committed_index = add(
+            r,
             "raft_committed_index",
             "The last entry this node knows to be committed",
+            None,
+            Gauge::default(),
         );
-        let raft_applied_index = gauge(
-            &mut registry,
+        let raft_applied_index = add(
+            r,
             "raft_applied_index",
             "The last entry applied to this node's state machine",
+            None,
+            Gauge::default(),
         );
-        let raft_snapshot_index = gauge(
-            &mut registry,
+        let raft_snapshot_index = add(
+            r,
             "raft_snapshot_index",
             "The last entry covered by this node's snapshot",
+            None,
+            Gauge::default(),
         );
-        let raft_purged_index = gauge(
-            &mut registry,
+        let raft_purged_index = add(
+            r,
             "raft_purged_index",
             "The last entry purged from this node's log",
+            None,
+            Gauge::default(),
         );
-        let raft_follower_lag = Family::<FollowerLabels, Gauge>::default();
-        registry.register(
+        let raft_follower_lag = add(
+            r,
             "raft_follower_lag_entries",
             "On the leader: entries each other member is behind the leader's last entry",
-            raft_follower_lag.clone(),
+            None,
+            Family::default(),
         );
-        let forwarded = Counter::default();
-        registry.register(
+        let forwarded = add(
+            r,
             "forwarded_requests",
             "Requests this node forwarded to the leader",
-            forwarded.clone(),
+            None,
+            Counter::default(),
         );
-        let idempotent_hits = Counter::default();
-        registry.register(
+        let idempotent_hits = add(
+            r,
             "idempotent_replays",
             "Keyed writes answered by replaying the first answer",
-            idempotent_hits.clone(),
+            None,
+            Counter::default(),
         );
-        let wal_bytes = Gauge::default();
-        registry.register_with_unit(
+        let wal_bytes = add(
+            r,
             "wal_size",
             "Bytes in the Raft log's segment files",
-            Unit::Bytes,
-            wal_bytes.clone(),
+            bytes.clone(),
+            Gauge::default(),
         );
-        let data_dir_bytes = Gauge::default();
-        registry.register_with_unit(
+        let data_dir_bytes = add(
+            r,
             "data_dir_size",
             "Bytes in this node's data directory at the last measurement",
-            Unit::Bytes,
-            data_dir_bytes.clone(),
+            bytes,
+            Gauge::default(),
         );
-        let no_space = gauge(
-            &mut registry,
+        let no_space = add(
+            r,
             "storage_no_space",
             "1 while the disk-space alarm refuses client writes (507)",
+            None,
+            Gauge::default(),
         );
         Self {
             registry,
@@ -307,6 +334,22 @@ impl Telemetry {
             .expect("writing to a String cannot fail");
         text
     }
+}
+
+/// Registers `metric` under `name` (with its unit suffix, if any) and returns it: the registry
+/// keeps one handle, the caller the other.
+fn add<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: M,
+) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
 }
 
 /// Sets a gauge from an unsigned value (saturating: a gauge is an i64).

@@ -230,13 +230,7 @@ async fn a_request_id_follows_a_forwarded_write_into_both_nodes_logs_and_the_ans
 
     let id = "order-42.retry-1";
     let answer = cluster
-        .request(
-            follower,
-            reqwest::Method::POST,
-            &routes::reserve("s1", "traced"),
-            Some(r#"{"qty":1}"#),
-            &[("x-request-id", id)],
-        )
+        .reserve_one(follower, "traced", &[("x-request-id", id)])
         .await;
     assert_eq!(answer.status, 201, "{}", answer.text);
     assert_eq!(answer.header("x-request-id"), Some(id));
@@ -298,15 +292,7 @@ async fn prometheus_scrapes_requests_raft_position_log_syncs_and_snapshots() {
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
     create(&cluster, leader, "p1").await;
-    let answer = cluster
-        .request(
-            follower,
-            reqwest::Method::POST,
-            &routes::reserve("s1", "p1"),
-            Some(r#"{"qty":1}"#),
-            &[],
-        )
-        .await;
+    let answer = cluster.reserve_one(follower, "p1", &[]).await;
     assert_eq!(answer.status, 201, "{}", answer.text);
     cluster.take_snapshot(leader).await;
 
@@ -373,13 +359,7 @@ async fn a_client_cannot_pose_as_a_forwarding_node() {
     // A follower answers a request a node forwarded to it with "not the leader"; a client's
     // claim to be such a node is dropped, so its write is forwarded and served.
     let answer = cluster
-        .request(
-            follower,
-            reqwest::Method::POST,
-            &routes::reserve("s1", "posed"),
-            Some(r#"{"qty":1}"#),
-            &[("x-stockraft-forwarded", "9")],
-        )
+        .reserve_one(follower, "posed", &[("x-stockraft-forwarded", "9")])
         .await;
     assert_eq!(answer.status, 201, "{answer}");
 }

@@ -24,18 +24,6 @@ async fn create(cluster: &Cluster, node: u64, sku: &str) {
     assert_eq!(status, 201, "{body}");
 }
 
-async fn reserve_one(cluster: &Cluster, node: u64, sku: &str) -> support::Answer {
-    cluster
-        .request(
-            node,
-            reqwest::Method::POST,
-            &routes::reserve("s1", sku),
-            Some(r#"{"qty":1}"#),
-            &[],
-        )
-        .await
-}
-
 async fn stock(cluster: &Cluster, node: u64, sku: &str) -> i64 {
     let (status, record) = cluster.get(node, &routes::record("s1", sku)).await;
     assert_eq!(status, 200, "{record}");
@@ -63,7 +51,7 @@ async fn a_node_at_its_limit_sheds_at_once_with_503_and_serves_again_when_the_lo
         clients.push(tokio::spawn(async move {
             let mut outcomes = Vec::new();
             for _ in 0..15 {
-                let answer = reserve_one(&cluster, node, "busy").await;
+                let answer = cluster.reserve_one(node, "busy", &[]).await;
                 let code = answer.json["error"]["code"].as_str().map(str::to_owned);
                 let retry_after = answer.header("retry-after").map(str::to_owned);
                 outcomes.push((answer.status, code, retry_after));
@@ -103,7 +91,7 @@ async fn a_node_at_its_limit_sheds_at_once_with_503_and_serves_again_when_the_lo
 
     // The load is gone: the next requests are served, none shed.
     for node in [1, 2, 3] {
-        let answer = reserve_one(&cluster, node, "busy").await;
+        let answer = cluster.reserve_one(node, "busy", &[]).await;
         assert_eq!(answer.status, 201, "node {node} after the load: {answer}");
     }
 }
@@ -119,7 +107,7 @@ async fn a_client_over_its_rate_gets_429_and_forwarded_requests_are_not_counted_
     let mut statuses = Vec::new();
     let mut refused = None;
     for _ in 0..4 {
-        let answer = reserve_one(&cluster, leader, "limited").await;
+        let answer = cluster.reserve_one(leader, "limited", &[]).await;
         statuses.push(answer.status);
         if answer.status == 429 {
             refused = Some(answer);
@@ -130,7 +118,7 @@ async fn a_client_over_its_rate_gets_429_and_forwarded_requests_are_not_counted_
     assert!(refused.header("retry-after").is_some(), "{refused}");
     // The follower counts this client on its own bucket and forwards; the leader, whose bucket
     // for this IP is empty, does not count the forwarded request again.
-    let answer = reserve_one(&cluster, follower, "limited").await;
+    let answer = cluster.reserve_one(follower, "limited", &[]).await;
     assert_eq!(answer.status, 201, "{answer}");
 }
 
@@ -175,14 +163,14 @@ async fn ten_thousand_idle_connections_do_not_stop_a_node_serving_or_cause_an_el
     }
 
     for _ in 0..20 {
-        let answer = reserve_one(&cluster, leader, "idle").await;
+        let answer = cluster.reserve_one(leader, "idle", &[]).await;
         assert_eq!(
             answer.status, 201,
             "with {wanted} idle connections open: {answer}"
         );
     }
     let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
-    let answer = reserve_one(&cluster, follower, "idle").await;
+    let answer = cluster.reserve_one(follower, "idle", &[]).await;
     assert_eq!(answer.status, 201, "a forwarded write: {answer}");
     let health = cluster.health(leader).await.unwrap();
     assert_eq!(health.raft.leader_id, Some(leader));

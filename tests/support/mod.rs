@@ -386,6 +386,20 @@ impl Cluster {
         health.and_then(|h| h.raft.snapshot_index).unwrap_or(0)
     }
 
+    /// Reserves one unit of `sku` in store `s1` through node `id`, with extra `headers`; the raw
+    /// answer (status, headers, body).
+    pub async fn reserve_one(&self, id: u64, sku: &str, headers: &[(&str, &str)]) -> Answer {
+        let path = routes::reserve("s1", sku);
+        self.request(
+            id,
+            reqwest::Method::POST,
+            &path,
+            Some(r#"{"qty":1}"#),
+            headers,
+        )
+        .await
+    }
+
     /// Builds a snapshot on node `id` and purges the log behind it (admin route), or fails.
     pub async fn take_snapshot(&self, id: u64) {
         let (status, body) = self
