@@ -445,5 +445,26 @@ mod tests {
         bad_timeouts.raft.election_timeout_min_ms = 50;
         bad_timeouts.raft.heartbeat_interval_ms = 100;
         assert!(bad_timeouts.validate().is_err());
+        let no_slots = SAMPLE.to_owned() + "[api]\nmax_in_flight_requests = 0\n";
+        assert!(Config::parse(&no_slots).unwrap().validate().is_err());
+        let no_proposals = SAMPLE.to_owned() + "[api]\nmax_in_flight_proposals = 0\n";
+        assert!(Config::parse(&no_proposals).unwrap().validate().is_err());
+        // The request timeout must outlast the write deadline, or it would cut writes short.
+        let short_timeout = SAMPLE.to_owned() + "[api]\nrequest_timeout_ms = 5000\n";
+        let error = Config::parse(&short_timeout)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(error.to_string().contains("request_timeout_ms"), "{error}");
+        for (name, value) in [
+            (SEED_RATE_LIMIT_RPS_ENV, "ten"),
+            (SEED_RATE_LIMIT_BURST_ENV, "5000000000"),
+        ] {
+            let error = Config::parse(SAMPLE)
+                .unwrap()
+                .apply_env(|asked| (asked == name).then(|| value.to_owned()))
+                .unwrap_err();
+            assert!(error.to_string().contains(name), "{error}");
+        }
     }
 }
