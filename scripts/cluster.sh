@@ -2,14 +2,20 @@
 # Start, stop and inspect a local stockraft cluster described by cluster.toml.
 #
 #   scripts/cluster.sh up       build (release), start every node in cluster.toml, wait for a leader
+#   scripts/cluster.sh up --tls the same with mutual TLS between nodes and HTTPS for clients
+#                               (a throwaway CA and certificates made by `stockraft certs` in
+#                               run/tls; clients trust run/tls/ca.pem)
 #   scripts/cluster.sh down     stop exactly the nodes `up` started (by PID)
 #   scripts/cluster.sh status   role, term, commit and applied index per node
-#   scripts/cluster.sh add N    start node N on the next free port of 21001.. and join it as a
-#                               learner, then promote it to voter
+#   scripts/cluster.sh add N    start node N (clients on port 21000+N, peers on 22000+N) and join
+#                               it as a learner, then promote it to voter
 #   scripts/cluster.sh remove N remove node N from the cluster and stop it
 #
 # Environment: STOCKRAFT_CONFIG (default: cluster.toml at the repo root), STOCKRAFT_RUN_DIR
-# (default: run/ at the repo root; logs and PIDs live there).
+# (default: run/ at the repo root; logs, PIDs, the secret and certificates live there).
+#
+# The cluster secret is not committed anywhere: `up` writes a random one to run/secret (owner
+# only) on first use and hands it to nodes and the admin CLI as STOCKRAFT_SECRET_FILE.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,20 +23,47 @@ CONFIG="${STOCKRAFT_CONFIG:-$ROOT/cluster.toml}"
 RUN_DIR="${STOCKRAFT_RUN_DIR:-$ROOT/run}"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/stockraft"
 READY_TIMEOUT_S=60
+export STOCKRAFT_SECRET_FILE="$RUN_DIR/secret"
+TLS_DIR="$RUN_DIR/tls"
 
 say() { printf 'cluster: %s\n' "$*"; }
 
 # Prints "id addr" for each [[nodes]] entry of the config.
+# One line per node: id, then the address clients use (client_addr, else addr).
 nodes() {
   awk '
-    /^\[\[nodes\]\]/ { in_node = 1; id = ""; next }
-    /^\[/ { in_node = 0 }
+    function flush() { if (id != "") print id, (client != "" ? client : addr) }
+    /^\[\[nodes\]\]/ { flush(); in_node = 1; id = ""; addr = ""; client = ""; next }
+    /^\[/ { flush(); in_node = 0; id = "" }
     in_node && /^[[:space:]]*id[[:space:]]*=/ { gsub(/[^0-9]/, "", $0); id = $0 }
     in_node && /^[[:space:]]*addr[[:space:]]*=/ {
       match($0, /"[^"]*"/); addr = substr($0, RSTART + 1, RLENGTH - 2)
-      if (id != "") print id, addr
     }
+    in_node && /^[[:space:]]*client_addr[[:space:]]*=/ {
+      match($0, /"[^"]*"/); client = substr($0, RSTART + 1, RLENGTH - 2)
+    }
+    END { flush() }
   ' "$CONFIG"
+}
+
+tls_on() { [ -e "$RUN_DIR/tls-on" ]; }
+scheme() { if tls_on; then echo https; else echo http; fi; }
+
+make_secret() {
+  if [ ! -s "$STOCKRAFT_SECRET_FILE" ]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$STOCKRAFT_SECRET_FILE")
+    say "generated a random cluster secret in $STOCKRAFT_SECRET_FILE"
+  fi
+}
+
+# Node environment for TLS ({id} is filled in by the node itself).
+tls_env() {
+  if tls_on; then
+    export STOCKRAFT_TLS_CA="$TLS_DIR/ca.pem"
+    export STOCKRAFT_TLS_CERT="$TLS_DIR/node-{id}.pem"
+    export STOCKRAFT_TLS_KEY="$TLS_DIR/node-{id}-key.pem"
+    export STOCKRAFT_TLS_DIR="$TLS_DIR"
+  fi
 }
 
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
@@ -44,11 +77,23 @@ running_pids() {
   done
 }
 
-health() { curl -fsS --max-time 2 "http://$1/api/health" 2>/dev/null; }
+health() {
+  if tls_on; then
+    curl -fsS --max-time 2 --cacert "$TLS_DIR/ca.pem" "https://$1/api/health" 2>/dev/null
+  else
+    curl -fsS --max-time 2 "http://$1/api/health" 2>/dev/null
+  fi
+}
 
 json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(d.get(sys.argv[1]))' "$1"; }
 
 cmd_up() {
+  local tls=0
+  case "${1:-}" in
+    --tls) tls=1 ;;
+    "") ;;
+    *) echo "usage: $0 up [--tls]" >&2; return 2 ;;
+  esac
   if [ -n "$(running_pids)" ]; then
     say "already running (PIDs: $(running_pids | tr '\n' ' ')); use 'scripts/cluster.sh status' or 'down'"
     return 0
@@ -56,6 +101,16 @@ cmd_up() {
   say "building release binary"
   (cd "$ROOT" && cargo build --release --quiet --bin stockraft)
   mkdir -p "$RUN_DIR"
+  chmod 700 "$RUN_DIR"
+  make_secret
+  rm -f "$RUN_DIR/tls-on"
+  if [ $tls = 1 ]; then
+    if [ ! -e "$TLS_DIR/ca.pem" ]; then
+      "$BIN" certs --out "$TLS_DIR" --nodes "$(nodes | cut -d' ' -f1 | paste -sd,)"
+    fi
+    touch "$RUN_DIR/tls-on"
+  fi
+  tls_env
   while read -r id addr; do
     say "starting node $id on $addr (log: $RUN_DIR/node-$id.log)"
     nohup "$BIN" serve --id "$id" --config "$CONFIG" >"$RUN_DIR/node-$id.log" 2>&1 &
@@ -77,7 +132,8 @@ cmd_up() {
     done < <(nodes)
     if [ $all_up = 1 ] && [ -n "$leader" ]; then
       say "ready: every node answers, leader is node $leader"
-      while read -r id addr; do say "  node $id: http://$addr"; done < <(nodes)
+      while read -r id addr; do say "  node $id: $(scheme)://$addr"; done < <(nodes)
+      tls_on && say "clients trust $TLS_DIR/ca.pem (curl --cacert $TLS_DIR/ca.pem)"
       return 0
     fi
     sleep 0.3
@@ -120,18 +176,21 @@ print("%-5s %-22s %-10s %-6s %-8s %-8s %-8s" % (sys.argv[1], sys.argv[2], d["rol
 
 first_addr() { nodes | head -1 | cut -d' ' -f2; }
 
-admin() { "$BIN" admin --node "$(first_addr)" --config "$CONFIG" "$@"; }
+admin() { tls_env; "$BIN" admin --node "$(first_addr)" --config "$CONFIG" "$@"; }
 
 cmd_add() {
   local id="${1:?usage: cluster.sh add N}"
-  local port=$((21000 + id)) addr
-  addr="127.0.0.1:$port"
+  local addr="127.0.0.1:$((22000 + id))" client_addr="127.0.0.1:$((21000 + id))"
+  tls_env
+  if tls_on && [ ! -e "$TLS_DIR/node-$id.pem" ]; then
+    "$BIN" certs --out "$TLS_DIR" --nodes "$id"
+  fi
   if [ -e "$RUN_DIR/node-$id.pid" ] && pid_alive "$(cat "$RUN_DIR/node-$id.pid")"; then
     say "node $id is already running"; return 1
   fi
-  say "starting node $id on $addr, joining through $(first_addr)"
-  nohup "$BIN" serve --id "$id" --addr "$addr" --join "$(first_addr)" --config "$CONFIG" \
-    >"$RUN_DIR/node-$id.log" 2>&1 &
+  say "starting node $id (clients: $client_addr, peers: $addr), joining through $(first_addr)"
+  nohup "$BIN" serve --id "$id" --addr "$addr" --client-addr "$client_addr" \
+    --join "$(first_addr)" --config "$CONFIG" >"$RUN_DIR/node-$id.log" 2>&1 &
   echo $! >"$RUN_DIR/node-$id.pid"
   local deadline=$((SECONDS + READY_TIMEOUT_S))
   until admin --json status 2>/dev/null | grep -q "\"$addr\""; do
@@ -157,10 +216,10 @@ cmd_remove() {
 }
 
 case "${1:-}" in
-  up) cmd_up ;;
+  up) cmd_up "${2:-}" ;;
   down) cmd_down ;;
   status) cmd_status ;;
   add) cmd_add "${2:-}" ;;
   remove) cmd_remove "${2:-}" ;;
-  *) echo "usage: $0 up|down|status|add N|remove N" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--tls]|down|status|add N|remove N" >&2; exit 2 ;;
 esac

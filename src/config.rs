@@ -12,8 +12,22 @@ use serde::Deserialize;
 
 /// Environment variable that overrides `cluster.secret`.
 pub const SECRET_ENV: &str = "STOCKRAFT_SECRET";
+/// Environment variable naming a file that holds the secret (wins over `STOCKRAFT_SECRET` and
+/// the file's `cluster.secret`/`cluster.secret_file`): a secret in a file stays out of `ps`.
+pub const SECRET_FILE_ENV: &str = "STOCKRAFT_SECRET_FILE";
 /// Environment variable that overrides `cluster.client_token`.
 pub const CLIENT_TOKEN_ENV: &str = "STOCKRAFT_CLIENT_TOKEN";
+/// The secret this repository once committed in `cluster.toml`: public, so never accepted off
+/// loopback.
+pub const KNOWN_DEFAULT_SECRET: &str = "local-dev-secret-change-me";
+/// Shortest secret (or client token) accepted at all, in bytes.
+pub const SECRET_BYTES_MIN: usize = 8;
+/// Shortest secret accepted by a node listening off loopback, in bytes.
+pub const EXPOSED_SECRET_BYTES_MIN: usize = 16;
+/// Environment variables that override `tls.ca_file`, `tls.cert_file` and `tls.key_file`.
+pub const TLS_CA_ENV: &str = "STOCKRAFT_TLS_CA";
+pub const TLS_CERT_ENV: &str = "STOCKRAFT_TLS_CERT";
+pub const TLS_KEY_ENV: &str = "STOCKRAFT_TLS_KEY";
 /// Environment variable that overrides `storage.data_dir`.
 pub const DATA_DIR_ENV: &str = "STOCKRAFT_DATA_DIR";
 /// The seed's variable for the idempotency TTL in ms; overrides `api.idempotency_ttl_ms`.
@@ -46,18 +60,141 @@ pub struct Config {
     pub raft: RaftConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
-#[derive(Clone, Deserialize)]
+/// TLS (`[tls]`): all three files, or none. With them, peers speak mutual TLS (a node accepts
+/// Raft and admin calls on its peer listener only from a certificate the cluster CA signed) and
+/// the client listener speaks HTTPS with the same certificate. `{id}` in a path is replaced by
+/// the node's id, so one file serves a cluster (`stockraft certs` writes `node-{id}.pem`).
+/// Relative paths are relative to the configuration file's directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA's certificate (PEM): the only root peers and admin clients are trusted by.
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate chain (PEM), used as server and as client certificate.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+}
+
+/// The TLS files of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.ca_file.is_some()
+    }
+
+    /// Node `id`'s files, `{id}` filled in; None without TLS.
+    pub fn files_for(&self, id: u64) -> Option<TlsFiles> {
+        let fill =
+            |path: &PathBuf| PathBuf::from(path.to_string_lossy().replace("{id}", &id.to_string()));
+        Some(TlsFiles {
+            ca: fill(self.ca_file.as_ref()?),
+            cert: fill(self.cert_file.as_ref()?),
+            key: fill(self.key_file.as_ref()?),
+        })
+    }
+}
+
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Shared secret guarding Raft RPC and admin routes (header `x-stockraft-secret`).
-    /// `STOCKRAFT_SECRET` wins over the file.
+    /// Shared secret guarding Raft RPC and admin routes (header `x-stockraft-secret`), sent on
+    /// every node-to-node request. `STOCKRAFT_SECRET` wins over the file; a secret file
+    /// (`secret_file`, `STOCKRAFT_SECRET_FILE`, `--secret-file`) wins over both.
     #[serde(default)]
     pub secret: String,
-    /// When set, client routes require `Authorization: Bearer <token>`. Default: open.
+    /// A file holding the secret (trailing whitespace ignored). Relative to the configuration
+    /// file's directory.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Secrets accepted from peers and operators besides `secret`, never sent: rotating the
+    /// secret without downtime adds the new one here on every node, then makes it `secret`
+    /// (the old one here), then drops the old one (README, "Security").
+    #[serde(default)]
+    pub accepted_secrets: Vec<String>,
+    /// A single client token with every scope (`Authorization: Bearer <token>`); kept for
+    /// configurations written before `client_tokens`. Its callers are named `default`.
     #[serde(default)]
     pub client_token: Option<String>,
+    /// Client tokens, each with a name (its callers' idempotency scope) and scopes. With no
+    /// token at all, client routes (but admin ones) are open, which a node listening for
+    /// clients off loopback refuses unless started with `--insecure-open-client`.
+    #[serde(default)]
+    pub client_tokens: Vec<ClientToken>,
+}
+
+/// What a client token may do. A route belongs to exactly one scope (`api::auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Reads of records, counters, sync status, the sync barrier.
+    Read,
+    /// Reserve, commit and release (the reserve route, any sign of quantity).
+    Reserve,
+    /// Create, adjust, batch create.
+    Write,
+    /// Membership, leadership, snapshots, sync control, metrics reset.
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Read, Scope::Reserve, Scope::Write, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Reserve => "reserve",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// One client token (`[[cluster.client_tokens]]`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientToken {
+    /// Names the caller in logs and scopes its idempotency keys (`token:<name>`).
+    pub name: String,
+    pub token: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl std::fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientToken")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// Every client token, the legacy `client_token` first (named `default`, every scope).
+    pub fn tokens(&self) -> Vec<ClientToken> {
+        let legacy = self.client_token.iter().map(|token| ClientToken {
+            name: "default".into(),
+            token: token.clone(),
+            scopes: Scope::ALL.to_vec(),
+        });
+        legacy.chain(self.client_tokens.iter().cloned()).collect()
+    }
+
+    /// Whether any client token is configured (client routes closed).
+    pub fn client_routes_closed(&self) -> bool {
+        self.client_token.is_some() || !self.client_tokens.is_empty()
+    }
 }
 
 /// Secrets never reach a log line or a panic message through `{:?}`.
@@ -65,20 +202,29 @@ impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterConfig")
             .field("secret", &"<redacted>")
+            .field("secret_file", &self.secret_file)
+            .field("accepted_secrets", &self.accepted_secrets.len())
             .field(
                 "client_token",
                 &self.client_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("client_tokens", &self.client_tokens)
             .finish()
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     pub id: u64,
-    /// `host:port` this node's HTTP server listens on and peers reach it at.
+    /// `host:port` this node's HTTP server listens on and peers reach it at: Raft RPC,
+    /// forwarded requests and admin calls (and client calls too, without `client_addr`).
     pub addr: String,
+    /// `host:port` of a separate listener for clients. With it, `addr` serves only nodes and
+    /// secret holders (so client load or abuse cannot starve heartbeats, and peers can be bound
+    /// to a private interface); without it one listener serves everything.
+    #[serde(default)]
+    pub client_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +332,15 @@ pub struct ApiConfig {
     /// Requests a client may send at once above the steady rate (token-bucket size); 0 means
     /// "equal to `rate_limit_rps`". The seed's `RATE_LIMIT_BURST`.
     pub rate_limit_burst: u32,
+    /// Connections the client listener (or the only listener) holds open at once; past it the
+    /// node stops accepting until one closes. Default 10,000.
+    pub max_connections: usize,
+    /// Connections the peer listener holds open at once (nodes and operators). Default 1,024.
+    pub max_peer_connections: usize,
+    /// A connection must send a whole request head within this time of being ready for one
+    /// (also between keep-alive requests), and finish a TLS handshake within it, or it is
+    /// closed: a slow-loris holds a slot this long at most. Default 10,000 ms.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -199,6 +354,9 @@ impl Default for ApiConfig {
             request_timeout_ms: 30_000,
             rate_limit_rps: 0,
             rate_limit_burst: 0,
+            max_connections: 10_000,
+            max_peer_connections: 1_024,
+            header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -206,18 +364,58 @@ impl Default for ApiConfig {
 impl Config {
     /// Reads `path`, applies the environment, resolves the data directory and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_secret_file(path, None)
+    }
+
+    /// [`Config::load`], with the secret read from `secret_file` when given (`--secret-file`,
+    /// which wins over every other source of the secret).
+    pub fn load_with_secret_file(
+        path: &Path,
+        secret_file: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.display().to_string(),
             message: error.to_string(),
         })?;
         let mut config = Self::parse(&text)?;
         config.apply_env(|name| std::env::var(name).ok())?;
+        let base = path.parent().unwrap_or(Path::new("."));
         if config.storage.data_dir.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
             config.storage.data_dir = base.join(&config.storage.data_dir);
         }
+        let relative_to_base = |file: &mut PathBuf| {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        };
+        match secret_file {
+            Some(file) => config.cluster.secret_file = Some(file.to_owned()),
+            None => config
+                .cluster
+                .secret_file
+                .iter_mut()
+                .for_each(relative_to_base),
+        }
+        let tls = &mut config.tls;
+        for file in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file] {
+            file.iter_mut().for_each(relative_to_base);
+        }
+        config.read_secret_file()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Replaces `cluster.secret` with the contents of `cluster.secret_file`, if one is set.
+    fn read_secret_file(&mut self) -> Result<(), ConfigError> {
+        let Some(file) = &self.cluster.secret_file else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
+            path: file.display().to_string(),
+            message: error.to_string(),
+        })?;
+        self.cluster.secret = text.trim_end().to_owned();
+        Ok(())
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
@@ -265,8 +463,20 @@ impl Config {
         if let Some(secret) = lookup(SECRET_ENV) {
             self.cluster.secret = secret;
         }
+        if let Some(file) = lookup(SECRET_FILE_ENV).filter(|f| !f.is_empty()) {
+            self.cluster.secret_file = Some(PathBuf::from(file));
+        }
         if let Some(token) = lookup(CLIENT_TOKEN_ENV) {
             self.cluster.client_token = Some(token).filter(|t| !t.is_empty());
+        }
+        for (name, file) in [
+            (TLS_CA_ENV, &mut self.tls.ca_file),
+            (TLS_CERT_ENV, &mut self.tls.cert_file),
+            (TLS_KEY_ENV, &mut self.tls.key_file),
+        ] {
+            if let Some(path) = lookup(name).filter(|p| !p.is_empty()) {
+                *file = Some(PathBuf::from(path));
+            }
         }
         if let Some(dir) = lookup(DATA_DIR_ENV) {
             self.storage.data_dir = PathBuf::from(dir);
@@ -276,11 +486,21 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
-        if self.cluster.secret.len() < 8 {
+        if self.cluster.secret.is_empty() {
             return invalid(format!(
-                "cluster.secret (or {SECRET_ENV}) must be at least 8 characters"
+                "no cluster secret: set {SECRET_FILE_ENV} (or --secret-file), {SECRET_ENV}, or \
+                 cluster.secret_file in the configuration (scripts/cluster.sh up makes one)"
             ));
         }
+        for secret in std::iter::once(&self.cluster.secret).chain(&self.cluster.accepted_secrets) {
+            if secret.len() < SECRET_BYTES_MIN {
+                return invalid(format!(
+                    "cluster secrets (secret, accepted_secrets) must be at least \
+                     {SECRET_BYTES_MIN} bytes"
+                ));
+            }
+        }
+        self.validate_tokens()?;
         if self.nodes.is_empty() {
             return invalid("at least one [[nodes]] entry is required".into());
         }
@@ -313,6 +533,26 @@ impl Config {
                 self.api.request_timeout_ms, self.api.write_deadline_ms
             ));
         }
+        if self.api.max_connections == 0
+            || self.api.max_peer_connections == 0
+            || self.api.header_read_timeout_ms == 0
+        {
+            return invalid(
+                "api.max_connections, api.max_peer_connections and api.header_read_timeout_ms \
+                 must be positive"
+                    .into(),
+            );
+        }
+        let tls = &self.tls;
+        let set = [&tls.ca_file, &tls.cert_file, &tls.key_file]
+            .iter()
+            .filter(|f| f.is_some())
+            .count();
+        if set != 0 && set != 3 {
+            return invalid(
+                "[tls] needs ca_file, cert_file and key_file together (or none of them)".into(),
+            );
+        }
         if self.storage.quota_bytes == 0 || self.storage.free_bytes_min == 0 {
             return invalid(
                 "storage.quota_bytes and storage.free_bytes_min must be positive".into(),
@@ -320,6 +560,87 @@ impl Config {
         }
         self.openraft_config()?;
         Ok(())
+    }
+
+    fn validate_tokens(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        let tokens = self.cluster.tokens();
+        for (i, token) in tokens.iter().enumerate() {
+            let name_ok = !token.name.is_empty()
+                && token.name.len() <= 64
+                && token
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !name_ok {
+                return invalid(format!(
+                    "client token name {:?}: 1-64 characters of A-Z a-z 0-9 - _ .",
+                    token.name
+                ));
+            }
+            if token.token.len() < SECRET_BYTES_MIN {
+                return invalid(format!(
+                    "client token {:?} must be at least {SECRET_BYTES_MIN} bytes",
+                    token.name
+                ));
+            }
+            if token.scopes.is_empty() {
+                return invalid(format!("client token {:?} has no scopes", token.name));
+            }
+            if tokens[..i]
+                .iter()
+                .any(|other| other.name == token.name || other.token == token.token)
+            {
+                return invalid(format!(
+                    "client token {:?}: names and tokens must be unique (the legacy \
+                     client_token is named \"default\")",
+                    token.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what only matters once a node's listen addresses are known: off loopback the
+    /// secret must be strong (not the once-committed default, 16 bytes or more), and client
+    /// routes must not be open unless the operator said so (`--insecure-open-client`).
+    /// Returns the warnings to log loudly.
+    pub fn check_exposure(
+        &self,
+        peer_addr: &str,
+        client_addr: &str,
+        insecure_open_client: bool,
+    ) -> Result<Vec<String>, ConfigError> {
+        let mut warnings = Vec::new();
+        let exposed = !is_loopback(peer_addr) || !is_loopback(client_addr);
+        if exposed {
+            for secret in
+                std::iter::once(&self.cluster.secret).chain(&self.cluster.accepted_secrets)
+            {
+                if secret == KNOWN_DEFAULT_SECRET || secret.len() < EXPOSED_SECRET_BYTES_MIN {
+                    return Err(ConfigError::Invalid(format!(
+                        "this node listens off loopback ({peer_addr}, {client_addr}): its \
+                         cluster secrets must be at least {EXPOSED_SECRET_BYTES_MIN} bytes and \
+                         not the example one; generate one (e.g. `openssl rand -hex 32 > \
+                         secret`) and pass it with --secret-file"
+                    )));
+                }
+            }
+        }
+        if !is_loopback(client_addr) && !self.cluster.client_routes_closed() {
+            if !insecure_open_client {
+                return Err(ConfigError::Invalid(format!(
+                    "client routes would be open to anyone reaching {client_addr}: configure \
+                     [[cluster.client_tokens]] (or {CLIENT_TOKEN_ENV}), or start with \
+                     --insecure-open-client to accept that"
+                )));
+            }
+            warnings.push(format!(
+                "INSECURE: client routes on {client_addr} are open to anyone who can reach \
+                 them (--insecure-open-client): any caller can create, adjust and reserve stock"
+            ));
+        }
+        Ok(warnings)
     }
 
     pub fn node(&self, id: u64) -> Option<&NodeConfig> {
@@ -360,6 +681,16 @@ impl Config {
             .map_err(|error| ConfigError::Invalid(format!("[raft]: {error}")))?;
         Ok(Arc::new(config))
     }
+}
+
+/// Whether `addr` (`host:port`) names a loopback interface. A name other than `localhost`
+/// counts as exposed: it may resolve anywhere.
+pub fn is_loopback(addr: &str) -> bool {
+    if let Ok(socket) = addr.parse::<std::net::SocketAddr>() {
+        return socket.ip().is_loopback();
+    }
+    addr.rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
 }
 
 #[cfg(test)]
@@ -466,5 +797,137 @@ mod tests {
                 .unwrap_err();
             assert!(error.to_string().contains(name), "{error}");
         }
+    }
+
+    #[test]
+    fn an_exposed_node_needs_a_strong_secret_and_tokens_or_an_explicit_waiver() {
+        let mut config = Config::parse(SAMPLE).unwrap();
+        config.cluster.secret = "a-strong-secret-0123456789".into();
+        let loopback = "127.0.0.1:1";
+        let exposed = "10.0.0.5:1";
+        // Loopback: the quick start, anything valid goes.
+        config.cluster.secret = KNOWN_DEFAULT_SECRET.into();
+        assert!(config
+            .check_exposure(loopback, "localhost:2", false)
+            .is_ok());
+        // Off loopback (either listener): no example secret, none under 16 bytes.
+        for weak in [KNOWN_DEFAULT_SECRET, "fifteen-bytes-x"] {
+            config.cluster.secret = weak.into();
+            let error = config.check_exposure(exposed, loopback, false).unwrap_err();
+            assert!(error.to_string().contains("16 bytes"), "{error}");
+            assert!(config.check_exposure(loopback, exposed, true).is_err());
+        }
+        config.cluster.secret = "a-strong-secret-0123456789".into();
+        // A weak secret still accepted during a rotation counts too.
+        config.cluster.accepted_secrets = vec!["short-old-1".into()];
+        assert!(config.check_exposure(exposed, loopback, false).is_err());
+        config.cluster.accepted_secrets.clear();
+        // Peers exposed, clients on loopback: fine without tokens.
+        assert_eq!(
+            config
+                .check_exposure(exposed, loopback, false)
+                .unwrap()
+                .len(),
+            0
+        );
+        // Clients exposed without tokens: refused, unless waived (then a loud warning).
+        let error = config.check_exposure(loopback, exposed, false).unwrap_err();
+        assert!(
+            error.to_string().contains("--insecure-open-client"),
+            "{error}"
+        );
+        let warnings = config.check_exposure(loopback, exposed, true).unwrap();
+        assert!(warnings[0].contains("INSECURE"), "{warnings:?}");
+        config.cluster.client_token = Some("shop-token-123".into());
+        assert!(config
+            .check_exposure(loopback, exposed, false)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn loopback_means_a_loopback_ip_or_localhost() {
+        for addr in [
+            "127.0.0.1:1",
+            "127.9.9.9:80",
+            "[::1]:5",
+            "localhost:9",
+            "LOCALHOST:9",
+        ] {
+            assert!(is_loopback(addr), "{addr}");
+        }
+        for addr in [
+            "0.0.0.0:1",
+            "10.0.0.1:2",
+            "[::]:3",
+            "db.internal:4",
+            "nonsense",
+        ] {
+            assert!(!is_loopback(addr), "{addr}");
+        }
+    }
+
+    #[test]
+    fn the_secret_file_wins_and_tokens_tls_and_secrets_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("cluster.toml");
+        std::fs::write(&config_path, SAMPLE).unwrap();
+        std::fs::write(dir.path().join("secret"), "from-the-file-123\n").unwrap();
+        let config =
+            Config::load_with_secret_file(&config_path, Some(&dir.path().join("secret"))).unwrap();
+        assert_eq!(config.cluster.secret, "from-the-file-123");
+        // `secret_file` in the configuration is relative to it.
+        std::fs::write(
+            &config_path,
+            SAMPLE.replace("secret = \"file-secret\"", "secret_file = \"secret\""),
+        )
+        .unwrap();
+        assert_eq!(
+            Config::load(&config_path).unwrap().cluster.secret,
+            "from-the-file-123"
+        );
+        let missing = Config::load_with_secret_file(&config_path, Some(Path::new("/no/such")));
+        assert!(missing.unwrap_err().to_string().contains("/no/such"));
+
+        let no_secret = Config::parse(&SAMPLE.replace("secret = \"file-secret\"", "")).unwrap();
+        let error = no_secret.validate().unwrap_err();
+        assert!(error.to_string().contains(SECRET_FILE_ENV), "{error}");
+
+        let with = |extra: &str| {
+            Config::parse(&(SAMPLE.to_owned() + extra))
+                .unwrap()
+                .validate()
+        };
+        let token = |name: &str, token: &str, scopes: &str| {
+            format!(
+                "[[cluster.client_tokens]]\nname = \"{name}\"\ntoken = \"{token}\"\n\
+                 scopes = [{scopes}]\n"
+            )
+        };
+        assert!(with(&token("shop", "shop-token-1", "\"read\"")).is_ok());
+        assert!(with(&token("shop", "short", "\"read\"")).is_err());
+        assert!(with(&token("shop", "shop-token-1", "")).is_err());
+        assert!(with(&token("bad name", "shop-token-1", "\"read\"")).is_err());
+        assert!(
+            Config::parse(&(SAMPLE.to_owned() + &token("s", "shop-token-1", "\"root\""))).is_err()
+        );
+        let twice =
+            token("shop", "shop-token-1", "\"read\"") + &token("shop", "shop-token-2", "\"write\"");
+        assert!(with(&twice).is_err());
+        let same_token =
+            token("a", "shop-token-1", "\"read\"") + &token("b", "shop-token-1", "\"write\"");
+        assert!(with(&same_token).is_err());
+        assert!(
+            with("[tls]\nca_file = \"ca.pem\"\n").is_err(),
+            "TLS needs all three files"
+        );
+        assert!(with("[tls]\nca_file = \"a\"\ncert_file = \"b\"\nkey_file = \"c\"\n").is_ok());
+        let tls = Config::parse(
+            &(SAMPLE.to_owned() + "[tls]\nca_file = \"ca.pem\"\ncert_file = \"n-{id}.pem\"\nkey_file = \"k-{id}.pem\"\n"),
+        )
+        .unwrap();
+        let files = tls.tls.files_for(7).unwrap();
+        assert_eq!(files.cert, PathBuf::from("n-7.pem"));
+        assert_eq!(files.key, PathBuf::from("k-7.pem"));
     }
 }

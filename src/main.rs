@@ -23,14 +23,24 @@ fn main() -> anyhow::Result<()> {
             id,
             config,
             addr,
+            client_addr,
             join,
+            secret_file,
+            insecure_open_client,
         } => {
-            let config = stockraft::config::Config::load(&config)?;
+            let config =
+                stockraft::config::Config::load_with_secret_file(&config, secret_file.as_deref())?;
+            let options = stockraft::server::ServeOptions {
+                addr,
+                client_addr,
+                join,
+                insecure_open_client,
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(WORKER_THREADS)
                 .enable_all()
                 .build()?;
-            let served = runtime.block_on(stockraft::server::serve(id, config, addr, join));
+            let served = runtime.block_on(stockraft::server::serve(id, config, options));
             if let Some(stopped) = served.as_ref().err().and_then(|e| e.downcast_ref()) {
                 exit_raft_stopped(runtime, stopped);
             }
@@ -44,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             let code = runtime.block_on(stockraft::cli::bench::run(args))?;
             std::process::exit(code)
         }
+        Command::Certs(args) => stockraft::cli::certs::run(&args),
         Command::Admin(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -85,19 +85,7 @@ async fn sync_start_runs_periodic_snapshots_until_stopped() {
     let cluster = Cluster::start(3, "").await;
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     create(&cluster, leader, "snap").await;
-    let (status, body) = cluster
-        .post(
-            leader,
-            routes::SYNC_START,
-            SyncStartRequest {
-                interval_ms: Some(10),
-            },
-        )
-        .await;
-    assert_eq!(
-        status, 400,
-        "an interval below the minimum is refused: {body}"
-    );
+    // Sync control makes every node snapshot on a schedule: an admin route.
     let (status, body) = cluster
         .post(
             leader,
@@ -105,6 +93,34 @@ async fn sync_start_runs_periodic_snapshots_until_stopped() {
             SyncStartRequest {
                 interval_ms: Some(1000),
             },
+        )
+        .await;
+    assert_eq!(status, 401, "sync start without the secret: {body}");
+    let (status, _) = cluster.post_empty(leader, routes::SYNC_STOP, &[]).await;
+    assert_eq!(status, 401, "sync stop without the secret");
+    let secret = [("x-stockraft-secret", SECRET)];
+    let (status, body) = cluster
+        .post_with(
+            leader,
+            routes::SYNC_START,
+            SyncStartRequest {
+                interval_ms: Some(10),
+            },
+            &secret,
+        )
+        .await;
+    assert_eq!(
+        status, 400,
+        "an interval below the minimum is refused: {body}"
+    );
+    let (status, body) = cluster
+        .post_with(
+            leader,
+            routes::SYNC_START,
+            SyncStartRequest {
+                interval_ms: Some(1000),
+            },
+            &secret,
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -116,7 +132,7 @@ async fn sync_start_runs_periodic_snapshots_until_stopped() {
             .await
             .is_some_and(|h| h.raft.snapshot_index.is_some())
     );
-    let (status, body) = cluster.post_empty(leader, routes::SYNC_STOP, &[]).await;
+    let (status, body) = cluster.post_empty(leader, routes::SYNC_STOP, &secret).await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["wasRunning"], true);
     let (_, status_body) = cluster.get(leader, routes::SYNC_STATUS).await;

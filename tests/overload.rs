@@ -1,6 +1,6 @@
 //! Overload over real processes: a node at its limits sheds with 503 `OVERLOADED` at once and
-//! recovers at once; a client over its rate gets 429; thousands of idle connections do not stop
-//! a node serving. No timing is asserted (shared machines are noisy): only what was answered.
+//! recovers at once; a client over its rate gets 429; thousands of idle and half-sent
+//! connections do not stop a node serving, and the half-sent ones are closed. No timing is asserted (shared machines are noisy): only what was answered.
 #![cfg(not(madsim))]
 
 mod support;
@@ -138,15 +138,22 @@ fn open_files_limit() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_idle_connections_do_not_stop_a_node_serving_or_cause_an_election() {
-    let cluster = Cluster::start(3, "").await;
+async fn idle_and_half_sent_connections_neither_stop_a_node_serving_nor_cause_an_election() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Clients apart from peers (as cluster.toml lays them out), and a short header timeout.
+    let layout = support::Layout {
+        split: true,
+        tls: false,
+    };
+    let cluster =
+        Cluster::start_layout(3, "", "[api]\nheader_read_timeout_ms = 2000\n", layout).await;
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     create(&cluster, leader, "idle").await;
     let term_before = cluster.health(leader).await.unwrap().raft.term;
 
-    // As many as this machine's open-file limit allows, up to 10,000 (with room to spare for
-    // the node's own files and sockets).
-    let wanted = 10_000usize.min(open_files_limit().saturating_sub(1_000) as usize);
+    // 5,000 connections that send nothing (as many as the open-file limit allows, with room
+    // for the node's own files) and 200 that send half a request head (a slow-loris).
+    let wanted = 5_000usize.min(open_files_limit().saturating_sub(1_500) as usize);
     assert!(
         wanted >= 1_000,
         "open-file limit too low for this test: {}",
@@ -161,17 +168,48 @@ async fn ten_thousand_idle_connections_do_not_stop_a_node_serving_or_cause_an_el
                 .expect("connecting"),
         );
     }
+    let mut half_sent = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connecting");
+        stream
+            .write_all(b"POST /api/inventory HTTP/1.1\r\nHost: stockraft\r\nContent-Ty")
+            .await
+            .expect("sending half a head");
+        half_sent.push(stream);
+    }
 
     for _ in 0..20 {
         let answer = cluster.reserve_one(leader, "idle", &[]).await;
         assert_eq!(
             answer.status, 201,
-            "with {wanted} idle connections open: {answer}"
+            "with {wanted} idle and 200 half-sent connections open: {answer}"
         );
     }
     let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
     let answer = cluster.reserve_one(follower, "idle", &[]).await;
     assert_eq!(answer.status, 201, "a forwarded write: {answer}");
+
+    // The half-sent heads are cut off by the header timeout: each connection is closed (EOF,
+    // or an error) rather than held open.
+    let closed = futures::future::join_all(half_sent.iter_mut().map(|stream| async move {
+        let mut buffer = [0u8; 512];
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut buffer))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                // A 408 or other answer before the close: keep reading until the close.
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }))
+    .await;
+    let still_open = closed.iter().filter(|closed| !**closed).count();
+    assert_eq!(still_open, 0, "half-sent connections still open after 30 s");
+
     let health = cluster.health(leader).await.unwrap();
     assert_eq!(health.raft.leader_id, Some(leader));
     assert_eq!(

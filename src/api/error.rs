@@ -108,6 +108,16 @@ impl ApiError {
         )
     }
 
+    /// Credentials were good but do not allow this route (a token without its scope).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "ForbiddenError",
+            message,
+        )
+    }
+
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

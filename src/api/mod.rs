@@ -7,11 +7,13 @@
 //! within the write deadline when none is known. Failures become HTTP in exactly one place,
 //! [`error::ApiError`]. Paths come from `client::routes`.
 //!
-//! Security: `/raft/*` (and admin routes) require the cluster secret in `x-stockraft-secret`;
-//! client routes require `Authorization: Bearer <token>` only when a client token is configured.
-//! Secrets are compared in constant time.
+//! Security: each route family has one guard ([`auth`]): Raft RPC needs the cluster secret in
+//! `x-stockraft-secret`, admin routes the secret or an `admin` token, client routes a token
+//! with their scope once any token is configured. Which routes a listener serves is its
+//! [`Surface`].
 
 mod admin;
+pub mod auth;
 pub mod error;
 mod health;
 mod inventory;
@@ -31,22 +33,39 @@ use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::app::{App, Counters};
-use crate::client::{headers, routes};
-use crate::transport::SECRET_HEADER;
+use crate::client::routes;
+use crate::config::Scope;
 use error::ApiError;
 
 /// Largest Raft RPC body: what its decoder accepts (snapshots travel in 1 MiB chunks).
 pub const RAFT_BODY_LIMIT_BYTES: usize = crate::raft::network::RPC_DECODE_LIMIT_BYTES;
 
-/// The node's whole HTTP surface.
+/// Which listener a router serves (`server`): with `client_addr` configured, Raft and node
+/// traffic get a listener of their own so client load or abuse cannot starve heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// One listener for everything (no `client_addr`): every route, as the table in `auth`.
+    Both,
+    /// The peer listener (`addr`): Raft, admin, and client routes for callers holding the
+    /// secret only (requests forwarded by other nodes, operators).
+    Peer,
+    /// The client listener (`client_addr`): client, admin and open routes; no Raft.
+    Client,
+}
+
+/// The node's whole HTTP surface, on one listener.
 pub fn router(app: Arc<App>) -> Router {
+    router_for(app, Surface::Both)
+}
+
+/// The routes `surface` serves, each behind its guard (`auth`).
+pub fn router_for(app: Arc<App>, surface: Surface) -> Router {
     let raft = Router::new()
         .route(routes::raft::APPEND, post(raft_routes::append))
         .route(routes::raft::VOTE, post(raft_routes::vote))
@@ -58,28 +77,59 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route(routes::raft::STATUS, get(raft_routes::status))
         .layer(axum::extract::DefaultBodyLimit::max(RAFT_BODY_LIMIT_BYTES))
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_secret));
-
-    let client = Router::new()
-        .route(routes::INVENTORY, post(inventory::create_from_body))
-        .route(routes::INVENTORY_BATCH, post(inventory::create_batch))
-        .route(
-            routes::RECORD,
-            get(inventory::get).post(inventory::create_at_path),
-        )
-        .route(routes::LEGACY_RECORD, get(inventory::get_legacy))
-        .route(routes::ADJUST, post(inventory::adjust))
-        .route(routes::RESERVE, post(inventory::reserve))
-        .route(routes::METRICS, get(metrics::metrics))
-        .route(routes::HEALTH_METRICS, get(metrics::metrics))
-        .route(routes::SYNC, post(sync::barrier))
-        .route(routes::SYNC_STATUS, get(sync::status))
-        .route(routes::SYNC_START, post(sync::start))
-        .route(routes::SYNC_STOP, post(sync::stop))
+        // A whole RPC, body included, within the longest any RPC may take (a snapshot chunk's
+        // send and install): a peer trickling a body cannot hold a handler longer.
+        .route_layer(middleware::from_fn_with_state(
+            Duration::from_millis(app.config.raft.install_snapshot_timeout_ms),
+            overload::deadline,
+        ))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
-            require_client_token,
-        ))
+            auth::require_secret,
+        ));
+
+    let scope =
+        |scope: Scope| middleware::from_fn_with_state((app.clone(), scope), auth::require_scope);
+    let client = Router::new()
+        .route(
+            routes::INVENTORY,
+            post(inventory::create_from_body).layer(scope(Scope::Write)),
+        )
+        .route(
+            routes::INVENTORY_BATCH,
+            post(inventory::create_batch).layer(scope(Scope::Write)),
+        )
+        .route(
+            routes::RECORD,
+            get(inventory::get)
+                .layer(scope(Scope::Read))
+                .merge(post(inventory::create_at_path).layer(scope(Scope::Write))),
+        )
+        .route(
+            routes::LEGACY_RECORD,
+            get(inventory::get_legacy).layer(scope(Scope::Read)),
+        )
+        .route(
+            routes::ADJUST,
+            post(inventory::adjust).layer(scope(Scope::Write)),
+        )
+        .route(
+            routes::RESERVE,
+            post(inventory::reserve).layer(scope(Scope::Reserve)),
+        )
+        .route(
+            routes::METRICS,
+            get(metrics::metrics).layer(scope(Scope::Read)),
+        )
+        .route(
+            routes::HEALTH_METRICS,
+            get(metrics::metrics).layer(scope(Scope::Read)),
+        )
+        .route(routes::SYNC, post(sync::barrier).layer(scope(Scope::Read)))
+        .route(
+            routes::SYNC_STATUS,
+            get(sync::status).layer(scope(Scope::Read)),
+        )
         .route_layer(middleware::from_fn_with_state(
             Duration::from_millis(app.config.api.request_timeout_ms),
             overload::deadline,
@@ -99,9 +149,19 @@ pub fn router(app: Arc<App>) -> Router {
         }
         None => client,
     };
+    // On the peer listener, client routes serve nodes (forwarded requests) and operators.
+    let client = match surface {
+        Surface::Peer => client.route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_secret,
+        )),
+        Surface::Both | Surface::Client => client,
+    };
 
     let admin = Router::new()
         .route(routes::METRICS_RESET, post(metrics::reset))
+        .route(routes::SYNC_START, post(sync::start))
+        .route(routes::SYNC_STOP, post(sync::stop))
         .route(routes::CLUSTER, get(admin::cluster))
         .route(routes::CLUSTER_LEARNERS, post(admin::add_learner))
         .route(routes::CLUSTER_PROMOTE, post(admin::promote))
@@ -111,7 +171,7 @@ pub fn router(app: Arc<App>) -> Router {
             post(admin::transfer_leader),
         )
         .route(routes::CLUSTER_SNAPSHOT, post(admin::snapshot))
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_secret));
+        .route_layer(scope(Scope::Admin));
 
     let open = Router::new()
         .route(routes::HEALTH, get(health::health))
@@ -120,11 +180,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route(routes::PROMETHEUS, get(prometheus::scrape))
         .route(routes::OPENAPI, get(serve_openapi));
 
-    Router::new()
-        .merge(raft)
-        .merge(client)
-        .merge(admin)
-        .merge(open)
+    let routes = Router::new().merge(client).merge(admin).merge(open);
+    let routes = match surface {
+        Surface::Both | Surface::Peer => routes.merge(raft),
+        Surface::Client => routes,
+    };
+    routes
         // A route layer: it runs after routing, so it sees the matched route pattern.
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
@@ -168,77 +229,31 @@ async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Nex
     response
 }
 
-/// Compares a `guess` with the `expected` secret without leaking, through timing, how much of
-/// the guess was right or how long the secret is: the work is the same for every guess (one
-/// pass over the expected bytes), and a length mismatch is folded in, not returned early.
-fn constant_time_eq(guess: &[u8], expected: &[u8]) -> bool {
-    let mut diff = u8::from(guess.len() != expected.len());
-    for (i, byte) in expected.iter().enumerate() {
-        diff |= byte ^ guess.get(i).copied().unwrap_or(!byte);
-    }
-    diff == 0
-}
-
-/// Only a node may say a request was forwarded by a node: a client's `x-stockraft-forwarded`
-/// (without the cluster secret a forwarding node adds) is dropped before anything reads it.
+/// Only a node may speak the nodes' own headers: without the cluster secret, every
+/// `x-stockraft-*` header (e.g. `x-stockraft-forwarded`, which a forwarding node adds) is
+/// dropped before anything reads it, so a client cannot pose as a node.
 async fn strip_internal_headers(
     State(app): State<Arc<App>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if request.headers().contains_key(leader::FORWARDED_HEADER)
-        && !has_secret(&app, request.headers())
+    let internal =
+        |name: &axum::http::HeaderName| name.as_str().starts_with(INTERNAL_HEADER_PREFIX);
+    if request.headers().keys().any(internal)
+        && !auth::has_secret(&app.config.cluster, request.headers())
     {
-        request.headers_mut().remove(leader::FORWARDED_HEADER);
-    }
-    next.run(request).await
-}
-
-fn has_secret(app: &App, headers: &HeaderMap) -> bool {
-    headers.get(SECRET_HEADER).is_some_and(|value| {
-        constant_time_eq(value.as_bytes(), app.config.cluster.secret.as_bytes())
-    })
-}
-
-async fn require_secret(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    if !has_secret(&app, request.headers()) {
-        return ApiError::unauthorized().into_response();
-    }
-    next.run(request).await
-}
-
-async fn require_client_token(
-    State(app): State<Arc<App>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(token) = &app.config.cluster.client_token {
-        let expected = format!("Bearer {token}");
-        let authorized = request
+        let names: Vec<_> = request
             .headers()
-            .get(headers::AUTHORIZATION)
-            .is_some_and(|value| constant_time_eq(value.as_bytes(), expected.as_bytes()));
-        // Nodes forwarding a client's request pass its Authorization header along unchanged.
-        if !authorized {
-            return ApiError::unauthorized().into_response();
+            .keys()
+            .filter(|n| internal(n))
+            .cloned()
+            .collect();
+        for name in names {
+            request.headers_mut().remove(name);
         }
     }
     next.run(request).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn secrets_compare_equal_only_when_identical_whatever_the_lengths() {
-        assert!(constant_time_eq(b"sekret-value", b"sekret-value"));
-        assert!(!constant_time_eq(b"sekret-valuX", b"sekret-value"));
-        assert!(!constant_time_eq(b"sekret", b"sekret-value"));
-        assert!(!constant_time_eq(b"sekret-value-and-more", b"sekret-value"));
-        assert!(!constant_time_eq(b"", b"sekret-value"));
-        // A guess padded with what `unwrap_or` would compare against still fails.
-        assert!(!constant_time_eq(b"ab", b"ab\xff"));
-        assert!(constant_time_eq(b"", b""));
-    }
-}
+/// Headers only nodes may send (header names are lower case in `http`).
+const INTERNAL_HEADER_PREFIX: &str = "x-stockraft-";

@@ -109,15 +109,17 @@ fn refusals(list: &[(u16, &str)]) -> std::collections::BTreeMap<String, RefOr<Re
 }
 
 const UNAUTHORIZED: (u16, &str) = (401, "Missing or wrong client token");
+const FORBIDDEN: (u16, &str) = (403, "The client token lacks this route's scope");
 const RATE_LIMITED: (u16, &str) = (429, "Over the client's rate limit");
 
-/// What any client route may answer besides its own: 401, 429, 503.
+/// What any client route may answer besides its own: 401, 403, 429, 503.
 struct ClientRefusals;
 
 impl IntoResponses for ClientRefusals {
     fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
         refusals(&[
             UNAUTHORIZED,
+            FORBIDDEN,
             RATE_LIMITED,
             (
                 503,
@@ -135,6 +137,7 @@ impl IntoResponses for WriteRefusals {
         refusals(&[
             (400, "Invalid ids, body or If-Match"),
             UNAUTHORIZED,
+            FORBIDDEN,
             (413, "Body too large"),
             (415, "Not application/json"),
             (422, "Idempotency key reused for another request (or, on adjust and reserve, insufficient stock)"),
@@ -145,6 +148,9 @@ impl IntoResponses for WriteRefusals {
     }
 }
 
+const ADMIN_UNAUTHORIZED: (u16, &str) = (401, "Missing or wrong cluster secret or admin token");
+const ADMIN_FORBIDDEN: (u16, &str) = (403, "The client token lacks the admin scope");
+
 /// What every admin route may answer besides its own.
 struct AdminRefusals;
 
@@ -152,7 +158,8 @@ impl IntoResponses for AdminRefusals {
     fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
         refusals(&[
             (400, "Invalid body"),
-            (401, "Missing or wrong cluster secret"),
+            ADMIN_UNAUTHORIZED,
+            ADMIN_FORBIDDEN,
             (409, "Refused by the membership rules"),
             (415, "Not application/json"),
             (503, "No leader, or outcome unknown"),
@@ -306,9 +313,10 @@ mod paths {
     #[utoipa::path(post, path = "/api/metrics/reset", tag = "admin",
         responses(
             (status = 200, description = "Counters zeroed", body = Envelope<Reset>),
-            (status = 401, description = "Missing or wrong cluster secret", body = ErrorBody),
+            (status = 401, description = "Missing or wrong cluster secret or admin token", body = ErrorBody),
+            (status = 403, description = "The client token lacks the admin scope", body = ErrorBody),
         ),
-        security(("clusterSecret" = [])))]
+        security(("clusterSecret" = []), ("clientToken" = [])))]
     fn metrics_reset() {}
 
     #[utoipa::path(get, path = "/metrics", tag = "operations",
@@ -334,33 +342,36 @@ mod paths {
         security((), ("clientToken" = [])))]
     fn sync_status() {}
 
-    #[utoipa::path(post, path = "/api/sync/start", tag = "operations",
+    #[utoipa::path(post, path = "/api/sync/start", tag = "admin",
         request_body(content = Option<SyncStartRequest>, description = "Optional"),
         responses(
             (status = 200, description = "Periodic snapshots running on this node", body = Envelope<SnapshotSchedule>),
             (status = 400, description = "Invalid body", body = ErrorBody),
+            (status = 401, description = "Missing or wrong cluster secret or admin token", body = ErrorBody),
+            (status = 403, description = "The client token lacks the admin scope", body = ErrorBody),
             (status = 413, description = "Body too large", body = ErrorBody),
             (status = 415, description = "Not application/json", body = ErrorBody),
-            ClientRefusals,
         ),
-        security((), ("clientToken" = [])))]
+        security(("clusterSecret" = []), ("clientToken" = [])))]
     fn sync_start() {}
 
-    #[utoipa::path(post, path = "/api/sync/stop", tag = "operations",
+    #[utoipa::path(post, path = "/api/sync/stop", tag = "admin",
         responses(
             (status = 200, description = "Periodic snapshots stopped on this node", body = Envelope<SyncStopped>),
-            ClientRefusals,
+            (status = 401, description = "Missing or wrong cluster secret or admin token", body = ErrorBody),
+            (status = 403, description = "The client token lacks the admin scope", body = ErrorBody),
         ),
-        security((), ("clientToken" = [])))]
+        security(("clusterSecret" = []), ("clientToken" = [])))]
     fn sync_stop() {}
 
     #[utoipa::path(get, path = "/api/cluster", tag = "admin",
         responses(
             (status = 200, description = "Members, roles, lag", body = Envelope<ClusterView>),
-            (status = 401, description = "Missing or wrong cluster secret", body = ErrorBody),
+            (status = 401, description = "Missing or wrong cluster secret or admin token", body = ErrorBody),
+            (status = 403, description = "The client token lacks the admin scope", body = ErrorBody),
             (status = 503, description = "No leader", body = ErrorBody),
         ),
-        security(("clusterSecret" = [])))]
+        security(("clusterSecret" = []), ("clientToken" = [])))]
     fn cluster() {}
 
     #[utoipa::path(post, path = "/api/cluster/learners", tag = "admin",
@@ -369,7 +380,7 @@ mod paths {
             (status = 200, description = "Added as a learner", body = Envelope<ClusterView>),
             AdminRefusals,
         ),
-        security(("clusterSecret" = [])))]
+        security(("clusterSecret" = []), ("clientToken" = [])))]
     fn add_learner() {}
 
     #[utoipa::path(post, path = "/api/cluster/promote", tag = "admin",
@@ -378,7 +389,7 @@ mod paths {
             (status = 200, description = "Promoted to voters", body = Envelope<ClusterView>),
             AdminRefusals,
         ),
-        security(("clusterSecret" = [])))]
+        security(("clusterSecret" = []), ("clientToken" = [])))]
     fn promote() {}
 
     #[utoipa::path(post, path = "/api/cluster/remove", tag = "admin",
@@ -387,7 +398,7 @@ mod paths {
             (status = 200, description = "Removed (or demoted to learners)", body = Envelope<ClusterView>),
             AdminRefusals,
         ),
-        security(("clusterSecret" = [])))]
+        security(("clusterSecret" = []), ("clientToken" = [])))]
     fn remove() {}
 
     #[utoipa::path(post, path = "/api/cluster/transfer-leader", tag = "admin",
@@ -396,16 +407,17 @@ mod paths {
             (status = 200, description = "Leadership moved", body = Envelope<ClusterView>),
             AdminRefusals,
         ),
-        security(("clusterSecret" = [])))]
+        security(("clusterSecret" = []), ("clientToken" = [])))]
     fn transfer_leader() {}
 
     #[utoipa::path(post, path = "/api/cluster/snapshot", tag = "admin",
         responses(
             (status = 200, description = "A snapshot built on this node, the log behind it purged", body = Envelope<SnapshotTaken>),
-            (status = 401, description = "Missing or wrong cluster secret", body = ErrorBody),
+            (status = 401, description = "Missing or wrong cluster secret or admin token", body = ErrorBody),
+            (status = 403, description = "The client token lacks the admin scope", body = ErrorBody),
             (status = 503, description = "Raft unavailable, or the build did not finish in time", body = ErrorBody),
         ),
-        security(("clusterSecret" = [])))]
+        security(("clusterSecret" = []), ("clientToken" = [])))]
     fn snapshot() {}
 
     #[utoipa::path(get, path = "/api/health", tag = "health",

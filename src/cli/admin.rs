@@ -1,7 +1,9 @@
 //! `stockraft admin`: every admin route from the command line, against any node.
 //!
 //! Human-readable tables by default, `--json` for scripts. The secret comes from `--secret`,
-//! else `STOCKRAFT_SECRET`, else the `--config` file. Exit code 0 on success, 1 when the cluster
+//! else `STOCKRAFT_SECRET`, else `--secret-file` (`STOCKRAFT_SECRET_FILE`), else the `--config`
+//! file. With `--tls-dir` (a `stockraft certs` directory) it speaks HTTPS, trusting the cluster
+//! CA and presenting `admin.pem` (which a peer listener demands). Exit code 0 on success, 1 when the cluster
 //! refused or failed the request (the error is printed), 2 on a usage or connection problem.
 
 use std::path::PathBuf;
@@ -40,9 +42,15 @@ pub struct AdminArgs {
     /// The cluster secret (default: STOCKRAFT_SECRET, else the one in --config).
     #[arg(long, global = true, env = "STOCKRAFT_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// A file holding the cluster secret.
+    #[arg(long, global = true, env = "STOCKRAFT_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
     /// Configuration to read the secret from when none is given.
     #[arg(long, global = true, default_value = "cluster.toml")]
     pub config: PathBuf,
+    /// HTTPS: a `stockraft certs` directory (`ca.pem`, `admin.pem`, `admin-key.pem`).
+    #[arg(long, global = true, env = "STOCKRAFT_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
     /// Print the raw JSON answer instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -92,13 +100,31 @@ fn secret(args: &AdminArgs) -> anyhow::Result<String> {
     if let Some(secret) = &args.secret {
         return Ok(secret.clone());
     }
+    if let Some(file) = &args.secret_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the secret from {}", file.display()))?;
+        return Ok(text.trim_end().to_owned());
+    }
     let config = crate::config::Config::load(&args.config).with_context(|| {
         format!(
-            "no --secret or STOCKRAFT_SECRET, and {} is unusable",
+            "no --secret, --secret-file, STOCKRAFT_SECRET or STOCKRAFT_SECRET_FILE, and {} is \
+             unusable",
             args.config.display()
         )
     })?;
     Ok(config.cluster.secret)
+}
+
+/// Plain HTTP, or HTTPS with the operator certificate of `--tls-dir`.
+fn transport(args: &AdminArgs) -> anyhow::Result<HttpTransport> {
+    let Some(dir) = &args.tls_dir else {
+        return Ok(HttpTransport::new());
+    };
+    HttpTransport::from_files(Some(&crate::config::TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("admin.pem"),
+        key: dir.join("admin-key.pem"),
+    }))
 }
 
 /// What a successful command answered.
@@ -109,7 +135,7 @@ enum Output {
 
 /// Runs one admin command; returns the process exit code.
 pub async fn run(args: AdminArgs) -> anyhow::Result<i32> {
-    let client = Client::new(Arc::new(HttpTransport::new()), args.node.clone())
+    let client = Client::new(Arc::new(transport(&args)?), args.node.clone())
         .with_secret(secret(&args)?)
         .with_timeout(REQUEST_TIMEOUT);
     let view = |answer: Answer<Envelope<ClusterView>>| answer.ok().map(|e| Output::View(e.data));

@@ -5,6 +5,8 @@
 pub mod admin;
 #[cfg(not(madsim))]
 pub mod bench;
+#[cfg(not(madsim))]
+pub mod certs;
 
 use std::path::PathBuf;
 
@@ -47,9 +49,20 @@ pub enum Command {
         /// Path to cluster.toml.
         #[arg(long, default_value = "cluster.toml")]
         config: PathBuf,
-        /// This node's HTTP address, for a node not listed in the configuration.
+        /// This node's peer address (Raft, admin; everything without a client address), for a
+        /// node not listed in the configuration or to override it.
         #[arg(long)]
         addr: Option<String>,
+        /// A separate listener for clients (overrides the configuration's `client_addr`).
+        #[arg(long)]
+        client_addr: Option<String>,
+        /// Read the cluster secret from this file (keeps it out of `ps` and the environment).
+        #[arg(long, env = "STOCKRAFT_SECRET_FILE")]
+        secret_file: Option<PathBuf>,
+        /// Serve client routes without any client token on a client address off loopback.
+        /// Anyone who reaches the port can then create, adjust and reserve stock.
+        #[arg(long)]
+        insecure_open_client: bool,
         /// Join a running cluster through any member (`host:port`): the node asks to be added as
         /// a learner and catches up; promote it with `stockraft admin promote`.
         #[arg(long)]
@@ -61,4 +74,7 @@ pub enum Command {
     /// Measure reserves/s and latency against stockraft (or etcd, for comparison).
     #[cfg(not(madsim))]
     Bench(bench::BenchArgs),
+    /// Make a throwaway cluster CA and certificates for nodes and an operator (`[tls]`).
+    #[cfg(not(madsim))]
+    Certs(certs::CertsArgs),
 }

@@ -91,17 +91,19 @@ impl SimCluster {
         let config = Arc::new(Config {
             cluster: ClusterConfig {
                 secret: SIM_SECRET.into(),
-                client_token: None,
+                ..ClusterConfig::default()
             },
             nodes: (1..=options.nodes)
                 .map(|id| NodeConfig {
                     id,
                     addr: address(id),
+                    ..NodeConfig::default()
                 })
                 .collect(),
             storage: StorageConfig::default(),
             raft: options.raft,
             api: options.api,
+            tls: Default::default(),
         });
         config
             .validate()

@@ -38,10 +38,24 @@ pub const SECRET: &str = "integration-test-secret";
 /// How long to wait for a cluster condition before failing the test.
 pub const CONDITION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How a test cluster's nodes listen.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Layout {
+    /// A client listener apart from the peer one (`client_addr`).
+    pub split: bool,
+    /// `[tls]` with certificates from `stockraft certs` in `<dir>/tls` (needs `split`).
+    pub tls: bool,
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// The addresses clients use (`client_addr` when split, else `addr`).
     pub addrs: Vec<(u64, String)>,
+    /// The peer listeners' addresses (`addr`), the same as `addrs` unless split.
+    pub peer_addrs: Vec<(u64, String)>,
+    /// `http`, or `https` with TLS.
+    pub scheme: &'static str,
     children: Vec<(u64, Child)>,
     /// For requests the typed client cannot make (malformed ones, raw headers).
     pub http: reqwest::Client,
@@ -75,19 +89,75 @@ impl Cluster {
         cluster
     }
 
+    /// Like [`Cluster::start_with`], with listeners laid out as `layout` says.
+    pub async fn start_layout(size: u64, cluster_lines: &str, extra: &str, layout: Layout) -> Self {
+        let mut cluster = Self::configure_layout(size, cluster_lines, extra, layout);
+        for id in 1..=size {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
     /// Writes the configuration of `size` nodes (as [`Cluster::start_with`]) but starts none:
     /// for tests that prepare the data directories first (e.g. mount a filesystem there), then
     /// [`Cluster::spawn`] each node.
     pub fn configure(size: u64, cluster_lines: &str, extra: &str) -> Self {
+        Self::configure_layout(size, cluster_lines, extra, Layout::default())
+    }
+
+    /// [`Cluster::configure`] with listeners laid out as `layout` says.
+    pub fn configure_layout(size: u64, cluster_lines: &str, extra: &str, layout: Layout) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let addrs: Vec<(u64, String)> = (1..=size)
+        let peer_addrs: Vec<(u64, String)> = (1..=size)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
             .collect();
+        let addrs: Vec<(u64, String)> = match layout.split {
+            true => (1..=size)
+                .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+                .collect(),
+            false => peer_addrs.clone(),
+        };
         let mut toml = format!("[cluster]\nsecret = \"{SECRET}\"\n{cluster_lines}\n");
-        for (id, addr) in &addrs {
-            toml.push_str(&format!("[[nodes]]\nid = {id}\naddr = \"{addr}\"\n\n"));
+        for ((id, addr), (_, client_addr)) in peer_addrs.iter().zip(&addrs) {
+            toml.push_str(&format!("[[nodes]]\nid = {id}\naddr = \"{addr}\"\n"));
+            if layout.split {
+                toml.push_str(&format!("client_addr = \"{client_addr}\"\n"));
+            }
+            toml.push('\n');
         }
         toml.push_str("[storage]\ndata_dir = \"data\"\n\n");
+        let mut http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .no_proxy();
+        let mut transport = HttpTransport::new();
+        if layout.tls {
+            let tls = dir.path().join("tls");
+            let made = Command::new(env!("CARGO_BIN_EXE_stockraft"))
+                .args(["certs", "--nodes"])
+                .arg(
+                    (1..=size)
+                        .map(|id| id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
+                .arg("--out")
+                .arg(&tls)
+                .output()
+                .expect("running stockraft certs");
+            assert!(made.status.success(), "stockraft certs: {made:?}");
+            toml.push_str(
+                "[tls]\nca_file = \"tls/ca.pem\"\ncert_file = \"tls/node-{id}.pem\"\n\
+                 key_file = \"tls/node-{id}-key.pem\"\n\n",
+            );
+            let ca = std::fs::read(tls.join("ca.pem")).unwrap();
+            let mut identity = std::fs::read(tls.join("admin.pem")).unwrap();
+            identity.extend(std::fs::read(tls.join("admin-key.pem")).unwrap());
+            http = http
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+            transport = HttpTransport::with_tls(&ca, Some(&identity)).unwrap();
+        }
         toml.push_str(extra);
         let config_path = dir.path().join("cluster.toml");
         std::fs::write(&config_path, toml).expect("writing cluster.toml");
@@ -95,13 +165,11 @@ impl Cluster {
             dir,
             config_path,
             addrs,
+            peer_addrs,
+            scheme: if layout.tls { "https" } else { "http" },
             children: Vec::new(),
-            http: reqwest::Client::builder()
-                .timeout(REQUEST_TIMEOUT)
-                .no_proxy()
-                .build()
-                .unwrap(),
-            transport: Arc::new(HttpTransport::new()),
+            http: http.build().unwrap(),
+            transport: Arc::new(transport),
             rust_log: "info,openraft=warn".into(),
         }
     }
@@ -155,6 +223,7 @@ impl Cluster {
     pub fn spawn_joining(&mut self, id: u64, via: u64) -> String {
         let addr = format!("127.0.0.1:{}", free_port());
         self.addrs.push((id, addr.clone()));
+        self.peer_addrs.push((id, addr.clone()));
         let join = self.addr(via).to_owned();
         self.spawn_with(id, &["--addr", &addr, "--join", &join]);
         addr
@@ -250,7 +319,17 @@ impl Cluster {
     }
 
     pub fn url(&self, id: u64, path: &str) -> String {
-        format!("http://{}{}", self.addr(id), path)
+        format!("{}://{}{}", self.scheme, self.addr(id), path)
+    }
+
+    /// Node `id`'s peer listener address.
+    pub fn peer_addr(&self, id: u64) -> &str {
+        &self
+            .peer_addrs
+            .iter()
+            .find(|(i, _)| *i == id)
+            .expect("known node")
+            .1
     }
 
     pub fn ids(&self) -> Vec<u64> {

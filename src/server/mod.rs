@@ -1,5 +1,12 @@
-//! The process edge: open the disk, bind the socket, serve until SIGTERM/SIGINT, shut down in
-//! order (stop accepting, finish in-flight requests, stop Raft, flush sled).
+//! The process edge: open the disk, bind the listeners, serve until SIGTERM/SIGINT, shut down
+//! in order (stop accepting, finish in-flight requests, stop Raft, flush sled).
+//!
+//! A node has one listener, or two when `client_addr` is configured: the peer listener (`addr`:
+//! Raft, forwarded requests, admin; mutual TLS with `[tls]`) and the client listener (HTTPS
+//! with `[tls]`). Each has its own connection limit and header timeout ([`listener`]), so a
+//! flood of client connections cannot starve heartbeats. Before binding, the node checks its
+//! exposure (`Config::check_exposure`): off loopback it refuses weak secrets and open client
+//! routes unless told otherwise.
 //!
 //! Two background duties live here because they concern the process, not the node:
 //! - the **disk-space watcher** (`space::watch`), measuring the data directory every second so
@@ -22,7 +29,10 @@ use std::time::Duration;
 use anyhow::Context;
 use openraft_rt::WatchReceiver;
 
-use crate::api;
+pub mod listener;
+pub mod tls;
+
+use crate::api::{self, Surface};
 use crate::app::App;
 use crate::config::Config;
 use crate::node;
@@ -53,20 +63,45 @@ impl RaftStopped {
     pub const EXIT_CODE: i32 = 3;
 }
 
-/// Runs node `id` of `config` until a shutdown signal. `addr` overrides (or, for a node not in
-/// the configuration, provides) the listen address; `join` names a member to join through.
-/// Fails with [`RaftStopped`] if Raft stops on its own.
-pub async fn serve(
-    id: u64,
-    config: Config,
-    addr: Option<String>,
-    join: Option<String>,
-) -> anyhow::Result<()> {
-    let listen = match (addr, config.node(id)) {
+/// How `stockraft serve` was started, beyond the configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Overrides (or, for a node not in the configuration, provides) the peer address.
+    pub addr: Option<String>,
+    /// Overrides (or provides) the client address.
+    pub client_addr: Option<String>,
+    /// A member to join the cluster through.
+    pub join: Option<String>,
+    /// Accept open client routes on a client address off loopback.
+    pub insecure_open_client: bool,
+}
+
+/// Runs node `id` of `config` until a shutdown signal. Fails with [`RaftStopped`] if Raft
+/// stops on its own.
+pub async fn serve(id: u64, config: Config, options: ServeOptions) -> anyhow::Result<()> {
+    let listen = match (options.addr, config.node(id)) {
         (Some(addr), _) => addr,
         (None, Some(node)) => node.addr.clone(),
         (None, None) => anyhow::bail!("node {id} is not listed in the configuration: pass --addr"),
     };
+    let client_listen = options
+        .client_addr
+        .or_else(|| config.node(id).and_then(|node| node.client_addr.clone()));
+    let tls_files = config.tls.files_for(id);
+    if tls_files.is_some() && client_listen.is_none() {
+        anyhow::bail!(
+            "[tls] needs a client listener apart from the peer one (client_addr or \
+             --client-addr): the peer listener takes only certificates the cluster CA signed"
+        );
+    }
+    let warnings = config.check_exposure(
+        &listen,
+        client_listen.as_deref().unwrap_or(&listen),
+        options.insecure_open_client,
+    )?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let data_dir = config.data_dir_for(id);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -81,11 +116,20 @@ pub async fn serve(
         SledDisk::open(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?,
     );
 
-    let listener = tokio::net::TcpListener::bind(&listen)
+    let acceptors = tls_files.as_ref().map(tls::acceptors).transpose()?;
+    let peer_listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    let client_listener = match &client_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?,
+        ),
+        None => None,
+    };
     let config = Arc::new(config);
-    let transport = Arc::new(HttpTransport::new());
+    let transport = Arc::new(HttpTransport::from_files(tls_files.as_ref())?);
     let storage = node::NodeStorage {
         disk: disk.clone(),
         fs: Arc::new(StdFs),
@@ -99,10 +143,17 @@ pub async fn serve(
     // Measure once before serving, so a node started on a full disk refuses writes at once.
     app.space.refresh();
     let space_watcher = tokio::spawn(space::watch(app.space.clone()));
-    tracing::info!(id, addr = %listen, data_dir = %data_dir.display(), "node started");
+    tracing::info!(
+        id,
+        addr = %listen,
+        client_addr = client_listen.as_deref().unwrap_or("(same)"),
+        tls = tls_files.is_some(),
+        data_dir = %data_dir.display(),
+        "node started"
+    );
 
     let founder = app.clone();
-    let bootstrap = match join {
+    let bootstrap = match options.join {
         Some(member) => tokio::spawn(async move {
             node::join_cluster(&founder, &member, &listen).await;
         }),
@@ -111,14 +162,59 @@ pub async fn serve(
         }),
     };
 
-    let serving = axum::serve(
-        listener,
-        // The peer's address, for the per-client rate limit.
-        api::router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal());
+    let api = &app.config.api;
+    let header_read_timeout = Duration::from_millis(api.header_read_timeout_ms);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    let (peer_tls, client_tls) = match acceptors {
+        Some(acceptors) => (Some(acceptors.peer), Some(acceptors.client)),
+        None => (None, None),
+    };
+    let mut listeners = tokio::task::JoinSet::new();
+    let mut listen_on = |name, socket, surface, tls, max_connections| {
+        let limits = listener::Limits {
+            max_connections,
+            header_read_timeout,
+        };
+        let router = api::router_for(app.clone(), surface);
+        let stopped = stopped(stopping.clone());
+        listeners.spawn(listener::serve(name, socket, router, tls, limits, stopped));
+    };
+    match client_listener {
+        None => listen_on(
+            "node",
+            peer_listener,
+            Surface::Both,
+            None,
+            api.max_connections,
+        ),
+        Some(client_listener) => {
+            listen_on(
+                "peer",
+                peer_listener,
+                Surface::Peer,
+                peer_tls,
+                api.max_peer_connections,
+            );
+            listen_on(
+                "client",
+                client_listener,
+                Surface::Client,
+                client_tls,
+                api.max_connections,
+            );
+        }
+    }
+    let serving = async {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining connections");
+        let _ = stop.send(true);
+        while listeners.join_next().await.is_some() {}
+    };
     tokio::select! {
-        served = serving => served.context("serving HTTP")?,
+        () = serving => {}
         cause = raft_failure(&app) => {
             space_watcher.abort();
             bootstrap.abort();

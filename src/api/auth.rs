@@ -1,0 +1,297 @@
+//! Who may call what: the cluster secret for nodes and operators, scoped tokens for clients.
+//!
+//! Every route belongs to one family, and each family has one guard:
+//!
+//! | family | routes | passes with |
+//! |---|---|---|
+//! | Raft | `/raft/*` | the cluster secret |
+//! | admin | membership, leadership, snapshots, `/api/sync/start|stop`, metrics reset | the secret, or a token with `admin` |
+//! | client | reads, reserve, create/adjust/batch | a token with the route's scope; anyone when no token is configured |
+//! | open | health, `/metrics`, the OpenAPI document | anyone |
+//!
+//! A forwarded client request carries the client's `Authorization` unchanged, so the leader
+//! checks the same token again (nodes share the configuration): forwarding never widens what a
+//! client may do. The secret is accepted in its current form or any of
+//! `cluster.accepted_secrets` (rotation). Every comparison runs in constant time over the
+//! expected value, whatever the guess's length.
+//!
+//! A token-authenticated request carries [`Caller`] (the token's name) for the handlers, e.g.
+//! to scope idempotency keys per client.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::app::App;
+use crate::client::headers;
+use crate::config::{ClusterConfig, Scope};
+use crate::transport::SECRET_HEADER;
+
+/// The client token a request authenticated with (absent for open routes and secret holders).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub token_name: String,
+}
+
+/// Compares a `guess` with the `expected` secret without leaking, through timing, how much of
+/// the guess was right or how long the secret is: the work is the same for every guess (one
+/// pass over the expected bytes), and a length mismatch is folded in, not returned early.
+pub(crate) fn constant_time_eq(guess: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(guess.len() != expected.len());
+    for (i, byte) in expected.iter().enumerate() {
+        diff |= byte ^ guess.get(i).copied().unwrap_or(!byte);
+    }
+    diff == 0
+}
+
+/// Whether `headers` carry the cluster secret (current or still accepted).
+pub(crate) fn has_secret(cluster: &ClusterConfig, headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(SECRET_HEADER) else {
+        return false;
+    };
+    // Every accepted secret is compared, so timing does not tell which one matched.
+    std::iter::once(&cluster.secret)
+        .chain(&cluster.accepted_secrets)
+        .fold(false, |found, secret| {
+            found | constant_time_eq(value.as_bytes(), secret.as_bytes())
+        })
+}
+
+/// What a bearer token in `headers` is, among the configured ones.
+enum Token {
+    Missing,
+    Unknown,
+    Known { name: String, scopes: Vec<Scope> },
+}
+
+fn token(cluster: &ClusterConfig, headers: &HeaderMap) -> Token {
+    let Some(value) = headers.get(headers::AUTHORIZATION) else {
+        return Token::Missing;
+    };
+    let Some(presented) = value.as_bytes().strip_prefix(b"Bearer ") else {
+        return Token::Unknown;
+    };
+    let mut found = Token::Unknown;
+    // No early exit: every configured token is compared.
+    for configured in cluster.tokens() {
+        if constant_time_eq(presented, configured.token.as_bytes()) {
+            found = Token::Known {
+                name: configured.name,
+                scopes: configured.scopes,
+            };
+        }
+    }
+    found
+}
+
+/// The decision for one request to a route of `scope` (pure: tested without HTTP).
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Allow(Option<Caller>),
+    Unauthorized,
+    Forbidden(String),
+}
+
+fn decide(cluster: &ClusterConfig, headers: &HeaderMap, scope: Scope) -> Decision {
+    if scope == Scope::Admin && has_secret(cluster, headers) {
+        return Decision::Allow(None);
+    }
+    match token(cluster, headers) {
+        Token::Known { name, scopes } if scopes.contains(&scope) => {
+            Decision::Allow(Some(Caller { token_name: name }))
+        }
+        Token::Known { name, .. } => Decision::Forbidden(format!(
+            "token {name:?} lacks the {:?} scope this route needs",
+            scope.as_str()
+        )),
+        // Client routes are open while no token is configured; admin ones never are.
+        Token::Missing if scope != Scope::Admin && !cluster.client_routes_closed() => {
+            Decision::Allow(None)
+        }
+        Token::Missing | Token::Unknown => Decision::Unauthorized,
+    }
+}
+
+/// Route layer: the request needs `scope` (see the module table).
+pub async fn require_scope(
+    State((app, scope)): State<(Arc<App>, Scope)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match decide(&app.config.cluster, request.headers(), scope) {
+        Decision::Allow(caller) => {
+            if let Some(caller) = caller {
+                request.extensions_mut().insert(caller);
+            }
+            next.run(request).await
+        }
+        Decision::Unauthorized => ApiError::unauthorized().into_response(),
+        Decision::Forbidden(message) => ApiError::forbidden(message).into_response(),
+    }
+}
+
+/// Route layer for Raft RPC: the cluster secret, nothing else.
+pub async fn require_secret(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if !has_secret(&app.config.cluster, request.headers()) {
+        return ApiError::unauthorized().into_response();
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClientToken;
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical_whatever_the_lengths() {
+        assert!(constant_time_eq(b"sekret-value", b"sekret-value"));
+        assert!(!constant_time_eq(b"sekret-valuX", b"sekret-value"));
+        assert!(!constant_time_eq(b"sekret", b"sekret-value"));
+        assert!(!constant_time_eq(b"sekret-value-and-more", b"sekret-value"));
+        assert!(!constant_time_eq(b"", b"sekret-value"));
+        // A guess padded with what `unwrap_or` would compare against still fails.
+        assert!(!constant_time_eq(b"ab", b"ab\xff"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    fn cluster(tokens: &[(&str, &str, &[Scope])]) -> ClusterConfig {
+        ClusterConfig {
+            secret: "current-secret-0123456789".into(),
+            accepted_secrets: vec!["previous-secret-0123456789".into()],
+            client_tokens: tokens
+                .iter()
+                .map(|(name, token, scopes)| ClientToken {
+                    name: (*name).into(),
+                    token: (*token).into(),
+                    scopes: scopes.to_vec(),
+                })
+                .collect(),
+            ..ClusterConfig::default()
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn both_the_current_and_an_accepted_secret_pass_and_nothing_else_does() {
+        let cluster = cluster(&[]);
+        for (secret, passes) in [
+            ("current-secret-0123456789", true),
+            ("previous-secret-0123456789", true),
+            ("current-secret-012345678", false),
+            ("", false),
+        ] {
+            let headers = headers(&[(SECRET_HEADER, secret)]);
+            assert_eq!(has_secret(&cluster, &headers), passes, "{secret:?}");
+        }
+    }
+
+    #[test]
+    fn every_token_meets_every_scope_as_the_matrix_says() {
+        let cluster = cluster(&[
+            ("reader", "reader-token-0001", &[Scope::Read]),
+            (
+                "checkout",
+                "checkout-token-01",
+                &[Scope::Read, Scope::Reserve],
+            ),
+            ("backoffice", "backoffice-tok-01", &[Scope::Write]),
+            ("ops", "ops-token-0000001", &[Scope::Admin]),
+        ]);
+        let bearer = |token: &str| headers(&[("authorization", &format!("Bearer {token}"))]);
+        for (token, allowed) in [
+            ("reader-token-0001", vec![Scope::Read]),
+            ("checkout-token-01", vec![Scope::Read, Scope::Reserve]),
+            ("backoffice-tok-01", vec![Scope::Write]),
+            ("ops-token-0000001", vec![Scope::Admin]),
+        ] {
+            for scope in Scope::ALL {
+                let decision = decide(&cluster, &bearer(token), scope);
+                if allowed.contains(&scope) {
+                    assert!(
+                        matches!(decision, Decision::Allow(Some(_))),
+                        "{token} {scope:?}"
+                    );
+                } else {
+                    assert!(
+                        matches!(decision, Decision::Forbidden(_)),
+                        "{token} {scope:?}"
+                    );
+                }
+            }
+        }
+        for scope in Scope::ALL {
+            assert_eq!(
+                decide(&cluster, &HeaderMap::new(), scope),
+                Decision::Unauthorized
+            );
+            assert_eq!(
+                decide(&cluster, &bearer("not-a-token-at-all"), scope),
+                Decision::Unauthorized
+            );
+        }
+        // The secret opens admin routes only; a client route wants a token.
+        let secret = headers(&[(SECRET_HEADER, "current-secret-0123456789")]);
+        assert_eq!(
+            decide(&cluster, &secret, Scope::Admin),
+            Decision::Allow(None)
+        );
+        assert_eq!(
+            decide(&cluster, &secret, Scope::Write),
+            Decision::Unauthorized
+        );
+        assert_eq!(
+            decide(&cluster, &bearer("checkout-token-01"), Scope::Reserve),
+            Decision::Allow(Some(Caller {
+                token_name: "checkout".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn without_tokens_client_routes_are_open_and_admin_routes_are_not() {
+        let open = cluster(&[]);
+        for scope in [Scope::Read, Scope::Reserve, Scope::Write] {
+            assert_eq!(
+                decide(&open, &HeaderMap::new(), scope),
+                Decision::Allow(None)
+            );
+        }
+        assert_eq!(
+            decide(&open, &HeaderMap::new(), Scope::Admin),
+            Decision::Unauthorized
+        );
+        // The legacy single token has every scope, under the name "default".
+        let legacy = ClusterConfig {
+            client_token: Some("legacy-token-123".into()),
+            ..open
+        };
+        let bearer = headers(&[("authorization", "Bearer legacy-token-123")]);
+        for scope in Scope::ALL {
+            assert_eq!(
+                decide(&legacy, &bearer, scope),
+                Decision::Allow(Some(Caller {
+                    token_name: "default".into()
+                }))
+            );
+        }
+        assert_eq!(
+            decide(&legacy, &HeaderMap::new(), Scope::Read),
+            Decision::Unauthorized
+        );
+    }
+}
