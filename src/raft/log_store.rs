@@ -24,7 +24,7 @@ use openraft::{OptionalSend, RaftLogReader};
 
 use super::{Entry, LogId, TypeConfig, Vote};
 use crate::storage::wal::Wal;
-use crate::storage::{decode, encode};
+use crate::storage::{decode_in, encode};
 
 /// The log store. Cheap to clone: clones share the WAL, which is how the log reader is made.
 #[derive(Clone)]
@@ -43,8 +43,12 @@ impl LogStore {
     }
 }
 
-fn decode_io<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> io::Result<T> {
-    Ok(decode(what.as_bytes(), bytes)?)
+impl LogStore {
+    /// Decodes `what` read from the WAL; a failure names the WAL's directory and `what`.
+    fn decode<T: serde::de::DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> io::Result<T> {
+        let place = format!("the Raft log {}", self.wal.dir().display());
+        Ok(decode_in(&place, what.as_bytes(), bytes)?)
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -65,14 +69,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         self.wal
             .entries(start, end)?
             .iter()
-            .map(|(_, bytes)| decode_io("log entry", bytes))
+            .map(|(index, bytes)| self.decode(&format!("log entry {index}"), bytes))
             .collect()
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
         self.wal
             .vote()
-            .map(|bytes| decode_io("vote", &bytes))
+            .map(|bytes| self.decode("vote", &bytes))
             .transpose()
     }
 }
@@ -84,10 +88,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id: Option<LogId> = self
             .wal
             .purged()
-            .map(|(_, bytes)| decode_io("purge point", &bytes))
+            .map(|(_, bytes)| self.decode("purge point", &bytes))
             .transpose()?;
         let last_log_id = match self.wal.last_entry()? {
-            Some((_, bytes)) => Some(decode_io::<Entry>("log entry", &bytes)?.log_id),
+            Some((index, bytes)) => Some(
+                self.decode::<Entry>(&format!("log entry {index}"), &bytes)?
+                    .log_id,
+            ),
             None => last_purged_log_id,
         };
         Ok(LogState {
@@ -110,7 +117,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
         match self.wal.committed() {
-            Some(bytes) => decode_io::<Option<LogId>>("committed log id", &bytes),
+            Some(bytes) => self.decode::<Option<LogId>>("committed log id", &bytes),
             None => Ok(None),
         }
     }
@@ -143,5 +150,43 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         self.wal.purge(log_id.index, &encode(&log_id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::storage::fs::SimFs;
+    use crate::storage::wal::WalOptions;
+
+    #[test]
+    fn a_corrupt_entry_is_an_error_naming_the_raft_log_and_the_index() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let wal = Wal::open(
+                Arc::new(SimFs::new()),
+                Path::new("/node/wal"),
+                WalOptions::default(),
+            )
+            .unwrap();
+            // Well framed by the WAL, but not an entry: a length claiming 2^44 bytes.
+            let mut bomb = vec![0xFD];
+            bomb.extend_from_slice(&(1u64 << 44).to_le_bytes());
+            wal.append(&[(7, bomb)]).unwrap();
+            let mut store = LogStore::new(wal);
+            let error = store.try_get_log_entries(7..8).await.unwrap_err();
+            let message = error.to_string();
+            assert!(message.contains("/node/wal"), "{message}");
+            assert!(message.contains("log entry 7"), "{message}");
+            assert!(
+                store.get_log_state().await.is_err(),
+                "the last entry is corrupt too"
+            );
+        });
     }
 }

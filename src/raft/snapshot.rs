@@ -37,7 +37,7 @@ use super::state_machine::StateMachineStore;
 use super::{LogId, Snapshot, SnapshotMeta, TypeConfig};
 use crate::storage::fs::blocking;
 use crate::storage::snapshots::{file_name, SnapshotFile};
-use crate::storage::{decode, encode, keys, Order, StorageError, WriteBatch};
+use crate::storage::{decode_in, encode, keys, Order, StorageError, WriteBatch};
 use crate::telemetry::SnapshotPhase;
 
 /// Keys read per page while walking the state, and written per batch while loading one.
@@ -326,11 +326,17 @@ pub fn current(store: &StateMachineStore) -> io::Result<Option<Snapshot>> {
     let Some(file) = store.snapshot_dir().latest()? else {
         return Ok(None);
     };
-    let meta: SnapshotMeta = decode(keys::SNAPSHOT, &file.meta()?)?;
+    let meta = read_meta(&file)?;
     Ok(Some(Snapshot {
         meta,
         snapshot: file,
     }))
+}
+
+/// The metadata at the head of a snapshot file; a failure names the file.
+fn read_meta(file: &SnapshotFile) -> io::Result<SnapshotMeta> {
+    let place = format!("the snapshot {}", file.path().display());
+    Ok(decode_in(&place, b"metadata", &file.meta()?)?)
 }
 
 /// Whether an install was cut short by a crash (the state machine is then not to be trusted
@@ -341,3 +347,31 @@ pub fn install_interrupted(store: &StateMachineStore) -> Result<bool, StorageErr
 
 /// Shared handle type for the capture (the store keeps one).
 pub type SharedCapture = Arc<Capture>;
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::storage::fs::SimFs;
+    use crate::storage::snapshots::SnapshotDir;
+
+    #[test]
+    fn corrupt_snapshot_metadata_is_an_error_naming_the_file() {
+        let dir = SnapshotDir::open(Arc::new(SimFs::new()), Path::new("/node/snapshots")).unwrap();
+        // A well-framed file whose metadata claims a 2^44-byte string.
+        let mut bomb = vec![0, 0, 0xFD];
+        bomb.extend_from_slice(&(1u64 << 44).to_le_bytes());
+        let file = dir
+            .writer(&file_name(3, 1), &bomb)
+            .unwrap()
+            .finish()
+            .unwrap();
+        let message = read_meta(&file).unwrap_err().to_string();
+        assert!(
+            message.contains(&file.path().display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("metadata"), "{message}");
+    }
+}

@@ -41,8 +41,14 @@ pub use sled_disk::SledDisk;
 pub enum StorageError {
     #[error("disk error: {0}")]
     Disk(String),
-    #[error("corrupt value under key {key:?}: {message}")]
-    Decode { key: String, message: String },
+    /// A value that does not decode: `place` names the file or database it was read from,
+    /// `key` what it was stored under.
+    #[error("corrupt value in {place} under key \"{key}\": {message}")]
+    Decode {
+        place: String,
+        key: String,
+        message: String,
+    },
     #[error("storage invariant broken: {0}")]
     Invariant(String),
 }
@@ -116,13 +122,29 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 /// (a record, an idempotency entry, the membership).
 pub const DISK_DECODE_LIMIT_BYTES: usize = 16 << 20;
 
-/// Decodes a value read from under `key`.
+/// Where the values [`decode`] reads live: sled keeps the state machine in the data directory's
+/// `db` file (its default tree).
+pub const DATABASE: &str = "the node's sled database (db in the data directory)";
+
+/// Decodes a value read from under `key` in the node's database ([`DATABASE`]).
 pub fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StorageError> {
+    decode_in(DATABASE, key, bytes)
+}
+
+/// Decodes a value read from under `key` in `place` (a file, or the database), refusing any
+/// length that claims more than [`DISK_DECODE_LIMIT_BYTES`]. A failure names both, with the key
+/// escaped (keys hold binary parts such as big-endian indexes).
+pub fn decode_in<T: serde::de::DeserializeOwned>(
+    place: &str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StorageError> {
     let config = bincode::config::standard().with_limit::<DISK_DECODE_LIMIT_BYTES>();
     bincode::serde::decode_from_slice(bytes, config)
         .map(|(value, _)| value)
         .map_err(|error| StorageError::Decode {
-            key: String::from_utf8_lossy(key).into_owned(),
+            place: place.to_owned(),
+            key: key.escape_ascii().to_string(),
             message: error.to_string(),
         })
 }
@@ -155,6 +177,36 @@ mod tests {
         batch.delete(vec![b'a', 3]);
         disk.write(batch).unwrap();
         assert_eq!(disk.get(&[b'a', 3]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_naming_the_database_and_its_key() {
+        let disk = SimDisk::new();
+        let key = crate::inventory::RecordKey::new("s1", "SKU-1").unwrap();
+        // Where the record's store id begins, a length claiming 2^44 bytes.
+        let mut bomb = vec![0xFD];
+        bomb.extend_from_slice(&(1u64 << 44).to_le_bytes());
+        let mut batch = WriteBatch::default();
+        batch.put(keys::record(&key), bomb);
+        disk.write(batch).unwrap();
+        let error = crate::raft::state_machine::read_record(&disk, &key).unwrap_err();
+        assert!(matches!(error, StorageError::Decode { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains(DATABASE), "{message}");
+        assert!(message.contains(r#"key "Srs1\x00SKU-1""#), "{message}");
+    }
+
+    #[test]
+    fn a_stored_length_just_over_the_limit_is_refused() {
+        let mut claim = vec![0xFC];
+        claim.extend_from_slice(&(DISK_DECODE_LIMIT_BYTES as u32 + 1).to_le_bytes());
+        let error = decode_in::<String>("the test", b"k", &claim).unwrap_err();
+        assert!(error.to_string().contains("LimitExceeded"), "{error}");
+        // Within the limit, the same claim is only a value cut short.
+        let mut claim = vec![0xFC];
+        claim.extend_from_slice(&(DISK_DECODE_LIMIT_BYTES as u32 / 2).to_le_bytes());
+        let error = decode_in::<String>("the test", b"k", &claim).unwrap_err();
+        assert!(!error.to_string().contains("LimitExceeded"), "{error}");
     }
 
     #[test]

@@ -186,6 +186,21 @@ fn read_record(file: &dyn FsFile, offset: u64, file_len: u64) -> io::Result<Read
     Ok(Read::Record(payload))
 }
 
+/// Drops the entries after `after`. Indexes come from disk, so even `u64::MAX` is no panic.
+fn drop_after(index: &mut BTreeMap<u64, Location>, after: u64) {
+    if let Some(first_dropped) = after.checked_add(1) {
+        index.split_off(&first_dropped);
+    }
+}
+
+/// Drops the entries up to and including `upto`.
+fn drop_upto(index: &mut BTreeMap<u64, Location>, upto: u64) {
+    *index = match upto.checked_add(1) {
+        Some(first_kept) => index.split_off(&first_kept),
+        None => BTreeMap::new(),
+    };
+}
+
 fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
@@ -216,13 +231,13 @@ impl State {
                 Some(0) => self.index.clear(),
                 Some(1) => {
                     let after = u64_at(body, 1).ok_or("a truncate record without an index")?;
-                    self.index.split_off(&(after + 1));
+                    drop_after(&mut self.index, after);
                 }
                 _ => return Err("a malformed truncate record"),
             },
             KIND_PURGE => {
                 let upto = u64_at(body, 0).ok_or("a purge record without an index")?;
-                self.index = self.index.split_off(&(upto + 1));
+                drop_upto(&mut self.index, upto);
                 self.purged = Some((upto, body[8..].to_vec()));
             }
             _ => return Err("an unknown record kind"),
@@ -415,9 +430,7 @@ impl Wal {
         }
         self.write(&mut inner, &bytes)?;
         match after {
-            Some(index) => {
-                inner.state.index.split_off(&(index + 1));
-            }
+            Some(index) => drop_after(&mut inner.state.index, index),
             None => inner.state.index.clear(),
         }
         Ok(())
@@ -431,7 +444,7 @@ impl Wal {
             let mut bytes = Vec::new();
             encode_record(KIND_PURGE, &[&upto.to_le_bytes(), log_id], &mut bytes);
             self.write(&mut inner, &bytes)?;
-            inner.state.index = inner.state.index.split_off(&(upto + 1));
+            drop_upto(&mut inner.state.index, upto);
             inner.state.purged = Some((upto, log_id.to_vec()));
         }
         self.sync().await?;
@@ -502,6 +515,11 @@ impl Wal {
             Some(index) => Ok(self.entry(index)?.map(|bytes| (index, bytes))),
             None => Ok(None),
         }
+    }
+
+    /// The directory of the segment files (for error messages).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn vote(&self) -> Option<Vec<u8>> {
@@ -784,6 +802,23 @@ mod tests {
             assert_eq!(wal.vote(), Some(b"vote-1".to_vec()));
             assert_eq!(wal.committed(), Some(b"committed-9".to_vec()));
             assert_eq!(wal.purged(), Some((20, b"log-id-20".to_vec())));
+        });
+    }
+
+    #[test]
+    fn truncate_and_purge_at_the_largest_index_replay_without_overflow() {
+        runtime().block_on(async {
+            let fs = SimFs::new();
+            let wal = open(&fs, 1 << 20).unwrap();
+            wal.append(&entries(1..=3)).unwrap();
+            wal.truncate_after(Some(u64::MAX)).unwrap();
+            assert_eq!(indexes(&wal), vec![1, 2, 3], "nothing lies after u64::MAX");
+            wal.purge(u64::MAX, b"log-id-max").await.unwrap();
+            assert!(indexes(&wal).is_empty(), "everything lies up to u64::MAX");
+            drop(wal);
+            let wal = open(&fs, 1 << 20).unwrap();
+            assert!(indexes(&wal).is_empty());
+            assert_eq!(wal.purged(), Some((u64::MAX, b"log-id-max".to_vec())));
         });
     }
 

@@ -120,12 +120,168 @@ impl Transport for HttpTransport {
                 .iter()
                 .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
                 .collect();
-            let body = response.bytes().await.map_err(unreachable)?.to_vec();
+            let body = read_body(response, RESPONSE_BODY_LIMIT_BYTES, &addr).await?;
             Ok(WireResponse {
                 status,
                 headers,
                 body,
             })
         })
+    }
+}
+
+/// Most bytes of one answer body read from a peer: whatever listens at a peer's address decides
+/// how long its body is, and reading it whole would let one bad answer grow this node's memory
+/// without bound. The largest answer worth reading is a Raft reply, which its decoder refuses
+/// beyond [`RPC_DECODE_LIMIT_BYTES`](crate::raft::network::RPC_DECODE_LIMIT_BYTES); the extra
+/// 64 KiB covers its envelope. Forwarded client answers are far smaller.
+pub const RESPONSE_BODY_LIMIT_BYTES: usize =
+    crate::raft::network::RPC_DECODE_LIMIT_BYTES + (64 << 10);
+/// Bytes reserved up front for an answer body. A claimed `content-length` is not trusted with
+/// more than this: the buffer grows with the bytes that really arrive.
+const RESPONSE_BODY_RESERVE_BYTES: usize = 64 << 10;
+
+/// Reads `response`'s body, refusing it as soon as it claims or brings more than `limit` bytes
+/// (the connection is then dropped, not drained).
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+    addr: &str,
+) -> Result<Vec<u8>, TransportError> {
+    let too_large = |what: String| TransportError::NoAnswer {
+        addr: addr.to_owned(),
+        message: format!("answer body refused: {what}, over the limit of {limit} bytes"),
+    };
+    let claimed = response.content_length().unwrap_or(0);
+    if claimed > limit as u64 {
+        return Err(too_large(format!("it claims {claimed} bytes")));
+    }
+    let mut body = Vec::with_capacity((claimed as usize).min(RESPONSE_BODY_RESERVE_BYTES));
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| TransportError::NoAnswer {
+            addr: addr.to_owned(),
+            message: error.to_string(),
+        })?
+    {
+        if body.len() + chunk.len() > limit {
+            let brought = body.len() + chunk.len();
+            return Err(too_large(format!("it brought {brought} bytes so far")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// How a fake peer answers.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Small,
+        /// Claims a body of this many bytes, sends a few and then nothing.
+        Claims(u64),
+        /// Streams this many bytes in chunks, with no length announced.
+        Streams(usize),
+    }
+
+    async fn answer(mut stream: TcpStream, answer: Answer) -> std::io::Result<()> {
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+            let read = stream.read(&mut buffer).await?;
+            if read == 0 {
+                return Ok(());
+            }
+            request.extend_from_slice(&buffer[..read]);
+        }
+        match answer {
+            Answer::Small => {
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+                    .await?;
+            }
+            Answer::Claims(bytes) => {
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {bytes}\r\n\r\nab");
+                stream.write_all(head.as_bytes()).await?;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Answer::Streams(bytes) => {
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await?;
+                let chunk = vec![b'x'; 1 << 20];
+                let mut sent = 0;
+                while sent < bytes {
+                    let len = chunk.len().min(bytes - sent);
+                    stream.write_all(format!("{len:x}\r\n").as_bytes()).await?;
+                    stream.write_all(&chunk[..len]).await?;
+                    stream.write_all(b"\r\n").await?;
+                    sent += len;
+                }
+                stream.write_all(b"0\r\n\r\n").await?;
+            }
+        }
+        stream.flush().await
+    }
+
+    /// A peer on a free loopback port that answers every request as told; its address.
+    async fn fake_peer(how: Answer) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(answer(stream, how));
+            }
+        });
+        addr
+    }
+
+    async fn send_to(how: Answer) -> Result<WireResponse, TransportError> {
+        let addr = fake_peer(how).await;
+        let request = WireRequest::post_bytes("/raft/append", vec![1, 2, 3]);
+        HttpTransport::new()
+            .send(&addr, request, Duration::from_secs(20))
+            .await
+    }
+
+    fn assert_refused_for_size(result: Result<WireResponse, TransportError>) {
+        match result {
+            Err(TransportError::NoAnswer { message, .. }) => {
+                assert!(message.contains("over the limit"), "{message}")
+            }
+            other => panic!(
+                "an oversize answer was not refused: {:?}",
+                other.map(|r| r.status)
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_answer_is_read_whole() {
+        let response = send_to(Answer::Small).await.unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, b"hello");
+    }
+
+    #[tokio::test]
+    async fn an_answer_claiming_more_than_the_limit_is_refused_without_waiting_for_it() {
+        let started = Instant::now();
+        assert_refused_for_size(send_to(Answer::Claims(200 << 20)).await);
+        // The fake peer never sends the claimed bytes: only an early refusal ends this quickly.
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn an_answer_streaming_past_the_limit_is_cut_off() {
+        assert_refused_for_size(send_to(Answer::Streams(RESPONSE_BODY_LIMIT_BYTES + 1)).await);
     }
 }

@@ -187,6 +187,14 @@ impl Cluster {
             .any(|(_, child)| matches!(child.try_wait(), Ok(None)))
     }
 
+    /// The process id of node `id` (started by this cluster), e.g. to read its memory use.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.children
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, child)| child.id())
+    }
+
     /// Waits up to `timeout` for node `id`'s process to exit on its own; its exit status, or
     /// None if it still runs (or was never started).
     pub async fn wait_exit(
