@@ -12,6 +12,7 @@
 //! Secrets are compared in constant time.
 
 mod admin;
+mod client_scope;
 pub mod error;
 mod health;
 mod inventory;
@@ -25,6 +26,8 @@ mod raft_routes;
 mod request;
 pub mod request_id;
 mod sync;
+
+pub use client_scope::ClientScope;
 
 use std::sync::Arc;
 use std::time::Duration;
