@@ -13,9 +13,9 @@
 //! Decisions inside apply come only from the entries: log time is
 //! [`inventory::next_log_time`] of the previous log time (kept under `keys::CLOCK`, so it is in
 //! every snapshot) and the entry's stamp: never backwards, at most
-//! [`inventory::LOG_TIME_STEP_MAX_MS`] forward per entry. Expired idempotency keys are purged per entry
-//! (at most [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`]) so that batch boundaries, which differ between
-//! nodes, never change the result.
+//! [`inventory::LOG_TIME_STEP_MAX_MS`] forward per entry. Expired idempotency keys are purged
+//! per entry (at most [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`]) so that batch boundaries, which
+//! differ between nodes, never change the result.
 //!
 //! A storage or decode failure is returned to openraft as an `io::Error`, which stops the node:
 //! a replica that cannot apply faithfully must not answer.
