@@ -16,7 +16,7 @@
 //! scope again from them, as it re-parses everything else (`api::request`).
 
 /// The scope of an authenticated client, inserted as a request extension by the authentication
-/// middleware (e.g. `ClientScope(format!("token:{name}"))`). Read by [`super::request`].
+/// middleware (e.g. `ClientScope(format!("token:{name}"))`). Read by `api::request`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientScope(pub String);
 

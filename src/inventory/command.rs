@@ -152,7 +152,7 @@ pub struct Request {
     /// [`super::LOG_TIME_STEP_MAX_MS`] forward per entry.
     pub proposed_at_ms: u64,
     /// Encoded so that entries written before scopes existed still decode (as the anonymous
-    /// scope), and anonymous keys are written exactly as they were: see [`idempotency_wire`].
+    /// scope), and anonymous keys are written exactly as they were: see `idempotency_wire`.
     #[serde(with = "idempotency_wire")]
     pub idempotency: Option<IdempotencyKey>,
 }
