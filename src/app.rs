@@ -25,7 +25,7 @@ use openraft_rt::WatchReceiver;
 
 use crate::client::wire::{LogStatus, Metrics, RaftStatus, StorageStatus};
 use crate::config::Config;
-use crate::inventory::{IdempotencyKey, Record, RecordKey, Request, Response};
+use crate::inventory::{IdempotencyId, IdempotencyKey, Record, RecordKey, Request, Response};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Applied, NodeId, Raft, RaftMetrics};
 use crate::space::{NoSpaceReason, SpaceGuard};
@@ -343,16 +343,18 @@ impl App {
     /// Proposes `command` as the leader: stamps the log time, waits until the entry is committed
     /// by a quorum (each member flushed it) and applied here, and returns the state machine's
     /// answer. Refused first while this node is short of disk space ([`App::check_space`]).
+    /// `idempotency` is the request's key within its client scope (`api::request`).
     pub async fn propose(
         &self,
         command: crate::inventory::Command,
-        idempotency_key: Option<String>,
+        idempotency: Option<IdempotencyId>,
     ) -> Result<Response, ProposeError> {
         self.check_space()?;
         let request = Request {
             command,
             proposed_at_ms: self.clock.now_ms(),
-            idempotency: idempotency_key.map(|key| IdempotencyKey {
+            idempotency: idempotency.map(|IdempotencyId { scope, key }| IdempotencyKey {
+                scope,
                 key,
                 ttl_ms: self.config.api.idempotency_ttl_ms,
             }),

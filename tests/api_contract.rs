@@ -1038,6 +1038,29 @@ fn malformed_requests(existing: &str) -> Vec<(String, Req, &'static [u16], Optio
             V,
         ),
     ]);
+    // So is the X-Client-Id naming the client whose key it is.
+    let client = |id: &[u8]| keyed(b"order-1").with_bytes("x-client-id", id);
+    cases.extend([
+        (
+            "X-Client-Id of 129 chars".to_owned(),
+            client(long(129).as_bytes()),
+            BAD,
+            V,
+        ),
+        ("empty X-Client-Id".to_owned(), client(b""), BAD, V),
+        (
+            "X-Client-Id with a space".to_owned(),
+            client(b"shop 1"),
+            BAD,
+            V,
+        ),
+        (
+            "X-Client-Id with non-ASCII bytes".to_owned(),
+            client("caf\u{e9}".as_bytes()),
+            BAD,
+            V,
+        ),
+    ]);
     cases
 }
 
@@ -1216,6 +1239,78 @@ async fn an_idempotency_key_replays_the_first_answer_on_any_node_and_refuses_a_d
     assert_eq!(again.status, 201, "{again}");
     assert!(again.replayed(), "{again}");
     assert_eq!(again.json["newQuantity"], 97, "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_belongs_to_its_client_id_and_replays_only_for_that_client() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let f = followers(&cluster, leader);
+    let sku = "scoped";
+    let create = Req::post(
+        routes::INVENTORY,
+        json!({ "sku": sku, "storeId": STORE, "initialQuantity": 10 }),
+    );
+    assert_eq!(call(&cluster, leader, &create).await.status, 201);
+    // Every client uses the same, guessable key.
+    let reserve = |client: Option<&str>| {
+        let req = Req::post(reserve_path(sku), json!({ "qty": 2 })).keyed("order-42");
+        match client {
+            Some(client) => req.with("x-client-id", client),
+            None => req,
+        }
+    };
+
+    // Two clients with the same key each get a fresh answer of their own.
+    let alice = call(&cluster, leader, &reserve(Some("alice"))).await;
+    assert_eq!((alice.status, alice.replayed()), (201, false), "{alice}");
+    assert_eq!(alice.json["newQuantity"], 8, "{alice}");
+    let bob = call(&cluster, f[0], &reserve(Some("bob"))).await;
+    assert_eq!((bob.status, bob.replayed()), (201, false), "{bob}");
+    assert_eq!(
+        bob.json["newQuantity"], 6,
+        "bob's reserve was applied: {bob}"
+    );
+
+    // One client's retry replays its own answer, through any node: a follower first, then the
+    // leader and the other follower.
+    let carol = assert_replays(&cluster, &reserve(Some("carol")), f[0], &[leader, f[1]]).await;
+    assert_eq!(carol.status, 201, "{carol}");
+    assert_eq!(carol.json["newQuantity"], 4, "{carol}");
+    for node in [f[1], leader] {
+        let again = call(&cluster, node, &reserve(Some("alice"))).await;
+        assert!(again.replayed(), "alice's retry on node {node}: {again}");
+        assert_eq!(again.json["newQuantity"], 8, "alice's own answer: {again}");
+    }
+
+    // A client sending no id is in the anonymous scope: its own key too.
+    let anonymous = call(&cluster, f[1], &reserve(None)).await;
+    assert_eq!((anonymous.status, anonymous.replayed()), (201, false));
+    assert_eq!(anonymous.json["newQuantity"], 2, "{anonymous}");
+
+    // Key reuse with another request is refused within a client's scope only.
+    let reused = Req::post(reserve_path(sku), json!({ "qty": 1 }))
+        .keyed("order-42")
+        .with("x-client-id", "bob");
+    let refused = call(&cluster, f[0], &reused).await;
+    assert_eq!(refused.status, 422, "{refused}");
+    assert_eq!(refused.code(), "IDEMPOTENCY_KEY_REUSED", "{refused}");
+
+    // A malformed client id is refused before anything is proposed.
+    for node in [leader, f[0]] {
+        let bad = reserve(None).with_bytes("x-client-id", b"two words");
+        let reply = call(&cluster, node, &bad).await;
+        assert_eq!(reply.status, 400, "node {node}: {reply}");
+        assert_eq!(reply.code(), "VALIDATION_ERROR", "{reply}");
+        assert_error_shape(&reply, "a malformed X-Client-Id");
+    }
+
+    let record = linearizable_record(&cluster, f[1], sku).await;
+    assert_eq!(
+        (record["qty"].clone(), record["version"].clone()),
+        (json!(2), json!(5)),
+        "four reserves applied, once each"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

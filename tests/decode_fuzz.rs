@@ -128,6 +128,7 @@ fn request(store_id: &str, sku: &str, quantity: i64) -> Request {
         },
         proposed_at_ms: 1,
         idempotency: Some(IdempotencyKey {
+            scope: "token:shop".into(),
             key: "order-42".into(),
             ttl_ms: 1000,
         }),

@@ -299,6 +299,59 @@ scopes = ["admin"]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_belong_to_the_token_that_used_them() {
+    let tokens = r#"
+[[cluster.client_tokens]]
+name = "shop-a"
+token = "shop-a-token-0001"
+scopes = ["read", "reserve", "write"]
+[[cluster.client_tokens]]
+name = "shop-b"
+token = "shop-b-token-0001"
+scopes = ["read", "reserve"]
+"#;
+    let cluster = Cluster::start_with(3, "", tokens).await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let follower = follower_of(&cluster, leader);
+    let as_a = [("authorization", "Bearer shop-a-token-0001")];
+    let created = cluster
+        .request(
+            leader,
+            Method::POST,
+            routes::INVENTORY,
+            Some(CREATE_A),
+            &as_a,
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let key = ("idempotency-key", "order-42");
+    // Shop B takes the guessable key first; shop A's request with it is still its own.
+    let b = [("authorization", "Bearer shop-b-token-0001"), key];
+    let a = [as_a[0], key];
+    // A client id cannot move a token's request into another scope.
+    let a_posing = [as_a[0], key, ("x-client-id", "shop-b")];
+    for (node, headers, replayed) in [
+        (leader, &b[..], false),
+        (follower, &a[..], false),
+        (leader, &a[..], true),
+        (follower, &a_posing[..], true),
+        (follower, &b[..], true),
+    ] {
+        let answer = cluster.reserve_one(node, "A", headers).await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        assert_eq!(
+            answer.header("idempotent-replayed") == Some("true"),
+            replayed,
+            "{headers:?} via node {node}: {answer:?}"
+        );
+    }
+    let read = cluster
+        .request(leader, Method::GET, &routes::record("s1", "A"), None, &as_a)
+        .await;
+    assert_eq!(read.json["qty"], 98, "one reserve per token: {read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_comes_from_a_file_and_a_rotated_out_secret_is_accepted_while_listed() {
     let previous = "previous-secret-0123456789";
     let mut cluster = Cluster::configure(3, &format!("accepted_secrets = [\"{previous}\"]"), "");

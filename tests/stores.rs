@@ -8,7 +8,7 @@ use futures::stream;
 use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::vote::RaftLeaderIdExt;
 use openraft::{EntryPayload, Membership, RaftLogReader};
-use stockraft::inventory::{Command, RecordKey, Request};
+use stockraft::inventory::{Command, RecordKey, Request, LOG_TIME_STEP_MAX_MS};
 use stockraft::raft::log_store::LogStore;
 use stockraft::raft::state_machine::StateMachineStore;
 use stockraft::raft::{Entry, LogId, TypeConfig};
@@ -329,6 +329,17 @@ fn a_snapshot_whose_state_could_not_be_read_fails_instead_of_shipping_an_empty_s
 }
 
 fn keyed_create_entry(index: u64, sku: &str, key: &str, ttl_ms: u64, at_ms: u64) -> Entry {
+    scoped_create_entry(index, sku, "", key, ttl_ms, at_ms)
+}
+
+fn scoped_create_entry(
+    index: u64,
+    sku: &str,
+    scope: &str,
+    key: &str,
+    ttl_ms: u64,
+    at_ms: u64,
+) -> Entry {
     Entry {
         log_id: log_id(1, index),
         payload: EntryPayload::Normal(Request {
@@ -338,6 +349,7 @@ fn keyed_create_entry(index: u64, sku: &str, key: &str, ttl_ms: u64, at_ms: u64)
             },
             proposed_at_ms: at_ms,
             idempotency: Some(stockraft::inventory::IdempotencyKey {
+                scope: scope.into(),
                 key: key.into(),
                 ttl_ms,
             }),
@@ -542,5 +554,160 @@ fn past_the_cap_the_oldest_idempotency_keys_are_evicted_the_same_way_on_every_re
             .record(&RecordKey::new("s1", "sku-2").unwrap())
             .unwrap()
             .is_some());
+    });
+}
+
+/// The idempotency keys a store holds, as (scope, key), in storage order.
+fn stored_idempotency_ids(store: &StateMachineStore) -> Vec<(String, String)> {
+    store
+        .state_pairs()
+        .unwrap()
+        .iter()
+        .filter_map(|(k, _)| k.strip_prefix(b"Sx"))
+        .map(|k| {
+            let mut expiry_key = b"Sx".to_vec();
+            expiry_key.extend_from_slice(k);
+            let (_, id) = stockraft::storage::keys::parse_expiry(&expiry_key).unwrap();
+            (id.scope, id.key)
+        })
+        .collect()
+}
+
+#[test]
+fn keys_of_different_scopes_are_stored_apart_and_evicted_oldest_first_across_scopes() {
+    // Entry i's key: four scopes in turn, the same key names in "" and "token:t", and names
+    // that would run together without a separator in "client:a" ("b:c1") and "client:a:b"
+    // ("c1").
+    let identity = |i: u64| -> (String, String) {
+        let n = i / 4;
+        let (scope, key) = match i % 4 {
+            0 => ("", format!("k{n}")),
+            1 => ("client:a", format!("b:c{n}")),
+            2 => ("client:a:b", format!("c{n}")),
+            _ => ("token:t", format!("k{n}")),
+        };
+        (scope.to_owned(), key)
+    };
+    block_on(async {
+        let cap = 4;
+        let mut entries = vec![membership_entry(1)];
+        for i in 2..=13u64 {
+            let (scope, key) = identity(i);
+            let sku = format!("sku-{i}");
+            entries.push(scoped_create_entry(
+                i,
+                &sku,
+                &scope,
+                &key,
+                1_000_000,
+                10_000 + i,
+            ));
+        }
+        let mut a = sim_store(Arc::new(SimDisk::new())).with_idempotency_keys_max(cap);
+        let mut b = sim_store(Arc::new(SimDisk::new())).with_idempotency_keys_max(cap);
+        let mut unbounded = sim_store(Arc::new(SimDisk::new()));
+        apply(&mut a, entries.clone()).await;
+        apply(&mut unbounded, entries.clone()).await;
+        for chunk in entries.chunks(3) {
+            apply(&mut b, chunk.to_vec()).await;
+        }
+        // Without a cap: one key per entry, however alike their names.
+        let mut all = stored_idempotency_ids(&unbounded);
+        all.sort();
+        let mut expected: Vec<(String, String)> = (2..=13).map(identity).collect();
+        expected.sort();
+        assert_eq!(all, expected);
+        // With the cap, the newest keys stay, whatever their scope, in expiry order.
+        let newest: Vec<(String, String)> = (10..=13).map(identity).collect();
+        assert_eq!(stored_idempotency_ids(&a), newest);
+        assert_eq!(
+            a.state_pairs().unwrap(),
+            b.state_pairs().unwrap(),
+            "deterministic"
+        );
+    });
+}
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+const NOW_MS: u64 = 1_767_225_600_000;
+
+fn adjust_at(index: u64, sku: &str, at_ms: u64) -> Entry {
+    adjust_entry(index, sku, 0, at_ms)
+}
+
+fn updated_at(store: &StateMachineStore, sku: &str) -> u64 {
+    store
+        .record(&RecordKey::new("s1", sku).unwrap())
+        .unwrap()
+        .expect("the record exists")
+        .updated_at_ms
+}
+
+#[test]
+fn a_leader_clock_jump_of_a_day_moves_log_time_one_step_and_expires_no_key() {
+    block_on(async {
+        let mut store = sim_store(Arc::new(SimDisk::new()));
+        apply(
+            &mut store,
+            vec![
+                membership_entry(1),
+                keyed_create_entry(2, "a", "order-1", DAY_MS, NOW_MS),
+                // A leader whose clock jumped a day ahead stamps the next entries.
+                adjust_at(3, "a", NOW_MS + DAY_MS),
+            ],
+        )
+        .await;
+        assert_eq!(updated_at(&store, "a"), NOW_MS + LOG_TIME_STEP_MAX_MS);
+        apply(&mut store, vec![adjust_at(4, "a", NOW_MS + DAY_MS)]).await;
+        assert_eq!(updated_at(&store, "a"), NOW_MS + 2 * LOG_TIME_STEP_MAX_MS);
+        assert_eq!(
+            stored_idempotency_ids(&store),
+            vec![(String::new(), "order-1".to_owned())],
+            "the day-long key outlived the jump"
+        );
+        // A leader with the right clock again cannot move time back.
+        apply(&mut store, vec![adjust_at(5, "a", NOW_MS)]).await;
+        assert_eq!(updated_at(&store, "a"), NOW_MS + 2 * LOG_TIME_STEP_MAX_MS);
+    });
+}
+
+#[test]
+fn log_time_survives_a_restart_and_a_snapshot_install() {
+    block_on(async {
+        let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
+        let mut store = sim_store(disk.clone());
+        apply(
+            &mut store,
+            vec![
+                membership_entry(1),
+                keyed_create_entry(2, "a", "order-1", DAY_MS, NOW_MS - 1_000),
+            ],
+        )
+        .await;
+        apply(&mut store, vec![adjust_at(3, "a", NOW_MS)]).await;
+        let snapshot = store
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let mut installed = sim_store(Arc::new(SimDisk::new()));
+        let received = transfer(&snapshot.snapshot, &installed);
+        installed
+            .install_snapshot(&snapshot.meta, received)
+            .await
+            .unwrap();
+        let mut restarted = sim_store(disk);
+
+        // The next entry is stamped a day ahead: each node bounds it from the log time it
+        // kept, not from nothing.
+        for node in [&mut restarted, &mut installed] {
+            apply(node, vec![adjust_at(4, "a", NOW_MS + DAY_MS)]).await;
+            assert_eq!(updated_at(node, "a"), NOW_MS + LOG_TIME_STEP_MAX_MS);
+        }
+        assert_eq!(
+            restarted.state_pairs().unwrap(),
+            installed.state_pairs().unwrap()
+        );
     });
 }

@@ -15,8 +15,8 @@
 //! `cluster.accepted_secrets` (rotation). Every comparison runs in constant time over the
 //! expected value, whatever the guess's length.
 //!
-//! A token-authenticated request carries [`Caller`] (the token's name) for the handlers, e.g.
-//! to scope idempotency keys per client.
+//! A token-authenticated request carries the [`ClientScope`] `token:<name>`, the scope its
+//! idempotency keys live in (`api::client_scope`): a client cannot pick another's.
 
 use std::sync::Arc;
 
@@ -25,13 +25,14 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::client_scope::ClientScope;
 use super::error::ApiError;
 use crate::app::App;
 use crate::client::headers;
 use crate::config::{ClusterConfig, Scope};
 use crate::transport::SECRET_HEADER;
 
-/// The client token a request authenticated with (absent for open routes and secret holders).
+/// The client token a request authenticated with (none for open routes and secret holders).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub token_name: String,
@@ -125,7 +126,8 @@ pub async fn require_scope(
     match decide(&app.config.cluster, request.headers(), scope) {
         Decision::Allow(caller) => {
             if let Some(caller) = caller {
-                request.extensions_mut().insert(caller);
+                let scope = ClientScope(format!("token:{}", caller.token_name));
+                request.extensions_mut().insert(scope);
             }
             next.run(request).await
         }

@@ -146,7 +146,9 @@ async fn write_command(
     let parsed = async {
         let raw = RawRequest::read(app, request).await?;
         let command = parse(&raw)?;
-        let key = raw.idempotency_key()?;
+        // The key within its client scope, computed from the request alone: a follower and the
+        // leader it forwards to compute the same (`api::client_scope`).
+        let key = raw.idempotency_id()?;
         Ok::<_, ApiError>((raw, command, key))
     };
     let (raw, command, key) = match parsed.await {

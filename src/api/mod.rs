@@ -14,6 +14,7 @@
 
 mod admin;
 pub mod auth;
+mod client_scope;
 pub mod error;
 mod health;
 mod inventory;
@@ -27,6 +28,8 @@ mod raft_routes;
 mod request;
 pub mod request_id;
 mod sync;
+
+pub use client_scope::ClientScope;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -210,6 +210,10 @@ mod paths {
         /// 1-255 printable ASCII characters.
         #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
         pub idempotency_key: Option<String>,
+        /// Whose idempotency keys these are when no client token is used: keys are remembered
+        /// per client (per token when tokens are configured). 1-128 visible ASCII characters.
+        #[param(rename = "X-Client-Id", pattern = "^[!-~]{1,128}$")]
+        pub x_client_id: Option<String>,
         /// Apply only if the record is at this version: `"3"`, `3`, `W/"3"` or `*`.
         #[param(
             rename = "If-Match",

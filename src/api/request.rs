@@ -1,5 +1,6 @@
 //! Reading a client request: the body (bounded, JSON objects only), the path ids, and the
-//! headers every route family shares (`Idempotency-Key`, `If-Match`, `?consistency=`).
+//! headers every route family shares (`Idempotency-Key` and the client scope it belongs to,
+//! `If-Match`, `?consistency=`).
 //!
 //! Every check here answers 400/413/415 in the seed's error shape *before* anything reaches
 //! Raft. The request is kept whole ([`RawRequest`]) because a follower forwards it unchanged to
@@ -10,10 +11,13 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
 use serde::de::DeserializeOwned;
 
+use super::client_scope::{ClientScope, CLIENT_ID_LENGTH_MAX, CLIENT_ID_SCOPE_PREFIX};
 use super::error::ApiError;
 use crate::app::App;
 use crate::client::{headers, Consistency};
-use crate::inventory::{RecordKey, IDEMPOTENCY_KEY_LENGTH_MAX};
+use crate::inventory::{
+    IdempotencyId, RecordKey, IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_SCOPE_LENGTH_MAX,
+};
 
 /// The parts of a client request needed to parse it and to forward it unchanged.
 #[derive(Debug, Clone)]
@@ -22,6 +26,9 @@ pub struct RawRequest {
     pub path_and_query: String,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// The authenticated client's scope, if the authentication middleware set one (it is not
+    /// forwarded: the leader's own middleware sets it again from the forwarded headers).
+    pub client_scope: Option<ClientScope>,
 }
 
 impl RawRequest {
@@ -39,6 +46,7 @@ impl RawRequest {
         Ok(Self {
             method: parts.method,
             path_and_query,
+            client_scope: parts.extensions.get::<ClientScope>().cloned(),
             headers: parts.headers,
             body: body.to_vec(),
         })
@@ -89,6 +97,47 @@ impl RawRequest {
             )));
         }
         Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+    }
+
+    /// The client scope of this request's idempotency key (see `api::client_scope`): the
+    /// authenticated [`ClientScope`], else `client:` + `X-Client-Id`, else empty (anonymous).
+    /// A malformed `X-Client-Id` is refused (400) even when a token names the scope: it is a
+    /// client's mistake either way.
+    pub fn idempotency_scope(&self) -> Result<String, ApiError> {
+        let client_id = self.client_id()?;
+        if let Some(ClientScope(scope)) = &self.client_scope {
+            // The server made this scope (from a token's name), not the client: a 500.
+            if scope.len() > IDEMPOTENCY_SCOPE_LENGTH_MAX {
+                return Err(ApiError::internal(format!(
+                    "a client scope is at most {IDEMPOTENCY_SCOPE_LENGTH_MAX} bytes"
+                )));
+            }
+            return Ok(scope.clone());
+        }
+        Ok(client_id.map_or_else(String::new, |id| format!("{CLIENT_ID_SCOPE_PREFIX}{id}")))
+    }
+
+    /// `Idempotency-Key` within its client scope, if a key was sent.
+    pub fn idempotency_id(&self) -> Result<Option<IdempotencyId>, ApiError> {
+        let scope = self.idempotency_scope()?;
+        Ok(self
+            .idempotency_key()?
+            .map(|key| IdempotencyId { scope, key }))
+    }
+
+    /// `X-Client-Id`: 1 to 128 visible ASCII characters (no spaces), if present.
+    fn client_id(&self) -> Result<Option<&str>, ApiError> {
+        let Some(value) = self.headers.get(headers::CLIENT_ID) else {
+            return Ok(None);
+        };
+        let bytes = value.as_bytes();
+        let visible = bytes.iter().all(u8::is_ascii_graphic);
+        if bytes.is_empty() || bytes.len() > CLIENT_ID_LENGTH_MAX || !visible {
+            return Err(ApiError::validation(format!(
+                "X-Client-Id must be 1 to {CLIENT_ID_LENGTH_MAX} visible ASCII characters"
+            )));
+        }
+        Ok(value.to_str().ok())
     }
 
     /// The expected version from `If-Match` and/or the body's `expectedVersion`; both present
@@ -184,6 +233,85 @@ fn parse_consistency(path_and_query: &str) -> Result<Consistency, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw(headers: &[(&'static str, &[u8])], scope: Option<&str>) -> RawRequest {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, axum::http::HeaderValue::from_bytes(value).unwrap());
+        }
+        RawRequest {
+            method: Method::POST,
+            path_and_query: "/x".into(),
+            headers: map,
+            body: Vec::new(),
+            client_scope: scope.map(|scope| ClientScope(scope.to_owned())),
+        }
+    }
+
+    #[test]
+    fn the_scope_is_the_token_then_the_client_id_then_anonymous() {
+        let scope = |headers: &[(&'static str, &[u8])], token: Option<&str>| {
+            raw(headers, token).idempotency_scope().unwrap()
+        };
+        assert_eq!(scope(&[], None), "");
+        assert_eq!(scope(&[("x-client-id", b"shop-1")], None), "client:shop-1");
+        assert_eq!(
+            scope(&[("x-client-id", b"shop-1")], Some("token:ops")),
+            "token:ops",
+            "a token names the client; the header cannot override it"
+        );
+        assert_eq!(scope(&[], Some("token:ops")), "token:ops");
+        // A client id cannot pose as a token's scope.
+        assert_eq!(
+            scope(&[("x-client-id", b"token:ops")], None),
+            "client:token:ops"
+        );
+        let id = raw(
+            &[("x-client-id", b"shop-1"), ("idempotency-key", b"order-42")],
+            None,
+        )
+        .idempotency_id()
+        .unwrap();
+        assert_eq!(
+            id,
+            Some(IdempotencyId {
+                scope: "client:shop-1".into(),
+                key: "order-42".into()
+            })
+        );
+        assert_eq!(
+            raw(&[("x-client-id", b"shop-1")], None)
+                .idempotency_id()
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_malformed_client_id_is_a_validation_error() {
+        let longest = "c".repeat(CLIENT_ID_LENGTH_MAX);
+        assert!(raw(&[("x-client-id", longest.as_bytes())], None)
+            .idempotency_scope()
+            .is_ok());
+        let too_long = "c".repeat(CLIENT_ID_LENGTH_MAX + 1);
+        for bad in [
+            too_long.as_bytes(),
+            b"",
+            b"shop 1",
+            b"shop\t1",
+            "caf\u{e9}".as_bytes(),
+        ] {
+            let error = raw(&[("x-client-id", bad)], None)
+                .idempotency_scope()
+                .unwrap_err();
+            assert_eq!(
+                error.status(),
+                axum::http::StatusCode::BAD_REQUEST,
+                "{bad:?}"
+            );
+            assert_eq!(error.code(), "VALIDATION_ERROR", "{bad:?}");
+        }
+    }
 
     #[test]
     fn if_match_accepts_quoted_bare_weak_lists_and_star() {

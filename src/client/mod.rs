@@ -35,6 +35,9 @@ use crate::transport::{Transport, TransportError, WireRequest, WireResponse};
 pub mod headers {
     /// Makes a POST idempotent: the same key and request replay the first answer.
     pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+    /// Names the client whose idempotency keys these are, when tokens are off (with a token,
+    /// the token names it): two clients' equal keys are then two keys.
+    pub const CLIENT_ID: &str = "x-client-id";
     /// `true` on an answer replayed for an idempotency key.
     pub const REPLAYED: &str = "idempotent-replayed";
     /// A write's version precondition, `"<version>"`.
@@ -133,6 +136,7 @@ pub struct Client {
     timeout: Duration,
     secret: Option<String>,
     token: Option<String>,
+    client_id: Option<String>,
 }
 
 impl Client {
@@ -144,6 +148,7 @@ impl Client {
             timeout: REQUEST_TIMEOUT_DEFAULT,
             secret: None,
             token: None,
+            client_id: None,
         }
     }
 
@@ -172,16 +177,29 @@ impl Client {
         self
     }
 
+    /// A client id, sent as `X-Client-Id` on every request: its idempotency keys are then its
+    /// own (when tokens are off; a token names the client instead).
+    pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
     pub fn node(&self) -> &str {
         &self.node
     }
 
-    /// Sends `request` as is (plus the token, if any); for callers that need the raw answer.
+    /// Sends `request` as is (plus the token and client id, if any); for callers that need the
+    /// raw answer.
     pub async fn send(&self, mut request: WireRequest) -> Result<WireResponse, TransportError> {
         if let Some(token) = &self.token {
             request
                 .headers
                 .push((headers::AUTHORIZATION.into(), format!("Bearer {token}")));
+        }
+        if let Some(client_id) = &self.client_id {
+            request
+                .headers
+                .push((headers::CLIENT_ID.into(), client_id.clone()));
         }
         self.transport.send(&self.node, request, self.timeout).await
     }
@@ -423,7 +441,9 @@ mod tests {
             201,
             &format!(r#"{{"success":true,"newQuantity":7,"newVersion":2,"record":{RECORD}}}"#),
         );
-        let client = Client::new(transport.clone(), "n1:1").with_token("t0k");
+        let client = Client::new(transport.clone(), "n1:1")
+            .with_token("t0k")
+            .with_client_id("shop-7");
         let options = WriteOptions {
             idempotency_key: Some("order-1".into()),
             if_match: Some(1),
@@ -449,6 +469,7 @@ mod tests {
         assert_eq!(sent("idempotency-key").as_deref(), Some("order-1"));
         assert_eq!(sent("if-match").as_deref(), Some("\"1\""));
         assert_eq!(sent("authorization").as_deref(), Some("Bearer t0k"));
+        assert_eq!(sent("x-client-id").as_deref(), Some("shop-7"));
         assert_eq!(sent("content-type").as_deref(), Some("application/json"));
     }
 

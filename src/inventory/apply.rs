@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::command::{
-    Command, CommandResult, NewRecord, Rejection, Request, Response, BATCH_RECORDS_MAX,
+    Command, CommandResult, IdempotencyId, NewRecord, Rejection, Request, Response,
+    BATCH_RECORDS_MAX,
 };
 use super::record::{Record, RecordKey};
 
@@ -14,15 +15,16 @@ use super::record::{Record, RecordKey};
 pub struct ApplyContext {
     /// Index of the log entry being applied.
     pub log_index: u64,
-    /// Log time in ms: `max(previous log time, request.proposed_at_ms)`, computed by the caller
-    /// from replicated data only.
+    /// Log time in ms: [`super::next_log_time`] of the previous entry's log time and
+    /// `request.proposed_at_ms`, computed by the caller from replicated data only.
     pub now_ms: u64,
 }
 
 /// Read access to the replicated state, as of just before this request.
 pub trait StateView {
     fn record(&self, key: &RecordKey) -> Option<Record>;
-    fn idempotency(&self, key: &str) -> Option<IdempotencyEntry>;
+    /// The live or expired entry of an idempotency key within its scope.
+    fn idempotency(&self, id: &IdempotencyId) -> Option<IdempotencyEntry>;
 }
 
 /// What is remembered about an idempotency key.
@@ -40,7 +42,7 @@ pub struct IdempotencyEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Effects {
     pub records: Vec<Record>,
-    pub idempotency: Option<(String, IdempotencyEntry)>,
+    pub idempotency: Option<(IdempotencyId, IdempotencyEntry)>,
 }
 
 /// Applies one request. Deterministic: depends only on its arguments.
@@ -49,12 +51,22 @@ pub fn apply(
     request: &Request,
     context: ApplyContext,
 ) -> (Response, Effects) {
+    if let Some(Err(message)) = request.idempotency.as_ref().map(|key| key.check()) {
+        // Nothing to remember the answer under: refused, and not stored.
+        let response = Response {
+            operation: request.command.operation(),
+            result: Err(invalid(&message)),
+            replayed: false,
+            log_index: context.log_index,
+        };
+        return (response, Effects::default());
+    }
     let fingerprint = request
         .idempotency
         .as_ref()
         .map(|_| request.command.fingerprint());
     if let (Some(idempotency), Some(fingerprint)) = (&request.idempotency, &fingerprint) {
-        if let Some(entry) = view.idempotency(&idempotency.key) {
+        if let Some(entry) = view.idempotency(&idempotency.id()) {
             if entry.expires_at_ms > context.now_ms {
                 return (
                     replay(entry, &idempotency.key, fingerprint, request, context),
@@ -90,7 +102,7 @@ pub fn apply(
             response: response.clone(),
             expires_at_ms: context.now_ms.saturating_add(idempotency.ttl_ms),
         };
-        effects.idempotency = Some((idempotency.key.clone(), entry));
+        effects.idempotency = Some((idempotency.id(), entry));
     }
     (response, effects)
 }
@@ -276,7 +288,7 @@ fn invalid(message: &str) -> Rejection {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryState {
     pub records: BTreeMap<RecordKey, Record>,
-    pub idempotency: BTreeMap<String, IdempotencyEntry>,
+    pub idempotency: BTreeMap<IdempotencyId, IdempotencyEntry>,
 }
 
 impl MemoryState {
@@ -294,15 +306,15 @@ impl StateView for MemoryState {
     fn record(&self, key: &RecordKey) -> Option<Record> {
         self.records.get(key).cloned()
     }
-    fn idempotency(&self, key: &str) -> Option<IdempotencyEntry> {
-        self.idempotency.get(key).cloned()
+    fn idempotency(&self, id: &IdempotencyId) -> Option<IdempotencyEntry> {
+        self.idempotency.get(id).cloned()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{IdempotencyKey, Operation};
+    use crate::inventory::{next_log_time, IdempotencyKey, Operation, LOG_TIME_STEP_MAX_MS};
 
     fn key(sku: &str) -> RecordKey {
         RecordKey::new("s1", sku).unwrap()
@@ -317,8 +329,13 @@ mod tests {
     }
 
     fn keyed(command: Command, idempotency_key: &str) -> Request {
+        scoped(command, "", idempotency_key)
+    }
+
+    fn scoped(command: Command, scope: &str, idempotency_key: &str) -> Request {
         Request {
             idempotency: Some(IdempotencyKey {
+                scope: scope.to_owned(),
                 key: idempotency_key.to_owned(),
                 ttl_ms: 10_000,
             }),
@@ -612,5 +629,185 @@ mod tests {
         assert_eq!(answers_a, answers_b);
         assert_eq!(state_a.records[&key("a")].quantity, 5);
         assert_eq!(answers_a[0].operation, Operation::Create);
+    }
+
+    #[test]
+    fn the_same_key_under_two_scopes_is_two_keys_with_their_own_answers() {
+        let mut state = MemoryState::default();
+        run(&mut state, 1, &request(create("a", 10)));
+        let alice = run(
+            &mut state,
+            2,
+            &scoped(reserve("a", 2, None), "client:alice", "k"),
+        );
+        let bob = run(
+            &mut state,
+            3,
+            &scoped(reserve("a", 2, None), "client:bob", "k"),
+        );
+        let anonymous = run(&mut state, 4, &keyed(reserve("a", 2, None), "k"));
+        for (who, response) in [("alice", &alice), ("bob", &bob), ("anonymous", &anonymous)] {
+            assert!(!response.replayed, "{who} got someone else's answer");
+        }
+        assert_eq!(alice.result.as_ref().unwrap().quantity, 8);
+        assert_eq!(bob.result.as_ref().unwrap().quantity, 6);
+        assert_eq!(anonymous.result.as_ref().unwrap().quantity, 4);
+        assert_eq!(state.idempotency.len(), 3);
+
+        // Within one scope, the key replays as it always did.
+        let alice_again = run(
+            &mut state,
+            5,
+            &scoped(reserve("a", 2, None), "client:alice", "k"),
+        );
+        assert!(alice_again.replayed);
+        assert_eq!(alice_again.result, alice.result);
+        assert_eq!(alice_again.log_index, 2);
+        assert_eq!(state.records[&key("a")].quantity, 4);
+    }
+
+    #[test]
+    fn key_reuse_with_another_request_is_refused_only_within_its_scope() {
+        let mut state = MemoryState::default();
+        run(&mut state, 1, &request(create("a", 10)));
+        run(
+            &mut state,
+            2,
+            &scoped(reserve("a", 2, None), "client:alice", "k"),
+        );
+        let before = state.clone();
+        let reused = run(
+            &mut state,
+            3,
+            &scoped(reserve("a", 3, None), "client:alice", "k"),
+        );
+        assert_eq!(
+            reused.result,
+            Err(Rejection::IdempotencyKeyReused { key: "k".into() })
+        );
+        assert_eq!(state, before);
+        // Another scope using the same key for another request is simply a new key.
+        let other = run(
+            &mut state,
+            4,
+            &scoped(reserve("a", 3, None), "client:bob", "k"),
+        );
+        assert_eq!(other.result.unwrap().quantity, 5);
+        assert!(!other.replayed);
+    }
+
+    #[test]
+    fn scope_and_key_never_run_together_into_one_identity() {
+        let mut state = MemoryState::default();
+        run(&mut state, 1, &request(create("a", 10)));
+        let first = run(&mut state, 2, &scoped(reserve("a", 1, None), "a", "b:c"));
+        let second = run(&mut state, 3, &scoped(reserve("a", 1, None), "a:b", "c"));
+        assert!(!first.replayed);
+        assert!(!second.replayed);
+        assert_eq!(state.records[&key("a")].quantity, 8);
+        assert_eq!(state.idempotency.len(), 2);
+    }
+
+    #[test]
+    fn a_malformed_key_in_the_log_is_refused_and_not_remembered() {
+        let mut state = MemoryState::default();
+        run(&mut state, 1, &request(create("a", 10)));
+        let before = state.clone();
+        let too_long_scope = "s".repeat(crate::inventory::IDEMPOTENCY_SCOPE_LENGTH_MAX + 1);
+        for bad in [
+            keyed(reserve("a", 1, None), ""),
+            keyed(reserve("a", 1, None), "tab\there"),
+            keyed(reserve("a", 1, None), "\0starts-with-nul"),
+            keyed(reserve("a", 1, None), &"k".repeat(256)),
+            scoped(reserve("a", 1, None), &too_long_scope, "k"),
+        ] {
+            let response = run(&mut state, 2, &bad);
+            assert!(
+                matches!(response.result, Err(Rejection::Invalid { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(state, before);
+    }
+
+    /// Applies `request` the way the state machine does: its log time derived from the previous
+    /// one (`clock_ms`) and its stamp.
+    fn run_stamped(
+        state: &mut MemoryState,
+        clock_ms: &mut u64,
+        index: u64,
+        request: &Request,
+    ) -> Response {
+        *clock_ms = next_log_time(*clock_ms, request.proposed_at_ms);
+        let context = ApplyContext {
+            log_index: index,
+            now_ms: *clock_ms,
+        };
+        let (response, effects) = apply(state, request, context);
+        state.commit(effects);
+        response
+    }
+
+    #[test]
+    fn a_clock_jump_of_a_day_does_not_expire_a_key_kept_for_a_day() {
+        const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+        const NOW_MS: u64 = 1_767_225_600_000;
+        let at = |request: Request, stamp_ms: u64| Request {
+            proposed_at_ms: stamp_ms,
+            ..request
+        };
+        let with_ttl = |mut request: Request, ttl_ms: u64| {
+            if let Some(key) = request.idempotency.as_mut() {
+                key.ttl_ms = ttl_ms;
+            }
+            request
+        };
+        let mut state = MemoryState::default();
+        let mut clock_ms = 0;
+        run_stamped(
+            &mut state,
+            &mut clock_ms,
+            1,
+            &at(request(create("a", 10)), NOW_MS),
+        );
+        let keyed_reserve = with_ttl(keyed(reserve("a", 1, None), "k"), DAY_MS);
+        let first = run_stamped(
+            &mut state,
+            &mut clock_ms,
+            2,
+            &at(keyed_reserve.clone(), NOW_MS),
+        );
+        assert_eq!(clock_ms, NOW_MS);
+
+        // A leader whose clock jumped a day ahead stamps the next entry.
+        let jumped = run_stamped(
+            &mut state,
+            &mut clock_ms,
+            3,
+            &at(request(adjust("a", 0, None)), NOW_MS + DAY_MS),
+        );
+        assert_eq!(clock_ms, NOW_MS + LOG_TIME_STEP_MAX_MS);
+        assert_eq!(jumped.result.unwrap().updated_at_ms, clock_ms);
+
+        // The retry still replays: the key did not expire.
+        let retry = run_stamped(
+            &mut state,
+            &mut clock_ms,
+            4,
+            &at(keyed_reserve, NOW_MS + DAY_MS),
+        );
+        assert!(retry.replayed, "the jump expired a day-long key: {retry:?}");
+        assert_eq!(retry.result, first.result);
+        assert_eq!(clock_ms, NOW_MS + 2 * LOG_TIME_STEP_MAX_MS);
+        assert_eq!(state.records[&key("a")].quantity, 9);
+
+        // And a clock back at the right time moves nothing backwards.
+        run_stamped(
+            &mut state,
+            &mut clock_ms,
+            5,
+            &at(request(adjust("a", 0, None)), NOW_MS),
+        );
+        assert_eq!(clock_ms, NOW_MS + 2 * LOG_TIME_STEP_MAX_MS);
     }
 }

@@ -11,6 +11,9 @@ use super::record::{Record, RecordKey};
 
 /// Longest accepted `Idempotency-Key`, in bytes (printable ASCII only).
 pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
+/// Longest client scope of an idempotency key, in bytes: `client:` and a 128-byte
+/// `X-Client-Id`, or `token:` and a token's name, with room to spare.
+pub const IDEMPOTENCY_SCOPE_LENGTH_MAX: usize = 512;
 /// Most records one batch create may hold: one log entry, one apply, and a request body that
 /// stays under the default 64 KiB limit with the longest ids.
 pub const BATCH_RECORDS_MAX: usize = 500;
@@ -86,13 +89,57 @@ pub enum Operation {
     CreateBatch,
 }
 
-/// An idempotency key and how long it is remembered, in log time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An idempotency key, the client scope it belongs to, and how long it is remembered, in log
+/// time.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
+    /// Whose key this is, computed by the HTTP layer (`api::request`): `token:<name>` for a
+    /// token-authenticated client, `client:<X-Client-Id>` otherwise, or empty (anonymous: the
+    /// one shared scope every client had before scopes existed). The same key under two scopes
+    /// is two keys, so one client cannot claim, or replay, another's.
+    pub scope: String,
     pub key: String,
     /// Time to live, stamped by the leader from its configuration so that every replica expires
     /// the key at the same log time.
     pub ttl_ms: u64,
+}
+
+impl IdempotencyKey {
+    /// The identity the key is remembered under.
+    pub fn id(&self) -> IdempotencyId {
+        IdempotencyId {
+            scope: self.scope.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    /// Re-checks what the HTTP layer checked (the key is 1 to [`IDEMPOTENCY_KEY_LENGTH_MAX`]
+    /// printable ASCII characters, the scope at most [`IDEMPOTENCY_SCOPE_LENGTH_MAX`] bytes), so
+    /// that a malformed key in the log is refused identically everywhere rather than stored. The
+    /// storage key layout relies on it: a key never starts with a control byte.
+    pub fn check(&self) -> Result<(), String> {
+        let printable = self.key.bytes().all(|b| (0x20..=0x7e).contains(&b));
+        if self.key.is_empty() || self.key.len() > IDEMPOTENCY_KEY_LENGTH_MAX || !printable {
+            return Err(format!(
+                "an idempotency key is 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} printable ASCII characters"
+            ));
+        }
+        if self.scope.len() > IDEMPOTENCY_SCOPE_LENGTH_MAX {
+            return Err(format!(
+                "an idempotency scope is at most {IDEMPOTENCY_SCOPE_LENGTH_MAX} bytes"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What an idempotency key is remembered under: the key within its client scope. Ordered (scope
+/// first) so that maps of them iterate the same way everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IdempotencyId {
+    /// Empty for the anonymous scope.
+    pub scope: String,
+    pub key: String,
 }
 
 /// One entry of the Raft log's application payload.
@@ -100,10 +147,90 @@ pub struct IdempotencyKey {
 pub struct Request {
     pub command: Command,
     /// The proposing leader's wall clock, ms since the Unix epoch. The state machine never reads
-    /// a clock; it uses `max(previous log time, proposed_at_ms)` so log time never runs backwards
-    /// across leader changes.
+    /// a clock; it derives the entry's log time from this stamp and the previous log time
+    /// ([`super::next_log_time`]): never backwards, and at most
+    /// [`super::LOG_TIME_STEP_MAX_MS`] forward per entry.
     pub proposed_at_ms: u64,
+    /// Encoded so that entries written before scopes existed still decode (as the anonymous
+    /// scope), and anonymous keys are written exactly as they were: see `idempotency_wire`.
+    #[serde(with = "idempotency_wire")]
     pub idempotency: Option<IdempotencyKey>,
+}
+
+/// The log encoding of [`Request::idempotency`].
+///
+/// Before scopes, the field was an `Option<{ key, ttl_ms }>`, which bincode writes as one tag
+/// byte (0 none, 1 some) and then the key. It is now an enum whose variant index takes the
+/// place of that tag: bincode writes a variant index below 251 as the same single byte, so
+/// `Absent` and `Anonymous` are byte for byte the old `None` and `Some`, and `Scoped` (index
+/// 2) is new. Old entries therefore decode unchanged as anonymous keys, anonymous keys are still
+/// written in the old bytes (a node not yet upgraded can read them), and only a scoped key
+/// needs the new code. Variants are only ever added at the end.
+mod idempotency_wire {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::IdempotencyKey;
+
+    #[derive(Serialize)]
+    enum Wire<'a> {
+        Absent,
+        Anonymous {
+            key: &'a str,
+            ttl_ms: u64,
+        },
+        Scoped {
+            scope: &'a str,
+            key: &'a str,
+            ttl_ms: u64,
+        },
+    }
+
+    #[derive(Deserialize)]
+    enum OwnedWire {
+        Absent,
+        Anonymous {
+            key: String,
+            ttl_ms: u64,
+        },
+        Scoped {
+            scope: String,
+            key: String,
+            ttl_ms: u64,
+        },
+    }
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<IdempotencyKey>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let wire = match value {
+            None => Wire::Absent,
+            Some(key) if key.scope.is_empty() => Wire::Anonymous {
+                key: &key.key,
+                ttl_ms: key.ttl_ms,
+            },
+            Some(key) => Wire::Scoped {
+                scope: &key.scope,
+                key: &key.key,
+                ttl_ms: key.ttl_ms,
+            },
+        };
+        wire.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<IdempotencyKey>, D::Error> {
+        Ok(match OwnedWire::deserialize(deserializer)? {
+            OwnedWire::Absent => None,
+            OwnedWire::Anonymous { key, ttl_ms } => Some(IdempotencyKey {
+                scope: String::new(),
+                key,
+                ttl_ms,
+            }),
+            OwnedWire::Scoped { scope, key, ttl_ms } => Some(IdempotencyKey { scope, key, ttl_ms }),
+        })
+    }
 }
 
 /// A deterministic refusal: replicated, remembered for idempotent replay, shown to the client.
@@ -139,4 +266,84 @@ pub struct Response {
     pub replayed: bool,
     /// Log index at which the answer was first produced.
     pub log_index: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Request` as it was before scopes, field for field: what existing logs hold.
+    #[derive(Serialize)]
+    struct UnscopedRequest {
+        command: Command,
+        proposed_at_ms: u64,
+        idempotency: Option<UnscopedKey>,
+    }
+
+    #[derive(Serialize)]
+    struct UnscopedKey {
+        key: String,
+        ttl_ms: u64,
+    }
+
+    fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+        bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap()
+    }
+
+    fn decode(bytes: &[u8]) -> Request {
+        let (request, read) =
+            bincode::serde::decode_from_slice(bytes, bincode::config::standard()).unwrap();
+        assert_eq!(read, bytes.len(), "every byte is read");
+        request
+    }
+
+    fn create() -> Command {
+        Command::Create {
+            key: RecordKey::new("s1", "a").unwrap(),
+            initial_quantity: 3,
+        }
+    }
+
+    #[test]
+    fn entries_logged_before_scopes_decode_as_anonymous_keys() {
+        for idempotency in [
+            None,
+            Some(UnscopedKey {
+                key: "order-42".into(),
+                ttl_ms: 86_400_000,
+            }),
+        ] {
+            let expected = idempotency.as_ref().map(|old| IdempotencyKey {
+                scope: String::new(),
+                key: old.key.clone(),
+                ttl_ms: old.ttl_ms,
+            });
+            let old = encode(&UnscopedRequest {
+                command: create(),
+                proposed_at_ms: 7,
+                idempotency,
+            });
+            let request = decode(&old);
+            assert_eq!(request.idempotency, expected);
+            assert_eq!(request.proposed_at_ms, 7);
+            // And an anonymous key is still written in exactly the old bytes.
+            assert_eq!(encode(&request), old);
+        }
+    }
+
+    #[test]
+    fn a_scoped_key_round_trips_through_the_log_encoding() {
+        let request = Request {
+            command: create(),
+            proposed_at_ms: 7,
+            idempotency: Some(IdempotencyKey {
+                scope: "client:shop-1".into(),
+                key: "order-42".into(),
+                ttl_ms: 1_000,
+            }),
+        };
+        assert_eq!(decode(&encode(&request)), request);
+        let json = serde_json::to_string(&request).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
+    }
 }

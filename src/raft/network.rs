@@ -310,6 +310,7 @@ mod tests {
             },
             proposed_at_ms: 1,
             idempotency: Some(IdempotencyKey {
+                scope: "client:shop-1".into(),
                 key: "order-42".into(),
                 ttl_ms: 1000,
             }),

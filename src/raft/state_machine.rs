@@ -11,9 +11,11 @@
 //! one. Snapshots themselves are files (`raft::snapshot`, `storage::snapshots`).
 //!
 //! Decisions inside apply come only from the entries: log time is
-//! `max(previous log time, proposed_at_ms)`, and expired idempotency keys are purged per entry
-//! (at most [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`]) so that batch boundaries, which differ between
-//! nodes, never change the result.
+//! [`inventory::next_log_time`] of the previous log time (kept under `keys::CLOCK`, so it is in
+//! every snapshot) and the entry's stamp: never backwards, at most
+//! [`inventory::LOG_TIME_STEP_MAX_MS`] forward per entry. Expired idempotency keys are purged
+//! per entry (at most [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`]) so that batch boundaries, which
+//! differ between nodes, never change the result.
 //!
 //! A storage or decode failure is returned to openraft as an `io::Error`, which stops the node:
 //! a replica that cannot apply faithfully must not answer.
@@ -186,6 +188,8 @@ struct ApplyBatch<'d> {
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     applied: Option<LogId>,
     membership: StoredMembership,
+    /// Log time of the last command entry applied, in ms; 0 before the first (see
+    /// [`inventory::next_log_time`]).
     clock_ms: u64,
     /// Idempotency keys stored, and the most that may be.
     key_count: u64,
@@ -252,7 +256,7 @@ impl<'d> ApplyBatch<'d> {
         log_index: u64,
         request: &Request,
     ) -> Result<inventory::Response, StorageError> {
-        self.clock_ms = self.clock_ms.max(request.proposed_at_ms);
+        self.clock_ms = inventory::next_log_time(self.clock_ms, request.proposed_at_ms);
         self.purge_expired_keys()?;
 
         let mut view = MemoryState::default();
@@ -262,10 +266,9 @@ impl<'d> ApplyBatch<'d> {
             }
         }
         if let Some(idempotency) = &request.idempotency {
-            if let Some(entry) =
-                self.get::<IdempotencyEntry>(&keys::idempotency(&idempotency.key))?
-            {
-                view.idempotency.insert(idempotency.key.clone(), entry);
+            let id = idempotency.id();
+            if let Some(entry) = self.get::<IdempotencyEntry>(&keys::idempotency(&id))? {
+                view.idempotency.insert(id, entry);
             }
         }
 
@@ -307,7 +310,7 @@ impl<'d> ApplyBatch<'d> {
     /// Deletes up to [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`] idempotency keys whose expiry is at or
     /// before the log clock, oldest first.
     fn purge_expired_keys(&mut self) -> Result<(), StorageError> {
-        let end = keys::expiry(self.clock_ms.saturating_add(1), "");
+        let end = keys::expiry_before(self.clock_ms.saturating_add(1));
         self.delete_oldest_keys(&end, EXPIRED_KEYS_PURGED_PER_ENTRY_MAX)
     }
 

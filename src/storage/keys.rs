@@ -5,8 +5,8 @@
 //! | `L`    | `L` + log index (u64 big-endian)      | format 1 only: openraft `Entry`       |
 //! | `M`    | `Mv` vote, `Mc` committed, `Mp` purged | format 1 only (now in `wal/`)        |
 //! | `S`    | `Sr` + storeId + `0x00` + sku         | `Record`                             |
-//! | `S`    | `Si` + idempotency key                | `IdempotencyEntry`                   |
-//! | `S`    | `Sx` + expiry ms (u64 BE) + key       | empty (expiry index, oldest first)   |
+//! | `S`    | `Si` + idempotency identity           | `IdempotencyEntry`                   |
+//! | `S`    | `Sx` + expiry ms (u64 BE) + identity  | empty (expiry index, oldest first)   |
 //! | `S`    | `Sma` applied, `Smm` membership, `Smc` clock, `Smk` key count | `LogId`, `StoredMembership`, `u64`, `u64` |
 //! | `Z`    | `Z` current snapshot                  | `StoredSnapshot`                     |
 //!
@@ -14,8 +14,17 @@
 //! under `S` is the state machine: a snapshot is exactly the `S` range, so a node that
 //! installs a snapshot ends byte-identical to the one that built it. Big-endian integers make
 //! byte order equal numeric order, so range scans walk the log and the expiry index in order.
+//!
+//! An idempotency *identity* names a key within its client scope ([`IdempotencyId`]):
+//! - anonymous scope: the key's bytes, exactly as before scopes existed (so data directories
+//!   written then read the same), and a key is printable ASCII, never `0x00` first
+//!   (`IdempotencyKey::check`);
+//! - any other scope: `0x00`, the scope's length (u32 big-endian), the scope, then the key.
+//!
+//! The leading zero keeps the two forms apart, and the length prefix keeps scope and key apart
+//! (scope `a` + key `b:c` is not scope `a:b` + key `c`): distinct identities, distinct bytes.
 
-use crate::inventory::RecordKey;
+use crate::inventory::{IdempotencyId, RecordKey};
 
 pub const LOG_START: &[u8] = b"L";
 pub const LOG_END: &[u8] = b"M";
@@ -60,28 +69,65 @@ pub fn record(key: &RecordKey) -> Vec<u8> {
     bytes
 }
 
-pub fn idempotency(key: &str) -> Vec<u8> {
+/// Marks a scoped identity (see the module docs).
+const SCOPED: u8 = 0;
+
+/// The bytes of an idempotency identity (see the module docs).
+fn identity(id: &IdempotencyId, bytes: &mut Vec<u8>) {
+    if !id.scope.is_empty() {
+        let scope_length =
+            u32::try_from(id.scope.len()).expect("a scope is far shorter than 4 GiB");
+        bytes.push(SCOPED);
+        bytes.extend_from_slice(&scope_length.to_be_bytes());
+        bytes.extend_from_slice(id.scope.as_bytes());
+    }
+    bytes.extend_from_slice(id.key.as_bytes());
+}
+
+/// Reads back what [`identity`] wrote.
+fn parse_identity(bytes: &[u8]) -> Option<IdempotencyId> {
+    let (scope, key) = match bytes.split_first() {
+        Some((&SCOPED, rest)) => {
+            let (length, rest) = rest.split_first_chunk::<4>()?;
+            let length = usize::try_from(u32::from_be_bytes(*length)).ok()?;
+            if rest.len() < length {
+                return None;
+            }
+            rest.split_at(length)
+        }
+        _ => (&[][..], bytes),
+    };
+    Some(IdempotencyId {
+        scope: String::from_utf8(scope.to_vec()).ok()?,
+        key: String::from_utf8(key.to_vec()).ok()?,
+    })
+}
+
+pub fn idempotency(id: &IdempotencyId) -> Vec<u8> {
     let mut bytes = b"Si".to_vec();
-    bytes.extend_from_slice(key.as_bytes());
+    identity(id, &mut bytes);
     bytes
 }
 
-pub fn expiry(expires_at_ms: u64, key: &str) -> Vec<u8> {
+pub fn expiry(expires_at_ms: u64, id: &IdempotencyId) -> Vec<u8> {
     let mut bytes = EXPIRY_START.to_vec();
     bytes.extend_from_slice(&expires_at_ms.to_be_bytes());
-    bytes.extend_from_slice(key.as_bytes());
+    identity(id, &mut bytes);
     bytes
 }
 
-/// Splits an expiry-index key into (expiry ms, idempotency key).
-pub fn parse_expiry(bytes: &[u8]) -> Option<(u64, String)> {
+/// The expiry-index keys of every key expiring before `expires_at_ms` sort below this.
+pub fn expiry_before(expires_at_ms: u64) -> Vec<u8> {
+    let mut bytes = EXPIRY_START.to_vec();
+    bytes.extend_from_slice(&expires_at_ms.to_be_bytes());
+    bytes
+}
+
+/// Splits an expiry-index key into (expiry ms, idempotency identity).
+pub fn parse_expiry(bytes: &[u8]) -> Option<(u64, IdempotencyId)> {
     let rest = bytes.strip_prefix(EXPIRY_START)?;
-    if rest.len() < 8 {
-        return None;
-    }
-    let (time, key) = rest.split_at(8);
-    let time = u64::from_be_bytes(time.try_into().ok()?);
-    Some((time, String::from_utf8(key.to_vec()).ok()?))
+    let (time, id) = rest.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*time), parse_identity(id)?))
 }
 
 #[cfg(test)]
@@ -95,14 +141,62 @@ mod tests {
         assert_eq!(log_index(&log_entry(42)), Some(42));
     }
 
+    fn id(scope: &str, key: &str) -> IdempotencyId {
+        IdempotencyId {
+            scope: scope.into(),
+            key: key.into(),
+        }
+    }
+
     #[test]
     fn expiry_keys_sort_by_time_and_round_trip() {
-        assert!(expiry(9, "z") < expiry(10, "a"));
-        assert_eq!(
-            parse_expiry(&expiry(10, "key")),
-            Some((10, "key".to_string()))
-        );
-        assert!(expiry(u64::MAX, "k").as_slice() < STATE_END);
+        assert!(expiry(9, &id("", "z")) < expiry(10, &id("", "a")));
+        assert!(expiry(9, &id("zzz", "z")) < expiry(10, &id("", "a")));
+        assert!(expiry(9, &id("zzz", "z")) < expiry_before(10));
+        assert!(expiry_before(10) <= expiry(10, &id("", "a")));
+        for identity in [id("", "key"), id("client:a", "key"), id("token:t", " ")] {
+            assert_eq!(
+                parse_expiry(&expiry(10, &identity)),
+                Some((10, identity.clone()))
+            );
+        }
+        assert!(expiry(u64::MAX, &id("s", "k")).as_slice() < STATE_END);
+    }
+
+    #[test]
+    fn an_anonymous_key_is_stored_under_the_bytes_it_had_before_scopes() {
+        assert_eq!(idempotency(&id("", "order-42")), b"Siorder-42".to_vec());
+        let mut old_expiry = b"Sx".to_vec();
+        old_expiry.extend_from_slice(&7u64.to_be_bytes());
+        old_expiry.extend_from_slice(b"order-42");
+        assert_eq!(expiry(7, &id("", "order-42")), old_expiry);
+        assert_eq!(parse_expiry(&old_expiry), Some((7, id("", "order-42"))));
+    }
+
+    #[test]
+    fn distinct_scope_and_key_pairs_never_share_a_storage_key() {
+        let pairs = [
+            id("a", "b:c"),
+            id("a:b", "c"),
+            id("", "a:b:c"),
+            id("", "ab"),
+            id("a", "b"),
+            id("ab", ""),
+            id("client:x", "k"),
+            id("token:x", "k"),
+            id("", "k"),
+        ];
+        for (i, first) in pairs.iter().enumerate() {
+            for second in &pairs[i + 1..] {
+                assert_ne!(
+                    idempotency(first),
+                    idempotency(second),
+                    "{first:?} {second:?}"
+                );
+                assert_ne!(expiry(1, first), expiry(1, second), "{first:?} {second:?}");
+            }
+            assert_eq!(parse_expiry(&expiry(1, first)), Some((1, first.clone())));
+        }
     }
 
     #[test]
