@@ -782,7 +782,7 @@ mod tests {
             3,
             0xdead_beef,
         );
-        let headers = vec![
+        let headers = [
             (
                 CLUSTER_HEADER.to_owned(),
                 presented.cluster.unwrap().to_string(),
