@@ -25,6 +25,7 @@ use openraft_rt::WatchReceiver;
 
 use crate::client::wire::{LogStatus, Metrics, RaftStatus, StorageStatus};
 use crate::config::Config;
+use crate::identity::Identity;
 use crate::inventory::{IdempotencyId, IdempotencyKey, Record, RecordKey, Request, Response};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Applied, NodeId, Raft, RaftMetrics};
@@ -219,6 +220,8 @@ pub struct AppStorage {
     pub space: Arc<SpaceGuard>,
     /// The series every layer of this node reports to (`GET /metrics`).
     pub telemetry: Arc<Telemetry>,
+    /// Who this node is and which cluster it belongs to (checked on every Raft RPC).
+    pub identity: Arc<Identity>,
 }
 
 /// One node's application state, shared by all request handlers.
@@ -236,6 +239,7 @@ pub struct App {
     /// simulation).
     pub space: Arc<SpaceGuard>,
     pub telemetry: Arc<Telemetry>,
+    pub identity: Arc<Identity>,
     /// Permits for commands proposed and not yet answered (`api.max_in_flight_proposals`).
     proposals: tokio::sync::Semaphore,
     clock: Arc<dyn Clock>,
@@ -256,6 +260,7 @@ impl App {
             wal,
             space,
             telemetry,
+            identity,
         } = storage;
         let proposals = tokio::sync::Semaphore::new(config.api.max_in_flight_proposals);
         Self {
@@ -269,6 +274,7 @@ impl App {
             snapshot_schedule: SnapshotSchedule::default(),
             space,
             telemetry,
+            identity,
             proposals,
             clock,
             started_at: tokio::time::Instant::now(),

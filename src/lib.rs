@@ -14,6 +14,7 @@ pub mod checker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod identity;
 pub mod inventory;
 pub mod membership;
 pub mod node;

@@ -7,6 +7,9 @@
 //! - removing or demoting the last voter;
 //! - a voter set whose reachable members cannot form a majority of it.
 //!
+//! Removing a node also forgets its recorded incarnation (`identity`), so that the documented
+//! way back for a wiped member (remove it, start it empty with `--join`, promote it) works.
+//!
 //! Deliberately not done: automatic replacement of dead members, and any way to "force" a
 //! change without a quorum. Recovering from a lost majority is a documented, manual operation
 //! (README, "Operating a cluster").
@@ -222,10 +225,16 @@ pub async fn remove(
             .map_err(map_error)?;
     }
     if !keep_as_learners {
+        let removed: Vec<NodeId> = ids.iter().copied().collect();
         app.raft
             .change_membership(ChangeMembers::RemoveNodes(ids), false)
             .await
             .map_err(map_error)?;
+        // A removed node may come back empty under its id (a new incarnation): forget the old
+        // one now, not only when `identity::learn` next looks at the membership.
+        if let Err(error) = app.identity.forget(&removed).await {
+            tracing::warn!(%error, "could not forget the removed nodes' incarnations");
+        }
     }
     Ok(view(app))
 }

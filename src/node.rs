@@ -16,10 +16,25 @@
 //! Every other node waits to be contacted by a leader. Re-running `up` on a live cluster thus
 //! changes nothing, and two nodes can never both initialise.
 //!
+//! The founder also draws the cluster's id (`identity`) just before it initialises; every other
+//! node adopts it from the first leader RPC it accepts.
+//!
 //! ## Joining a running cluster
 //! A node started with `--join <member>` ([`join_cluster`]) asks that member to add it as a
 //! learner, retrying until it is added; the leader then brings it up to date. A node that
 //! already holds Raft state (a restart after joining) does not ask again.
+//!
+//! ## A voter on an empty disk refuses to start
+//! A node whose Raft state is empty (no vote, no log) may be a voter whose data directory was
+//! wiped or lost: it has forgotten its vote and log, and rejoining as that voter could make it
+//! vote twice in a term or count towards a quorum for entries it no longer holds. So before
+//! Raft starts, such a node asks its configured peers (`GET /raft/status`) for their
+//! membership; if the newest membership among the answers lists it as a voter, [`start`] fails
+//! with [`StartError::StillAVoter`], whose message names the way out (remove it, start it
+//! empty with `--join`, promote it). The cluster keeps serving without it. Starting a new
+//! cluster (every node empty, no peer initialised), joining as a new learner, and a node added
+//! by hand as a learner before it starts are not refused. When no peer answers (the whole
+//! cluster is down), the node starts; the incarnation check (`identity`) then keeps it out.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,6 +48,7 @@ use crate::app::{App, AppStorage, Clock, SystemClock};
 use crate::client::wire::AddLearnerRequest;
 use crate::client::Client;
 use crate::config::{Config, ConfigError};
+use crate::identity::{self, file as identity_file, Identity, IdentityError, IdentityState};
 use crate::inventory;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
@@ -89,6 +105,18 @@ pub enum StartError {
     Raft(String),
     #[error("cannot open the node's storage: {0}")]
     Storage(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The data directory holds no Raft state but the cluster still lists this node as a voter.
+    #[error(
+        "node {id}'s data directory holds no Raft state, but the cluster still lists node {id} \
+         as a voter (node {peer} answered): a voter restarted on an empty disk has forgotten its \
+         vote and its log and must not rejoin as that voter; the cluster keeps serving without \
+         it. Way out: `stockraft admin remove --id {id}`, then start this node again, empty, \
+         with `--join <member address>`, then `stockraft admin promote --id {id}` once it has \
+         caught up"
+    )]
+    StillAVoter { id: NodeId, peer: NodeId },
 }
 
 /// Where a node keeps its data: the state machine on a key-value [`Disk`], and the files (the
@@ -131,17 +159,24 @@ pub async fn start(
     .map_err(storage_error)?;
     let wal =
         Wal::open(storage.fs.clone(), &storage.wal_dir(), wal_options).map_err(storage_error)?;
+    let identity = Arc::new(open_identity(id, &config, &storage, &wal, &transport).await?);
     let log_store = LogStore::new(wal.clone());
     let snapshots = SnapshotDir::open(storage.fs.clone(), &storage.dir.join("snapshots"))
         .map_err(storage_error)?;
     let state_machine = StateMachineStore::with_apply(storage.disk, snapshots, seams.apply)
         .with_telemetry(telemetry.clone());
     let secret = Arc::from(config.cluster.secret.as_str());
-    let network =
-        NetworkFactory::new(id, transport.clone(), secret).with_telemetry(telemetry.clone());
+    let network = NetworkFactory::new(id, transport.clone(), secret, identity.clone())
+        .with_telemetry(telemetry.clone());
     let raft = Raft::new(id, raft_config, network, log_store, state_machine.clone())
         .await
         .map_err(|fatal| StartError::Raft(fatal.to_string()))?;
+    tokio::spawn(identity::learn::keep_peers(
+        identity.clone(),
+        raft.clone(),
+        transport.clone(),
+        Arc::from(config.cluster.secret.as_str()),
+    ));
     tokio::spawn(snapshot_when_the_log_is_large(
         raft.clone(),
         wal.clone(),
@@ -157,6 +192,7 @@ pub async fn start(
         wal,
         space: Arc::new(space),
         telemetry,
+        identity,
     };
     Ok(Arc::new(App::new(
         id,
@@ -166,6 +202,72 @@ pub async fn start(
         transport,
         seams.clock,
     )))
+}
+
+/// Loads this node's identity, or creates one (a fresh incarnation) for a directory that has
+/// none. A node without Raft state first makes sure it is not a wiped voter (module docs).
+async fn open_identity(
+    id: NodeId,
+    config: &Config,
+    storage: &NodeStorage,
+    wal: &Wal,
+    transport: &Arc<dyn Transport>,
+) -> Result<Identity, StartError> {
+    let last_entry = wal
+        .last_entry()
+        .map_err(|error| StartError::Storage(error.to_string()))?;
+    let raft_state_empty = wal.vote().is_none() && last_entry.is_none() && wal.purged().is_none();
+    if raft_state_empty {
+        refuse_if_still_a_voter(id, config, transport).await?;
+    }
+    let (fs, dir) = (storage.fs.clone(), storage.dir.clone());
+    let state = match identity_file::load(&*fs, &dir)? {
+        Some(state) => state,
+        None => {
+            let state = IdentityState::fresh();
+            identity_file::store(fs.clone(), dir.clone(), state.clone()).await?;
+            if raft_state_empty {
+                tracing::info!(incarnation = %state.incarnation, "a new data directory: drew this node's incarnation");
+            } else {
+                tracing::warn!(incarnation = %state.incarnation, "this data directory predates node identities: drew an incarnation; the cluster keeps no cluster id");
+            }
+            state
+        }
+    };
+    Ok(Identity::new(id, fs, dir, state))
+}
+
+/// Asks the configured peers for their membership; fails if the newest one lists `id` as a
+/// voter. Peers that do not answer (down, or none up yet) are skipped.
+async fn refuse_if_still_a_voter(
+    id: NodeId,
+    config: &Config,
+    transport: &Arc<dyn Transport>,
+) -> Result<(), StartError> {
+    let client = Client::new(transport.clone(), "")
+        .with_secret(&config.cluster.secret)
+        .with_timeout(BOOTSTRAP_PROBE_TIMEOUT);
+    let asks = config.nodes.iter().filter(|n| n.id != id).map(|peer| {
+        let client = client.to_node(&peer.addr);
+        async move { client.peer_status().await }
+    });
+    let answers = futures::future::join_all(asks).await;
+    let newest = answers
+        .into_iter()
+        .filter_map(|answer| answer.ok()?.ok().ok())
+        .filter(|status| status.initialized && status.membership_index.is_some())
+        .max_by_key(|status| status.membership_index);
+    match newest {
+        Some(status) if status.voters.contains(&id) => {
+            let refused = StartError::StillAVoter {
+                id,
+                peer: status.id,
+            };
+            tracing::error!("refusing to start: {refused}");
+            Err(refused)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// How often the log's size is checked against `raft.snapshot_log_bytes`.
@@ -220,6 +322,13 @@ pub async fn bootstrap(app: &App) -> Bootstrap {
                 return Bootstrap::NotOurs;
             }
             PeerState::AllEmpty => {
+                let cluster = match app.identity.found_cluster().await {
+                    Ok(cluster) => cluster,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot record the new cluster's id: not founding it");
+                        return Bootstrap::NotOurs;
+                    }
+                };
                 let members: BTreeMap<NodeId, BasicNode> = app
                     .config
                     .nodes
@@ -235,7 +344,7 @@ pub async fn bootstrap(app: &App) -> Bootstrap {
                     .collect();
                 match app.raft.initialize(members).await {
                     Ok(()) => {
-                        tracing::info!("initialised the cluster");
+                        tracing::info!(%cluster, "initialised the cluster");
                         return Bootstrap::Initialized;
                     }
                     Err(error) => {

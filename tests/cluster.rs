@@ -382,6 +382,21 @@ fn valid_append_body() -> Vec<u8> {
     stockraft::raft::network::encode_rpc(&request)
 }
 
+/// The Raft RPC identity headers of member `id` (`stockraft::identity`), from its data
+/// directory's `identity` file.
+fn identity_headers(cluster: &Cluster, id: u64) -> Vec<(&'static str, String)> {
+    let text = std::fs::read_to_string(cluster.data_dir(id).join("identity")).unwrap();
+    let identity: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let field = |name: &str| identity[name].as_str().unwrap().to_owned();
+    vec![
+        (stockraft::identity::CLUSTER_HEADER, field("clusterId")),
+        (
+            stockraft::identity::NODE_HEADER,
+            format!("{id}/{}", field("incarnation")),
+        ),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn length_bombs_on_the_raft_routes_are_refused_and_the_cluster_keeps_committing() {
     let cluster = Cluster::start(3, "").await;
@@ -407,16 +422,23 @@ async fn length_bombs_on_the_raft_routes_are_refused_and_the_cluster_keeps_commi
         }
     }
     for target in cluster.ids() {
+        // Presented as another member (its identity headers), so the bodies reach the decoder
+        // instead of being refused as coming from no known node.
+        let identity = identity_headers(&cluster, target % 3 + 1);
         for route in [
             routes::raft::APPEND,
             routes::raft::SNAPSHOT,
             routes::raft::VOTE,
         ] {
             for body in &bodies {
-                let status = cluster
+                let mut request = cluster
                     .http
                     .post(cluster.url(target, route))
-                    .header("x-stockraft-secret", SECRET)
+                    .header("x-stockraft-secret", SECRET);
+                for (name, value) in &identity {
+                    request = request.header(*name, value);
+                }
+                let status = request
                     .body(body.clone())
                     .send()
                     .await

@@ -645,3 +645,184 @@ mod outside_the_membership {
         });
     }
 }
+
+/// A voter restarted on an empty disk while still a member (`identity`).
+mod wiped_voter {
+    use super::*;
+    use stockraft::client::wire::RaftRole;
+
+    /// The scenario the identity checks exist for: a lagging voter and a wiped one form a
+    /// majority. Were the wiped voter's vote to count, the lagging voter would lead without the
+    /// writes only the (now crashed) leader and the wiped voter had acknowledged, and they would
+    /// be lost. Instead no leader is elected until the old leader is back, and nothing is lost.
+    #[test]
+    fn a_wiped_voter_never_votes_so_a_lagging_voter_cannot_lead_without_the_committed_writes() {
+        std::thread::spawn(|| {
+            let mut runtime =
+                madsim::runtime::Runtime::with_seed_and_config(21, madsim::Config::default());
+            runtime.set_time_limit(Duration::from_secs(300));
+            runtime.block_on(scenario())
+        })
+        .join()
+        .expect("simulation thread panicked");
+    }
+
+    /// The simulation's `wipe-in-place` fault, both ways, on a cluster that is otherwise
+    /// healthy: it takes effect, the wiped voter is kept out (its heal checks that and notes a
+    /// violation otherwise), the cluster keeps serving, and the operator's way out (remove,
+    /// start empty, add as a learner, promote) brings the node back.
+    #[test]
+    fn a_voter_wiped_in_place_is_kept_out_and_the_way_out_brings_it_back() {
+        for (seed, peers_reachable) in [(31, true), (32, false)] {
+            std::thread::spawn(move || {
+                let mut runtime =
+                    madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+                runtime.set_time_limit(Duration::from_secs(300));
+                runtime.block_on(wipe_in_place(peers_reachable))
+            })
+            .join()
+            .unwrap_or_else(|_| panic!("peers_reachable={peers_reachable}: the run panicked"));
+        }
+    }
+
+    async fn wipe_in_place(peers_reachable: bool) {
+        use stockraft::client::wire::{AddLearnerRequest, MemberRole, MembersRequest};
+        use stockraft::sim::faults::{Fault, Scheduled};
+        use stockraft::sim::run::{play, FaultOutcome};
+
+        let cluster = SimCluster::start(SimOptions::default());
+        let leader = wait_for_leader(&cluster).await;
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(create(&cluster, leader, "apple", 10).await, 201);
+        let victim = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+        let scheduled = Scheduled {
+            start_ms: 0,
+            duration_ms: 3_000,
+            fault: Fault::WipeInPlace {
+                node: victim,
+                peers_reachable,
+            },
+        };
+        let mut trace = Vec::new();
+        let outcome = play(
+            &cluster,
+            &scheduled,
+            madsim::time::Instant::now(),
+            &mut trace,
+        )
+        .await;
+        assert_eq!(outcome, FaultOutcome::Applied, "{trace:?}");
+        assert_eq!(cluster.take_violations(), Vec::<String>::new(), "{trace:?}");
+
+        // Healed: removed, and started empty. Writes go on; re-add and promote it.
+        let leader = cluster.claimed_leader().await.expect("a leader");
+        let (status, _) = reserve(&cluster, leader, "apple", 1).await;
+        assert_eq!(status, 201);
+        let admin = cluster.admin_client(leader).with_timeout(CALL_TIMEOUT);
+        let body = AddLearnerRequest {
+            id: victim,
+            addr: stockraft::sim::cluster::address(victim),
+            wait: true,
+        };
+        let added = admin.add_learner(&body).await.map(|a| a.status);
+        assert_eq!(added.ok(), Some(200), "re-adding node {victim}");
+        let promote = MembersRequest {
+            ids: [victim].into(),
+            keep_as_learners: false,
+        };
+        let mut role = None;
+        for _ in 0..50 {
+            let _ = admin.promote(&promote).await;
+            let view = admin.cluster().await.ok().and_then(|a| a.ok().ok());
+            role = view.and_then(|v| v.data.members.into_iter().find(|m| m.id == victim));
+            if role.as_ref().is_some_and(|m| m.role == MemberRole::Voter) {
+                break;
+            }
+            madsim::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            role.as_ref().is_some_and(|m| m.role == MemberRole::Voter),
+            "node {victim} is back as a voter: {role:?}"
+        );
+        let mut local = (0, None);
+        for _ in 0..50 {
+            let (status, version, _) = read(&cluster, victim, "apple", Consistency::Local).await;
+            local = (status, version);
+            if local == (200, Some(2)) {
+                break;
+            }
+            madsim::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(local, (200, Some(2)), "node {victim} caught up");
+    }
+
+    async fn scenario() {
+        let cluster = SimCluster::start(SimOptions::default());
+        let leader = wait_for_leader(&cluster).await;
+        let followers: Vec<u64> = cluster
+            .ids()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect();
+        let (lagging, wiped) = (followers[0], followers[1]);
+        // Every node learns every member's incarnation within a second or so.
+        madsim::time::sleep(Duration::from_secs(3)).await;
+
+        // Writes that only the leader and `wiped` hold.
+        cluster.partition(&[lagging], &[leader, wiped]);
+        let skus: Vec<String> = (0..5).map(|i| format!("sku-{i}")).collect();
+        for sku in &skus {
+            assert_eq!(create(&cluster, leader, sku, 10).await, 201, "create {sku}");
+        }
+
+        // `wiped` loses its disk and starts again while cut off (no peer can tell it that it
+        // is still a voter); then the leader crashes and the network heals.
+        cluster.kill(wiped);
+        cluster.wipe(wiped);
+        cluster.partition(&[wiped], &[leader, lagging]);
+        cluster.restart(wiped);
+        madsim::time::sleep(Duration::from_secs(2)).await;
+        cluster.kill(leader);
+        cluster.heal();
+
+        // `lagging` and `wiped` are two of three voters: with `wiped`'s vote, `lagging` would
+        // lead. Many election timeouts later, nobody leads.
+        for _ in 0..40 {
+            madsim::time::sleep(Duration::from_millis(250)).await;
+            for id in [lagging, wiped] {
+                let role = cluster.health(id).await.map(|h| h.raft.role);
+                assert_ne!(
+                    role,
+                    Some(RaftRole::Leader),
+                    "node {id} leads without a quorum"
+                );
+            }
+        }
+        assert_eq!(
+            cluster.applied(wiped),
+            None,
+            "the wiped voter was sent entries"
+        );
+
+        // The old leader comes back: the cluster serves again, every acknowledged write there.
+        cluster.restart(leader);
+        let mut served = Vec::new();
+        for sku in &skus {
+            let mut answer = (0, None, None);
+            for _ in 0..100 {
+                answer = read(&cluster, lagging, sku, Consistency::Linearizable).await;
+                if answer.0 != 0 && answer.0 != 503 {
+                    break;
+                }
+                madsim::time::sleep(Duration::from_millis(200)).await;
+            }
+            served.push((sku.clone(), answer.0, answer.1));
+        }
+        assert!(
+            served
+                .iter()
+                .all(|(_, status, version)| *status == 200 && *version == Some(1)),
+            "an acknowledged write was lost: {served:?}"
+        );
+    }
+}

@@ -214,6 +214,18 @@ impl ApiError {
         )
     }
 
+    /// A Raft RPC refused by the identity checks: the sender belongs to another cluster
+    /// (`WRONG_CLUSTER`), or one side is not the incarnation of that member its peer knows
+    /// (`WRONG_INCARNATION`). Nothing was handed to Raft.
+    pub fn identity_refused(refusal: &crate::identity::Refusal) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            refusal.code(),
+            "ConflictError",
+            refusal.to_string(),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,23 +1,38 @@
-//! The server side of Raft RPC: decode bincode, hand to openraft, encode the answer as
-//! `Result<Reply, String>` (see `raft::network`).
+//! The server side of Raft RPC: check who is asking (`identity`), decode bincode, hand to
+//! openraft, encode the answer as `Result<Reply, String>` (see `raft::network`).
+//!
+//! Every RPC first passes the identity checks: a sender of another cluster, a member presenting
+//! another incarnation than the recorded one, or a sender that knows another incarnation of
+//! this node is answered 409 (`WRONG_CLUSTER`, `WRONG_INCARNATION`) and nothing reaches Raft.
+//! Every answer, refusals included, carries this node's identity headers, which the sender
+//! checks in turn.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::error::ApiError;
 use crate::app::App;
 use crate::client::wire::PeerStatus;
+use crate::identity::{AdmitError, Presented};
 use crate::raft::network::{
     decode_rpc, encode_rpc, note_snapshot_chunk, RpcDecodeError, SnapshotChunk,
 };
 use crate::raft::{Snapshot, TypeConfig};
 use crate::storage::fs::blocking;
 use openraft::raft::SnapshotResponse;
+
+/// An append or a snapshot chunk: only a leader sends them, and a node without a cluster id
+/// adopts the sender's.
+const FROM_LEADER: bool = true;
+/// A vote, a pre-vote or a leadership transfer.
+const FROM_ANY: bool = false;
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RpcDecodeError> {
     decode_rpc(body)
@@ -32,31 +47,87 @@ fn reply<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Response {
     (StatusCode::OK, encode_rpc(&result)).into_response()
 }
 
-pub async fn append(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    match parse(&body) {
-        Ok(request) => reply(app.raft.append_entries(request).await),
-        Err(error) => bad_request(error),
+/// The identity checks of an RPC (see `identity::judge_request`): Ok to hand it to Raft, or
+/// the answer refusing it.
+async fn admit(app: &App, headers: &HeaderMap, from_leader: bool) -> Result<(), Response> {
+    let presented =
+        Presented::from_headers(|name| headers.get(name).and_then(|value| value.to_str().ok()));
+    match app.identity.admit_request(&presented, from_leader).await {
+        Ok(()) => Ok(()),
+        Err(AdmitError::Refused(refusal)) => {
+            app.identity.warn(&refusal, "refused a Raft RPC");
+            Err(ApiError::identity_refused(&refusal).into_response())
+        }
+        Err(AdmitError::Storage(error)) => {
+            Err(ApiError::internal(error.to_string()).into_response())
+        }
     }
 }
 
-pub async fn vote(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    match parse(&body) {
-        Ok(request) => reply(app.raft.vote(request).await),
-        Err(error) => bad_request(error),
+/// Adds this node's identity headers to `response`.
+fn with_identity(app: &App, mut response: Response) -> Response {
+    for (name, value) in app.identity.answer_headers() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(name), value);
+        }
     }
+    response
 }
 
-pub async fn pre_vote(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    match parse(&body) {
-        Ok(request) => reply(app.raft.pre_vote(request).await),
-        Err(error) => bad_request(error),
-    }
+/// Runs `handle` if the RPC passes the identity checks; answers with this node's identity.
+async fn guarded(
+    app: &App,
+    headers: &HeaderMap,
+    from_leader: bool,
+    handle: impl Future<Output = Response>,
+) -> Response {
+    let response = match admit(app, headers, from_leader).await {
+        Ok(()) => handle.await,
+        Err(refused) => refused,
+    };
+    with_identity(app, response)
+}
+
+pub async fn append(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    guarded(&app, &headers, FROM_LEADER, async {
+        match parse(&body) {
+            Ok(request) => reply(app.raft.append_entries(request).await),
+            Err(error) => bad_request(error),
+        }
+    })
+    .await
+}
+
+pub async fn vote(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    guarded(&app, &headers, FROM_ANY, async {
+        match parse(&body) {
+            Ok(request) => reply(app.raft.vote(request).await),
+            Err(error) => bad_request(error),
+        }
+    })
+    .await
+}
+
+pub async fn pre_vote(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    guarded(&app, &headers, FROM_ANY, async {
+        match parse(&body) {
+            Ok(request) => reply(app.raft.pre_vote(request).await),
+            Err(error) => bad_request(error),
+        }
+    })
+    .await
 }
 
 /// One chunk of a snapshot transfer (see `raft::network::SnapshotChunk`): appended to a
 /// temporary file; after the last one the file is checked and installed. Answers `None` until
 /// then, and the install's answer (or the newer vote that refuses it) at the end.
-pub async fn snapshot(State(app): State<Arc<App>>, body: Bytes) -> Response {
+pub async fn snapshot(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    guarded(&app, &headers, FROM_LEADER, receive_chunk(&app, body)).await
+}
+
+async fn receive_chunk(app: &App, body: Bytes) -> Response {
     let chunk: SnapshotChunk = match parse(&body) {
         Ok(chunk) => chunk,
         Err(error) => return bad_request(error),
@@ -83,22 +154,44 @@ pub async fn snapshot(State(app): State<Arc<App>>, body: Bytes) -> Response {
     )
 }
 
-pub async fn transfer_leader(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    match parse(&body) {
-        Ok(request) => reply(app.raft.handle_transfer_leader(request).await),
-        Err(error) => bad_request(error),
-    }
+pub async fn transfer_leader(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    guarded(&app, &headers, FROM_ANY, async {
+        match parse(&body) {
+            Ok(request) => reply(app.raft.handle_transfer_leader(request).await),
+            Err(error) => bad_request(error),
+        }
+    })
+    .await
 }
 
-/// Whether this node holds any Raft state: the bootstrap node asks this before initialising, so
-/// a node whose data was wiped never founds a second cluster beside the live one.
+/// Whether this node holds any Raft state, and the voters of its membership: the bootstrap node
+/// asks this before initialising (so a node whose data was wiped never founds a second cluster
+/// beside the live one), and a node starting on an empty disk asks it to find out whether it
+/// is still a voter (`node::start`). Answers with this node's identity headers, from which
+/// peers learn its incarnation (`identity::learn`); asking changes nothing here.
 pub async fn status(State(app): State<Arc<App>>) -> Response {
-    match app.raft.is_initialized().await {
-        Ok(initialized) => axum::Json(PeerStatus {
-            id: app.id,
-            initialized,
-        })
-        .into_response(),
+    let response = match app.raft.is_initialized().await {
+        Ok(initialized) => {
+            let (voters, membership_index) = app.with_metrics(|metrics| {
+                let stored = &metrics.membership_config;
+                (
+                    stored.membership().voter_ids().collect(),
+                    stored.log_id().as_ref().map(|id| id.index),
+                )
+            });
+            axum::Json(PeerStatus {
+                id: app.id,
+                initialized,
+                voters,
+                membership_index,
+            })
+            .into_response()
+        }
         Err(fatal) => (StatusCode::SERVICE_UNAVAILABLE, fatal.to_string()).into_response(),
-    }
+    };
+    with_identity(&app, response)
 }

@@ -225,6 +225,11 @@ pub mod codes {
     pub const TIMEOUT: &str = "TIMEOUT";
     /// 429: this client is over its rate limit; nothing was done.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// 409 on a Raft RPC: the sender belongs to another cluster (`identity`).
+    pub const WRONG_CLUSTER: &str = "WRONG_CLUSTER";
+    /// 409 on a Raft RPC: the sender or the receiver is not the incarnation of that member its
+    /// peer knows: its data directory was wiped while it was a member (`identity`).
+    pub const WRONG_INCARNATION: &str = "WRONG_INCARNATION";
 }
 
 /// A node's Raft role.
@@ -432,6 +437,13 @@ pub struct SnapshotTaken {
 pub struct PeerStatus {
     pub id: NodeId,
     pub initialized: bool,
+    /// The voters of the membership this node holds (empty before it holds one): a node that
+    /// starts on an empty disk refuses to start if it is one of them (`node::start`).
+    #[serde(default)]
+    pub voters: Vec<NodeId>,
+    /// The log index of that membership, to prefer the newest among several answers.
+    #[serde(default)]
+    pub membership_index: Option<u64>,
 }
 
 /// The seed's integer rules, one deserializer per rule. Each reads any JSON value and refuses

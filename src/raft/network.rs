@@ -4,6 +4,12 @@
 //! bincode, carrying the cluster secret. The answer body is `Result<Reply, String>`: a remote
 //! Raft error here is always fatal at the remote (it is shutting down), which openraft treats like
 //! an unreachable node, so its text is all we need.
+//!
+//! Every request carries this node's identity headers (`identity`: cluster id, node id and
+//! incarnation, and the incarnation it knows of the target), and every answer is checked
+//! against the target's recorded identity before openraft sees it: an answer from another
+//! cluster or another incarnation of the target (a wiped voter) is an error, never a vote or an
+//! acknowledgement. So is a refusal (409) by the target.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use crate::client::routes::raft as routes;
+use crate::client::wire::ErrorBody;
+use crate::identity::{AdmitError, Identity, Presented};
 use crate::storage::encode;
 use crate::storage::fs::blocking;
 use crate::storage::snapshots::SnapshotFile;
@@ -94,15 +102,22 @@ pub struct NetworkFactory {
     own_id: NodeId,
     transport: Arc<dyn Transport>,
     secret: Arc<str>,
+    identity: Arc<Identity>,
     telemetry: Option<Arc<Telemetry>>,
 }
 
 impl NetworkFactory {
-    pub fn new(own_id: NodeId, transport: Arc<dyn Transport>, secret: Arc<str>) -> Self {
+    pub fn new(
+        own_id: NodeId,
+        transport: Arc<dyn Transport>,
+        secret: Arc<str>,
+        identity: Arc<Identity>,
+    ) -> Self {
         Self {
             own_id,
             transport,
             secret,
+            identity,
             telemetry: None,
         }
     }
@@ -124,6 +139,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.addr.clone(),
             transport: self.transport.clone(),
             secret: self.secret.clone(),
+            identity: self.identity.clone(),
             telemetry: self.telemetry.clone(),
         }
     }
@@ -136,6 +152,7 @@ pub struct PeerClient {
     addr: String,
     transport: Arc<dyn Transport>,
     secret: Arc<str>,
+    identity: Arc<Identity>,
     telemetry: Option<Arc<Telemetry>>,
 }
 
@@ -146,12 +163,21 @@ impl PeerClient {
         request: &Req,
         timeout: Duration,
     ) -> Result<Reply, Unreachable<TypeConfig>> {
-        let wire = WireRequest::post_bytes(route, encode_rpc(request)).with_secret(&self.secret);
+        let mut wire =
+            WireRequest::post_bytes(route, encode_rpc(request)).with_secret(&self.secret);
+        wire.headers
+            .extend(self.identity.request_headers(self.target));
         let response = self
             .transport
             .send(&self.addr, wire, timeout)
             .await
             .map_err(Unreachable::from_string)?;
+        if response.status == 409 {
+            if let Ok(refused) = serde_json::from_slice::<ErrorBody>(&response.body) {
+                self.identity
+                    .warn_refused_by(self.target, &refused.error.message);
+            }
+        }
         if response.status != 200 {
             return Err(Unreachable::from_string(format!(
                 "node {} answered {} on {route}: {}",
@@ -159,6 +185,18 @@ impl PeerClient {
                 response.status,
                 String::from_utf8_lossy(&response.body)
             )));
+        }
+        let presented = Presented::from_headers(|name| response.header(name));
+        match self.identity.admit_reply(self.target, &presented).await {
+            Ok(()) => {}
+            Err(AdmitError::Refused(refusal)) => {
+                self.identity.warn(
+                    &refusal,
+                    &format!("ignored the answer of node {}", self.target),
+                );
+                return Err(Unreachable::from_string(refusal.to_string()));
+            }
+            Err(AdmitError::Storage(error)) => return Err(Unreachable::from_string(error)),
         }
         let reply: Result<Reply, String> =
             decode_rpc(&response.body).map_err(Unreachable::from_string)?;

@@ -82,6 +82,8 @@ pub struct SimCluster {
     files: BTreeMap<NodeId, SimFs>,
     hosts: BTreeMap<NodeId, HostId>,
     client: NodeHandle,
+    /// Broken promises seen while a fault was active (checked with the others at the end).
+    fault_violations: std::sync::Mutex<Vec<String>>,
 }
 
 impl SimCluster {
@@ -137,7 +139,24 @@ impl SimCluster {
             files,
             hosts,
             client,
+            fault_violations: std::sync::Mutex::default(),
         }
+    }
+
+    /// Notes a broken promise seen while a fault was active; the run reports it.
+    pub fn note_violation(&self, violation: String) {
+        self.lock_violations().push(violation);
+    }
+
+    /// The violations noted so far (and forgets them).
+    pub fn take_violations(&self) -> Vec<String> {
+        std::mem::take(&mut *self.lock_violations())
+    }
+
+    fn lock_violations(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.fault_violations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn ids(&self) -> Vec<NodeId> {
@@ -317,22 +336,34 @@ impl SimCluster {
     }
 }
 
+/// How long a node that refused to start (a voter on an empty disk) waits before trying again,
+/// as a supervisor restarting it would.
+const RESTART_AFTER_REFUSAL: Duration = Duration::from_secs(1);
+
 /// One simulated node's life: start, serve, found the cluster if it is the bootstrap node, and
-/// never return (a returning init future would make madsim treat the node as exited).
+/// never return (a returning init future would make madsim treat the node as exited). A node
+/// that refuses to start because its empty disk belongs to a voter tries again every
+/// [`RESTART_AFTER_REFUSAL`], until the fault's heal removed it from the membership.
 async fn run_node(id: NodeId, config: Arc<Config>, disk: SimDisk, fs: SimFs) {
-    let seams = Seams {
-        clock: Arc::new(SkewedClock),
-        apply: bugs::apply_fn(),
-        ..Seams::default()
+    let app = loop {
+        let seams = Seams {
+            clock: Arc::new(SkewedClock),
+            apply: bugs::apply_fn(),
+            ..Seams::default()
+        };
+        let storage = NodeStorage {
+            disk: Arc::new(disk.clone()),
+            fs: Arc::new(fs.clone()),
+            dir: data_dir(id),
+        };
+        match node::start(id, config.clone(), storage, Arc::new(SimTransport), seams).await {
+            Ok(app) => break app,
+            Err(node::StartError::StillAVoter { .. }) => {
+                madsim::time::sleep(RESTART_AFTER_REFUSAL).await;
+            }
+            Err(error) => panic!("simulated node {id} did not start: {error}"),
+        }
     };
-    let storage = NodeStorage {
-        disk: Arc::new(disk),
-        fs: Arc::new(fs),
-        dir: data_dir(id),
-    };
-    let app = node::start(id, config, storage, Arc::new(SimTransport), seams)
-        .await
-        .expect("a simulated node starts");
     let addr: SocketAddr = address(id).parse().expect("a valid address");
     let router = bugs::wrap_router(api::router(app.clone()), app.clone());
     let _endpoint = serve(addr, router)

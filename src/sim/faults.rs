@@ -46,6 +46,13 @@ pub enum Fault {
     /// Remove `node` from the cluster, kill it and wipe its disk; when healed, start it empty and
     /// re-add it (learner, then voter). Skipped if the removal is refused.
     WipeAndRejoin { node: NodeId },
+    /// Kill voter `node`, wipe its disk and start it empty **without** removing it (a lost disk,
+    /// a wrong path). With `peers_reachable` it must refuse to start (its peers list it as a
+    /// voter); without, its start-time question goes unanswered (it is cut off while starting,
+    /// then the cut is healed) and its peers must refuse it by incarnation: it never receives
+    /// an entry and its votes never count. Healed the operator's way: remove it, wipe it,
+    /// start it empty (re-added at the end). Skipped unless every node is a voter.
+    WipeInPlace { node: NodeId, peers_reachable: bool },
 }
 
 impl Fault {
@@ -64,6 +71,7 @@ impl Fault {
             Fault::Demote { .. } => "demote-voter",
             Fault::TransferLeader { .. } => "transfer-leader",
             Fault::WipeAndRejoin { .. } => "wipe-and-rejoin",
+            Fault::WipeInPlace { .. } => "wipe-in-place",
         }
     }
 }
@@ -114,7 +122,7 @@ pub fn schedule(rng: &mut impl Rng, nodes: u64, run_ms: u64) -> Vec<Scheduled> {
 
 fn draw(rng: &mut impl Rng, nodes: u64) -> Fault {
     let node = rng.gen_range(1..=nodes);
-    match rng.gen_range(0..12) {
+    match rng.gen_range(0..13) {
         0 => {
             // A minority that starts at `node`: (n - 1) / 2 consecutive ids, wrapping around.
             let minority_size = (nodes - 1) / 2;
@@ -138,6 +146,10 @@ fn draw(rng: &mut impl Rng, nodes: u64) -> Fault {
         7 => Fault::Demote { node },
         8 => Fault::WipeAndRejoin { node },
         9 => Fault::TransferLeader { to: node },
+        12 => Fault::WipeInPlace {
+            node,
+            peers_reachable: rng.gen_bool(0.5),
+        },
         10 => Fault::RestartLeaderAtOnce {
             loss_rate: [0.05, 0.1, 0.2][rng.gen_range(0..3)],
             latency_ms_max: rng.gen_range(FAULT_LATENCY_MS_MAX),

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use super::faults::{self, Fault, Scheduled};
 use super::SimCluster;
-use crate::client::wire::{codes, MembersRequest, SyncStartRequest, TransferLeaderRequest};
+use crate::client::wire::{
+    codes, MemberRole, MembersRequest, SyncStartRequest, TransferLeaderRequest,
+};
 use crate::client::{Answer, Client, ClientError};
 use crate::raft::NodeId;
 
@@ -145,8 +147,90 @@ async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>
             cluster.kill(*node);
             cluster.wipe(*node);
         }
+        Fault::WipeInPlace {
+            node,
+            peers_reachable,
+        } => {
+            if !every_node_a_reachable_voter(cluster).await {
+                return FaultOutcome::Refused;
+            }
+            cluster.kill(*node);
+            cluster.wipe(*node);
+            if *peers_reachable {
+                cluster.restart(*node);
+            } else {
+                let others = others(cluster, &[*node]);
+                cluster.partition(&[*node], &others);
+                cluster.restart(*node);
+                madsim::time::sleep(WIPED_START_CUT).await;
+                cluster.heal();
+            }
+        }
     }
     FaultOutcome::Applied
+}
+
+/// How long a voter wiped in place is cut off while it starts: longer than its start-time
+/// question to its peers may take (`node`'s probe timeout, 500 ms), so none answers it.
+const WIPED_START_CUT: Duration = Duration::from_secs(1);
+/// How many times the heal of a wipe in place asks for the node's removal (one election or
+/// commit apart) before giving up.
+const REMOVE_ATTEMPTS_MAX: usize = 20;
+const REMOVE_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Whether every node is a reachable voter, as the leader sees it: only then can one voter be
+/// lost to a wipe without costing the quorum that its removal needs.
+async fn every_node_a_reachable_voter(cluster: &SimCluster) -> bool {
+    let Some(leader) = cluster.leader().await else {
+        return false;
+    };
+    let Ok(Ok(view)) = admin_client(cluster, leader)
+        .cluster()
+        .await
+        .map(|answer| answer.ok())
+    else {
+        return false;
+    };
+    cluster.ids().iter().all(|id| {
+        view.data
+            .members
+            .iter()
+            .any(|m| m.id == *id && m.role == MemberRole::Voter && m.reachable)
+    })
+}
+
+/// The promises of a wipe in place, checked before it is healed: the wiped voter did not start
+/// as that voter when its peers could tell it so, and was sent no entry either way.
+async fn check_wiped_voter_kept_out(cluster: &SimCluster, node: NodeId, peers_reachable: bool) {
+    if peers_reachable && cluster.health(node).await.is_some() {
+        cluster.note_violation(format!(
+            "node {node}, a voter wiped in place, started although its peers list it as a voter"
+        ));
+    }
+    if let Some(applied) = cluster.applied(node) {
+        cluster.note_violation(format!(
+            "node {node}, a voter wiped in place, applied entries up to {applied:?}: \
+             a leader took it for the voter it replaced"
+        ));
+    }
+}
+
+/// The operator's way out for a voter wiped in place: remove it, wipe it, start it empty (the
+/// run re-adds it at the end, as it does after a wipe-and-rejoin).
+async fn remove_wiped_voter(cluster: &SimCluster, node: NodeId) {
+    let body = MembersRequest {
+        ids: [node].into(),
+        keep_as_learners: false,
+    };
+    for _ in 0..REMOVE_ATTEMPTS_MAX {
+        if remove_through_members(cluster, &others(cluster, &[node]), &body).await == Some(200) {
+            break;
+        }
+        madsim::time::sleep(REMOVE_RETRY_INTERVAL).await;
+    }
+    cluster.kill(node);
+    cluster.wipe(node);
+    cluster.restart(node);
 }
 
 /// A client of node `id` with the cluster secret, bounded by [`ADMIN_CALL_TIMEOUT`].
@@ -202,6 +286,13 @@ async fn heal_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>)
             // The fault killed it (a refused one is not healed): start it empty. Re-adding
             // happens in `run::restore_membership`.
             cluster.restart(*node);
+        }
+        Fault::WipeInPlace {
+            node,
+            peers_reachable,
+        } => {
+            check_wiped_voter_kept_out(cluster, *node, *peers_reachable).await;
+            remove_wiped_voter(cluster, *node).await;
         }
         Fault::TransferLeader { .. } => {}
     }

@@ -4,7 +4,9 @@
 //! - **exactly-once idempotency**: every definite answer under one key is identical;
 //! - **replica agreement**: all nodes' state machines are byte-identical once converged;
 //! - **linearizability** of every SKU's client history: no oversell, no lost acknowledged write;
-//! - **stock conservation**: final quantity = acknowledged effects + some unknown ones, never < 0.
+//! - **stock conservation**: final quantity = acknowledged effects + some unknown ones, never < 0;
+//! - **promises observed during faults** (`SimCluster::note_violation`): e.g. a voter wiped in
+//!   place never started as that voter, nor received entries.
 //!
 //! Liveness (a leader is elected, every node catches up) is not here: the run itself waits for
 //! it ([`super::run`]) and reports when it never comes, before any of these can run.
@@ -28,6 +30,7 @@ pub(super) fn check_everything(
     history: &History,
     report: &mut RunReport,
 ) {
+    report.violations.extend(cluster.take_violations());
     client_anomalies::check_client_anomalies(history, report);
     idempotency::check_idempotent_answers(history, report);
     replicas::check_replicas_agree(cluster, report);
