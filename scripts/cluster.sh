@@ -29,10 +29,11 @@ TLS_DIR="$RUN_DIR/tls"
 say() { printf 'cluster: %s\n' "$*"; }
 
 # Prints "id addr" for each [[nodes]] entry of the config.
-# One line per node: id, then the address clients use (client_addr, else addr).
+# One line per node: id, then the address clients use (client_addr, else addr); with
+# `nodes peer`, the peer address (addr) instead.
 nodes() {
-  awk '
-    function flush() { if (id != "") print id, (client != "" ? client : addr) }
+  awk -v want="${1:-client}" '
+    function flush() { if (id != "") print id, (want == "client" && client != "" ? client : addr) }
     /^\[\[nodes\]\]/ { flush(); in_node = 1; id = ""; addr = ""; client = ""; next }
     /^\[/ { flush(); in_node = 0; id = "" }
     in_node && /^[[:space:]]*id[[:space:]]*=/ { gsub(/[^0-9]/, "", $0); id = $0 }
@@ -174,7 +175,9 @@ print("%-5s %-22s %-10s %-6s %-8s %-8s %-8s" % (sys.argv[1], sys.argv[2], d["rol
   done < <(nodes)
 }
 
-first_addr() { nodes | head -1 | cut -d' ' -f2; }
+# The first node's peer address: admin calls and joins go there (a client listener takes no
+# cluster secret).
+first_addr() { nodes peer | head -1 | cut -d' ' -f2; }
 
 admin() { tls_env; "$BIN" admin --node "$(first_addr)" --config "$CONFIG" "$@"; }
 

@@ -356,9 +356,14 @@ impl App {
         idempotency: Option<IdempotencyId>,
     ) -> Result<Response, ProposeError> {
         self.check_space()?;
+        // A clock that jumped ahead moves log time a step at a time (`inventory::log_time`).
+        let applied_log_time_ms = self.state.log_time_ms().unwrap_or(0);
         let request = Request {
             command,
-            proposed_at_ms: self.clock.now_ms(),
+            proposed_at_ms: crate::inventory::proposal_stamp(
+                self.clock.now_ms(),
+                applied_log_time_ms,
+            ),
             idempotency: idempotency.map(|IdempotencyId { scope, key }| IdempotencyKey {
                 scope,
                 key,

@@ -122,8 +122,9 @@ pub struct ClusterConfig {
     /// (the old one here), then drops the old one (README, "Security").
     #[serde(default)]
     pub accepted_secrets: Vec<String>,
-    /// A single client token with every scope (`Authorization: Bearer <token>`); kept for
-    /// configurations written before `client_tokens`. Its callers are named `default`.
+    /// A single client token with the scopes read, reserve and write (`Authorization: Bearer
+    /// <token>`); kept for configurations written before `client_tokens`. Its callers are named
+    /// `default` and keep the anonymous idempotency scope.
     #[serde(default)]
     pub client_token: Option<String>,
     /// Client tokens, each with a name (its callers' idempotency scope) and scopes. With no
@@ -168,6 +169,10 @@ pub struct ClientToken {
     pub name: String,
     pub token: String,
     pub scopes: Vec<Scope>,
+    /// The older single `client_token`: its callers keep the anonymous idempotency scope they
+    /// had before scopes existed (a retry across the upgrade still finds its key).
+    #[serde(skip)]
+    pub legacy: bool,
 }
 
 impl std::fmt::Debug for ClientToken {
@@ -181,12 +186,14 @@ impl std::fmt::Debug for ClientToken {
 }
 
 impl ClusterConfig {
-    /// Every client token, the legacy `client_token` first (named `default`, every scope).
+    /// Every client token, the legacy `client_token` first (named `default`, with the client
+    /// scopes it always had: admin routes needed the secret before scopes existed).
     pub fn tokens(&self) -> Vec<ClientToken> {
         let legacy = self.client_token.iter().map(|token| ClientToken {
             name: "default".into(),
             token: token.clone(),
-            scopes: Scope::ALL.to_vec(),
+            scopes: vec![Scope::Read, Scope::Reserve, Scope::Write],
+            legacy: true,
         });
         legacy.chain(self.client_tokens.iter().cloned()).collect()
     }
@@ -463,8 +470,10 @@ impl Config {
         if let Some(secret) = lookup(SECRET_ENV) {
             self.cluster.secret = secret;
         }
+        // Paths from the environment are relative to the working directory, like a shell's.
+        let from_cwd = |path: String| std::path::absolute(&path).unwrap_or_else(|_| path.into());
         if let Some(file) = lookup(SECRET_FILE_ENV).filter(|f| !f.is_empty()) {
-            self.cluster.secret_file = Some(PathBuf::from(file));
+            self.cluster.secret_file = Some(from_cwd(file));
         }
         if let Some(token) = lookup(CLIENT_TOKEN_ENV) {
             self.cluster.client_token = Some(token).filter(|t| !t.is_empty());
@@ -475,7 +484,7 @@ impl Config {
             (TLS_KEY_ENV, &mut self.tls.key_file),
         ] {
             if let Some(path) = lookup(name).filter(|p| !p.is_empty()) {
-                *file = Some(PathBuf::from(path));
+                *file = Some(from_cwd(path));
             }
         }
         if let Some(dir) = lookup(DATA_DIR_ENV) {

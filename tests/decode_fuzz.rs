@@ -721,16 +721,22 @@ fn route_samples() -> Vec<(&'static str, Vec<u8>)> {
 
 /// Posts every body to `route` of node `id` with the cluster secret; the statuses (0: no
 /// answer at all).
+/// Posts every body to `route` of node `id`, as another member would (the secret and that
+/// member's identity headers, so each body reaches the decoder).
 async fn post_all(cluster: &Cluster, id: u64, route: &str, bodies: Vec<Vec<u8>>) -> Vec<u16> {
     let url = cluster.url(id, route);
+    let identity = cluster.identity_headers(id % 3 + 1);
     futures::stream::iter(bodies)
         .map(|body| {
-            let request = cluster
+            let mut request = cluster
                 .http
                 .post(&url)
                 .header("x-stockraft-secret", SECRET)
-                .header("content-type", "application/octet-stream")
-                .body(body);
+                .header("content-type", "application/octet-stream");
+            for (name, value) in &identity {
+                request = request.header(*name, value);
+            }
+            let request = request.body(body);
             async move {
                 match request.send().await {
                     Ok(response) => response.status().as_u16(),

@@ -168,6 +168,20 @@ async fn peers_and_clients_have_listeners_of_their_own() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 404);
+    // Admin routes: the secret opens them on the peer listener only; a client listener takes
+    // no secret (it would go around the peer listener's certificate check).
+    for (addr, expected) in [
+        (cluster.addr(leader), 401),
+        (cluster.peer_addr(leader), 200),
+    ] {
+        let answer = http
+            .get(format!("http://{addr}{}", routes::CLUSTER))
+            .header("x-stockraft-secret", SECRET)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), expected, "admin with the secret on {addr}");
+    }
     // The peer listener serves client routes only to secret holders (nodes forwarding).
     let on_peer = format!("http://{}{}", cluster.peer_addr(leader), routes::INVENTORY);
     let answer = http

@@ -8,7 +8,7 @@ use futures::stream;
 use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::vote::RaftLeaderIdExt;
 use openraft::{EntryPayload, Membership, RaftLogReader};
-use stockraft::inventory::{Command, RecordKey, Request, LOG_TIME_STEP_MAX_MS};
+use stockraft::inventory::{proposal_stamp, Command, RecordKey, Request, LOG_TIME_STEP_MAX_MS};
 use stockraft::raft::log_store::LogStore;
 use stockraft::raft::state_machine::StateMachineStore;
 use stockraft::raft::{Entry, LogId, TypeConfig};
@@ -652,22 +652,33 @@ fn a_leader_clock_jump_of_a_day_moves_log_time_one_step_and_expires_no_key() {
             vec![
                 membership_entry(1),
                 keyed_create_entry(2, "a", "order-1", DAY_MS, NOW_MS),
-                // A leader whose clock jumped a day ahead stamps the next entries.
-                adjust_at(3, "a", NOW_MS + DAY_MS),
             ],
         )
         .await;
-        assert_eq!(updated_at(&store, "a"), NOW_MS + LOG_TIME_STEP_MAX_MS);
-        apply(&mut store, vec![adjust_at(4, "a", NOW_MS + DAY_MS)]).await;
-        assert_eq!(updated_at(&store, "a"), NOW_MS + 2 * LOG_TIME_STEP_MAX_MS);
+        assert_eq!(store.log_time_ms().unwrap(), NOW_MS);
+        // A leader whose clock jumped a day ahead stamps the next entries, each bounded by the
+        // log time it has applied.
+        for (index, steps) in [(3, 1), (4, 2)] {
+            let stamp = proposal_stamp(NOW_MS + DAY_MS, store.log_time_ms().unwrap());
+            apply(&mut store, vec![adjust_at(index, "a", stamp)]).await;
+            assert_eq!(
+                updated_at(&store, "a"),
+                NOW_MS + steps * LOG_TIME_STEP_MAX_MS
+            );
+        }
         assert_eq!(
             stored_idempotency_ids(&store),
             vec![(String::new(), "order-1".to_owned())],
             "the day-long key outlived the jump"
         );
         // A leader with the right clock again cannot move time back.
-        apply(&mut store, vec![adjust_at(5, "a", NOW_MS)]).await;
+        let stamp = proposal_stamp(NOW_MS, store.log_time_ms().unwrap());
+        apply(&mut store, vec![adjust_at(5, "a", stamp)]).await;
         assert_eq!(updated_at(&store, "a"), NOW_MS + 2 * LOG_TIME_STEP_MAX_MS);
+        // An entry stamped a day ahead by a leader without the bound (an older version) is
+        // applied as every replica applies it: apply's rule never changed.
+        apply(&mut store, vec![adjust_at(6, "a", NOW_MS + DAY_MS)]).await;
+        assert_eq!(updated_at(&store, "a"), NOW_MS + DAY_MS);
     });
 }
 
@@ -702,7 +713,8 @@ fn log_time_survives_a_restart_and_a_snapshot_install() {
         // The next entry is stamped a day ahead: each node bounds it from the log time it
         // kept, not from nothing.
         for node in [&mut restarted, &mut installed] {
-            apply(node, vec![adjust_at(4, "a", NOW_MS + DAY_MS)]).await;
+            let stamp = proposal_stamp(NOW_MS + DAY_MS, node.log_time_ms().unwrap());
+            apply(node, vec![adjust_at(4, "a", stamp)]).await;
             assert_eq!(updated_at(node, "a"), NOW_MS + LOG_TIME_STEP_MAX_MS);
         }
         assert_eq!(

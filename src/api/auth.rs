@@ -5,7 +5,7 @@
 //! | family | routes | passes with |
 //! |---|---|---|
 //! | Raft | `/raft/*` | the cluster secret |
-//! | admin | membership, leadership, snapshots, `/api/sync/start|stop`, metrics reset | the secret, or a token with `admin` |
+//! | admin | membership, leadership, snapshots, `/api/sync/start|stop`, metrics reset | on the peer listener (or the only one) the secret or a token with `admin`; on a client listener a token with `admin` only |
 //! | client | reads, reserve, create/adjust/batch | a token with the route's scope; anyone when no token is configured |
 //! | open | health, `/metrics`, the OpenAPI document | anyone |
 //!
@@ -15,8 +15,13 @@
 //! `cluster.accepted_secrets` (rotation). Every comparison runs in constant time over the
 //! expected value, whatever the guess's length.
 //!
+//! The secret is not accepted on a client listener at all: with `[tls]` the peer listener
+//! demands a CA-signed certificate in front of the secret, and the client listener must not
+//! offer a way around it.
+//!
 //! A token-authenticated request carries the [`ClientScope`] `token:<name>`, the scope its
-//! idempotency keys live in (`api::client_scope`): a client cannot pick another's.
+//! idempotency keys live in (`api::client_scope`): a client cannot pick another's. The legacy
+//! `client_token` keeps the anonymous scope its callers had before scopes existed.
 
 use std::sync::Arc;
 
@@ -27,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::client_scope::ClientScope;
 use super::error::ApiError;
+use super::Surface;
 use crate::app::App;
 use crate::client::headers;
 use crate::config::{ClusterConfig, Scope};
@@ -36,6 +42,8 @@ use crate::transport::SECRET_HEADER;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub token_name: String,
+    /// The legacy `client_token`: its callers keep the anonymous idempotency scope.
+    pub legacy: bool,
 }
 
 /// Compares a `guess` with the `expected` secret without leaking, through timing, how much of
@@ -66,7 +74,11 @@ pub(crate) fn has_secret(cluster: &ClusterConfig, headers: &HeaderMap) -> bool {
 enum Token {
     Missing,
     Unknown,
-    Known { name: String, scopes: Vec<Scope> },
+    Known {
+        name: String,
+        scopes: Vec<Scope>,
+        legacy: bool,
+    },
 }
 
 fn token(cluster: &ClusterConfig, headers: &HeaderMap) -> Token {
@@ -83,6 +95,7 @@ fn token(cluster: &ClusterConfig, headers: &HeaderMap) -> Token {
             found = Token::Known {
                 name: configured.name,
                 scopes: configured.scopes,
+                legacy: configured.legacy,
             };
         }
     }
@@ -97,14 +110,25 @@ enum Decision {
     Forbidden(String),
 }
 
-fn decide(cluster: &ClusterConfig, headers: &HeaderMap, scope: Scope) -> Decision {
-    if scope == Scope::Admin && has_secret(cluster, headers) {
+fn decide(
+    cluster: &ClusterConfig,
+    headers: &HeaderMap,
+    scope: Scope,
+    surface: Surface,
+) -> Decision {
+    let secret_counts = surface != Surface::Client;
+    if scope == Scope::Admin && secret_counts && has_secret(cluster, headers) {
         return Decision::Allow(None);
     }
     match token(cluster, headers) {
-        Token::Known { name, scopes } if scopes.contains(&scope) => {
-            Decision::Allow(Some(Caller { token_name: name }))
-        }
+        Token::Known {
+            name,
+            scopes,
+            legacy,
+        } if scopes.contains(&scope) => Decision::Allow(Some(Caller {
+            token_name: name,
+            legacy,
+        })),
         Token::Known { name, .. } => Decision::Forbidden(format!(
             "token {name:?} lacks the {:?} scope this route needs",
             scope.as_str()
@@ -117,15 +141,15 @@ fn decide(cluster: &ClusterConfig, headers: &HeaderMap, scope: Scope) -> Decisio
     }
 }
 
-/// Route layer: the request needs `scope` (see the module table).
+/// Route layer: the request needs `scope` on a listener serving `surface` (the module table).
 pub async fn require_scope(
-    State((app, scope)): State<(Arc<App>, Scope)>,
+    State((app, scope, surface)): State<(Arc<App>, Scope, Surface)>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    match decide(&app.config.cluster, request.headers(), scope) {
+    match decide(&app.config.cluster, request.headers(), scope, surface) {
         Decision::Allow(caller) => {
-            if let Some(caller) = caller {
+            if let Some(caller) = caller.filter(|caller| !caller.legacy) {
                 let scope = ClientScope(format!("token:{}", caller.token_name));
                 request.extensions_mut().insert(scope);
             }
@@ -171,6 +195,7 @@ mod tests {
                     name: (*name).into(),
                     token: (*token).into(),
                     scopes: scopes.to_vec(),
+                    legacy: false,
                 })
                 .collect(),
             ..ClusterConfig::default()
@@ -222,7 +247,7 @@ mod tests {
             ("ops-token-0000001", vec![Scope::Admin]),
         ] {
             for scope in Scope::ALL {
-                let decision = decide(&cluster, &bearer(token), scope);
+                let decision = decide(&cluster, &bearer(token), scope, Surface::Both);
                 if allowed.contains(&scope) {
                     assert!(
                         matches!(decision, Decision::Allow(Some(_))),
@@ -238,61 +263,87 @@ mod tests {
         }
         for scope in Scope::ALL {
             assert_eq!(
-                decide(&cluster, &HeaderMap::new(), scope),
+                decide(&cluster, &HeaderMap::new(), scope, Surface::Both),
                 Decision::Unauthorized
             );
             assert_eq!(
-                decide(&cluster, &bearer("not-a-token-at-all"), scope),
+                decide(
+                    &cluster,
+                    &bearer("not-a-token-at-all"),
+                    scope,
+                    Surface::Both
+                ),
                 Decision::Unauthorized
             );
         }
-        // The secret opens admin routes only; a client route wants a token.
+        // The secret opens admin routes only, and not on a client listener; a client route
+        // wants a token.
         let secret = headers(&[(SECRET_HEADER, "current-secret-0123456789")]);
+        for surface in [Surface::Both, Surface::Peer] {
+            assert_eq!(
+                decide(&cluster, &secret, Scope::Admin, surface),
+                Decision::Allow(None)
+            );
+        }
         assert_eq!(
-            decide(&cluster, &secret, Scope::Admin),
-            Decision::Allow(None)
-        );
-        assert_eq!(
-            decide(&cluster, &secret, Scope::Write),
+            decide(&cluster, &secret, Scope::Admin, Surface::Client),
             Decision::Unauthorized
         );
         assert_eq!(
-            decide(&cluster, &bearer("checkout-token-01"), Scope::Reserve),
+            decide(&cluster, &secret, Scope::Write, Surface::Both),
+            Decision::Unauthorized
+        );
+        let caller = |name: &str| {
             Decision::Allow(Some(Caller {
-                token_name: "checkout".into()
+                token_name: name.into(),
+                legacy: false,
             }))
+        };
+        let ops = bearer("ops-token-0000001");
+        assert_eq!(
+            decide(&cluster, &ops, Scope::Admin, Surface::Client),
+            caller("ops")
+        );
+        let checkout = bearer("checkout-token-01");
+        assert_eq!(
+            decide(&cluster, &checkout, Scope::Reserve, Surface::Both),
+            caller("checkout")
         );
     }
 
     #[test]
     fn without_tokens_client_routes_are_open_and_admin_routes_are_not() {
         let open = cluster(&[]);
+        let none = HeaderMap::new();
         for scope in [Scope::Read, Scope::Reserve, Scope::Write] {
             assert_eq!(
-                decide(&open, &HeaderMap::new(), scope),
+                decide(&open, &none, scope, Surface::Both),
                 Decision::Allow(None)
             );
         }
         assert_eq!(
-            decide(&open, &HeaderMap::new(), Scope::Admin),
+            decide(&open, &none, Scope::Admin, Surface::Both),
             Decision::Unauthorized
         );
-        // The legacy single token has every scope, under the name "default".
+        // The legacy single token keeps what it had: every client route, no admin one.
         let legacy = ClusterConfig {
             client_token: Some("legacy-token-123".into()),
             ..open
         };
         let bearer = headers(&[("authorization", "Bearer legacy-token-123")]);
-        for scope in Scope::ALL {
-            assert_eq!(
-                decide(&legacy, &bearer, scope),
-                Decision::Allow(Some(Caller {
-                    token_name: "default".into()
-                }))
-            );
+        for scope in [Scope::Read, Scope::Reserve, Scope::Write] {
+            let expected = Decision::Allow(Some(Caller {
+                token_name: "default".into(),
+                legacy: true,
+            }));
+            assert_eq!(decide(&legacy, &bearer, scope, Surface::Both), expected);
         }
+        assert!(matches!(
+            decide(&legacy, &bearer, Scope::Admin, Surface::Both),
+            Decision::Forbidden(_)
+        ));
         assert_eq!(
-            decide(&legacy, &HeaderMap::new(), Scope::Read),
+            decide(&legacy, &none, Scope::Read, Surface::Both),
             Decision::Unauthorized
         );
     }

@@ -46,6 +46,9 @@ use crate::client::routes;
 use crate::config::Scope;
 use error::ApiError;
 
+/// The longest an admin call may take, body included.
+const ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Largest Raft RPC body: what its decoder accepts (snapshots travel in 1 MiB chunks).
 pub const RAFT_BODY_LIMIT_BYTES: usize = crate::raft::network::RPC_DECODE_LIMIT_BYTES;
 
@@ -91,8 +94,9 @@ pub fn router_for(app: Arc<App>, surface: Surface) -> Router {
             auth::require_secret,
         ));
 
-    let scope =
-        |scope: Scope| middleware::from_fn_with_state((app.clone(), scope), auth::require_scope);
+    let scope = |scope: Scope| {
+        middleware::from_fn_with_state((app.clone(), scope, surface), auth::require_scope)
+    };
     let client = Router::new()
         .route(
             routes::INVENTORY,
@@ -174,6 +178,11 @@ pub fn router_for(app: Arc<App>, surface: Surface) -> Router {
             post(admin::transfer_leader),
         )
         .route(routes::CLUSTER_SNAPSHOT, post(admin::snapshot))
+        // Longer than any admin call takes (a learner catching up with `wait`).
+        .route_layer(middleware::from_fn_with_state(
+            ADMIN_REQUEST_TIMEOUT,
+            overload::deadline,
+        ))
         .route_layer(scope(Scope::Admin));
 
     let open = Router::new()
@@ -202,7 +211,7 @@ pub fn router_for(app: Arc<App>, surface: Surface) -> Router {
             request_id::assign,
         ))
         .layer(middleware::from_fn_with_state(
-            app.clone(),
+            (app.clone(), surface),
             strip_internal_headers,
         ))
         .with_state(app)
@@ -234,16 +243,17 @@ async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Nex
 
 /// Only a node may speak the nodes' own headers: without the cluster secret, every
 /// `x-stockraft-*` header (e.g. `x-stockraft-forwarded`, which a forwarding node adds) is
-/// dropped before anything reads it, so a client cannot pose as a node.
+/// dropped before anything reads it, so a client cannot pose as a node. A client listener
+/// drops them all: nodes talk to each other on the peer listener only.
 async fn strip_internal_headers(
-    State(app): State<Arc<App>>,
+    State((app, surface)): State<(Arc<App>, Surface)>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let internal =
         |name: &axum::http::HeaderName| name.as_str().starts_with(INTERNAL_HEADER_PREFIX);
     if request.headers().keys().any(internal)
-        && !auth::has_secret(&app.config.cluster, request.headers())
+        && (surface == Surface::Client || !auth::has_secret(&app.config.cluster, request.headers()))
     {
         let names: Vec<_> = request
             .headers()

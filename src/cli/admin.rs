@@ -1,8 +1,8 @@
 //! `stockraft admin`: every admin route from the command line, against any node.
 //!
-//! Human-readable tables by default, `--json` for scripts. The secret comes from `--secret`,
-//! else `STOCKRAFT_SECRET`, else `--secret-file` (`STOCKRAFT_SECRET_FILE`), else the `--config`
-//! file. With `--tls-dir` (a `stockraft certs` directory) it speaks HTTPS, trusting the cluster
+//! Human-readable tables by default, `--json` for scripts. The secret comes from
+//! `--secret-file` (`STOCKRAFT_SECRET_FILE`), else `--secret` (`STOCKRAFT_SECRET`), else the
+//! `--config` file. With `--tls-dir` (a `stockraft certs` directory) it speaks HTTPS, trusting the cluster
 //! CA and presenting `admin.pem` (which a peer listener demands). Exit code 0 on success, 1 when the cluster
 //! refused or failed the request (the error is printed), 2 on a usage or connection problem.
 
@@ -30,13 +30,14 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// Any node of the cluster (host:port).
+    /// Any node of the cluster: its peer address (`addr`, host:port), or its client address
+    /// when admin tokens are used (a client listener takes no cluster secret).
     #[arg(
         long,
         short,
         global = true,
         env = "STOCKRAFT_NODE",
-        default_value = "127.0.0.1:21001"
+        default_value = "127.0.0.1:22001"
     )]
     pub node: String,
     /// The cluster secret (default: STOCKRAFT_SECRET, else the one in --config).
@@ -96,14 +97,16 @@ pub enum AdminCommand {
     Snapshot,
 }
 
+/// The secret to send: a secret file wins (as for `serve`), then `--secret`, then the
+/// configuration.
 fn secret(args: &AdminArgs) -> anyhow::Result<String> {
-    if let Some(secret) = &args.secret {
-        return Ok(secret.clone());
-    }
     if let Some(file) = &args.secret_file {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading the secret from {}", file.display()))?;
         return Ok(text.trim_end().to_owned());
+    }
+    if let Some(secret) = &args.secret {
+        return Ok(secret.clone());
     }
     let config = crate::config::Config::load(&args.config).with_context(|| {
         format!(

@@ -131,6 +131,11 @@ fn write(dir: &Path, file: &str, contents: &str, secret: bool) -> anyhow::Result
     let mut handle = options
         .open(&path)
         .with_context(|| format!("writing {}", path.display()))?;
+    if secret {
+        // `mode` applies only to a file it creates; an existing key file is narrowed too.
+        use std::os::unix::fs::PermissionsExt;
+        handle.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     handle.write_all(contents.as_bytes())?;
     Ok(())
 }

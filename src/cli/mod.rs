@@ -63,8 +63,8 @@ pub enum Command {
         /// Anyone who reaches the port can then create, adjust and reserve stock.
         #[arg(long)]
         insecure_open_client: bool,
-        /// Join a running cluster through any member (`host:port`): the node asks to be added as
-        /// a learner and catches up; promote it with `stockraft admin promote`.
+        /// Join a running cluster through any member's peer address (`host:port`): the node asks
+        /// to be added as a learner and catches up; promote it with `stockraft admin promote`.
         #[arg(long)]
         join: Option<String>,
     },

@@ -314,7 +314,9 @@ impl StateView for MemoryState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{next_log_time, IdempotencyKey, Operation, LOG_TIME_STEP_MAX_MS};
+    use crate::inventory::{
+        next_log_time, proposal_stamp, IdempotencyKey, Operation, LOG_TIME_STEP_MAX_MS,
+    };
 
     fn key(sku: &str) -> RecordKey {
         RecordKey::new("s1", sku).unwrap()
@@ -779,22 +781,25 @@ mod tests {
         );
         assert_eq!(clock_ms, NOW_MS);
 
-        // A leader whose clock jumped a day ahead stamps the next entry.
+        // A leader whose clock jumped a day ahead stamps the next entry, bounded by the log
+        // time it has applied.
+        let jumped_stamp = proposal_stamp(NOW_MS + DAY_MS, clock_ms);
         let jumped = run_stamped(
             &mut state,
             &mut clock_ms,
             3,
-            &at(request(adjust("a", 0, None)), NOW_MS + DAY_MS),
+            &at(request(adjust("a", 0, None)), jumped_stamp),
         );
         assert_eq!(clock_ms, NOW_MS + LOG_TIME_STEP_MAX_MS);
         assert_eq!(jumped.result.unwrap().updated_at_ms, clock_ms);
 
         // The retry still replays: the key did not expire.
+        let retry_stamp = proposal_stamp(NOW_MS + DAY_MS, clock_ms);
         let retry = run_stamped(
             &mut state,
             &mut clock_ms,
             4,
-            &at(keyed_reserve, NOW_MS + DAY_MS),
+            &at(keyed_reserve, retry_stamp),
         );
         assert!(retry.replayed, "the jump expired a day-long key: {retry:?}");
         assert_eq!(retry.result, first.result);

@@ -148,8 +148,9 @@ pub struct Request {
     pub command: Command,
     /// The proposing leader's wall clock, ms since the Unix epoch. The state machine never reads
     /// a clock; it derives the entry's log time from this stamp and the previous log time
-    /// ([`super::next_log_time`]): never backwards, and at most
-    /// [`super::LOG_TIME_STEP_MAX_MS`] forward per entry.
+    /// ([`super::next_log_time`]): never backwards. The leader stamps at most
+    /// [`super::LOG_TIME_STEP_MAX_MS`] past the log time it has applied
+    /// ([`super::proposal_stamp`]).
     pub proposed_at_ms: u64,
     /// Encoded so that entries written before scopes existed still decode (as the anonymous
     /// scope), and anonymous keys are written exactly as they were: see `idempotency_wire`.

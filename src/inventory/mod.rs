@@ -33,5 +33,5 @@ pub use command::{
     Command, CommandResult, IdempotencyId, IdempotencyKey, NewRecord, Operation, Rejection,
     Request, Response, BATCH_RECORDS_MAX, IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_SCOPE_LENGTH_MAX,
 };
-pub use log_time::{next_log_time, LOG_TIME_STEP_MAX_MS};
+pub use log_time::{next_log_time, proposal_stamp, LOG_TIME_STEP_MAX_MS};
 pub use record::{Record, RecordKey, ValidationError, SKU_LENGTH_MAX, STORE_ID_LENGTH_MAX};

@@ -12,8 +12,9 @@
 //!
 //! Decisions inside apply come only from the entries: log time is
 //! [`inventory::next_log_time`] of the previous log time (kept under `keys::CLOCK`, so it is in
-//! every snapshot) and the entry's stamp: never backwards, at most
-//! [`inventory::LOG_TIME_STEP_MAX_MS`] forward per entry. Expired idempotency keys are purged
+//! every snapshot) and the entry's stamp: never backwards (a leader stamps at most
+//! [`inventory::LOG_TIME_STEP_MAX_MS`] past the log time it has applied,
+//! [`StateMachineStore::log_time_ms`]). Expired idempotency keys are purged
 //! per entry (at most [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`]) so that batch boundaries, which
 //! differ between nodes, never change the result.
 //!
@@ -72,6 +73,12 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
+    /// The log time of the last applied command entry (0 before any): what a leader bounds its
+    /// proposals' stamps by (`inventory::proposal_stamp`).
+    pub fn log_time_ms(&self) -> Result<u64, StorageError> {
+        Ok(self.read(keys::CLOCK)?.unwrap_or(0))
+    }
+
     /// The product's store: commands go through [`inventory::apply`].
     pub fn new(disk: Arc<dyn Disk>, snapshots: SnapshotDir) -> Self {
         Self::with_apply(disk, snapshots, inventory::apply)

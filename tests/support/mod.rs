@@ -252,7 +252,7 @@ impl Cluster {
     /// Runs `stockraft admin <args>` against node `via`; returns (exit code, stdout).
     pub fn admin(&self, via: u64, args: &[&str]) -> (i32, String) {
         let output = Command::new(env!("CARGO_BIN_EXE_stockraft"))
-            .args(["admin", "--node", self.addr(via), "--secret", SECRET])
+            .args(["admin", "--node", self.peer_addr(via), "--secret", SECRET])
             .args(args)
             .output()
             .expect("running stockraft admin");
@@ -328,6 +328,22 @@ impl Cluster {
 
     pub fn url(&self, id: u64, path: &str) -> String {
         format!("{}://{}{}", self.scheme, self.addr(id), path)
+    }
+
+    /// The Raft RPC identity headers of member `id` (`stockraft::identity`), from its data
+    /// directory's `identity` file: requests sent as that member reach the Raft handlers
+    /// instead of being refused as coming from no known node.
+    pub fn identity_headers(&self, id: u64) -> Vec<(&'static str, String)> {
+        let text = std::fs::read_to_string(self.data_dir(id).join("identity")).unwrap();
+        let identity: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let field = |name: &str| identity[name].as_str().unwrap().to_owned();
+        vec![
+            (stockraft::identity::CLUSTER_HEADER, field("clusterId")),
+            (
+                stockraft::identity::NODE_HEADER,
+                format!("{id}/{}", field("incarnation")),
+            ),
+        ]
     }
 
     /// Node `id`'s peer listener address.
