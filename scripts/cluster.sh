@@ -9,7 +9,7 @@
 #   scripts/cluster.sh status   role, term, commit and applied index per node
 #   scripts/cluster.sh add N    start node N (clients on port 21000+N, peers on 22000+N) and join
 #                               it as a learner, then promote it to voter
-#   scripts/cluster.sh remove N remove node N from the cluster and stop it
+#   scripts/cluster.sh remove N remove node N from the cluster, stop it, delete its data directory
 #
 # Environment: STOCKRAFT_CONFIG (default: cluster.toml at the repo root), STOCKRAFT_RUN_DIR
 # (default: run/ at the repo root; logs, PIDs, the secret and certificates live there).
@@ -205,15 +205,35 @@ cmd_add() {
   admin status
 }
 
+# The data directory of node N (storage.data_dir of the configuration, relative to it, or
+# STOCKRAFT_DATA_DIR).
+node_data_dir() {
+  local dir="${STOCKRAFT_DATA_DIR:-}"
+  if [ -z "$dir" ]; then
+    dir="$(awk '/^\[storage\]/ { s = 1; next } /^\[/ { s = 0 }
+      s && /^[[:space:]]*data_dir[[:space:]]*=/ { match($0, /"[^"]*"/); print substr($0, RSTART + 1, RLENGTH - 2) }' "$CONFIG")"
+    dir="${dir:-data}"
+    case "$dir" in /*) ;; *) dir="$(dirname "$CONFIG")/$dir" ;; esac
+  fi
+  echo "$dir/node-$1"
+}
+
 cmd_remove() {
   local id="${1:?usage: cluster.sh remove N}"
   admin remove --id "$id" >/dev/null
   say "node $id removed from the cluster"
   if [ -e "$RUN_DIR/node-$id.pid" ]; then
     local pid; pid="$(cat "$RUN_DIR/node-$id.pid")"
-    pid_alive "$pid" && kill -TERM "$pid"
+    if pid_alive "$pid"; then
+      kill -TERM "$pid"
+      local deadline=$((SECONDS + 10))
+      while pid_alive "$pid" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    fi
     rm -f "$RUN_DIR/node-$id.pid"
-    say "node $id stopped"
+    # A removed member's Raft state is of no use (it is no longer in the cluster) and would make
+    # a later `add` start from a stale membership: `add` starts it empty instead.
+    rm -rf "$(node_data_dir "$id")"
+    say "node $id stopped and its data directory deleted"
   fi
   admin status
 }
