@@ -19,6 +19,20 @@ fn follower_of(cluster: &Cluster, leader: u64) -> u64 {
     cluster.ids().into_iter().find(|id| *id != leader).unwrap()
 }
 
+/// Creates record `A` (100 units) through node `node`'s client address.
+async fn create_a(cluster: &Cluster, node: u64, headers: &[(&str, &str)]) {
+    let created = cluster
+        .request(
+            node,
+            Method::POST,
+            routes::INVENTORY,
+            Some(CREATE_A),
+            headers,
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+}
+
 /// A client with no TLS settings of its own (plain HTTP, web roots only).
 fn plain_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -60,16 +74,7 @@ async fn with_tls_clients_get_https_followers_forward_over_tls_and_peers_demand_
 
     // A write through a follower's HTTPS client listener is forwarded to the leader over mutual
     // TLS, and committed.
-    let created = cluster
-        .request(
-            follower,
-            Method::POST,
-            routes::INVENTORY,
-            Some(CREATE_A),
-            &[],
-        )
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
+    create_a(&cluster, follower, &[]).await;
     let read = cluster
         .request(leader, Method::GET, &routes::record("s1", "A"), None, &[])
         .await;
@@ -193,16 +198,7 @@ async fn peers_and_clients_have_listeners_of_their_own() {
         .unwrap();
     assert_eq!(answer.status(), 401);
     // A write through a follower's client listener is forwarded through the leader's peer one.
-    let created = cluster
-        .request(
-            follower,
-            Method::POST,
-            routes::INVENTORY,
-            Some(CREATE_A),
-            &[],
-        )
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
+    create_a(&cluster, follower, &[]).await;
     let reserved = cluster.reserve_one(follower, "A", &[]).await;
     assert_eq!(reserved.status, 201, "{reserved:?}");
 }
@@ -233,16 +229,7 @@ scopes = ["admin"]
     let follower = follower_of(&cluster, leader);
     let bearer = |token: &str| format!("Bearer {token}");
     let backoffice = bearer("backoffice-tok-01");
-    let created = cluster
-        .request(
-            leader,
-            Method::POST,
-            routes::INVENTORY,
-            Some(CREATE_A),
-            &[("authorization", &backoffice)],
-        )
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
+    create_a(&cluster, leader, &[("authorization", &backoffice)]).await;
 
     let record = routes::record("s1", "A");
     let reserve = routes::reserve("s1", "A");
@@ -328,16 +315,7 @@ scopes = ["read", "reserve"]
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let follower = follower_of(&cluster, leader);
     let as_a = [("authorization", "Bearer shop-a-token-0001")];
-    let created = cluster
-        .request(
-            leader,
-            Method::POST,
-            routes::INVENTORY,
-            Some(CREATE_A),
-            &as_a,
-        )
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
+    create_a(&cluster, leader, &as_a).await;
     let key = ("idempotency-key", "order-42");
     // Shop B takes the guessable key first; shop A's request with it is still its own.
     let b = [("authorization", "Bearer shop-b-token-0001"), key];
@@ -383,10 +361,7 @@ async fn the_secret_comes_from_a_file_and_a_rotated_out_secret_is_accepted_while
         cluster.spawn_with(id, &["--secret-file", secret_file.to_str().unwrap()]);
     }
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
-    let created = cluster
-        .request(1, Method::POST, routes::INVENTORY, Some(CREATE_A), &[])
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
+    create_a(&cluster, 1, &[]).await;
     for (secret, expected) in [
         (SECRET, 200),
         (previous, 200),

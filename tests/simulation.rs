@@ -1,6 +1,23 @@
 //! The cluster under madsim: deterministic, by seed. Built only with `RUSTFLAGS="--cfg madsim"`.
 #![cfg(madsim)]
 
+/// Plays `fault` on `cluster` now, for `duration_ms`: its outcome and the trace of what was done.
+async fn play_now(
+    cluster: &stockraft::sim::SimCluster,
+    fault: stockraft::sim::faults::Fault,
+    duration_ms: u64,
+) -> (stockraft::sim::run::FaultOutcome, Vec<String>) {
+    let scheduled = stockraft::sim::faults::Scheduled {
+        start_ms: 0,
+        duration_ms,
+        fault,
+    };
+    let mut trace = Vec::new();
+    let start = madsim::time::Instant::now();
+    let outcome = stockraft::sim::run::play(cluster, &scheduled, start, &mut trace).await;
+    (outcome, trace)
+}
+
 use std::time::Duration;
 
 use stockraft::client::wire::{ChangeAnswer, CreateRequest, ReserveRequest};
@@ -465,8 +482,8 @@ mod power_cut {
 mod outside_the_membership {
     use super::*;
     use stockraft::client::wire::{codes, Health, MembersRequest, TransferLeaderRequest};
-    use stockraft::sim::faults::{Fault, Scheduled};
-    use stockraft::sim::run::{play, FaultOutcome};
+    use stockraft::sim::faults::Fault;
+    use stockraft::sim::run::FaultOutcome;
 
     fn simulate<T: Send + 'static>(
         seed: u64,
@@ -581,19 +598,8 @@ mod outside_the_membership {
                 madsim::time::sleep(Duration::from_secs(3)).await;
                 let uptime = |health: Option<Health>| health.map(|h| h.uptime);
                 let before = uptime(cluster.health(leader).await).expect("the leader answers");
-                let scheduled = Scheduled {
-                    start_ms: 0,
-                    duration_ms: 500,
-                    fault: Fault::WipeAndRejoin { node: leader },
-                };
-                let mut trace = Vec::new();
-                let outcome = play(
-                    &cluster,
-                    &scheduled,
-                    madsim::time::Instant::now(),
-                    &mut trace,
-                )
-                .await;
+                let (outcome, trace) =
+                    crate::play_now(&cluster, Fault::WipeAndRejoin { node: leader }, 500).await;
                 assert_eq!(outcome, FaultOutcome::Refused, "{trace:?}");
                 let after = uptime(cluster.health(leader).await).expect("the leader still answers");
                 assert!(
@@ -627,19 +633,8 @@ mod outside_the_membership {
                 let (wiped, target) = (1, 5 - leader);
                 remove_and_wipe(&cluster, wiped, leader).await;
                 madsim::time::sleep(Duration::from_secs(1)).await;
-                let scheduled = Scheduled {
-                    start_ms: 0,
-                    duration_ms: 500,
-                    fault: Fault::WipeAndRejoin { node: target },
-                };
-                let mut trace = Vec::new();
-                let outcome = play(
-                    &cluster,
-                    &scheduled,
-                    madsim::time::Instant::now(),
-                    &mut trace,
-                )
-                .await;
+                let (outcome, trace) =
+                    crate::play_now(&cluster, Fault::WipeAndRejoin { node: target }, 500).await;
                 assert_eq!(outcome, FaultOutcome::Applied, "{trace:?}");
             })
         });
@@ -687,28 +682,21 @@ mod wiped_voter {
 
     async fn wipe_in_place(peers_reachable: bool) {
         use stockraft::client::wire::{AddLearnerRequest, MemberRole, MembersRequest};
-        use stockraft::sim::faults::{Fault, Scheduled};
-        use stockraft::sim::run::{play, FaultOutcome};
+        use stockraft::sim::faults::Fault;
+        use stockraft::sim::run::FaultOutcome;
 
         let cluster = SimCluster::start(SimOptions::default());
         let leader = wait_for_leader(&cluster).await;
         madsim::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(create(&cluster, leader, "apple", 10).await, 201);
         let victim = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
-        let scheduled = Scheduled {
-            start_ms: 0,
-            duration_ms: 3_000,
-            fault: Fault::WipeInPlace {
+        let (outcome, trace) = crate::play_now(
+            &cluster,
+            Fault::WipeInPlace {
                 node: victim,
                 peers_reachable,
             },
-        };
-        let mut trace = Vec::new();
-        let outcome = play(
-            &cluster,
-            &scheduled,
-            madsim::time::Instant::now(),
-            &mut trace,
+            3_000,
         )
         .await;
         assert_eq!(outcome, FaultOutcome::Applied, "{trace:?}");
