@@ -169,11 +169,23 @@ pub struct ClientToken {
     pub name: String,
     pub token: String,
     pub scopes: Vec<Scope>,
+}
+
+/// A configured client token as the guards see it, borrowed from the configuration (they look
+/// at every token on every request, so nothing is cloned).
+#[derive(Clone, Copy)]
+pub struct TokenRef<'a> {
+    pub name: &'a str,
+    pub token: &'a str,
+    pub scopes: &'a [Scope],
     /// The older single `client_token`: its callers keep the anonymous idempotency scope they
     /// had before scopes existed (a retry across the upgrade still finds its key).
-    #[serde(skip)]
     pub legacy: bool,
 }
+
+/// The scopes of the legacy `client_token`: the client routes it always opened (admin routes
+/// needed the secret before scopes existed).
+const LEGACY_TOKEN_SCOPES: [Scope; 3] = [Scope::Read, Scope::Reserve, Scope::Write];
 
 impl std::fmt::Debug for ClientToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -188,14 +200,20 @@ impl std::fmt::Debug for ClientToken {
 impl ClusterConfig {
     /// Every client token, the legacy `client_token` first (named `default`, with the client
     /// scopes it always had: admin routes needed the secret before scopes existed).
-    pub fn tokens(&self) -> Vec<ClientToken> {
-        let legacy = self.client_token.iter().map(|token| ClientToken {
-            name: "default".into(),
-            token: token.clone(),
-            scopes: vec![Scope::Read, Scope::Reserve, Scope::Write],
+    pub fn tokens(&self) -> impl Iterator<Item = TokenRef<'_>> {
+        let legacy = self.client_token.iter().map(|token| TokenRef {
+            name: "default",
+            token,
+            scopes: &LEGACY_TOKEN_SCOPES,
             legacy: true,
         });
-        legacy.chain(self.client_tokens.iter().cloned()).collect()
+        let configured = self.client_tokens.iter().map(|token| TokenRef {
+            name: &token.name,
+            token: &token.token,
+            scopes: &token.scopes,
+            legacy: false,
+        });
+        legacy.chain(configured)
     }
 
     /// Whether any client token is configured (client routes closed).
@@ -573,7 +591,7 @@ impl Config {
 
     fn validate_tokens(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
-        let tokens = self.cluster.tokens();
+        let tokens: Vec<_> = self.cluster.tokens().collect();
         for (i, token) in tokens.iter().enumerate() {
             let name_ok = !token.name.is_empty()
                 && token.name.len() <= 64

@@ -93,8 +93,8 @@ fn token(cluster: &ClusterConfig, headers: &HeaderMap) -> Token {
     for configured in cluster.tokens() {
         if constant_time_eq(presented, configured.token.as_bytes()) {
             found = Token::Known {
-                name: configured.name,
-                scopes: configured.scopes,
+                name: configured.name.to_owned(),
+                scopes: configured.scopes.to_vec(),
                 legacy: configured.legacy,
             };
         }
@@ -195,7 +195,6 @@ mod tests {
                     name: (*name).into(),
                     token: (*token).into(),
                     scopes: scopes.to_vec(),
-                    legacy: false,
                 })
                 .collect(),
             ..ClusterConfig::default()
