@@ -1,6 +1,8 @@
 //! openraft's own conformance suite for log and state-machine stores, run on both storages:
-//! the WAL on real files with the state machine in sled (the product), and the WAL on simulated
-//! files with the state machine on the simulated disk (the simulation).
+//! the WAL on real files with the state machine in sled under the write-behind layer (the
+//! product), and the WAL on simulated files with the state machine on the simulated disk, under
+//! a write-behind layer that checkpoints every other write (so the suite crosses checkpoints
+//! constantly).
 #![cfg(not(madsim))]
 
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use stockraft::raft::TypeConfig;
 use stockraft::storage::fs::{Fs, SimFs, StdFs};
 use stockraft::storage::snapshots::SnapshotDir;
 use stockraft::storage::wal::{Wal, WalOptions};
-use stockraft::storage::{Disk, SimDisk, SledDisk};
+use stockraft::storage::{Disk, SimDisk, SledDisk, WriteBehind};
 
 /// Small segments, so the suite's purges delete whole segment files.
 const SEGMENT_BYTES: u64 = 4096;
@@ -33,7 +35,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
-        let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).expect("opening sled"));
+        let sled: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).expect("opening sled"));
+        let disk: Arc<dyn Disk> = Arc::new(WriteBehind::new(sled));
         let log = log_store(Arc::new(StdFs), dir.path());
         let snapshots = SnapshotDir::open(Arc::new(StdFs), &dir.path().join("snapshots"))
             .expect("opening the snapshot directory");
@@ -45,7 +48,10 @@ struct SimStores;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore> for SimStores {
     async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError<TypeConfig>> {
-        let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
+        let disk: Arc<dyn Disk> = Arc::new(WriteBehind::with_checkpoint_writes(
+            Arc::new(SimDisk::new()),
+            2,
+        ));
         let fs = Arc::new(SimFs::new());
         let log = log_store(fs.clone(), std::path::Path::new("/node"));
         let snapshots = SnapshotDir::open(fs, std::path::Path::new("/node/snapshots"))

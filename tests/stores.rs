@@ -15,7 +15,7 @@ use stockraft::raft::{Entry, LogId, TypeConfig};
 use stockraft::storage::fs::{Fs, SimFs, StdFs};
 use stockraft::storage::snapshots::{SnapshotDir, SnapshotFile};
 use stockraft::storage::wal::{Wal, WalOptions};
-use stockraft::storage::{Disk, SimDisk, SledDisk};
+use stockraft::storage::{Disk, SimDisk, SledDisk, WriteBehind};
 
 fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(
@@ -410,6 +410,73 @@ fn adjust_entry(index: u64, sku: &str, delta: i64, at_ms: u64) -> Entry {
 
 #[test]
 fn a_snapshot_built_while_applies_continue_holds_exactly_the_state_at_its_point() {
+    snapshot_while_applies_continue(Arc::new(SimDisk::new()));
+}
+
+#[test]
+fn under_write_behind_a_snapshot_built_while_applies_continue_holds_the_state_at_its_point() {
+    // Checkpoints every two writes: the applies after the point reach the disk below while the
+    // builder walks it.
+    let disk = WriteBehind::with_checkpoint_writes(Arc::new(SimDisk::new()), 2);
+    snapshot_while_applies_continue(Arc::new(disk));
+}
+
+#[test]
+fn under_write_behind_a_power_cut_loses_whole_batches_only_and_the_log_replays_the_rest() {
+    block_on(async {
+        let entries: Vec<Entry> = std::iter::once(membership_entry(1))
+            .chain((2..120).map(|i| match i % 3 {
+                0 => create_entry(i, &format!("sku-{i}"), i as i64),
+                1 => keyed_create_entry(i, &format!("k-{i}"), &format!("key-{i}"), 50, 1_000 + i),
+                _ => adjust_entry(i, &format!("sku-{}", i - 2), 1, 1_000 + i),
+            }))
+            .collect();
+        let mut reference = sim_store(Arc::new(SimDisk::new()));
+        apply(&mut reference, entries.clone()).await;
+        for checkpoint_writes in [1, 7, 50, 10_000] {
+            let below = SimDisk::new();
+            let disk = Arc::new(WriteBehind::with_checkpoint_writes(
+                Arc::new(below.clone()),
+                checkpoint_writes,
+            ));
+            let mut store = sim_store(disk.clone());
+            for (n, chunk) in entries.chunks(4).enumerate() {
+                apply(&mut store, chunk.to_vec()).await;
+                // A snapshot build flushes the disk (here: once, part way).
+                if n == 17 {
+                    disk.flush().await.unwrap();
+                }
+            }
+            disk.discard_pending();
+            below.crash();
+
+            let disk = Arc::new(WriteBehind::with_checkpoint_writes(
+                Arc::new(below.clone()),
+                checkpoint_writes,
+            ));
+            let mut restarted = sim_store(disk);
+            let (applied, _) = restarted.applied_state().await.unwrap();
+            let kept = applied.map_or(0, |id| id.index) as usize;
+            assert!(kept >= 72, "what was flushed survives (kept {kept})");
+            // What survived is exactly the state after entry `kept`: no half of an apply.
+            let mut prefix = sim_store(Arc::new(SimDisk::new()));
+            apply(&mut prefix, entries[..kept].to_vec()).await;
+            assert_eq!(
+                restarted.state_pairs().unwrap(),
+                prefix.state_pairs().unwrap(),
+                "checkpoint every {checkpoint_writes} writes: kept state is that of entry {kept}"
+            );
+            // openraft re-applies the log from there.
+            apply(&mut restarted, entries[kept..].to_vec()).await;
+            assert_eq!(
+                restarted.state_pairs().unwrap(),
+                reference.state_pairs().unwrap()
+            );
+        }
+    });
+}
+
+fn snapshot_while_applies_continue(disk: Arc<dyn Disk>) {
     block_on(async {
         // Up to the snapshot point: records a..e, and keyed creates whose keys expire at 20 s.
         let mut before: Vec<Entry> = vec![membership_entry(1)];
@@ -427,7 +494,7 @@ fn a_snapshot_built_while_applies_continue_holds_exactly_the_state_at_its_point(
             keyed_create_entry(12, "k3", "key-3", 10_000, 30_000),
         ];
 
-        let mut store = sim_store(Arc::new(SimDisk::new()));
+        let mut store = sim_store(disk);
         apply(&mut store, before.clone()).await;
         let mut builder = store.get_snapshot_builder().await;
         apply(&mut store, after).await;
@@ -554,6 +621,60 @@ fn past_the_cap_the_oldest_idempotency_keys_are_evicted_the_same_way_on_every_re
             .record(&RecordKey::new("s1", "sku-2").unwrap())
             .unwrap()
             .is_some());
+    });
+}
+
+#[test]
+fn a_key_expiring_before_keys_already_evicted_is_still_evicted_first_on_every_replica() {
+    block_on(async {
+        let cap = 3;
+        // Long-lived keys first (the cap evicts the oldest of them as it goes), then one key
+        // with a short time to live, which expires before every key left: it must be the next
+        // one evicted, although earlier evictions moved past its place in the expiry order.
+        let mut entries: Vec<Entry> = std::iter::once(membership_entry(1))
+            .chain((2..=9).map(|i| {
+                let (sku, key) = (format!("sku-{i}"), format!("key-{i}"));
+                keyed_create_entry(i, &sku, &key, 1_000_000, 10_000 + i)
+            }))
+            .collect();
+        entries.push(keyed_create_entry(10, "short", "short-lived", 5, 10_010));
+        entries.push(keyed_create_entry(
+            11, "sku-11", "key-11", 1_000_000, 10_011,
+        ));
+        let reference = {
+            let mut store = sim_store(Arc::new(SimDisk::new())).with_idempotency_keys_max(cap);
+            for entry in &entries {
+                apply(&mut store, vec![entry.clone()]).await;
+            }
+            store
+        };
+        let keys: Vec<String> = stored_idempotency_ids(&reference)
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect();
+        assert!(
+            !keys.contains(&"short-lived".to_string()),
+            "the key expiring first went first: {keys:?}"
+        );
+        assert_eq!(keys.len(), cap as usize, "{keys:?}");
+        // The same on a replica with other batch boundaries, under write-behind, restarted in
+        // the middle (its floor starts again from the front).
+        let below = SimDisk::new();
+        let disk = Arc::new(WriteBehind::with_checkpoint_writes(
+            Arc::new(below.clone()),
+            3,
+        ));
+        let mut replica = sim_store(disk.clone()).with_idempotency_keys_max(cap);
+        apply(&mut replica, entries[..6].to_vec()).await;
+        disk.flush().await.unwrap();
+        let mut replica = sim_store(disk).with_idempotency_keys_max(cap);
+        for chunk in entries[6..].chunks(2) {
+            apply(&mut replica, chunk.to_vec()).await;
+        }
+        assert_eq!(
+            replica.state_pairs().unwrap(),
+            reference.state_pairs().unwrap()
+        );
     });
 }
 

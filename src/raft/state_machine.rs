@@ -6,7 +6,9 @@
 //! step: on restart openraft re-applies from the log exactly what the batch did not cover.
 //!
 //! The batch is not flushed: the Raft log (flushed on a quorum before commit) is the durable
-//! record, and replaying it is idempotent here. Two places do flush, because they let openraft
+//! record, and replaying it is idempotent here. In a node the disk is a
+//! [`crate::storage::WriteBehind`], which merges consecutive batches in memory and hands sled
+//! one batch every few thousand writes: what a crash can take is still whole batches only. Two places do flush, because they let openraft
 //! forget log entries: building a snapshot (after which the log may be purged) and installing
 //! one. Snapshots themselves are files (`raft::snapshot`, `storage::snapshots`).
 //!
@@ -68,6 +70,9 @@ pub struct StateMachineStore {
     snapshots: SnapshotDir,
     /// Before-images for a snapshot being built (see `raft::snapshot`).
     capture: Arc<Capture>,
+    /// Where scans of the expiry index may start: no expiry key below it exists (see
+    /// [`ExpiryFloor`]).
+    expiry_floor: Arc<ExpiryFloor>,
     /// Where snapshot builds and installs are reported, if anywhere.
     telemetry: Option<Arc<Telemetry>>,
 }
@@ -92,6 +97,7 @@ impl StateMachineStore {
             idempotency_keys_max: IDEMPOTENCY_KEYS_MAX,
             snapshots,
             capture: Arc::default(),
+            expiry_floor: Arc::default(),
             telemetry: None,
         }
     }
@@ -187,6 +193,46 @@ pub fn read_state_pairs(disk: &dyn Disk) -> Result<Vec<KeyValue>, StorageError> 
     )
 }
 
+/// A lower bound on the keys of the expiry index, so that purging the oldest keys does not
+/// walk past the keys it deleted before. Without it every entry's scan would start at the front
+/// of the index and step over every key deleted since the last checkpoint of the write-behind
+/// layer (`storage::WriteBehind` keeps deletions in memory until then): thousands per entry
+/// once the key cap evicts a key per entry.
+///
+/// Not state, a cache of it: it changes where a scan starts, never what it finds (no expiry
+/// key exists below the floor), so results stay the same on every node whatever their batch
+/// boundaries or restarts. Invariant: every expiry key in the state is `>=` the floor. Kept by
+/// lowering it to each key inserted, raising it past the keys a scan deleted (they were the
+/// smallest present), and resetting it to the front whenever the whole state is replaced
+/// (snapshot install) or the store is opened.
+pub struct ExpiryFloor(std::sync::Mutex<Vec<u8>>);
+
+impl Default for ExpiryFloor {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(keys::EXPIRY_START.to_vec()))
+    }
+}
+
+impl ExpiryFloor {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn get(&self) -> Vec<u8> {
+        self.lock().clone()
+    }
+
+    fn set(&self, floor: Vec<u8>) {
+        *self.lock() = floor;
+    }
+
+    fn reset(&self) {
+        self.set(keys::EXPIRY_START.to_vec());
+    }
+}
+
 /// The writes of one apply call, with the reads they must see.
 struct ApplyBatch<'d> {
     disk: &'d dyn Disk,
@@ -201,6 +247,8 @@ struct ApplyBatch<'d> {
     /// Idempotency keys stored, and the most that may be.
     key_count: u64,
     keys_max: u64,
+    /// The expiry floor as this batch moves it (stored back once the batch is written).
+    expiry_floor: Vec<u8>,
 }
 
 impl<'d> ApplyBatch<'d> {
@@ -214,6 +262,7 @@ impl<'d> ApplyBatch<'d> {
             clock_ms: store.read(keys::CLOCK)?.unwrap_or(0),
             key_count: store.read(keys::IDEMPOTENCY_KEY_COUNT)?.unwrap_or(0),
             keys_max: store.idempotency_keys_max,
+            expiry_floor: store.expiry_floor.get(),
         })
     }
 
@@ -306,8 +355,11 @@ impl<'d> ApplyBatch<'d> {
                 }
                 None => self.key_count += 1,
             }
-            self.overlay
-                .insert(keys::expiry(entry.expires_at_ms, &key), Some(Vec::new()));
+            let expiry_key = keys::expiry(entry.expires_at_ms, &key);
+            if expiry_key < self.expiry_floor {
+                self.expiry_floor = expiry_key.clone();
+            }
+            self.overlay.insert(expiry_key, Some(Vec::new()));
             self.put(keys::idempotency(&key), &entry);
             self.evict_over_cap()?;
         }
@@ -337,7 +389,11 @@ impl<'d> ApplyBatch<'d> {
     /// first, then by key), below `end`. Reads the index through the overlay so the result does
     /// not depend on where apply batches begin and end.
     fn delete_oldest_keys(&mut self, end: &[u8], limit: usize) -> Result<(), StorageError> {
-        let start = keys::EXPIRY_START.to_vec();
+        // No expiry key exists below the floor (see `ExpiryFloor`).
+        let start = self.expiry_floor.clone().max(keys::EXPIRY_START.to_vec());
+        if start.as_slice() >= end {
+            return Ok(());
+        }
         let pending: Vec<_> = self
             .overlay
             .range(start.clone()..end.to_vec())
@@ -356,6 +412,12 @@ impl<'d> ApplyBatch<'d> {
             .map(|(k, _)| k)
             .take(limit)
             .collect();
+        // The smallest present keys of `start..end` go: past the last of them none is left, and
+        // if fewer than `limit` were found, none is left below `end`.
+        self.expiry_floor = match doomed.last() {
+            Some(last) if doomed.len() == limit => [last.as_slice(), &[0]].concat(),
+            _ => end.to_vec(),
+        };
         for expiry_key in doomed {
             let (_, key) = keys::parse_expiry(&expiry_key).ok_or_else(|| {
                 StorageError::Invariant(format!("malformed expiry key {expiry_key:?}"))
@@ -413,6 +475,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 replies.push((responder, applied));
             }
         }
+        let expiry_floor = batch.expiry_floor.clone();
         let writes = batch.into_write_batch();
         self.capture.record_before_write(
             writes.writes.iter().map(|write| match write {
@@ -421,6 +484,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             |key| self.disk.get(key),
         )?;
         self.disk.write(writes)?;
+        self.expiry_floor.set(expiry_floor);
         for (responder, applied) in replies {
             responder.send(applied);
         }
@@ -436,7 +500,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
-        snapshot::install(self, meta, snapshot).await
+        // The whole state is replaced: nothing is known about its expiry keys.
+        self.expiry_floor.reset();
+        let installed = snapshot::install(self, meta, snapshot).await;
+        self.expiry_floor.reset();
+        installed
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {

@@ -39,7 +39,7 @@ use crate::node;
 use crate::raft::Raft;
 use crate::space::{self, Alarm, DataDirSource};
 use crate::storage::fs::StdFs;
-use crate::storage::{Disk, SledDisk};
+use crate::storage::{Disk, SledDisk, WriteBehind};
 use crate::transport::HttpTransport;
 
 /// How often the watchdog asks the Raft core a trivial question.
@@ -112,9 +112,10 @@ pub async fn serve(id: u64, config: Config, options: ServeOptions) -> anyhow::Re
         std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {} to its owner", data_dir.display()))?;
     }
-    let disk = Arc::new(
-        SledDisk::open(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?,
-    );
+    // The state machine's batches reach sled merged, a few per second (`storage::WriteBehind`).
+    let sled =
+        SledDisk::open(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?;
+    let disk: Arc<dyn Disk> = Arc::new(WriteBehind::new(Arc::new(sled)));
 
     let acceptors = tls_files.as_ref().map(tls::acceptors).transpose()?;
     let peer_listener = tokio::net::TcpListener::bind(&listen)

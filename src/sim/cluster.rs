@@ -22,7 +22,7 @@ use crate::node::{self, NodeStorage, Seams};
 use crate::raft::state_machine;
 use crate::raft::{LogId, NodeId};
 use crate::storage::fs::SimFs;
-use crate::storage::{KeyValue, SimDisk};
+use crate::storage::{KeyValue, SimDisk, WriteBehind};
 use crate::transport::{Transport, TransportError, TransportFuture, WireRequest, WireResponse};
 
 /// The port every simulated node serves HTTP on.
@@ -75,10 +75,18 @@ pub fn address(id: NodeId) -> String {
     format!("10.0.0.{id}:{PORT}")
 }
 
+/// The write-behind threshold in the simulation: far below the product's
+/// ([`crate::storage::CHECKPOINT_WRITES`]), so that at simulated load checkpoints happen every
+/// few entries and power cuts fall before, during and between them.
+const SIM_CHECKPOINT_WRITES: usize = 48;
+
 pub struct SimCluster {
     handle: Handle,
     pub config: Arc<Config>,
     disks: BTreeMap<NodeId, SimDisk>,
+    /// What each node's state machine runs on: its disk under the write-behind layer, which
+    /// holds batches in memory (lost at a power cut) as the product's does.
+    state_disks: BTreeMap<NodeId, Arc<WriteBehind>>,
     files: BTreeMap<NodeId, SimFs>,
     hosts: BTreeMap<NodeId, HostId>,
     client: NodeHandle,
@@ -111,11 +119,17 @@ impl SimCluster {
             .validate()
             .expect("simulation configuration is valid");
         let mut disks = BTreeMap::new();
+        let mut state_disks = BTreeMap::new();
         let mut files = BTreeMap::new();
         let mut hosts = BTreeMap::new();
         for id in 1..=options.nodes {
             let disk = SimDisk::new();
             disks.insert(id, disk.clone());
+            let disk = Arc::new(WriteBehind::with_checkpoint_writes(
+                Arc::new(disk),
+                SIM_CHECKPOINT_WRITES,
+            ));
+            state_disks.insert(id, disk.clone());
             let fs = SimFs::new();
             files.insert(id, fs.clone());
             let node_config = config.clone();
@@ -136,6 +150,7 @@ impl SimCluster {
             handle,
             config,
             disks,
+            state_disks,
             files,
             hosts,
             client,
@@ -197,6 +212,7 @@ impl SimCluster {
     /// the files' synced bytes plus a seeded-random prefix of the unsynced ones (a torn write in
     /// the middle of a log record, which recovery must cut).
     fn power_cut(&self, id: NodeId) {
+        self.state_disks[&id].discard_pending();
         self.disks[&id].crash();
         self.files[&id].crash(|unsynced| madsim::rand::thread_rng().gen_range(0..=unsynced));
     }
@@ -210,6 +226,7 @@ impl SimCluster {
 
     /// Erases a node's disk entirely (it must be killed; restart it to bring it back empty).
     pub fn wipe(&self, id: NodeId) {
+        self.state_disks[&id].discard_pending();
         self.disks[&id].wipe();
         self.files[&id].wipe();
     }
@@ -318,7 +335,8 @@ impl SimCluster {
 
     /// Node `id`'s whole state machine, key by key.
     pub fn state_pairs(&self, id: NodeId) -> Vec<KeyValue> {
-        state_machine::read_state_pairs(&self.disks[&id]).expect("the simulated disk does not fail")
+        state_machine::read_state_pairs(&*self.state_disks[&id])
+            .expect("the simulated disk does not fail")
     }
 
     /// Node `id`'s copy of a record (as its disk shows it).
@@ -327,12 +345,14 @@ impl SimCluster {
         id: NodeId,
         key: &crate::inventory::RecordKey,
     ) -> Option<crate::inventory::Record> {
-        state_machine::read_record(&self.disks[&id], key).expect("the simulated disk does not fail")
+        state_machine::read_record(&*self.state_disks[&id], key)
+            .expect("the simulated disk does not fail")
     }
 
     /// The last log id node `id` has applied (as its disk shows it).
     pub fn applied(&self, id: NodeId) -> Option<LogId> {
-        state_machine::read_applied(&self.disks[&id]).expect("the simulated disk does not fail")
+        state_machine::read_applied(&*self.state_disks[&id])
+            .expect("the simulated disk does not fail")
     }
 }
 
@@ -344,7 +364,7 @@ const RESTART_AFTER_REFUSAL: Duration = Duration::from_secs(1);
 /// never return (a returning init future would make madsim treat the node as exited). A node
 /// that refuses to start because its empty disk belongs to a voter tries again every
 /// [`RESTART_AFTER_REFUSAL`], until the fault's heal removed it from the membership.
-async fn run_node(id: NodeId, config: Arc<Config>, disk: SimDisk, fs: SimFs) {
+async fn run_node(id: NodeId, config: Arc<Config>, disk: Arc<WriteBehind>, fs: SimFs) {
     let app = loop {
         let seams = Seams {
             clock: Arc::new(SkewedClock),
@@ -352,7 +372,7 @@ async fn run_node(id: NodeId, config: Arc<Config>, disk: SimDisk, fs: SimFs) {
             ..Seams::default()
         };
         let storage = NodeStorage {
-            disk: Arc::new(disk.clone()),
+            disk: disk.clone(),
             fs: Arc::new(fs.clone()),
             dir: data_dir(id),
         };

@@ -10,7 +10,11 @@
 //! - [`SimDisk`]: an in-memory disk that survives a simulated kill but keeps **only what was
 //!   flushed**, so the simulation catches an acknowledgement sent before its fsync.
 //!
-//! Both give the same guarantees the stores rely on:
+//! - [`WriteBehind`]: over either, what a node's state machine runs on: consecutive batches
+//!   merged in memory and handed below as one batch every [`CHECKPOINT_WRITES`] writes or at
+//!   `flush` (sled pays two IO-buffer writes per batch, whatever its size).
+//!
+//! All give the same guarantees the stores rely on:
 //! 1. a batch is all-or-nothing, also across a crash;
 //! 2. after `flush` returns, everything written before it survives a crash;
 //! 3. reads see every write already made, flushed or not.
@@ -25,6 +29,7 @@ pub mod migrate;
 mod sim_disk;
 pub mod snapshots;
 pub mod wal;
+mod write_behind;
 // sled spawns OS threads, which a madsim run forbids: the simulation uses SimDisk only.
 #[cfg(not(madsim))]
 mod sled_disk;
@@ -35,6 +40,7 @@ use std::pin::Pin;
 pub use sim_disk::SimDisk;
 #[cfg(not(madsim))]
 pub use sled_disk::SledDisk;
+pub use write_behind::{WriteBehind, CHECKPOINT_WRITES};
 
 /// Failures of the storage layer. None of them is an answer to a client.
 #[derive(Debug, thiserror::Error)]
