@@ -113,8 +113,8 @@ fn percent_of(bytes: u64, percent: u64) -> u64 {
     (u128::from(bytes) * u128::from(percent) / 100) as u64
 }
 
-/// Why the alarm is raised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why the alarm is raised. Serialisable: it travels in a leader's answer to forwarded writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NoSpaceReason {
     /// The data directory reached its quota (or has not yet shrunk under the clear level).
     OverQuota {

@@ -101,6 +101,7 @@ pub struct Telemetry {
     pub raft_purged_index: Gauge,
     pub raft_follower_lag: Family<FollowerLabels, Gauge>,
     pub forwarded: Counter<u64, AtomicU64>,
+    pub forward_batch_items: Histogram,
     pub idempotent_hits: Counter<u64, AtomicU64>,
     pub wal_bytes: Gauge,
     pub data_dir_bytes: Gauge,
@@ -238,6 +239,13 @@ impl Telemetry {
             None,
             Counter::default(),
         );
+        let forward_batch_items = add(
+            r,
+            "forward_batch_items",
+            "Writes per batch this node sent to the leader (one request each)",
+            None,
+            Histogram::new(exponential_buckets(1.0, 2.0, 7)),
+        );
         let idempotent_hits = add(
             r,
             "idempotent_replays",
@@ -285,6 +293,7 @@ impl Telemetry {
             raft_purged_index,
             raft_follower_lag,
             forwarded,
+            forward_batch_items,
             idempotent_hits,
             wal_bytes,
             data_dir_bytes,

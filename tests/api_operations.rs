@@ -323,9 +323,7 @@ async fn prometheus_scrapes_requests_raft_position_log_syncs_and_snapshots() {
         "{on_leader}"
     );
     let text = &on_leader.text;
-    let reserve = r#"stockraft_http_requests_total{route="/api/inventory/stores/{store_id}/inventory/{sku}/reserve",method="POST",status="201"}"#;
     for (series, at_least) in [
-        (reserve, 1.0),
         ("stockraft_raft_is_leader", 1.0),
         ("stockraft_raft_term", 1.0),
         ("stockraft_raft_committed_index", 3.0),
@@ -351,7 +349,16 @@ async fn prometheus_scrapes_requests_raft_position_log_syncs_and_snapshots() {
     }
     assert!(text.trim_end().ends_with("# EOF"));
 
+    // A request is counted by the node that received it: the follower, which forwarded the
+    // reserve to the leader as a command.
     let on_follower = scrape(follower).await.text;
+    let reserve = r#"stockraft_http_requests_total{route="/api/inventory/stores/{store_id}/inventory/{sku}/reserve",method="POST",status="201"}"#;
+    assert_eq!(sample(&on_follower, reserve), Some(1.0), "{on_follower}");
+    assert_eq!(
+        sample(text, reserve),
+        None,
+        "not counted again by the leader"
+    );
     assert_eq!(sample(&on_follower, "stockraft_raft_is_leader"), Some(0.0));
     assert_eq!(
         sample(&on_follower, "stockraft_raft_leader_id"),
@@ -378,4 +385,76 @@ async fn a_client_cannot_pose_as_a_forwarding_node() {
         .reserve_one(follower, "posed", &[("x-stockraft-forwarded", "9")])
         .await;
     assert_eq!(answer.status, 201, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_sends_concurrent_writes_to_the_leader_in_batches_and_answers_each_one() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let body = CreateRequest {
+        sku: "batched".into(),
+        store_id: "s1".into(),
+        initial_quantity: 150,
+    };
+    let (status, body) = cluster.post(leader, routes::INVENTORY, body).await;
+    assert_eq!(status, 201, "{body}");
+
+    // 200 reserves of one unit through the follower, 50 at a time, half of them keyed: more
+    // than the stock allows, so the last 50 must be refused, each with its own answer.
+    let keys: Vec<String> = (0..200).map(|i| format!("batched-{i}")).collect();
+    let mut created = 0;
+    let mut refused = 0;
+    let cluster = &cluster;
+    for wave in keys.chunks(50) {
+        let answers = futures::future::join_all(wave.iter().enumerate().map(|(i, key)| {
+            let headers: Vec<(&str, &str)> = if i % 2 == 0 {
+                vec![("idempotency-key", key.as_str())]
+            } else {
+                vec![]
+            };
+            async move { cluster.reserve_one(follower, "batched", &headers).await }
+        }))
+        .await;
+        for answer in answers {
+            match answer.status {
+                201 => created += 1,
+                409 | 422 => refused += 1,
+                other => panic!("unexpected {other}: {}", answer.text),
+            }
+            assert_eq!(
+                answer.header("x-stockraft-leader"),
+                Some(leader.to_string().as_str()),
+                "the answer names the leader that applied it"
+            );
+        }
+    }
+    assert_eq!((created, refused), (150, 50), "no oversell, no lost answer");
+    let local = cluster.local_qty(leader, "s1", "batched").await;
+    assert_eq!(local, Some(0));
+
+    // A keyed retry through the follower replays its first answer.
+    let again = cluster
+        .reserve_one(follower, "batched", &[("idempotency-key", "batched-0")])
+        .await;
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+
+    let metrics = cluster
+        .request(
+            follower,
+            reqwest::Method::GET,
+            routes::PROMETHEUS,
+            None,
+            &[],
+        )
+        .await
+        .text;
+    let batches = sample(&metrics, "stockraft_forward_batch_items_count").unwrap();
+    let items = sample(&metrics, "stockraft_forward_batch_items_sum").unwrap();
+    assert!(items >= 201.0, "every write was forwarded: {items}");
+    assert!(
+        batches < items,
+        "concurrent writes shared batches: {batches} batches for {items} writes"
+    );
 }

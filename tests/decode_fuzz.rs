@@ -36,6 +36,7 @@ use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use stockraft::app::forward::{ProposeBatch, ProposeItem};
 use stockraft::client::routes;
 use stockraft::client::wire::{CreateRequest, ReserveRequest};
 use stockraft::inventory::{
@@ -716,7 +717,26 @@ fn route_samples() -> Vec<(&'static str, Vec<u8>)> {
             routes::raft::TRANSFER_LEADER,
             encode_rpc(&transfer_request()),
         ),
+        (routes::raft::PROPOSE, encode_rpc(&propose_batch())),
     ]
+}
+
+/// A follower's batch of one forwarded reserve (on a follower: refused as "not the leader"
+/// inside the reply; on the leader: one unit of the fuzzed SKU).
+fn propose_batch() -> ProposeBatch {
+    ProposeBatch {
+        from: 2,
+        items: vec![ProposeItem {
+            command: Command::Reserve {
+                key: RecordKey::new(STORE, "fuzzed").unwrap(),
+                quantity: 1,
+                expected_version: None,
+            },
+            idempotency: None,
+            request_id: "fuzz-1".into(),
+            path: "/api/inventory/stores/s/inventory/fuzzed/reserve".into(),
+        }],
+    }
 }
 
 /// Posts every body to `route` of node `id` with the cluster secret; the statuses (0: no

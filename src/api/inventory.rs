@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::json;
 use super::leader::{self, Attempt, RequestKind};
 use super::request::{record_key, PathPair, RawRequest};
+use crate::app::forward::ProposeItem;
 use crate::app::{App, Counters};
 use crate::client::wire::{
     AdjustRequest, BatchCreated, ChangeAnswer, CreateAtPathRequest, CreateBatchRequest,
@@ -22,6 +23,7 @@ use crate::client::wire::{
 };
 use crate::client::{headers, Consistency};
 use crate::inventory::{self, Command, NewRecord, Operation, Record, RecordKey, BATCH_RECORDS_MAX};
+use crate::transport::TransportError;
 
 pub async fn create_from_body(State(app): State<Arc<App>>, request: Request) -> Response {
     write_command(&app, &app.counters.create_record, request, |raw| {
@@ -165,15 +167,41 @@ async fn write_command(
     } else {
         RequestKind::Write
     };
-    leader::at_leader(app, &raw, kind, |_| {
+    let serve_here = |_| {
         let command = command.clone();
         let key = key.clone();
         async move {
             let response = app.propose(command.clone(), key).await;
             Attempt::from_result(response.map(|r| render(app, &command, r)))
         }
-    })
-    .await
+    };
+    let send = |leader, remaining| {
+        let item = ProposeItem {
+            command: command.clone(),
+            idempotency: key.clone(),
+            request_id: raw.request_id().unwrap_or_default().to_owned(),
+            path: raw.path_and_query.clone(),
+        };
+        let command = command.clone();
+        async move {
+            match app.forward_proposal(leader, item, remaining).await {
+                None | Some(Err(TransportError::Unreachable { .. })) => Attempt::NotLeader,
+                Some(Err(error @ TransportError::NoAnswer { .. })) => {
+                    Attempt::Unknown(error.to_string())
+                }
+                Some(Ok(result)) => {
+                    let rendered = result.map(|response| {
+                        let mut http = render(app, &command, response);
+                        http.headers_mut()
+                            .insert(leader::LEADER_HEADER, HeaderValue::from(leader));
+                        http
+                    });
+                    Attempt::from_result(rendered)
+                }
+            }
+        }
+    };
+    leader::write_at_leader(app, &raw, kind, serve_here, send).await
 }
 
 /// How a read answers a found record.

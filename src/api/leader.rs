@@ -23,6 +23,7 @@ use super::error::ApiError;
 pub use super::request::RawRequest;
 use crate::app::{App, Counters, ProposeError, ReadError};
 use crate::membership::MembershipError;
+use crate::raft::NodeId;
 use crate::transport::{TransportError, WireRequest, SECRET_HEADER};
 
 /// Marks a request forwarded by another node (value: the forwarding node's id).
@@ -131,16 +132,38 @@ pub enum RequestKind {
 }
 
 /// Serves `raw` at the leader. `serve_here(remaining)` runs the request on this node when it
-/// leads; `kind` says what an unknown outcome means (see [`RequestKind`]).
+/// leads; on a follower the request is forwarded as it came; `kind` says what an unknown
+/// outcome means (see [`RequestKind`]).
 pub async fn at_leader<F, Fut>(
     app: &App,
     raw: &RawRequest,
     kind: RequestKind,
-    mut serve_here: F,
+    serve_here: F,
 ) -> Response
 where
     F: FnMut(Duration) -> Fut,
     Fut: Future<Output = Attempt>,
+{
+    let forward_raw = |leader, remaining| forward(app, leader, raw, remaining);
+    write_at_leader(app, raw, kind, serve_here, forward_raw).await
+}
+
+/// [`at_leader`] for a client write whose command this node has already parsed: a follower
+/// hands `forward_to(leader, remaining)` the job of getting it to the leader (`app::forward`
+/// batches it with others) instead of forwarding the HTTP request. The routing loop itself
+/// (see the module docs) is the same for both.
+pub async fn write_at_leader<F, Fut, G, GFut>(
+    app: &App,
+    raw: &RawRequest,
+    kind: RequestKind,
+    mut serve_here: F,
+    mut forward_to: G,
+) -> Response
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = Attempt>,
+    G: FnMut(NodeId, Duration) -> GFut,
+    GFut: Future<Output = Attempt>,
 {
     if let Some(response) = refuse_if_not_a_member(app) {
         return response;
@@ -171,7 +194,7 @@ where
                 }
             }
             _ if raw.is_forwarded() => return not_leader_response(app, maybe_applied),
-            Some(leader) => forward(app, leader, raw, remaining).await,
+            Some(leader) => forward_to(leader, remaining).await,
             None => Attempt::NotLeader,
         };
         match attempt {

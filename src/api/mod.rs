@@ -82,6 +82,7 @@ pub fn router_for(app: Arc<App>, surface: Surface) -> Router {
             post(raft_routes::transfer_leader),
         )
         .route(routes::raft::STATUS, get(raft_routes::status))
+        .route(routes::raft::PROPOSE, post(raft_routes::propose))
         .layer(axum::extract::DefaultBodyLimit::max(RAFT_BODY_LIMIT_BYTES))
         // A whole RPC, body included, within the longest any RPC may take (a snapshot chunk's
         // send and install): a peer trickling a body cannot hold a handler longer.

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::ApiError;
+use crate::app::forward::{ProposeBatch, ProposeReply, PROPOSE_BATCH_ITEMS_MAX};
 use crate::app::App;
 use crate::client::wire::PeerStatus;
 use crate::identity::{AdmitError, Presented};
@@ -27,6 +28,7 @@ use crate::raft::network::{
 use crate::raft::{Snapshot, TypeConfig};
 use crate::storage::fs::blocking;
 use openraft::raft::SnapshotResponse;
+use tracing::Instrument;
 
 /// An append or a snapshot chunk: only a leader sends them, and a node without a cluster id
 /// adopts the sender's.
@@ -194,4 +196,37 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
         Err(fatal) => (StatusCode::SERVICE_UNAVAILABLE, fatal.to_string()).into_response(),
     };
     with_identity(&app, response)
+}
+
+/// `POST /raft/propose` (peers only: behind the cluster secret): proposes every item of a
+/// follower's batch here, concurrently, and answers each one's result in order.
+pub async fn propose(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let batch: ProposeBatch = match decode_rpc(&body) {
+        Ok(batch) => batch,
+        Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+    };
+    if batch.items.len() > PROPOSE_BATCH_ITEMS_MAX {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "a forwarded batch holds at most {PROPOSE_BATCH_ITEMS_MAX} items, got {}",
+                batch.items.len()
+            ),
+        )
+            .into_response();
+    }
+    let from = batch.from;
+    let proposals = batch.items.into_iter().map(|item| {
+        let span = super::request_id::forwarded_span(&item.request_id, &item.path, from);
+        let app = app.clone();
+        async move {
+            let started = tokio::time::Instant::now();
+            let result = app.propose(item.command, item.idempotency).await;
+            super::request_id::forwarded_served(&result, started);
+            result
+        }
+        .instrument(span)
+    });
+    let reply: ProposeReply = futures::future::join_all(proposals).await;
+    (StatusCode::OK, encode_rpc(&reply)).into_response()
 }

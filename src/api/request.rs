@@ -32,6 +32,13 @@ pub struct RawRequest {
 }
 
 impl RawRequest {
+    /// The request's id (`x-request-id`, set by `api::request_id` on every API request).
+    pub fn request_id(&self) -> Option<&str> {
+        self.headers
+            .get(crate::client::headers::REQUEST_ID)
+            .and_then(|value| value.to_str().ok())
+    }
+
     /// Reads the whole request, refusing a body over `api.body_limit_bytes` (413).
     pub async fn read(app: &App, request: Request) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();

@@ -114,6 +114,37 @@ pub async fn assign(
     response
 }
 
+/// The span of a write a follower forwarded in a batch (`app::forward`): the same fields as a
+/// request's own span, so that the leader's lines carry the client's id and the forwarding
+/// node. An id that is not usable (a peer sent it, but still) is logged as `-`.
+pub fn forwarded_span(id: &str, path: &str, forwarded_by: u64) -> tracing::Span {
+    let fits = !id.is_empty() && id.len() <= REQUEST_ID_LEN_MAX;
+    let id = if fits && id.bytes().all(|b| b.is_ascii_graphic()) {
+        id
+    } else {
+        "-"
+    };
+    tracing::info_span!(
+        "request",
+        id = %id,
+        method = "POST",
+        path = %path,
+        forwarded_by = %forwarded_by,
+    )
+}
+
+/// The "request served" line of a forwarded write, inside its [`forwarded_span`].
+pub fn forwarded_served<T, E: std::fmt::Display>(
+    result: &Result<T, E>,
+    started: tokio::time::Instant,
+) {
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(_) => tracing::debug!(elapsed_ms, "forwarded write served"),
+        Err(error) => tracing::debug!(elapsed_ms, %error, "forwarded write refused"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,8 @@
 //!   ([`crate::space`]), [`App::check_space`] refuses client writes before anything is
 //!   proposed, here and in the handlers.
 
+pub mod forward;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,8 +37,9 @@ use crate::storage::StorageError;
 use crate::telemetry::Telemetry;
 use crate::transport::Transport;
 
-/// Why a proposal did not produce an answer.
-#[derive(Debug, thiserror::Error)]
+/// Why a proposal did not produce an answer. Serialisable: a leader answers a follower's
+/// forwarded batch with it (`forward`).
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ProposeError {
     /// This node is not the leader; nothing was proposed. Safe to retry elsewhere.
     #[error("not the leader (leader: {leader:?})")]
@@ -242,6 +245,8 @@ pub struct App {
     pub identity: Arc<Identity>,
     /// Permits for commands proposed and not yet answered (`api.max_in_flight_proposals`).
     proposals: tokio::sync::Semaphore,
+    /// Sends the writes this node forwards to the leader, batched ([`forward`]).
+    forwarder: Arc<forward::Forwarder>,
     clock: Arc<dyn Clock>,
     started_at: tokio::time::Instant,
 }
@@ -263,6 +268,12 @@ impl App {
             identity,
         } = storage;
         let proposals = tokio::sync::Semaphore::new(config.api.max_in_flight_proposals);
+        let forwarder = forward::Forwarder::new(
+            id,
+            transport.clone(),
+            config.cluster.secret.clone(),
+            telemetry.clone(),
+        );
         Self {
             id,
             raft,
@@ -276,6 +287,7 @@ impl App {
             telemetry,
             identity,
             proposals,
+            forwarder,
             clock,
             started_at: tokio::time::Instant::now(),
         }
@@ -395,6 +407,21 @@ impl App {
             // been replicated: its fate is unknown, not "nothing happened".
             Err(RaftError::Fatal(fatal)) => Err(ProposeError::OutcomeUnknown(fatal.to_string())),
         }
+    }
+
+    /// Sends a client write this node does not lead to `leader`, in the next batch of
+    /// forwarded writes ([`forward`]), and waits at most `timeout` for the leader's result.
+    /// `None` if the leader's address is unknown (nothing was sent).
+    pub async fn forward_proposal(
+        &self,
+        leader: NodeId,
+        item: forward::ProposeItem,
+        timeout: Duration,
+    ) -> Option<forward::Forwarded> {
+        let addr = self.address_of(leader)?;
+        Counters::bump(&self.counters.forwarded);
+        self.telemetry.forwarded.inc();
+        Some(self.forwarder.propose(&addr, item, timeout).await)
     }
 
     /// Reads a record after confirming leadership with a quorum and waiting until this node has

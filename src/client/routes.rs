@@ -51,6 +51,8 @@ pub mod raft {
     pub const TRANSFER_LEADER: &str = "/raft/transfer-leader";
     /// Whether a node holds Raft state (asked before founding a cluster).
     pub const STATUS: &str = "/raft/status";
+    /// A follower's batch of forwarded writes (`app::forward`).
+    pub const PROPOSE: &str = "/raft/propose";
 }
 
 /// How a read is served: by the leader after a read-index round (the default), or from the

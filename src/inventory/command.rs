@@ -135,7 +135,7 @@ impl IdempotencyKey {
 
 /// What an idempotency key is remembered under: the key within its client scope. Ordered (scope
 /// first) so that maps of them iterate the same way everywhere.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct IdempotencyId {
     /// Empty for the anonymous scope.
     pub scope: String,
