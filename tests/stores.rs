@@ -328,6 +328,90 @@ fn a_snapshot_whose_state_could_not_be_read_fails_instead_of_shipping_an_empty_s
     });
 }
 
+/// A disk whose scans leave out one key while `hidden` is set: what a scan racing a write can
+/// return (a page read from the write-behind layer before a write re-created the key, merged
+/// with the disk below read after it).
+struct HidingScans {
+    inner: SimDisk,
+    hidden: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl Disk for HidingScans {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, stockraft::storage::StorageError> {
+        self.inner.get(key)
+    }
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        order: stockraft::storage::Order,
+        limit: usize,
+    ) -> Result<Vec<stockraft::storage::KeyValue>, stockraft::storage::StorageError> {
+        let hidden = self.hidden.lock().unwrap().clone();
+        let mut found = self.inner.scan(start, end, order, limit)?;
+        found.retain(|(key, _)| Some(key) != hidden.as_ref());
+        Ok(found)
+    }
+    fn write(
+        &self,
+        batch: stockraft::storage::WriteBatch,
+    ) -> Result<(), stockraft::storage::StorageError> {
+        self.inner.write(batch)
+    }
+    fn flush(&self) -> stockraft::storage::FlushFuture<'_> {
+        self.inner.flush()
+    }
+}
+
+#[test]
+fn a_key_deleted_and_recreated_during_a_build_that_a_scan_misses_is_in_the_snapshot() {
+    block_on(async {
+        // At the point: an idempotency key that expires at 1,010 ms of log time.
+        let before = vec![
+            membership_entry(1),
+            keyed_create_entry(2, "a", "key-1", 10, 1_000),
+        ];
+        // During the build: log time passes its expiry (it is purged), then a client uses the
+        // same key again (it is re-created, with a new value).
+        let after = vec![
+            adjust_entry(3, "a", 1, 2_000),
+            keyed_create_entry(4, "b", "key-1", 10, 2_001),
+        ];
+        let disk = Arc::new(HidingScans {
+            inner: SimDisk::new(),
+            hidden: std::sync::Mutex::new(None),
+        });
+        let mut store = sim_store(disk.clone());
+        apply(&mut store, before.clone()).await;
+        let key = store
+            .state_pairs()
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key)
+            .find(|key| key.starts_with(b"Si"))
+            .expect("the idempotency key is stored");
+        let mut builder = store.get_snapshot_builder().await;
+        apply(&mut store, after).await;
+        // The key exists again, but the builder's scan does not return it.
+        *disk.hidden.lock().unwrap() = Some(key);
+        let snapshot = builder.build_snapshot().await.unwrap();
+
+        let mut reference = sim_store(Arc::new(SimDisk::new()));
+        apply(&mut reference, before).await;
+        let mut target = sim_store(Arc::new(SimDisk::new()));
+        let received = transfer(&snapshot.snapshot, &target);
+        target
+            .install_snapshot(&snapshot.meta, received)
+            .await
+            .unwrap();
+        assert_eq!(
+            target.state_pairs().unwrap(),
+            reference.state_pairs().unwrap(),
+            "the key as it was at the point, once"
+        );
+    });
+}
+
 fn keyed_create_entry(index: u64, sku: &str, key: &str, ttl_ms: u64, at_ms: u64) -> Entry {
     scoped_create_entry(index, sku, "", key, ttl_ms, at_ms)
 }

@@ -190,13 +190,17 @@ async fn write_command(
                     Attempt::Unknown(error.to_string())
                 }
                 Some(Ok(result)) => {
-                    let rendered = result.map(|response| {
-                        let mut http = render(app, &command, response);
-                        http.headers_mut()
-                            .insert(leader::LEADER_HEADER, HeaderValue::from(leader));
-                        http
-                    });
-                    Attempt::from_result(rendered)
+                    let rendered = result.map(|response| render(app, &command, response));
+                    // The leader answered, whether with a result or a refusal (507, 503
+                    // OVERLOADED): the answer names it.
+                    match Attempt::from_result(rendered) {
+                        Attempt::Done(mut http) => {
+                            http.headers_mut()
+                                .insert(leader::LEADER_HEADER, HeaderValue::from(leader));
+                            Attempt::Done(http)
+                        }
+                        other => other,
+                    }
                 }
             }
         }

@@ -198,9 +198,14 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
     with_identity(&app, response)
 }
 
-/// `POST /raft/propose` (peers only: behind the cluster secret): proposes every item of a
-/// follower's batch here, concurrently, and answers each one's result in order.
-pub async fn propose(State(app): State<Arc<App>>, body: Bytes) -> Response {
+/// `POST /raft/propose` (peers only: behind the cluster secret, and the identity checks of
+/// every Raft RPC): proposes every item of a follower's batch here, concurrently, and answers
+/// each one's result in order.
+pub async fn propose(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    guarded(&app, &headers, FROM_ANY, propose_batch(&app, body)).await
+}
+
+async fn propose_batch(app: &Arc<App>, body: Bytes) -> Response {
     let batch: ProposeBatch = match decode_rpc(&body) {
         Ok(batch) => batch,
         Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),

@@ -37,6 +37,7 @@ use tokio::sync::oneshot;
 
 use super::ProposeError;
 use crate::client::routes;
+use crate::identity::Identity;
 use crate::inventory::{self, Command, IdempotencyId};
 use crate::raft::network::{decode_rpc, encode_rpc};
 use crate::raft::NodeId;
@@ -96,8 +97,12 @@ pub struct Forwarder {
     from: NodeId,
     transport: Arc<dyn Transport>,
     secret: String,
+    /// Who this node is: every batch carries its identity headers, and the leader admits a
+    /// batch only from a member of its own cluster (`identity`, as for Raft RPCs).
+    identity: Arc<Identity>,
     telemetry: Arc<Telemetry>,
-    lanes: Mutex<BTreeMap<String, Lane>>,
+    /// By leader and its address.
+    lanes: Mutex<BTreeMap<(NodeId, String), Lane>>,
 }
 
 impl Forwarder {
@@ -105,35 +110,39 @@ impl Forwarder {
         from: NodeId,
         transport: Arc<dyn Transport>,
         secret: String,
+        identity: Arc<Identity>,
         telemetry: Arc<Telemetry>,
     ) -> Arc<Self> {
         Arc::new(Self {
             from,
             transport,
             secret,
+            identity,
             telemetry,
             lanes: Mutex::default(),
         })
     }
 
-    fn lanes(&self) -> MutexGuard<'_, BTreeMap<String, Lane>> {
+    fn lanes(&self) -> MutexGuard<'_, BTreeMap<(NodeId, String), Lane>> {
         self.lanes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sends `item` to the leader at `addr` in the next batch and waits (at most `timeout`)
+    /// Sends `item` to `leader` at `addr` in the next batch and waits (at most `timeout`)
     /// for its result.
     pub async fn propose(
         self: &Arc<Self>,
+        leader: NodeId,
         addr: &str,
         item: ProposeItem,
         timeout: Duration,
     ) -> Forwarded {
         let (answer, answered) = oneshot::channel();
+        let lane_key = (leader, addr.to_owned());
         let start = {
             let mut lanes = self.lanes();
-            let lane = lanes.entry(addr.to_owned()).or_default();
+            let lane = lanes.entry(lane_key.clone()).or_default();
             lane.queue.push_back(Waiting {
                 item,
                 timeout,
@@ -146,7 +155,7 @@ impl Forwarder {
             free
         };
         if start {
-            tokio::spawn(self.clone().drain(addr.to_owned()));
+            tokio::spawn(self.clone().drain(lane_key));
         }
         let no_answer = |message: &str| TransportError::NoAnswer {
             addr: addr.to_owned(),
@@ -159,17 +168,17 @@ impl Forwarder {
         }
     }
 
-    /// One in-flight slot of the lane to `addr`: sends batches while commands are queued, then
-    /// gives the slot back.
-    async fn drain(self: Arc<Self>, addr: String) {
+    /// One in-flight slot of the lane to a leader: sends batches while commands are queued,
+    /// then gives the slot back.
+    async fn drain(self: Arc<Self>, lane_key: (NodeId, String)) {
         loop {
             let batch: Vec<Waiting> = {
                 let mut lanes = self.lanes();
-                let lane = lanes.entry(addr.clone()).or_default();
+                let lane = lanes.entry(lane_key.clone()).or_default();
                 if lane.queue.is_empty() {
                     lane.in_flight -= 1;
                     if lane.in_flight == 0 {
-                        lanes.remove(&addr);
+                        lanes.remove(&lane_key);
                     }
                     return;
                 }
@@ -182,11 +191,11 @@ impl Forwarder {
             if batch.is_empty() {
                 continue;
             }
-            self.send(&addr, batch).await;
+            self.send(lane_key.0, &lane_key.1, batch).await;
         }
     }
 
-    async fn send(&self, addr: &str, batch: Vec<Waiting>) {
+    async fn send(&self, leader: NodeId, addr: &str, batch: Vec<Waiting>) {
         let timeout = batch
             .iter()
             .map(|waiting| waiting.timeout)
@@ -204,10 +213,12 @@ impl Forwarder {
             from: self.from,
             items,
         });
+        let mut headers = vec![(SECRET_HEADER.to_owned(), self.secret.clone())];
+        headers.extend(self.identity.request_headers(leader));
         let request = WireRequest {
             method: "POST".into(),
             path: routes::raft::PROPOSE.into(),
-            headers: vec![(SECRET_HEADER.to_owned(), self.secret.clone())],
+            headers,
             body,
         };
         let results: Vec<Forwarded> = match self.transport.send(addr, request, timeout).await {

@@ -272,6 +272,7 @@ impl App {
             id,
             transport.clone(),
             config.cluster.secret.clone(),
+            identity.clone(),
             telemetry.clone(),
         );
         Self {
@@ -421,7 +422,7 @@ impl App {
         let addr = self.address_of(leader)?;
         Counters::bump(&self.counters.forwarded);
         self.telemetry.forwarded.inc();
-        Some(self.forwarder.propose(&addr, item, timeout).await)
+        Some(self.forwarder.propose(leader, &addr, item, timeout).await)
     }
 
     /// Reads a record after confirming leadership with a quorum and waiting until this node has

@@ -8,7 +8,9 @@
 //! value at the snapshot point, or "absent") in a [`Capture`]. The builder walks sled page by
 //! page and, for each key, writes the before-image if one was recorded, else the value it read
 //! (which is then still the value at the snapshot point: an apply records before it writes).
-//! Keys deleted since the point are written from their before-images at the end. The result is
+//! Keys that existed at the point but that a page's scan did not return (deleted since, or
+//! hidden from a scan racing the write that re-created them) are written from their
+//! before-images with that page. The result is
 //! exactly the state at the point, while applies pause only to record a few before-images.
 //! Memory: the before-images of keys written during the build, and one page.
 //!
@@ -29,6 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftSnapshotBuilder;
@@ -37,7 +40,7 @@ use super::state_machine::StateMachineStore;
 use super::{LogId, Snapshot, SnapshotMeta, TypeConfig};
 use crate::storage::fs::blocking;
 use crate::storage::snapshots::{file_name, SnapshotFile};
-use crate::storage::{decode_in, encode, keys, Order, StorageError, WriteBatch};
+use crate::storage::{decode_in, encode, keys, KeyValue, Order, StorageError, WriteBatch};
 use crate::telemetry::SnapshotPhase;
 
 /// Keys read per page while walking the state, and written per batch while loading one.
@@ -118,14 +121,15 @@ impl Capture {
         self.lock().before.as_ref()?.get(key).cloned()
     }
 
-    /// Every recorded key that existed at the snapshot point, with its value then.
-    fn existing_before_images(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// The recorded keys from `from` up to `to` that existed at the snapshot point, with their
+    /// values then.
+    fn existing_before_images(&self, from: &[u8], to: Bound<&[u8]>) -> Vec<KeyValue> {
         let state = self.lock();
         let Some(before) = &state.before else {
             return Vec::new();
         };
         before
-            .iter()
+            .range::<[u8], _>((Bound::Included(from), to))
             .filter_map(|(key, value)| Some((key.clone(), value.clone()?)))
             .collect()
     }
@@ -172,24 +176,36 @@ impl SnapshotBuilder {
         let mut start = keys::STATE_START.to_vec();
         loop {
             let page = disk.scan(&start, keys::STATE_END, Order::Ascending, PAGE_KEYS)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            start = last.clone();
-            start.push(0);
-            for (key, value) in page {
-                match capture.before_image(&key) {
-                    Some(Some(before)) => writer.push(&key, &before)?,
+            let last = page.last().map(|(key, _)| key.clone());
+            for (key, value) in &page {
+                match capture.before_image(key) {
+                    Some(Some(before)) => writer.push(key, &before)?,
                     Some(None) => {}
-                    None => writer.push(&key, &value)?,
+                    None => writer.push(key, value)?,
                 }
             }
-        }
-        // Keys that existed at the point but were deleted since (expired idempotency keys).
-        for (key, value) in capture.existing_before_images() {
-            if disk.get(&key)?.is_none() {
-                writer.push(&key, &value)?;
+            // Keys that existed at the point, in the range this page covered (to the end of
+            // the state after the last page), that the scan did not return: deleted since (an
+            // expired key), or hidden from a scan racing the write that brought them back (a
+            // scan is not one point-in-time read). A key is deleted or re-created only by an
+            // apply, which recorded its value at the point before the scan could miss it.
+            let covered = match &last {
+                Some(last) => Bound::Included(last.as_slice()),
+                None => Bound::Excluded(keys::STATE_END),
+            };
+            for (key, value) in capture.existing_before_images(&start, covered) {
+                let returned = page
+                    .binary_search_by(|(found, _)| found.as_slice().cmp(&key))
+                    .is_ok();
+                if !returned {
+                    writer.push(&key, &value)?;
+                }
             }
+            let Some(mut next) = last else {
+                break;
+            };
+            next.push(0);
+            start = next;
         }
         if !capture.is_current(generation) {
             return Err(io::Error::other(

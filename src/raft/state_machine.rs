@@ -483,7 +483,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }),
             |key| self.disk.get(key),
         )?;
-        self.disk.write(writes)?;
+        if let Err(error) = self.disk.write(writes) {
+            // The batch may still have been taken (a write-behind layer keeps it pending when
+            // its checkpoint fails): nothing is known about the expiry index any more.
+            self.expiry_floor.reset();
+            return Err(error.into());
+        }
         self.expiry_floor.set(expiry_floor);
         for (responder, applied) in replies {
             responder.send(applied);
