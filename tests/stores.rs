@@ -499,8 +499,9 @@ fn a_snapshot_built_while_applies_continue_holds_exactly_the_state_at_its_point(
 
 #[test]
 fn under_write_behind_a_snapshot_built_while_applies_continue_holds_the_state_at_its_point() {
-    // Checkpoints every two writes: the applies after the point reach the disk below while the
-    // builder walks it.
+    // Checkpoints every two writes: the applies after the point reach the disk below (the
+    // build's flush hands over the rest) before the builder walks it, so only the before-images
+    // can give the state at the point. A scan racing a write is the hiding-disk test's case.
     let disk = WriteBehind::with_checkpoint_writes(Arc::new(SimDisk::new()), 2);
     snapshot_while_applies_continue(Arc::new(disk));
 }
