@@ -268,13 +268,37 @@ fn an_older_snapshot_built_late_does_not_replace_a_newer_installed_one() {
     });
 }
 
-/// A disk whose scans fail once `broken` is set (reads and writes still work).
-struct BrokenScans {
-    inner: SimDisk,
-    broken: std::sync::atomic::AtomicBool,
+/// What the scans of a [`FaultyScans`] disk do wrong.
+enum ScanFault {
+    None,
+    /// Fail.
+    Fail,
+    /// Leave out one key: what a scan racing a write can return (a page read from the
+    /// write-behind layer before a write re-created the key, merged with the disk below read
+    /// after it).
+    Hide(Vec<u8>),
 }
 
-impl Disk for BrokenScans {
+/// A disk whose scans go wrong as `fault` says (reads and writes still work).
+struct FaultyScans {
+    inner: SimDisk,
+    fault: std::sync::Mutex<ScanFault>,
+}
+
+impl FaultyScans {
+    fn new() -> Self {
+        Self {
+            inner: SimDisk::new(),
+            fault: std::sync::Mutex::new(ScanFault::None),
+        }
+    }
+
+    fn set(&self, fault: ScanFault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+}
+
+impl Disk for FaultyScans {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, stockraft::storage::StorageError> {
         self.inner.get(key)
     }
@@ -285,12 +309,17 @@ impl Disk for BrokenScans {
         order: stockraft::storage::Order,
         limit: usize,
     ) -> Result<Vec<stockraft::storage::KeyValue>, stockraft::storage::StorageError> {
-        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(stockraft::storage::StorageError::Disk(
+        match &*self.fault.lock().unwrap() {
+            ScanFault::None => self.inner.scan(start, end, order, limit),
+            ScanFault::Fail => Err(stockraft::storage::StorageError::Disk(
                 "injected scan failure".into(),
-            ));
+            )),
+            ScanFault::Hide(hidden) => {
+                let mut found = self.inner.scan(start, end, order, limit)?;
+                found.retain(|(key, _)| key != hidden);
+                Ok(found)
+            }
         }
-        self.inner.scan(start, end, order, limit)
     }
     fn write(
         &self,
@@ -306,61 +335,22 @@ impl Disk for BrokenScans {
 #[test]
 fn a_snapshot_whose_state_could_not_be_read_fails_instead_of_shipping_an_empty_state() {
     block_on(async {
-        let disk = Arc::new(BrokenScans {
-            inner: SimDisk::new(),
-            broken: std::sync::atomic::AtomicBool::new(false),
-        });
+        let disk = Arc::new(FaultyScans::new());
         let mut store = sim_store(disk.clone());
         apply(
             &mut store,
             vec![membership_entry(1), create_entry(2, "a", 5)],
         )
         .await;
-        disk.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+        disk.set(ScanFault::Fail);
         let result = store.get_snapshot_builder().await.build_snapshot().await;
         assert!(
             result.is_err(),
             "a snapshot was built from an unreadable state"
         );
-        disk.broken
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        disk.set(ScanFault::None);
         assert!(store.get_current_snapshot().await.unwrap().is_none());
     });
-}
-
-/// A disk whose scans leave out one key while `hidden` is set: what a scan racing a write can
-/// return (a page read from the write-behind layer before a write re-created the key, merged
-/// with the disk below read after it).
-struct HidingScans {
-    inner: SimDisk,
-    hidden: std::sync::Mutex<Option<Vec<u8>>>,
-}
-
-impl Disk for HidingScans {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, stockraft::storage::StorageError> {
-        self.inner.get(key)
-    }
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        order: stockraft::storage::Order,
-        limit: usize,
-    ) -> Result<Vec<stockraft::storage::KeyValue>, stockraft::storage::StorageError> {
-        let hidden = self.hidden.lock().unwrap().clone();
-        let mut found = self.inner.scan(start, end, order, limit)?;
-        found.retain(|(key, _)| Some(key) != hidden.as_ref());
-        Ok(found)
-    }
-    fn write(
-        &self,
-        batch: stockraft::storage::WriteBatch,
-    ) -> Result<(), stockraft::storage::StorageError> {
-        self.inner.write(batch)
-    }
-    fn flush(&self) -> stockraft::storage::FlushFuture<'_> {
-        self.inner.flush()
-    }
 }
 
 #[test]
@@ -377,10 +367,7 @@ fn a_key_deleted_and_recreated_during_a_build_that_a_scan_misses_is_in_the_snaps
             adjust_entry(3, "a", 1, 2_000),
             keyed_create_entry(4, "b", "key-1", 10, 2_001),
         ];
-        let disk = Arc::new(HidingScans {
-            inner: SimDisk::new(),
-            hidden: std::sync::Mutex::new(None),
-        });
+        let disk = Arc::new(FaultyScans::new());
         let mut store = sim_store(disk.clone());
         apply(&mut store, before.clone()).await;
         let key = store
@@ -393,7 +380,7 @@ fn a_key_deleted_and_recreated_during_a_build_that_a_scan_misses_is_in_the_snaps
         let mut builder = store.get_snapshot_builder().await;
         apply(&mut store, after).await;
         // The key exists again, but the builder's scan does not return it.
-        *disk.hidden.lock().unwrap() = Some(key);
+        disk.set(ScanFault::Hide(key));
         let snapshot = builder.build_snapshot().await.unwrap();
 
         let mut reference = sim_store(Arc::new(SimDisk::new()));
@@ -501,7 +488,8 @@ fn a_snapshot_built_while_applies_continue_holds_exactly_the_state_at_its_point(
 fn under_write_behind_a_snapshot_built_while_applies_continue_holds_the_state_at_its_point() {
     // Checkpoints every two writes: the applies after the point reach the disk below (the
     // build's flush hands over the rest) before the builder walks it, so only the before-images
-    // can give the state at the point. A scan racing a write is the hiding-disk test's case.
+    // can give the state at the point. A scan racing a write is
+    // `a_key_deleted_and_recreated_during_a_build_that_a_scan_misses_is_in_the_snapshot`.
     let disk = WriteBehind::with_checkpoint_writes(Arc::new(SimDisk::new()), 2);
     snapshot_while_applies_continue(Arc::new(disk));
 }

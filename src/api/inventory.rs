@@ -23,7 +23,6 @@ use crate::client::wire::{
 };
 use crate::client::{headers, Consistency};
 use crate::inventory::{self, Command, NewRecord, Operation, Record, RecordKey, BATCH_RECORDS_MAX};
-use crate::transport::TransportError;
 
 pub async fn create_from_body(State(app): State<Arc<App>>, request: Request) -> Response {
     write_command(&app, &app.counters.create_record, request, |raw| {
@@ -184,25 +183,8 @@ async fn write_command(
         };
         let command = command.clone();
         async move {
-            match app.forward_proposal(leader, item, remaining).await {
-                None | Some(Err(TransportError::Unreachable { .. })) => Attempt::NotLeader,
-                Some(Err(error @ TransportError::NoAnswer { .. })) => {
-                    Attempt::Unknown(error.to_string())
-                }
-                Some(Ok(result)) => {
-                    let rendered = result.map(|response| render(app, &command, response));
-                    // The leader answered, whether with a result or a refusal (507, 503
-                    // OVERLOADED): the answer names it.
-                    match Attempt::from_result(rendered) {
-                        Attempt::Done(mut http) => {
-                            http.headers_mut()
-                                .insert(leader::LEADER_HEADER, HeaderValue::from(leader));
-                            Attempt::Done(http)
-                        }
-                        other => other,
-                    }
-                }
-            }
+            let forwarded = app.forward_proposal(leader, item, remaining).await;
+            Attempt::from_forwarded(forwarded, |response| render(app, &command, response))
         }
     };
     leader::write_at_leader(app, &raw, kind, serve_here, send).await

@@ -70,6 +70,31 @@ impl Attempt {
     }
 }
 
+impl Attempt {
+    /// What a failure to get an answer from the leader means: nothing was delivered (retry), or
+    /// it may have been acted on.
+    pub fn undelivered(error: TransportError) -> Self {
+        match error {
+            TransportError::Unreachable { .. } => Attempt::NotLeader,
+            TransportError::NoAnswer { .. } => Attempt::Unknown(error.to_string()),
+        }
+    }
+
+    /// The attempt a write sent to the leader in a batch (`app::forward`) made: `None` when the
+    /// leader's address is unknown (nothing sent), else as [`Attempt::undelivered`], or the
+    /// leader's own result, rendered here.
+    pub fn from_forwarded<T, E: RoutingError>(
+        forwarded: Option<Result<Result<T, E>, TransportError>>,
+        render: impl FnOnce(T) -> Response,
+    ) -> Self {
+        match forwarded {
+            None => Attempt::NotLeader,
+            Some(Err(error)) => Attempt::undelivered(error),
+            Some(Ok(result)) => Attempt::from_result(result.map(render)),
+        }
+    }
+}
+
 /// What an error of a layer below means for routing a request to the leader.
 pub enum Routing {
     /// This node does not lead; nothing happened.
@@ -186,6 +211,8 @@ where
             }
             .into_response();
         }
+        // The node whose answer this is (named in `LEADER_HEADER` unless the answer does).
+        let mut served_by = app.id;
         let attempt = match app.leader() {
             Some(leader) if leader == app.id => {
                 match tokio::time::timeout(remaining, serve_here(remaining)).await {
@@ -194,7 +221,10 @@ where
                 }
             }
             _ if raw.is_forwarded() => return not_leader_response(app, maybe_applied),
-            Some(leader) => forward_to(leader, remaining).await,
+            Some(leader) => {
+                served_by = leader;
+                forward_to(leader, remaining).await
+            }
             None => Attempt::NotLeader,
         };
         match attempt {
@@ -202,7 +232,7 @@ where
                 if !response.headers().contains_key(LEADER_HEADER) {
                     response
                         .headers_mut()
-                        .insert(LEADER_HEADER, HeaderValue::from(app.id));
+                        .insert(LEADER_HEADER, HeaderValue::from(served_by));
                 }
                 return response;
             }
@@ -293,8 +323,7 @@ async fn forward(app: &App, leader: u64, raw: &RawRequest, timeout: Duration) ->
         }
         Ok(answer) if answer.header(NOT_LEADER_HEADER).is_some() => Attempt::NotLeader,
         Ok(answer) => Attempt::Done(into_response(answer)),
-        Err(TransportError::Unreachable { .. }) => Attempt::NotLeader,
-        Err(error @ TransportError::NoAnswer { .. }) => Attempt::Unknown(error.to_string()),
+        Err(error) => Attempt::undelivered(error),
     }
 }
 

@@ -206,9 +206,9 @@ pub async fn propose(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
 }
 
 async fn propose_batch(app: &Arc<App>, body: Bytes) -> Response {
-    let batch: ProposeBatch = match decode_rpc(&body) {
+    let batch: ProposeBatch = match parse(&body) {
         Ok(batch) => batch,
-        Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+        Err(error) => return bad_request(error),
     };
     if batch.items.len() > PROPOSE_BATCH_ITEMS_MAX {
         return (

@@ -65,11 +65,12 @@ fn base36(mut n: u64) -> String {
 /// A client's id is kept if it is 1 to [`REQUEST_ID_LEN_MAX`] visible ASCII characters: it goes
 /// into log lines and headers, where control characters or megabytes do harm.
 fn usable(value: &HeaderValue) -> Option<&str> {
-    let bytes = value.as_bytes();
-    let fits = !bytes.is_empty() && bytes.len() <= REQUEST_ID_LEN_MAX;
-    (fits && bytes.iter().all(|b| b.is_ascii_graphic()))
-        .then(|| value.to_str().ok())
-        .flatten()
+    value.to_str().ok().filter(|id| is_usable(id))
+}
+
+fn is_usable(id: &str) -> bool {
+    let fits = !id.is_empty() && id.len() <= REQUEST_ID_LEN_MAX;
+    fits && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The middleware: assigns the id, runs the request inside its span, returns the id.
@@ -118,12 +119,7 @@ pub async fn assign(
 /// request's own span, so that the leader's lines carry the client's id and the forwarding
 /// node. An id that is not usable (a peer sent it, but still) is logged as `-`.
 pub fn forwarded_span(id: &str, path: &str, forwarded_by: u64) -> tracing::Span {
-    let fits = !id.is_empty() && id.len() <= REQUEST_ID_LEN_MAX;
-    let id = if fits && id.bytes().all(|b| b.is_ascii_graphic()) {
-        id
-    } else {
-        "-"
-    };
+    let id = if is_usable(id) { id } else { "-" };
     tracing::info_span!(
         "request",
         id = %id,

@@ -275,6 +275,138 @@ fn read_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::IdentityState;
+    use crate::inventory::RecordKey;
+    use crate::raft::network::decode_rpc as decode;
+    use crate::storage::fs::SimFs;
+    use crate::transport::{TransportFuture, WireResponse};
+
+    /// A leader that holds every batch until `open` is called, records the request ids of each
+    /// batch it was sent, and answers "not the leader" for every item.
+    struct HeldLeader {
+        batches: Mutex<Vec<Vec<String>>>,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl HeldLeader {
+        fn new() -> Self {
+            Self {
+                batches: Mutex::default(),
+                gate: tokio::sync::Semaphore::new(0),
+            }
+        }
+
+        fn open(&self) {
+            self.gate.add_permits(usize::MAX >> 4);
+        }
+
+        fn batches(&self) -> Vec<Vec<String>> {
+            self.batches.lock().unwrap().clone()
+        }
+    }
+
+    struct Held(Arc<HeldLeader>);
+
+    impl Transport for Held {
+        fn send(&self, _addr: &str, request: WireRequest, _timeout: Duration) -> TransportFuture {
+            let leader = self.0.clone();
+            Box::pin(async move {
+                let batch: ProposeBatch = decode(&request.body).unwrap();
+                let ids = batch.items.iter().map(|item| item.request_id.clone());
+                leader.batches.lock().unwrap().push(ids.collect());
+                let _pass = leader.gate.acquire().await.unwrap();
+                let reply: ProposeReply = batch
+                    .items
+                    .iter()
+                    .map(|_| Err(ProposeError::NotLeader { leader: None }))
+                    .collect();
+                Ok(WireResponse {
+                    status: 200,
+                    headers: Vec::new(),
+                    body: encode_rpc(&reply),
+                })
+            })
+        }
+    }
+
+    fn item(request_id: &str) -> ProposeItem {
+        ProposeItem {
+            command: Command::Reserve {
+                key: RecordKey::new("s1", "sku").unwrap(),
+                quantity: 1,
+                expected_version: None,
+            },
+            idempotency: None,
+            request_id: request_id.into(),
+            path: "/reserve".into(),
+        }
+    }
+
+    async fn until(mut condition: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(tokio::time::Instant::now() < deadline, "condition not met");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_leave_at_once_while_slots_are_free_then_share_a_batch_without_the_ones_given_up(
+    ) {
+        let leader = Arc::new(HeldLeader::new());
+        let identity = Arc::new(Identity::new(
+            2,
+            Arc::new(SimFs::new()),
+            "/node".into(),
+            IdentityState::fresh(),
+        ));
+        let forwarder = Forwarder::new(
+            2,
+            Arc::new(Held(leader.clone())),
+            "secret".into(),
+            identity,
+            Arc::new(Telemetry::new()),
+        );
+        let send = |id: &str, timeout: Duration| {
+            let forwarder = forwarder.clone();
+            let item = item(id);
+            tokio::spawn(async move { forwarder.propose(1, "leader:1", item, timeout).await })
+        };
+        let long = Duration::from_secs(30);
+        // While a slot is free, a write leaves at once, alone.
+        let mut first = Vec::new();
+        for i in 0..PROPOSE_BATCHES_IN_FLIGHT_MAX {
+            first.push(send(&format!("first-{i}"), long));
+            until(|| leader.batches().len() == i + 1).await;
+        }
+        // The slots are busy: these queue, and one caller gives up while queued.
+        let queued: Vec<_> = (0..5).map(|i| send(&format!("queued-{i}"), long)).collect();
+        let gave_up = send("gave-up", Duration::from_millis(20)).await.unwrap();
+        assert!(
+            matches!(gave_up, Err(TransportError::NoAnswer { .. })),
+            "{gave_up:?}"
+        );
+        leader.open();
+        for answer in first.into_iter().chain(queued) {
+            let answer = answer.await.unwrap();
+            assert!(
+                matches!(answer, Ok(Err(ProposeError::NotLeader { .. }))),
+                "each item gets the leader's own result: {answer:?}"
+            );
+        }
+        let batches = leader.batches();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let mut expected = vec![1; PROPOSE_BATCHES_IN_FLIGHT_MAX];
+        expected.push(5);
+        assert_eq!(
+            sizes, expected,
+            "the queued writes share the next batch: {batches:?}"
+        );
+        assert!(
+            batches.iter().flatten().all(|id| id != "gave-up"),
+            "a write whose caller gave up is not sent"
+        );
+    }
 
     #[test]
     fn refusals_before_reading_are_undelivered_and_other_failures_are_unknown() {

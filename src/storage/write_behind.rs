@@ -80,11 +80,6 @@ impl WriteBehind {
         }
     }
 
-    /// The disk below (for harnesses that look at what reached it).
-    pub fn below(&self) -> &Arc<dyn Disk> {
-        &self.below
-    }
-
     /// Forgets the pending writes: what a power cut does to memory. The simulation calls it
     /// when it cuts a node's power; the node must be stopped.
     pub fn discard_pending(&self) {
@@ -96,7 +91,8 @@ impl WriteBehind {
     }
 
     /// Keys waiting for the next checkpoint.
-    pub fn pending_keys(&self) -> usize {
+    #[cfg(test)]
+    fn pending_keys(&self) -> usize {
         lock(&self.pending).overlay.len()
     }
 
