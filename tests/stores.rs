@@ -89,6 +89,24 @@ fn transfer(file: &SnapshotFile, target: &StateMachineStore) -> SnapshotFile {
     }
 }
 
+/// A fresh store that received `snapshot` the way a follower does and installed it.
+async fn installed_on_a_fresh_store(snapshot: &stockraft::raft::Snapshot) -> StateMachineStore {
+    let mut target = sim_store(Arc::new(SimDisk::new()));
+    let received = transfer(&snapshot.snapshot, &target);
+    target
+        .install_snapshot(&snapshot.meta, received)
+        .await
+        .unwrap();
+    target
+}
+
+/// A fresh store that applied `entries`.
+async fn replayed(entries: Vec<Entry>) -> StateMachineStore {
+    let mut store = sim_store(Arc::new(SimDisk::new()));
+    apply(&mut store, entries).await;
+    store
+}
+
 fn log_store(fs: Arc<dyn Fs>, dir: &std::path::Path) -> LogStore {
     LogStore::new(Wal::open(fs, &dir.join("wal"), WalOptions::default()).expect("opening the WAL"))
 }
@@ -383,17 +401,12 @@ fn a_key_deleted_and_recreated_during_a_build_that_a_scan_misses_is_in_the_snaps
         disk.set(ScanFault::Hide(key));
         let snapshot = builder.build_snapshot().await.unwrap();
 
-        let mut reference = sim_store(Arc::new(SimDisk::new()));
-        apply(&mut reference, before).await;
-        let mut target = sim_store(Arc::new(SimDisk::new()));
-        let received = transfer(&snapshot.snapshot, &target);
-        target
-            .install_snapshot(&snapshot.meta, received)
-            .await
-            .unwrap();
         assert_eq!(
-            target.state_pairs().unwrap(),
-            reference.state_pairs().unwrap(),
+            installed_on_a_fresh_store(&snapshot)
+                .await
+                .state_pairs()
+                .unwrap(),
+            replayed(before).await.state_pairs().unwrap(),
             "the key as it was at the point, once"
         );
     });
@@ -574,16 +587,12 @@ fn snapshot_while_applies_continue(disk: Arc<dyn Disk>) {
         let snapshot = builder.build_snapshot().await.unwrap();
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 8)));
 
-        let mut reference = sim_store(Arc::new(SimDisk::new()));
-        apply(&mut reference, before).await;
-        let mut target = sim_store(Arc::new(SimDisk::new()));
-        let received = transfer(&snapshot.snapshot, &target);
-        target
-            .install_snapshot(&snapshot.meta, received)
-            .await
-            .unwrap();
+        let reference = replayed(before).await;
         assert_eq!(
-            target.state_pairs().unwrap(),
+            installed_on_a_fresh_store(&snapshot)
+                .await
+                .state_pairs()
+                .unwrap(),
             reference.state_pairs().unwrap(),
             "the snapshot is the state at its point, not a mix with later applies"
         );
