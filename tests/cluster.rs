@@ -182,6 +182,38 @@ async fn raft_rpc_without_the_cluster_secret_is_refused_and_changes_nothing() {
     assert_eq!(health.raft.leader_id, Some(leader));
 }
 
+/// What bounds a node's memory (README, "Scale"): the binary allocates through jemalloc, whose
+/// background thread hands freed pages back to the OS (glibc malloc kept about twice the live
+/// heap), and sled's page cache is `storage.cache_bytes`, here the smallest allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_runs_jemalloc_s_purging_thread_and_serves_with_the_smallest_sled_cache() {
+    // `Cluster` writes `extra` right after its `[storage]` line.
+    let cluster = Cluster::start(3, "cache_bytes = 1048576\n").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    for sku in ["fig", "date", "plum"] {
+        create(&cluster, leader, sku, 5).await;
+    }
+    assert_eq!(reserve(&cluster, leader, "fig", 2).await, 201);
+    for id in cluster.ids() {
+        eventually!(
+            "every node applies the writes",
+            cluster.local_qty(id, STORE, "fig").await == Some(3)
+        );
+    }
+    for id in cluster.ids() {
+        let pid = cluster.pid(id).unwrap();
+        let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect();
+        assert!(
+            threads.iter().any(|name| name == "jemalloc_bg_thd"),
+            "node {id} has no jemalloc purging thread: {threads:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_a_node_down_cleanly_and_it_restarts_with_its_data() {
     let mut cluster = Cluster::start(3, "").await;

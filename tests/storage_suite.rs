@@ -35,7 +35,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
-        let sled: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).expect("opening sled"));
+        let sled: Arc<dyn Disk> = Arc::new(
+            SledDisk::open(dir.path(), stockraft::storage::CACHE_BYTES_DEFAULT)
+                .expect("opening sled"),
+        );
         let disk: Arc<dyn Disk> = Arc::new(WriteBehind::new(sled));
         let log = log_store(Arc::new(StdFs), dir.path());
         let snapshots = SnapshotDir::open(Arc::new(StdFs), &dir.path().join("snapshots"))

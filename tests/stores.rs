@@ -124,7 +124,9 @@ fn log_and_state_machine_survive_close_and_reopen_on_sled() {
     let dir = tempfile::tempdir().unwrap();
     block_on(async {
         {
-            let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).unwrap());
+            let disk: Arc<dyn Disk> = Arc::new(
+                SledDisk::open(dir.path(), stockraft::storage::CACHE_BYTES_DEFAULT).unwrap(),
+            );
             let mut log = log_store(Arc::new(StdFs), dir.path());
             let snapshots =
                 SnapshotDir::open(Arc::new(StdFs), &dir.path().join("snapshots")).unwrap();
@@ -139,7 +141,8 @@ fn log_and_state_machine_survive_close_and_reopen_on_sled() {
             apply(&mut sm, entries).await;
             disk.flush().await.unwrap();
         }
-        let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).unwrap());
+        let disk: Arc<dyn Disk> =
+            Arc::new(SledDisk::open(dir.path(), stockraft::storage::CACHE_BYTES_DEFAULT).unwrap());
         let mut log = log_store(Arc::new(StdFs), dir.path());
         let snapshots = SnapshotDir::open(Arc::new(StdFs), &dir.path().join("snapshots")).unwrap();
         let mut sm = StateMachineStore::new(disk, snapshots);

@@ -113,8 +113,8 @@ pub async fn serve(id: u64, config: Config, options: ServeOptions) -> anyhow::Re
             .with_context(|| format!("restricting {} to its owner", data_dir.display()))?;
     }
     // The state machine's batches reach sled merged, a few per second (`storage::WriteBehind`).
-    let sled =
-        SledDisk::open(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?;
+    let sled = SledDisk::open(&data_dir, config.storage.cache_bytes)
+        .with_context(|| format!("opening {}", data_dir.display()))?;
     let disk: Arc<dyn Disk> = Arc::new(WriteBehind::new(Arc::new(sled)));
 
     let acceptors = tls_files.as_ref().map(tls::acceptors).transpose()?;

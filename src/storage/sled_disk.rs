@@ -19,10 +19,12 @@ pub struct SledDisk {
 }
 
 impl SledDisk {
-    pub fn open(path: &Path) -> Result<Self, StorageError> {
+    /// Opens (or creates) the database in `path`, with a page cache of about `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(disk_error)?;
         Ok(Self {
