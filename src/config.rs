@@ -274,7 +274,7 @@ pub struct StorageConfig {
     pub free_bytes_min: u64,
     /// The state machine's page cache in memory (sled's `cache_capacity`). Memory use grows
     /// with it (about four times it in sled's heap); reads that miss it go to the OS page
-    /// cache. Default 32 MiB (`storage::CACHE_BYTES_DEFAULT`).
+    /// cache. Default 32 MiB (`storage::CACHE_BYTES_DEFAULT`; README, "Memory").
     pub cache_bytes: u64,
 }
 

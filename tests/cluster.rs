@@ -182,7 +182,7 @@ async fn raft_rpc_without_the_cluster_secret_is_refused_and_changes_nothing() {
     assert_eq!(health.raft.leader_id, Some(leader));
 }
 
-/// What bounds a node's memory (README, "Scale"): the binary allocates through jemalloc, whose
+/// What bounds a node's memory (README, "Memory"): the binary allocates through jemalloc, whose
 /// background thread hands freed pages back to the OS (glibc malloc kept about twice the live
 /// heap), and sled's page cache is `storage.cache_bytes`, here the smallest allowed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

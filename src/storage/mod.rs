@@ -48,7 +48,8 @@ pub use write_behind::{WriteBehind, CHECKPOINT_WRITES};
 /// size: the decoded nodes and their per-write deltas in memory take about four times that
 /// (measured with heaptrack at 1,000,000 records: ~250 MB of sled heap under a 64 MiB limit).
 /// With 1 GiB a node holding a million records used 380-460 MiB of RSS; with 32 MiB, 190-245
-/// MiB, at ~8% of the throughput at that size and none at smaller sizes (README, "Scale").
+/// MiB, for ~8% of the throughput at that size (one run each; smaller states fit in it).
+/// README, "Memory".
 /// Reads that miss it are served from the OS page cache.
 pub const CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
 
