@@ -36,7 +36,7 @@ use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use stockraft::app::forward::{ProposeBatch, ProposeItem};
+use stockraft::app::forward::{ProposeBatch, ProposeItem, PROPOSE_BATCH_ITEMS_MAX};
 use stockraft::client::routes;
 use stockraft::client::wire::{CreateRequest, ReserveRequest};
 use stockraft::inventory::{
@@ -739,10 +739,9 @@ fn propose_batch() -> ProposeBatch {
     }
 }
 
-/// Posts every body to `route` of node `id` with the cluster secret; the statuses (0: no
-/// answer at all).
 /// Posts every body to `route` of node `id`, as another member would (the secret and that
-/// member's identity headers, so each body reaches the decoder).
+/// member's identity headers, so each body reaches the decoder); the statuses, in no particular
+/// order (0: no answer at all).
 async fn post_all(cluster: &Cluster, id: u64, route: &str, bodies: Vec<Vec<u8>>) -> Vec<u16> {
     let url = cluster.url(id, route);
     let identity = cluster.identity_headers(id % 3 + 1);
@@ -852,6 +851,46 @@ async fn random_and_bombed_bodies_on_every_raft_route_are_refused_and_the_cluste
     }
     cluster.wait_for_leader(&[1, 2, 3]).await;
     every_node_commits(&cluster, &[1, 2, 3], "fuzzed").await;
+}
+
+/// A forwarded batch larger than any follower sends is refused whole before any item is
+/// proposed; one at the limit is proposed item by item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_batch_over_the_item_limit_is_refused_whole_and_proposes_nothing() {
+    let cluster = Cluster::start(3, "").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    create(&cluster, leader, "fuzzed", 1000).await;
+    let item = propose_batch().items.remove(0);
+    let batch = |items| {
+        encode_rpc(&ProposeBatch {
+            from: leader % 3 + 1,
+            items: vec![item.clone(); items],
+        })
+    };
+    let over = post_all(
+        &cluster,
+        leader,
+        routes::raft::PROPOSE,
+        vec![batch(PROPOSE_BATCH_ITEMS_MAX + 1)],
+    )
+    .await;
+    assert_eq!(over, [400]);
+    let at_limit = post_all(
+        &cluster,
+        leader,
+        routes::raft::PROPOSE,
+        vec![batch(PROPOSE_BATCH_ITEMS_MAX)],
+    )
+    .await;
+    assert_eq!(at_limit, [200]);
+    // Only the second batch's reserves (one unit each) were applied.
+    let expected = 1000 - PROPOSE_BATCH_ITEMS_MAX as i64;
+    for id in cluster.ids() {
+        eventually!(
+            format!("node {id} applies exactly the batch at the limit"),
+            cluster.local_qty(id, STORE, "fuzzed").await == Some(expected)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
