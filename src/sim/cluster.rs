@@ -25,6 +25,9 @@ use crate::storage::fs::SimFs;
 use crate::storage::{KeyValue, SimDisk, WriteBehind};
 use crate::transport::{Transport, TransportError, TransportFuture, WireRequest, WireResponse};
 
+/// The simulated nodes' WAL segment size (a 16 KiB preallocation step).
+const SIM_WAL_SEGMENT_BYTES: u64 = 256 * 1024;
+
 /// The port every simulated node serves HTTP on.
 const PORT: u16 = 8080;
 /// The simulated cluster's secret.
@@ -110,7 +113,12 @@ impl SimCluster {
                     ..NodeConfig::default()
                 })
                 .collect(),
-            storage: StorageConfig::default(),
+            // Small segments: runs of seconds still roll and purge segments, and every sync
+            // of the in-memory file system copies a segment's preallocated step, not 1 MiB.
+            storage: StorageConfig {
+                wal_segment_bytes: SIM_WAL_SEGMENT_BYTES,
+                ..StorageConfig::default()
+            },
             raft: options.raft,
             api: options.api,
             tls: Default::default(),

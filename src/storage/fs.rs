@@ -5,10 +5,11 @@
 //! synced, as [`SimDisk`](super::SimDisk) does for the state machine. So the WAL and the snapshot
 //! store talk to an [`Fs`], and there are two:
 //!
-//! - [`StdFs`]: the product, on `std::fs`; `sync` is `fsync` (`File::sync_all`), `sync_dir`
+//! - [`StdFs`]: the product, on `std::fs`; `sync` is `fdatasync` (`File::sync_data`), `sync_dir`
 //!   fsyncs the directory so that created, renamed and removed names survive a power cut.
 //! - [`SimFs`]: in memory. A file's bytes survive a [`SimFs::crash`] only up to its last `sync`
-//!   (plus, to model a torn write, a seeded-random prefix of what was written after it); a
+//!   (plus, to model a torn write, a seeded-random prefix of what was written after it, from the
+//!   first byte that changed: appends and overwrites of preallocated space alike); a
 //!   name created, renamed or removed survives only once its directory was synced.
 //!
 //! The calls are blocking: callers on an async runtime run them on the blocking pool
@@ -91,8 +92,12 @@ impl FsFile for StdFile {
         self.0.set_len(len)
     }
 
+    /// `fdatasync`: the bytes and what reading them back needs (the file's length), without
+    /// the timestamps `fsync` would also commit. Every write changes the modification time,
+    /// so `fsync` would put each group commit through the file system's journal even when a
+    /// preallocated WAL segment did not grow.
     fn sync(&self) -> io::Result<()> {
-        self.0.sync_all()
+        self.0.sync_data()
     }
 }
 
@@ -202,8 +207,8 @@ impl SimFs {
         self.tree.lock().expect("sim fs lock poisoned")
     }
 
-    /// A power cut. Every file keeps its synced bytes plus the first `torn(id, unsynced_len)`
-    /// bytes written after its last sync (0 for a clean cut; a simulation passes a seeded
+    /// A power cut. Every file keeps its synced bytes plus the first `torn(unsynced_len)`
+    /// bytes written after its last sync, counted from the first byte that changed (0 for a clean cut; a simulation passes a seeded
     /// random draw to model a torn write). Names keep their state as of their directory's
     /// last sync.
     pub fn crash(&self, mut torn: impl FnMut(usize) -> usize) {
@@ -212,10 +217,32 @@ impl SimFs {
         for file in tree.files.values_mut() {
             let durable_len = file.durable.len();
             let mut kept = file.durable.clone();
-            if file.current.len() > durable_len && file.current[..durable_len] == file.durable[..] {
-                let unsynced = file.current.len() - durable_len;
-                let keep = torn(unsynced).min(unsynced);
-                kept.extend_from_slice(&file.current[durable_len..durable_len + keep]);
+            // Writes since the sync reach the medium in order: the bytes from the first one
+            // that differs (an overwrite of preallocated space, or an append) up to a torn
+            // point. A file cut shorter since its sync keeps its synced length.
+            let first_change = file
+                .current
+                .iter()
+                .zip(&file.durable)
+                .position(|(now, synced)| now != synced)
+                .unwrap_or(durable_len);
+            // Past the last byte written since the sync, nothing is at stake.
+            let last_change = if file.current.len() > durable_len {
+                file.current.len()
+            } else {
+                file.current
+                    .iter()
+                    .zip(&file.durable)
+                    .rposition(|(now, synced)| now != synced)
+                    .map_or(0, |at| at + 1)
+            };
+            if last_change > first_change && file.current.len() >= durable_len {
+                let unsynced = last_change - first_change;
+                let end = first_change + torn(unsynced).min(unsynced);
+                if end > kept.len() {
+                    kept.resize(end, 0);
+                }
+                kept[first_change..end].copy_from_slice(&file.current[first_change..end]);
             }
             file.current = kept.clone();
             file.durable = kept;

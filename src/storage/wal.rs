@@ -26,6 +26,15 @@
 //! ([`Wal::sync`]); a committed index or a truncation rides on the next sync. A purge syncs its
 //! record before deleting segments, so a crash cannot leave a hole behind a lost purge record.
 //!
+//! ## Preallocation
+//! A segment is extended with zeros ahead of its records, a step at a time
+//! ([`preallocation_step`]: 1 MiB for the default 16 MiB segment), and records then overwrite
+//! the zeros. Why: an fsync of a file that grew must also commit the file's new size and
+//! blocks through the file system's journal, which the three nodes of a cluster on one disk
+//! queue for together; `perf` and the WAL's sync histogram put a group commit at 200-400 µs on
+//! this machine, against ~150 µs for an fsync that only writes data. The first sync after a
+//! step pays the growth once per step. A segment's zero tail is trimmed when it closes.
+//!
 //! ## Segments and purge
 //! The active segment rolls when it passes `segment_bytes_max`: the old one is fsynced, the new
 //! one starts with the current vote, committed id and purge point, so that any older segment
@@ -33,10 +42,12 @@
 //! all at or below the purge point: disk holds the retained log plus one partial segment.
 //!
 //! ## Recovery
-//! Segments are replayed in order. In the last segment, a record cut short by a crash (a torn
-//! write: length beyond the end, or a checksum that fails with nothing valid after it) marks the
-//! end of the log: the file is cut there, since nothing after the last fsync was acknowledged. A
-//! bad record anywhere else (an older segment, or the last one with valid records after it) is
+//! Segments are replayed in order. In the last segment, zeros to the end of the file are its
+//! preallocated space: the log ends there. A record cut short by a crash (a torn write: length
+//! beyond the end, or a checksum that fails with nothing valid after it) also marks the end of
+//! the log: the file is cut there, since nothing after the last fsync was acknowledged, and
+//! no stale bytes may stay behind the records written next. A bad record anywhere else (an
+//! older segment, trimmed when it closed, or the last one with valid records after it) is
 //! corruption, and the node refuses to start, naming the file and offset.
 
 use std::collections::BTreeMap;
@@ -54,6 +65,8 @@ use crate::telemetry::Telemetry;
 pub const RECORD_BYTES_MAX: usize = 16 << 20;
 /// Default size at which the active segment rolls over.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 16 << 20;
+/// Most bytes a segment is extended by at a time (see "Preallocation").
+const PREALLOCATION_BYTES_MAX: u64 = 1 << 20;
 /// Bytes of a record header: payload length and checksum.
 const HEADER_BYTES: usize = 8;
 const SEGMENT_SUFFIX: &str = ".wal";
@@ -92,7 +105,10 @@ struct Location {
 
 struct Segment {
     file: Arc<dyn FsFile>,
+    /// Bytes of records: where the next one goes.
     len: u64,
+    /// The file's length: `len` and the zeros preallocated after it.
+    allocated: u64,
     /// Highest entry index ever written into this segment (it may contain truncated ones).
     max_index: Option<u64>,
 }
@@ -133,6 +149,33 @@ fn corrupt(path: &Path, offset: u64, what: &str) -> io::Error {
             path.display()
         ),
     )
+}
+
+/// How far ahead of its records a segment of at most `segment_bytes_max` is extended with zeros:
+/// a sixteenth of it, between 4 KiB and [`PREALLOCATION_BYTES_MAX`].
+pub fn preallocation_step(segment_bytes_max: u64) -> u64 {
+    (segment_bytes_max / 16).clamp(4096, PREALLOCATION_BYTES_MAX)
+}
+
+/// Zeros written at a time when extending a segment.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+impl Segment {
+    /// Extends the file with zeros so that it holds at least `end` bytes plus a step.
+    fn make_room(&mut self, end: u64, step: u64) -> io::Result<()> {
+        if end <= self.allocated {
+            return Ok(());
+        }
+        let target = end + step;
+        let mut at = self.allocated;
+        while at < target {
+            let chunk = (target - at).min(ZEROS.len() as u64);
+            self.file.write_all_at(at, &ZEROS[..chunk as usize])?;
+            at += chunk;
+        }
+        self.allocated = target;
+        Ok(())
+    }
 }
 
 fn segment_name(sequence: u64) -> String {
@@ -264,13 +307,14 @@ impl Wal {
             let path = dir.join(segment_name(sequence));
             let file = fs.open(&path, false)?;
             let is_last = position + 1 == sequences.len();
-            let (len, max_index) = replay_segment(&*file, &path, sequence, is_last, &mut state)?;
+            let replayed = replay_segment(&*file, &path, sequence, is_last, &mut state)?;
             segments.insert(
                 sequence,
                 Segment {
                     file,
-                    len,
-                    max_index,
+                    len: replayed.len,
+                    allocated: replayed.allocated,
+                    max_index: replayed.max_index,
                 },
             );
         }
@@ -297,6 +341,10 @@ impl Wal {
         Ok(wal)
     }
 
+    fn preallocation_step(&self) -> u64 {
+        preallocation_step(self.options.segment_bytes_max)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
             .lock()
@@ -319,16 +367,16 @@ impl Wal {
             encode_record(KIND_PURGE, &[&upto.to_le_bytes(), log_id], &mut bytes);
         }
         file.write_all_at(0, &bytes)?;
-        file.sync()?;
+        let mut segment = Segment {
+            file,
+            len: bytes.len() as u64,
+            allocated: bytes.len() as u64,
+            max_index: None,
+        };
+        segment.make_room(segment.len, self.preallocation_step())?;
+        segment.file.sync()?;
         self.fs.sync_dir(&self.dir)?;
-        inner.segments.insert(
-            sequence,
-            Segment {
-                file,
-                len: bytes.len() as u64,
-                max_index: None,
-            },
-        );
+        inner.segments.insert(sequence, segment);
         inner.active = sequence;
         Ok(())
     }
@@ -337,17 +385,22 @@ impl Wal {
     fn write(&self, inner: &mut Inner, bytes: &[u8]) -> io::Result<u64> {
         let full = inner.segments[&inner.active].len >= self.options.segment_bytes_max;
         if full {
-            // The old segment's last bytes must be durable before any waiter is told so: the
-            // sync task only syncs the active segment.
-            inner.segments[&inner.active].file.sync()?;
+            // The old segment loses its zero tail (only the last segment may end in zeros),
+            // and its last bytes must be durable before any waiter is told so: the sync task
+            // only syncs the active segment. Both before the next segment exists.
+            let closing = &inner.segments[&inner.active];
+            closing.file.set_len(closing.len)?;
+            closing.file.sync()?;
             let next = inner.active + 1;
             self.start_segment(inner, next)?;
         }
+        let step = self.preallocation_step();
         let segment = inner
             .segments
             .get_mut(&inner.active)
             .expect("the active segment");
         let offset = segment.len;
+        segment.make_room(offset + bytes.len() as u64, step)?;
         segment.file.write_all_at(offset, bytes)?;
         segment.len += bytes.len() as u64;
         Ok(offset)
@@ -550,21 +603,34 @@ impl Wal {
     }
 }
 
-/// Replays one segment into `state`; returns its valid length and highest entry index. Cuts a
-/// torn tail of the last segment (see the module docs).
+/// What replaying a segment found.
+struct Replayed {
+    /// Bytes of valid records.
+    len: u64,
+    /// The file's length after recovery (zeros after `len` are preallocated space).
+    allocated: u64,
+    max_index: Option<u64>,
+}
+
+/// Replays one segment into `state`. Cuts a torn tail of the last segment (see the module docs).
 fn replay_segment(
     file: &dyn FsFile,
     path: &Path,
     sequence: u64,
     is_last: bool,
     state: &mut State,
-) -> io::Result<(u64, Option<u64>)> {
+) -> io::Result<Replayed> {
     let file_len = file.size()?;
     let mut offset = 0u64;
     let mut max_index: Option<u64> = None;
     loop {
+        let ended = |len| Replayed {
+            len,
+            allocated: file_len,
+            max_index,
+        };
         let reason = match read_record(file, offset, file_len)? {
-            Read::End => return Ok((offset, max_index)),
+            Read::End => return Ok(ended(offset)),
             Read::Record(payload) => match state.replay(sequence, offset, &payload) {
                 Ok(index) => {
                     if let Some(index) = index {
@@ -577,6 +643,10 @@ fn replay_segment(
             },
             Read::Bad(reason) => reason,
         };
+        if is_last && only_zeros_from(file, offset, file_len)? {
+            // The preallocated space after the last record.
+            return Ok(ended(offset));
+        }
         if !is_last || valid_record_follows(file, offset, file_len)? {
             return Err(corrupt(path, offset, reason));
         }
@@ -588,8 +658,26 @@ fn replay_segment(
         );
         file.set_len(offset)?;
         file.sync()?;
-        return Ok((offset, max_index));
+        return Ok(Replayed {
+            len: offset,
+            allocated: offset,
+            max_index,
+        });
     }
+}
+
+/// Whether every byte of the file from `offset` on is zero.
+fn only_zeros_from(file: &dyn FsFile, mut offset: u64, file_len: u64) -> io::Result<bool> {
+    let mut buffer = vec![0u8; ZEROS.len()];
+    while offset < file_len {
+        let chunk = &mut buffer[..(file_len - offset).min(ZEROS.len() as u64) as usize];
+        file.read_exact_at(offset, chunk)?;
+        if chunk.iter().any(|&byte| byte != 0) {
+            return Ok(false);
+        }
+        offset += chunk.len() as u64;
+    }
+    Ok(true)
 }
 
 /// Whether a valid record starts right after the (plausibly framed) bad record at `offset`: then
@@ -707,6 +795,79 @@ mod tests {
         });
     }
 
+    fn file_size(fs: &SimFs, position: usize) -> u64 {
+        fs.open(&segment_path(fs, position), false)
+            .unwrap()
+            .size()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_segment_is_preallocated_and_a_clean_reopen_ends_at_its_last_record() {
+        runtime().block_on(async {
+            let fs = SimFs::new();
+            let step = preallocation_step(1 << 20);
+            let wal = open(&fs, 1 << 20).unwrap();
+            wal.append(&entries(1..=3)).unwrap();
+            wal.sync().await.unwrap();
+            let logical = wal.bytes_on_disk();
+            assert!(
+                file_size(&fs, 0) >= logical + step,
+                "zeros ahead of the records"
+            );
+            // Records past the first step extend the file again.
+            let big = vec![7u8; step as usize];
+            wal.append(&[(4, big.clone())]).unwrap();
+            wal.sync().await.unwrap();
+            assert!(file_size(&fs, 0) >= wal.bytes_on_disk() + step);
+            let allocated = file_size(&fs, 0);
+            drop(wal);
+            let wal = open(&fs, 1 << 20).unwrap();
+            assert_eq!(indexes(&wal), vec![1, 2, 3, 4]);
+            assert_eq!(wal.entry(4).unwrap(), Some(big));
+            assert_eq!(file_size(&fs, 0), allocated, "a clean end is not cut");
+            wal.append(&entries(5..=5)).unwrap();
+            wal.sync().await.unwrap();
+            drop(wal);
+            fs.crash(|_| 0);
+            let wal = open(&fs, 1 << 20).unwrap();
+            assert_eq!(indexes(&wal), vec![1, 2, 3, 4, 5]);
+        });
+    }
+
+    #[test]
+    fn a_closed_segment_is_trimmed_to_its_records_so_zeros_in_it_are_corruption() {
+        runtime().block_on(async {
+            let fs = SimFs::new();
+            let wal = open(&fs, 4096).unwrap();
+            for index in 1..=200 {
+                wal.append(&[(index, vec![1u8; 100])]).unwrap();
+            }
+            wal.sync().await.unwrap();
+            drop(wal);
+            let segments = fs.list(Path::new(DIR)).unwrap().len();
+            assert!(segments >= 3, "{segments} segments");
+            for position in 0..segments - 1 {
+                let path = segment_path(&fs, position);
+                let file = fs.open(&path, false).unwrap();
+                let mut state = State::default();
+                let replayed = replay_segment(&*file, &path, 0, false, &mut state).unwrap();
+                assert_eq!(replayed.len, file.size().unwrap(), "{}", path.display());
+            }
+            assert!(file_size(&fs, segments - 1) > 0);
+            let wal = open(&fs, 4096).unwrap();
+            assert_eq!(indexes(&wal), (1..=200).collect::<Vec<_>>());
+            drop(wal);
+            // A closed segment ending in zeros was damaged, not preallocated.
+            let closed = fs.open(&segment_path(&fs, 0), false).unwrap();
+            let size = closed.size().unwrap();
+            closed.set_len(size + 64).unwrap();
+            closed.sync().unwrap();
+            let error = open(&fs, 4096).err().expect("zeros in a closed segment");
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        });
+    }
+
     #[test]
     fn a_torn_tail_is_cut_and_the_log_continues_after_it() {
         runtime().block_on(async {
@@ -721,6 +882,8 @@ mod tests {
             let wal = open(&fs, 1 << 20).unwrap();
             let kept = indexes(&wal);
             assert!(kept.starts_with(&[1, 2, 3]) && kept.len() < 6, "{kept:?}");
+            // The tear was in preallocated space; no byte of it stays behind the new records.
+            assert_eq!(file_size(&fs, 0), wal.bytes_on_disk());
             let next = *kept.last().unwrap() + 1;
             wal.append(&[(next, b"after the tear".to_vec())]).unwrap();
             wal.sync().await.unwrap();
