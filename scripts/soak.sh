@@ -14,8 +14,10 @@
 #
 # Fails (exit 1) if the last interval's throughput is below 80% of the first's, or if a node's
 # data directory exceeds the bound ARCHITECTURE.md documents: 128 MiB (the log behind
-# `snapshot_log_bytes`, one segment and slack) plus 6 times the newest snapshot S (two snapshot
-# files and a third being built: 3 S; sled holding the same state: measured up to 3.4 S).
+# `snapshot_log_bytes`, one segment and slack) plus 7 times the newest snapshot S (a state
+# larger than a quarter of `snapshot_log_bytes` keeps a log as large as S before the next
+# snapshot: 1 S; two snapshot files and a third being built: 3 S; sled holding the same
+# state: measured up to 3.4 S).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -105,7 +107,7 @@ for interval in $(seq 1 "$intervals"); do
   sizes=()
   for id in 1 2 3; do
     bytes="$(data_dir_bytes "$id")"; sizes+=("$bytes")
-    bound=$((BOUND_FIXED_BYTES + 6 * $(snapshot_bytes "$id")))
+    bound=$((BOUND_FIXED_BYTES + 7 * $(snapshot_bytes "$id")))
     [ "$bytes" -le "$bound" ] || over+=" node $id: $bytes bytes > bound $bound;"
   done
   printf '%-9s %10s %9s %9s %12s %12s %12s %6s\n' "$interval" "$ops" "$p50" "$p99" \

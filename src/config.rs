@@ -305,10 +305,10 @@ pub struct RaftConfig {
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     /// Build a snapshot every this many applied entries (and, independently, when the log's
-    /// files pass `snapshot_log_bytes`). Default 100,000 (etcd's default snapshot count): a
-    /// snapshot rewrites the whole state, so with a state of hundreds of MB (a million
-    /// idempotency keys) a snapshot every few thousand entries would keep the disk busy
-    /// rewriting it; every 100,000 entries it costs each write a few KB of sequential I/O.
+    /// files pass `snapshot_log_bytes`). Default 100,000 (etcd's default snapshot count). A
+    /// snapshot rewrites the whole state, so a state larger than a quarter of
+    /// `snapshot_log_bytes` waits until the log is at least as large as the newest snapshot
+    /// (`node::SnapshotPolicy`).
     pub snapshot_every_entries: u64,
     /// Also build one when the Raft log's files pass this many bytes (large entries reach it
     /// before the entry count does). Default 64 MiB.
@@ -699,7 +699,8 @@ impl Config {
             heartbeat_interval: raft.heartbeat_interval_ms,
             election_timeout_min: raft.election_timeout_min_ms,
             election_timeout_max: raft.election_timeout_max_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(raft.snapshot_every_entries),
+            // Snapshots are asked for by `node::SnapshotPolicy`, which also weighs their cost.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: raft.log_entries_kept_after_snapshot,
             install_snapshot_timeout: raft.install_snapshot_timeout_ms,
             enable_pre_vote: Some(true),

@@ -276,8 +276,7 @@ async fn a_node_cut_off_from_the_majority_refuses_writes_and_linearizable_reads(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_node_catches_up_on_100k_records_from_a_streamed_snapshot_in_bounded_memory() {
-    use stockraft::client::wire::{CreateBatchRequest, MembersRequest};
-    use stockraft::client::WriteOptions;
+    use stockraft::client::wire::MembersRequest;
     use stockraft::inventory::BATCH_RECORDS_MAX;
     use stockraft::raft::network::SNAPSHOT_CHUNK_BYTES;
 
@@ -286,20 +285,7 @@ async fn a_new_node_catches_up_on_100k_records_from_a_streamed_snapshot_in_bound
     let mut cluster = Cluster::start(3, raft).await;
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let client = cluster.client(leader);
-    for first in (0..RECORDS).step_by(BATCH_RECORDS_MAX) {
-        let records = (first..(first + BATCH_RECORDS_MAX).min(RECORDS))
-            .map(|i| CreateRequest {
-                sku: format!("sku-{i}"),
-                store_id: STORE.into(),
-                initial_quantity: 7,
-            })
-            .collect();
-        let answer = client
-            .create_batch(&CreateBatchRequest { records }, &WriteOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(answer.status, 201, "{:?}", answer.body.err());
-    }
+    create_in_batches(&client, RECORDS, BATCH_RECORDS_MAX, 7).await;
     // The leader's log is purged behind a snapshot: a newcomer can only catch up from it.
     let started = std::time::Instant::now();
     let slow = client
@@ -485,4 +471,76 @@ async fn length_bombs_on_the_raft_routes_are_refused_and_the_cluster_keeps_commi
         "a reserve commits after the bombs",
         reserve(&cluster, leader, "bombed", 1).await == 201
     );
+}
+
+/// A state larger than a quarter of `snapshot_log_bytes` is snapshotted only once the log is as
+/// large as its newest snapshot: being due by entries is not enough (a snapshot rewrites the
+/// whole state, `node::SnapshotPolicy`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_state_is_snapshotted_only_once_the_log_is_as_large_as_its_snapshot() {
+    // The first lines land in `[storage]`, which the harness writes last: segments of 4 KiB
+    // so that a purge leaves little more than the log since the snapshot.
+    let extra = "wal_segment_bytes = 4096\n\n[raft]\nsnapshot_every_entries = 20\n\
+                 snapshot_log_bytes = 65536\nlog_entries_kept_after_snapshot = 0\n";
+    let cluster = Cluster::start(3, extra).await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let client = cluster.client(leader);
+    // 400 records: a snapshot of ~30 KB, above a quarter of 64 KiB.
+    create_in_batches(&client, 400, 200, 1_000_000).await;
+    cluster.take_snapshot(leader).await;
+    let first = cluster.snapshot_index(leader).await;
+    assert!(first > 0);
+
+    // Three times `snapshot_every_entries`, a few KB of log: due by entries, not worth it.
+    for _ in 0..60 {
+        assert_eq!(cluster.reserve_one(leader, "sku-0", &[]).await.status, 201);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        cluster.snapshot_index(leader).await,
+        first,
+        "a snapshot was built before the log was as large as the state"
+    );
+
+    // Once the log has grown to the snapshot's size, the next one comes by itself.
+    let mut writes = 60;
+    while cluster.snapshot_index(leader).await == first {
+        assert!(
+            writes < 3_000,
+            "no snapshot after {writes} writes; leader log:\n{}",
+            cluster.log(leader)
+        );
+        for _ in 0..50 {
+            assert_eq!(cluster.reserve_one(leader, "sku-0", &[]).await.status, 201);
+        }
+        writes += 50;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(writes > 60, "the snapshot came with the log still small");
+}
+
+/// Creates records `sku-0` .. `sku-{count - 1}` of store `STORE` through `client`, `batch` at
+/// a time.
+async fn create_in_batches(
+    client: &stockraft::client::Client,
+    count: usize,
+    batch: usize,
+    initial_quantity: i64,
+) {
+    use stockraft::client::wire::CreateBatchRequest;
+    use stockraft::client::WriteOptions;
+    for first in (0..count).step_by(batch) {
+        let records = (first..(first + batch).min(count))
+            .map(|i| CreateRequest {
+                sku: format!("sku-{i}"),
+                store_id: STORE.into(),
+                initial_quantity,
+            })
+            .collect();
+        let answer = client
+            .create_batch(&CreateBatchRequest { records }, &WriteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 201, "{:?}", answer.body.err());
+    }
 }
