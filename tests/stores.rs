@@ -929,3 +929,131 @@ fn log_time_survives_a_restart_and_a_snapshot_install() {
         );
     });
 }
+
+/// Expired keys are purged and keys past the cap evicted exactly as a plain model of the rules
+/// says, whatever the apply calls' sizes and however far ahead the expiry index is read
+/// (`state_machine::EXPIRY_READ_AHEAD`): short and long times to live interleaved (keys
+/// inserted below the front already read), keys reused after they expired, a small cap.
+#[test]
+fn purges_and_evictions_follow_the_rules_whatever_the_batches_and_the_read_ahead() {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut at_ms = 10_000;
+    let mut steps = Vec::new();
+    for _ in 0..600 {
+        at_ms += rng.random_range(0..60u64);
+        let key = format!("k-{:03}", rng.random_range(0..80u32));
+        let ttl = [40, 400, 1_000_000][rng.random_range(0..3usize)];
+        steps.push((at_ms, key, ttl));
+    }
+    keys_follow_the_rules(&steps, 12);
+}
+
+/// Many keys expire at once, faster than requests purge them, and some are reused while
+/// expired but not yet purged: the reuse deletes their old expiry entry, which a read-ahead
+/// may already hold.
+#[test]
+fn a_key_reused_while_expired_and_not_yet_purged_keeps_its_new_entry() {
+    let mut steps: Vec<(u64, String, u64)> =
+        (0..30).map(|i| (10_000, format!("b-{i:02}"), 40)).collect();
+    for (n, i) in [15, 3, 20, 16, 29, 4, 9, 21].into_iter().enumerate() {
+        steps.push((10_100 + n as u64, format!("b-{i:02}"), 1_000_000));
+    }
+    for i in 0..30 {
+        steps.push((10_200, format!("c-{i:02}"), 1_000_000));
+    }
+    keys_follow_the_rules(&steps, 1_000);
+}
+
+/// Applies keyed creates (log time, key, time to live) on stores that read the expiry index
+/// ahead by 1, 3 and 64 keys, in apply calls of one entry, of every entry and of random sizes,
+/// and checks that all hold the same bytes and the keys the rules keep.
+fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
+    use rand::{RngExt, SeedableRng};
+    use std::collections::{BTreeMap, BTreeSet};
+    const PER_REQUEST: usize = stockraft::raft::state_machine::EXPIRED_KEYS_PURGED_PER_ENTRY_MAX;
+
+    let mut entries = vec![membership_entry(1)];
+    for (i, (at_ms, key, ttl)) in steps.iter().enumerate() {
+        let sku = format!("sku-{}", i % 20);
+        entries.push(keyed_create_entry(i as u64 + 2, &sku, key, *ttl, *at_ms));
+    }
+    // The rules, on plain maps: per request, purge up to PER_REQUEST keys expired by log time
+    // (oldest expiry first, then by key), apply (a live key changes nothing; an absent or
+    // expired one is stored anew), then evict up to PER_REQUEST oldest while over the cap.
+    let mut clock = 0;
+    let mut index: BTreeSet<(u64, String)> = BTreeSet::new();
+    let mut expiry_of: BTreeMap<String, u64> = BTreeMap::new();
+    for (stamp, key, ttl) in steps {
+        clock = clock.max(*stamp);
+        let expired: Vec<_> = index
+            .iter()
+            .filter(|(expiry, _)| *expiry <= clock)
+            .take(PER_REQUEST)
+            .cloned()
+            .collect();
+        for doomed in expired {
+            index.remove(&doomed);
+            expiry_of.remove(&doomed.1);
+        }
+        match expiry_of.get(key).copied() {
+            Some(expiry) if expiry > clock => continue,
+            Some(expiry) => {
+                index.remove(&(expiry, key.clone()));
+            }
+            None => {}
+        }
+        index.insert((clock + ttl, key.clone()));
+        expiry_of.insert(key.clone(), clock + ttl);
+        let excess = (index.len() as u64).saturating_sub(cap) as usize;
+        for _ in 0..excess.min(PER_REQUEST) {
+            let oldest = index.pop_first().unwrap();
+            expiry_of.remove(&oldest.1);
+        }
+    }
+    let expected: Vec<String> = index.into_iter().map(|(_, key)| key).collect();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    block_on(async {
+        let store = |read_ahead| {
+            sim_store(Arc::new(SimDisk::new()))
+                .with_idempotency_keys_max(cap)
+                .with_expiry_read_ahead(read_ahead)
+        };
+        let mut one_by_one = store(1);
+        for entry in &entries {
+            apply(&mut one_by_one, vec![entry.clone()]).await;
+        }
+        let mut whole = store(64);
+        apply(&mut whole, entries.clone()).await;
+        let mut chunked = store(3);
+        let mut rest = entries.as_slice();
+        while !rest.is_empty() {
+            let take = rng.random_range(1..=40usize).min(rest.len());
+            apply(&mut chunked, rest[..take].to_vec()).await;
+            rest = &rest[take..];
+        }
+        for (name, store) in [
+            ("one by one", &one_by_one),
+            ("whole", &whole),
+            ("chunked", &chunked),
+        ] {
+            let keys: Vec<String> = stored_idempotency_ids(store)
+                .into_iter()
+                .map(|(_, key)| key)
+                .collect();
+            assert_eq!(
+                keys, expected,
+                "{name}: the keys the rules keep, oldest expiry first"
+            );
+        }
+        assert_eq!(
+            whole.state_pairs().unwrap(),
+            one_by_one.state_pairs().unwrap()
+        );
+        assert_eq!(
+            chunked.state_pairs().unwrap(),
+            one_by_one.state_pairs().unwrap()
+        );
+    });
+}
