@@ -326,6 +326,11 @@ async fn snapshot_when_due(
             let index = |log_id: Option<&crate::raft::LogId>| log_id.map_or(0, |id| id.index);
             index(metrics.last_applied.as_ref()).saturating_sub(index(metrics.snapshot.as_ref()))
         };
+        let log_bytes = wal.bytes_on_disk();
+        // Not due even as a small state: no need to look at the snapshot directory.
+        if !policy.due(entries_since, log_bytes, 0) {
+            continue;
+        }
         // An unreadable snapshot directory counts as no snapshot: the policy then errs on
         // the side of snapshotting (the build reports the error).
         let dir = snapshots.clone();
@@ -334,7 +339,7 @@ async fn snapshot_when_due(
             Ok(newest) => newest.map_or(0, |file| file.size()),
             Err(_) => 0,
         };
-        if policy.due(entries_since, wal.bytes_on_disk(), snapshot_bytes)
+        if policy.due(entries_since, log_bytes, snapshot_bytes)
             && raft.trigger().snapshot().await.is_err()
         {
             return;
