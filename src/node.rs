@@ -157,6 +157,9 @@ pub async fn start(
     )
     .await
     .map_err(storage_error)?;
+    migrate::upgrade_key_layout(&*storage.disk)
+        .await
+        .map_err(|error| StartError::Storage(error.to_string()))?;
     let wal =
         Wal::open(storage.fs.clone(), &storage.wal_dir(), wal_options).map_err(storage_error)?;
     let identity = Arc::new(open_identity(id, &config, &storage, &wal, &transport).await?);

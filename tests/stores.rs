@@ -10,12 +10,14 @@ use openraft::vote::RaftLeaderIdExt;
 use openraft::{EntryPayload, Membership, RaftLogReader};
 use stockraft::inventory::{proposal_stamp, Command, RecordKey, Request, LOG_TIME_STEP_MAX_MS};
 use stockraft::raft::log_store::LogStore;
-use stockraft::raft::state_machine::StateMachineStore;
+use stockraft::raft::state_machine::{read_state_pairs, StateMachineStore};
 use stockraft::raft::{Entry, LogId, TypeConfig};
 use stockraft::storage::fs::{Fs, SimFs, StdFs};
 use stockraft::storage::snapshots::{SnapshotDir, SnapshotFile};
 use stockraft::storage::wal::{Wal, WalOptions};
-use stockraft::storage::{Disk, SimDisk, SledDisk, WriteBehind};
+use stockraft::storage::{
+    encode, keys, migrate, Disk, KeyValue, SimDisk, SledDisk, WriteBatch, WriteBehind,
+};
 
 fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(
@@ -396,7 +398,7 @@ fn a_key_deleted_and_recreated_during_a_build_that_a_scan_misses_is_in_the_snaps
             .unwrap()
             .into_iter()
             .map(|(key, _)| key)
-            .find(|key| key.starts_with(b"Si"))
+            .find(|key| key.starts_with(b"Sx"))
             .expect("the idempotency key is stored");
         let mut builder = store.get_snapshot_builder().await;
         apply(&mut store, after).await;
@@ -453,7 +455,7 @@ fn expired_idempotency_keys_are_purged_from_disk_by_later_entries() {
                 .state_pairs()
                 .unwrap()
                 .iter()
-                .filter(|(k, _)| k.starts_with(b"Si") || k.starts_with(b"Sx"))
+                .filter(|(k, _)| k.starts_with(b"Sx"))
                 .count()
         };
         apply(
@@ -467,8 +469,8 @@ fn expired_idempotency_keys_are_purged_from_disk_by_later_entries() {
         .await;
         assert_eq!(
             key_count(&store),
-            4,
-            "two keys and their expiry index entries"
+            2,
+            "two keys, each stored under its expiry"
         );
         // Log time passes the expiry: the next entries delete the expired keys.
         apply(
@@ -476,7 +478,7 @@ fn expired_idempotency_keys_are_purged_from_disk_by_later_entries() {
             vec![keyed_create_entry(4, "c", "k-c", 1_000_000, 20_000)],
         )
         .await;
-        assert_eq!(key_count(&store), 2, "only k-c and its expiry entry remain");
+        assert_eq!(key_count(&store), 1, "only k-c remains");
     });
 }
 
@@ -680,17 +682,8 @@ fn past_the_cap_the_oldest_idempotency_keys_are_evicted_the_same_way_on_every_re
         for chunk in entries.chunks(4) {
             apply(&mut b, chunk.to_vec()).await;
         }
-        let stored_keys = |store: &StateMachineStore| -> Vec<String> {
-            store
-                .state_pairs()
-                .unwrap()
-                .iter()
-                .filter_map(|(k, _)| k.strip_prefix(b"Si"))
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .collect()
-        };
         let newest: Vec<String> = (17..=21).map(|i| format!("key-{i}")).collect();
-        let mut kept = stored_keys(&a);
+        let mut kept = stored_key_names(&a);
         kept.sort();
         assert_eq!(
             kept, newest,
@@ -733,10 +726,7 @@ fn a_key_expiring_before_keys_already_evicted_is_still_evicted_first_on_every_re
             }
             store
         };
-        let keys: Vec<String> = stored_idempotency_ids(&reference)
-            .into_iter()
-            .map(|(_, key)| key)
-            .collect();
+        let keys: Vec<String> = stored_key_names(&reference);
         assert!(
             !keys.contains(&"short-lived".to_string()),
             "the key expiring first went first: {keys:?}"
@@ -761,6 +751,14 @@ fn a_key_expiring_before_keys_already_evicted_is_still_evicted_first_on_every_re
             reference.state_pairs().unwrap()
         );
     });
+}
+
+/// The names of the idempotency keys a store holds, in storage order (oldest expiry first).
+fn stored_key_names(store: &StateMachineStore) -> Vec<String> {
+    stored_idempotency_ids(store)
+        .into_iter()
+        .map(|(_, key)| key)
+        .collect()
 }
 
 /// The idempotency keys a store holds, as (scope, key), in storage order.
@@ -965,26 +963,41 @@ fn a_key_reused_while_expired_and_not_yet_purged_keeps_its_new_entry() {
     keys_follow_the_rules(&steps, 1_000);
 }
 
-/// Applies keyed creates (log time, key, time to live) on stores that read the expiry index
-/// ahead by 1, 3 and 64 keys, in apply calls of one entry, of every entry and of random sizes,
-/// and checks that all hold the same bytes and the keys the rules keep.
+/// Applies keyed adjusts of +1 (log time, key, time to live; SKU `i % 20` for step `i`) on
+/// stores that read the expiry index ahead by 1, 3 and 64 keys, in apply calls of one entry, of
+/// every entry and of random sizes; on a store reopened on its disk between apply calls (its key
+/// index built again from the disk); and on one that installs a snapshot taken half-way over a
+/// state of its own. Checks that all hold the same bytes, the keys the rules keep, and the
+/// quantities the rules give: an adjust whose key is live is a replay and changes nothing, so a
+/// key the store fails to find shows as one unit too many.
 fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
     use rand::{RngExt, SeedableRng};
     use std::collections::{BTreeMap, BTreeSet};
     const PER_REQUEST: usize = stockraft::raft::state_machine::EXPIRED_KEYS_PURGED_PER_ENTRY_MAX;
+    const SKUS: usize = 20;
 
     let mut entries = vec![membership_entry(1)];
+    for sku in 0..SKUS {
+        entries.push(create_entry(
+            entries.len() as u64 + 1,
+            &format!("sku-{sku}"),
+            0,
+        ));
+    }
     for (i, (at_ms, key, ttl)) in steps.iter().enumerate() {
-        let sku = format!("sku-{}", i % 20);
-        entries.push(keyed_create_entry(i as u64 + 2, &sku, key, *ttl, *at_ms));
+        let index = entries.len() as u64 + 1;
+        let sku = format!("sku-{}", i % SKUS);
+        entries.push(keyed_adjust_entry(index, &sku, key, *ttl, *at_ms));
     }
     // The rules, on plain maps: per request, purge up to PER_REQUEST keys expired by log time
     // (oldest expiry first, then by key), apply (a live key changes nothing; an absent or
-    // expired one is stored anew), then evict up to PER_REQUEST oldest while over the cap.
+    // expired one is stored anew and the adjust applies), then evict up to PER_REQUEST oldest
+    // while over the cap.
     let mut clock = 0;
     let mut index: BTreeSet<(u64, String)> = BTreeSet::new();
     let mut expiry_of: BTreeMap<String, u64> = BTreeMap::new();
-    for (stamp, key, ttl) in steps {
+    let mut quantities = vec![0i64; SKUS];
+    for (i, (stamp, key, ttl)) in steps.iter().enumerate() {
         clock = clock.max(*stamp);
         let expired: Vec<_> = index
             .iter()
@@ -1003,6 +1016,7 @@ fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
             }
             None => {}
         }
+        quantities[i % SKUS] += 1;
         index.insert((clock + ttl, key.clone()));
         expiry_of.insert(key.clone(), clock + ttl);
         let excess = (index.len() as u64).saturating_sub(cap) as usize;
@@ -1015,45 +1029,268 @@ fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     block_on(async {
-        let store = |read_ahead| {
-            sim_store(Arc::new(SimDisk::new()))
+        let store = |disk: Arc<dyn Disk>, read_ahead| {
+            sim_store(disk)
                 .with_idempotency_keys_max(cap)
                 .with_expiry_read_ahead(read_ahead)
         };
-        let mut one_by_one = store(1);
+        let fresh = || -> Arc<dyn Disk> { Arc::new(SimDisk::new()) };
+        let mut one_by_one = store(fresh(), 1);
         for entry in &entries {
             apply(&mut one_by_one, vec![entry.clone()]).await;
         }
-        let mut whole = store(64);
+        let mut whole = store(fresh(), 64);
         apply(&mut whole, entries.clone()).await;
-        let mut chunked = store(3);
+        let mut chunked = store(fresh(), 3);
+        let reopened_disk = fresh();
+        let mut reopened = store(reopened_disk.clone(), 64);
         let mut rest = entries.as_slice();
         while !rest.is_empty() {
             let take = rng.random_range(1..=40usize).min(rest.len());
             apply(&mut chunked, rest[..take].to_vec()).await;
+            apply(&mut reopened, rest[..take].to_vec()).await;
+            reopened = store(reopened_disk.clone(), 64);
             rest = &rest[take..];
         }
+        // Half-way, a snapshot; installed on a store that applied keys of its own before.
+        let half = entries.len() / 2;
+        let mut source = store(fresh(), 64);
+        apply(&mut source, entries[..half].to_vec()).await;
+        let snapshot = source
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let mut installed = store(fresh(), 64);
+        let own: Vec<Entry> = entries[..half]
+            .iter()
+            .cloned()
+            .map(|mut entry| {
+                if let EntryPayload::Normal(request) = &mut entry.payload {
+                    if let Some(key) = &mut request.idempotency {
+                        key.key = format!("other-{}", key.key);
+                    }
+                }
+                entry
+            })
+            .collect();
+        apply(&mut installed, own).await;
+        let received = transfer(&snapshot.snapshot, &installed);
+        installed
+            .install_snapshot(&snapshot.meta, received)
+            .await
+            .unwrap();
+        apply(&mut installed, entries[half..].to_vec()).await;
+
         for (name, store) in [
             ("one by one", &one_by_one),
             ("whole", &whole),
             ("chunked", &chunked),
+            ("reopened", &reopened),
+            ("installed", &installed),
         ] {
-            let keys: Vec<String> = stored_idempotency_ids(store)
-                .into_iter()
-                .map(|(_, key)| key)
-                .collect();
+            let keys: Vec<String> = stored_key_names(store);
             assert_eq!(
                 keys, expected,
                 "{name}: the keys the rules keep, oldest expiry first"
             );
+            let held: Vec<i64> = (0..SKUS)
+                .map(|sku| {
+                    let key = RecordKey::new("s1", &format!("sku-{sku}")).unwrap();
+                    store.record(&key).unwrap().unwrap().quantity
+                })
+                .collect();
+            assert_eq!(
+                held, quantities,
+                "{name}: every live key replayed, no other"
+            );
+            assert_eq!(
+                store.state_pairs().unwrap(),
+                one_by_one.state_pairs().unwrap(),
+                "{name}: the same bytes"
+            );
         }
+    });
+}
+
+fn keyed_adjust_entry(index: u64, sku: &str, key: &str, ttl_ms: u64, at_ms: u64) -> Entry {
+    Entry {
+        log_id: log_id(1, index),
+        payload: EntryPayload::Normal(Request {
+            command: Command::Adjust {
+                key: RecordKey::new("s1", sku).unwrap(),
+                delta: 1,
+                expected_version: None,
+            },
+            proposed_at_ms: at_ms,
+            idempotency: Some(stockraft::inventory::IdempotencyKey {
+                scope: String::new(),
+                key: key.into(),
+                ttl_ms,
+            }),
+        }),
+    }
+}
+
+/// Keyed adjusts over a few anonymous and scoped keys: the first part stores them, the second
+/// replays some (live), reuses none, and adds new ones.
+fn format_upgrade_entries() -> (Vec<Entry>, Vec<Entry>) {
+    let mut first = vec![membership_entry(1)];
+    for sku in 0..4 {
+        first.push(create_entry(
+            first.len() as u64 + 1,
+            &format!("sku-{sku}"),
+            0,
+        ));
+    }
+    for i in 0..12u64 {
+        let index = first.len() as u64 + 1;
+        let mut entry =
+            keyed_adjust_entry(index, "sku-0", &format!("k-{i}"), 1_000_000, 10_000 + i);
+        if let EntryPayload::Normal(request) = &mut entry.payload {
+            request.command = Command::Adjust {
+                key: RecordKey::new("s1", &format!("sku-{}", i % 4)).unwrap(),
+                delta: 1,
+                expected_version: None,
+            };
+            if i % 3 == 0 {
+                request.idempotency.as_mut().unwrap().scope = "client:a".into();
+            }
+        }
+        first.push(entry);
+    }
+    let mut second = Vec::new();
+    for i in (0..12u64).step_by(2).chain(12..16) {
+        let index = (first.len() + second.len()) as u64 + 1;
+        let mut entry = first[5 + i.min(11) as usize].clone();
+        entry.log_id = log_id(1, index);
+        if i >= 12 {
+            entry = keyed_adjust_entry(index, "sku-1", &format!("k-{i}"), 1_000_000, 20_000 + i);
+        }
+        second.push(entry);
+    }
+    (first, second)
+}
+
+/// A format-3 state as format 2 stored it: each idempotency entry under `Si` + identity, and an
+/// empty value under its expiry key. Only the identities `keep(identity)` allows are turned back
+/// (the others stay as format 3 has them: an upgrade cut short).
+fn as_format2(pairs: &[KeyValue], keep: impl Fn(&[u8]) -> bool) -> Vec<KeyValue> {
+    let mut format2 = Vec::new();
+    for (key, value) in pairs {
+        match keys::split_expiry(key) {
+            Some((_, identity)) if keep(identity) => {
+                format2.push(([b"Si", identity].concat(), value.clone()));
+                format2.push((key.clone(), Vec::new()));
+            }
+            _ => format2.push((key.clone(), value.clone())),
+        }
+    }
+    format2.sort();
+    format2
+}
+
+#[test]
+fn a_format2_state_machine_is_moved_to_format3_once_and_answers_as_if_always_format3() {
+    block_on(async {
+        let (first, second) = format_upgrade_entries();
+        let reference = replayed(first.clone()).await;
+        let format3 = reference.state_pairs().unwrap();
+        let stored = stored_idempotency_ids(&reference).len();
+        assert_eq!(stored, 12);
+        let mut after = replayed(first.clone()).await;
+        apply(&mut after, second.clone()).await;
+
+        // A whole format-2 state, and one an earlier upgrade moved a third of before a crash.
+        for cut_short in [false, true] {
+            let format2 = as_format2(&format3, |identity| {
+                !cut_short || identity.last().is_some_and(|byte| byte % 2 == 0)
+            });
+            let moved_now = format2.iter().filter(|(k, _)| k.starts_with(b"Si")).count();
+            let moved_before = stored - moved_now;
+            assert_eq!(moved_before == 0, !cut_short, "the sample splits as meant");
+            assert!(moved_now > 0, "something is left to move");
+            let disk = SimDisk::new();
+            let mut batch = WriteBatch::default();
+            for (key, value) in format2 {
+                batch.put(key, value);
+            }
+            disk.write(batch).unwrap();
+
+            assert_eq!(migrate::upgrade_key_layout(&disk).await.unwrap(), moved_now);
+            assert_eq!(
+                read_state_pairs(&disk).unwrap(),
+                format3,
+                "moved {moved_before} before"
+            );
+            assert_eq!(migrate::upgrade_key_layout(&disk).await.unwrap(), 0, "once");
+            let mut upgraded = sim_store(Arc::new(disk));
+            apply(&mut upgraded, second.clone()).await;
+            assert_eq!(
+                upgraded.state_pairs().unwrap(),
+                after.state_pairs().unwrap(),
+                "the same answers after the upgrade: live keys replay"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_format2_snapshot_installs_as_format3_and_a_format3_one_says_so() {
+    block_on(async {
+        let (first, second) = format_upgrade_entries();
+        let mut reference = replayed(first.clone()).await;
+        let snapshot = reference
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let head = snapshot.snapshot.read_chunk(0, 8).unwrap();
+        assert_eq!(head, b"STKSNAP2", "format 3 inside");
+
+        // The same snapshot as a node of the previous version wrote it.
+        let format2 = as_format2(&reference.state_pairs().unwrap(), |_| true);
+        let mut bytes = b"STKSNAP1".to_vec();
+        let meta = encode(&snapshot.meta);
+        bytes.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&meta);
+        for (key, value) in &format2 {
+            bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(key);
+            bytes.extend_from_slice(value);
+        }
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(&(format2.len() as u64).to_le_bytes());
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let fs = SimFs::new();
+        fs.create_dir_all(std::path::Path::new("/old")).unwrap();
+        let path = std::path::Path::new("/old/snapshot.snap");
+        fs.open(path, true)
+            .unwrap()
+            .write_all_at(0, &bytes)
+            .unwrap();
+        let old_file = SnapshotFile::open(Arc::new(fs), path.to_path_buf()).unwrap();
+
+        let mut target = sim_store(Arc::new(SimDisk::new()));
+        let received = transfer(&old_file, &target);
+        target
+            .install_snapshot(&snapshot.meta, received)
+            .await
+            .unwrap();
         assert_eq!(
-            whole.state_pairs().unwrap(),
-            one_by_one.state_pairs().unwrap()
+            target.state_pairs().unwrap(),
+            reference.state_pairs().unwrap()
         );
+        apply(&mut target, second.clone()).await;
+        apply(&mut reference, second).await;
         assert_eq!(
-            chunked.state_pairs().unwrap(),
-            one_by_one.state_pairs().unwrap()
+            target.state_pairs().unwrap(),
+            reference.state_pairs().unwrap(),
+            "the same answers after the install: live keys replay"
         );
     });
 }

@@ -12,6 +12,7 @@
 //! - [`runtime`]: openraft's `AsyncRuntime` on `tokio`, which is madsim-tokio: real tokio in the
 //!   product, the deterministic simulator under `--cfg madsim`.
 
+pub mod key_index;
 pub mod log_store;
 pub mod network;
 pub mod runtime;

@@ -40,7 +40,7 @@ use super::state_machine::StateMachineStore;
 use super::{LogId, Snapshot, SnapshotMeta, TypeConfig};
 use crate::storage::fs::blocking;
 use crate::storage::snapshots::{file_name, SnapshotFile};
-use crate::storage::{decode_in, encode, keys, KeyValue, Order, StorageError, WriteBatch};
+use crate::storage::{decode_in, encode, keys, migrate, KeyValue, Order, StorageError, WriteBatch};
 use crate::telemetry::SnapshotPhase;
 
 /// Keys read per page while walking the state, and written per batch while loading one.
@@ -297,6 +297,10 @@ fn install_blocking(
                 StorageError::Invariant(format!("snapshot holds a foreign key {key:?}")).into(),
             );
         }
+        // A snapshot written before format 3 is moved to it on the way in.
+        let Some((key, value)) = migrate::format3_pair(key, value)? else {
+            continue;
+        };
         batch_bytes += key.len() + value.len();
         batch.put(key, value);
         if batch_bytes >= LOAD_BATCH_BYTES {

@@ -32,6 +32,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::Serialize;
 
+use super::key_index::{fingerprint, KeyIndex};
 use super::snapshot::{self, Capture, SnapshotBuilder};
 use super::{Applied, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::inventory::{
@@ -82,6 +83,9 @@ pub struct StateMachineStore {
     /// Where scans of the expiry index may start: no expiry key below it exists (see
     /// [`ExpiryFloor`]).
     expiry_floor: Arc<ExpiryFloor>,
+    /// Where each idempotency key is stored, as of the last apply call (see `raft::key_index`);
+    /// `None` until built from the disk (after opening, an install, or a failed apply call).
+    key_index: Arc<std::sync::Mutex<Option<KeyIndex>>>,
     /// Where snapshot builds and installs are reported, if anywhere.
     telemetry: Option<Arc<Telemetry>>,
 }
@@ -108,6 +112,7 @@ impl StateMachineStore {
             snapshots,
             capture: Arc::default(),
             expiry_floor: Arc::default(),
+            key_index: Arc::default(),
             telemetry: None,
         }
     }
@@ -146,6 +151,31 @@ impl StateMachineStore {
 
     pub(super) fn capture(&self) -> &Arc<Capture> {
         &self.capture
+    }
+
+    /// The key index, taken out to be changed by one apply call (built from the disk if there
+    /// is none); the call puts it back once its batch is written.
+    fn take_key_index(&self) -> Result<KeyIndex, StorageError> {
+        if let Some(index) = self.lock_key_index().take() {
+            return Ok(index);
+        }
+        let index = KeyIndex::build(&*self.disk)?;
+        tracing::info!(
+            keys = index.len(),
+            "built the idempotency key index from the disk"
+        );
+        Ok(index)
+    }
+
+    fn lock_key_index(&self) -> std::sync::MutexGuard<'_, Option<KeyIndex>> {
+        self.key_index
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Drops the key index: the state it described was replaced.
+    fn forget_key_index(&self) {
+        *self.lock_key_index() = None;
     }
 
     fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -272,6 +302,8 @@ struct ApplyBatch<'d> {
     front: std::collections::BTreeSet<Vec<u8>>,
     front_end: Option<Vec<u8>>,
     read_ahead: usize,
+    /// Where each idempotency key is stored, kept in step with the overlay.
+    key_index: KeyIndex,
 }
 
 impl<'d> ApplyBatch<'d> {
@@ -289,6 +321,7 @@ impl<'d> ApplyBatch<'d> {
             front: Default::default(),
             front_end: None,
             read_ahead: store.expiry_read_ahead,
+            key_index: store.take_key_index()?,
         })
     }
 
@@ -349,7 +382,7 @@ impl<'d> ApplyBatch<'d> {
         }
         if let Some(idempotency) = &request.idempotency {
             let id = idempotency.id();
-            if let Some(entry) = self.get::<IdempotencyEntry>(&keys::idempotency(&id))? {
+            if let Some(entry) = self.find_key(&keys::identity_bytes(&id))? {
                 view.idempotency.insert(id, entry);
             }
         }
@@ -374,15 +407,20 @@ impl<'d> ApplyBatch<'d> {
             self.put(keys::record(&record.key), record);
         }
         if let Some((key, entry)) = effects.idempotency {
+            let identity = keys::identity_bytes(&key);
             match view.idempotency.get(&key) {
                 Some(old) => {
-                    let old_expiry = keys::expiry(old.expires_at_ms, &key);
+                    let old_expiry = keys::expiry_of_identity(old.expires_at_ms, &identity);
                     self.front.remove(&old_expiry);
                     self.overlay.insert(old_expiry, None);
+                    self.key_index
+                        .remove(fingerprint(&identity), old.expires_at_ms)?;
                 }
                 None => self.key_count += 1,
             }
-            let expiry_key = keys::expiry(entry.expires_at_ms, &key);
+            self.key_index
+                .insert(fingerprint(&identity), entry.expires_at_ms);
+            let expiry_key = keys::expiry_of_identity(entry.expires_at_ms, &identity);
             if expiry_key < self.expiry_floor {
                 self.expiry_floor = expiry_key.clone();
             }
@@ -393,11 +431,26 @@ impl<'d> ApplyBatch<'d> {
             {
                 self.front.insert(expiry_key.clone());
             }
-            self.overlay.insert(expiry_key, Some(Vec::new()));
-            self.put(keys::idempotency(&key), &entry);
+            self.put(expiry_key, &entry);
             self.evict_over_cap()?;
         }
         Ok(response)
+    }
+
+    /// The stored idempotency entry of the identity with these bytes, if any: at most one of
+    /// the expiries the key index holds for its fingerprint is its own.
+    fn find_key(&self, identity: &[u8]) -> Result<Option<IdempotencyEntry>, StorageError> {
+        for &expires_at_ms in self.key_index.expiries(fingerprint(identity)) {
+            let key = keys::expiry_of_identity(expires_at_ms, identity);
+            if let Some(entry) = self.get::<IdempotencyEntry>(&key)? {
+                debug_assert_eq!(
+                    entry.expires_at_ms, expires_at_ms,
+                    "stored under its expiry"
+                );
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
     }
 
     /// Deletes up to [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`] idempotency keys whose expiry is at or
@@ -454,11 +507,12 @@ impl<'d> ApplyBatch<'d> {
             _ => end.to_vec(),
         };
         for expiry_key in doomed {
-            let (_, key) = keys::parse_expiry(&expiry_key).ok_or_else(|| {
+            let (expires_at_ms, identity) = keys::split_expiry(&expiry_key).ok_or_else(|| {
                 StorageError::Invariant(format!("malformed expiry key {expiry_key:?}"))
             })?;
+            self.key_index
+                .remove(fingerprint(identity), expires_at_ms)?;
             self.front.remove(&expiry_key);
-            self.overlay.insert(keys::idempotency(&key), None);
             self.overlay.insert(expiry_key, None);
             self.key_count = self.key_count.saturating_sub(1);
         }
@@ -551,6 +605,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         let expiry_floor = batch.expiry_floor.clone();
+        let key_index = std::mem::take(&mut batch.key_index);
         let writes = batch.into_write_batch();
         self.capture.record_before_write(
             writes.writes.iter().map(|write| match write {
@@ -565,6 +620,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Err(error.into());
         }
         self.expiry_floor.set(expiry_floor);
+        *self.lock_key_index() = Some(key_index);
         for (responder, applied) in replies {
             responder.send(applied);
         }
@@ -582,8 +638,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), io::Error> {
         // The whole state is replaced: nothing is known about its expiry keys.
         self.expiry_floor.reset();
+        self.forget_key_index();
         let installed = snapshot::install(self, meta, snapshot).await;
         self.expiry_floor.reset();
+        self.forget_key_index();
         installed
     }
 

@@ -5,12 +5,16 @@
 //! | `L`    | `L` + log index (u64 big-endian)      | format 1 only: openraft `Entry`       |
 //! | `M`    | `Mv` vote, `Mc` committed, `Mp` purged | format 1 only (now in `wal/`)        |
 //! | `S`    | `Sr` + storeId + `0x00` + sku         | `Record`                             |
-//! | `S`    | `Si` + idempotency identity           | `IdempotencyEntry`                   |
-//! | `S`    | `Sx` + expiry ms (u64 BE) + identity  | empty (expiry index, oldest first)   |
+//! | `S`    | `Sx` + expiry ms (u64 BE) + identity  | `IdempotencyEntry` (oldest first)    |
+//! | `S`    | `Si` + idempotency identity           | format 2 only: `IdempotencyEntry`    |
 //! | `S`    | `Sma` applied, `Smm` membership, `Smc` clock, `Smk` key count | `LogId`, `StoredMembership`, `u64`, `u64` |
 //! | `Z`    | `Z` current snapshot                  | `StoredSnapshot`                     |
 //!
-//! Format 1 kept the Raft log here too (`L`, `M`); `storage::migrate` moves it to the WAL. Everything
+//! Format 1 kept the Raft log here too (`L`, `M`); `storage::migrate` moves it to the WAL.
+//! Format 2 kept each idempotency entry under `Si` + identity and an empty `Sx` key beside it
+//! (the expiry index); format 3 keeps the entry under its `Sx` key alone, so that keys are
+//! stored in the order they expire (`raft::key_index` says why) and `storage::migrate` moves
+//! format-2 entries there. Everything
 //! under `S` is the state machine: a snapshot is exactly the `S` range, so a node that
 //! installs a snapshot ends byte-identical to the one that built it. Big-endian integers make
 //! byte order equal numeric order, so range scans walk the log and the expiry index in order.
@@ -43,6 +47,9 @@ pub const CLOCK: &[u8] = b"Smc";
 pub const IDEMPOTENCY_KEY_COUNT: &[u8] = b"Smk";
 pub const EXPIRY_START: &[u8] = b"Sx";
 pub const EXPIRY_END: &[u8] = b"Sy";
+/// Format 2's idempotency entries (see the module docs).
+pub const FORMAT2_IDEMPOTENCY_START: &[u8] = b"Si";
+pub const FORMAT2_IDEMPOTENCY_END: &[u8] = b"Sj";
 
 /// Format 1 kept the current snapshot here; now snapshots are files (`storage::snapshots`).
 pub const SNAPSHOT: &[u8] = b"Z";
@@ -103,17 +110,38 @@ fn parse_identity(bytes: &[u8]) -> Option<IdempotencyId> {
     })
 }
 
-pub fn idempotency(id: &IdempotencyId) -> Vec<u8> {
-    let mut bytes = b"Si".to_vec();
+/// The bytes an identity has in storage keys (see the module docs).
+pub fn identity_bytes(id: &IdempotencyId) -> Vec<u8> {
+    let mut bytes = Vec::new();
     identity(id, &mut bytes);
     bytes
 }
 
+/// Where format 2 kept an idempotency entry (tests and the upgrade only).
+pub fn format2_idempotency(id: &IdempotencyId) -> Vec<u8> {
+    let mut bytes = FORMAT2_IDEMPOTENCY_START.to_vec();
+    identity(id, &mut bytes);
+    bytes
+}
+
+/// Where the idempotency entry of `id` expiring at `expires_at_ms` is stored.
 pub fn expiry(expires_at_ms: u64, id: &IdempotencyId) -> Vec<u8> {
     let mut bytes = EXPIRY_START.to_vec();
     bytes.extend_from_slice(&expires_at_ms.to_be_bytes());
     identity(id, &mut bytes);
     bytes
+}
+
+/// [`expiry`] from an identity's bytes ([`identity_bytes`]).
+pub fn expiry_of_identity(expires_at_ms: u64, identity: &[u8]) -> Vec<u8> {
+    [EXPIRY_START, &expires_at_ms.to_be_bytes(), identity].concat()
+}
+
+/// Splits an expiry key into (expiry ms, identity bytes) without decoding the identity.
+pub fn split_expiry(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let rest = bytes.strip_prefix(EXPIRY_START)?;
+    let (time, identity) = rest.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*time), identity))
 }
 
 /// The expiry-index keys of every key expiring before `expires_at_ms` sort below this.
@@ -125,9 +153,8 @@ pub fn expiry_before(expires_at_ms: u64) -> Vec<u8> {
 
 /// Splits an expiry-index key into (expiry ms, idempotency identity).
 pub fn parse_expiry(bytes: &[u8]) -> Option<(u64, IdempotencyId)> {
-    let rest = bytes.strip_prefix(EXPIRY_START)?;
-    let (time, id) = rest.split_first_chunk::<8>()?;
-    Some((u64::from_be_bytes(*time), parse_identity(id)?))
+    let (time, id) = split_expiry(bytes)?;
+    Some((time, parse_identity(id)?))
 }
 
 #[cfg(test)]
@@ -165,7 +192,10 @@ mod tests {
 
     #[test]
     fn an_anonymous_key_is_stored_under_the_bytes_it_had_before_scopes() {
-        assert_eq!(idempotency(&id("", "order-42")), b"Siorder-42".to_vec());
+        assert_eq!(
+            format2_idempotency(&id("", "order-42")),
+            b"Siorder-42".to_vec()
+        );
         let mut old_expiry = b"Sx".to_vec();
         old_expiry.extend_from_slice(&7u64.to_be_bytes());
         old_expiry.extend_from_slice(b"order-42");
@@ -189,13 +219,21 @@ mod tests {
         for (i, first) in pairs.iter().enumerate() {
             for second in &pairs[i + 1..] {
                 assert_ne!(
-                    idempotency(first),
-                    idempotency(second),
+                    identity_bytes(first),
+                    identity_bytes(second),
                     "{first:?} {second:?}"
                 );
                 assert_ne!(expiry(1, first), expiry(1, second), "{first:?} {second:?}");
             }
             assert_eq!(parse_expiry(&expiry(1, first)), Some((1, first.clone())));
+            assert_eq!(
+                expiry_of_identity(1, &identity_bytes(first)),
+                expiry(1, first)
+            );
+            assert_eq!(
+                split_expiry(&expiry(1, first)),
+                Some((1, &identity_bytes(first)[..]))
+            );
         }
     }
 

@@ -14,6 +14,14 @@
 //! during 2 leaves the marker: the next start only finishes the deletion. Either way no entry is
 //! lost and none is read from two places. Nothing is acknowledged to anyone meanwhile: this runs
 //! before Raft starts.
+//!
+//! Format 3 stores each idempotency entry under its expiry key (`Sx` + expiry + identity), where
+//! format 2 kept it under `Si` + identity with an empty `Sx` key beside it (`storage::keys`,
+//! `raft::key_index`). [`upgrade_key_layout`] moves the entries, a page at a time, each move
+//! one atomic batch (the entry written over its empty expiry key, its `Si` key deleted): a
+//! crash leaves every key either moved or not, and the next start moves the rest. A format-2
+//! snapshot (a file of a node not yet upgraded, or one kept from before) is moved the same way
+//! as it is installed ([`format3_pair`]).
 
 use std::io;
 use std::path::Path;
@@ -21,7 +29,8 @@ use std::sync::Arc;
 
 use super::fs::Fs;
 use super::wal::{Wal, WalOptions};
-use super::{keys, Disk, Order, StorageError, WriteBatch};
+use super::{decode, keys, Disk, KeyValue, Order, StorageError, WriteBatch};
+use crate::inventory::IdempotencyEntry;
 
 /// The marker of a finished step 1.
 const MARKER: &str = "MIGRATED";
@@ -72,6 +81,57 @@ pub async fn upgrade(
         "upgraded the data directory from format 1: the Raft log moved from sled to wal/"
     );
     Ok(Upgrade::FromFormat1 { entries })
+}
+
+/// Moves format-2 idempotency entries to their format-3 keys (see the module docs) and flushes.
+/// Returns how many moved. Call before the state machine opens; blocking.
+pub async fn upgrade_key_layout(disk: &dyn Disk) -> Result<usize, StorageError> {
+    let mut moved = 0;
+    loop {
+        let page = disk.scan(
+            keys::FORMAT2_IDEMPOTENCY_START,
+            keys::FORMAT2_IDEMPOTENCY_END,
+            Order::Ascending,
+            ENTRIES_PER_WRITE,
+        )?;
+        if page.is_empty() {
+            break;
+        }
+        let mut batch = WriteBatch::default();
+        for (key, value) in page {
+            batch.delete(key.clone());
+            if let Some((new_key, value)) = format3_pair(key, value)? {
+                batch.put(new_key, value);
+            }
+            moved += 1;
+        }
+        disk.write(batch)?;
+    }
+    if moved > 0 {
+        disk.flush().await?;
+        tracing::warn!(
+            moved,
+            "upgraded the state machine to format 3: idempotency entries moved to their expiry keys"
+        );
+    }
+    Ok(moved)
+}
+
+/// A pair of a format-2 or format-3 state as format 3 has it: a format-2 entry moves to its
+/// expiry key, format 2's empty expiry keys go (the entry takes their place), anything else is
+/// kept as it is.
+pub fn format3_pair(key: Vec<u8>, value: Vec<u8>) -> Result<Option<KeyValue>, StorageError> {
+    if let Some(identity) = key.strip_prefix(keys::FORMAT2_IDEMPOTENCY_START) {
+        let entry: IdempotencyEntry = decode(&key, &value)?;
+        return Ok(Some((
+            keys::expiry_of_identity(entry.expires_at_ms, identity),
+            value,
+        )));
+    }
+    if key.starts_with(keys::EXPIRY_START) && value.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((key, value)))
 }
 
 /// Step 1: a fresh WAL holding the old log. Returns the number of entries copied.
