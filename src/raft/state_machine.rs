@@ -38,6 +38,7 @@ use super::{Applied, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig
 use crate::inventory::{
     self, ApplyContext, IdempotencyEntry, MemoryState, Record, RecordKey, Request,
 };
+use crate::storage::fs::blocking;
 use crate::storage::snapshots::{SnapshotDir, SnapshotFile};
 use crate::storage::{
     decode, encode, keys, Disk, KeyValue, Order, StorageError, Write, WriteBatch,
@@ -153,13 +154,15 @@ impl StateMachineStore {
         &self.capture
     }
 
-    /// The key index, taken out to be changed by one apply call (built from the disk if there
-    /// is none); the call puts it back once its batch is written.
-    fn take_key_index(&self) -> Result<KeyIndex, StorageError> {
+    /// The key index, taken out to be changed by one apply call; the call puts it back once
+    /// its batch is written. Built from the disk if there is none, off the async workers (one
+    /// scan of every stored key).
+    async fn take_key_index(&self) -> io::Result<KeyIndex> {
         if let Some(index) = self.lock_key_index().take() {
             return Ok(index);
         }
-        let index = KeyIndex::build(&*self.disk)?;
+        let disk = self.disk.clone();
+        let index = blocking(move || Ok(KeyIndex::build(&*disk)?)).await?;
         tracing::info!(
             keys = index.len(),
             "built the idempotency key index from the disk"
@@ -307,7 +310,7 @@ struct ApplyBatch<'d> {
 }
 
 impl<'d> ApplyBatch<'d> {
-    fn begin(store: &'d StateMachineStore) -> Result<Self, StorageError> {
+    fn begin(store: &'d StateMachineStore, key_index: KeyIndex) -> Result<Self, StorageError> {
         Ok(Self {
             disk: &*store.disk,
             apply: store.apply,
@@ -321,7 +324,7 @@ impl<'d> ApplyBatch<'d> {
             front: Default::default(),
             front_end: None,
             read_ahead: store.expiry_read_ahead,
-            key_index: store.take_key_index()?,
+            key_index,
         })
     }
 
@@ -595,7 +598,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut batch = ApplyBatch::begin(self)?;
+        let key_index = self.take_key_index().await?;
+        let mut batch = ApplyBatch::begin(self, key_index)?;
         let mut replies = Vec::new();
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
@@ -606,6 +610,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let expiry_floor = batch.expiry_floor.clone();
         let key_index = std::mem::take(&mut batch.key_index);
+        debug_assert_eq!(
+            key_index.len() as u64,
+            batch.key_count,
+            "the key index holds every stored idempotency key, and no other"
+        );
         let writes = batch.into_write_batch();
         self.capture.record_before_write(
             writes.writes.iter().map(|write| match write {

@@ -16,7 +16,8 @@
 //! stored in the order they expire (`raft::key_index` says why) and `storage::migrate` moves
 //! format-2 entries there. Everything
 //! under `S` is the state machine: a snapshot is exactly the `S` range, so a node that
-//! installs a snapshot ends byte-identical to the one that built it. Big-endian integers make
+//! installs a snapshot ends byte-identical to the one that built it (a format-2 snapshot is
+//! moved to format 3 as it is installed: identical to the builder's state once upgraded). Big-endian integers make
 //! byte order equal numeric order, so range scans walk the log and the expiry index in order.
 //!
 //! An idempotency *identity* names a key within its client scope ([`IdempotencyId`]):
@@ -117,7 +118,7 @@ pub fn identity_bytes(id: &IdempotencyId) -> Vec<u8> {
     bytes
 }
 
-/// Where format 2 kept an idempotency entry (tests and the upgrade only).
+/// Where format 2 kept an idempotency entry (tests only; the upgrade strips the prefix).
 pub fn format2_idempotency(id: &IdempotencyId) -> Vec<u8> {
     let mut bytes = FORMAT2_IDEMPOTENCY_START.to_vec();
     identity(id, &mut bytes);
