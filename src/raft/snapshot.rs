@@ -264,7 +264,16 @@ pub async fn install(
     let started = tokio::time::Instant::now();
     let bytes = file.size();
     let (installer, meta) = (store.clone(), meta.clone());
+    let last = meta.last_log_id;
     blocking(move || install_blocking(&installer, &meta, file)).await?;
+    // A follower installs only when it fell behind the leader's purged log: worth a line, as
+    // each one rewrites the whole state.
+    tracing::info!(
+        bytes,
+        last_log_id = ?last,
+        seconds = started.elapsed().as_secs_f64(),
+        "installed a snapshot from the leader"
+    );
     if let Some(telemetry) = store.telemetry() {
         telemetry.snapshot_done(SnapshotPhase::Install, started.elapsed(), bytes);
     }
