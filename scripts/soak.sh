@@ -10,7 +10,9 @@
 # then runs `stockraft bench --scenario spread --keyed` (32 clients, a key on every reserve)
 # interval after interval, while the current leader is alternately killed (SIGKILL, restarted
 # 1 s later) or frozen (SIGSTOP, resumed 3 s later) every --fault-every seconds. After each
-# interval it prints the throughput and each node's data-directory size.
+# interval it prints the throughput and each node's data-directory size; at the end, where
+# each node's bytes are, the medians of the first and last three intervals (steadier than
+# single intervals when comparing builds), and how many snapshot installs the nodes logged.
 #
 # Fails (exit 1) if the last interval's throughput is below 80% of the first's, or if a node's
 # data directory exceeds the bound ARCHITECTURE.md documents: 128 MiB (the log behind
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
     --seconds) seconds="$2"; shift 2 ;;
     --fault-every) fault_every="$2"; shift 2 ;;
     --smoke) smoke=1 intervals=2 seconds=4 fault_every=3 clients=4 skus=50; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "soak.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -52,6 +54,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Nodes log warnings, and each snapshot install (counted at the end).
+export SR_NODE_LOG="warn,stockraft::raft::snapshot=info"
 # shellcheck source=lib/throwaway-cluster.sh
 . "$ROOT/scripts/lib/throwaway-cluster.sh"
 # A smoke checks the script, not the speed: it reuses the debug build the tests made.
@@ -76,7 +80,7 @@ faults() {
       echo "fault: SIGKILL leader $leader" >>"$WORK/faults.log"
       kill -KILL "$pid" 2>/dev/null || true
       sleep 1
-      RUST_LOG=warn "$BIN" serve --id "$leader" --config "$WORK/cluster.toml" >>"$WORK/stockraft-$leader.log" 2>&1 &
+      RUST_LOG="$SR_NODE_LOG" "$BIN" serve --id "$leader" --config "$WORK/cluster.toml" >>"$WORK/stockraft-$leader.log" 2>&1 &
       echo $! >"$(pid_file "$leader")"
     else
       echo "fault: SIGSTOP leader $leader" >>"$WORK/faults.log"
@@ -98,7 +102,7 @@ snapshot_bytes() {
 }
 
 printf '\n%-9s %10s %9s %9s %12s %12s %12s %6s\n' interval "ops/s" "p50 ms" "p99 ms" node1 node2 node3 faults
-first="" last="" over=""
+first="" last="" over="" all_ops=()
 for interval in $(seq 1 "$intervals"); do
   line="$("$BIN" bench --target stockraft --scenario spread --keyed --nodes "$all_nodes" \
     --clients "$clients" --skus "$skus" --seconds "$seconds" 2>>"$WORK/bench.log" | sed -n 's/^BENCH //p')"
@@ -114,6 +118,7 @@ for interval in $(seq 1 "$intervals"); do
     "${sizes[0]}" "${sizes[1]}" "${sizes[2]}" "$(wc -l <"$WORK/faults.log" 2>/dev/null || echo 0)"
   [ -n "$first" ] || first="$ops"
   last="$ops"
+  all_ops+=("$ops")
 done
 
 # Where each node's bytes are: the Raft log, the snapshot files, and sled (the state machine).
@@ -126,6 +131,17 @@ for id in 1 2 3; do
 done
 kept=$((last * 100 / (first > 0 ? first : 1)))
 say "last interval at ${kept}% of the first (${last} vs ${first} reserves/s); faults: $(wc -l <"$WORK/faults.log" 2>/dev/null || echo 0)"
+# Single 30 s intervals vary by several percent between runs of the same build: medians of the
+# first and last three say more when comparing builds (the rule below is the issue's).
+say "$(printf '%s\n' "${all_ops[@]}" | python3 -c '
+import statistics, sys
+ops = [int(line) for line in sys.stdin if line.strip()]
+k = max(1, min(3, len(ops) // 2))
+head, tail = statistics.median(ops[:k]), statistics.median(ops[-k:])
+print(f"median of the first {k} intervals {head:.0f}, of the last {k} {tail:.0f} reserves/s ({100 * tail / max(head, 1):.0f}%)")')"
+# Each snapshot install rewrites a follower's whole state: they should be rare (the nodes log
+# each one at INFO).
+say "snapshot installs: $(cat "$WORK"/stockraft-*.log 2>/dev/null | grep -c 'installed a snapshot from the leader' || true)"
 status=0
 if [ -n "$over" ]; then
   say "FAIL: a data directory exceeded its bound:$over"

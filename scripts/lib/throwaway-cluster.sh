@@ -6,6 +6,7 @@
 #                                                SR_SECRET (the cluster secret it generated)
 #   wait_for_stockraft_leader                    prints the leader's id (fails after 60 s)
 #   restart_stockraft_node ID                    starts node ID again on its data directory
+#                                                (nodes log at $SR_NODE_LOG, default warn)
 
 #   use_stockraft_binary release|debug           sets BIN: $STOCKRAFT_BIN if set (an older build,
 #                                                to compare before and after), else builds it
@@ -49,7 +50,7 @@ start_stockraft() {
 
 restart_stockraft_node() {
   local id="$1"
-  RUST_LOG=warn "$BIN" serve --id "$id" --config "$WORK/cluster.toml" >>"$WORK/stockraft-$id.log" 2>&1 &
+  RUST_LOG="${SR_NODE_LOG:-warn}" "$BIN" serve --id "$id" --config "$WORK/cluster.toml" >>"$WORK/stockraft-$id.log" 2>&1 &
   SR_PIDS[$id]=$!
   PIDS+=($!)
 }
