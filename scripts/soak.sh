@@ -139,9 +139,9 @@ ops = [int(line) for line in sys.stdin if line.strip()]
 k = max(1, min(3, len(ops) // 2))
 head, tail = statistics.median(ops[:k]), statistics.median(ops[-k:])
 print(f"median of the first {k} intervals {head:.0f}, of the last {k} {tail:.0f} reserves/s ({100 * tail / max(head, 1):.0f}%)")')"
-# Each snapshot install rewrites a follower's whole state: they should be rare (the nodes log
-# each one at INFO).
-say "snapshot installs: $(cat "$WORK"/stockraft-*.log 2>/dev/null | grep -c 'installed a snapshot from the leader' || true)"
+# Each snapshot install rewrites a node's whole state: they should be rare (the nodes log each
+# one at INFO, `raft::snapshot::install`).
+say "snapshot installs: $(cat "$WORK"/stockraft-*.log 2>/dev/null | grep -c 'installed a snapshot: the whole state replaced' || true)"
 status=0
 if [ -n "$over" ]; then
   say "FAIL: a data directory exceeded its bound:$over"

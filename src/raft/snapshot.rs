@@ -266,16 +266,18 @@ pub async fn install(
     let (installer, meta) = (store.clone(), meta.clone());
     let last = meta.last_log_id;
     blocking(move || install_blocking(&installer, &meta, file)).await?;
-    // A follower installs only when it fell behind the leader's purged log: worth a line, as
-    // each one rewrites the whole state.
+    let took = started.elapsed();
+    // Each install rewrites the whole state, so it is worth a line: a follower installs after
+    // falling behind the leader's purged log, a node restores its own snapshot after an install
+    // was cut short. (`scripts/soak.sh` counts these lines by their message.)
     tracing::info!(
         bytes,
         last_log_id = ?last,
-        seconds = started.elapsed().as_secs_f64(),
-        "installed a snapshot from the leader"
+        seconds = took.as_secs_f64(),
+        "installed a snapshot: the whole state replaced"
     );
     if let Some(telemetry) = store.telemetry() {
-        telemetry.snapshot_done(SnapshotPhase::Install, started.elapsed(), bytes);
+        telemetry.snapshot_done(SnapshotPhase::Install, took, bytes);
     }
     Ok(())
 }

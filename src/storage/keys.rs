@@ -17,8 +17,9 @@
 //! format-2 entries there. Everything
 //! under `S` is the state machine: a snapshot is exactly the `S` range, so a node that
 //! installs a snapshot ends byte-identical to the one that built it (a format-2 snapshot is
-//! moved to format 3 as it is installed: identical to the builder's state once upgraded). Big-endian integers make
-//! byte order equal numeric order, so range scans walk the log and the expiry index in order.
+//! moved to format 3 as it is installed: identical to the builder's state once upgraded).
+//! Big-endian integers make byte order equal numeric order, so range scans walk the log and the
+//! expiry index in order.
 //!
 //! An idempotency *identity* names a key within its client scope ([`IdempotencyId`]):
 //! - anonymous scope: the key's bytes, exactly as before scopes existed (so data directories
