@@ -62,6 +62,8 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
 }
 
 /// TLS (`[tls]`): all three files, or none. With them, peers speak mutual TLS (a node accepts
@@ -391,6 +393,34 @@ impl Default for ApiConfig {
     }
 }
 
+/// The node's async runtime (`[runtime]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Threads that run the node's tasks: HTTP, Raft, apply. Blocking file work (log syncs,
+    /// snapshot files, the key index build) runs on a pool beside them either way. 1, the
+    /// default, runs them all on one thread (tokio's current-thread scheduler): on this
+    /// project's 2-core machine, shared by three nodes and a load generator, that cut CPU per
+    /// write by about a third against two workers, because a task woken on another worker
+    /// costs a cross-CPU wake-up and a context switch, dear in a VM (README, "Performance").
+    /// More than 1: tokio's multi-thread scheduler with that many workers, for a node with
+    /// cores of its own to spare (one thread then bounds it to one core's worth of requests).
+    pub worker_threads: usize,
+}
+
+/// `runtime.worker_threads` unless configured.
+pub const WORKER_THREADS_DEFAULT: usize = 1;
+/// Most `runtime.worker_threads` accepted.
+pub const WORKER_THREADS_MAX: usize = 256;
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            worker_threads: WORKER_THREADS_DEFAULT,
+        }
+    }
+}
+
 impl Config {
     /// Reads `path`, applies the environment, resolves the data directory and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -550,6 +580,11 @@ impl Config {
         }
         if self.storage.cache_bytes < 1024 * 1024 {
             return invalid("storage.cache_bytes must be at least 1048576 (1 MiB)".into());
+        }
+        if !(1..=WORKER_THREADS_MAX).contains(&self.runtime.worker_threads) {
+            return invalid(format!(
+                "runtime.worker_threads must be 1 to {WORKER_THREADS_MAX}"
+            ));
         }
         if self.api.write_deadline_ms == 0 || self.api.body_limit_bytes == 0 {
             return invalid(
@@ -748,6 +783,7 @@ mod tests {
     fn defaults_fill_missing_sections_and_env_overrides_the_file() {
         let mut config = Config::parse(SAMPLE).unwrap();
         assert_eq!(config.api.write_deadline_ms, 5_000);
+        assert_eq!(config.runtime.worker_threads, WORKER_THREADS_DEFAULT);
         assert_eq!(config.storage.quota_bytes, QUOTA_BYTES_DEFAULT);
         assert_eq!(config.storage.free_bytes_min, FREE_BYTES_MIN_DEFAULT);
         assert_eq!(
@@ -807,6 +843,14 @@ mod tests {
         let tiny_cache = SAMPLE.to_owned() + "[storage]\ncache_bytes = 65536\n";
         let error = Config::parse(&tiny_cache).unwrap().validate().unwrap_err();
         assert!(error.to_string().contains("storage.cache_bytes"), "{error}");
+        for threads in [0, WORKER_THREADS_MAX + 1] {
+            let text = format!("{SAMPLE}[runtime]\nworker_threads = {threads}\n");
+            let error = Config::parse(&text).unwrap().validate().unwrap_err();
+            assert!(
+                error.to_string().contains("runtime.worker_threads"),
+                "{error}"
+            );
+        }
         let short_secret = Config::parse(&SAMPLE.replace("file-secret", "short")).unwrap();
         assert!(short_secret.validate().is_err());
         let duplicate = Config::parse(&SAMPLE.replace("id = 2", "id = 1")).unwrap();

@@ -5,9 +5,9 @@ use stockraft::cli::Cli;
 #[cfg(not(madsim))]
 use stockraft::cli::{Command, LogFormat};
 
-/// Worker threads for the node's runtime: the machine this targets has 2 cores, and Raft, HTTP
-/// and sled's own threads share them.
-const WORKER_THREADS: usize = 2;
+/// Worker threads of `stockraft bench`'s runtime (the load generator): the machine this targets
+/// has 2 cores.
+const BENCH_WORKER_THREADS: usize = 2;
 
 /// jemalloc instead of glibc malloc: it hands freed memory back to the OS, so a node's RSS
 /// follows its live heap (Cargo.toml says by how much).
@@ -50,10 +50,7 @@ fn main() -> anyhow::Result<()> {
                 join,
                 insecure_open_client,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(WORKER_THREADS)
-                .enable_all()
-                .build()?;
+            let runtime = stockraft::server::runtime(&config.runtime)?;
             let served = runtime.block_on(stockraft::server::serve(id, config, options));
             if let Some(stopped) = served.as_ref().err().and_then(|e| e.downcast_ref()) {
                 exit_raft_stopped(runtime, stopped);
@@ -62,7 +59,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(WORKER_THREADS)
+                .worker_threads(BENCH_WORKER_THREADS)
                 .enable_all()
                 .build()?;
             let code = runtime.block_on(stockraft::cli::bench::run(args))?;
@@ -113,7 +110,7 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
 /// A `--cfg madsim` build exists only to run the simulation tests; it has no real I/O to serve.
 #[cfg(madsim)]
 fn main() {
-    let _ = (Cli::parse, WORKER_THREADS);
+    let _ = (Cli::parse, BENCH_WORKER_THREADS);
     eprintln!("stockraft: this is a --cfg madsim build; it runs only the simulation tests");
     std::process::exit(2);
 }

@@ -182,6 +182,24 @@ async fn raft_rpc_without_the_cluster_secret_is_refused_and_changes_nothing() {
     assert_eq!(health.raft.leader_id, Some(leader));
 }
 
+/// `runtime.worker_threads` above 1 runs a node on a pool of workers (tokio's multi-thread
+/// scheduler) instead of the default single thread: such a cluster commits and serves alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_a_pool_of_runtime_workers_commit_and_serve_like_nodes_on_one_thread() {
+    // `Cluster` writes `extra` at the end of cluster.toml.
+    let cluster = Cluster::start(3, "\n[runtime]\nworker_threads = 2\n").await;
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let follower = cluster.ids().into_iter().find(|&id| id != leader).unwrap();
+    create(&cluster, leader, "kiwi", 5).await;
+    assert_eq!(reserve(&cluster, follower, "kiwi", 2).await, 201);
+    for id in cluster.ids() {
+        eventually!(
+            "every node applies the writes",
+            cluster.local_qty(id, STORE, "kiwi").await == Some(3)
+        );
+    }
+}
+
 /// What bounds a node's memory (README, "Memory"): the binary allocates through jemalloc, whose
 /// background thread hands freed pages back to the OS (glibc malloc kept about twice the live
 /// heap), and sled's page cache is `storage.cache_bytes`, here the smallest allowed.

@@ -8,14 +8,17 @@
 //! exposure (`Config::check_exposure`): off loopback it refuses weak secrets and open client
 //! routes unless told otherwise.
 //!
-//! Two background duties live here because they concern the process, not the node:
+//! Three background duties live here because they concern the process, not the node:
 //! - the **disk-space watcher** (`space::watch`), measuring the data directory every second so
 //!   a node short of space refuses writes before its disk is full;
 //! - the **Raft watchdog** ([`raft_failure`]): if Raft stops on its own (a storage error, a
 //!   panic in its core), the node can never serve again without a restart, so instead of
 //!   answering 503 forever the process exits with [`RaftStopped::EXIT_CODE`], the cause in its
 //!   last log line, for a supervisor to restart it. A stop we asked for (graceful shutdown) is
-//!   not watched: the watchdog is dropped when serving ends, before `raft.shutdown()`.
+//!   not watched: the watchdog is dropped when serving ends, before `raft.shutdown()`;
+//! - the **stall watch** ([`stall`]): the same exit when the runtime itself stops turning (a
+//!   synchronous call hung on its thread), which would stop the Raft watchdog too. It watches
+//!   until `serve` returns, a graceful shutdown included: one hung that long exits the same way.
 //!
 //! A Raft core can also fail without stopping: sled 0.34 never completes a flush after a write
 //! of its failed (seen on a full disk), so a log append awaits forever and the core answers
@@ -30,11 +33,12 @@ use anyhow::Context;
 use openraft_rt::WatchReceiver;
 
 pub mod listener;
+pub mod stall;
 pub mod tls;
 
 use crate::api::{self, Surface};
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, RuntimeConfig};
 use crate::node;
 use crate::raft::Raft;
 use crate::space::{self, Alarm, DataDirSource};
@@ -74,6 +78,20 @@ pub struct ServeOptions {
     pub join: Option<String>,
     /// Accept open client routes on a client address off loopback.
     pub insecure_open_client: bool,
+}
+
+/// The node's async runtime: one thread (tokio's current-thread scheduler, the default) or a
+/// pool of workers, as `runtime.worker_threads` says; `config::RuntimeConfig` says why one.
+pub fn runtime(config: &RuntimeConfig) -> std::io::Result<tokio::runtime::Runtime> {
+    match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        workers => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build(),
+    }
 }
 
 /// Runs node `id` of `config` until a shutdown signal. Fails with [`RaftStopped`] if Raft
@@ -141,6 +159,17 @@ pub async fn serve(id: u64, config: Config, options: ServeOptions) -> anyhow::Re
         ..node::Seams::default()
     };
     let app = node::start(id, config, storage, transport, seams).await?;
+    // The Raft watchdog below is a task: a synchronous call hung on the runtime's thread would
+    // stop it too. This one watches from a thread of its own (`stall`).
+    let _stall_watch = stall::watch(RAFT_PROBE_INTERVAL, RAFT_UNRESPONSIVE_AFTER, |stalled| {
+        tracing::error!(
+            "the node's runtime has not turned for {} s: a call on its thread is hung; exiting \
+             for a supervisor to restart the node",
+            stalled.as_secs()
+        );
+        std::process::exit(RaftStopped::EXIT_CODE);
+    })
+    .context("starting the runtime's stall watch")?;
     // Measure once before serving, so a node started on a full disk refuses writes at once.
     app.space.refresh();
     let space_watcher = tokio::spawn(space::watch(app.space.clone()));
@@ -288,5 +317,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    use super::*;
+
+    #[test]
+    fn one_worker_thread_is_the_current_thread_scheduler_and_more_a_pool() {
+        let one = runtime(&RuntimeConfig { worker_threads: 1 }).unwrap();
+        assert_eq!(one.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let pool = runtime(&RuntimeConfig { worker_threads: 3 }).unwrap();
+        assert_eq!(pool.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(pool.metrics().num_workers(), 3);
+        assert_eq!(
+            RuntimeConfig::default().worker_threads,
+            1,
+            "README and cluster.toml document one thread as the default"
+        );
     }
 }

@@ -122,6 +122,8 @@ impl SimCluster {
             raft: options.raft,
             api: options.api,
             tls: Default::default(),
+            // Not used: the simulation runs every node on madsim's one thread.
+            runtime: Default::default(),
         });
         config
             .validate()

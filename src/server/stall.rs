@@ -1,0 +1,121 @@
+//! The runtime's own watchdog: a plain thread that notices when the node's runtime stops turning.
+//!
+//! ## Why
+//! The Raft watchdog (`raft_failure` in the parent module) is a task, so it needs the runtime to
+//! run. A node runs its tasks on one thread by default (`config::RuntimeConfig`): a synchronous
+//! call on that thread that never returns (sled blocking inside a write on a failed disk, say)
+//! stops every task at once, the Raft watchdog with them, and the process would stay up,
+//! answering nothing, where a supervisor needs it to exit. So a task bumps a counter every
+//! `beat`, and a thread outside the runtime checks it as often; if it stands still for `after`,
+//! the thread calls `on_stall` (the product logs the cause and exits with
+//! `RaftStopped::EXIT_CODE`, like the Raft watchdog).
+//!
+//! `after` must be far longer than anything the runtime thread legitimately does without
+//! yielding: the longest seen is a write-behind checkpoint into sled, ~120 ms at a million
+//! keys; file work (syncs, snapshots, the key index build) runs on the blocking pool.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Watches the runtime while it lives; dropping it stops both the task and the thread (the
+/// thread notices within one `beat`).
+pub struct StallWatch {
+    stopped: Arc<AtomicBool>,
+    beater: tokio::task::JoinHandle<()>,
+}
+
+/// Starts watching the current runtime: `on_stall` is called, once, with how long the runtime
+/// has not turned, when that reaches `after`. Call inside the runtime.
+pub fn watch(
+    beat: Duration,
+    after: Duration,
+    on_stall: impl FnOnce(Duration) + Send + 'static,
+) -> std::io::Result<StallWatch> {
+    let beats = Arc::new(AtomicU64::new(0));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let beater = tokio::spawn({
+        let beats = beats.clone();
+        async move {
+            loop {
+                tokio::time::sleep(beat).await;
+                beats.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let watching = stopped.clone();
+    let spawned = std::thread::Builder::new()
+        .name("stall-watch".into())
+        .spawn(move || {
+            let mut seen = beats.load(Ordering::Relaxed);
+            let mut since = Instant::now();
+            while !watching.load(Ordering::Relaxed) {
+                std::thread::sleep(beat);
+                let now = beats.load(Ordering::Relaxed);
+                if now != seen {
+                    (seen, since) = (now, Instant::now());
+                } else if since.elapsed() >= after && !watching.load(Ordering::Relaxed) {
+                    on_stall(since.elapsed());
+                    return;
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        beater.abort();
+        return Err(error);
+    }
+    Ok(StallWatch { stopped, beater })
+}
+
+impl Drop for StallWatch {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.beater.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    const BEAT: Duration = Duration::from_millis(20);
+    const AFTER: Duration = Duration::from_millis(200);
+
+    fn one_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_runtime_thread_held_by_a_synchronous_call_is_reported() {
+        let (tell, told) = mpsc::channel();
+        one_thread().block_on(async {
+            let _watch = watch(BEAT, AFTER, move |stalled| tell.send(stalled).unwrap()).unwrap();
+            tokio::time::sleep(BEAT * 3).await;
+            // Holds the only runtime thread: no task runs meanwhile, the beat included.
+            std::thread::sleep(AFTER * 4);
+        });
+        let stalled = told
+            .try_recv()
+            .expect("the stall was not reported while it lasted");
+        assert!(stalled >= AFTER, "reported after {stalled:?}");
+    }
+
+    #[test]
+    fn a_runtime_that_waits_without_blocking_is_not_reported_nor_is_one_dropped() {
+        let (tell, told) = mpsc::channel();
+        one_thread().block_on(async {
+            let watch = watch(BEAT, AFTER, move |stalled| tell.send(stalled).unwrap()).unwrap();
+            // Idle but turning: timers and the beat run.
+            tokio::time::sleep(AFTER * 4).await;
+            drop(watch);
+            // Stopped: a stall after the watch is gone is nobody's business.
+            std::thread::sleep(AFTER * 3);
+        });
+        assert_eq!(told.try_recv(), Err(mpsc::TryRecvError::Disconnected));
+    }
+}
