@@ -3,7 +3,10 @@
 # Every process started is recorded in PIDS (the caller's EXIT trap stops them).
 #
 #   start_stockraft [extra cluster.toml lines]   sets SR_ADDRS (host:port of nodes 1..3), SR_PIDS,
-#                                                SR_SECRET (the cluster secret it generated)
+#                                                SR_SECRET (the cluster secret it generated);
+#                                                $SR_EXTRA_CONFIG is appended to the file too
+#                                                (to compare settings, e.g. "[runtime]
+#                                                worker_threads = 2")
 #   wait_for_stockraft_leader                    prints the leader's id (fails after 60 s)
 #   restart_stockraft_node ID                    starts node ID again on its data directory
 #                                                (nodes log at $SR_NODE_LOG, default warn)
@@ -43,6 +46,7 @@ start_stockraft() {
       printf '[[nodes]]\nid = %s\naddr = "127.0.0.1:%s"\n\n' "$id" "$port"
     done
     printf '[storage]\ndata_dir = "%s"\n%s\n' "$WORK/stockraft" "$extra"
+    printf '%s\n' "${SR_EXTRA_CONFIG:-}"
   } >"$WORK/cluster.toml"
   SR_PIDS=()
   for id in 1 2 3; do restart_stockraft_node "$id"; done
