@@ -6,9 +6,9 @@
 //! call on that thread that never returns (sled blocking inside a write on a failed disk, say)
 //! stops every task at once, the Raft watchdog with them, and the process would stay up,
 //! answering nothing, where a supervisor needs it to exit. So a task bumps a counter every
-//! `beat`, and a thread outside the runtime checks it as often; if it stands still for `after`,
-//! the thread calls `on_stall` (the product logs the cause and exits with
-//! `RaftStopped::EXIT_CODE`, like the Raft watchdog).
+//! `beat`, and a thread outside the runtime checks it as often; if it stands still through
+//! `after` worth of checks, the thread calls `on_stall` (the product logs the cause and exits
+//! with `RaftStopped::EXIT_CODE`, like the Raft watchdog).
 //!
 //! `after` must be far longer than anything the runtime thread legitimately does without
 //! yielding: the longest seen is a write-behind checkpoint into sled, ~120 ms at a million
@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Watches the runtime while it lives; dropping it stops both the task and the thread (the
 /// thread notices within one `beat`).
@@ -44,18 +44,25 @@ pub fn watch(
         }
     });
     let watching = stopped.clone();
+    // A stall is counted in checks that found no new beat, not in wall time: a process frozen
+    // whole (SIGSTOP, a paused VM) wakes with its clock far ahead and its runtime about to
+    // beat, which is no stall of the runtime.
+    let checks_max = after.as_nanos().div_ceil(beat.as_nanos().max(1)).max(1);
     let spawned = std::thread::Builder::new()
         .name("stall-watch".into())
         .spawn(move || {
             let mut seen = beats.load(Ordering::Relaxed);
-            let mut since = Instant::now();
+            let mut still = 0u128;
             while !watching.load(Ordering::Relaxed) {
                 std::thread::sleep(beat);
                 let now = beats.load(Ordering::Relaxed);
                 if now != seen {
-                    (seen, since) = (now, Instant::now());
-                } else if since.elapsed() >= after && !watching.load(Ordering::Relaxed) {
-                    on_stall(since.elapsed());
+                    (seen, still) = (now, 0);
+                    continue;
+                }
+                still += 1;
+                if still >= checks_max && !watching.load(Ordering::Relaxed) {
+                    on_stall(beat * u32::try_from(still).unwrap_or(u32::MAX));
                     return;
                 }
             }
