@@ -14,26 +14,27 @@
 //! yielding: the longest seen is a write-behind checkpoint into sled, ~120 ms at a million
 //! keys; file work (syncs, snapshots, the key index build) runs on the blocking pool.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Watches the runtime while it lives; dropping it stops both the task and the thread (the
-/// thread notices within one `beat`).
+/// thread wakes at once: it waits for its stop signal between checks).
 pub struct StallWatch {
-    stopped: Arc<AtomicBool>,
+    /// Dropped with the watch: the thread's wait ends `Disconnected`.
+    _stop: mpsc::Sender<()>,
     beater: tokio::task::JoinHandle<()>,
 }
 
-/// Starts watching the current runtime: `on_stall` is called, once, with how long the runtime
-/// has not turned, when that reaches `after`. Call inside the runtime.
+/// Starts watching the current runtime: `on_stall` is called, once, with about how long the
+/// runtime has not turned, when that reaches `after`. Call inside the runtime.
 pub fn watch(
     beat: Duration,
     after: Duration,
     on_stall: impl FnOnce(Duration) + Send + 'static,
 ) -> std::io::Result<StallWatch> {
     let beats = Arc::new(AtomicU64::new(0));
-    let stopped = Arc::new(AtomicBool::new(false));
     let beater = tokio::spawn({
         let beats = beats.clone();
         async move {
@@ -43,7 +44,7 @@ pub fn watch(
             }
         }
     });
-    let watching = stopped.clone();
+    let (stop, stopped) = mpsc::channel::<()>();
     // A stall is counted in checks that found no new beat, not in wall time: a process frozen
     // whole (SIGSTOP, a paused VM) wakes with its clock far ahead and its runtime about to
     // beat, which is no stall of the runtime.
@@ -53,15 +54,15 @@ pub fn watch(
         .spawn(move || {
             let mut seen = beats.load(Ordering::Relaxed);
             let mut still = 0u128;
-            while !watching.load(Ordering::Relaxed) {
-                std::thread::sleep(beat);
+            // Each check waits one beat for the stop signal; only the beat's timeout checks.
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(beat) {
                 let now = beats.load(Ordering::Relaxed);
                 if now != seen {
                     (seen, still) = (now, 0);
                     continue;
                 }
                 still += 1;
-                if still >= checks_max && !watching.load(Ordering::Relaxed) {
+                if still >= checks_max {
                     on_stall(beat * u32::try_from(still).unwrap_or(u32::MAX));
                     return;
                 }
@@ -71,24 +72,26 @@ pub fn watch(
         beater.abort();
         return Err(error);
     }
-    Ok(StallWatch { stopped, beater })
+    Ok(StallWatch {
+        _stop: stop,
+        beater,
+    })
 }
 
 impl Drop for StallWatch {
     fn drop(&mut self) {
-        self.stopped.store(true, Ordering::Relaxed);
         self.beater.abort();
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc;
-
     use super::*;
 
     const BEAT: Duration = Duration::from_millis(20);
     const AFTER: Duration = Duration::from_millis(200);
+    /// Far longer than any wait below should take: a deadline, not a pace.
+    const DEADLINE: Duration = Duration::from_secs(10);
 
     fn one_thread() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -100,15 +103,14 @@ mod tests {
     #[test]
     fn a_runtime_thread_held_by_a_synchronous_call_is_reported() {
         let (tell, told) = mpsc::channel();
-        one_thread().block_on(async {
+        let stalled = one_thread().block_on(async {
             let _watch = watch(BEAT, AFTER, move |stalled| tell.send(stalled).unwrap()).unwrap();
             tokio::time::sleep(BEAT * 3).await;
-            // Holds the only runtime thread: no task runs meanwhile, the beat included.
-            std::thread::sleep(AFTER * 4);
+            // A synchronous wait on the only runtime thread: no task runs meanwhile, the beat
+            // included, until the watch reports (or the deadline passes).
+            told.recv_timeout(DEADLINE)
         });
-        let stalled = told
-            .try_recv()
-            .expect("the stall was not reported while it lasted");
+        let stalled = stalled.expect("the stall was not reported");
         assert!(stalled >= AFTER, "reported after {stalled:?}");
     }
 
@@ -117,12 +119,15 @@ mod tests {
         let (tell, told) = mpsc::channel();
         one_thread().block_on(async {
             let watch = watch(BEAT, AFTER, move |stalled| tell.send(stalled).unwrap()).unwrap();
-            // Idle but turning: timers and the beat run.
+            // Idle but turning for several stall periods: timers and the beat run.
             tokio::time::sleep(AFTER * 4).await;
+            assert_eq!(told.try_recv(), Err(mpsc::TryRecvError::Empty));
             drop(watch);
-            // Stopped: a stall after the watch is gone is nobody's business.
-            std::thread::sleep(AFTER * 3);
         });
-        assert_eq!(told.try_recv(), Err(mpsc::TryRecvError::Disconnected));
+        // Stopped: the thread ends at once, without a report (its sender goes with it).
+        assert_eq!(
+            told.recv_timeout(DEADLINE),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
     }
 }
