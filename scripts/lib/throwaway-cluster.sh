@@ -4,9 +4,11 @@
 #
 #   start_stockraft [extra cluster.toml lines]   sets SR_ADDRS (host:port of nodes 1..3), SR_PIDS,
 #                                                SR_SECRET (the cluster secret it generated);
-#                                                $SR_EXTRA_CONFIG is appended to the file too
-#                                                (to compare settings, e.g. "[runtime]
-#                                                worker_threads = 2")
+#                                                $SR_EXTRA_CONFIG is appended to the file too,
+#                                                right after [storage] (to compare settings: a
+#                                                bare key such as "cache_bytes = 268435456"
+#                                                lands in [storage]; "[runtime]
+#                                                worker_threads = 2" opens a section)
 #   wait_for_stockraft_leader                    prints the leader's id (fails after 60 s)
 #   restart_stockraft_node ID                    starts node ID again on its data directory
 #                                                (nodes log at $SR_NODE_LOG, default warn)
