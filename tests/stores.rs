@@ -306,6 +306,8 @@ enum ScanFault {
 struct FaultyScans {
     inner: SimDisk,
     fault: std::sync::Mutex<ScanFault>,
+    /// Scans of the expiry index (keys from `Sx`) so far.
+    expiry_scans: std::sync::atomic::AtomicUsize,
 }
 
 impl FaultyScans {
@@ -313,6 +315,7 @@ impl FaultyScans {
         Self {
             inner: SimDisk::new(),
             fault: std::sync::Mutex::new(ScanFault::None),
+            expiry_scans: Default::default(),
         }
     }
 
@@ -332,6 +335,10 @@ impl Disk for FaultyScans {
         order: stockraft::storage::Order,
         limit: usize,
     ) -> Result<Vec<stockraft::storage::KeyValue>, stockraft::storage::StorageError> {
+        if start.starts_with(b"Sx") {
+            self.expiry_scans
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         match &*self.fault.lock().unwrap() {
             ScanFault::None => self.inner.scan(start, end, order, limit),
             ScanFault::Fail => Err(stockraft::storage::StorageError::Disk(
@@ -479,6 +486,51 @@ fn expired_idempotency_keys_are_purged_from_disk_by_later_entries() {
         )
         .await;
         assert_eq!(key_count(&store), 1, "only k-c remains");
+    });
+}
+
+#[test]
+fn apply_calls_do_not_scan_the_expiry_index_again_while_its_front_is_known() {
+    // A scan per apply call went to sled and waited there for any checkpoint holding sled's
+    // write lock: the front of the index is carried from call to call instead.
+    block_on(async {
+        let disk = Arc::new(FaultyScans::new());
+        let mut store = sim_store(disk.clone());
+        apply(&mut store, vec![membership_entry(1)]).await;
+        // Unkeyed writes over an empty index, then keyed ones (more than the front keeps).
+        for index in 2..100 {
+            apply(
+                &mut store,
+                vec![adjust_entry(index, "a", 1, 10_000 + index)],
+            )
+            .await;
+        }
+        for index in 100..400 {
+            let key = format!("k-{index}");
+            let entry =
+                keyed_create_entry(index, &format!("s{index}"), &key, 60_000, 10_000 + index);
+            apply(&mut store, vec![entry]).await;
+        }
+        let scans = disk.expiry_scans.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            scans <= 2,
+            "{scans} scans of the expiry index for 399 apply calls"
+        );
+        // The front still finds what is due: past the TTL, later entries purge the keys.
+        for index in 400..600 {
+            apply(
+                &mut store,
+                vec![adjust_entry(index, "a", 1, 100_000 + index)],
+            )
+            .await;
+        }
+        let left = store
+            .state_pairs()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with(b"Sx"))
+            .count();
+        assert_eq!(left, 0, "every expired key purged");
     });
 }
 

@@ -255,31 +255,62 @@ pub fn read_state_pairs(disk: &dyn Disk) -> Result<Vec<KeyValue>, StorageError> 
 /// lowering it to each key inserted, raising it past the keys a scan deleted (they were the
 /// smallest present), and resetting it to the front whenever the whole state is replaced
 /// (snapshot install) or the store is opened.
-pub struct ExpiryFloor(std::sync::Mutex<Vec<u8>>);
+///
+/// With the floor it keeps the front of the index as the last apply call left it (the keys
+/// present from the floor up to `end`, see [`ApplyBatch`]), so that the next call does not scan
+/// the disk again for what is known: a scan per apply call, even of an empty index, went to
+/// sled and waited there for any checkpoint holding sled's write lock (tens of ms at 200,000
+/// records). The same rules keep it valid: every insert and delete of the index goes through an
+/// apply call that keeps its front in step, and a replaced state or a failed call resets it.
+#[derive(Default)]
+pub struct ExpiryFloor(std::sync::Mutex<ExpiryFront>);
 
-impl Default for ExpiryFloor {
+/// What [`ExpiryFloor`] holds between apply calls.
+#[derive(Clone)]
+struct ExpiryFront {
+    /// No expiry key of the state is below it.
+    floor: Vec<u8>,
+    /// Every expiry key present in `floor..end`, if `end` is known.
+    keys: std::collections::BTreeSet<Vec<u8>>,
+    end: Option<Vec<u8>>,
+}
+
+impl Default for ExpiryFront {
     fn default() -> Self {
-        Self(std::sync::Mutex::new(keys::EXPIRY_START.to_vec()))
+        Self {
+            floor: keys::EXPIRY_START.to_vec(),
+            keys: Default::default(),
+            end: None,
+        }
     }
 }
 
 impl ExpiryFloor {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ExpiryFront> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn get(&self) -> Vec<u8> {
-        self.lock().clone()
+    /// What is known, for one apply call to move; [`Self::reset`] until it is put back.
+    fn take(&self) -> ExpiryFront {
+        std::mem::take(&mut *self.lock())
     }
 
-    fn set(&self, floor: Vec<u8>) {
-        *self.lock() = floor;
+    /// Puts back what an apply call moved, keeping at most `keys_max` keys of its front.
+    fn put(&self, mut front: ExpiryFront, keys_max: usize) {
+        if front.keys.len() > keys_max {
+            if let Some(first_dropped) = front.keys.iter().nth(keys_max).cloned() {
+                // The front then covers `floor..first_dropped`: still every key there.
+                front.keys.split_off(&first_dropped);
+                front.end = Some(first_dropped);
+            }
+        }
+        *self.lock() = front;
     }
 
     fn reset(&self) {
-        self.set(keys::EXPIRY_START.to_vec());
+        *self.lock() = ExpiryFront::default();
     }
 }
 
@@ -299,9 +330,10 @@ struct ApplyBatch<'d> {
     keys_max: u64,
     /// The expiry floor as this batch moves it (stored back once the batch is written).
     expiry_floor: Vec<u8>,
-    /// The front of the expiry index read ahead by this batch: every expiry key present (as
-    /// this batch sees the index) in `expiry_floor..front_end`, kept so by every insert and
-    /// delete of the batch. Empty and `front_end == None` until the first read.
+    /// The front of the expiry index, as the last apply call left it (see [`ExpiryFloor`]) and
+    /// read ahead by this one: every expiry key present (as this batch sees the index) in
+    /// `expiry_floor..front_end`, kept so by every insert and delete of the batch. Empty and
+    /// `front_end == None` until a read.
     front: std::collections::BTreeSet<Vec<u8>>,
     front_end: Option<Vec<u8>>,
     read_ahead: usize,
@@ -311,6 +343,9 @@ struct ApplyBatch<'d> {
 
 impl<'d> ApplyBatch<'d> {
     fn begin(store: &'d StateMachineStore, key_index: KeyIndex) -> Result<Self, StorageError> {
+        // Taken, not copied: if this call fails before putting it back, what it left is
+        // unknown (the reset state), which is safe.
+        let carried = store.expiry_floor.take();
         Ok(Self {
             disk: &*store.disk,
             apply: store.apply,
@@ -320,9 +355,9 @@ impl<'d> ApplyBatch<'d> {
             clock_ms: store.read(keys::CLOCK)?.unwrap_or(0),
             key_count: store.read(keys::IDEMPOTENCY_KEY_COUNT)?.unwrap_or(0),
             keys_max: store.idempotency_keys_max,
-            expiry_floor: store.expiry_floor.get(),
-            front: Default::default(),
-            front_end: None,
+            expiry_floor: carried.floor,
+            front: carried.keys,
+            front_end: carried.end,
             read_ahead: store.expiry_read_ahead,
             key_index,
         })
@@ -608,7 +643,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 replies.push((responder, applied));
             }
         }
-        let expiry_floor = batch.expiry_floor.clone();
+        let front = ExpiryFront {
+            floor: batch.expiry_floor.clone(),
+            keys: std::mem::take(&mut batch.front),
+            end: batch.front_end.take(),
+        };
         let key_index = std::mem::take(&mut batch.key_index);
         debug_assert_eq!(
             key_index.len() as u64,
@@ -628,7 +667,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             self.expiry_floor.reset();
             return Err(error.into());
         }
-        self.expiry_floor.set(expiry_floor);
+        self.expiry_floor
+            .put(front, self.expiry_read_ahead.saturating_mul(2));
         *self.lock_key_index() = Some(key_index);
         for (responder, applied) in replies {
             responder.send(applied);
