@@ -39,7 +39,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
             SledDisk::open(dir.path(), stockraft::storage::CACHE_BYTES_DEFAULT)
                 .expect("opening sled"),
         );
-        let disk: Arc<dyn Disk> = Arc::new(WriteBehind::new(sled));
+        // The product's stack: the read cache and checkpoints on their own thread.
+        let disk: Arc<dyn Disk> = Arc::new(
+            WriteBehind::new(sled, stockraft::storage::READ_CACHE_BYTES_DEFAULT as usize)
+                .expect("starting the checkpoint thread"),
+        );
         let log = log_store(Arc::new(StdFs), dir.path());
         let snapshots = SnapshotDir::open(Arc::new(StdFs), &dir.path().join("snapshots"))
             .expect("opening the snapshot directory");

@@ -130,10 +130,17 @@ pub async fn serve(id: u64, config: Config, options: ServeOptions) -> anyhow::Re
         std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {} to its owner", data_dir.display()))?;
     }
-    // The state machine's batches reach sled merged, a few per second (`storage::WriteBehind`).
+    // The state machine's batches reach sled merged, a few per second, written by a thread of
+    // their own; reads are served from a cache in front of it when they can
+    // (`storage::WriteBehind`).
     let sled = SledDisk::open(&data_dir, config.storage.cache_bytes)
         .with_context(|| format!("opening {}", data_dir.display()))?;
-    let disk: Arc<dyn Disk> = Arc::new(WriteBehind::new(Arc::new(sled)));
+    let read_cache_bytes = usize::try_from(config.storage.read_cache_bytes)
+        .context("storage.read_cache_bytes does not fit this machine's memory")?;
+    let disk: Arc<dyn Disk> = Arc::new(
+        WriteBehind::new(Arc::new(sled), read_cache_bytes)
+            .context("starting the state machine's checkpoint thread")?,
+    );
 
     let acceptors = tls_files.as_ref().map(tls::acceptors).transpose()?;
     let peer_listener = tokio::net::TcpListener::bind(&listen)

@@ -30,8 +30,9 @@
 //! the batch being written stays readable (`writing`) until the disk below has it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 
+use super::read_cache::ReadCache;
 use super::{Disk, FlushFuture, KeyValue, Order, StorageError, Write, WriteBatch};
 
 /// Writes (puts and deletes, counted before merging) after which the pending ones go to the
@@ -50,33 +51,180 @@ struct Pending {
     writes: usize,
     /// The checkpoint being written to the disk below: readable until it is there.
     writing: Option<Arc<Overlay>>,
+    /// Values the disk below holds (see `read_cache`): read from it, or checkpointed to it.
+    clean: ReadCache,
+    /// Checkpoints started and power cuts, counted: a value read from the disk below is cached
+    /// only if this did not change while it was read (else it may be older than the disk's).
+    epoch: u64,
+    /// A background checkpoint's failure, for the next write or flush to report.
+    failed: Option<StorageError>,
+}
+
+impl Pending {
+    /// Moves the pending writes into `writing`; `None` if there are none.
+    fn start_checkpoint(&mut self) -> Option<Arc<Overlay>> {
+        if self.overlay.is_empty() {
+            return None;
+        }
+        let overlay = Arc::new(std::mem::take(&mut self.overlay));
+        self.writes = 0;
+        self.writing = Some(overlay.clone());
+        self.epoch += 1;
+        Some(overlay)
+    }
+}
+
+impl Shared {
+    /// Waits for a checkpoint being written to finish.
+    fn wait<'a>(&self, pending: MutexGuard<'a, Pending>) -> MutexGuard<'a, Pending> {
+        self.written
+            .wait(pending)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The pending writes once no checkpoint is being written.
+    fn idle(&self) -> MutexGuard<'_, Pending> {
+        let mut pending = lock(&self.pending);
+        while pending.writing.is_some() {
+            pending = self.wait(pending);
+        }
+        pending
+    }
+
+    /// Records how writing `batch` below went, and wakes whoever waits for it.
+    fn finish_checkpoint(&self, batch: &Overlay, written: Result<(), StorageError>) {
+        let mut pending = lock(&self.pending);
+        match written {
+            Ok(()) => {
+                for (key, value) in batch.iter() {
+                    match value {
+                        Some(value) => pending.clean.insert(key.clone(), value.clone()),
+                        None => pending.clean.remove(key),
+                    }
+                }
+            }
+            Err(error) => {
+                // What the disk below holds is now unknown.
+                pending.clean.clear();
+                // Keep the writes readable and pending: the next checkpoint tries again (under
+                // anything written since, which is newer).
+                for (key, value) in batch.iter() {
+                    pending
+                        .overlay
+                        .entry(key.clone())
+                        .or_insert_with(|| value.clone());
+                }
+                pending.failed.get_or_insert(error);
+            }
+        }
+        pending.writing = None;
+        drop(pending);
+        self.written.notify_all();
+    }
+}
+
+/// The batch that writes `overlay` to the disk below.
+fn to_write_batch(overlay: &Overlay) -> WriteBatch {
+    let mut writes = WriteBatch::default();
+    for (key, value) in overlay.iter() {
+        match value {
+            Some(value) => writes.put(key.clone(), value.clone()),
+            None => writes.delete(key.clone()),
+        }
+    }
+    writes
+}
+
+/// What [`WriteBehind`] knows of a key before asking the disk below.
+enum Lookup {
+    Known(Option<Vec<u8>>),
+    /// Read the disk below, then offer what it holds to `cache_read` with this epoch.
+    Below {
+        epoch: u64,
+    },
 }
 
 /// See the module docs.
 pub struct WriteBehind {
-    below: Arc<dyn Disk>,
-    pending: Mutex<Pending>,
+    shared: Arc<Shared>,
     /// Held by the one writer (a write and, if due, its checkpoint).
     writer: Mutex<()>,
     checkpoint_writes: usize,
+    /// Where due checkpoints are written, if not by the writer itself.
+    background: Option<Background>,
 }
 
+/// What the writer and the checkpoint thread share.
+struct Shared {
+    below: Arc<dyn Disk>,
+    pending: Mutex<Pending>,
+    /// Notified when a checkpoint finishes (`Pending::writing` back to `None`).
+    written: Condvar,
+}
+
+/// The checkpoint thread: it writes each batch it receives to the disk below. Dropping the
+/// sender ends it; `Drop for WriteBehind` waits for it.
+struct Background {
+    batches: Option<mpsc::Sender<Arc<Overlay>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How far pending writes may run ahead of a background checkpoint still being written, in
+/// checkpoints' worth: past it the writer waits (memory stays bounded if the disk is slow).
+const BACKGROUND_LAG_CHECKPOINTS: usize = 4;
+
 impl WriteBehind {
-    pub fn new(below: Arc<dyn Disk>) -> Self {
+    /// The product's layer: a read cache of about `read_cache_bytes` (0: none), and checkpoints
+    /// written by a thread of their own (see the module docs).
+    #[cfg(not(madsim))]
+    pub fn new(below: Arc<dyn Disk>, read_cache_bytes: usize) -> std::io::Result<Self> {
         Self::with_checkpoint_writes(below, CHECKPOINT_WRITES)
+            .with_read_cache(read_cache_bytes)
+            .in_background()
     }
 
-    /// The same with another checkpoint threshold (tests; 1 writes through at once).
+    /// The same with checkpoints written by a thread of their own.
+    #[cfg(not(madsim))]
+    pub fn in_background(mut self) -> std::io::Result<Self> {
+        let (batches, received) = mpsc::channel::<Arc<Overlay>>();
+        let shared = self.shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                for batch in received {
+                    let written = shared.below.write(to_write_batch(&batch));
+                    shared.finish_checkpoint(&batch, written);
+                }
+            })?;
+        self.background = Some(Background {
+            batches: Some(batches),
+            thread: Some(thread),
+        });
+        Ok(self)
+    }
+
+    /// The same with a read cache of about `bytes` (see `read_cache`).
+    pub fn with_read_cache(self, bytes: usize) -> Self {
+        lock(&self.shared.pending).clean = ReadCache::new(bytes);
+        self
+    }
+
+    /// A layer whose writer writes each checkpoint itself, after `checkpoint_writes` writes
+    /// (the simulation, which has no OS threads, and tests; 1 writes through at once).
     pub fn with_checkpoint_writes(below: Arc<dyn Disk>, checkpoint_writes: usize) -> Self {
         assert!(
             checkpoint_writes > 0,
             "a checkpoint needs at least one write"
         );
         Self {
-            below,
-            pending: Mutex::default(),
+            shared: Arc::new(Shared {
+                below,
+                pending: Mutex::default(),
+                written: Condvar::new(),
+            }),
             writer: Mutex::default(),
             checkpoint_writes,
+            background: None,
         }
     }
 
@@ -84,64 +232,101 @@ impl WriteBehind {
     /// when it cuts a node's power; the node must be stopped.
     pub fn discard_pending(&self) {
         let _writer = lock(&self.writer);
-        let mut pending = lock(&self.pending);
+        let mut pending = self.shared.idle();
         pending.overlay.clear();
         pending.writes = 0;
-        pending.writing = None;
+        pending.clean.clear();
+        pending.epoch += 1;
     }
 
     /// Keys waiting for the next checkpoint.
     #[cfg(test)]
     fn pending_keys(&self) -> usize {
-        lock(&self.pending).overlay.len()
+        lock(&self.shared.pending).overlay.len()
     }
 
-    /// Hands every pending write to the disk below as one batch. Caller holds `writer`.
+    /// Writes every pending write to the disk below as one batch, here and now, after any
+    /// background checkpoint still being written. Caller holds `writer`.
     fn checkpoint(&self, _writer: &MutexGuard<'_, ()>) -> Result<(), StorageError> {
         let batch = {
-            let mut pending = lock(&self.pending);
-            if pending.overlay.is_empty() {
-                return Ok(());
+            let mut pending = self.shared.idle();
+            if let Some(failed) = pending.failed.take() {
+                return Err(failed);
             }
-            let overlay = Arc::new(std::mem::take(&mut pending.overlay));
-            pending.writes = 0;
-            pending.writing = Some(overlay.clone());
-            overlay
+            match pending.start_checkpoint() {
+                Some(batch) => batch,
+                None => return Ok(()),
+            }
         };
-        let mut writes = WriteBatch::default();
-        for (key, value) in batch.iter() {
-            match value {
-                Some(value) => writes.put(key.clone(), value.clone()),
-                None => writes.delete(key.clone()),
-            }
-        }
-        let written = self.below.write(writes);
-        let mut pending = lock(&self.pending);
-        if written.is_err() {
-            // Keep the writes readable and pending: the next checkpoint tries again (under
-            // anything written since, which is newer).
-            for (key, value) in batch.iter() {
-                pending
-                    .overlay
-                    .entry(key.clone())
-                    .or_insert_with(|| value.clone());
-            }
-        }
-        pending.writing = None;
+        let written = self.shared.below.write(to_write_batch(&batch));
+        self.shared.finish_checkpoint(&batch, written.clone());
         written
     }
 
-    /// The pending value of `key`: `Some(None)` if it is pending deletion, `None` if the disk
-    /// below decides.
-    fn pending_value(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
-        let pending = lock(&self.pending);
-        if let Some(value) = pending.overlay.get(key) {
-            return Some(value.clone());
+    /// Hands the pending writes to the checkpoint thread, unless it is still writing the last
+    /// ones (then they wait for the next write, or, once [`BACKGROUND_LAG_CHECKPOINTS`] are
+    /// pending, the writer waits). Caller holds `writer`.
+    fn checkpoint_in_background(
+        &self,
+        background: &Background,
+        _writer: &MutexGuard<'_, ()>,
+    ) -> Result<(), StorageError> {
+        let mut pending = lock(&self.shared.pending);
+        let lag_max = BACKGROUND_LAG_CHECKPOINTS.saturating_mul(self.checkpoint_writes);
+        while pending.writing.is_some() && pending.writes >= lag_max {
+            pending = self.shared.wait(pending);
         }
-        pending
+        if let Some(failed) = pending.failed.take() {
+            return Err(failed);
+        }
+        if pending.writing.is_some() {
+            return Ok(());
+        }
+        let Some(batch) = pending.start_checkpoint() else {
+            return Ok(());
+        };
+        let sent = background
+            .batches
+            .as_ref()
+            .is_some_and(|batches| batches.send(batch.clone()).is_ok());
+        if !sent {
+            drop(pending);
+            let failed = StorageError::Disk("the checkpoint thread is gone".into());
+            self.shared.finish_checkpoint(&batch, Err(failed.clone()));
+            return Err(failed);
+        }
+        Ok(())
+    }
+
+    /// The value of `key` as known here: pending (`Known(None)` if pending deletion), or cached
+    /// clean; else the disk below decides.
+    fn known_value(&self, key: &[u8]) -> Lookup {
+        let mut pending = lock(&self.shared.pending);
+        if let Some(value) = pending.overlay.get(key) {
+            return Lookup::Known(value.clone());
+        }
+        if let Some(value) = pending
             .writing
             .as_ref()
             .and_then(|writing| writing.get(key).cloned())
+        {
+            return Lookup::Known(value);
+        }
+        match pending.clean.get(key) {
+            Some(value) => Lookup::Known(Some(value)),
+            None => Lookup::Below {
+                epoch: pending.epoch,
+            },
+        }
+    }
+
+    /// Caches `value`, read from the disk below under `key` in `epoch`, if nothing could have
+    /// changed it there since.
+    fn cache_read(&self, key: &[u8], value: &[u8], epoch: u64) {
+        let mut pending = lock(&self.shared.pending);
+        if pending.epoch == epoch {
+            pending.clean.insert(key.to_vec(), value.to_vec());
+        }
     }
 
     /// The pending writes in `start..end` that can matter to a scan of `limit` pairs in
@@ -155,7 +340,7 @@ impl WriteBehind {
             std::ops::Bound::Included(start),
             std::ops::Bound::Excluded(end),
         );
-        let pending = lock(&self.pending);
+        let pending = lock(&self.shared.pending);
         let mut merged: Overlay = match &pending.writing {
             Some(writing) => writing
                 .range::<[u8], _>(bounds)
@@ -190,9 +375,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Disk for WriteBehind {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.pending_value(key) {
-            Some(value) => Ok(value),
-            None => self.below.get(key),
+        match self.known_value(key) {
+            Lookup::Known(value) => Ok(value),
+            Lookup::Below { epoch } => {
+                let value = self.shared.below.get(key)?;
+                if let Some(value) = &value {
+                    self.cache_read(key, value, epoch);
+                }
+                Ok(value)
+            }
         }
     }
 
@@ -209,9 +400,10 @@ impl Disk for WriteBehind {
         let pending = self.pending_range(start, end, order, limit);
         // Each pending key hides or replaces at most one key below: asking for that many more
         // leaves at least `limit` (or all there are) after the merge.
-        let below = self
-            .below
-            .scan(start, end, order, limit.saturating_add(pending.len()))?;
+        let below =
+            self.shared
+                .below
+                .scan(start, end, order, limit.saturating_add(pending.len()))?;
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = below.into_iter().collect();
         for (key, value) in pending {
             match value {
@@ -228,7 +420,7 @@ impl Disk for WriteBehind {
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
         let writer = lock(&self.writer);
         let due = {
-            let mut pending = lock(&self.pending);
+            let mut pending = lock(&self.shared.pending);
             pending.writes += batch.writes.len();
             for write in batch.writes {
                 match write {
@@ -238,10 +430,13 @@ impl Disk for WriteBehind {
             }
             pending.writes >= self.checkpoint_writes
         };
-        if due {
-            self.checkpoint(&writer)?;
+        if !due {
+            return Ok(());
         }
-        Ok(())
+        match &self.background {
+            Some(background) => self.checkpoint_in_background(background, &writer),
+            None => self.checkpoint(&writer),
+        }
     }
 
     fn flush(&self) -> FlushFuture<'_> {
@@ -250,8 +445,20 @@ impl Disk for WriteBehind {
                 let writer = lock(&self.writer);
                 self.checkpoint(&writer)?;
             }
-            self.below.flush().await
+            self.shared.below.flush().await
         })
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        if let Some(background) = &mut self.background {
+            // Closing the channel ends the thread once it has written what it was sent.
+            background.batches = None;
+            if let Some(thread) = background.thread.take() {
+                let _ = thread.join();
+            }
+        }
     }
 }
 
@@ -344,6 +551,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(madsim))] // one mode runs checkpoints on a thread
     fn random_batches_read_like_a_plain_map_whatever_the_checkpoint_size() {
         // A deterministic pseudo-random walk: small key space so that keys are overwritten and
         // deleted often, scans of every size in both orders after every batch.
@@ -354,9 +562,25 @@ mod tests {
             seed ^= seed << 17;
             seed % bound
         };
-        for checkpoint_writes in [1, 3, 7, 64] {
+        // Inline checkpoints without a cache, then with a small one (it turns over often),
+        // then checkpoints on their own thread over that cache.
+        let modes = [(1, 0, false), (3, 0, false), (7, 0, false), (64, 0, false)]
+            .into_iter()
+            .chain([
+                (3, 600, false),
+                (7, 2000, false),
+                (3, 600, true),
+                (64, 2000, true),
+            ]);
+        for (checkpoint_writes, cache_bytes, background) in modes {
             let below = SimDisk::new();
-            let disk = WriteBehind::with_checkpoint_writes(Arc::new(below), checkpoint_writes);
+            let disk = WriteBehind::with_checkpoint_writes(Arc::new(below), checkpoint_writes)
+                .with_read_cache(cache_bytes);
+            let disk = if background {
+                disk.in_background().unwrap()
+            } else {
+                disk
+            };
             let mut model = BTreeMap::new();
             for round in 0..300 {
                 let writes = (0..1 + next(5))
@@ -438,7 +662,7 @@ mod tests {
     fn a_scan_during_a_checkpoint_sees_deletes_of_the_newer_layer_over_the_batch_being_written() {
         let disk = WriteBehind::with_checkpoint_writes(Arc::new(SimDisk::new()), 1000);
         {
-            let mut pending = lock(&disk.pending);
+            let mut pending = lock(&disk.shared.pending);
             let writing: Overlay = [("a", "1"), ("b", "2")]
                 .into_iter()
                 .map(|(k, v)| (k.as_bytes().to_vec(), Some(v.as_bytes().to_vec())))
@@ -463,5 +687,128 @@ mod tests {
         disk.discard_pending();
         below.crash();
         assert_eq!(disk.get(b"a").unwrap(), Some(b"1".to_vec()));
+    }
+
+    /// A disk below whose writes fail while `failing` is set.
+    struct FlakyDisk {
+        inner: SimDisk,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl Disk for FlakyDisk {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            self.inner.get(key)
+        }
+        fn scan(
+            &self,
+            start: &[u8],
+            end: &[u8],
+            order: Order,
+            limit: usize,
+        ) -> Result<Vec<KeyValue>, StorageError> {
+            self.inner.scan(start, end, order, limit)
+        }
+        fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StorageError::Disk("injected".into()));
+            }
+            self.inner.write(batch)
+        }
+        fn flush(&self) -> FlushFuture<'_> {
+            self.inner.flush()
+        }
+    }
+
+    #[test]
+    #[cfg(not(madsim))]
+    fn checkpoints_on_their_own_thread_reach_the_disk_below_and_flush_waits_for_them() {
+        let below = SimDisk::new();
+        let disk = WriteBehind::with_checkpoint_writes(Arc::new(below.clone()), 2)
+            .in_background()
+            .unwrap();
+        for i in 0..100 {
+            disk.write(batch(vec![put(&format!("k{i:03}"), "v")]))
+                .unwrap();
+        }
+        futures::executor::block_on(disk.flush()).unwrap();
+        assert_eq!(lock(&disk.shared.pending).writing, None);
+        disk.discard_pending();
+        below.crash();
+        assert_eq!(
+            disk.scan(b"k", b"l", Order::Ascending, usize::MAX)
+                .unwrap()
+                .len(),
+            100,
+            "flush returned before every write was durable below"
+        );
+        drop(disk); // ends and joins the thread
+    }
+
+    #[test]
+    #[cfg(not(madsim))]
+    fn a_failed_background_checkpoint_is_reported_and_its_writes_stay_readable() {
+        let below = Arc::new(FlakyDisk {
+            inner: SimDisk::new(),
+            failing: true.into(),
+        });
+        let disk = WriteBehind::with_checkpoint_writes(below.clone(), 1)
+            .in_background()
+            .unwrap();
+        // The first write hands a checkpoint to the thread; it fails there. A later write or
+        // flush reports it.
+        disk.write(batch(vec![put("a", "1")])).unwrap();
+        let reported = (0..1000).any(|_| disk.write(batch(vec![put("b", "2")])).is_err())
+            || futures::executor::block_on(disk.flush()).is_err();
+        assert!(reported, "the failure was never reported");
+        assert_eq!(disk.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(disk.get(b"b").unwrap(), Some(b"2".to_vec()));
+        // Once the disk works again, everything reaches it.
+        below
+            .failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        futures::executor::block_on(disk.flush()).unwrap();
+        assert_eq!(below.inner.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(below.inner.get(b"b").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn a_value_read_below_before_a_checkpoint_changed_it_is_not_cached() {
+        let below = SimDisk::new();
+        below.write(batch(vec![put("a", "old")])).unwrap();
+        let disk = WriteBehind::with_checkpoint_writes(Arc::new(below.clone()), 1)
+            .with_read_cache(1 << 20);
+        // A reader finds nothing known and reads the disk below ...
+        let Lookup::Below { epoch } = disk.known_value(b"a") else {
+            panic!("nothing is known yet")
+        };
+        let read = below.get(b"a").unwrap().unwrap();
+        // ... while a write is checkpointed over it ...
+        disk.write(batch(vec![put("a", "new")])).unwrap();
+        // ... then offers what it read: too late, it must not be cached.
+        disk.cache_read(b"a", &read, epoch);
+        assert_eq!(disk.get(b"a").unwrap(), Some(b"new".to_vec()));
+        // Without a checkpoint in between, a read is cached (and served without the disk).
+        let Lookup::Below { epoch } = disk.known_value(b"z") else {
+            panic!("nothing is known of z")
+        };
+        disk.cache_read(b"z", b"cached", epoch);
+        assert_eq!(disk.get(b"z").unwrap(), Some(b"cached".to_vec()));
+    }
+
+    #[test]
+    fn a_power_cut_forgets_the_read_cache_with_the_pending_writes() {
+        let below = SimDisk::new();
+        let disk = WriteBehind::with_checkpoint_writes(Arc::new(below.clone()), 1)
+            .with_read_cache(1 << 20);
+        // Checkpointed (so cached as clean) but never flushed: a power cut loses it below.
+        disk.write(batch(vec![put("a", "1")])).unwrap();
+        assert_eq!(disk.get(b"a").unwrap(), Some(b"1".to_vec()));
+        disk.discard_pending();
+        below.crash();
+        assert_eq!(
+            disk.get(b"a").unwrap(),
+            None,
+            "served from a cache the cut emptied"
+        );
     }
 }
