@@ -5,6 +5,7 @@
 #   scripts/soak.sh                    10 intervals of 30 s (about 6 minutes)
 #   scripts/soak.sh --intervals 20 --seconds 60
 #   scripts/soak.sh --smoke            2 short intervals: checks the script works end to end
+#   scripts/soak.sh --figures-seconds 0   skip the fresh / after-soak figures below
 #
 # Starts a fresh three-node cluster on loopback (release binary, free ports, temporary data),
 # then runs `stockraft bench --scenario spread --keyed` (32 clients, a key on every reserve)
@@ -14,7 +15,13 @@
 # each node's bytes are, the medians of the first and last three intervals (steadier than
 # single intervals when comparing builds), and how many snapshot installs the nodes logged.
 #
-# Fails (exit 1) if the last interval's throughput is below 80% of the first's, or if a node's
+# Before the first interval and after the last (faults stopped, every node up), it also measures
+# the benchmark's figures on the same cluster, unkeyed: 32 clients spread over the SKUs, 32 on one
+# hot SKU, and one client spread (--figures-seconds each, 10 by default), and prints each
+# after-soak figure as a share of the fresh one.
+#
+# Fails (exit 1) if the last interval's throughput is below 80% of the first's, if an after-soak
+# figure is worse than 80% of the fresh one (throughput below 0.8x, or latency above 1.25x), or if a node's
 # data directory exceeds the bound ARCHITECTURE.md documents: 128 MiB (the log behind
 # `snapshot_log_bytes`, one segment and slack) plus 7 times the newest snapshot S (a state
 # larger than a quarter of `snapshot_log_bytes` keeps a log as large as S before the next
@@ -23,14 +30,15 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-intervals=10 seconds=30 fault_every=7 clients=32 skus=1000 smoke=0
+intervals=10 seconds=30 fault_every=7 clients=32 skus=1000 smoke=0 figures_seconds=10
 while [ $# -gt 0 ]; do
   case "$1" in
     --intervals) intervals="$2"; shift 2 ;;
     --seconds) seconds="$2"; shift 2 ;;
     --fault-every) fault_every="$2"; shift 2 ;;
-    --smoke) smoke=1 intervals=2 seconds=4 fault_every=3 clients=4 skus=50; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --figures-seconds) figures_seconds="$2"; shift 2 ;;
+    --smoke) smoke=1 intervals=2 seconds=4 fault_every=3 clients=4 skus=50 figures_seconds=1; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "soak.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -63,6 +71,20 @@ if [ "$smoke" = 1 ]; then use_stockraft_binary debug; else use_stockraft_binary 
 start_stockraft
 say "leader is node $(wait_for_stockraft_leader)"
 all_nodes="$(IFS=,; echo "${SR_ADDRS[*]}")"
+
+# The benchmark's figures on this cluster, one JSON line each, into file $1.
+figures() {
+  : >"$1"
+  [ "$figures_seconds" != 0 ] || return 0
+  local args
+  for args in "spread 32" "hot 32" "spread 1"; do
+    set -- "$1" $args
+    "$BIN" bench --target stockraft --scenario "$2" --clients "$3" --skus "$skus" \
+      --stock 100000000 --nodes "$all_nodes" --seconds "$figures_seconds" \
+      --label "$2-C$3" 2>>"$WORK/bench.log" | sed -n 's/^BENCH //p' >>"$1"
+  done
+}
+figures "$WORK/figures-fresh"
 
 # The fault loop: a subshell that only signals processes by PID, bounded by the soak's length.
 # It restarts a killed node itself, so it keeps the node PIDs in a file the main shell reads.
@@ -121,6 +143,42 @@ for interval in $(seq 1 "$intervals"); do
   all_ops+=("$ops")
 done
 
+# The figures again, on the aged cluster: faults stopped, frozen nodes resumed, every node up.
+kill "$FAULTS_PID" 2>/dev/null || true
+wait "$FAULTS_PID" 2>/dev/null || true
+for id in 1 2 3; do
+  pid="$(cat "$(pid_file "$id")")"
+  kill -CONT "$pid" 2>/dev/null || true
+  if ! kill -0 "$pid" 2>/dev/null; then
+    RUST_LOG="$SR_NODE_LOG" "$BIN" serve --id "$id" --config "$WORK/cluster.toml" >>"$WORK/stockraft-$id.log" 2>&1 &
+    echo $! >"$(pid_file "$id")"
+  fi
+done
+wait_for_stockraft_leader >/dev/null
+figures "$WORK/figures-after"
+figures_failed=""
+if [ "$figures_seconds" != 0 ]; then
+  printf '\n%-10s %12s %12s %8s %12s %12s %8s %12s %12s %8s\n' figures "fresh ops/s" "after ops/s" share \
+    "fresh p50" "after p50" share "fresh p99" "after p99" share
+  python3 - "$WORK/figures-fresh" "$WORK/figures-after" "$WORK/figures-failed" <<'PY'
+import json, sys
+fresh = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+after = [json.loads(line) for line in open(sys.argv[2]) if line.strip()]
+failed = []
+for f, a in zip(fresh, after):
+    ops, p50, p99 = a["opsPerSec"] / f["opsPerSec"], f["p50Ms"] / a["p50Ms"], f["p99Ms"] / a["p99Ms"]
+    print(f'{f["label"]:<10} {f["opsPerSec"]:>12.0f} {a["opsPerSec"]:>12.0f} {ops:>7.0%} '
+          f'{f["p50Ms"]:>12.2f} {a["p50Ms"]:>12.2f} {p50:>7.0%} {f["p99Ms"]:>12.2f} {a["p99Ms"]:>12.2f} {p99:>7.0%}')
+    for name, share in (("ops/s", ops), ("p50", p50), ("p99", p99)):
+        if share < 0.8:
+            failed.append(f'{f["label"]} {name} at {share:.0%} of fresh')
+if len(after) != len(fresh) or not fresh:
+    failed.append(f"{len(after)} of {len(fresh)} after-soak figures measured")
+open(sys.argv[3], "w").write("; ".join(failed))
+PY
+  figures_failed="$(cat "$WORK/figures-failed")"
+fi
+
 # Where each node's bytes are: the Raft log, the snapshot files, and sled (the state machine).
 for id in 1 2 3; do
   dir="$WORK/stockraft/node-$id"
@@ -145,6 +203,10 @@ say "snapshot installs: $(cat "$WORK"/stockraft-*.log 2>/dev/null | grep -c 'ins
 status=0
 if [ -n "$over" ]; then
   say "FAIL: a data directory exceeded its bound:$over"
+  status=1
+fi
+if [ "$smoke" = 0 ] && [ -n "$figures_failed" ]; then
+  say "FAIL: after the soak, $figures_failed (a share is the after-soak figure over the fresh one; latency shares are fresh over after)"
   status=1
 fi
 if [ "$smoke" = 0 ] && [ "$kept" -lt "$THROUGHPUT_KEPT_PERCENT_MIN" ]; then
