@@ -107,8 +107,15 @@ impl Shared {
         pending
     }
 
-    /// Records how writing `batch` below went, and wakes whoever waits for it.
-    fn finish_checkpoint(&self, batch: &Overlay, written: Result<(), StorageError>) {
+    /// Records how writing `batch` below went, and wakes whoever waits for it. A failure is
+    /// kept for the next write or flush to report if `report_later` (the checkpoint thread's
+    /// failures; the inline writer returns its own).
+    fn finish_checkpoint(
+        &self,
+        batch: &Overlay,
+        written: Result<(), StorageError>,
+        report_later: bool,
+    ) {
         let mut pending = lock(&self.pending);
         match written {
             Ok(()) => {
@@ -130,7 +137,9 @@ impl Shared {
                         .entry(key.clone())
                         .or_insert_with(|| value.clone());
                 }
-                pending.failed.get_or_insert(error);
+                if report_later {
+                    pending.failed.get_or_insert(error);
+                }
             }
         }
         pending.writing = None;
@@ -209,7 +218,7 @@ impl WriteBehind {
             .spawn(move || {
                 for batch in received {
                     let written = shared.below.write(to_write_batch(&batch));
-                    shared.finish_checkpoint(&batch, written);
+                    shared.finish_checkpoint(&batch, written, true);
                 }
             })?;
         self.background = Some(Background {
@@ -275,7 +284,8 @@ impl WriteBehind {
             }
         };
         let written = self.shared.below.write(to_write_batch(&batch));
-        self.shared.finish_checkpoint(&batch, written.clone());
+        self.shared
+            .finish_checkpoint(&batch, written.clone(), false);
         written
     }
 
@@ -308,7 +318,8 @@ impl WriteBehind {
         if !sent {
             drop(pending);
             let failed = StorageError::Disk("the checkpoint thread is gone".into());
-            self.shared.finish_checkpoint(&batch, Err(failed.clone()));
+            self.shared
+                .finish_checkpoint(&batch, Err(failed.clone()), false);
             return Err(failed);
         }
         Ok(())
@@ -826,5 +837,21 @@ mod tests {
             None,
             "served from a cache the cut emptied"
         );
+    }
+
+    #[test]
+    fn a_failed_inline_checkpoint_is_reported_once_and_the_next_one_retries_it() {
+        let below = Arc::new(FlakyDisk {
+            inner: SimDisk::new(),
+            failing: true.into(),
+        });
+        let disk = WriteBehind::with_checkpoint_writes(below.clone(), 1);
+        assert!(disk.write(batch(vec![put("a", "1")])).is_err());
+        below
+            .failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        disk.write(batch(vec![put("b", "2")])).unwrap();
+        assert_eq!(below.inner.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(below.inner.get(b"b").unwrap(), Some(b"2".to_vec()));
     }
 }
