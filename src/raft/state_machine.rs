@@ -569,11 +569,13 @@ impl<'d> ApplyBatch<'d> {
             ))
             .map(|(k, v)| (k.clone(), v.is_some()))
             .collect();
-        // Each pending key hides or adds at most one: that many more from the disk leave at
-        // least `count` present keys (or all there are) after the merge.
+        // Only a pending delete can take a key on the disk out of the front (a pending insert
+        // adds one): that many more from the disk leave at least `count` present keys (or all
+        // there are) after the merge.
+        let deletes = pending.iter().filter(|(_, present)| !*present).count();
         let mut merged: BTreeMap<Vec<u8>, bool> = self
             .disk
-            .scan(start, end, Order::Ascending, count + pending.len())?
+            .scan(start, end, Order::Ascending, count + deletes)?
             .into_iter()
             .map(|(k, _)| (k, true))
             .collect();
