@@ -217,7 +217,16 @@ impl WriteBehind {
             .name("checkpoint".into())
             .spawn(move || {
                 for batch in received {
-                    let written = shared.below.write(to_write_batch(&batch));
+                    // A panic below (sled asserts) must not leave `writing` set for good: the
+                    // writer would wait for it forever. It becomes this checkpoint's failure.
+                    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        shared.below.write(to_write_batch(&batch))
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(StorageError::Disk(
+                            "the disk panicked while writing a checkpoint".into(),
+                        ))
+                    });
                     shared.finish_checkpoint(&batch, written, true);
                 }
             })?;
@@ -724,6 +733,7 @@ mod tests {
     struct FlakyDisk {
         inner: SimDisk,
         failing: std::sync::atomic::AtomicBool,
+        panicking: std::sync::atomic::AtomicBool,
     }
 
     impl Disk for FlakyDisk {
@@ -740,6 +750,9 @@ mod tests {
             self.inner.scan(start, end, order, limit)
         }
         fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+            if self.panicking.load(std::sync::atomic::Ordering::SeqCst) {
+                panic!("injected panic below");
+            }
             if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(StorageError::Disk("injected".into()));
             }
@@ -781,6 +794,7 @@ mod tests {
         let below = Arc::new(FlakyDisk {
             inner: SimDisk::new(),
             failing: true.into(),
+            panicking: false.into(),
         });
         let disk = WriteBehind::with_checkpoint_writes(below.clone(), 1)
             .in_background()
@@ -848,6 +862,7 @@ mod tests {
         let below = Arc::new(FlakyDisk {
             inner: SimDisk::new(),
             failing: true.into(),
+            panicking: false.into(),
         });
         let disk = WriteBehind::with_checkpoint_writes(below.clone(), 1);
         assert!(disk.write(batch(vec![put("a", "1")])).is_err());
@@ -857,5 +872,27 @@ mod tests {
         disk.write(batch(vec![put("b", "2")])).unwrap();
         assert_eq!(below.inner.get(b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(below.inner.get(b"b").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    #[cfg(not(madsim))]
+    fn a_panic_below_a_background_checkpoint_is_reported_not_waited_for_forever() {
+        let below = Arc::new(FlakyDisk {
+            inner: SimDisk::new(),
+            failing: false.into(),
+            panicking: true.into(),
+        });
+        let disk = WriteBehind::with_checkpoint_writes(below.clone(), 1)
+            .in_background()
+            .unwrap();
+        disk.write(batch(vec![put("a", "1")])).unwrap();
+        // flush waits for the checkpoint in flight: it must end, and report the failure.
+        assert!(futures::executor::block_on(disk.flush()).is_err());
+        assert_eq!(disk.get(b"a").unwrap(), Some(b"1".to_vec()));
+        below
+            .panicking
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        futures::executor::block_on(disk.flush()).unwrap();
+        assert_eq!(below.inner.get(b"a").unwrap(), Some(b"1".to_vec()));
     }
 }
