@@ -157,7 +157,7 @@ pub async fn start(
     )
     .await
     .map_err(storage_error)?;
-    migrate::upgrade_key_layout(&*storage.disk)
+    migrate::upgrade_key_layout(&*storage.disk, crate::raft::state_machine::KEYS_PER_CHUNK)
         .await
         .map_err(|error| StartError::Storage(error.to_string()))?;
     let wal =

@@ -306,8 +306,8 @@ enum ScanFault {
 struct FaultyScans {
     inner: SimDisk,
     fault: std::sync::Mutex<ScanFault>,
-    /// Scans of the expiry index (keys from `Sx`) so far.
-    expiry_scans: std::sync::atomic::AtomicUsize,
+    /// Scans of the state machine's keys (from `S`) so far.
+    state_scans: std::sync::atomic::AtomicUsize,
 }
 
 impl FaultyScans {
@@ -315,7 +315,7 @@ impl FaultyScans {
         Self {
             inner: SimDisk::new(),
             fault: std::sync::Mutex::new(ScanFault::None),
-            expiry_scans: Default::default(),
+            state_scans: Default::default(),
         }
     }
 
@@ -335,8 +335,8 @@ impl Disk for FaultyScans {
         order: stockraft::storage::Order,
         limit: usize,
     ) -> Result<Vec<stockraft::storage::KeyValue>, stockraft::storage::StorageError> {
-        if start.starts_with(b"Sx") {
-            self.expiry_scans
+        if start.starts_with(b"S") {
+            self.state_scans
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         match &*self.fault.lock().unwrap() {
@@ -386,13 +386,13 @@ fn a_snapshot_whose_state_could_not_be_read_fails_instead_of_shipping_an_empty_s
 #[test]
 fn a_key_deleted_and_recreated_during_a_build_that_a_scan_misses_is_in_the_snapshot() {
     block_on(async {
-        // At the point: an idempotency key that expires at 1,010 ms of log time.
+        // At the point: an idempotency key that expires at 1,010 ms of log time, in chunk 0.
         let before = vec![
             membership_entry(1),
             keyed_create_entry(2, "a", "key-1", 10, 1_000),
         ];
         // During the build: log time passes its expiry (it is purged), then a client uses the
-        // same key again (it is re-created, with a new value).
+        // same key again (stored anew: its chunk changes).
         let after = vec![
             adjust_entry(3, "a", 1, 2_000),
             keyed_create_entry(4, "b", "key-1", 10, 2_001),
@@ -405,11 +405,11 @@ fn a_key_deleted_and_recreated_during_a_build_that_a_scan_misses_is_in_the_snaps
             .unwrap()
             .into_iter()
             .map(|(key, _)| key)
-            .find(|key| key.starts_with(b"Sx"))
+            .find(|key| key.starts_with(b"Sq"))
             .expect("the idempotency key is stored");
         let mut builder = store.get_snapshot_builder().await;
         apply(&mut store, after).await;
-        // The key exists again, but the builder's scan does not return it.
+        // The chunk exists, changed, but the builder's scan does not return it.
         disk.set(ScanFault::Hide(key));
         let snapshot = builder.build_snapshot().await.unwrap();
 
@@ -456,13 +456,14 @@ fn scoped_create_entry(
 #[test]
 fn expired_idempotency_keys_are_purged_from_disk_by_later_entries() {
     block_on(async {
-        let mut store = sim_store(Arc::new(SimDisk::new()));
+        // One entry per chunk: a chunk goes from the disk as its entry is forgotten.
+        let mut store = sim_store(Arc::new(SimDisk::new())).with_keys_per_chunk(1);
         let key_count = |store: &StateMachineStore| {
             store
                 .state_pairs()
                 .unwrap()
                 .iter()
-                .filter(|(k, _)| k.starts_with(b"Sx"))
+                .filter(|(k, _)| k.starts_with(b"Sq"))
                 .count()
         };
         apply(
@@ -477,7 +478,7 @@ fn expired_idempotency_keys_are_purged_from_disk_by_later_entries() {
         assert_eq!(
             key_count(&store),
             2,
-            "two keys, each stored under its expiry"
+            "two keys, one chunk each"
         );
         // Log time passes the expiry: the next entries delete the expired keys.
         apply(
@@ -486,18 +487,18 @@ fn expired_idempotency_keys_are_purged_from_disk_by_later_entries() {
         )
         .await;
         assert_eq!(key_count(&store), 1, "only k-c remains");
+        assert_eq!(stored_key_names(&store), vec!["k-c".to_string()]);
     });
 }
 
 #[test]
-fn apply_calls_do_not_scan_the_expiry_index_again_while_its_front_is_known() {
-    // A scan per apply call went to sled and waited there for any checkpoint holding sled's
-    // write lock: the front of the index is carried from call to call instead.
+fn apply_calls_scan_nothing_once_the_key_index_is_built_even_while_evicting_and_purging() {
+    // Format 3 read the next keys to evict from sled's expiry index, a range scan that waited
+    // for any checkpoint holding sled's write lock; the idempotency log needs no scan at all.
     block_on(async {
         let disk = Arc::new(FaultyScans::new());
-        let mut store = sim_store(disk.clone());
+        let mut store = sim_store(disk.clone()).with_idempotency_keys_max(100);
         apply(&mut store, vec![membership_entry(1)]).await;
-        // Unkeyed writes over an empty index, then keyed ones (more than the front keeps).
         for index in 2..100 {
             apply(
                 &mut store,
@@ -505,18 +506,19 @@ fn apply_calls_do_not_scan_the_expiry_index_again_while_its_front_is_known() {
             )
             .await;
         }
+        // Keyed writes, three times the cap: past it each one evicts the oldest key.
         for index in 100..400 {
             let key = format!("k-{index}");
             let entry =
                 keyed_create_entry(index, &format!("s{index}"), &key, 60_000, 10_000 + index);
             apply(&mut store, vec![entry]).await;
         }
-        let scans = disk.expiry_scans.load(std::sync::atomic::Ordering::SeqCst);
-        assert!(
-            scans <= 2,
-            "{scans} scans of the expiry index for 399 apply calls"
-        );
-        // The front still finds what is due: past the TTL, later entries purge the keys.
+        let scans = || disk.state_scans.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(scans(), 1, "one scan, building the key index, for 399 apply calls");
+        let expected: Vec<String> = (300..400).map(|index| format!("k-{index}")).collect();
+        assert_eq!(stored_key_names(&store), expected, "the newest 100 keys");
+        let before_purges = scans();
+        // Past the time to live, later entries purge every key.
         for index in 400..600 {
             apply(
                 &mut store,
@@ -524,13 +526,15 @@ fn apply_calls_do_not_scan_the_expiry_index_again_while_its_front_is_known() {
             )
             .await;
         }
-        let left = store
+        assert_eq!(scans(), before_purges, "purges scan nothing either");
+        assert!(stored_key_names(&store).is_empty(), "every expired key purged");
+        let chunks = store
             .state_pairs()
             .unwrap()
             .iter()
-            .filter(|(k, _)| k.starts_with(b"Sx"))
+            .filter(|(k, _)| k.starts_with(b"Sq"))
             .count();
-        assert_eq!(left, 0, "every expired key purged");
+        assert!(chunks <= 1, "{chunks} chunks left: forgotten chunks are deleted");
     });
 }
 
@@ -755,12 +759,12 @@ fn past_the_cap_the_oldest_idempotency_keys_are_evicted_the_same_way_on_every_re
 }
 
 #[test]
-fn a_key_expiring_before_keys_already_evicted_is_still_evicted_first_on_every_replica() {
+fn a_key_with_a_shorter_time_to_live_is_forgotten_in_its_turn_but_expires_on_time() {
     block_on(async {
         let cap = 3;
-        // Long-lived keys first (the cap evicts the oldest of them as it goes), then one key
-        // with a short time to live, which expires before every key left: it must be the next
-        // one evicted, although earlier evictions moved past its place in the expiry order.
+        // Long-lived keys (the cap evicts the oldest of them as it goes), then one key with a
+        // short time to live, then another long-lived one, then the short-lived key again once
+        // it has expired.
         let mut entries: Vec<Entry> = std::iter::once(membership_entry(1))
             .chain((2..=9).map(|i| {
                 let (sku, key) = (format!("sku-{i}"), format!("key-{i}"));
@@ -778,14 +782,26 @@ fn a_key_expiring_before_keys_already_evicted_is_still_evicted_first_on_every_re
             }
             store
         };
-        let keys: Vec<String> = stored_key_names(&reference);
-        assert!(
-            !keys.contains(&"short-lived".to_string()),
-            "the key expiring first went first: {keys:?}"
+        assert_eq!(
+            stored_key_names(&reference),
+            vec!["key-9", "short-lived", "key-11"],
+            "forgotten oldest first: the expired key waits for key-9, stored before it"
         );
-        assert_eq!(keys.len(), cap as usize, "{keys:?}");
+        // Used again after its expiry: not a replay (the create of `short-2` happens), and its
+        // new entry is the newest.
+        entries.push(keyed_create_entry(12, "short-2", "short-lived", 5, 10_020));
+        let mut reference = reference;
+        apply(&mut reference, vec![entries[11].clone()]).await;
+        assert_eq!(
+            stored_key_names(&reference),
+            vec!["key-9", "key-11", "short-lived"]
+        );
+        assert!(reference
+            .record(&RecordKey::new("s1", "short-2").unwrap())
+            .unwrap()
+            .is_some());
         // The same on a replica with other batch boundaries, under write-behind, restarted in
-        // the middle (its floor starts again from the front).
+        // the middle (its key index built again), with one entry per chunk.
         let below = SimDisk::new();
         let disk = Arc::new(WriteBehind::with_checkpoint_writes(
             Arc::new(below.clone()),
@@ -805,7 +821,7 @@ fn a_key_expiring_before_keys_already_evicted_is_still_evicted_first_on_every_re
     });
 }
 
-/// The names of the idempotency keys a store holds, in storage order (oldest expiry first).
+/// The names of the idempotency keys a store holds, in storage order (oldest first).
 fn stored_key_names(store: &StateMachineStore) -> Vec<String> {
     stored_idempotency_ids(store)
         .into_iter()
@@ -815,18 +831,38 @@ fn stored_key_names(store: &StateMachineStore) -> Vec<String> {
 
 /// The idempotency keys a store holds, as (scope, key), in storage order.
 fn stored_idempotency_ids(store: &StateMachineStore) -> Vec<(String, String)> {
-    store
-        .state_pairs()
-        .unwrap()
-        .iter()
-        .filter_map(|(k, _)| k.strip_prefix(b"Sx"))
-        .map(|k| {
-            let mut expiry_key = b"Sx".to_vec();
-            expiry_key.extend_from_slice(k);
-            let (_, id) = stockraft::storage::keys::parse_expiry(&expiry_key).unwrap();
+    stored_entries(&store.state_pairs().unwrap(), store.keys_per_chunk())
+        .into_iter()
+        .map(|(identity, _)| {
+            let id = keys::parse_identity(&identity).unwrap();
             (id.scope, id.key)
         })
         .collect()
+}
+
+/// The idempotency entries a format-4 state holds (identity bytes, entry), oldest first: the
+/// live slots of its chunks from the front on.
+fn stored_entries(
+    pairs: &[KeyValue],
+    per_chunk: u64,
+) -> Vec<(Vec<u8>, stockraft::inventory::IdempotencyEntry)> {
+    let front: u64 = pairs
+        .iter()
+        .find(|(k, _)| k.as_slice() == keys::KEY_FRONT)
+        .map_or(0, |(k, v)| stockraft::storage::decode(k, v).unwrap());
+    let mut entries = Vec::new();
+    for (key, value) in pairs {
+        let Some(number) = keys::key_chunk_number(key) else {
+            continue;
+        };
+        let chunk: keys::KeyChunk = stockraft::storage::decode(key, value).unwrap();
+        for (slot, stored) in chunk.into_iter().enumerate() {
+            if let (true, Some(stored)) = (number * per_chunk + slot as u64 >= front, stored) {
+                entries.push((stored.identity, stored.entry));
+            }
+        }
+    }
+    entries
 }
 
 #[test]
@@ -873,7 +909,7 @@ fn keys_of_different_scopes_are_stored_apart_and_evicted_oldest_first_across_sco
         let mut expected: Vec<(String, String)> = (2..=13).map(identity).collect();
         expected.sort();
         assert_eq!(all, expected);
-        // With the cap, the newest keys stay, whatever their scope, in expiry order.
+        // With the cap, the newest keys stay, whatever their scope, in the order stored.
         let newest: Vec<(String, String)> = (10..=13).map(identity).collect();
         assert_eq!(stored_idempotency_ids(&a), newest);
         assert_eq!(
@@ -981,11 +1017,10 @@ fn log_time_survives_a_restart_and_a_snapshot_install() {
 }
 
 /// Expired keys are purged and keys past the cap evicted exactly as a plain model of the rules
-/// says, whatever the apply calls' sizes and however far ahead the expiry index is read
-/// (`state_machine::EXPIRY_READ_AHEAD`): short and long times to live interleaved (keys
-/// inserted below the front already read), keys reused after they expired, a small cap.
+/// says, whatever the apply calls' sizes and the chunks' (`state_machine::KEYS_PER_CHUNK`):
+/// short and long times to live interleaved, keys reused after they expired, a small cap.
 #[test]
-fn purges_and_evictions_follow_the_rules_whatever_the_batches_and_the_read_ahead() {
+fn purges_and_evictions_follow_the_rules_whatever_the_batches_and_the_chunks() {
     use rand::{RngExt, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut at_ms = 10_000;
@@ -1000,8 +1035,7 @@ fn purges_and_evictions_follow_the_rules_whatever_the_batches_and_the_read_ahead
 }
 
 /// Many keys expire at once, faster than requests purge them, and some are reused while
-/// expired but not yet purged: the reuse deletes their old expiry entry, which a read-ahead
-/// may already hold.
+/// expired but not yet purged: the reuse empties their old slot, which the front then skips.
 #[test]
 fn a_key_reused_while_expired_and_not_yet_purged_keeps_its_new_entry() {
     let mut steps: Vec<(u64, String, u64)> =
@@ -1016,15 +1050,15 @@ fn a_key_reused_while_expired_and_not_yet_purged_keeps_its_new_entry() {
 }
 
 /// Applies keyed adjusts of +1 (log time, key, time to live; SKU `i % 20` for step `i`) on
-/// stores that read the expiry index ahead by 1, 3 and 64 keys, in apply calls of one entry, of
-/// every entry and of random sizes; on a store reopened on its disk between apply calls (its key
+/// stores with 1, 3 and 32 entries per chunk, in apply calls of one entry, of every entry and
+/// of random sizes; on a store reopened on its disk between apply calls (its key
 /// index built again from the disk); and on one that installs a snapshot taken half-way over a
 /// state of its own. Checks that all hold the same bytes, the keys the rules keep, and the
 /// quantities the rules give: an adjust whose key is live is a replay and changes nothing, so a
 /// key the store fails to find shows as one unit too many.
 fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
     use rand::{RngExt, SeedableRng};
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
     const PER_REQUEST: usize = stockraft::raft::state_machine::EXPIRED_KEYS_PURGED_PER_ENTRY_MAX;
     const SKUS: usize = 20;
 
@@ -1041,72 +1075,71 @@ fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
         let sku = format!("sku-{}", i % SKUS);
         entries.push(keyed_adjust_entry(index, &sku, key, *ttl, *at_ms));
     }
-    // The rules, on plain maps: per request, purge up to PER_REQUEST keys expired by log time
-    // (oldest expiry first, then by key), apply (a live key changes nothing; an absent or
-    // expired one is stored anew and the adjust applies), then evict up to PER_REQUEST oldest
-    // while over the cap.
+    // The rules, on plain maps: per request, purge up to PER_REQUEST of the oldest stored keys
+    // while the oldest has expired by log time, apply (a live key changes nothing; an absent
+    // or expired one is stored anew, as the newest, and the adjust applies), then evict up to
+    // PER_REQUEST oldest while over the cap.
     let mut clock = 0;
-    let mut index: BTreeSet<(u64, String)> = BTreeSet::new();
-    let mut expiry_of: BTreeMap<String, u64> = BTreeMap::new();
+    // Order stored -> (key, expiry).
+    let mut stored: BTreeMap<u64, (String, u64)> = BTreeMap::new();
+    let mut order_of: BTreeMap<String, u64> = BTreeMap::new();
     let mut quantities = vec![0i64; SKUS];
     for (i, (stamp, key, ttl)) in steps.iter().enumerate() {
         clock = clock.max(*stamp);
-        let expired: Vec<_> = index
-            .iter()
-            .filter(|(expiry, _)| *expiry <= clock)
-            .take(PER_REQUEST)
-            .cloned()
-            .collect();
-        for doomed in expired {
-            index.remove(&doomed);
-            expiry_of.remove(&doomed.1);
-        }
-        match expiry_of.get(key).copied() {
-            Some(expiry) if expiry > clock => continue,
-            Some(expiry) => {
-                index.remove(&(expiry, key.clone()));
+        for _ in 0..PER_REQUEST {
+            match stored.first_key_value() {
+                Some((_, (_, expiry))) if *expiry <= clock => {
+                    let (_, (doomed, _)) = stored.pop_first().unwrap();
+                    order_of.remove(&doomed);
+                }
+                _ => break,
             }
-            None => {}
+        }
+        if let Some(order) = order_of.get(key).copied() {
+            if stored[&order].1 > clock {
+                continue;
+            }
+            stored.remove(&order);
         }
         quantities[i % SKUS] += 1;
-        index.insert((clock + ttl, key.clone()));
-        expiry_of.insert(key.clone(), clock + ttl);
-        let excess = (index.len() as u64).saturating_sub(cap) as usize;
+        stored.insert(i as u64, (key.clone(), clock + ttl));
+        order_of.insert(key.clone(), i as u64);
+        let excess = (stored.len() as u64).saturating_sub(cap) as usize;
         for _ in 0..excess.min(PER_REQUEST) {
-            let oldest = index.pop_first().unwrap();
-            expiry_of.remove(&oldest.1);
+            let (_, (oldest, _)) = stored.pop_first().unwrap();
+            order_of.remove(&oldest);
         }
     }
-    let expected: Vec<String> = index.into_iter().map(|(_, key)| key).collect();
+    let expected: Vec<String> = stored.into_values().map(|(key, _)| key).collect();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     block_on(async {
-        let store = |disk: Arc<dyn Disk>, read_ahead| {
+        let store = |disk: Arc<dyn Disk>, per_chunk| {
             sim_store(disk)
                 .with_idempotency_keys_max(cap)
-                .with_expiry_read_ahead(read_ahead)
+                .with_keys_per_chunk(per_chunk)
         };
         let fresh = || -> Arc<dyn Disk> { Arc::new(SimDisk::new()) };
         let mut one_by_one = store(fresh(), 1);
         for entry in &entries {
             apply(&mut one_by_one, vec![entry.clone()]).await;
         }
-        let mut whole = store(fresh(), 64);
+        let mut whole = store(fresh(), 32);
         apply(&mut whole, entries.clone()).await;
         let mut chunked = store(fresh(), 3);
         let reopened_disk = fresh();
-        let mut reopened = store(reopened_disk.clone(), 64);
+        let mut reopened = store(reopened_disk.clone(), 1);
         let mut rest = entries.as_slice();
         while !rest.is_empty() {
             let take = rng.random_range(1..=40usize).min(rest.len());
             apply(&mut chunked, rest[..take].to_vec()).await;
             apply(&mut reopened, rest[..take].to_vec()).await;
-            reopened = store(reopened_disk.clone(), 64);
+            reopened = store(reopened_disk.clone(), 1);
             rest = &rest[take..];
         }
         // Half-way, a snapshot; installed on a store that applied keys of its own before.
         let half = entries.len() / 2;
-        let mut source = store(fresh(), 64);
+        let mut source = store(fresh(), 3);
         apply(&mut source, entries[..half].to_vec()).await;
         let snapshot = source
             .get_snapshot_builder()
@@ -1114,7 +1147,7 @@ fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
             .build_snapshot()
             .await
             .unwrap();
-        let mut installed = store(fresh(), 64);
+        let mut installed = store(fresh(), 3);
         let own: Vec<Entry> = entries[..half]
             .iter()
             .cloned()
@@ -1135,17 +1168,18 @@ fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
             .unwrap();
         apply(&mut installed, entries[half..].to_vec()).await;
 
-        for (name, store) in [
-            ("one by one", &one_by_one),
-            ("whole", &whole),
-            ("chunked", &chunked),
-            ("reopened", &reopened),
-            ("installed", &installed),
+        // Each store, and the one with the same chunks it must equal byte for byte.
+        for (name, store, same) in [
+            ("one by one", &one_by_one, &one_by_one),
+            ("whole", &whole, &whole),
+            ("chunked", &chunked, &chunked),
+            ("reopened", &reopened, &one_by_one),
+            ("installed", &installed, &chunked),
         ] {
             let keys: Vec<String> = stored_key_names(store);
             assert_eq!(
                 keys, expected,
-                "{name}: the keys the rules keep, oldest expiry first"
+                "{name}: the keys the rules keep, oldest first"
             );
             let held: Vec<i64> = (0..SKUS)
                 .map(|sku| {
@@ -1159,7 +1193,7 @@ fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
             );
             assert_eq!(
                 store.state_pairs().unwrap(),
-                one_by_one.state_pairs().unwrap(),
+                same.state_pairs().unwrap(),
                 "{name}: the same bytes"
             );
         }
@@ -1225,6 +1259,29 @@ fn format_upgrade_entries() -> (Vec<Entry>, Vec<Entry>) {
     (first, second)
 }
 
+/// A format-4 state as format 3 stored it: each idempotency entry under its expiry key, no
+/// idempotency log.
+fn as_format3(pairs: &[KeyValue]) -> Vec<KeyValue> {
+    let per_chunk = stockraft::raft::state_machine::KEYS_PER_CHUNK;
+    let mut format3: Vec<KeyValue> = pairs
+        .iter()
+        .filter(|(k, _)| {
+            keys::key_chunk_number(k).is_none()
+                && k.as_slice() != keys::KEY_NEXT
+                && k.as_slice() != keys::KEY_FRONT
+        })
+        .cloned()
+        .collect();
+    for (identity, entry) in stored_entries(pairs, per_chunk) {
+        format3.push((
+            keys::expiry_of_identity(entry.expires_at_ms, &identity),
+            encode(&entry),
+        ));
+    }
+    format3.sort();
+    format3
+}
+
 /// A format-3 state as format 2 stored it: each idempotency entry under `Si` + identity, and an
 /// empty value under its expiry key. Only the identities `keep(identity)` allows are turned back
 /// (the others stay as format 3 has them: an upgrade cut short).
@@ -1244,52 +1301,63 @@ fn as_format2(pairs: &[KeyValue], keep: impl Fn(&[u8]) -> bool) -> Vec<KeyValue>
 }
 
 #[test]
-fn a_format2_state_machine_is_moved_to_format3_once_and_answers_as_if_always_format3() {
+fn an_older_state_machine_is_upgraded_once_and_answers_as_if_always_format4() {
     block_on(async {
         let (first, second) = format_upgrade_entries();
         let reference = replayed(first.clone()).await;
-        let format3 = reference.state_pairs().unwrap();
+        let format4 = reference.state_pairs().unwrap();
+        let format3 = as_format3(&format4);
         let stored = stored_idempotency_ids(&reference).len();
         assert_eq!(stored, 12);
         let mut after = replayed(first.clone()).await;
         apply(&mut after, second.clone()).await;
 
-        // A whole format-2 state, and one an earlier upgrade moved a third of before a crash.
-        for cut_short in [false, true] {
-            let format2 = as_format2(&format3, |identity| {
-                !cut_short || identity.last().is_some_and(|byte| byte % 2 == 0)
-            });
-            let moved_now = format2.iter().filter(|(k, _)| k.starts_with(b"Si")).count();
-            let moved_before = stored - moved_now;
-            assert_eq!(moved_before == 0, !cut_short, "the sample splits as meant");
-            assert!(moved_now > 0, "something is left to move");
+        // A format-3 state; a whole format-2 state; and a format-2 one an earlier upgrade moved
+        // a third of to format 3 before a crash.
+        let cases = [
+            ("format 3", format3.clone()),
+            ("format 2", as_format2(&format3, |_| true)),
+            (
+                "format 2, cut short",
+                as_format2(&format3, |identity| {
+                    identity.last().is_some_and(|byte| byte % 2 == 0)
+                }),
+            ),
+        ];
+        for (name, old) in cases {
+            let moved_now = old.iter().filter(|(k, _)| k.starts_with(b"Si")).count();
             let disk = SimDisk::new();
             let mut batch = WriteBatch::default();
-            for (key, value) in format2 {
+            for (key, value) in old {
                 batch.put(key, value);
             }
             disk.write(batch).unwrap();
 
-            assert_eq!(migrate::upgrade_key_layout(&disk).await.unwrap(), moved_now);
+            let per_chunk = stockraft::raft::state_machine::KEYS_PER_CHUNK;
             assert_eq!(
-                read_state_pairs(&disk).unwrap(),
-                format3,
-                "moved {moved_before} before"
+                migrate::upgrade_key_layout(&disk, per_chunk).await.unwrap(),
+                moved_now + stored,
+                "{name}: every entry moved to format 3 and packed"
             );
-            assert_eq!(migrate::upgrade_key_layout(&disk).await.unwrap(), 0, "once");
+            assert_eq!(read_state_pairs(&disk).unwrap(), format4, "{name}");
+            assert_eq!(
+                migrate::upgrade_key_layout(&disk, per_chunk).await.unwrap(),
+                0,
+                "{name}: once"
+            );
             let mut upgraded = sim_store(Arc::new(disk));
             apply(&mut upgraded, second.clone()).await;
             assert_eq!(
                 upgraded.state_pairs().unwrap(),
                 after.state_pairs().unwrap(),
-                "the same answers after the upgrade: live keys replay"
+                "{name}: the same answers after the upgrade: live keys replay"
             );
         }
     });
 }
 
 #[test]
-fn a_format2_snapshot_installs_as_format3_and_a_format3_one_says_so() {
+fn an_older_snapshot_installs_as_format4_and_a_format4_one_says_so() {
     block_on(async {
         let (first, second) = format_upgrade_entries();
         let mut reference = replayed(first.clone()).await;
@@ -1300,49 +1368,59 @@ fn a_format2_snapshot_installs_as_format3_and_a_format3_one_says_so() {
             .await
             .unwrap();
         let head = snapshot.snapshot.read_chunk(0, 8).unwrap();
-        assert_eq!(head, b"STKSNAP2", "format 3 inside");
+        assert_eq!(head, b"STKSNAP3", "format 4 inside");
+        let mut after = replayed(first.clone()).await;
+        apply(&mut after, second.clone()).await;
 
-        // The same snapshot as a node of the previous version wrote it.
-        let format2 = as_format2(&reference.state_pairs().unwrap(), |_| true);
-        let mut bytes = b"STKSNAP1".to_vec();
-        let meta = encode(&snapshot.meta);
-        bytes.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&meta);
-        for (key, value) in &format2 {
-            bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(key);
-            bytes.extend_from_slice(value);
+        // The same snapshot as nodes of the two previous versions wrote it.
+        let format3 = as_format3(&reference.state_pairs().unwrap());
+        for (magic, pairs) in [
+            (b"STKSNAP2", format3.clone()),
+            (b"STKSNAP1", as_format2(&format3, |_| true)),
+        ] {
+            let mut bytes = magic.to_vec();
+            let meta = encode(&snapshot.meta);
+            bytes.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&meta);
+            for (key, value) in &pairs {
+                bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                bytes.extend_from_slice(key);
+                bytes.extend_from_slice(value);
+            }
+            bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+            bytes.extend_from_slice(&(pairs.len() as u64).to_le_bytes());
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            let fs = SimFs::new();
+            fs.create_dir_all(std::path::Path::new("/old")).unwrap();
+            let path = std::path::Path::new("/old/snapshot.snap");
+            fs.open(path, true)
+                .unwrap()
+                .write_all_at(0, &bytes)
+                .unwrap();
+            let old_file = SnapshotFile::open(Arc::new(fs), path.to_path_buf()).unwrap();
+
+            let mut target = sim_store(Arc::new(SimDisk::new()));
+            let received = transfer(&old_file, &target);
+            target
+                .install_snapshot(&snapshot.meta, received)
+                .await
+                .unwrap();
+            let magic = String::from_utf8_lossy(magic);
+            assert_eq!(
+                target.state_pairs().unwrap(),
+                reference.state_pairs().unwrap(),
+                "{magic}"
+            );
+            apply(&mut target, second.clone()).await;
+            assert_eq!(
+                target.state_pairs().unwrap(),
+                after.state_pairs().unwrap(),
+                "{magic}: the same answers after the install: live keys replay"
+            );
         }
-        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
-        bytes.extend_from_slice(&(format2.len() as u64).to_le_bytes());
-        let crc = crc32fast::hash(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        let fs = SimFs::new();
-        fs.create_dir_all(std::path::Path::new("/old")).unwrap();
-        let path = std::path::Path::new("/old/snapshot.snap");
-        fs.open(path, true)
-            .unwrap()
-            .write_all_at(0, &bytes)
-            .unwrap();
-        let old_file = SnapshotFile::open(Arc::new(fs), path.to_path_buf()).unwrap();
-
-        let mut target = sim_store(Arc::new(SimDisk::new()));
-        let received = transfer(&old_file, &target);
-        target
-            .install_snapshot(&snapshot.meta, received)
-            .await
-            .unwrap();
-        assert_eq!(
-            target.state_pairs().unwrap(),
-            reference.state_pairs().unwrap()
-        );
-        apply(&mut target, second.clone()).await;
         apply(&mut reference, second).await;
-        assert_eq!(
-            target.state_pairs().unwrap(),
-            reference.state_pairs().unwrap(),
-            "the same answers after the install: live keys replay"
-        );
+        assert_eq!(reference.state_pairs().unwrap(), after.state_pairs().unwrap());
     });
 }

@@ -1,37 +1,38 @@
-//! Where each idempotency key is stored: an in-memory index from a key's identity to its expiry.
+//! Where each idempotency key is stored: an in-memory index from a key's identity to its entry
+//! number in the idempotency log.
 //!
 //! ## Why
-//! An idempotency entry lives in sled under its expiry key (`Sx` + expiry + identity, see
-//! `storage::keys`), so the keys of one cluster are stored in the order they were added (log
-//! time + a constant TTL): inserts land on sled's rightmost leaf and evictions on its leftmost,
-//! both always in cache. Before, each entry also had a key of its own, `Si` + identity, at a
-//! place as random as the identity: at the key cap (a million keys) every keyed write inserted
-//! one such key and evicted another, each in a leaf sled had to load and copy, and looked the
-//! new key up in a third; throughput at the cap fell to ~70% of a fresh cluster's (README,
-//! "Aging"). Finding an entry by identity needs its expiry, and that is what this index keeps.
+//! Idempotency entries live in the idempotency log (`storage::keys`: chunks of 32 entries in
+//! the order they were stored, the oldest forgotten first), so that storing and forgetting one
+//! costs sled nothing per entry: the newest chunk is rewritten in memory and handed to sled once
+//! per checkpoint, and a whole chunk is deleted at once. Format 3 kept each entry under its own
+//! sled key, in expiry order: at the key cap (a million keys) every keyed write inserted one
+//! sled key and deleted another (~6 µs of sled each, on every node) and read the next keys to
+//! evict back from sled; throughput at the cap fell to ~70% of a fresh cluster's (README,
+//! "Aging"). Before that (format 2) each entry also had a sled key at a place as random as its
+//! identity. Finding an entry by identity needs its number, and that is what this index keeps.
 //!
 //! ## What it is
-//! A map from a 64-bit fingerprint of the identity's bytes to the expiry of the one stored entry
-//! with that identity. Two identities may share a fingerprint: the map then holds every expiry
-//! of that fingerprint, and a lookup tries each (the sled key holds the whole identity, so a
-//! wrong candidate is simply not found). ~17 bytes per key in a hash table (about 34 MiB at the
-//! million-key cap) instead of a second sled key of ~50 bytes plus sled's tree around it.
+//! A map from a 64-bit fingerprint of the identity's bytes to the number of the one stored entry
+//! with that identity. Two identities may share a fingerprint: the map then holds every number
+//! of that fingerprint, and a lookup tries each (the chunk holds the whole identity, so a wrong
+//! candidate is simply not it). ~17 bytes per key in a hash table (about 34 MiB at the
+//! million-key cap).
 //!
 //! ## Not state, a cache of it
 //! It changes how an entry is found, never which: the state machine gives the same answers on
 //! every node whatever this holds, as long as it matches the disk. So it is never written or
-//! replicated: it is built from the disk's `Sx` range when a store first applies after opening
-//! (1.3-1.7 s per million keys here, nearly all of it sled walking its pages), after a
-//! snapshot install, and after an apply call that failed half-way (see `raft::state_machine`).
-//! No iteration order of the hash map ever leaks out.
+//! replicated: it is built from the disk's chunks when a store first applies after opening
+//! (one read per chunk), after a snapshot install, and after an apply call that failed half-way
+//! (see `raft::state_machine`). No iteration order of the hash map ever leaks out.
 
 use std::collections::HashMap;
 use std::hash::Hasher;
 
-use crate::storage::{keys, Disk, Order, StorageError};
+use crate::storage::{decode, keys, Disk, Order, StorageError};
 
-/// Expiry keys read per scan while building the index from the disk.
-const BUILD_SCAN_KEYS: usize = 4096;
+/// Chunks read per scan while building the index from the disk.
+const BUILD_SCAN_CHUNKS: usize = 256;
 
 /// The fingerprint of an identity's bytes (`storage::keys`' identity encoding): std's SipHash
 /// with fixed keys, the same for the life of the process (nothing stores it), and a full 64-bit
@@ -42,39 +43,55 @@ pub fn fingerprint(identity: &[u8]) -> u64 {
     hasher.finish()
 }
 
-/// Identity fingerprint -> expiry ms of the stored entry (see the module docs).
+/// Identity fingerprint -> number of the stored entry (see the module docs).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KeyIndex {
     /// Fingerprints of exactly one stored identity.
     single: HashMap<u64, u64>,
-    /// Fingerprints shared by two or more stored identities: all their expiries.
+    /// Fingerprints shared by two or more stored identities: all their numbers.
     shared: HashMap<u64, Vec<u64>>,
 }
 
 impl KeyIndex {
-    /// The index of the entries stored on `disk`, read in pages of [`BUILD_SCAN_KEYS`].
-    pub fn build(disk: &dyn Disk) -> Result<Self, StorageError> {
+    /// The index of the entries stored on `disk` (chunks of `per_chunk` entries), read in pages
+    /// of [`BUILD_SCAN_CHUNKS`] chunks.
+    pub fn build(disk: &dyn Disk, per_chunk: u64) -> Result<Self, StorageError> {
+        let front: u64 = match disk.get(keys::KEY_FRONT)? {
+            Some(bytes) => decode(keys::KEY_FRONT, &bytes)?,
+            None => 0,
+        };
         let mut index = Self::default();
-        let mut start = keys::EXPIRY_START.to_vec();
+        let mut start = keys::key_chunk(front / per_chunk);
         loop {
-            let page = disk.scan(&start, keys::EXPIRY_END, Order::Ascending, BUILD_SCAN_KEYS)?;
+            let page = disk.scan(
+                &start,
+                keys::KEY_CHUNKS_END,
+                Order::Ascending,
+                BUILD_SCAN_CHUNKS,
+            )?;
             let Some((last, _)) = page.last() else {
                 return Ok(index);
             };
             start = [last.as_slice(), &[0]].concat();
-            for (key, _) in &page {
-                let (expires_at_ms, identity) = keys::split_expiry(key).ok_or_else(|| {
-                    StorageError::Invariant(format!("malformed expiry key {key:?}"))
+            for (key, value) in &page {
+                let number = keys::key_chunk_number(key).ok_or_else(|| {
+                    StorageError::Invariant(format!("malformed chunk key {key:?}"))
                 })?;
-                index.insert(fingerprint(identity), expires_at_ms);
+                let chunk: keys::KeyChunk = decode(key, value)?;
+                for (offset, slot) in chunk.iter().enumerate() {
+                    let number = number * per_chunk + offset as u64;
+                    if let (true, Some(stored)) = (number >= front, slot) {
+                        index.insert(fingerprint(&stored.identity), number);
+                    }
+                }
             }
         }
     }
 
-    /// The expiries stored under `fingerprint`: one for each identity that has it.
-    pub fn expiries(&self, fingerprint: u64) -> &[u64] {
+    /// The entry numbers stored under `fingerprint`: one for each identity that has it.
+    pub fn numbers(&self, fingerprint: u64) -> &[u64] {
         match self.shared.get(&fingerprint) {
-            Some(expiries) => expiries,
+            Some(numbers) => numbers,
             None => self
                 .single
                 .get(&fingerprint)
@@ -82,40 +99,39 @@ impl KeyIndex {
         }
     }
 
-    /// Notes an entry stored with this fingerprint and expiry.
-    pub fn insert(&mut self, fingerprint: u64, expires_at_ms: u64) {
-        if let Some(expiries) = self.shared.get_mut(&fingerprint) {
-            expiries.push(expires_at_ms);
+    /// Notes an entry stored with this fingerprint and number.
+    pub fn insert(&mut self, fingerprint: u64, number: u64) {
+        if let Some(numbers) = self.shared.get_mut(&fingerprint) {
+            numbers.push(number);
         } else if let Some(other) = self.single.remove(&fingerprint) {
-            self.shared.insert(fingerprint, vec![other, expires_at_ms]);
+            self.shared.insert(fingerprint, vec![other, number]);
         } else {
-            self.single.insert(fingerprint, expires_at_ms);
+            self.single.insert(fingerprint, number);
         }
     }
 
-    /// Forgets one entry stored with this fingerprint and expiry. An entry the index does not
+    /// Forgets one entry stored with this fingerprint and number. An entry the index does not
     /// hold is an invariant broken: the caller read it from the same state.
-    pub fn remove(&mut self, fingerprint: u64, expires_at_ms: u64) -> Result<(), StorageError> {
+    pub fn remove(&mut self, fingerprint: u64, number: u64) -> Result<(), StorageError> {
         let missing = || {
             StorageError::Invariant(format!(
-                "the key index has no entry expiring at {expires_at_ms} ms for fingerprint \
-                 {fingerprint:#x}"
+                "the key index has no entry number {number} for fingerprint {fingerprint:#x}"
             ))
         };
-        if let Some(expiries) = self.shared.get_mut(&fingerprint) {
-            let position = expiries
+        if let Some(numbers) = self.shared.get_mut(&fingerprint) {
+            let position = numbers
                 .iter()
-                .position(|&expiry| expiry == expires_at_ms)
+                .position(|&held| held == number)
                 .ok_or_else(missing)?;
-            expiries.swap_remove(position);
-            if let [last] = expiries[..] {
+            numbers.swap_remove(position);
+            if let [last] = numbers[..] {
                 self.shared.remove(&fingerprint);
                 self.single.insert(fingerprint, last);
             }
             return Ok(());
         }
         match self.single.get(&fingerprint) {
-            Some(&expiry) if expiry == expires_at_ms => {
+            Some(&held) if held == number => {
                 self.single.remove(&fingerprint);
                 Ok(())
             }
@@ -138,29 +154,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identities_sharing_a_fingerprint_keep_every_expiry_and_lose_only_their_own() {
+    fn identities_sharing_a_fingerprint_keep_every_number_and_lose_only_their_own() {
         let mut index = KeyIndex::default();
         index.insert(7, 100);
-        assert_eq!(index.expiries(7), &[100]);
+        assert_eq!(index.numbers(7), &[100]);
         index.insert(7, 200);
-        index.insert(7, 100); // a third identity, same fingerprint, same expiry
-        let mut all = index.expiries(7).to_vec();
+        index.insert(7, 100); // (a duplicate number cannot happen; the index does not mind)
+        let mut all = index.numbers(7).to_vec();
         all.sort_unstable();
         assert_eq!(all, vec![100, 100, 200]);
         assert_eq!(index.len(), 3);
 
         index.remove(7, 100).unwrap();
-        let mut left = index.expiries(7).to_vec();
+        let mut left = index.numbers(7).to_vec();
         left.sort_unstable();
         assert_eq!(left, vec![100, 200]);
         index.remove(7, 200).unwrap();
-        assert_eq!(index.expiries(7), &[100]);
+        assert_eq!(index.numbers(7), &[100]);
         assert!(
             index.shared.is_empty(),
             "one identity left: back to a single slot"
         );
         index.remove(7, 100).unwrap();
-        assert!(index.expiries(7).is_empty());
+        assert!(index.numbers(7).is_empty());
         assert!(index.is_empty());
     }
 
@@ -169,12 +185,12 @@ mod tests {
         let mut index = KeyIndex::default();
         assert!(index.remove(1, 5).is_err());
         index.insert(1, 5);
-        assert!(index.remove(1, 6).is_err(), "another expiry");
+        assert!(index.remove(1, 6).is_err(), "another number");
         assert!(index.remove(2, 5).is_err(), "another fingerprint");
         index.insert(1, 6);
         assert!(
             index.remove(1, 7).is_err(),
-            "a shared fingerprint without that expiry"
+            "a shared fingerprint without that number"
         );
         assert_eq!(index.len(), 2, "failed removals change nothing");
     }

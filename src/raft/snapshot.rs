@@ -319,6 +319,10 @@ fn install_blocking(
             batch_bytes = 0;
         }
     }
+    disk.write(std::mem::take(&mut batch))?;
+    // A snapshot written before format 4 is packed into the idempotency log (still under the
+    // install marker: a crash here installs it again).
+    migrate::pack_format3_entries(&**disk, store.keys_per_chunk())?;
     batch.put(keys::APPLIED.to_vec(), encode(&meta.last_log_id));
     batch.put(keys::MEMBERSHIP.to_vec(), encode(&meta.last_membership));
     batch.delete(keys::INSTALLING.to_vec());

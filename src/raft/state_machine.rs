@@ -20,10 +20,17 @@
 //! per entry (at most [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`]) so that batch boundaries, which
 //! differ between nodes, never change the result.
 //!
+//! Idempotency entries are kept in the *idempotency log* (`storage::keys`): numbered in the
+//! order they are stored, packed [`KEYS_PER_CHUNK`] to a sled value, forgotten from the oldest
+//! (past the cap, or once the oldest has expired). With one time to live for the cluster (the
+//! `api.idempotency_ttl_ms` setting) that is also the order they expire; an entry stored with a
+//! shorter one than an older entry is purged after it, but is expired for every request from
+//! its expiry on (`inventory::apply` checks), so only its bytes wait.
+//!
 //! A storage or decode failure is returned to openraft as an `io::Error`, which stops the node:
 //! a replica that cannot apply faithfully must not answer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 
@@ -40,28 +47,28 @@ use crate::inventory::{
 };
 use crate::storage::fs::blocking;
 use crate::storage::snapshots::{SnapshotDir, SnapshotFile};
+use crate::storage::keys::{KeyChunk, StoredKey};
 use crate::storage::{
     decode, encode, keys, Disk, KeyValue, Order, StorageError, Write, WriteBatch,
 };
 use crate::telemetry::Telemetry;
 
 /// How many expired idempotency keys one log entry deletes at most: bounds the work of a single
-/// apply while still draining the expiry index faster than keys can be added (one per entry).
+/// apply while still forgetting keys faster than they can be added (one per entry).
 pub const EXPIRED_KEYS_PURGED_PER_ENTRY_MAX: usize = 4;
 
-/// Most idempotency keys the state machine keeps. Past it, the oldest keys (by expiry) are
+/// Most idempotency keys the state machine keeps. Past it, the oldest keys (first stored) are
 /// evicted before they expire, so that a shop keying every write cannot grow the state without
 /// bound (24 h of keys at a few hundred writes/s would be tens of millions). A constant of the
 /// replicated state machine, like the purge rate: every node must evict the same keys at the
 /// same entry, so it is not a per-node setting.
 pub const IDEMPOTENCY_KEYS_MAX: u64 = 1_000_000;
 
-/// Keys of the expiry index's front read at once by an apply call that must delete some (see
-/// `ApplyBatch::delete_oldest_keys`). Why: past the key cap every keyed write evicts one, and a
-/// sled range scan per write was 15% of each node's CPU at the cap (`perf`); one read serves
-/// the evictions of many entries of the same apply call. Only how keys are found changes, never
-/// which: every replica still deletes the same keys at the same entry.
-pub const EXPIRY_READ_AHEAD: usize = 64;
+/// Idempotency entries per sled value of the idempotency log (see the module docs and
+/// `storage::keys`). A constant of the replicated state machine, like the cap: every replica
+/// must lay the log out the same way to hold the same bytes. 32 entries of ~130 bytes make a
+/// ~4 KB value, well under what sled stores apart as a blob.
+pub const KEYS_PER_CHUNK: u64 = 32;
 
 /// The state transition the store runs on each command: [`inventory::apply`] in the product. A
 /// seam, so that the simulation can run a wrapper of its own (a planted bug) and prove its
@@ -76,14 +83,11 @@ pub struct StateMachineStore {
     disk: Arc<dyn Disk>,
     apply: ApplyFn,
     idempotency_keys_max: u64,
-    /// See [`EXPIRY_READ_AHEAD`].
-    expiry_read_ahead: usize,
+    /// See [`KEYS_PER_CHUNK`].
+    keys_per_chunk: u64,
     snapshots: SnapshotDir,
     /// Before-images for a snapshot being built (see `raft::snapshot`).
     capture: Arc<Capture>,
-    /// Where scans of the expiry index may start: no expiry key below it exists (see
-    /// [`ExpiryFloor`]).
-    expiry_floor: Arc<ExpiryFloor>,
     /// Where each idempotency key is stored, as of the last apply call (see `raft::key_index`);
     /// `None` until built from the disk (after opening, an install, or a failed apply call).
     key_index: Arc<std::sync::Mutex<Option<KeyIndex>>>,
@@ -109,10 +113,9 @@ impl StateMachineStore {
             disk,
             apply,
             idempotency_keys_max: IDEMPOTENCY_KEYS_MAX,
-            expiry_read_ahead: EXPIRY_READ_AHEAD,
+            keys_per_chunk: KEYS_PER_CHUNK,
             snapshots,
             capture: Arc::default(),
-            expiry_floor: Arc::default(),
             key_index: Arc::default(),
             telemetry: None,
         }
@@ -135,11 +138,16 @@ impl StateMachineStore {
         self
     }
 
-    /// The same store reading another number of expiry keys ahead (tests: 1 reads only what
-    /// each entry deletes, as before the read-ahead existed).
-    pub fn with_expiry_read_ahead(mut self, keys: usize) -> Self {
-        self.expiry_read_ahead = keys.max(1);
+    /// The same store with another number of idempotency entries per chunk (tests; every
+    /// replica must use the same, see [`KEYS_PER_CHUNK`]).
+    pub fn with_keys_per_chunk(mut self, entries: u64) -> Self {
+        self.keys_per_chunk = entries.max(1);
         self
+    }
+
+    /// Idempotency entries per chunk of this store's idempotency log.
+    pub fn keys_per_chunk(&self) -> u64 {
+        self.keys_per_chunk
     }
 
     pub fn disk(&self) -> &Arc<dyn Disk> {
@@ -162,7 +170,8 @@ impl StateMachineStore {
             return Ok(index);
         }
         let disk = self.disk.clone();
-        let index = blocking(move || Ok(KeyIndex::build(&*disk)?)).await?;
+        let per_chunk = self.keys_per_chunk;
+        let index = blocking(move || Ok(KeyIndex::build(&*disk, per_chunk)?)).await?;
         tracing::info!(
             keys = index.len(),
             "built the idempotency key index from the disk"
@@ -243,77 +252,6 @@ pub fn read_state_pairs(disk: &dyn Disk) -> Result<Vec<KeyValue>, StorageError> 
     )
 }
 
-/// A lower bound on the keys of the expiry index, so that purging the oldest keys does not
-/// walk past the keys it deleted before. Without it every entry's scan would start at the front
-/// of the index and step over every key deleted since the last checkpoint of the write-behind
-/// layer (`storage::WriteBehind` keeps deletions in memory until then): thousands per entry
-/// once the key cap evicts a key per entry.
-///
-/// Not state, a cache of it: it changes where a scan starts, never what it finds (no expiry
-/// key exists below the floor), so results stay the same on every node whatever their batch
-/// boundaries or restarts. Invariant: every expiry key in the state is `>=` the floor. Kept by
-/// lowering it to each key inserted, raising it past the keys a scan deleted (they were the
-/// smallest present), and resetting it to the front whenever the whole state is replaced
-/// (snapshot install) or the store is opened.
-///
-/// With the floor it keeps the front of the index as the last apply call left it (the keys
-/// present from the floor up to `end`, see [`ApplyBatch`]), so that the next call does not scan
-/// the disk again for what is known: a scan per apply call, even of an empty index, went to
-/// sled and waited there for any checkpoint holding sled's write lock (tens of ms at 200,000
-/// records). The same rules keep it valid: every insert and delete of the index goes through an
-/// apply call that keeps its front in step, and a replaced state or a failed call resets it.
-#[derive(Default)]
-pub struct ExpiryFloor(std::sync::Mutex<ExpiryFront>);
-
-/// What [`ExpiryFloor`] holds between apply calls.
-#[derive(Clone)]
-struct ExpiryFront {
-    /// No expiry key of the state is below it.
-    floor: Vec<u8>,
-    /// Every expiry key present in `floor..end`, if `end` is known.
-    keys: std::collections::BTreeSet<Vec<u8>>,
-    end: Option<Vec<u8>>,
-}
-
-impl Default for ExpiryFront {
-    fn default() -> Self {
-        Self {
-            floor: keys::EXPIRY_START.to_vec(),
-            keys: Default::default(),
-            end: None,
-        }
-    }
-}
-
-impl ExpiryFloor {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ExpiryFront> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// What is known, for one apply call to move; [`Self::reset`] until it is put back.
-    fn take(&self) -> ExpiryFront {
-        std::mem::take(&mut *self.lock())
-    }
-
-    /// Puts back what an apply call moved, keeping at most `keys_max` keys of its front.
-    fn put(&self, mut front: ExpiryFront, keys_max: usize) {
-        if front.keys.len() > keys_max {
-            if let Some(first_dropped) = front.keys.iter().nth(keys_max).cloned() {
-                // The front then covers `floor..first_dropped`: still every key there.
-                front.keys.split_off(&first_dropped);
-                front.end = Some(first_dropped);
-            }
-        }
-        *self.lock() = front;
-    }
-
-    fn reset(&self) {
-        *self.lock() = ExpiryFront::default();
-    }
-}
-
 /// The writes of one apply call, with the reads they must see.
 struct ApplyBatch<'d> {
     disk: &'d dyn Disk,
@@ -328,24 +266,21 @@ struct ApplyBatch<'d> {
     /// Idempotency keys stored, and the most that may be.
     key_count: u64,
     keys_max: u64,
-    /// The expiry floor as this batch moves it (stored back once the batch is written).
-    expiry_floor: Vec<u8>,
-    /// The front of the expiry index, as the last apply call left it (see [`ExpiryFloor`]) and
-    /// read ahead by this one: every expiry key present (as this batch sees the index) in
-    /// `expiry_floor..front_end`, kept so by every insert and delete of the batch. Empty and
-    /// `front_end == None` until a read.
-    front: std::collections::BTreeSet<Vec<u8>>,
-    front_end: Option<Vec<u8>>,
-    read_ahead: usize,
-    /// Where each idempotency key is stored, kept in step with the overlay.
+    /// The idempotency log's next entry number, its first entry not forgotten, and its
+    /// entries per chunk.
+    key_next: u64,
+    key_front: u64,
+    per_chunk: u64,
+    /// Chunks of the idempotency log this call read or changed, decoded (`None`: deleted), and
+    /// which of them it changed: written once each when the call ends.
+    chunks: BTreeMap<u64, Option<KeyChunk>>,
+    changed_chunks: BTreeSet<u64>,
+    /// Where each idempotency key is stored, kept in step with the chunks.
     key_index: KeyIndex,
 }
 
 impl<'d> ApplyBatch<'d> {
     fn begin(store: &'d StateMachineStore, key_index: KeyIndex) -> Result<Self, StorageError> {
-        // Taken, not copied: if this call fails before putting it back, what it left is
-        // unknown (the reset state), which is safe.
-        let carried = store.expiry_floor.take();
         Ok(Self {
             disk: &*store.disk,
             apply: store.apply,
@@ -355,10 +290,11 @@ impl<'d> ApplyBatch<'d> {
             clock_ms: store.read(keys::CLOCK)?.unwrap_or(0),
             key_count: store.read(keys::IDEMPOTENCY_KEY_COUNT)?.unwrap_or(0),
             keys_max: store.idempotency_keys_max,
-            expiry_floor: carried.floor,
-            front: carried.keys,
-            front_end: carried.end,
-            read_ahead: store.expiry_read_ahead,
+            key_next: store.read(keys::KEY_NEXT)?.unwrap_or(0),
+            key_front: store.read(keys::KEY_FRONT)?.unwrap_or(0),
+            per_chunk: store.keys_per_chunk,
+            chunks: BTreeMap::new(),
+            changed_chunks: BTreeSet::new(),
             key_index,
         })
     }
@@ -418,9 +354,12 @@ impl<'d> ApplyBatch<'d> {
                 view.records.insert(key.clone(), record);
             }
         }
+        // The number of the stored entry of the request's key, live or expired.
+        let mut stored_as = None;
         if let Some(idempotency) = &request.idempotency {
             let id = idempotency.id();
-            if let Some(entry) = self.find_key(&keys::identity_bytes(&id))? {
+            if let Some((number, entry)) = self.find_key(&keys::identity_bytes(&id))? {
+                stored_as = Some(number);
                 view.idempotency.insert(id, entry);
             }
         }
@@ -445,57 +384,154 @@ impl<'d> ApplyBatch<'d> {
             self.put(keys::record(&record.key), record);
         }
         if let Some((key, entry)) = effects.idempotency {
-            let identity = keys::identity_bytes(&key);
-            match view.idempotency.get(&key) {
-                Some(old) => {
-                    let old_expiry = keys::expiry_of_identity(old.expires_at_ms, &identity);
-                    self.front.remove(&old_expiry);
-                    self.overlay.insert(old_expiry, None);
-                    self.key_index
-                        .remove(fingerprint(&identity), old.expires_at_ms)?;
-                }
-                None => self.key_count += 1,
+            // A new entry for the key: it replaces the stored one (expired), if any.
+            if let Some(number) = stored_as.filter(|_| view.idempotency.contains_key(&key)) {
+                self.forget_key(number)?;
             }
-            self.key_index
-                .insert(fingerprint(&identity), entry.expires_at_ms);
-            let expiry_key = keys::expiry_of_identity(entry.expires_at_ms, &identity);
-            if expiry_key < self.expiry_floor {
-                self.expiry_floor = expiry_key.clone();
-            }
-            if self
-                .front_end
-                .as_ref()
-                .is_some_and(|front_end| expiry_key < *front_end)
-            {
-                self.front.insert(expiry_key.clone());
-            }
-            self.put(expiry_key, &entry);
+            self.store_key(keys::identity_bytes(&key), entry)?;
             self.evict_over_cap()?;
         }
         Ok(response)
     }
 
-    /// The stored idempotency entry of the identity with these bytes, if any: at most one of
-    /// the expiries the key index holds for its fingerprint is its own.
-    fn find_key(&self, identity: &[u8]) -> Result<Option<IdempotencyEntry>, StorageError> {
-        for &expires_at_ms in self.key_index.expiries(fingerprint(identity)) {
-            let key = keys::expiry_of_identity(expires_at_ms, identity);
-            if let Some(entry) = self.get::<IdempotencyEntry>(&key)? {
-                debug_assert_eq!(
-                    entry.expires_at_ms, expires_at_ms,
-                    "stored under its expiry"
-                );
-                return Ok(Some(entry));
+    /// Chunk `number` of the idempotency log, read from the disk the first time this call
+    /// needs it (empty if it is not there yet: the next one to fill).
+    fn chunk(&mut self, number: u64) -> Result<&mut KeyChunk, StorageError> {
+        if !self.chunks.contains_key(&number) {
+            let key = keys::key_chunk(number);
+            let chunk = match self.disk.get(&key)? {
+                Some(bytes) => decode(&key, &bytes)?,
+                None => KeyChunk::new(),
+            };
+            self.chunks.insert(number, Some(chunk));
+        }
+        match self.chunks.get_mut(&number) {
+            Some(Some(chunk)) => Ok(chunk),
+            _ => Err(StorageError::Invariant(format!(
+                "chunk {number} of the idempotency log is needed after it was deleted"
+            ))),
+        }
+    }
+
+    /// The chunk and slot of entry `number`.
+    fn place(&self, number: u64) -> (u64, usize) {
+        (
+            number / self.per_chunk,
+            (number % self.per_chunk) as usize,
+        )
+    }
+
+    /// The stored idempotency entry of the identity with these bytes, if any, with its number:
+    /// at most one of the numbers the key index holds for its fingerprint is its own.
+    fn find_key(
+        &mut self,
+        identity: &[u8],
+    ) -> Result<Option<(u64, IdempotencyEntry)>, StorageError> {
+        for number in self.key_index.numbers(fingerprint(identity)).to_vec() {
+            let (chunk, slot) = self.place(number);
+            if let Some(Some(stored)) = self.chunk(chunk)?.get(slot) {
+                if stored.identity == identity {
+                    return Ok(Some((number, stored.entry.clone())));
+                }
             }
         }
         Ok(None)
     }
 
-    /// Deletes up to [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`] idempotency keys whose expiry is at or
-    /// before the log clock, oldest first.
+    /// Appends an entry to the idempotency log.
+    fn store_key(&mut self, identity: Vec<u8>, entry: IdempotencyEntry) -> Result<(), StorageError> {
+        let number = self.key_next;
+        let (chunk_number, slot) = self.place(number);
+        let fingerprint = fingerprint(&identity);
+        let chunk = self.chunk(chunk_number)?;
+        if chunk.len() != slot {
+            return Err(StorageError::Invariant(format!(
+                "idempotency entry {number} goes to slot {slot} of chunk {chunk_number}, which \
+                 holds {} slots",
+                chunk.len()
+            )));
+        }
+        chunk.push(Some(StoredKey { identity, entry }));
+        self.changed_chunks.insert(chunk_number);
+        self.key_next += 1;
+        self.key_index.insert(fingerprint, number);
+        self.key_count += 1;
+        Ok(())
+    }
+
+    /// Empties the slot of entry `number` (replaced by a newer entry of its identity).
+    fn forget_key(&mut self, number: u64) -> Result<(), StorageError> {
+        let (chunk_number, slot) = self.place(number);
+        let stored = self
+            .chunk(chunk_number)?
+            .get_mut(slot)
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                StorageError::Invariant(format!("idempotency entry {number} is not stored"))
+            })?;
+        self.changed_chunks.insert(chunk_number);
+        self.key_index.remove(fingerprint(&stored.identity), number)?;
+        self.key_count = self.key_count.saturating_sub(1);
+        Ok(())
+    }
+
+    /// The expiry of the oldest stored entry, if any, after moving the front past emptied slots.
+    fn oldest_expiry(&mut self) -> Result<Option<u64>, StorageError> {
+        while self.key_front < self.key_next {
+            let (chunk, slot) = self.place(self.key_front);
+            match self.chunk(chunk)?.get(slot) {
+                Some(Some(stored)) => return Ok(Some(stored.entry.expires_at_ms)),
+                Some(None) => self.advance_front(),
+                None => {
+                    return Err(StorageError::Invariant(format!(
+                        "idempotency entry {} is below the next one, {}, but not in its chunk",
+                        self.key_front, self.key_next
+                    )))
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Forgets the oldest stored entry (call after [`Self::oldest_expiry`] found one). Its bytes
+    /// stay in its chunk until the whole chunk is forgotten.
+    fn forget_oldest(&mut self) -> Result<(), StorageError> {
+        let number = self.key_front;
+        let (chunk, slot) = self.place(number);
+        let fingerprint = match self.chunk(chunk)?.get(slot) {
+            Some(Some(stored)) => fingerprint(&stored.identity),
+            _ => {
+                return Err(StorageError::Invariant(format!(
+                    "the oldest idempotency entry, {number}, is not stored"
+                )))
+            }
+        };
+        self.key_index.remove(fingerprint, number)?;
+        self.key_count = self.key_count.saturating_sub(1);
+        self.advance_front();
+        Ok(())
+    }
+
+    /// Moves the front one entry on, deleting a chunk once it is past every entry of it.
+    fn advance_front(&mut self) {
+        self.key_front += 1;
+        if self.key_front % self.per_chunk == 0 {
+            let done = self.key_front / self.per_chunk - 1;
+            self.chunks.insert(done, None);
+            self.changed_chunks.insert(done);
+        }
+    }
+
+    /// Forgets up to [`EXPIRED_KEYS_PURGED_PER_ENTRY_MAX`] of the oldest idempotency keys while
+    /// the oldest has expired by the log clock.
     fn purge_expired_keys(&mut self) -> Result<(), StorageError> {
-        let end = keys::expiry_before(self.clock_ms.saturating_add(1));
-        self.delete_oldest_keys(&end, EXPIRED_KEYS_PURGED_PER_ENTRY_MAX)
+        for _ in 0..EXPIRED_KEYS_PURGED_PER_ENTRY_MAX {
+            match self.oldest_expiry()? {
+                Some(expires_at_ms) if expires_at_ms <= self.clock_ms => self.forget_oldest()?,
+                _ => break,
+            }
+        }
+        Ok(())
     }
 
     /// Evicts the oldest idempotency keys while more than the cap are stored, at most
@@ -503,93 +539,12 @@ impl<'d> ApplyBatch<'d> {
     /// the count comes back under the cap within a few entries of passing it).
     fn evict_over_cap(&mut self) -> Result<(), StorageError> {
         let excess = self.key_count.saturating_sub(self.keys_max) as usize;
-        let limit = excess.min(EXPIRED_KEYS_PURGED_PER_ENTRY_MAX);
-        if limit > 0 {
-            self.delete_oldest_keys(keys::EXPIRY_END, limit)?;
+        for _ in 0..excess.min(EXPIRED_KEYS_PURGED_PER_ENTRY_MAX) {
+            if self.oldest_expiry()?.is_none() {
+                break;
+            }
+            self.forget_oldest()?;
         }
-        Ok(())
-    }
-
-    /// Deletes up to `limit` idempotency keys from the front of the expiry index (oldest expiry
-    /// first, then by key), below `end`. Reads the index through the overlay so the result does
-    /// not depend on where apply batches begin and end, and reads ahead ([`EXPIRY_READ_AHEAD`])
-    /// so that the next entries of the batch find their keys without another scan.
-    fn delete_oldest_keys(&mut self, end: &[u8], limit: usize) -> Result<(), StorageError> {
-        // No expiry key exists below the floor (see `ExpiryFloor`).
-        let start = self.expiry_floor.clone().max(keys::EXPIRY_START.to_vec());
-        if limit == 0 || start.as_slice() >= end {
-            return Ok(());
-        }
-        // The front read ahead answers if it holds `limit` keys below `end`, or all of them.
-        let covered = self.front_end.as_ref().is_some_and(|front_end| {
-            front_end.as_slice() >= end
-                || self
-                    .front
-                    .range::<[u8], _>(below(end))
-                    .nth(limit - 1)
-                    .is_some()
-        });
-        if !covered {
-            self.read_front(&start, limit.max(self.read_ahead))?;
-        }
-        let doomed: Vec<Vec<u8>> = self
-            .front
-            .range::<[u8], _>(below(end))
-            .take(limit)
-            .cloned()
-            .collect();
-        // The smallest present keys of `start..end` go: past the last of them none is left, and
-        // if fewer than `limit` were found, none is left below `end` (the front covers it).
-        self.expiry_floor = match doomed.last() {
-            Some(last) if doomed.len() == limit => [last.as_slice(), &[0]].concat(),
-            _ => end.to_vec(),
-        };
-        for expiry_key in doomed {
-            let (expires_at_ms, identity) = keys::split_expiry(&expiry_key).ok_or_else(|| {
-                StorageError::Invariant(format!("malformed expiry key {expiry_key:?}"))
-            })?;
-            self.key_index
-                .remove(fingerprint(identity), expires_at_ms)?;
-            self.front.remove(&expiry_key);
-            self.overlay.insert(expiry_key, None);
-            self.key_count = self.key_count.saturating_sub(1);
-        }
-        Ok(())
-    }
-
-    /// Reads the first `count` expiry keys present at or after `start` (the floor) into the
-    /// front, through the overlay, and notes how far the front then covers.
-    fn read_front(&mut self, start: &[u8], count: usize) -> Result<(), StorageError> {
-        let end = keys::EXPIRY_END;
-        let pending: Vec<_> = self
-            .overlay
-            .range::<[u8], _>((
-                std::ops::Bound::Included(start),
-                std::ops::Bound::Excluded(end),
-            ))
-            .map(|(k, v)| (k.clone(), v.is_some()))
-            .collect();
-        // Only a pending delete can take a key on the disk out of the front (a pending insert
-        // adds one): that many more from the disk leave at least `count` present keys (or all
-        // there are) after the merge.
-        let deletes = pending.iter().filter(|(_, present)| !*present).count();
-        let mut merged: BTreeMap<Vec<u8>, bool> = self
-            .disk
-            .scan(start, end, Order::Ascending, count + deletes)?
-            .into_iter()
-            .map(|(k, _)| (k, true))
-            .collect();
-        merged.extend(pending);
-        self.front = merged
-            .into_iter()
-            .filter(|(_, present)| *present)
-            .map(|(k, _)| k)
-            .take(count)
-            .collect();
-        self.front_end = Some(match self.front.last() {
-            Some(last) if self.front.len() == count => [last.as_slice(), &[0]].concat(),
-            _ => end.to_vec(),
-        });
         Ok(())
     }
 
@@ -608,13 +563,16 @@ impl<'d> ApplyBatch<'d> {
             keys::IDEMPOTENCY_KEY_COUNT.to_vec(),
             encode(&self.key_count),
         );
+        for number in &self.changed_chunks {
+            match self.chunks.get(number) {
+                Some(Some(chunk)) => batch.put(keys::key_chunk(*number), encode(chunk)),
+                _ => batch.delete(keys::key_chunk(*number)),
+            }
+        }
+        batch.put(keys::KEY_NEXT.to_vec(), encode(&self.key_next));
+        batch.put(keys::KEY_FRONT.to_vec(), encode(&self.key_front));
         batch
     }
-}
-
-/// The keys below `end`, as range bounds over byte strings.
-fn below(end: &[u8]) -> (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>) {
-    (std::ops::Bound::Unbounded, std::ops::Bound::Excluded(end))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -645,11 +603,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 replies.push((responder, applied));
             }
         }
-        let front = ExpiryFront {
-            floor: batch.expiry_floor.clone(),
-            keys: std::mem::take(&mut batch.front),
-            end: batch.front_end.take(),
-        };
         let key_index = std::mem::take(&mut batch.key_index);
         debug_assert_eq!(
             key_index.len() as u64,
@@ -663,14 +616,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }),
             |key| self.disk.get(key),
         )?;
-        if let Err(error) = self.disk.write(writes) {
-            // The batch may still have been taken (a write-behind layer keeps it pending when
-            // its checkpoint fails): nothing is known about the expiry index any more.
-            self.expiry_floor.reset();
-            return Err(error.into());
-        }
-        self.expiry_floor
-            .put(front, self.expiry_read_ahead.saturating_mul(2));
+        // On a failure the batch may still have been taken (a write-behind layer keeps it
+        // pending when its checkpoint fails): the key index is left out, built again next time.
+        self.disk.write(writes)?;
         *self.lock_key_index() = Some(key_index);
         for (responder, applied) in replies {
             responder.send(applied);
@@ -687,11 +635,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
-        // The whole state is replaced: nothing is known about its expiry keys.
-        self.expiry_floor.reset();
+        // The whole state is replaced: the key index no longer describes it.
         self.forget_key_index();
         let installed = snapshot::install(self, meta, snapshot).await;
-        self.expiry_floor.reset();
         self.forget_key_index();
         installed
     }

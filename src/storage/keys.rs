@@ -5,16 +5,24 @@
 //! | `L`    | `L` + log index (u64 big-endian)      | format 1 only: openraft `Entry`       |
 //! | `M`    | `Mv` vote, `Mc` committed, `Mp` purged | format 1 only (now in `wal/`)        |
 //! | `S`    | `Sr` + storeId + `0x00` + sku         | `Record`                             |
-//! | `S`    | `Sx` + expiry ms (u64 BE) + identity  | `IdempotencyEntry` (oldest first)    |
+//! | `S`    | `Sq` + chunk number (u64 BE)          | [`KeyChunk`]: idempotency entries, oldest first |
+//! | `S`    | `Sx` + expiry ms (u64 BE) + identity  | format 3 only: `IdempotencyEntry`    |
 //! | `S`    | `Si` + idempotency identity           | format 2 only: `IdempotencyEntry`    |
-//! | `S`    | `Sma` applied, `Smm` membership, `Smc` clock, `Smk` key count | `LogId`, `StoredMembership`, `u64`, `u64` |
+//! | `S`    | `Sma` applied, `Smm` membership, `Smc` clock, `Smk` key count, `Smn` next key, `Smf` first key | `LogId`, `StoredMembership`, `u64` (the rest) |
 //! | `Z`    | `Z` current snapshot                  | `StoredSnapshot`                     |
 //!
 //! Format 1 kept the Raft log here too (`L`, `M`); `storage::migrate` moves it to the WAL.
 //! Format 2 kept each idempotency entry under `Si` + identity and an empty `Sx` key beside it
 //! (the expiry index); format 3 keeps the entry under its `Sx` key alone, so that keys are
 //! stored in the order they expire (`raft::key_index` says why) and `storage::migrate` moves
-//! format-2 entries there. Everything
+//! format-2 entries there. Format 4 (this one) keeps them in the *idempotency log*: entry number
+//! `n` (`Smn` counts them, in the order they were stored) is slot `n % per_chunk` of chunk
+//! `n / per_chunk` (`Sq` + chunk number), and the entries below `Smf` are forgotten; a chunk is
+//! deleted once every entry of it is. One sled value per 32 entries instead of one per entry:
+//! storing a key rewrites the newest chunk in memory (`storage::WriteBehind` hands sled one
+//! version per checkpoint) and forgetting one moves `Smf`, where format 3 inserted one sled key
+//! and deleted another for every keyed write at the key cap (`raft::key_index` says why that
+//! mattered). `storage::migrate` packs format-3 entries into chunks. Everything
 //! under `S` is the state machine: a snapshot is exactly the `S` range, so a node that
 //! installs a snapshot ends byte-identical to the one that built it (a format-2 snapshot is
 //! moved to format 3 as it is installed: identical to the builder's state once upgraded).
@@ -30,7 +38,33 @@
 //! The leading zero keeps the two forms apart, and the length prefix keeps scope and key apart
 //! (scope `a` + key `b:c` is not scope `a:b` + key `c`): distinct identities, distinct bytes.
 
-use crate::inventory::{IdempotencyId, RecordKey};
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::{IdempotencyEntry, IdempotencyId, RecordKey};
+
+/// One chunk of the idempotency log (format 4): its entries in the order they were stored, slot
+/// `i` holding entry number `chunk * per_chunk + i`; `None` where an entry was replaced by a
+/// newer one of the same identity (a key reused after it expired). Entries below the log's
+/// front stay in their chunk until the whole chunk is forgotten: nobody reads them.
+pub type KeyChunk = Vec<Option<StoredKey>>;
+
+/// An idempotency entry in a [`KeyChunk`], with the identity it belongs to ([`identity_bytes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredKey {
+    pub identity: Vec<u8>,
+    pub entry: IdempotencyEntry,
+}
+
+/// Where chunk `number` of the idempotency log is stored.
+pub fn key_chunk(number: u64) -> Vec<u8> {
+    [KEY_CHUNKS_START, &number.to_be_bytes()].concat()
+}
+
+/// The number of the chunk stored under `key`, if it is a chunk key.
+pub fn key_chunk_number(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.strip_prefix(KEY_CHUNKS_START)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
 
 pub const LOG_START: &[u8] = b"L";
 pub const LOG_END: &[u8] = b"M";
@@ -47,6 +81,13 @@ pub const MEMBERSHIP: &[u8] = b"Smm";
 pub const CLOCK: &[u8] = b"Smc";
 /// How many idempotency keys are stored (for the cap).
 pub const IDEMPOTENCY_KEY_COUNT: &[u8] = b"Smk";
+/// The idempotency log's next entry number and its first entry not forgotten (format 4).
+pub const KEY_NEXT: &[u8] = b"Smn";
+pub const KEY_FRONT: &[u8] = b"Smf";
+/// The idempotency log's chunks (format 4, see the module docs).
+pub const KEY_CHUNKS_START: &[u8] = b"Sq";
+pub const KEY_CHUNKS_END: &[u8] = b"Sr";
+/// Format 3's idempotency entries, one per key in expiry order (see the module docs).
 pub const EXPIRY_START: &[u8] = b"Sx";
 pub const EXPIRY_END: &[u8] = b"Sy";
 /// Format 2's idempotency entries (see the module docs).
@@ -94,7 +135,7 @@ fn identity(id: &IdempotencyId, bytes: &mut Vec<u8>) {
 }
 
 /// Reads back what [`identity`] wrote.
-fn parse_identity(bytes: &[u8]) -> Option<IdempotencyId> {
+pub fn parse_identity(bytes: &[u8]) -> Option<IdempotencyId> {
     let (scope, key) = match bytes.split_first() {
         Some((&SCOPED, rest)) => {
             let (length, rest) = rest.split_first_chunk::<4>()?;
@@ -147,7 +188,8 @@ pub fn split_expiry(bytes: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 /// The expiry-index keys of every key expiring before `expires_at_ms` sort below this.
-pub fn expiry_before(expires_at_ms: u64) -> Vec<u8> {
+#[cfg(test)]
+fn expiry_before(expires_at_ms: u64) -> Vec<u8> {
     let mut bytes = EXPIRY_START.to_vec();
     bytes.extend_from_slice(&expires_at_ms.to_be_bytes());
     bytes
@@ -237,6 +279,16 @@ mod tests {
                 Some((1, &identity_bytes(first)[..]))
             );
         }
+    }
+
+    #[test]
+    fn chunk_keys_sort_by_number_round_trip_and_stay_apart_from_records() {
+        assert!(key_chunk(255) < key_chunk(256));
+        assert_eq!(key_chunk_number(&key_chunk(42)), Some(42));
+        assert_eq!(key_chunk_number(&record(&RecordKey::new("s", "k").unwrap())), None);
+        assert!(key_chunk(u64::MAX).as_slice() < KEY_CHUNKS_END);
+        assert!(KEY_CHUNKS_END <= RECORDS_START, "no record key is read as a chunk");
+        assert!(key_chunk(0).as_slice() >= KEY_CHUNKS_START);
     }
 
     #[test]

@@ -22,6 +22,14 @@
 //! crash leaves every key either moved or not, and the next start moves the rest. A format-2
 //! snapshot (a file of a node not yet upgraded, or one kept from before) is moved the same way
 //! as it is installed ([`format3_pair`]).
+//!
+//! Format 4 packs the idempotency entries into the chunks of the idempotency log (`Sq`, see
+//! `storage::keys`). [`pack_format3_entries`] numbers the format-3 entries in their order
+//! (oldest expiry first: the order format 3 forgot them in) after any already packed, a page at
+//! a time, each page one atomic batch (its chunks, the next entry number, its `Sx` keys
+//! deleted): a crash leaves whole pages packed and the next start packs the rest. Every node
+//! packs the same state into the same bytes. Snapshots of format 3 (and 2) are packed the same
+//! way once installed, before the install counts as done.
 
 use std::io;
 use std::path::Path;
@@ -29,7 +37,8 @@ use std::sync::Arc;
 
 use super::fs::Fs;
 use super::wal::{Wal, WalOptions};
-use super::{decode, keys, Disk, KeyValue, Order, StorageError, WriteBatch};
+use super::keys::{KeyChunk, StoredKey};
+use super::{decode, encode, keys, Disk, KeyValue, Order, StorageError, WriteBatch};
 use crate::inventory::IdempotencyEntry;
 
 /// The marker of a finished step 1.
@@ -83,9 +92,10 @@ pub async fn upgrade(
     Ok(Upgrade::FromFormat1 { entries })
 }
 
-/// Moves format-2 idempotency entries to their format-3 keys (see the module docs) and flushes.
-/// Returns how many moved. Call before the state machine opens; blocking.
-pub async fn upgrade_key_layout(disk: &dyn Disk) -> Result<usize, StorageError> {
+/// Moves format-2 idempotency entries to their format-3 keys, packs format-3 ones into the
+/// format-4 idempotency log (chunks of `per_chunk`, see the module docs) and flushes. Returns
+/// how many entries moved or were packed. Call before the state machine opens; blocking.
+pub async fn upgrade_key_layout(disk: &dyn Disk, per_chunk: u64) -> Result<usize, StorageError> {
     let mut moved = 0;
     loop {
         let page = disk.scan(
@@ -107,14 +117,67 @@ pub async fn upgrade_key_layout(disk: &dyn Disk) -> Result<usize, StorageError> 
         }
         disk.write(batch)?;
     }
-    if moved > 0 {
+    let packed = pack_format3_entries(disk, per_chunk)?;
+    if moved + packed > 0 {
         disk.flush().await?;
         tracing::warn!(
             moved,
-            "upgraded the state machine to format 3: idempotency entries moved to their expiry keys"
+            packed,
+            "upgraded the state machine to format 4: idempotency entries packed into the \
+             idempotency log"
         );
     }
-    Ok(moved)
+    Ok(moved + packed)
+}
+
+/// Packs format-3 idempotency entries (`Sx` keys) into the idempotency log, after the entries
+/// already there (see the module docs). Returns how many it packed. Does not flush.
+pub fn pack_format3_entries(disk: &dyn Disk, per_chunk: u64) -> Result<usize, StorageError> {
+    let mut packed = 0;
+    loop {
+        let page = disk.scan(
+            keys::EXPIRY_START,
+            keys::EXPIRY_END,
+            Order::Ascending,
+            ENTRIES_PER_WRITE,
+        )?;
+        if page.is_empty() {
+            return Ok(packed);
+        }
+        let mut next: u64 = match disk.get(keys::KEY_NEXT)? {
+            Some(bytes) => decode(keys::KEY_NEXT, &bytes)?,
+            None => 0,
+        };
+        let mut number = next / per_chunk;
+        let mut chunk: KeyChunk = match disk.get(&keys::key_chunk(number))? {
+            Some(bytes) => decode(&keys::key_chunk(number), &bytes)?,
+            None => KeyChunk::new(),
+        };
+        let mut batch = WriteBatch::default();
+        for (key, value) in page {
+            let (_, identity) = keys::split_expiry(&key)
+                .ok_or_else(|| StorageError::Invariant(format!("malformed expiry key {key:?}")))?;
+            let stored = StoredKey {
+                identity: identity.to_vec(),
+                entry: decode(&key, &value)?,
+            };
+            if next / per_chunk != number {
+                batch.put(keys::key_chunk(number), encode(&chunk));
+                number = next / per_chunk;
+                chunk = KeyChunk::new();
+            }
+            chunk.push(Some(stored));
+            next += 1;
+            batch.delete(key);
+            packed += 1;
+        }
+        batch.put(keys::key_chunk(number), encode(&chunk));
+        batch.put(keys::KEY_NEXT.to_vec(), encode(&next));
+        if disk.get(keys::KEY_FRONT)?.is_none() {
+            batch.put(keys::KEY_FRONT.to_vec(), encode(&0u64));
+        }
+        disk.write(batch)?;
+    }
 }
 
 /// A pair of a format-2 or format-3 state as format 3 has it: a format-2 entry moves to its

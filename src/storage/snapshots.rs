@@ -3,16 +3,16 @@
 //!
 //! ## Format
 //! `snapshots/<index, 20 digits>-<term, 20 digits>.snap`:
-//! `"STKSNAP2"`, the metadata (`u32` length + bincode `SnapshotMeta`), then one record per
+//! `"STKSNAP3"`, the metadata (`u32` length + bincode `SnapshotMeta`), then one record per
 //! state-machine key (`[key length u32][value length u32][key][value]`), then a trailer: a key
 //! length of `u32::MAX`, the record count (`u64`) and a crc32 of every byte before the crc. All
 //! integers little-endian. A reader checks the crc when it reaches the trailer, so a torn or
 //! corrupt file is never taken for a complete one.
 //!
-//! `"STKSNAP1"` files have the same frame and a format-2 state machine inside; they are still
-//! read (an install moves their idempotency entries, `storage::migrate`). The magic changed with
-//! the state's layout so that a node of an older stockraft refuses a format-3 snapshot instead
-//! of installing a state it would misread.
+//! `"STKSNAP2"` and `"STKSNAP1"` files have the same frame and a format-3 or format-2 state
+//! machine inside; they are still read (an install moves and packs their idempotency entries,
+//! `storage::migrate`). The magic changes with the state's layout so that a node of an older
+//! stockraft refuses a newer snapshot instead of installing a state it would misread.
 //!
 //! ## Writing: temp file, fsync, rename, fsync the directory
 //! A snapshot is written to `<name>.tmp`, fsynced, renamed to `<name>` and the directory
@@ -30,9 +30,10 @@ use std::sync::Arc;
 
 use super::fs::{Fs, FsFile};
 
-/// What this version writes (a format-3 state machine inside).
-const MAGIC: &[u8; 8] = b"STKSNAP2";
-/// The same frame around a format-2 state machine (read, never written).
+/// What this version writes (a format-4 state machine inside).
+const MAGIC: &[u8; 8] = b"STKSNAP3";
+/// The same frame around a format-3 or format-2 state machine (read, never written).
+const MAGIC_FORMAT3: &[u8; 8] = b"STKSNAP2";
 const MAGIC_FORMAT2: &[u8; 8] = b"STKSNAP1";
 const SUFFIX: &str = ".snap";
 const TEMP_SUFFIX: &str = ".tmp";
@@ -319,7 +320,10 @@ impl SnapshotFile {
             return Err(invalid(&self.path, "too short"));
         }
         self.file.read_exact_at(0, &mut head)?;
-        if &head[..8] != MAGIC && &head[..8] != MAGIC_FORMAT2 {
+        if ![MAGIC, MAGIC_FORMAT3, MAGIC_FORMAT2]
+            .iter()
+            .any(|magic| magic[..] == head[..8])
+        {
             return Err(invalid(&self.path, "not a snapshot file"));
         }
         let len = u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) as usize;
