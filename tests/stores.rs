@@ -475,11 +475,7 @@ fn expired_idempotency_keys_are_purged_from_disk_by_later_entries() {
             ],
         )
         .await;
-        assert_eq!(
-            key_count(&store),
-            2,
-            "two keys, one chunk each"
-        );
+        assert_eq!(key_count(&store), 2, "two keys, one chunk each");
         // Log time passes the expiry: the next entries delete the expired keys.
         apply(
             &mut store,
@@ -514,7 +510,11 @@ fn apply_calls_scan_nothing_once_the_key_index_is_built_even_while_evicting_and_
             apply(&mut store, vec![entry]).await;
         }
         let scans = || disk.state_scans.load(std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(scans(), 1, "one scan, building the key index, for 399 apply calls");
+        assert_eq!(
+            scans(),
+            1,
+            "one scan, building the key index, for 399 apply calls"
+        );
         let expected: Vec<String> = (300..400).map(|index| format!("k-{index}")).collect();
         assert_eq!(stored_key_names(&store), expected, "the newest 100 keys");
         let before_purges = scans();
@@ -527,14 +527,20 @@ fn apply_calls_scan_nothing_once_the_key_index_is_built_even_while_evicting_and_
             .await;
         }
         assert_eq!(scans(), before_purges, "purges scan nothing either");
-        assert!(stored_key_names(&store).is_empty(), "every expired key purged");
+        assert!(
+            stored_key_names(&store).is_empty(),
+            "every expired key purged"
+        );
         let chunks = store
             .state_pairs()
             .unwrap()
             .iter()
             .filter(|(k, _)| k.starts_with(b"Sq"))
             .count();
-        assert!(chunks <= 1, "{chunks} chunks left: forgotten chunks are deleted");
+        assert!(
+            chunks <= 1,
+            "{chunks} chunks left: forgotten chunks are deleted"
+        );
     });
 }
 
@@ -1421,6 +1427,9 @@ fn an_older_snapshot_installs_as_format4_and_a_format4_one_says_so() {
             );
         }
         apply(&mut reference, second).await;
-        assert_eq!(reference.state_pairs().unwrap(), after.state_pairs().unwrap());
+        assert_eq!(
+            reference.state_pairs().unwrap(),
+            after.state_pairs().unwrap()
+        );
     });
 }

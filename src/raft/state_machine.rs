@@ -46,8 +46,8 @@ use crate::inventory::{
     self, ApplyContext, IdempotencyEntry, MemoryState, Record, RecordKey, Request,
 };
 use crate::storage::fs::blocking;
-use crate::storage::snapshots::{SnapshotDir, SnapshotFile};
 use crate::storage::keys::{KeyChunk, StoredKey};
+use crate::storage::snapshots::{SnapshotDir, SnapshotFile};
 use crate::storage::{
     decode, encode, keys, Disk, KeyValue, Order, StorageError, Write, WriteBatch,
 };
@@ -415,10 +415,7 @@ impl<'d> ApplyBatch<'d> {
 
     /// The chunk and slot of entry `number`.
     fn place(&self, number: u64) -> (u64, usize) {
-        (
-            number / self.per_chunk,
-            (number % self.per_chunk) as usize,
-        )
+        (number / self.per_chunk, (number % self.per_chunk) as usize)
     }
 
     /// The stored idempotency entry of the identity with these bytes, if any, with its number:
@@ -439,7 +436,11 @@ impl<'d> ApplyBatch<'d> {
     }
 
     /// Appends an entry to the idempotency log.
-    fn store_key(&mut self, identity: Vec<u8>, entry: IdempotencyEntry) -> Result<(), StorageError> {
+    fn store_key(
+        &mut self,
+        identity: Vec<u8>,
+        entry: IdempotencyEntry,
+    ) -> Result<(), StorageError> {
         let number = self.key_next;
         let (chunk_number, slot) = self.place(number);
         let fingerprint = fingerprint(&identity);
@@ -470,7 +471,8 @@ impl<'d> ApplyBatch<'d> {
                 StorageError::Invariant(format!("idempotency entry {number} is not stored"))
             })?;
         self.changed_chunks.insert(chunk_number);
-        self.key_index.remove(fingerprint(&stored.identity), number)?;
+        self.key_index
+            .remove(fingerprint(&stored.identity), number)?;
         self.key_count = self.key_count.saturating_sub(1);
         Ok(())
     }

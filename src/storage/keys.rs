@@ -285,9 +285,15 @@ mod tests {
     fn chunk_keys_sort_by_number_round_trip_and_stay_apart_from_records() {
         assert!(key_chunk(255) < key_chunk(256));
         assert_eq!(key_chunk_number(&key_chunk(42)), Some(42));
-        assert_eq!(key_chunk_number(&record(&RecordKey::new("s", "k").unwrap())), None);
+        assert_eq!(
+            key_chunk_number(&record(&RecordKey::new("s", "k").unwrap())),
+            None
+        );
         assert!(key_chunk(u64::MAX).as_slice() < KEY_CHUNKS_END);
-        assert!(KEY_CHUNKS_END <= RECORDS_START, "no record key is read as a chunk");
+        assert!(
+            KEY_CHUNKS_END <= RECORDS_START,
+            "no record key is read as a chunk"
+        );
         assert!(key_chunk(0).as_slice() >= KEY_CHUNKS_START);
     }
 

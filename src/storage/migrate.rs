@@ -36,8 +36,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::fs::Fs;
-use super::wal::{Wal, WalOptions};
 use super::keys::{KeyChunk, StoredKey};
+use super::wal::{Wal, WalOptions};
 use super::{decode, encode, keys, Disk, KeyValue, Order, StorageError, WriteBatch};
 use crate::inventory::IdempotencyEntry;
 
