@@ -517,7 +517,7 @@ impl<'d> ApplyBatch<'d> {
     /// Moves the front one entry on, deleting a chunk once it is past every entry of it.
     fn advance_front(&mut self) {
         self.key_front += 1;
-        if self.key_front % self.per_chunk == 0 {
+        if self.key_front.is_multiple_of(self.per_chunk) {
             let done = self.key_front / self.per_chunk - 1;
             self.chunks.insert(done, None);
             self.changed_chunks.insert(done);
