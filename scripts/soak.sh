@@ -112,7 +112,9 @@ faults() {
     fi
   done
 }
-faults &
+# Its stderr, where bash reports each node it killed as "Killed", goes to faults.err: not to
+# the terminal, and not to the fault log, whose lines are counted below.
+faults 2>>"$WORK/faults.err" &
 FAULTS_PID=$!
 PIDS+=("$FAULTS_PID")
 
