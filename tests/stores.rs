@@ -384,7 +384,7 @@ fn a_snapshot_whose_state_could_not_be_read_fails_instead_of_shipping_an_empty_s
 }
 
 #[test]
-fn a_key_deleted_and_recreated_during_a_build_that_a_scan_misses_is_in_the_snapshot() {
+fn a_key_purged_and_stored_again_during_a_build_in_a_chunk_a_scan_misses_is_in_the_snapshot() {
     block_on(async {
         // At the point: an idempotency key that expires at 1,010 ms of log time, in chunk 0.
         let before = vec![
@@ -569,7 +569,7 @@ fn under_write_behind_a_snapshot_built_while_applies_continue_holds_the_state_at
     // Checkpoints every two writes: the applies after the point reach the disk below (the
     // build's flush hands over the rest) before the builder walks it, so only the before-images
     // can give the state at the point. A scan racing a write is
-    // `a_key_deleted_and_recreated_during_a_build_that_a_scan_misses_is_in_the_snapshot`.
+    // `a_key_purged_and_stored_again_during_a_build_in_a_chunk_a_scan_misses_is_in_the_snapshot`.
     let disk = WriteBehind::with_checkpoint_writes(Arc::new(SimDisk::new()), 2);
     snapshot_while_applies_continue(Arc::new(disk));
 }
@@ -807,7 +807,7 @@ fn a_key_with_a_shorter_time_to_live_is_forgotten_in_its_turn_but_expires_on_tim
             .unwrap()
             .is_some());
         // The same on a replica with other batch boundaries, under write-behind, restarted in
-        // the middle (its key index built again), with one entry per chunk.
+        // the middle (its key index built again).
         let below = SimDisk::new();
         let disk = Arc::new(WriteBehind::with_checkpoint_writes(
             Arc::new(below.clone()),
@@ -1040,6 +1040,13 @@ fn purges_and_evictions_follow_the_rules_whatever_the_batches_and_the_chunks() {
     keys_follow_the_rules(&steps, 12);
 }
 
+/// One time to live, many keys stamped in the same millisecond, evictions splitting them: the
+/// keys forgotten are those format 3 forgot (the model checks its order as it goes).
+#[test]
+fn keys_stamped_in_the_same_millisecond_are_forgotten_by_identity_as_format3_did() {
+    keys_follow_the_rules(&tied_expiry_steps(), 14);
+}
+
 /// Many keys expire at once, faster than requests purge them, and some are reused while
 /// expired but not yet purged: the reuse empties their old slot, which the front then skips.
 #[test]
@@ -1059,7 +1066,9 @@ fn a_key_reused_while_expired_and_not_yet_purged_keeps_its_new_entry() {
 /// stores with 1, 3 and 32 entries per chunk, in apply calls of one entry, of every entry and
 /// of random sizes; on a store reopened on its disk between apply calls (its key
 /// index built again from the disk); and on one that installs a snapshot taken half-way over a
-/// state of its own. Checks that all hold the same bytes, the keys the rules keep, and the
+/// state of its own. Checks that stores with the same chunks hold the same bytes whatever their
+/// apply calls (one by one and reopened, whole and 32 per chunk in random calls, in random
+/// calls and installed), and that all hold the keys the rules keep, and the
 /// quantities the rules give: an adjust whose key is live is a replay and changes nothing, so a
 /// key the store fails to find shows as one unit too many.
 fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
@@ -1081,22 +1090,37 @@ fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
         let sku = format!("sku-{}", i % SKUS);
         entries.push(keyed_adjust_entry(index, &sku, key, *ttl, *at_ms));
     }
-    // The rules, on plain maps: per request, purge up to PER_REQUEST of the oldest stored keys
+    // The rules, on plain maps: per request, forget up to PER_REQUEST of the oldest stored keys
     // while the oldest has expired by log time, apply (a live key changes nothing; an absent
-    // or expired one is stored anew, as the newest, and the adjust applies), then evict up to
-    // PER_REQUEST oldest while over the cap.
+    // or expired one is stored anew, as the newest, and the adjust applies), then forget up to
+    // PER_REQUEST oldest while over the cap. The oldest: among the keys stored first that share
+    // the first one's expiry, the least (the keys here are anonymous: identity = key bytes).
     let mut clock = 0;
     // Order stored -> (key, expiry).
     let mut stored: BTreeMap<u64, (String, u64)> = BTreeMap::new();
     let mut order_of: BTreeMap<String, u64> = BTreeMap::new();
     let mut quantities = vec![0i64; SKUS];
+    let forget_oldest = |stored: &mut BTreeMap<u64, (String, u64)>,
+                         order_of: &mut BTreeMap<String, u64>| {
+        let front_expiry = stored.first_key_value().unwrap().1 .1;
+        let (&order, _) = stored
+            .iter()
+            .take_while(|(_, (_, expiry))| *expiry == front_expiry)
+            .min_by(|a, b| a.1 .0.cmp(&b.1 .0))
+            .unwrap();
+        let (doomed, _) = stored.remove(&order).unwrap();
+        order_of.remove(&doomed);
+    };
+    // With one time to live, the same rules as format 3 had them: oldest by (expiry, key).
+    let one_ttl = steps.iter().all(|(_, _, ttl)| *ttl == steps[0].2);
+    let mut format3: BTreeMap<(u64, String), ()> = BTreeMap::new();
     for (i, (stamp, key, ttl)) in steps.iter().enumerate() {
         clock = clock.max(*stamp);
         for _ in 0..PER_REQUEST {
             match stored.first_key_value() {
                 Some((_, (_, expiry))) if *expiry <= clock => {
-                    let (_, (doomed, _)) = stored.pop_first().unwrap();
-                    order_of.remove(&doomed);
+                    forget_oldest(&mut stored, &mut order_of);
+                    format3.pop_first();
                 }
                 _ => break,
             }
@@ -1105,15 +1129,26 @@ fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
             if stored[&order].1 > clock {
                 continue;
             }
-            stored.remove(&order);
+            let (_, expiry) = stored.remove(&order).unwrap();
+            format3.remove(&(expiry, key.clone()));
         }
         quantities[i % SKUS] += 1;
         stored.insert(i as u64, (key.clone(), clock + ttl));
         order_of.insert(key.clone(), i as u64);
+        format3.insert((clock + ttl, key.clone()), ());
         let excess = (stored.len() as u64).saturating_sub(cap) as usize;
         for _ in 0..excess.min(PER_REQUEST) {
-            let (_, (oldest, _)) = stored.pop_first().unwrap();
-            order_of.remove(&oldest);
+            forget_oldest(&mut stored, &mut order_of);
+            format3.pop_first();
+        }
+        if one_ttl {
+            let mut kept: Vec<_> = stored.values().cloned().map(|(k, e)| (e, k)).collect();
+            kept.sort();
+            assert_eq!(
+                kept,
+                format3.keys().cloned().collect::<Vec<_>>(),
+                "one time to live: format 3's order, step {i}"
+            );
         }
     }
     let expected: Vec<String> = stored.into_values().map(|(key, _)| key).collect();
@@ -1133,12 +1168,14 @@ fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
         let mut whole = store(fresh(), 32);
         apply(&mut whole, entries.clone()).await;
         let mut chunked = store(fresh(), 3);
+        let mut chunked_32 = store(fresh(), 32);
         let reopened_disk = fresh();
         let mut reopened = store(reopened_disk.clone(), 1);
         let mut rest = entries.as_slice();
         while !rest.is_empty() {
             let take = rng.random_range(1..=40usize).min(rest.len());
             apply(&mut chunked, rest[..take].to_vec()).await;
+            apply(&mut chunked_32, rest[..take].to_vec()).await;
             apply(&mut reopened, rest[..take].to_vec()).await;
             reopened = store(reopened_disk.clone(), 1);
             rest = &rest[take..];
@@ -1179,6 +1216,7 @@ fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
             ("one by one", &one_by_one, &one_by_one),
             ("whole", &whole, &whole),
             ("chunked", &chunked, &chunked),
+            ("chunked, 32 per chunk", &chunked_32, &whole),
             ("reopened", &reopened, &one_by_one),
             ("installed", &installed, &chunked),
         ] {
@@ -1431,5 +1469,97 @@ fn an_older_snapshot_installs_as_format4_and_a_format4_one_says_so() {
             reference.state_pairs().unwrap(),
             after.state_pairs().unwrap()
         );
+    });
+}
+
+/// Keyed adjusts with one time to live, many stamped in the same millisecond (one expiry), keys
+/// reused after they expired, and a cap small enough that evictions split those groups: the
+/// workload on which format 3 (oldest expiry, then identity) and stored order part ways.
+fn tied_expiry_steps() -> Vec<(u64, String, u64)> {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let mut at_ms = 10_000;
+    let mut steps = Vec::new();
+    for _ in 0..700 {
+        if rng.random_range(0..4u32) == 0 {
+            at_ms += rng.random_range(1..30u64);
+        }
+        let key = format!("t-{:03}", rng.random_range(0..90u32));
+        steps.push((at_ms, key, 300));
+    }
+    steps
+}
+
+/// Nodes are upgraded where each happens to stop (a follower a few entries behind the leader),
+/// and a follower may install a snapshot written before the upgrade and apply the entries after
+/// it itself: a replica packs its format-3 entries at its own point and applies what follows in
+/// format 4, where another applied those entries in format 3. Their bytes may differ (entry
+/// numbers, emptied slots); their answers must not: the same records, the same keys live.
+#[test]
+fn replicas_upgraded_at_different_points_keep_giving_the_same_answers() {
+    let steps = tied_expiry_steps();
+    let cap = 14;
+    let mut entries = vec![membership_entry(1)];
+    for sku in 0..20 {
+        entries.push(create_entry(
+            entries.len() as u64 + 1,
+            &format!("sku-{sku}"),
+            0,
+        ));
+    }
+    for (i, (at_ms, key, ttl)) in steps.iter().enumerate() {
+        let index = entries.len() as u64 + 1;
+        entries.push(keyed_adjust_entry(
+            index,
+            &format!("sku-{}", i % 20),
+            key,
+            *ttl,
+            *at_ms,
+        ));
+    }
+    let answers = |store: &StateMachineStore| {
+        let quantities: Vec<i64> = (0..20)
+            .map(|sku| {
+                let key = RecordKey::new("s1", &format!("sku-{sku}")).unwrap();
+                store
+                    .record(&key)
+                    .unwrap()
+                    .map_or(-1, |record| record.quantity)
+            })
+            .collect();
+        let mut live = stored_key_names(store);
+        live.sort();
+        (quantities, live)
+    };
+    block_on(async {
+        let store = |disk: Arc<dyn Disk>| sim_store(disk).with_idempotency_keys_max(cap);
+        let mut never_upgraded = store(Arc::new(SimDisk::new()));
+        let mut reference = Vec::new();
+        for entry in &entries {
+            apply(&mut never_upgraded, vec![entry.clone()]).await;
+            reference.push(answers(&never_upgraded));
+        }
+        for point in (30..entries.len()).step_by(37) {
+            let mut before = store(Arc::new(SimDisk::new()));
+            apply(&mut before, entries[..point].to_vec()).await;
+            let disk = SimDisk::new();
+            let mut batch = WriteBatch::default();
+            for (key, value) in as_format3(&before.state_pairs().unwrap()) {
+                batch.put(key, value);
+            }
+            disk.write(batch).unwrap();
+            let per_chunk = stockraft::raft::state_machine::KEYS_PER_CHUNK;
+            migrate::upgrade_key_layout(&disk, per_chunk).await.unwrap();
+            let mut upgraded = store(Arc::new(disk));
+            for (at, entry) in entries.iter().enumerate().skip(point) {
+                apply(&mut upgraded, vec![entry.clone()]).await;
+                assert_eq!(
+                    answers(&upgraded),
+                    reference[at],
+                    "upgraded after entry {point}: the answers at entry {}",
+                    at + 1
+                );
+            }
+        }
     });
 }

@@ -277,6 +277,17 @@ struct ApplyBatch<'d> {
     changed_chunks: BTreeSet<u64>,
     /// Where each idempotency key is stored, kept in step with the chunks.
     key_index: KeyIndex,
+    /// The entries the next forget chooses among, once this call needs them.
+    front_run: Option<FrontRun>,
+}
+
+/// The live entries at the front of the idempotency log that share the front's expiry (up to
+/// the first with another), by identity: the oldest entry is the least of them, the order
+/// format 3 forgot in (see [`ApplyBatch::forget_oldest`]).
+struct FrontRun {
+    /// The first entry number past the run.
+    end: u64,
+    members: BTreeMap<Vec<u8>, u64>,
 }
 
 impl<'d> ApplyBatch<'d> {
@@ -296,6 +307,7 @@ impl<'d> ApplyBatch<'d> {
             chunks: BTreeMap::new(),
             changed_chunks: BTreeSet::new(),
             key_index,
+            front_run: None,
         })
     }
 
@@ -454,6 +466,10 @@ impl<'d> ApplyBatch<'d> {
         }
         chunk.push(Some(StoredKey { identity, entry }));
         self.changed_chunks.insert(chunk_number);
+        // A run that reached the newest entry may go on with this one: read it again if needed.
+        if self.front_run.as_ref().is_some_and(|run| run.end == number) {
+            self.front_run = None;
+        }
         self.key_next += 1;
         self.key_index.insert(fingerprint, number);
         self.key_count += 1;
@@ -471,6 +487,11 @@ impl<'d> ApplyBatch<'d> {
                 StorageError::Invariant(format!("idempotency entry {number} is not stored"))
             })?;
         self.changed_chunks.insert(chunk_number);
+        if let Some(run) = &mut self.front_run {
+            if run.members.get(&stored.identity) == Some(&number) {
+                run.members.remove(&stored.identity);
+            }
+        }
         self.key_index
             .remove(fingerprint(&stored.identity), number)?;
         self.key_count = self.key_count.saturating_sub(1);
@@ -495,23 +516,73 @@ impl<'d> ApplyBatch<'d> {
         Ok(None)
     }
 
-    /// Forgets the oldest stored entry (call after [`Self::oldest_expiry`] found one). Its bytes
-    /// stay in its chunk until the whole chunk is forgotten.
+    /// Forgets the oldest stored entry (call after [`Self::oldest_expiry`] found one): among the
+    /// entries at the front that share its expiry, the one with the least identity.
+    ///
+    /// Why not simply the front: format 3 forgot in (expiry, identity) order, and a replica
+    /// upgrades where it happens to stop, so one may apply a stretch of the log in format 3 that
+    /// another applies in format 4. With one time to live, stored order is expiry order except
+    /// among entries stamped in the same millisecond, and this choice makes the two formats
+    /// forget the same keys at the same entries: the same answers, whatever the upgrade point
+    /// (tests/stores.rs, `replicas_upgraded_at_different_points_keep_giving_the_same_answers`).
+    /// A slot forgotten out of stored order is emptied; its bytes go with its chunk.
     fn forget_oldest(&mut self) -> Result<(), StorageError> {
-        let number = self.key_front;
-        let (chunk, slot) = self.place(number);
-        let fingerprint = match self.chunk(chunk)?.get(slot) {
-            Some(Some(stored)) => fingerprint(&stored.identity),
-            _ => {
-                return Err(StorageError::Invariant(format!(
-                    "the oldest idempotency entry, {number}, is not stored"
-                )))
-            }
+        if self
+            .front_run
+            .as_ref()
+            .is_none_or(|run| run.members.is_empty())
+        {
+            self.front_run = Some(self.read_front_run()?);
+        }
+        let Some((identity, number)) = self
+            .front_run
+            .as_mut()
+            .and_then(|run| run.members.pop_first())
+        else {
+            return Err(StorageError::Invariant(format!(
+                "no idempotency entry to forget at {}",
+                self.key_front
+            )));
         };
-        self.key_index.remove(fingerprint, number)?;
+        if number != self.key_front {
+            return self.forget_key(number);
+        }
+        self.key_index.remove(fingerprint(&identity), number)?;
         self.key_count = self.key_count.saturating_sub(1);
         self.advance_front();
         Ok(())
+    }
+
+    /// Reads the [`FrontRun`] from the chunks: its length is the number of entries stored in
+    /// one millisecond of log time, and it is read at most once per apply call while it lasts.
+    fn read_front_run(&mut self) -> Result<FrontRun, StorageError> {
+        let mut members = BTreeMap::new();
+        let mut number = self.key_front;
+        if let Some(expiry) = self.oldest_expiry()? {
+            number = self.key_front;
+            while number < self.key_next {
+                let (chunk, slot) = self.place(number);
+                match self.chunk(chunk)?.get(slot) {
+                    Some(Some(stored)) if stored.entry.expires_at_ms == expiry => {
+                        members.insert(stored.identity.clone(), number);
+                    }
+                    Some(Some(_)) => break,
+                    Some(None) => {}
+                    None => {
+                        return Err(StorageError::Invariant(format!(
+                            "idempotency entry {number} is below the next one, {}, but not in \
+                             its chunk",
+                            self.key_next
+                        )))
+                    }
+                }
+                number += 1;
+            }
+        }
+        Ok(FrontRun {
+            end: number,
+            members,
+        })
     }
 
     /// Moves the front one entry on, deleting a chunk once it is past every entry of it.

@@ -24,10 +24,9 @@
 //! and deleted another for every keyed write at the key cap (`raft::key_index` says why that
 //! mattered). `storage::migrate` packs format-3 entries into chunks. Everything
 //! under `S` is the state machine: a snapshot is exactly the `S` range, so a node that
-//! installs a snapshot ends byte-identical to the one that built it (a format-2 snapshot is
-//! moved to format 3 as it is installed: identical to the builder's state once upgraded).
-//! Big-endian integers make byte order equal numeric order, so range scans walk the log and the
-//! expiry index in order.
+//! installs a snapshot ends byte-identical to the one that built it (a format-2 or format-3
+//! snapshot is moved to format 4 as it is installed). Big-endian integers make byte order equal
+//! numeric order, so the chunks sort by number.
 //!
 //! An idempotency *identity* names a key within its client scope ([`IdempotencyId`]):
 //! - anonymous scope: the key's bytes, exactly as before scopes existed (so data directories

@@ -27,9 +27,12 @@
 //! `storage::keys`). [`pack_format3_entries`] numbers the format-3 entries in their order
 //! (oldest expiry first: the order format 3 forgot them in) after any already packed, a page at
 //! a time, each page one atomic batch (its chunks, the next entry number, its `Sx` keys
-//! deleted): a crash leaves whole pages packed and the next start packs the rest. Every node
-//! packs the same state into the same bytes. Snapshots of format 3 (and 2) are packed the same
-//! way once installed, before the install counts as done.
+//! deleted): a crash leaves whole pages packed and the next start packs the rest. The same
+//! format-3 state always packs into the same bytes; but nodes upgrade where each happens to
+//! stop, so replicas may pack at different log indices and number their entries differently
+//! from then on. Their answers stay the same: format 4 forgets in the order format 3 did
+//! (`raft::state_machine`, `ApplyBatch::forget_oldest`). Snapshots of format 3 (and 2) are packed
+//! the same way once installed, before the install counts as done.
 
 use std::io;
 use std::path::Path;
