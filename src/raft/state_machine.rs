@@ -490,6 +490,10 @@ impl<'d> ApplyBatch<'d> {
         if let Some(run) = &mut self.front_run {
             if run.members.get(&stored.identity) == Some(&number) {
                 run.members.remove(&stored.identity);
+            } else if run.end == number {
+                // The entry that ended the run (another expiry) is gone: entries past it with
+                // the run's expiry belong to the run now, so read it again when needed.
+                self.front_run = None;
             }
         }
         self.key_index
