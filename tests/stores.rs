@@ -1593,3 +1593,36 @@ fn replicas_upgraded_at_different_points_keep_giving_the_same_answers() {
         }
     });
 }
+
+/// A format-3 entry whose value is corrupt stops the upgrade with an error naming its key, and
+/// leaves the page it was in as it was: nothing half-packed, so the node refuses to start
+/// rather than start with keys missing.
+#[test]
+fn a_corrupt_format3_entry_stops_the_upgrade_and_leaves_its_page_unpacked() {
+    block_on(async {
+        let (first, _) = format_upgrade_entries();
+        let reference = replayed(first).await;
+        let mut format3 = as_format3(&reference.state_pairs().unwrap());
+        let corrupt = format3
+            .iter_mut()
+            .find(|(key, _)| keys::split_expiry(key).is_some())
+            .expect("a format-3 entry");
+        corrupt.1 = vec![0xff; 3];
+        let disk = SimDisk::new();
+        let mut batch = WriteBatch::default();
+        for (key, value) in format3.clone() {
+            batch.put(key, value);
+        }
+        disk.write(batch).unwrap();
+
+        let per_chunk = stockraft::raft::state_machine::KEYS_PER_CHUNK;
+        let error = migrate::upgrade_key_layout(&disk, per_chunk)
+            .await
+            .expect_err("a corrupt entry is an error");
+        assert!(
+            matches!(error, stockraft::storage::StorageError::Decode { .. }),
+            "{error}"
+        );
+        assert_eq!(read_state_pairs(&disk).unwrap(), format3, "nothing packed");
+    });
+}

@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::hash::Hasher;
 
-use crate::storage::{decode, keys, Disk, Order, StorageError};
+use crate::storage::{self, decode, keys, Disk, Order, StorageError};
 
 /// Chunks read per scan while building the index from the disk.
 const BUILD_SCAN_CHUNKS: usize = 256;
@@ -56,10 +56,7 @@ impl KeyIndex {
     /// The index of the entries stored on `disk` (chunks of `per_chunk` entries), read in pages
     /// of [`BUILD_SCAN_CHUNKS`] chunks.
     pub fn build(disk: &dyn Disk, per_chunk: u64) -> Result<Self, StorageError> {
-        let front: u64 = match disk.get(keys::KEY_FRONT)? {
-            Some(bytes) => decode(keys::KEY_FRONT, &bytes)?,
-            None => 0,
-        };
+        let front: u64 = storage::read(disk, keys::KEY_FRONT)?.unwrap_or(0);
         let mut index = Self::default();
         let mut start = keys::key_chunk(front / per_chunk);
         loop {

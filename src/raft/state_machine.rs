@@ -49,7 +49,7 @@ use crate::storage::fs::blocking;
 use crate::storage::keys::{KeyChunk, StoredKey};
 use crate::storage::snapshots::{SnapshotDir, SnapshotFile};
 use crate::storage::{
-    decode, encode, keys, Disk, KeyValue, Order, StorageError, Write, WriteBatch,
+    self, decode, encode, keys, Disk, KeyValue, Order, StorageError, Write, WriteBatch,
 };
 use crate::telemetry::Telemetry;
 
@@ -191,10 +191,7 @@ impl StateMachineStore {
     }
 
     fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        match self.disk.get(key)? {
-            Some(bytes) => Ok(Some(decode(key, &bytes)?)),
-            None => Ok(None),
-        }
+        storage::read(&*self.disk, key)
     }
 
     /// The record as of the last applied entry on this node.
@@ -226,10 +223,7 @@ impl StateMachineStore {
 
 /// A record as the state machine on `disk` holds it (also for harnesses that inspect a disk).
 pub fn read_record(disk: &dyn Disk, key: &RecordKey) -> Result<Option<Record>, StorageError> {
-    let key = keys::record(key);
-    disk.get(&key)?
-        .map(|bytes| decode(&key, &bytes))
-        .transpose()
+    storage::read(disk, &keys::record(key))
 }
 
 /// The last applied log id of the state machine on `disk`.
@@ -410,11 +404,7 @@ impl<'d> ApplyBatch<'d> {
     /// needs it (empty if it is not there yet: the next one to fill).
     fn chunk(&mut self, number: u64) -> Result<&mut KeyChunk, StorageError> {
         if !self.chunks.contains_key(&number) {
-            let key = keys::key_chunk(number);
-            let chunk = match self.disk.get(&key)? {
-                Some(bytes) => decode(&key, &bytes)?,
-                None => KeyChunk::new(),
-            };
+            let chunk = storage::read(self.disk, &keys::key_chunk(number))?.unwrap_or_default();
             self.chunks.insert(number, Some(chunk));
         }
         match self.chunks.get_mut(&number) {

@@ -147,15 +147,9 @@ pub fn pack_format3_entries(disk: &dyn Disk, per_chunk: u64) -> Result<usize, St
         if page.is_empty() {
             return Ok(packed);
         }
-        let mut next: u64 = match disk.get(keys::KEY_NEXT)? {
-            Some(bytes) => decode(keys::KEY_NEXT, &bytes)?,
-            None => 0,
-        };
+        let mut next: u64 = super::read(disk, keys::KEY_NEXT)?.unwrap_or(0);
         let mut number = next / per_chunk;
-        let mut chunk: KeyChunk = match disk.get(&keys::key_chunk(number))? {
-            Some(bytes) => decode(&keys::key_chunk(number), &bytes)?,
-            None => KeyChunk::new(),
-        };
+        let mut chunk: KeyChunk = super::read(disk, &keys::key_chunk(number))?.unwrap_or_default();
         let mut batch = WriteBatch::default();
         for (key, value) in page {
             let (_, identity) = keys::split_expiry(&key)

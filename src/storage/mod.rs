@@ -153,6 +153,14 @@ pub fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Resul
     decode_in(DATABASE, key, bytes)
 }
 
+/// The value stored under `key` on `disk`, decoded; `None` when the key is absent.
+pub fn read<T: serde::de::DeserializeOwned>(
+    disk: &dyn Disk,
+    key: &[u8],
+) -> Result<Option<T>, StorageError> {
+    disk.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
+}
+
 /// Decodes a value read from under `key` in `place` (a file, or the database), refusing any
 /// length that claims more than [`DISK_DECODE_LIMIT_BYTES`]. A failure names both, with the key
 /// escaped (keys hold binary parts such as big-endian indexes).
