@@ -28,6 +28,19 @@ fn identity_file(cluster: &Cluster, id: u64) -> Value {
     serde_json::from_str(&text).expect("the identity file is JSON")
 }
 
+/// The identity file once the node has written it: a node writes it as it starts, and on a
+/// loaded machine two nodes can elect a leader and commit before the third has got that far.
+async fn written_identity_file(cluster: &Cluster, id: u64) -> Value {
+    let path = cluster.data_dir(id).join("identity");
+    for _ in 0..200 {
+        if path.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    identity_file(cluster, id)
+}
+
 async fn create(cluster: &Cluster, via: u64, sku: &str, qty: i64) {
     let body = CreateRequest {
         sku: sku.into(),
@@ -106,7 +119,7 @@ async fn a_wiped_voter_refuses_to_start_naming_the_way_out_and_the_cluster_keeps
     let writer = Writer::start(&cluster, vec![leader, survivors[1]], "wiped");
 
     // A voter loses its disk and is started again, still a member.
-    let before = identity_file(&cluster, victim);
+    let before = written_identity_file(&cluster, victim).await;
     cluster.kill(victim);
     std::fs::remove_dir_all(cluster.data_dir(victim)).expect("wiping the data directory");
     let acked_at_wipe = writer.acked();
