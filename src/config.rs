@@ -276,12 +276,12 @@ pub struct StorageConfig {
     pub free_bytes_min: u64,
     /// The state machine's page cache in memory (sled's `cache_capacity`). Memory use grows
     /// with it (about four times it in sled's heap); reads that miss it go to the OS page
-    /// cache. Default 32 MiB (`storage::CACHE_BYTES_DEFAULT`; README, "Memory").
+    /// cache. Default 32 MiB (`storage::CACHE_BYTES_DEFAULT`; docs/performance.md, "Memory").
     pub cache_bytes: u64,
     /// The state machine's read cache: values it holds, in front of sled, so that an apply
     /// reads a record without walking sled's tree or waiting for a checkpoint to release sled
     /// (`storage::WriteBehind`). 0 turns it off. Default 48 MiB
-    /// (`storage::READ_CACHE_BYTES_DEFAULT`; README, "Memory").
+    /// (`storage::READ_CACHE_BYTES_DEFAULT`; docs/performance.md, "Memory").
     pub read_cache_bytes: u64,
 }
 
@@ -408,7 +408,7 @@ pub struct RuntimeConfig {
     /// default, runs them all on one thread (tokio's current-thread scheduler): on this
     /// project's 2-core machine, shared by three nodes and a load generator, that cut CPU per
     /// write by about a third against two workers, because a task woken on another worker
-    /// costs a cross-CPU wake-up and a context switch, dear in a VM (README, "Performance").
+    /// costs a cross-CPU wake-up and a context switch, dear in a VM (docs/performance.md).
     /// More than 1: tokio's multi-thread scheduler with that many workers, for a node with
     /// cores of its own to spare (one thread then bounds it to one core's worth of requests).
     pub worker_threads: usize,

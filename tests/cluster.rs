@@ -200,7 +200,7 @@ async fn nodes_on_a_pool_of_runtime_workers_commit_and_serve_like_nodes_on_one_t
     }
 }
 
-/// What bounds a node's memory (README, "Memory"): the binary allocates through jemalloc, whose
+/// What bounds a node's memory (docs/performance.md): the binary allocates through jemalloc, whose
 /// background thread hands freed pages back to the OS (glibc malloc kept about twice the live
 /// heap), and sled's page cache is `storage.cache_bytes`, here the smallest allowed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@
 //! per checkpoint, and a whole chunk is deleted at once. Format 3 kept each entry under its own
 //! sled key, in expiry order: at the key cap (a million keys) every keyed write inserted one
 //! sled key and deleted another (~6 µs of sled each, on every node) and read the next keys to
-//! evict back from sled; throughput at the cap fell to ~70% of a fresh cluster's (README,
+//! evict back from sled; throughput at the cap fell to ~70% of a fresh cluster's (docs/performance.md,
 //! "Aging"). Before that (format 2) each entry also had a sled key at a place as random as its
 //! identity. Finding an entry by identity needs its number, and that is what this index keeps.
 //!

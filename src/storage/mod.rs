@@ -50,12 +50,12 @@ pub use write_behind::{WriteBehind, CHECKPOINT_WRITES};
 /// (measured with heaptrack at 1,000,000 records: ~250 MB of sled heap under a 64 MiB limit).
 /// With 1 GiB a node holding a million records used 380-460 MiB of RSS; with 32 MiB, 190-245
 /// MiB, for ~8% of the throughput at that size (one run each; smaller states fit in it).
-/// README, "Memory".
+/// docs/performance.md, "Memory".
 /// Reads that miss it are served from the OS page cache.
 pub const CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
 
 /// The state machine's read cache unless configured (`storage.read_cache_bytes`): 48 MiB,
-/// about 280,000 records (see `read_cache`; README, "Memory").
+/// about 280,000 records (see `read_cache`; docs/performance.md, "Memory").
 pub const READ_CACHE_BYTES_DEFAULT: u64 = 48 * 1024 * 1024;
 
 /// Failures of the storage layer. None of them is an answer to a client.
