@@ -27,3 +27,7 @@ pub mod space;
 pub mod storage;
 pub mod telemetry;
 pub mod transport;
+
+/// A node's id in the cluster (`node_id` in the configuration, Raft's `NodeId`). Declared here,
+/// below every module, because every layer names nodes: the wire, identities, Raft.
+pub type NodeId = u64;

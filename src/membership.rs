@@ -231,7 +231,7 @@ pub async fn remove(
             .await
             .map_err(map_error)?;
         // A removed node may come back empty under its id (a new incarnation): forget the old
-        // one now, not only when `identity::learn` next looks at the membership.
+        // one now, not only when `node::peer_incarnations` next looks at the membership.
         if let Err(error) = app.identity.forget(&removed).await {
             tracing::warn!(%error, "could not forget the removed nodes' incarnations");
         }

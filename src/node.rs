@@ -36,6 +36,8 @@
 //! by hand as a learner before it starts are not refused. When no peer answers (the whole
 //! cluster is down), the node starts; the incarnation check (`identity`) then keeps it out.
 
+pub mod peer_incarnations;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,7 +50,7 @@ use crate::app::{App, AppStorage, Clock, SystemClock};
 use crate::client::wire::AddLearnerRequest;
 use crate::client::Client;
 use crate::config::{Config, ConfigError};
-use crate::identity::{self, file as identity_file, Identity, IdentityError, IdentityState};
+use crate::identity::{file as identity_file, Identity, IdentityError, IdentityState};
 use crate::inventory;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
@@ -174,7 +176,7 @@ pub async fn start(
     let raft = Raft::new(id, raft_config, network, log_store, state_machine.clone())
         .await
         .map_err(|fatal| StartError::Raft(fatal.to_string()))?;
-    tokio::spawn(identity::learn::keep_peers(
+    tokio::spawn(peer_incarnations::keep_peers(
         identity.clone(),
         raft.clone(),
         transport.clone(),

@@ -27,9 +27,11 @@ mod prometheus;
 mod raft_routes;
 mod request;
 pub mod request_id;
+mod surface;
 mod sync;
 
 pub use client_scope::ClientScope;
+pub use surface::Surface;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,19 +53,6 @@ const ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Largest Raft RPC body: what its decoder accepts (snapshots travel in 1 MiB chunks).
 pub const RAFT_BODY_LIMIT_BYTES: usize = crate::raft::network::RPC_DECODE_LIMIT_BYTES;
-
-/// Which listener a router serves (`server`): with `client_addr` configured, Raft and node
-/// traffic get a listener of their own so client load or abuse cannot starve heartbeats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Surface {
-    /// One listener for everything (no `client_addr`): every route, as the table in `auth`.
-    Both,
-    /// The peer listener (`addr`): Raft, admin, and client routes for callers holding the
-    /// secret only (requests forwarded by other nodes, operators).
-    Peer,
-    /// The client listener (`client_addr`): client, admin and open routes; no Raft.
-    Client,
-}
 
 /// The node's whole HTTP surface, on one listener.
 pub fn router(app: Arc<App>) -> Router {

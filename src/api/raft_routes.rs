@@ -174,7 +174,7 @@ pub async fn transfer_leader(
 /// asks this before initialising (so a node whose data was wiped never founds a second cluster
 /// beside the live one), and a node starting on an empty disk asks it to find out whether it
 /// is still a voter (`node::start`). Answers with this node's identity headers, from which
-/// peers learn its incarnation (`identity::learn`); asking changes nothing here.
+/// peers learn its incarnation (`node::peer_incarnations`); asking changes nothing here.
 pub async fn status(State(app): State<Arc<App>>) -> Response {
     let response = match app.raft.is_initialized().await {
         Ok(initialized) => {

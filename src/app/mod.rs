@@ -15,7 +15,10 @@
 //!   ([`crate::space`]), [`App::check_space`] refuses client writes before anything is
 //!   proposed, here and in the handlers.
 
+mod error;
 pub mod forward;
+
+pub use error::{ProposeError, ReadError, SnapshotError};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,52 +34,11 @@ use crate::identity::Identity;
 use crate::inventory::{IdempotencyId, IdempotencyKey, Record, RecordKey, Request, Response};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Applied, NodeId, Raft, RaftMetrics};
-use crate::space::{NoSpaceReason, SpaceGuard};
+use crate::space::SpaceGuard;
 use crate::storage::wal::Wal;
 use crate::storage::StorageError;
 use crate::telemetry::Telemetry;
 use crate::transport::Transport;
-
-/// Why a proposal did not produce an answer. Serialisable: a leader answers a follower's
-/// forwarded batch with it (`forward`).
-#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum ProposeError {
-    /// This node is not the leader; nothing was proposed. Safe to retry elsewhere.
-    #[error("not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<NodeId> },
-    /// The entry was proposed but its fate is unknown (leader changed before it committed).
-    #[error("outcome unknown: {0}")]
-    OutcomeUnknown(String),
-    /// Raft is shutting down or broken on this node.
-    #[error("raft unavailable: {0}")]
-    Unavailable(String),
-    /// This node's disk-space alarm is raised; nothing was proposed.
-    #[error(
-        "node {node} is short of disk space: {reason}; writes are refused until space is freed"
-    )]
-    NoSpace { node: NodeId, reason: NoSpaceReason },
-    /// `api.max_in_flight_proposals` commands are already in flight here; nothing was proposed.
-    #[error("node {node} has {max} proposals in flight, its limit; retry shortly")]
-    Overloaded { node: NodeId, max: usize },
-}
-
-/// Why a linearizable read could not be served here.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<NodeId> },
-    #[error("raft unavailable: {0}")]
-    Unavailable(String),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
-
-/// Why an on-demand snapshot (and purge) did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("snapshot not completed: {0}")]
-    NotCompleted(String),
-}
 
 /// Why an apply barrier did not complete.
 #[derive(Debug, thiserror::Error)]

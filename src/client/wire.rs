@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::raft::NodeId;
+use crate::NodeId;
 
 /// `POST /api/inventory`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

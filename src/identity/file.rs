@@ -7,14 +7,15 @@
 //! `identity.tmp` is ignored and overwritten by the next write).
 
 use std::collections::BTreeMap;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterId, IdentityError, IdentityState, Incarnation};
-use crate::raft::NodeId;
+use super::state::{ClusterId, IdentityState, Incarnation};
 use crate::storage::fs::{blocking, Fs};
+use crate::NodeId;
 
 /// The file's name in the node's data directory.
 pub const FILE_NAME: &str = "identity";
@@ -23,6 +24,15 @@ const FORMAT: u32 = 1;
 /// The largest identity file read: a few hundred bytes per member; anything past this is not
 /// an identity file.
 const FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// Why the identity could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("identity file {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("identity file {path} is corrupt: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

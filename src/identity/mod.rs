@@ -19,7 +19,7 @@
 //!   first leader RPC (append or snapshot chunk) it accepts.
 //! - `peers`: the incarnation this node first saw for each member (trust on first use), kept
 //!   locally, never replicated. A member's entry is forgotten when it leaves the membership
-//!   ([`learn`]), so a removed node can come back empty under its old id.
+//!   (`node::peer_incarnations`), so a removed node can come back empty under its old id.
 //!
 //! Every change is written to a temporary file, fsynced, renamed over `identity` and the
 //! directory fsynced before it takes effect (the simulation's files keep only synced bytes, so
@@ -37,11 +37,11 @@
 //!   the receiver itself, which thus learns (and logs) that it was wiped.
 //!
 //! The TOFU gap (a member whose incarnation nobody recorded yet) is kept short: each node asks
-//! every member it has no record of for its identity ([`learn`], through `/raft/status`) about
-//! once a second. A start-time check closes the other door: a node whose Raft state is empty
-//! asks its peers whether the cluster lists it as a voter, and if so refuses to start
-//! (`node::start`), naming the way out: `stockraft admin remove --id N`, start it empty with
-//! `--join`, then promote it.
+//! every member it has no record of for its identity (`node::peer_incarnations`, through
+//! `/raft/status`) about once a second. A start-time check closes the other door: a node whose
+//! Raft state is empty asks its peers whether the cluster lists it as a voter, and if so
+//! refuses to start (`node::start`), naming the way out: `stockraft admin remove --id N`, start
+//! it empty with `--join`, then promote it.
 //!
 //! Deliberately not done: a cluster id for clusters founded before identities existed (nodes
 //! of such a cluster keep none and accept peers that present none; creating one later would
@@ -49,17 +49,18 @@
 //! incarnation is an identity, not a credential).
 
 pub mod file;
-pub mod learn;
+mod state;
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::raft::NodeId;
+pub use file::IdentityError;
+pub use state::{ClusterId, IdentityState, Incarnation};
+
 use crate::storage::fs::Fs;
+use crate::NodeId;
 
 /// Request and answer header: the sender's (or answerer's) cluster id, 32 hex digits.
 pub const CLUSTER_HEADER: &str = "x-stockraft-cluster";
@@ -71,94 +72,6 @@ pub const EXPECT_HEADER: &str = "x-stockraft-expect";
 
 /// How often a refusal about one peer is logged at most (RPCs repeat every heartbeat).
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// A cluster's identity, drawn once by its founder.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClusterId(pub u128);
-
-/// One life of a node's data directory.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Incarnation(pub u64);
-
-impl fmt::Display for ClusterId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
-    }
-}
-
-impl fmt::Debug for ClusterId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl fmt::Display for Incarnation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl fmt::Debug for Incarnation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl ClusterId {
-    pub fn parse(text: &str) -> Option<Self> {
-        (text.len() == 32)
-            .then(|| u128::from_str_radix(text, 16).ok().map(Self))
-            .flatten()
-    }
-
-    /// A new random cluster id (madsim's seeded generator in the simulation).
-    pub fn random() -> Self {
-        Self((u128::from(random_u64()) << 64) | u128::from(random_u64()))
-    }
-}
-
-impl Incarnation {
-    pub fn parse(text: &str) -> Option<Self> {
-        (text.len() == 16)
-            .then(|| u64::from_str_radix(text, 16).ok().map(Self))
-            .flatten()
-    }
-
-    /// A new random incarnation (madsim's seeded generator in the simulation).
-    pub fn random() -> Self {
-        Self(random_u64())
-    }
-}
-
-#[cfg(not(madsim))]
-fn random_u64() -> u64 {
-    rand::random()
-}
-
-#[cfg(madsim)]
-fn random_u64() -> u64 {
-    madsim::rand::RngCore::next_u64(&mut madsim::rand::thread_rng())
-}
-
-/// What one node knows of itself and of its peers (the content of the `identity` file).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityState {
-    pub cluster: Option<ClusterId>,
-    pub incarnation: Incarnation,
-    /// The incarnation first seen for each member.
-    pub peers: BTreeMap<NodeId, Incarnation>,
-}
-
-impl IdentityState {
-    /// A new data directory's identity: a fresh incarnation, no cluster yet, no peers.
-    pub fn fresh() -> Self {
-        Self {
-            cluster: None,
-            incarnation: Incarnation::random(),
-            peers: BTreeMap::new(),
-        }
-    }
-}
 
 /// What a request or an answer says about its sender, read from the headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -391,15 +304,6 @@ pub fn judge_reply(
         record_peer: judge_incarnation(state, node, incarnation)?,
         adopt_cluster: None,
     })
-}
-
-/// Why the identity could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
-    #[error("identity file {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("identity file {path} is corrupt: {message}")]
-    Corrupt { path: PathBuf, message: String },
 }
 
 /// Why a message was not admitted.

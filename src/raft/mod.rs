@@ -57,7 +57,7 @@ openraft::declare_raft_types!(
         AsyncRuntime = runtime::StockraftRuntime,
 );
 
-pub type NodeId = u64;
+pub type NodeId = crate::NodeId;
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachineStore>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;

@@ -48,9 +48,10 @@ pub fn encode_rpc<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Most bytes one Raft RPC body may make the decoder claim. A length prefix is trusted only up
 /// to this: without a limit, a 20-byte body claiming a 2^40-byte string makes the allocation
-/// fail and the process abort. Bodies are far smaller (entries are under 100 KiB, at most a
-/// few hundred per append; snapshot chunks 1 MiB).
-pub const RPC_DECODE_LIMIT_BYTES: usize = 64 << 20;
+/// fail and the process abort. It is the transport's body limit: nothing a body may carry
+/// between nodes is larger. Bodies are far smaller (entries are under 100 KiB, at most a few
+/// hundred per append; snapshot chunks 1 MiB).
+pub const RPC_DECODE_LIMIT_BYTES: usize = crate::transport::BODY_LIMIT_BYTES;
 
 /// Decodes a Raft RPC body (a request at the server, a reply at the client), refusing any
 /// length that claims more than [`RPC_DECODE_LIMIT_BYTES`].

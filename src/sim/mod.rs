@@ -12,9 +12,11 @@ pub mod checks;
 pub mod cluster;
 pub mod faults;
 pub mod play;
+pub mod report;
 pub mod run;
 pub mod transport;
 pub mod workload;
 
 pub use cluster::{SimCluster, SimOptions};
-pub use run::{run_seed, RunOptions, RunReport};
+pub use report::RunReport;
+pub use run::{run_seed, RunOptions};

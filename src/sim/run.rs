@@ -7,7 +7,7 @@
 //! and every node catch up, or the run cannot go on to the final reads and checks (each failure
 //! is a line in [`RunReport::violations`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use super::checks::check_everything;
 use super::faults;
 use super::play::{self, heal_everything};
 pub use super::play::{play, FaultOutcome};
+use super::report::RunReport;
 use super::workload::{self, History, SharedHistory, STORE};
 use super::{SimCluster, SimOptions};
 use crate::checker::{Event, Op, Outcome};
@@ -67,26 +68,6 @@ const CLUSTER_VIEW_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one final read may take: as long as a client's read (the workload's
 /// `CLIENT_TIMEOUT`), since it is recorded and checked like one.
 const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The result of one run.
-#[derive(Debug, Clone, Default)]
-pub struct RunReport {
-    pub seed: u64,
-    pub ops_checked: usize,
-    pub unknown_ops: usize,
-    /// SKUs whose linearizability search gave up (neither proven nor refuted).
-    pub unchecked_skus: usize,
-    pub faults: BTreeMap<&'static str, usize>,
-    pub violations: Vec<String>,
-    pub trace: Vec<String>,
-    pub trace_hash: u64,
-}
-
-impl RunReport {
-    pub fn passed(&self) -> bool {
-        self.violations.is_empty()
-    }
-}
 
 /// Runs one seed on a fresh OS thread with a fresh madsim runtime (required for a rerun of the
 /// same seed in one process to be identical).

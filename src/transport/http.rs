@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use super::{Transport, TransportError, TransportFuture, WireRequest, WireResponse};
+use super::{
+    Transport, TransportError, TransportFuture, WireRequest, WireResponse, BODY_LIMIT_BYTES,
+};
 
 /// How long to wait for a TCP connection before calling a peer unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -132,11 +134,10 @@ impl Transport for HttpTransport {
 
 /// Most bytes of one answer body read from a peer: whatever listens at a peer's address decides
 /// how long its body is, and reading it whole would let one bad answer grow this node's memory
-/// without bound. The largest answer worth reading is a Raft reply, which its decoder refuses
-/// beyond [`RPC_DECODE_LIMIT_BYTES`](crate::raft::network::RPC_DECODE_LIMIT_BYTES); the extra
-/// 64 KiB covers its envelope. Forwarded client answers are far smaller.
-pub const RESPONSE_BODY_LIMIT_BYTES: usize =
-    crate::raft::network::RPC_DECODE_LIMIT_BYTES + (64 << 10);
+/// without bound. The largest answer worth reading is a Raft reply, a body of at most
+/// [`BODY_LIMIT_BYTES`]; the extra 64 KiB covers its envelope. Forwarded client answers are far
+/// smaller.
+pub const RESPONSE_BODY_LIMIT_BYTES: usize = BODY_LIMIT_BYTES + (64 << 10);
 /// Bytes reserved up front for an answer body. A claimed `content-length` is not trusted with
 /// more than this: the buffer grows with the bytes that really arrive.
 const RESPONSE_BODY_RESERVE_BYTES: usize = 64 << 10;

@@ -21,6 +21,14 @@ use serde::{Deserialize, Serialize};
 /// Header carrying the cluster secret on node-to-node and admin requests.
 pub const SECRET_HEADER: &str = "x-stockraft-secret";
 
+/// Most bytes of one message body between nodes. Whatever sends a body decides how long it is;
+/// every reader of a peer's body is bounded by this, so that one bad or hostile message cannot
+/// grow a node's memory without bound: the answers this transport reads (plus a margin for
+/// their envelope), and the Raft RPC decoder (`raft::network::RPC_DECODE_LIMIT_BYTES`), which
+/// trusts a length prefix only up to it. The largest legitimate bodies are Raft's: appends of
+/// entries under 100 KiB, at most a few hundred per append, and snapshot chunks of 1 MiB.
+pub const BODY_LIMIT_BYTES: usize = 64 << 20;
+
 /// An HTTP request, reduced to what crosses between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireRequest {

@@ -3,7 +3,7 @@
 //! below zero in an answer are violations as they stand; the workload records both as it goes
 //! ([`History::anomalies`], [`History::negative_quantities`]) and this only reports them.
 
-use crate::sim::run::RunReport;
+use crate::sim::report::RunReport;
 use crate::sim::workload::History;
 
 /// Every anomaly, then every negative quantity, in the order the clients saw them.

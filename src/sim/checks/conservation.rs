@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use crate::checker::{Event, Op, Outcome};
 use crate::inventory::RecordKey;
 use crate::raft::NodeId;
-use crate::sim::run::RunReport;
+use crate::sim::report::RunReport;
 use crate::sim::workload::STORE;
 use crate::sim::SimCluster;
 

@@ -4,7 +4,7 @@
 //! when recorded). Different answers mean the write took effect more than once or its recorded
 //! answer was lost.
 
-use crate::sim::run::RunReport;
+use crate::sim::report::RunReport;
 use crate::sim::workload::History;
 
 /// One violation per key whose definite answers differ.

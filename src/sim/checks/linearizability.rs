@@ -5,7 +5,7 @@
 //! [`RunReport::unchecked_skus`], not reported as a violation.
 
 use crate::checker::{self, CheckError, Event, Outcome};
-use crate::sim::run::RunReport;
+use crate::sim::report::RunReport;
 
 /// Checks one SKU's history and counts its operations (and unknown ones) into the report.
 pub(super) fn check_linearizable(sku: &str, events: &[Event], report: &mut RunReport) {

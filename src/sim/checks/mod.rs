@@ -17,7 +17,7 @@ mod idempotency;
 mod linearizability;
 mod replicas;
 
-use super::run::RunReport;
+use super::report::RunReport;
 use super::workload::History;
 use super::SimCluster;
 use crate::raft::NodeId;

@@ -3,7 +3,7 @@
 //! log must leave the same state everywhere, whether a node applied it entry by entry, installed
 //! a snapshot, or restarted from its disk.
 
-use crate::sim::run::RunReport;
+use crate::sim::report::RunReport;
 use crate::sim::SimCluster;
 
 /// Compares every node with the first one; one violation per node that differs.

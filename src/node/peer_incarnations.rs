@@ -1,5 +1,8 @@
 //! Keeping the recorded incarnations in step with the membership, in a task per node.
 //!
+//! This lives with the node, not in `identity`: it follows Raft's membership, and Raft sits
+//! above `identity` (which its network uses to check every RPC). The node wires the two.
+//!
 //! - **Forget** the incarnation of every node that left the membership, as soon as this node
 //!   sees a membership without it: the operator's way out for a wiped member (remove it, start
 //!   it empty with `--join`) brings it back under its old id with a new incarnation. The leader
@@ -19,10 +22,11 @@ use std::time::Duration;
 
 use openraft_rt::WatchReceiver;
 
-use super::{AdmitError, Identity, Presented};
 use crate::client::routes;
-use crate::raft::{NodeId, Raft};
+use crate::identity::{AdmitError, Identity, Presented};
+use crate::raft::Raft;
 use crate::transport::{Transport, WireRequest};
+use crate::NodeId;
 
 /// How often members without a recorded incarnation are asked for it.
 pub const LEARN_INTERVAL: Duration = Duration::from_secs(1);

@@ -1,0 +1,25 @@
+//! The result of one simulation run: what [`super::run`] fills in while it drives the cluster
+//! and what [`super::checks`] add once it has converged. Its own file, below both, so that the
+//! run calls the checks and the checks write the report without importing each other.
+
+use std::collections::BTreeMap;
+
+/// The result of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub seed: u64,
+    pub ops_checked: usize,
+    pub unknown_ops: usize,
+    /// SKUs whose linearizability search gave up (neither proven nor refuted).
+    pub unchecked_skus: usize,
+    pub faults: BTreeMap<&'static str, usize>,
+    pub violations: Vec<String>,
+    pub trace: Vec<String>,
+    pub trace_hash: u64,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
