@@ -552,7 +552,20 @@ impl Config {
         Ok(())
     }
 
+    /// Refuses a configuration a node cannot run with, naming the first field at fault; the
+    /// checks run in this order.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_secrets()?;
+        self.validate_tokens()?;
+        self.validate_nodes()?;
+        self.validate_limits()?;
+        self.validate_tls()?;
+        self.validate_space()?;
+        self.openraft_config()?;
+        Ok(())
+    }
+
+    fn validate_secrets(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         if self.cluster.secret.is_empty() {
             return invalid(format!(
@@ -568,19 +581,29 @@ impl Config {
                 ));
             }
         }
-        self.validate_tokens()?;
+        Ok(())
+    }
+
+    fn validate_nodes(&self) -> Result<(), ConfigError> {
+        let invalid = |message: &str| Err(ConfigError::Invalid(message.into()));
         if self.nodes.is_empty() {
-            return invalid("at least one [[nodes]] entry is required".into());
+            return invalid("at least one [[nodes]] entry is required");
         }
         let mut ids: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
         ids.sort_unstable();
         ids.dedup();
         if ids.len() != self.nodes.len() {
-            return invalid("node ids must be unique".into());
+            return invalid("node ids must be unique");
         }
         if self.nodes.iter().any(|n| n.id == 0) {
-            return invalid("node id 0 is reserved".into());
+            return invalid("node id 0 is reserved");
         }
+        Ok(())
+    }
+
+    /// The storage, runtime and API limits.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
         if self.storage.wal_segment_bytes < 4096 {
             return invalid("storage.wal_segment_bytes must be at least 4096".into());
         }
@@ -592,26 +615,32 @@ impl Config {
                 "runtime.worker_threads must be 1 to {WORKER_THREADS_MAX}"
             ));
         }
-        if self.api.write_deadline_ms == 0 || self.api.body_limit_bytes == 0 {
+        self.validate_api_limits()
+    }
+
+    fn validate_api_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        let api = &self.api;
+        if api.write_deadline_ms == 0 || api.body_limit_bytes == 0 {
             return invalid(
                 "api.write_deadline_ms and api.body_limit_bytes must be positive".into(),
             );
         }
-        if self.api.max_in_flight_requests == 0 || self.api.max_in_flight_proposals == 0 {
+        if api.max_in_flight_requests == 0 || api.max_in_flight_proposals == 0 {
             return invalid(
                 "api.max_in_flight_requests and api.max_in_flight_proposals must be positive"
                     .into(),
             );
         }
-        if self.api.request_timeout_ms <= self.api.write_deadline_ms {
+        if api.request_timeout_ms <= api.write_deadline_ms {
             return invalid(format!(
                 "api.request_timeout_ms ({}) must be longer than api.write_deadline_ms ({})",
-                self.api.request_timeout_ms, self.api.write_deadline_ms
+                api.request_timeout_ms, api.write_deadline_ms
             ));
         }
-        if self.api.max_connections == 0
-            || self.api.max_peer_connections == 0
-            || self.api.header_read_timeout_ms == 0
+        if api.max_connections == 0
+            || api.max_peer_connections == 0
+            || api.header_read_timeout_ms == 0
         {
             return invalid(
                 "api.max_connections, api.max_peer_connections and api.header_read_timeout_ms \
@@ -619,22 +648,30 @@ impl Config {
                     .into(),
             );
         }
+        Ok(())
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
         let tls = &self.tls;
         let set = [&tls.ca_file, &tls.cert_file, &tls.key_file]
             .iter()
             .filter(|f| f.is_some())
             .count();
         if set != 0 && set != 3 {
-            return invalid(
+            return Err(ConfigError::Invalid(
                 "[tls] needs ca_file, cert_file and key_file together (or none of them)".into(),
-            );
+            ));
         }
+        Ok(())
+    }
+
+    /// The disk-space alarm's limits (`space`).
+    fn validate_space(&self) -> Result<(), ConfigError> {
         if self.storage.quota_bytes == 0 || self.storage.free_bytes_min == 0 {
-            return invalid(
+            return Err(ConfigError::Invalid(
                 "storage.quota_bytes and storage.free_bytes_min must be positive".into(),
-            );
+            ));
         }
-        self.openraft_config()?;
         Ok(())
     }
 

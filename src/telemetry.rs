@@ -79,30 +79,70 @@ fn snapshot_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
-/// Every series of one node.
+/// Every series of one node, in groups by what they observe. The groups register in this
+/// order, which is the order of the exposition text.
 #[derive(Debug)]
 pub struct Telemetry {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub request_seconds: HistogramFamily<RouteLabels>,
+    pub requests: RequestSeries,
+    pub wal: WalSeries,
+    pub snapshots: SnapshotSeries,
+    /// Read from openraft at scrape time.
+    pub raft: RaftSeries,
+    pub writes: WriteSeries,
+    /// Read from the WAL and the disk-space alarm at scrape time.
+    pub disk: DiskSeries,
+}
+
+/// Client requests: how many, how long, how many commands wait on Raft.
+#[derive(Debug)]
+pub struct RequestSeries {
+    pub answered: Family<RequestLabels, Counter>,
+    pub seconds: HistogramFamily<RouteLabels>,
+    /// Read from `App`'s permits at scrape time.
     pub proposals_in_flight: Gauge,
-    pub wal_sync_seconds: Histogram,
-    pub wal_sync_batch: Histogram,
-    pub snapshot_seconds: HistogramFamily<PhaseLabels>,
-    pub snapshot_bytes: Family<PhaseLabels, Gauge>,
-    // Read from openraft (and the App's counters) at scrape time.
-    pub raft_term: Gauge,
-    pub raft_leader: Gauge,
-    pub raft_is_leader: Gauge,
-    pub raft_last_log_index: Gauge,
-    pub raft_committed_index: Gauge,
-    pub raft_applied_index: Gauge,
-    pub raft_snapshot_index: Gauge,
-    pub raft_purged_index: Gauge,
-    pub raft_follower_lag: Family<FollowerLabels, Gauge>,
+}
+
+/// The Raft log's group commit.
+#[derive(Debug)]
+pub struct WalSeries {
+    pub sync_seconds: Histogram,
+    pub sync_batch: Histogram,
+}
+
+/// Snapshots built, sent and installed.
+#[derive(Debug)]
+pub struct SnapshotSeries {
+    pub seconds: HistogramFamily<PhaseLabels>,
+    pub bytes: Family<PhaseLabels, Gauge>,
+}
+
+/// This node's Raft position, and on the leader each follower's lag.
+#[derive(Debug)]
+pub struct RaftSeries {
+    pub term: Gauge,
+    pub leader: Gauge,
+    pub is_leader: Gauge,
+    pub last_log_index: Gauge,
+    pub committed_index: Gauge,
+    pub applied_index: Gauge,
+    pub snapshot_index: Gauge,
+    pub purged_index: Gauge,
+    pub follower_lag: Family<FollowerLabels, Gauge>,
+}
+
+/// How client writes travelled: forwarded to the leader (and in what batches), or answered by
+/// replaying a keyed write's first answer.
+#[derive(Debug)]
+pub struct WriteSeries {
     pub forwarded: Counter<u64, AtomicU64>,
     pub forward_batch_items: Histogram,
-    pub idempotent_hits: Counter<u64, AtomicU64>,
+    pub idempotent_replays: Counter<u64, AtomicU64>,
+}
+
+/// What this node holds on disk, and whether its disk-space alarm is raised.
+#[derive(Debug)]
+pub struct DiskSeries {
     pub wal_bytes: Gauge,
     pub data_dir_bytes: Gauge,
     pub no_space: Gauge,
@@ -118,193 +158,27 @@ impl Telemetry {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("stockraft");
         let r = &mut registry;
-        let seconds = Some(Unit::Seconds);
-        let bytes = Some(Unit::Bytes);
-        let requests = add(
-            r,
-            "http_requests",
-            "Client requests (/api) answered, by route pattern, method and status",
-            None,
-            Family::default(),
-        );
-        let request_seconds = add(
-            r,
-            "http_request_duration",
-            "Time from a client request's arrival to its answer, by route pattern",
-            seconds.clone(),
-            Family::new_with_constructor(latency_histogram as fn() -> Histogram),
-        );
-        let proposals_in_flight = add(
-            r,
-            "raft_proposals_in_flight",
-            "Client commands proposed to Raft on this node and not yet answered",
-            None,
-            Gauge::default(),
-        );
-        let wal_sync_seconds = add(
-            r,
-            "wal_sync_duration",
-            "Time of one group-commit fsync of the Raft log",
-            seconds.clone(),
-            latency_histogram(),
-        );
-        let wal_sync_batch = add(
-            r,
-            "wal_sync_batch_waiters",
-            "Appends and votes that shared one fsync (group commit)",
-            None,
-            Histogram::new(exponential_buckets(1.0, 2.0, 10)),
-        );
-        let snapshot_seconds = add(
-            r,
-            "snapshot_duration",
-            "Time to build, send (to one follower) or install a snapshot",
-            seconds,
-            Family::new_with_constructor(snapshot_histogram as fn() -> Histogram),
-        );
-        let snapshot_bytes = add(
-            r,
-            "snapshot_last_size",
-            "Size of the last snapshot built, sent or installed",
-            bytes.clone(),
-            Family::default(),
-        );
-        let raft_term = add(
-            r,
-            "raft_term",
-            "This node's current Raft term",
-            None,
-            Gauge::default(),
-        );
-        let raft_leader = add(
-            r,
-            "raft_leader_id",
-            "The node this node believes leads (0: none known)",
-            None,
-            Gauge::default(),
-        );
-        let raft_is_leader = add(
-            r,
-            "raft_is_leader",
-            "1 if this node leads",
-            None,
-            Gauge::default(),
-        );
-        let raft_last_log_index = add(
-            r,
-            "raft_last_log_index",
-            "The last entry in this node's log",
-            None,
-            Gauge::default(),
-        );
-        let raft_committed_index = add(
-            r,
-            "raft_committed_index",
-            "The last entry this node knows to be committed",
-            None,
-            Gauge::default(),
-        );
-        let raft_applied_index = add(
-            r,
-            "raft_applied_index",
-            "The last entry applied to this node's state machine",
-            None,
-            Gauge::default(),
-        );
-        let raft_snapshot_index = add(
-            r,
-            "raft_snapshot_index",
-            "The last entry covered by this node's snapshot",
-            None,
-            Gauge::default(),
-        );
-        let raft_purged_index = add(
-            r,
-            "raft_purged_index",
-            "The last entry purged from this node's log",
-            None,
-            Gauge::default(),
-        );
-        let raft_follower_lag = add(
-            r,
-            "raft_follower_lag_entries",
-            "On the leader: entries each other member is behind the leader's last entry",
-            None,
-            Family::default(),
-        );
-        let forwarded = add(
-            r,
-            "forwarded_requests",
-            "Requests this node forwarded to the leader",
-            None,
-            Counter::default(),
-        );
-        let forward_batch_items = add(
-            r,
-            "forward_batch_items",
-            "Writes per batch this node sent to the leader (one request each)",
-            None,
-            Histogram::new(exponential_buckets(1.0, 2.0, 7)),
-        );
-        let idempotent_hits = add(
-            r,
-            "idempotent_replays",
-            "Keyed writes answered by replaying the first answer",
-            None,
-            Counter::default(),
-        );
-        let wal_bytes = add(
-            r,
-            "wal_size",
-            "Bytes in the Raft log's segment files",
-            bytes.clone(),
-            Gauge::default(),
-        );
-        let data_dir_bytes = add(
-            r,
-            "data_dir_size",
-            "Bytes in this node's data directory at the last measurement",
-            bytes,
-            Gauge::default(),
-        );
-        let no_space = add(
-            r,
-            "storage_no_space",
-            "1 while the disk-space alarm refuses client writes (507)",
-            None,
-            Gauge::default(),
-        );
+        let requests = RequestSeries::register(r);
+        let wal = WalSeries::register(r);
+        let snapshots = SnapshotSeries::register(r);
+        let raft = RaftSeries::register(r);
+        let writes = WriteSeries::register(r);
+        let disk = DiskSeries::register(r);
         Self {
             registry,
             requests,
-            request_seconds,
-            proposals_in_flight,
-            wal_sync_seconds,
-            wal_sync_batch,
-            snapshot_seconds,
-            snapshot_bytes,
-            raft_term,
-            raft_leader,
-            raft_is_leader,
-            raft_last_log_index,
-            raft_committed_index,
-            raft_applied_index,
-            raft_snapshot_index,
-            raft_purged_index,
-            raft_follower_lag,
-            forwarded,
-            forward_batch_items,
-            idempotent_hits,
-            wal_bytes,
-            data_dir_bytes,
-            no_space,
+            wal,
+            snapshots,
+            raft,
+            writes,
+            disk,
         }
     }
 
     /// One group-commit sync of the Raft log.
     pub fn wal_synced(&self, took: Duration, waiters: usize) {
-        self.wal_sync_seconds.observe(took.as_secs_f64());
-        self.wal_sync_batch.observe(waiters as f64);
+        self.wal.sync_seconds.observe(took.as_secs_f64());
+        self.wal.sync_batch.observe(waiters as f64);
     }
 
     /// A snapshot built, sent or installed.
@@ -312,10 +186,12 @@ impl Telemetry {
         let labels = PhaseLabels {
             phase: phase.label(),
         };
-        self.snapshot_seconds
+        self.snapshots
+            .seconds
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
-        self.snapshot_bytes
+        self.snapshots
+            .bytes
             .get_or_create(&labels)
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
@@ -323,13 +199,15 @@ impl Telemetry {
     /// One answered client request.
     pub fn request_done(&self, route: &str, method: &str, status: u16, took: Duration) {
         self.requests
+            .answered
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),
                 method: method.to_owned(),
                 status,
             })
             .inc();
-        self.request_seconds
+        self.requests
+            .seconds
             .get_or_create(&RouteLabels {
                 route: route.to_owned(),
             })
@@ -342,6 +220,179 @@ impl Telemetry {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+}
+
+impl RequestSeries {
+    fn register(r: &mut Registry) -> Self {
+        Self {
+            answered: add(
+                r,
+                "http_requests",
+                "Client requests (/api) answered, by route pattern, method and status",
+                None,
+                Family::default(),
+            ),
+            seconds: add(
+                r,
+                "http_request_duration",
+                "Time from a client request's arrival to its answer, by route pattern",
+                Some(Unit::Seconds),
+                Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ),
+            proposals_in_flight: add(
+                r,
+                "raft_proposals_in_flight",
+                "Client commands proposed to Raft on this node and not yet answered",
+                None,
+                Gauge::default(),
+            ),
+        }
+    }
+}
+
+impl WalSeries {
+    fn register(r: &mut Registry) -> Self {
+        Self {
+            sync_seconds: add(
+                r,
+                "wal_sync_duration",
+                "Time of one group-commit fsync of the Raft log",
+                Some(Unit::Seconds),
+                latency_histogram(),
+            ),
+            sync_batch: add(
+                r,
+                "wal_sync_batch_waiters",
+                "Appends and votes that shared one fsync (group commit)",
+                None,
+                Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            ),
+        }
+    }
+}
+
+impl SnapshotSeries {
+    fn register(r: &mut Registry) -> Self {
+        Self {
+            seconds: add(
+                r,
+                "snapshot_duration",
+                "Time to build, send (to one follower) or install a snapshot",
+                Some(Unit::Seconds),
+                Family::new_with_constructor(snapshot_histogram as fn() -> Histogram),
+            ),
+            bytes: add(
+                r,
+                "snapshot_last_size",
+                "Size of the last snapshot built, sent or installed",
+                Some(Unit::Bytes),
+                Family::default(),
+            ),
+        }
+    }
+}
+
+impl RaftSeries {
+    fn register(r: &mut Registry) -> Self {
+        let mut gauge = |name: &str, help: &str| add(r, name, help, None, Gauge::default());
+        let term = gauge("raft_term", "This node's current Raft term");
+        let leader = gauge(
+            "raft_leader_id",
+            "The node this node believes leads (0: none known)",
+        );
+        let is_leader = gauge("raft_is_leader", "1 if this node leads");
+        let last_log_index = gauge("raft_last_log_index", "The last entry in this node's log");
+        let committed_index = gauge(
+            "raft_committed_index",
+            "The last entry this node knows to be committed",
+        );
+        let applied_index = gauge(
+            "raft_applied_index",
+            "The last entry applied to this node's state machine",
+        );
+        let snapshot_index = gauge(
+            "raft_snapshot_index",
+            "The last entry covered by this node's snapshot",
+        );
+        let purged_index = gauge(
+            "raft_purged_index",
+            "The last entry purged from this node's log",
+        );
+        let follower_lag = add(
+            r,
+            "raft_follower_lag_entries",
+            "On the leader: entries each other member is behind the leader's last entry",
+            None,
+            Family::default(),
+        );
+        Self {
+            term,
+            leader,
+            is_leader,
+            last_log_index,
+            committed_index,
+            applied_index,
+            snapshot_index,
+            purged_index,
+            follower_lag,
+        }
+    }
+}
+
+impl WriteSeries {
+    fn register(r: &mut Registry) -> Self {
+        Self {
+            forwarded: add(
+                r,
+                "forwarded_requests",
+                "Requests this node forwarded to the leader",
+                None,
+                Counter::default(),
+            ),
+            forward_batch_items: add(
+                r,
+                "forward_batch_items",
+                "Writes per batch this node sent to the leader (one request each)",
+                None,
+                Histogram::new(exponential_buckets(1.0, 2.0, 7)),
+            ),
+            idempotent_replays: add(
+                r,
+                "idempotent_replays",
+                "Keyed writes answered by replaying the first answer",
+                None,
+                Counter::default(),
+            ),
+        }
+    }
+}
+
+impl DiskSeries {
+    fn register(r: &mut Registry) -> Self {
+        Self {
+            wal_bytes: add(
+                r,
+                "wal_size",
+                "Bytes in the Raft log's segment files",
+                Some(Unit::Bytes),
+                Gauge::default(),
+            ),
+            data_dir_bytes: add(
+                r,
+                "data_dir_size",
+                "Bytes in this node's data directory at the last measurement",
+                Some(Unit::Bytes),
+                Gauge::default(),
+            ),
+            no_space: add(
+                r,
+                "storage_no_space",
+                "1 while the disk-space alarm refuses client writes (507)",
+                None,
+                Gauge::default(),
+            ),
+        }
     }
 }
 
@@ -376,7 +427,7 @@ mod tests {
         telemetry.request_done("/api/x/{sku}", "POST", 201, Duration::from_millis(3));
         telemetry.wal_synced(Duration::from_micros(150), 4);
         telemetry.snapshot_done(SnapshotPhase::Build, Duration::from_millis(20), 1234);
-        set_gauge(&telemetry.raft_term, 7);
+        set_gauge(&telemetry.raft.term, 7);
         let text = telemetry.encode();
         for expected in [
             "# TYPE stockraft_http_requests counter",

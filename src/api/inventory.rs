@@ -285,7 +285,7 @@ fn render(app: &App, command: &Command, response: inventory::Response) -> Respon
     };
     if response.replayed {
         Counters::bump(&app.counters.idempotent_hits);
-        app.telemetry.idempotent_hits.inc();
+        app.telemetry.writes.idempotent_replays.inc();
         http.headers_mut()
             .insert(headers::REPLAYED, HeaderValue::from_static("true"));
     }

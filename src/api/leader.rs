@@ -298,7 +298,7 @@ async fn forward(app: &App, leader: u64, raw: &RawRequest, timeout: Duration) ->
         return Attempt::NotLeader;
     };
     Counters::bump(&app.counters.forwarded);
-    app.telemetry.forwarded.inc();
+    app.telemetry.writes.forwarded.inc();
     let mut headers: Vec<(String, String)> = raw
         .headers
         .iter()

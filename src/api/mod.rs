@@ -59,9 +59,42 @@ pub fn router(app: Arc<App>) -> Router {
     router_for(app, Surface::Both)
 }
 
-/// The routes `surface` serves, each behind its guard (`auth`).
+/// The routes `surface` serves, each behind its guard (`auth`), under the layers every route
+/// shares: request metrics, the 404 and 405 answers, request counting, request ids, and the
+/// stripping of nodes' own headers.
 pub fn router_for(app: Arc<App>, surface: Surface) -> Router {
-    let raft = Router::new()
+    let routes = Router::new()
+        .merge(client_routes(&app, surface))
+        .merge(admin_routes(&app, surface))
+        .merge(open_routes());
+    let routes = match surface {
+        Surface::Both | Surface::Peer => routes.merge(raft_routes(&app)),
+        Surface::Client => routes,
+    };
+    routes
+        // A route layer: it runs after routing, so it sees the matched route pattern.
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            prometheus::observe,
+        ))
+        .fallback(|| async { ApiError::not_found("no such route").into_response() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed().into_response() })
+        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(request_id::RequestIds::new(app.id, app.now_ms())),
+            request_id::assign,
+        ))
+        .layer(middleware::from_fn_with_state(
+            (app.clone(), surface),
+            strip_internal_headers,
+        ))
+        .with_state(app)
+}
+
+/// The Raft RPC routes: the cluster secret, a body as large as an RPC may be, and the time a
+/// snapshot chunk may take.
+fn raft_routes(app: &Arc<App>) -> Router<Arc<App>> {
+    Router::new()
         .route(routes::raft::APPEND, post(raft_routes::append))
         .route(routes::raft::VOTE, post(raft_routes::vote))
         .route(routes::raft::PRE_VOTE, post(raft_routes::pre_vote))
@@ -82,12 +115,16 @@ pub fn router_for(app: Arc<App>, surface: Surface) -> Router {
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::require_secret,
-        ));
+        ))
+}
 
+/// The seed's client routes, each behind a token with its scope, then under the client limits
+/// ([`client_limits`]).
+fn client_routes(app: &Arc<App>, surface: Surface) -> Router<Arc<App>> {
     let scope = |scope: Scope| {
         middleware::from_fn_with_state((app.clone(), scope, surface), auth::require_scope)
     };
-    let client = Router::new()
+    let routes = Router::new()
         .route(
             routes::INVENTORY,
             post(inventory::create_from_body).layer(scope(Scope::Write)),
@@ -126,7 +163,16 @@ pub fn router_for(app: Arc<App>, surface: Surface) -> Router {
         .route(
             routes::SYNC_STATUS,
             get(sync::status).layer(scope(Scope::Read)),
-        )
+        );
+    client_limits(routes, app, surface)
+}
+
+/// What bounds the client routes, innermost first: the request deadline, the limit of requests
+/// in flight (shedding beyond it), the per-client rate limit (outermost: a client over its
+/// rate takes no slot), and on the peer listener the cluster secret (there client routes serve
+/// nodes, forwarding requests, and operators).
+fn client_limits(routes: Router<Arc<App>>, app: &Arc<App>, surface: Surface) -> Router<Arc<App>> {
+    let routes = routes
         .route_layer(middleware::from_fn_with_state(
             Duration::from_millis(app.config.api.request_timeout_ms),
             overload::deadline,
@@ -139,23 +185,25 @@ pub fn router_for(app: Arc<App>, surface: Surface) -> Router {
                     app.config.api.max_in_flight_requests,
                 )),
         );
-    // Outermost: a client over its rate takes no slot.
-    let client = match overload::RateLimit::from_config(&app.config.api) {
+    let routes = match overload::RateLimit::from_config(&app.config.api) {
         Some(limit) => {
-            client.route_layer(middleware::from_fn_with_state(limit, overload::rate_limit))
+            routes.route_layer(middleware::from_fn_with_state(limit, overload::rate_limit))
         }
-        None => client,
+        None => routes,
     };
-    // On the peer listener, client routes serve nodes (forwarded requests) and operators.
-    let client = match surface {
-        Surface::Peer => client.route_layer(middleware::from_fn_with_state(
+    match surface {
+        Surface::Peer => routes.route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::require_secret,
         )),
-        Surface::Both | Surface::Client => client,
-    };
+        Surface::Both | Surface::Client => routes,
+    }
+}
 
-    let admin = Router::new()
+/// The admin routes: the secret or an `admin` token, and a deadline longer than any admin call
+/// takes (a learner catching up with `wait`).
+fn admin_routes(app: &Arc<App>, surface: Surface) -> Router<Arc<App>> {
+    Router::new()
         .route(routes::METRICS_RESET, post(metrics::reset))
         .route(routes::SYNC_START, post(sync::start))
         .route(routes::SYNC_STOP, post(sync::stop))
@@ -168,43 +216,24 @@ pub fn router_for(app: Arc<App>, surface: Surface) -> Router {
             post(admin::transfer_leader),
         )
         .route(routes::CLUSTER_SNAPSHOT, post(admin::snapshot))
-        // Longer than any admin call takes (a learner catching up with `wait`).
         .route_layer(middleware::from_fn_with_state(
             ADMIN_REQUEST_TIMEOUT,
             overload::deadline,
         ))
-        .route_layer(scope(Scope::Admin));
+        .route_layer(middleware::from_fn_with_state(
+            (app.clone(), Scope::Admin, surface),
+            auth::require_scope,
+        ))
+}
 
-    let open = Router::new()
+/// The routes anyone may call: health, the Prometheus series, the API's own description.
+fn open_routes() -> Router<Arc<App>> {
+    Router::new()
         .route(routes::HEALTH, get(health::health))
         .route(routes::LIVENESS, get(health::liveness))
         .route(routes::READINESS, get(health::readiness))
         .route(routes::PROMETHEUS, get(prometheus::scrape))
-        .route(routes::OPENAPI, get(serve_openapi));
-
-    let routes = Router::new().merge(client).merge(admin).merge(open);
-    let routes = match surface {
-        Surface::Both | Surface::Peer => routes.merge(raft),
-        Surface::Client => routes,
-    };
-    routes
-        // A route layer: it runs after routing, so it sees the matched route pattern.
-        .route_layer(middleware::from_fn_with_state(
-            app.clone(),
-            prometheus::observe,
-        ))
-        .fallback(|| async { ApiError::not_found("no such route").into_response() })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed().into_response() })
-        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(request_id::RequestIds::new(app.id, app.now_ms())),
-            request_id::assign,
-        ))
-        .layer(middleware::from_fn_with_state(
-            (app.clone(), surface),
-            strip_internal_headers,
-        ))
-        .with_state(app)
+        .route(routes::OPENAPI, get(serve_openapi))
 }
 
 /// `GET /api/openapi.json`, rendered once.

@@ -23,30 +23,30 @@ pub async fn scrape(State(app): State<Arc<App>>) -> Response {
     let telemetry = &app.telemetry;
     app.with_metrics(|metrics| {
         let index = |log_id: Option<&crate::raft::LogId>| log_id.map_or(0, |id| id.index);
-        set_gauge(&telemetry.raft_term, metrics.current_term);
-        set_gauge(&telemetry.raft_leader, metrics.current_leader.unwrap_or(0));
+        set_gauge(&telemetry.raft.term, metrics.current_term);
+        set_gauge(&telemetry.raft.leader, metrics.current_leader.unwrap_or(0));
         set_gauge(
-            &telemetry.raft_is_leader,
+            &telemetry.raft.is_leader,
             u64::from(metrics.current_leader == Some(app.id)),
         );
         let last = metrics.last_log_index.unwrap_or(0);
-        set_gauge(&telemetry.raft_last_log_index, last);
+        set_gauge(&telemetry.raft.last_log_index, last);
         set_gauge(
-            &telemetry.raft_committed_index,
+            &telemetry.raft.committed_index,
             index(metrics.cluster_committed.as_ref()),
         );
         set_gauge(
-            &telemetry.raft_applied_index,
+            &telemetry.raft.applied_index,
             index(metrics.last_applied.as_ref()),
         );
         set_gauge(
-            &telemetry.raft_snapshot_index,
+            &telemetry.raft.snapshot_index,
             index(metrics.snapshot.as_ref()),
         );
-        set_gauge(&telemetry.raft_purged_index, index(metrics.purged.as_ref()));
+        set_gauge(&telemetry.raft.purged_index, index(metrics.purged.as_ref()));
         // Only the leader tracks followers; elsewhere the family is emptied so that a deposed
         // leader does not keep reporting stale lags.
-        telemetry.raft_follower_lag.clear();
+        telemetry.raft.follower_lag.clear();
         if let Some(replication) = &metrics.replication {
             for (follower, matched) in replication.iter() {
                 if *follower == app.id {
@@ -54,7 +54,7 @@ pub async fn scrape(State(app): State<Arc<App>>) -> Response {
                 }
                 let lag = last.saturating_sub(index(matched.as_ref()));
                 set_gauge(
-                    &telemetry.raft_follower_lag.get_or_create(&FollowerLabels {
+                    &telemetry.raft.follower_lag.get_or_create(&FollowerLabels {
                         follower: *follower,
                     }),
                     lag,
@@ -63,16 +63,16 @@ pub async fn scrape(State(app): State<Arc<App>>) -> Response {
         }
     });
     set_gauge(
-        &telemetry.proposals_in_flight,
+        &telemetry.requests.proposals_in_flight,
         app.proposals_in_flight() as u64,
     );
-    set_gauge(&telemetry.wal_bytes, app.wal.bytes_on_disk());
+    set_gauge(&telemetry.disk.wal_bytes, app.wal.bytes_on_disk());
     let storage = app.space.status();
     set_gauge(
-        &telemetry.data_dir_bytes,
+        &telemetry.disk.data_dir_bytes,
         storage.data_dir_bytes.unwrap_or(0),
     );
-    set_gauge(&telemetry.no_space, u64::from(storage.no_space));
+    set_gauge(&telemetry.disk.no_space, u64::from(storage.no_space));
     (
         [(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)],
         telemetry.encode(),

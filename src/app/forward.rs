@@ -203,6 +203,7 @@ impl Forwarder {
             .unwrap_or_default()
             .max(BATCH_TIMEOUT_MIN);
         self.telemetry
+            .writes
             .forward_batch_items
             .observe(batch.len() as f64);
         let (items, answers): (Vec<_>, Vec<_>) = batch

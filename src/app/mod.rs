@@ -383,7 +383,7 @@ impl App {
     ) -> Option<forward::Forwarded> {
         let addr = self.address_of(leader)?;
         Counters::bump(&self.counters.forwarded);
-        self.telemetry.forwarded.inc();
+        self.telemetry.writes.forwarded.inc();
         Some(self.forwarder.propose(leader, &addr, item, timeout).await)
     }
 

@@ -219,6 +219,54 @@ trait Driver: Send + Sync {
     ) -> futures::future::BoxFuture<'a, anyhow::Result<i64>>;
 }
 
+/// What the clients of one run have seen so far, shared by all of them.
+struct Tally {
+    /// Latency of the reserves that were served, in microseconds.
+    histogram: Mutex<Histogram<u64>>,
+    outcomes: Mutex<BTreeMap<String, u64>>,
+    retries: AtomicU64,
+    /// A reserve found no stock: every client stops.
+    sold_out: AtomicBool,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            histogram: Mutex::new(
+                Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static bounds"),
+            ),
+            outcomes: Mutex::default(),
+            retries: AtomicU64::new(0),
+            sold_out: AtomicBool::new(false),
+        }
+    }
+
+    fn sold_out(&self) -> bool {
+        self.sold_out.load(Ordering::Relaxed)
+    }
+
+    /// One logical reserve that took `latency_us` and `extra` attempts beyond the first.
+    fn record(&self, outcome: &Outcome, latency_us: u64, extra: u64) {
+        // Latency is of the reserves that were served (a shed answer is not one).
+        if *outcome == Outcome::Reserved {
+            self.histogram
+                .lock()
+                .expect("histogram lock")
+                .saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+        }
+        self.retries.fetch_add(extra, Ordering::Relaxed);
+        if *outcome == Outcome::OutOfStock {
+            self.sold_out.store(true, Ordering::Relaxed);
+        }
+        *self
+            .outcomes
+            .lock()
+            .expect("outcomes lock")
+            .entry(outcome.name())
+            .or_default() += 1;
+    }
+}
+
 /// Runs the clients for the scenario and summarizes.
 async fn drive(
     args: &BenchArgs,
@@ -227,55 +275,24 @@ async fn drive(
     skus: Arc<Vec<String>>,
     stock: i64,
 ) -> anyhow::Result<Report> {
-    let histogram = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static bounds"),
-    ));
-    let outcomes: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-    let retries = Arc::new(AtomicU64::new(0));
-    let sold_out = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::new());
     let progress = progress_bar(args.seconds);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
     let mut tasks = Vec::new();
     for client in 0..args.clients {
-        let (driver, skus, run_id) = (driver.clone(), skus.clone(), run_id.to_owned());
-        let (histogram, outcomes) = (histogram.clone(), outcomes.clone());
-        let (retries, sold_out, nodes) = (retries.clone(), sold_out.clone(), args.nodes.len());
-        tasks.push(tokio::spawn(async move {
-            let mut sequence = 0u64;
-            while Instant::now() < deadline && !sold_out.load(Ordering::Relaxed) {
-                sequence += 1;
-                let sku = &skus[rand::random_range(0..skus.len())];
-                let began = Instant::now();
-                let node = (client + sequence as usize) % nodes;
-                let id = (client as u64) << 40 | sequence;
-                let (outcome, extra) = driver.reserve(node, &run_id, sku, id).await;
-                let latency_us = began.elapsed().as_micros() as u64;
-                // Latency is of the reserves that were served (a shed answer is not one).
-                if outcome == Outcome::Reserved {
-                    histogram
-                        .lock()
-                        .expect("histogram lock")
-                        .saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
-                }
-                retries.fetch_add(extra, Ordering::Relaxed);
-                if outcome == Outcome::OutOfStock {
-                    sold_out.store(true, Ordering::Relaxed);
-                }
-                *outcomes
-                    .lock()
-                    .expect("outcomes lock")
-                    .entry(outcome.name())
-                    .or_default() += 1;
-                if let Outcome::Shed { retry_after, .. } = outcome {
-                    let wake = (Instant::now() + retry_after).min(deadline);
-                    tokio::time::sleep_until(wake.into()).await;
-                }
-            }
-        }));
+        let client = BenchClient {
+            client,
+            nodes: args.nodes.len(),
+            driver: driver.clone(),
+            run_id: run_id.to_owned(),
+            skus: skus.clone(),
+            tally: tally.clone(),
+        };
+        tasks.push(tokio::spawn(client.run(deadline)));
     }
     if let Some(bar) = &progress {
-        while Instant::now() < deadline && !sold_out.load(Ordering::Relaxed) {
+        while Instant::now() < deadline && !tally.sold_out() {
             bar.set_position(started.elapsed().as_millis() as u64);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -287,7 +304,7 @@ async fn drive(
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    let outcomes = outcomes.lock().expect("outcomes lock").clone();
+    let outcomes = tally.outcomes.lock().expect("outcomes lock").clone();
     let ok = outcomes.get("ok").copied().unwrap_or(0);
     let oversell = match args.scenario {
         Scenario::Hot => {
@@ -296,7 +313,7 @@ async fn drive(
         }
         Scenario::Spread => None,
     };
-    let histogram = histogram.lock().expect("histogram lock");
+    let histogram = tally.histogram.lock().expect("histogram lock");
     let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
     Ok(Report {
         target: args.target,
@@ -313,9 +330,41 @@ async fn drive(
         p999_ms: ms(0.999),
         max_ms: histogram.max() as f64 / 1000.0,
         outcomes,
-        retries: retries.load(Ordering::Relaxed),
+        retries: tally.retries.load(Ordering::Relaxed),
         oversell,
     })
+}
+
+/// One bench client: reserves one unit of a random SKU after another, through the nodes in
+/// turn.
+struct BenchClient {
+    client: usize,
+    nodes: usize,
+    driver: Arc<dyn Driver>,
+    run_id: String,
+    skus: Arc<Vec<String>>,
+    tally: Arc<Tally>,
+}
+
+impl BenchClient {
+    /// Reserves until `deadline` or until the stock runs out.
+    async fn run(self, deadline: Instant) {
+        let mut sequence = 0u64;
+        while Instant::now() < deadline && !self.tally.sold_out() {
+            sequence += 1;
+            let sku = &self.skus[rand::random_range(0..self.skus.len())];
+            let began = Instant::now();
+            let node = (self.client + sequence as usize) % self.nodes;
+            let id = (self.client as u64) << 40 | sequence;
+            let (outcome, extra) = self.driver.reserve(node, &self.run_id, sku, id).await;
+            let latency_us = began.elapsed().as_micros() as u64;
+            self.tally.record(&outcome, latency_us, extra);
+            if let Outcome::Shed { retry_after, .. } = outcome {
+                let wake = (Instant::now() + retry_after).min(deadline);
+                tokio::time::sleep_until(wake.into()).await;
+            }
+        }
+    }
 }
 
 /// Acknowledged reserves of one unit minus the stock that actually left.

@@ -14,15 +14,17 @@
 //! The load shedding of *requests* in flight is not here but in `api::overload`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use hyper::server::conn::http1::Builder;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
@@ -39,6 +41,63 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// a hot loop.
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// One accepted connection, and what it is served with.
+struct Connection {
+    /// The listener's name, for the logs.
+    listener: &'static str,
+    peer: SocketAddr,
+    http: Builder,
+    tls: Option<TlsAcceptor>,
+    header_read_timeout: Duration,
+}
+
+impl Connection {
+    /// Serves `router` on `stream` (after the TLS handshake, if any) until the client closes
+    /// it or `watcher` drains it.
+    async fn serve(self, stream: TcpStream, router: Router, watcher: Watcher) {
+        let Connection {
+            listener,
+            peer,
+            http,
+            tls,
+            header_read_timeout,
+        } = self;
+        let service = TowerToHyperService::new(tower::util::MapRequest::new(
+            router,
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                // For extractors that want the peer (the per-client rate limit).
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
+        let served = match tls {
+            None => {
+                let connection = http.serve_connection(TokioIo::new(stream), service);
+                watcher.watch(connection).await
+            }
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(header_read_timeout, acceptor.accept(stream));
+                let stream = match handshake.await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(listener, %peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(listener, %peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let connection = http.serve_connection(TokioIo::new(stream), service);
+                watcher.watch(connection).await
+            }
+        };
+        if let Err(error) = served {
+            tracing::debug!(listener, %peer, %error, "connection ended with an error");
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and lets the
 /// open connections finish their requests (up to [`DRAIN_TIMEOUT`]).
 pub async fn serve(
@@ -51,7 +110,7 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
+    let mut http = Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     tokio::pin!(shutdown);
@@ -72,45 +131,18 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(tower::util::MapRequest::new(
-            router.clone(),
-            move |mut request: axum::http::Request<hyper::body::Incoming>| {
-                // For extractors that want the peer (the per-client rate limit).
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            },
-        ));
-        let http = http.clone();
+        let connection = Connection {
+            listener: name,
+            peer,
+            http: http.clone(),
+            tls: tls.clone(),
+            header_read_timeout: limits.header_read_timeout,
+        };
+        let service = router.clone();
         let watcher = graceful.watcher();
-        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let served = match tls {
-                None => {
-                    let connection = http.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(connection).await
-                }
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-                    let stream = match handshake.await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => {
-                            tracing::debug!(listener = name, %peer, %error, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(listener = name, %peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let connection = http.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(connection).await
-                }
-            };
-            if let Err(error) = served {
-                tracing::debug!(listener = name, %peer, %error, "connection ended with an error");
-            }
+            connection.serve(stream, service, watcher).await;
         });
     }
     drop(listener);

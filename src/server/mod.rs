@@ -26,11 +26,14 @@
 //! trivial question every [`RAFT_PROBE_INTERVAL`]; a core silent for
 //! [`RAFT_UNRESPONSIVE_AFTER`] is treated like a stopped one.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use openraft_rt::WatchReceiver;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
 
 pub mod listener;
 pub mod stall;
@@ -38,7 +41,7 @@ pub mod tls;
 
 use crate::api::{self, Surface};
 use crate::app::App;
-use crate::config::{Config, RuntimeConfig};
+use crate::config::{Config, RuntimeConfig, StorageConfig, TlsFiles};
 use crate::node;
 use crate::raft::Raft;
 use crate::space::{self, Alarm, DataDirSource};
@@ -97,78 +100,180 @@ pub fn runtime(config: &RuntimeConfig) -> std::io::Result<tokio::runtime::Runtim
 /// Runs node `id` of `config` until a shutdown signal. Fails with [`RaftStopped`] if Raft
 /// stops on its own.
 pub async fn serve(id: u64, config: Config, options: ServeOptions) -> anyhow::Result<()> {
-    let listen = match (options.addr, config.node(id)) {
-        (Some(addr), _) => addr,
+    let tls_files = config.tls.files_for(id);
+    let addresses = check_exposure(id, &config, &options, tls_files.is_some())?;
+    let data_dir = config.data_dir_for(id);
+    let disk = open_disk_stack(&data_dir, &config.storage)?;
+    let listeners = bind_listeners(&addresses, tls_files.as_ref()).await?;
+    let app = start_node(id, config, disk.clone(), &data_dir, tls_files.as_ref()).await?;
+    let background = BackgroundTasks::start(&app, options.join, &addresses.peer)?;
+    tracing::info!(
+        id,
+        addr = %addresses.peer,
+        client_addr = addresses.client.as_deref().unwrap_or("(same)"),
+        tls = tls_files.is_some(),
+        data_dir = %data_dir.display(),
+        "node started"
+    );
+    let served = serve_until_signal(&app, listeners).await;
+    background.stop_node_tasks();
+    served?;
+    shut_down(&app, &*disk).await
+}
+
+/// Where a node listens: its peer address, and its client address when clients get a
+/// listener of their own.
+struct Addresses {
+    peer: String,
+    client: Option<String>,
+}
+
+/// Step 1: where to listen (the command line over the configuration), and whether that is
+/// safe: `[tls]` needs a client listener of its own, and off loopback the configuration must
+/// not be weak (`Config::check_exposure`; its warnings are logged).
+fn check_exposure(
+    id: u64,
+    config: &Config,
+    options: &ServeOptions,
+    tls: bool,
+) -> anyhow::Result<Addresses> {
+    let peer = match (&options.addr, config.node(id)) {
+        (Some(addr), _) => addr.clone(),
         (None, Some(node)) => node.addr.clone(),
         (None, None) => anyhow::bail!("node {id} is not listed in the configuration: pass --addr"),
     };
-    let client_listen = options
+    let client = options
         .client_addr
+        .clone()
         .or_else(|| config.node(id).and_then(|node| node.client_addr.clone()));
-    let tls_files = config.tls.files_for(id);
-    if tls_files.is_some() && client_listen.is_none() {
+    if tls && client.is_none() {
         anyhow::bail!(
             "[tls] needs a client listener apart from the peer one (client_addr or \
              --client-addr): the peer listener takes only certificates the cluster CA signed"
         );
     }
     let warnings = config.check_exposure(
-        &listen,
-        client_listen.as_deref().unwrap_or(&listen),
+        &peer,
+        client.as_deref().unwrap_or(&peer),
         options.insecure_open_client,
     )?;
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    let data_dir = config.data_dir_for(id);
-    std::fs::create_dir_all(&data_dir)
+    Ok(Addresses { peer, client })
+}
+
+/// Step 2: the data directory (its owner's only) and the disk stack on it: sled, behind the
+/// write-behind cache. The state machine's batches reach sled merged, a few per second, written
+/// by a thread of their own; reads are served from a cache in front of it when they can
+/// (`storage::WriteBehind`).
+fn open_disk_stack(data_dir: &Path, storage: &StorageConfig) -> anyhow::Result<Arc<dyn Disk>> {
+    std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     // The data directory holds every record and idempotency answer: its owner only, whatever
     // the umask.
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {} to its owner", data_dir.display()))?;
     }
-    // The state machine's batches reach sled merged, a few per second, written by a thread of
-    // their own; reads are served from a cache in front of it when they can
-    // (`storage::WriteBehind`).
-    let sled = SledDisk::open(&data_dir, config.storage.cache_bytes)
+    let sled = SledDisk::open(data_dir, storage.cache_bytes)
         .with_context(|| format!("opening {}", data_dir.display()))?;
-    let read_cache_bytes = usize::try_from(config.storage.read_cache_bytes)
+    let read_cache_bytes = usize::try_from(storage.read_cache_bytes)
         .context("storage.read_cache_bytes does not fit this machine's memory")?;
-    let disk: Arc<dyn Disk> = Arc::new(
-        WriteBehind::new(Arc::new(sled), read_cache_bytes)
-            .context("starting the state machine's checkpoint thread")?,
-    );
+    let disk = WriteBehind::new(Arc::new(sled), read_cache_bytes)
+        .context("starting the state machine's checkpoint thread")?;
+    Ok(Arc::new(disk))
+}
 
-    let acceptors = tls_files.as_ref().map(tls::acceptors).transpose()?;
-    let peer_listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    let client_listener = match &client_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding {addr}"))?,
-        ),
+/// The sockets a node serves, bound before the node starts, and their TLS acceptors.
+struct Listeners {
+    peer: TcpListener,
+    /// None: the peer listener serves clients too.
+    client: Option<TcpListener>,
+    tls: Option<tls::Acceptors>,
+}
+
+/// Step 3: loads the TLS material, if any, and binds the peer and client sockets.
+async fn bind_listeners(
+    addresses: &Addresses,
+    tls_files: Option<&TlsFiles>,
+) -> anyhow::Result<Listeners> {
+    let tls = tls_files.map(tls::acceptors).transpose()?;
+    let bind = |addr: String| async move {
+        TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))
+    };
+    let peer = bind(addresses.peer.clone()).await?;
+    let client = match &addresses.client {
+        Some(addr) => Some(bind(addr.clone()).await?),
         None => None,
     };
-    let config = Arc::new(config);
-    let transport = Arc::new(HttpTransport::from_files(tls_files.as_ref())?);
+    Ok(Listeners { peer, client, tls })
+}
+
+/// Step 4: the node itself (`node::start`) on the disk stack, talking to its peers over HTTP
+/// (mutual TLS with `[tls]`), its disk-space alarm measuring the data directory.
+async fn start_node(
+    id: u64,
+    config: Config,
+    disk: Arc<dyn Disk>,
+    data_dir: &Path,
+    tls_files: Option<&TlsFiles>,
+) -> anyhow::Result<Arc<App>> {
+    let transport = Arc::new(HttpTransport::from_files(tls_files)?);
     let storage = node::NodeStorage {
-        disk: disk.clone(),
+        disk,
         fs: Arc::new(StdFs),
-        dir: data_dir.clone(),
+        dir: data_dir.to_path_buf(),
     };
     let seams = node::Seams {
-        space: Some(Arc::new(DataDirSource::new(&data_dir))),
+        space: Some(Arc::new(DataDirSource::new(data_dir))),
         ..node::Seams::default()
     };
-    let app = node::start(id, config, storage, transport, seams).await?;
-    // The Raft watchdog below is a task: a synchronous call hung on the runtime's thread would
-    // stop it too. This one watches from a thread of its own (`stall`).
-    let _stall_watch = stall::watch(RAFT_PROBE_INTERVAL, RAFT_UNRESPONSIVE_AFTER, |stalled| {
+    Ok(node::start(id, Arc::new(config), storage, transport, seams).await?)
+}
+
+/// What runs beside the listeners while the node serves, started in one place
+/// ([`BackgroundTasks::start`]).
+struct BackgroundTasks {
+    /// Watches until `serve` returns, a graceful shutdown included: one hung that long exits
+    /// the same way.
+    _stall_detector: stall::StallWatch,
+    disk_space: JoinHandle<()>,
+    membership: JoinHandle<()>,
+}
+
+impl BackgroundTasks {
+    /// Step 5: the watchers (the stall detector, and the disk-space measurement, taken once
+    /// first so that a node started on a full disk refuses writes at once), then step 6: the
+    /// task that founds the cluster or joins it (`node::bootstrap`, `node::join_cluster`).
+    fn start(app: &Arc<App>, join: Option<String>, own_addr: &str) -> anyhow::Result<Self> {
+        let stall_detector = start_stall_detector()?;
+        app.space.refresh();
+        let disk_space = tokio::spawn(space::watch(app.space.clone()));
+        let membership = tokio::spawn(bootstrap_or_join(app.clone(), join, own_addr.to_owned()));
+        Ok(Self {
+            _stall_detector: stall_detector,
+            disk_space,
+            membership,
+        })
+    }
+
+    /// Stops the tasks that use the node (before Raft shuts down); the stall detector runs on
+    /// until dropped.
+    fn stop_node_tasks(&self) {
+        self.disk_space.abort();
+        self.membership.abort();
+    }
+}
+
+/// The Raft watchdog ([`raft_failure`]) is a task: a synchronous call hung on the runtime's
+/// thread would stop it too. This one watches from a thread of its own (`stall`) and exits the
+/// process the same way.
+fn start_stall_detector() -> anyhow::Result<stall::StallWatch> {
+    stall::watch(RAFT_PROBE_INTERVAL, RAFT_UNRESPONSIVE_AFTER, |stalled| {
         tracing::error!(
             "the node's runtime has not turned for {} s: a call on its thread is hung; exiting \
              for a supervisor to restart the node",
@@ -176,92 +281,94 @@ pub async fn serve(id: u64, config: Config, options: ServeOptions) -> anyhow::Re
         );
         std::process::exit(RaftStopped::EXIT_CODE);
     })
-    .context("starting the runtime's stall watch")?;
-    // Measure once before serving, so a node started on a full disk refuses writes at once.
-    app.space.refresh();
-    let space_watcher = tokio::spawn(space::watch(app.space.clone()));
-    tracing::info!(
-        id,
-        addr = %listen,
-        client_addr = client_listen.as_deref().unwrap_or("(same)"),
-        tls = tls_files.is_some(),
-        data_dir = %data_dir.display(),
-        "node started"
-    );
+    .context("starting the runtime's stall watch")
+}
 
-    let founder = app.clone();
-    let bootstrap = match options.join {
-        Some(member) => tokio::spawn(async move {
-            node::join_cluster(&founder, &member, &listen).await;
-        }),
-        None => tokio::spawn(async move {
-            node::bootstrap(&founder).await;
-        }),
+/// Founds the cluster (the founding rule in `node`) or, with `join`, asks that member to add
+/// this node.
+async fn bootstrap_or_join(app: Arc<App>, join: Option<String>, own_addr: String) {
+    match join {
+        Some(member) => node::join_cluster(&app, &member, &own_addr).await,
+        None => {
+            node::bootstrap(&app).await;
+        }
+    }
+}
+
+/// Step 7: serves every listener until SIGTERM/SIGINT, then stops accepting and drains them.
+/// Fails early, with the cause, if Raft stops on its own meanwhile.
+async fn serve_until_signal(app: &Arc<App>, listeners: Listeners) -> Result<(), RaftStopped> {
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut serving = spawn_listeners(app, listeners, stopping);
+    let drained = async {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining connections");
+        let _ = stop.send(true);
+        while serving.join_next().await.is_some() {}
     };
+    tokio::select! {
+        () = drained => Ok(()),
+        cause = raft_failure(app) => Err(RaftStopped { cause }),
+    }
+}
 
+/// One accept loop per listener (`listener::serve`), each with its routes (`api::Surface`) and
+/// limits, each ending once `stopping` turns true.
+fn spawn_listeners(
+    app: &Arc<App>,
+    listeners: Listeners,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> JoinSet<()> {
     let api = &app.config.api;
     let header_read_timeout = Duration::from_millis(api.header_read_timeout_ms);
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopping.wait_for(|stop| *stop).await;
-    };
-    let (peer_tls, client_tls) = match acceptors {
+    let (peer_tls, client_tls) = match listeners.tls {
         Some(acceptors) => (Some(acceptors.peer), Some(acceptors.client)),
         None => (None, None),
     };
-    let mut listeners = tokio::task::JoinSet::new();
+    let mut serving = JoinSet::new();
     let mut listen_on = |name, socket, surface, tls, max_connections| {
         let limits = listener::Limits {
             max_connections,
             header_read_timeout,
         };
         let router = api::router_for(app.clone(), surface);
-        let stopped = stopped(stopping.clone());
-        listeners.spawn(listener::serve(name, socket, router, tls, limits, stopped));
+        let mut stopping = stopping.clone();
+        let stopped = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        serving.spawn(listener::serve(name, socket, router, tls, limits, stopped));
     };
-    match client_listener {
+    match listeners.client {
         None => listen_on(
             "node",
-            peer_listener,
+            listeners.peer,
             Surface::Both,
             None,
             api.max_connections,
         ),
-        Some(client_listener) => {
+        Some(client) => {
             listen_on(
                 "peer",
-                peer_listener,
+                listeners.peer,
                 Surface::Peer,
                 peer_tls,
                 api.max_peer_connections,
             );
             listen_on(
                 "client",
-                client_listener,
+                client,
                 Surface::Client,
                 client_tls,
                 api.max_connections,
             );
         }
     }
-    let serving = async {
-        shutdown_signal().await;
-        tracing::info!("shutting down: draining connections");
-        let _ = stop.send(true);
-        while listeners.join_next().await.is_some() {}
-    };
-    tokio::select! {
-        () = serving => {}
-        cause = raft_failure(&app) => {
-            space_watcher.abort();
-            bootstrap.abort();
-            return Err(RaftStopped { cause }.into());
-        }
-    }
+    serving
+}
 
+/// Step 8, once the listeners are drained: stop Raft, then flush the disk stack.
+async fn shut_down(app: &App, disk: &dyn Disk) -> anyhow::Result<()> {
     tracing::info!("shutting down: stopping raft");
-    space_watcher.abort();
-    bootstrap.abort();
     if let Err(error) = app.raft.shutdown().await {
         tracing::warn!(%error, "raft shutdown reported an error");
     }

@@ -107,15 +107,7 @@ async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>
             }
             cluster.degrade_network(*loss_rate, *latency_ms_max);
         }
-        Fault::SnapshotStorm { node } => {
-            // Snapshot and purge right now, then every second until healed.
-            let _ = admin_client(cluster, *node).snapshot().await;
-            let body = SyncStartRequest {
-                interval_ms: Some(SNAPSHOT_STORM_INTERVAL_MS),
-            };
-            let node = cluster.client(*node).with_timeout(SYNC_CALL_TIMEOUT);
-            let _ = node.sync_start(&body).await;
-        }
+        Fault::SnapshotStorm { node } => start_snapshot_storm(cluster, *node).await,
         Fault::ClockSkew { node, offset_ms } => {
             faults::set_clock_skew(cluster.host(*node), *offset_ms)
         }
@@ -124,48 +116,73 @@ async fn apply_fault(cluster: &SimCluster, fault: &Fault, target: Option<NodeId>
                 ids: [*node].into(),
                 keep_as_learners: true,
             };
-            if status(admin_client(cluster, *node).remove(&body).await) != Some(200) {
-                return FaultOutcome::Refused;
-            }
+            return applied_if_ok(status(admin_client(cluster, *node).remove(&body).await));
         }
         Fault::TransferLeader { to } => {
             let body = TransferLeaderRequest { to: *to };
             let answer = admin_client(cluster, *to).transfer_leader(&body).await;
-            if status(answer) != Some(200) {
-                return FaultOutcome::Refused;
-            }
+            return applied_if_ok(status(answer));
         }
-        Fault::WipeAndRejoin { node } => {
-            let body = MembersRequest {
-                ids: [*node].into(),
-                keep_as_learners: false,
-            };
-            if remove_through_members(cluster, &others(cluster, &[*node]), &body).await != Some(200)
-            {
-                return FaultOutcome::Refused;
-            }
-            cluster.kill(*node);
-            cluster.wipe(*node);
-        }
+        Fault::WipeAndRejoin { node } => return wipe_and_rejoin(cluster, *node).await,
         Fault::WipeInPlace {
             node,
             peers_reachable,
-        } => {
-            if !every_node_a_reachable_voter(cluster).await {
-                return FaultOutcome::Refused;
-            }
-            cluster.kill(*node);
-            cluster.wipe(*node);
-            if *peers_reachable {
-                cluster.restart(*node);
-            } else {
-                let others = others(cluster, &[*node]);
-                cluster.partition(&[*node], &others);
-                cluster.restart(*node);
-                madsim::time::sleep(WIPED_START_CUT).await;
-                cluster.heal();
-            }
-        }
+        } => return wipe_in_place(cluster, *node, *peers_reachable).await,
+    }
+    FaultOutcome::Applied
+}
+
+/// A membership change took effect only if it was answered 200.
+fn applied_if_ok(status: Option<u16>) -> FaultOutcome {
+    if status == Some(200) {
+        FaultOutcome::Applied
+    } else {
+        FaultOutcome::Refused
+    }
+}
+
+/// Snapshots and purges `node` right now, then every second until healed.
+async fn start_snapshot_storm(cluster: &SimCluster, node: NodeId) {
+    let _ = admin_client(cluster, node).snapshot().await;
+    let body = SyncStartRequest {
+        interval_ms: Some(SNAPSHOT_STORM_INTERVAL_MS),
+    };
+    let node = cluster.client(node).with_timeout(SYNC_CALL_TIMEOUT);
+    let _ = node.sync_start(&body).await;
+}
+
+/// Removes `node` through the other members, then kills it and wipes its data directory (the
+/// heal starts it empty and has it join again).
+async fn wipe_and_rejoin(cluster: &SimCluster, node: NodeId) -> FaultOutcome {
+    let body = MembersRequest {
+        ids: [node].into(),
+        keep_as_learners: false,
+    };
+    if remove_through_members(cluster, &others(cluster, &[node]), &body).await != Some(200) {
+        return FaultOutcome::Refused;
+    }
+    cluster.kill(node);
+    cluster.wipe(node);
+    FaultOutcome::Applied
+}
+
+/// Kills a voter, wipes its data directory and restarts it at once, still listed as a voter:
+/// with its peers reachable it must refuse to start; cut off from them (while it starts) it
+/// starts, and the incarnation check must keep it out.
+async fn wipe_in_place(cluster: &SimCluster, node: NodeId, peers_reachable: bool) -> FaultOutcome {
+    if !every_node_a_reachable_voter(cluster).await {
+        return FaultOutcome::Refused;
+    }
+    cluster.kill(node);
+    cluster.wipe(node);
+    if peers_reachable {
+        cluster.restart(node);
+    } else {
+        let others = others(cluster, &[node]);
+        cluster.partition(&[node], &others);
+        cluster.restart(node);
+        madsim::time::sleep(WIPED_START_CUT).await;
+        cluster.heal();
     }
     FaultOutcome::Applied
 }

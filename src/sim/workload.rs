@@ -256,6 +256,21 @@ async fn perform(
     start: madsim::time::Instant,
 ) -> Option<Outcome> {
     let invoked_at = now_ns(start);
+    let result = send_with_retries(cluster, op, history).await;
+    let completed_at = now_ns(start);
+    let mut history = history.lock().expect("history lock");
+    record(&mut history, client, op, result, invoked_at, completed_at)
+}
+
+/// Sends `op` to random nodes until its outcome is known, at most [`KEYED_ATTEMPTS_MAX`] times
+/// for a keyed write and once otherwise; records every definite answer to a keyed write (the
+/// idempotency check compares them). An attempt that may have applied makes a later "nothing
+/// happened" unknown.
+async fn send_with_retries(
+    cluster: &SimCluster,
+    op: &ClientOp,
+    history: &SharedHistory,
+) -> Meaning {
     let attempts = if op.idempotency_key.is_some() {
         KEYED_ATTEMPTS_MAX
     } else {
@@ -288,8 +303,19 @@ async fn perform(
             _ => break,
         }
     }
-    let completed_at = now_ns(start);
-    let mut history = history.lock().expect("history lock");
+    result
+}
+
+/// Writes what `op` ended with into the history: a line for the log, an anomaly if the answer
+/// made no sense, and an event for the checker unless it observed nothing checkable.
+fn record(
+    history: &mut History,
+    client: usize,
+    op: &ClientOp,
+    result: Meaning,
+    invoked_at: u64,
+    completed_at: u64,
+) -> Option<Outcome> {
     let id = history.next_id;
     history.next_id += 1;
     let line = format!(
