@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use openraft::{BasicNode, ChangeMembers, Instant};
 
-use crate::app::App;
+use crate::app::{App, RaftPosition};
 pub use crate::client::wire::{ClusterView, MemberRole, MemberView};
 use crate::raft::NodeId;
 
@@ -40,7 +40,8 @@ pub enum MembershipError {
 /// The cluster as this node (normally the leader) sees it.
 pub fn view(app: &App) -> ClusterView {
     let metrics = app.metrics();
-    let last_log_index = metrics.last_log_index;
+    let position = RaftPosition::of(&metrics);
+    let last_log_index = position.last_log_index;
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let replication = metrics.replication.clone().unwrap_or_default();
@@ -48,7 +49,7 @@ pub fn view(app: &App) -> ClusterView {
     let members = membership
         .nodes()
         .map(|(id, node)| {
-            let (matched_index, reachable) = if *id == app.id {
+            let (matched_index, reachable) = if *id == app.id() {
                 (last_log_index, true)
             } else {
                 let matched = replication
@@ -77,11 +78,11 @@ pub fn view(app: &App) -> ClusterView {
         })
         .collect();
     ClusterView {
-        leader_id: metrics.current_leader,
-        term: metrics.current_term,
+        leader_id: position.leader_id,
+        term: position.term,
         last_log_index,
-        commit_index: metrics.cluster_committed.map(|id| id.index),
-        applied_index: metrics.last_applied.map(|id| id.index),
+        committed_index: position.committed_index,
+        applied_index: position.applied_index,
         members,
     }
 }
@@ -144,7 +145,7 @@ fn map_error(
 
 fn ensure_leader(app: &App) -> Result<(), MembershipError> {
     match app.leader() {
-        Some(leader) if leader == app.id => Ok(()),
+        Some(leader) if leader == app.id() => Ok(()),
         leader => Err(MembershipError::NotLeader { leader }),
     }
 }
@@ -165,7 +166,7 @@ pub async fn add_learner(
             )));
         }
     }
-    app.raft
+    app.raft()
         .add_learner(id, BasicNode { addr }, wait)
         .await
         .map_err(map_error)?;
@@ -193,7 +194,7 @@ pub async fn promote(app: &App, ids: BTreeSet<NodeId>) -> Result<ClusterView, Me
     let mut new_voters = voter_ids(&current);
     new_voters.extend(ids.iter().copied());
     check_voter_set(&new_voters, &reachable_ids(&current)).map_err(MembershipError::Refused)?;
-    app.raft
+    app.raft()
         .change_membership(ChangeMembers::AddVoterIds(ids), true)
         .await
         .map_err(map_error)?;
@@ -219,20 +220,20 @@ pub async fn remove(
     check_voter_set(&new_voters, &reachable_ids(&current)).map_err(MembershipError::Refused)?;
     let demoted: BTreeSet<NodeId> = ids.intersection(&voters).copied().collect();
     if !demoted.is_empty() {
-        app.raft
+        app.raft()
             .change_membership(ChangeMembers::RemoveVoters(demoted), true)
             .await
             .map_err(map_error)?;
     }
     if !keep_as_learners {
         let removed: Vec<NodeId> = ids.iter().copied().collect();
-        app.raft
+        app.raft()
             .change_membership(ChangeMembers::RemoveNodes(ids), false)
             .await
             .map_err(map_error)?;
         // A removed node may come back empty under its id (a new incarnation): forget the old
         // one now, not only when `node::peer_incarnations` next looks at the membership.
-        if let Err(error) = app.identity.forget(&removed).await {
+        if let Err(error) = app.identity().forget(&removed).await {
             tracing::warn!(%error, "could not forget the removed nodes' incarnations");
         }
     }
@@ -258,10 +259,10 @@ pub async fn transfer_leader(app: &App, to: NodeId) -> Result<ClusterView, Membe
             )))
         }
     }
-    if to == app.id {
+    if to == app.id() {
         return Ok(current);
     }
-    app.raft
+    app.raft()
         .trigger()
         .transfer_leader(to)
         .await

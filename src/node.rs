@@ -191,7 +191,7 @@ pub async fn start(
     let limits = Limits::from_config(&config.storage);
     let space = match seams.space {
         Some(source) => SpaceGuard::new(source, limits),
-        None => SpaceGuard::unwatched(limits),
+        None => SpaceGuard::unmeasured(limits),
     };
     let storage = AppStorage {
         state: state_machine,
@@ -366,12 +366,12 @@ pub enum Bootstrap {
 /// Runs the founding rule in the module docs. Loops until the peers answer; run it in a task.
 pub async fn bootstrap(app: &App) -> Bootstrap {
     loop {
-        match app.raft.is_initialized().await {
+        match app.raft().is_initialized().await {
             Ok(true) => return Bootstrap::AlreadyInitialized,
             Ok(false) => {}
             Err(_) => return Bootstrap::NotOurs,
         }
-        if app.id != app.config.bootstrap_node_id() {
+        if app.id() != app.config().bootstrap_node_id() {
             return Bootstrap::NotOurs;
         }
         match probe_peers(app).await {
@@ -380,7 +380,7 @@ pub async fn bootstrap(app: &App) -> Bootstrap {
                 return Bootstrap::NotOurs;
             }
             PeerState::AllEmpty => {
-                let cluster = match app.identity.found_cluster().await {
+                let cluster = match app.identity().found_cluster().await {
                     Ok(cluster) => cluster,
                     Err(error) => {
                         tracing::error!(%error, "cannot record the new cluster's id: not founding it");
@@ -388,7 +388,7 @@ pub async fn bootstrap(app: &App) -> Bootstrap {
                     }
                 };
                 let members: BTreeMap<NodeId, BasicNode> = app
-                    .config
+                    .config()
                     .nodes
                     .iter()
                     .map(|n| {
@@ -400,7 +400,7 @@ pub async fn bootstrap(app: &App) -> Bootstrap {
                         )
                     })
                     .collect();
-                match app.raft.initialize(members).await {
+                match app.raft().initialize(members).await {
                     Ok(()) => {
                         tracing::info!(%cluster, "initialised the cluster");
                         return Bootstrap::Initialized;
@@ -424,10 +424,10 @@ enum PeerState {
 
 async fn probe_peers(app: &App) -> PeerState {
     let mut all_up = true;
-    let client = Client::new(app.transport.clone(), "")
-        .with_secret(&app.config.cluster.secret)
+    let client = Client::new(app.transport().clone(), "")
+        .with_secret(&app.config().cluster.secret)
         .with_timeout(BOOTSTRAP_PROBE_TIMEOUT);
-    for peer in app.config.nodes.iter().filter(|n| n.id != app.id) {
+    for peer in app.config().nodes.iter().filter(|n| n.id != app.id()) {
         let status = client.to_node(&peer.addr).peer_status().await;
         match status.ok().and_then(|answer| answer.ok().ok()) {
             Some(status) if status.initialized => return PeerState::SomeInitialized,
@@ -445,14 +445,14 @@ async fn probe_peers(app: &App) -> PeerState {
 /// Asks `member` (any node) to add this node, reachable at `own_addr`, as a learner, until it
 /// succeeds. A node that already holds Raft state (a restart after joining) does not ask again.
 pub async fn join_cluster(app: &App, member: &str, own_addr: &str) {
-    if app.raft.is_initialized().await.unwrap_or(false) {
+    if app.raft().is_initialized().await.unwrap_or(false) {
         return;
     }
-    let client = Client::new(app.transport.clone(), member)
-        .with_secret(&app.config.cluster.secret)
+    let client = Client::new(app.transport().clone(), member)
+        .with_secret(&app.config().cluster.secret)
         .with_timeout(JOIN_REQUEST_TIMEOUT);
     let request = AddLearnerRequest {
-        id: app.id,
+        id: app.id(),
         addr: own_addr.to_owned(),
         wait: false,
     };

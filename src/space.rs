@@ -10,7 +10,7 @@
 //! A [`SpaceSource`] reports a [`Usage`]: the bytes held by the node's data directory (a walk
 //! summing file sizes, [`DataDirSource`]) and the free bytes of the filesystem holding it
 //! (`statvfs`, the space an unprivileged user may still take). [`SpaceGuard::refresh`] measures;
-//! the server runs it every [`MEASURE_INTERVAL`] ([`watch`]), and while the alarm is raised a
+//! the server runs it every [`MEASURE_INTERVAL`] ([`measure_periodically`]), and while the alarm is raised a
 //! refused write re-measures on demand (at most every [`ON_DEMAND_MEASURE_INTERVAL_MIN`]), so
 //! freed space is noticed by the next write rather than the next tick. A measurement is a
 //! directory walk and one system call: cheap enough for both.
@@ -41,7 +41,7 @@
 //! A measurement that fails (the directory unreadable, `statvfs` refused) changes nothing: the
 //! alarm keeps its state and the failure is logged once, when it starts.
 //!
-//! The simulation has no real disk: its nodes run without a source ([`SpaceGuard::unwatched`])
+//! The simulation has no real disk: its nodes run without a source ([`SpaceGuard::unmeasured`])
 //! and never raise the alarm.
 
 use std::fmt;
@@ -54,7 +54,7 @@ use std::time::Duration;
 use crate::client::wire::StorageStatus;
 use crate::config::StorageConfig;
 
-/// How often the server's watcher measures.
+/// How often the server's measurement task measures.
 pub const MEASURE_INTERVAL: Duration = Duration::from_secs(1);
 /// While the alarm is raised, a refused write measures again if the last measurement is older
 /// than this: freed space is noticed quickly, and a stream of refused writes costs at most ten
@@ -208,7 +208,7 @@ struct Measured {
     failing: bool,
 }
 
-/// One node's disk-space alarm, shared by the request handlers and the watcher task.
+/// One node's disk-space alarm, shared by the request handlers and the measurement task.
 pub struct SpaceGuard {
     source: Option<Arc<dyn SpaceSource>>,
     limits: Limits,
@@ -223,12 +223,12 @@ impl SpaceGuard {
     pub fn new(source: Arc<dyn SpaceSource>, limits: Limits) -> Self {
         Self {
             source: Some(source),
-            ..Self::unwatched(limits)
+            ..Self::unmeasured(limits)
         }
     }
 
     /// A guard with nothing to measure (the simulation): the alarm never rises.
-    pub fn unwatched(limits: Limits) -> Self {
+    pub fn unmeasured(limits: Limits) -> Self {
         Self {
             source: None,
             limits,
@@ -244,7 +244,7 @@ impl SpaceGuard {
     }
 
     /// Measures now and updates the alarm (logging when it rises or clears); returns it.
-    /// Blocking I/O (a directory walk and `statvfs`): the watcher runs it off the runtime's
+    /// Blocking I/O (a directory walk and `statvfs`): the measurement task runs it off the runtime's
     /// worker threads.
     pub fn refresh(&self) -> Alarm {
         let Some(source) = &self.source else {
@@ -351,7 +351,7 @@ fn log_transition(before: &Alarm, after: &Alarm, usage: Usage, limits: Limits) {
 
 /// Measures `guard` every [`MEASURE_INTERVAL`], off the runtime's worker threads, until the
 /// task is aborted. The server starts it; the simulation does not.
-pub async fn watch(guard: Arc<SpaceGuard>) {
+pub async fn measure_periodically(guard: Arc<SpaceGuard>) {
     loop {
         tokio::time::sleep(MEASURE_INTERVAL).await;
         guard.refresh_async().await;
@@ -610,7 +610,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_write_notices_freed_space_without_waiting_for_the_watcher() {
+    fn a_refused_write_notices_freed_space_without_waiting_for_the_measurement_task() {
         let (source, guard) = guard();
         source.set(MIB, MIB);
         assert!(is_raised(guard.refresh()));
@@ -621,8 +621,8 @@ mod tests {
     }
 
     #[test]
-    fn an_unwatched_guard_never_raises() {
-        let guard = SpaceGuard::unwatched(LIMITS);
+    fn an_unmeasured_guard_never_raises() {
+        let guard = SpaceGuard::unmeasured(LIMITS);
         assert_eq!(guard.refresh(), Alarm::Ok);
         assert_eq!(guard.refusal(), None);
         assert_eq!(guard.status().data_dir_bytes, None);

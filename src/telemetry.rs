@@ -6,7 +6,7 @@
 //! (snapshot build, install and send: how long, how many bytes). What some other part already
 //! knows is read at scrape time rather than pushed, so it is never stale and never kept twice:
 //! Raft's position (term, leader, commit, applied, per-follower lag) from openraft's metrics,
-//! proposals in flight from `App`'s permits, disk use from the WAL and the disk-space watcher.
+//! proposals in flight from `App`'s permits, disk use from the WAL and the disk-space alarm.
 //!
 //! The encoding is `prometheus-client`'s (the Prometheus project's Rust client), not
 //! hand-written text: names, `_total` suffixes, histogram buckets and escaping follow the
@@ -132,7 +132,8 @@ pub struct RaftSeries {
 }
 
 /// How client writes travelled: forwarded to the leader (and in what batches), or answered by
-/// replaying a keyed write's first answer.
+/// replaying a keyed write's first answer. Counted here only: `GET /api/metrics` reports
+/// these totals since its last reset (`app::Counters`).
 #[derive(Debug)]
 pub struct WriteSeries {
     pub forwarded: Counter<u64, AtomicU64>,

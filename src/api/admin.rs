@@ -106,10 +106,10 @@ pub async fn transfer_leader(State(app): State<Arc<App>>, request: Request) -> R
 /// afterwards so the alarm reflects what it freed.
 pub async fn snapshot(State(app): State<Arc<App>>) -> Response {
     let taken = app.snapshot_and_purge().await;
-    app.space.refresh_async().await;
+    app.space().refresh_async().await;
     match taken {
         Ok(snapshot_index) => axum::Json(Envelope::ok(SnapshotTaken {
-            node_id: app.id,
+            node_id: app.id(),
             snapshot_index,
         }))
         .into_response(),

@@ -147,7 +147,7 @@ pub async fn require_scope(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match decide(&app.config.cluster, request.headers(), scope, surface) {
+    match decide(&app.config().cluster, request.headers(), scope, surface) {
         Decision::Allow(caller) => {
             if let Some(caller) = caller.filter(|caller| !caller.legacy) {
                 let scope = ClientScope(format!("token:{}", caller.token_name));
@@ -162,7 +162,7 @@ pub async fn require_scope(
 
 /// Route layer for Raft RPC: the cluster secret, nothing else.
 pub async fn require_secret(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    if !has_secret(&app.config.cluster, request.headers()) {
+    if !has_secret(&app.config().cluster, request.headers()) {
         return ApiError::unauthorized().into_response();
     }
     next.run(request).await

@@ -14,35 +14,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::json::rfc3339_ms;
 use crate::app::{wall_clock_ms, App};
-use crate::client::wire::{Envelope, Health, Liveness, RaftRole, RaftStatus, Readiness};
-
-fn role(state: openraft::ServerState) -> RaftRole {
-    match state {
-        openraft::ServerState::Leader => RaftRole::Leader,
-        openraft::ServerState::Follower => RaftRole::Follower,
-        openraft::ServerState::Candidate => RaftRole::Candidate,
-        openraft::ServerState::Learner => RaftRole::Learner,
-        openraft::ServerState::Shutdown => RaftRole::Shutdown,
-    }
-}
-
-/// This node's Raft position, shared by `/api/health` and `/api/metrics`.
-pub(super) fn raft_status(app: &App) -> RaftStatus {
-    app.with_metrics(|metrics| {
-        let index = |log_id: Option<&crate::raft::LogId>| log_id.map(|id| id.index);
-        RaftStatus {
-            node_id: app.id,
-            role: role(metrics.state),
-            leader_id: metrics.current_leader,
-            term: metrics.current_term,
-            last_log_index: metrics.last_log_index,
-            committed_index: index(metrics.cluster_committed.as_ref()),
-            applied_index: index(metrics.last_applied.as_ref()),
-            snapshot_index: index(metrics.snapshot.as_ref()),
-            purged_index: index(metrics.purged.as_ref()),
-        }
-    })
-}
+use crate::client::wire::{Envelope, Health, Liveness, Readiness};
 
 /// `GET /api/health`: always 200 while the process serves; says who leads.
 pub async fn health(State(app): State<Arc<App>>) -> Response {
@@ -50,8 +22,8 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
         status: "ok".into(),
         timestamp: rfc3339_ms(wall_clock_ms()),
         uptime: app.uptime().as_secs_f64(),
-        raft: raft_status(&app),
-        storage: app.space.status(),
+        raft: app.raft_status(),
+        storage: app.space().status(),
     }))
     .into_response()
 }
@@ -63,7 +35,7 @@ pub async fn liveness(State(app): State<Arc<App>>) -> Response {
         Ok(()) => None,
     });
     if let Some(cause) = stopped {
-        return ApiError::raft_stopped(format!("raft stopped on node {}: {cause}", app.id))
+        return ApiError::raft_stopped(format!("raft stopped on node {}: {cause}", app.id()))
             .into_response();
     }
     axum::Json(Envelope::ok(Liveness {
@@ -75,20 +47,19 @@ pub async fn liveness(State(app): State<Arc<App>>) -> Response {
 /// `GET /api/health/readiness`: 200 only when this node has disk space for writes, knows a
 /// leader and has applied everything it knows to be committed; 503 otherwise.
 pub async fn readiness(State(app): State<Arc<App>>) -> Response {
-    if let crate::space::Alarm::NoSpace { reason } = app.space.alarm() {
+    if let crate::space::Alarm::NoSpace { reason } = app.space().alarm() {
         return ApiError::no_space(format!(
             "not ready: node {} is short of disk space and refuses writes: {reason}",
-            app.id
+            app.id()
         ))
         .into_response();
     }
-    let (leader, committed, applied) = app.with_metrics(|metrics| {
-        (
-            metrics.current_leader,
-            metrics.cluster_committed.map(|id| id.index),
-            metrics.last_applied.map(|id| id.index),
-        )
-    });
+    let position = app.raft_position();
+    let (leader, committed, applied) = (
+        position.leader_id,
+        position.committed_index,
+        position.applied_index,
+    );
     if leader.is_some() && applied >= committed {
         return axum::Json(Envelope::ok(Readiness {
             status: "ready".into(),

@@ -16,7 +16,7 @@ use super::json;
 use super::leader::{self, Attempt, RequestKind};
 use super::request::{record_key, PathPair, RawRequest};
 use crate::app::forward::ProposeItem;
-use crate::app::{App, Counters};
+use crate::app::{App, Counted};
 use crate::client::wire::{
     AdjustRequest, BatchCreated, ChangeAnswer, CreateAtPathRequest, CreateBatchRequest,
     CreateRequest, Envelope, ReserveRequest,
@@ -25,7 +25,7 @@ use crate::client::{headers, Consistency};
 use crate::inventory::{self, Command, NewRecord, Operation, Record, RecordKey, BATCH_RECORDS_MAX};
 
 pub async fn create_from_body(State(app): State<Arc<App>>, request: Request) -> Response {
-    write_command(&app, &app.counters.create_record, request, |raw| {
+    write_command(&app, Counted::CreateRecord, request, |raw| {
         let body: CreateRequest = raw.json()?;
         Ok(Command::Create {
             key: record_key(&body.store_id, &body.sku)?,
@@ -36,7 +36,7 @@ pub async fn create_from_body(State(app): State<Arc<App>>, request: Request) -> 
 }
 
 pub async fn create_batch(State(app): State<Arc<App>>, request: Request) -> Response {
-    write_command(&app, &app.counters.create_record, request, |raw| {
+    write_command(&app, Counted::CreateRecord, request, |raw| {
         let body: CreateBatchRequest = raw.json()?;
         if body.records.is_empty() || body.records.len() > BATCH_RECORDS_MAX {
             return Err(ApiError::validation(format!(
@@ -64,7 +64,7 @@ pub async fn create_at_path(
     PathPair(store_id, sku): PathPair,
     request: Request,
 ) -> Response {
-    write_command(&app, &app.counters.create_record, request, |raw| {
+    write_command(&app, Counted::CreateRecord, request, |raw| {
         let key = record_key(&store_id, &sku)?;
         let body: CreateAtPathRequest = raw.json()?;
         if body.store_id.as_deref().is_some_and(|s| s != store_id)
@@ -87,7 +87,7 @@ pub async fn adjust(
     PathPair(store_id, sku): PathPair,
     request: Request,
 ) -> Response {
-    write_command(&app, &app.counters.adjust_stock, request, |raw| {
+    write_command(&app, Counted::AdjustStock, request, |raw| {
         let key = record_key(&store_id, &sku)?;
         let body: AdjustRequest = raw.json()?;
         Ok(Command::Adjust {
@@ -104,7 +104,7 @@ pub async fn reserve(
     PathPair(store_id, sku): PathPair,
     request: Request,
 ) -> Response {
-    write_command(&app, &app.counters.reserve_stock, request, |raw| {
+    write_command(&app, Counted::ReserveStock, request, |raw| {
         let key = record_key(&store_id, &sku)?;
         let body: ReserveRequest = raw.json()?;
         Ok(Command::Reserve {
@@ -139,11 +139,11 @@ pub async fn get_legacy(
 /// leader, render.
 async fn write_command(
     app: &App,
-    counter: &std::sync::atomic::AtomicU64,
+    counted: Counted,
     request: Request,
     parse: impl FnOnce(&RawRequest) -> Result<Command, ApiError>,
 ) -> Response {
-    Counters::bump(counter);
+    app.count(counted);
     let parsed = async {
         let raw = RawRequest::read(app, request).await?;
         let command = parse(&raw)?;
@@ -206,7 +206,7 @@ async fn read(
     request: Request,
     shape: RecordShape,
 ) -> Response {
-    Counters::bump(&app.counters.get_inventory);
+    app.count(Counted::GetInventory);
     let parsed = async {
         let raw = RawRequest::read(app, request).await?;
         let key = record_key(store_id, sku)?;
@@ -278,14 +278,13 @@ fn render(app: &App, command: &Command, response: inventory::Response) -> Respon
                 inventory::Rejection::VersionMismatch { .. }
                     | inventory::Rejection::AlreadyExists { .. }
             ) {
-                Counters::bump(&app.counters.conflicts);
+                app.count(Counted::Conflict);
             }
             ApiError::from(rejection.clone()).into_response()
         }
     };
     if response.replayed {
-        Counters::bump(&app.counters.idempotent_hits);
-        app.telemetry.writes.idempotent_replays.inc();
+        app.count_idempotent_replay();
         http.headers_mut()
             .insert(headers::REPLAYED, HeaderValue::from_static("true"));
     }

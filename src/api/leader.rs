@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 pub use super::request::RawRequest;
-use crate::app::{App, Counters, ProposeError, ReadError};
+use crate::app::{App, ProposeError, ReadError};
 use crate::membership::MembershipError;
 use crate::raft::NodeId;
 use crate::transport::{TransportError, WireRequest, SECRET_HEADER};
@@ -193,7 +193,7 @@ where
     if let Some(response) = refuse_if_not_a_member(app) {
         return response;
     }
-    let deadline_ms = app.config.api.write_deadline_ms;
+    let deadline_ms = app.config().api.write_deadline_ms;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(deadline_ms);
     // Whether an earlier attempt may have taken effect: then running out of time is not "nothing
     // happened" (NO_LEADER) but "we do not know" (OUTCOME_UNKNOWN).
@@ -212,9 +212,9 @@ where
             .into_response();
         }
         // The node whose answer this is (named in `LEADER_HEADER` unless the answer does).
-        let mut served_by = app.id;
+        let mut served_by = app.id();
         let attempt = match app.leader() {
-            Some(leader) if leader == app.id => {
+            Some(leader) if leader == app.id() => {
                 match tokio::time::timeout(remaining, serve_here(remaining)).await {
                     Ok(attempt) => attempt,
                     Err(_) => Attempt::Unknown(format!("not committed within {deadline_ms} ms")),
@@ -263,12 +263,12 @@ pub(super) fn refuse_if_not_a_member(app: &App) -> Option<Response> {
         Some(true) => return None,
         Some(false) => format!(
             "node {} is not a member of the cluster (it was removed); send requests to a member",
-            app.id
+            app.id()
         ),
         None => format!(
             "node {} holds no cluster membership (not yet initialised or joined, or its data was \
              wiped); send requests to a member",
-            app.id
+            app.id()
         ),
     };
     Some(ApiError::not_a_member(message).into_response())
@@ -276,7 +276,7 @@ pub(super) fn refuse_if_not_a_member(app: &App) -> Option<Response> {
 
 fn not_leader_response(app: &App, maybe_applied: bool) -> Response {
     let mut response =
-        ApiError::no_leader(format!("node {} is not the leader", app.id)).into_response();
+        ApiError::no_leader(format!("node {} is not the leader", app.id())).into_response();
     let headers = response.headers_mut();
     headers.insert(NOT_LEADER_HEADER, HeaderValue::from_static("true"));
     if maybe_applied {
@@ -297,8 +297,7 @@ async fn forward(app: &App, leader: u64, raw: &RawRequest, timeout: Duration) ->
     let Some(addr) = app.address_of(leader) else {
         return Attempt::NotLeader;
     };
-    Counters::bump(&app.counters.forwarded);
-    app.telemetry.writes.forwarded.inc();
+    app.count_forwarded();
     let mut headers: Vec<(String, String)> = raw
         .headers
         .iter()
@@ -307,17 +306,20 @@ async fn forward(app: &App, leader: u64, raw: &RawRequest, timeout: Duration) ->
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
         })
         .collect();
-    headers.push((FORWARDED_HEADER.to_owned(), app.id.to_string()));
+    headers.push((FORWARDED_HEADER.to_owned(), app.id().to_string()));
     // The secret marks the request as a peer's (a client cannot claim to be a forwarding node,
     // e.g. to skip the rate limit it was already counted against here).
-    headers.push((SECRET_HEADER.to_owned(), app.config.cluster.secret.clone()));
+    headers.push((
+        SECRET_HEADER.to_owned(),
+        app.config().cluster.secret.clone(),
+    ));
     let wire = WireRequest {
         method: raw.method.as_str().to_owned(),
         path: raw.path_and_query.clone(),
         headers,
         body: raw.body.clone(),
     };
-    match app.transport.send(&addr, wire, timeout).await {
+    match app.transport().send(&addr, wire, timeout).await {
         Ok(answer) if answer.header(MAYBE_APPLIED_HEADER).is_some() => {
             Attempt::Unknown(format!("node {leader} lost leadership after proposing"))
         }

@@ -11,17 +11,12 @@ use crate::client::wire::{Envelope, Reset};
 
 /// This node's request counters, Raft position and disk-space alarm.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    axum::Json(Envelope::ok(app.counters.snapshot(
-        super::health::raft_status(&app),
-        app.space.status(),
-        app.log_status(),
-    )))
-    .into_response()
+    axum::Json(Envelope::ok(app.metrics_readout())).into_response()
 }
 
 /// `POST /api/metrics/reset` (admin): zeroes this node's counters. Raft state is not a counter
 /// and is untouched.
 pub async fn reset(State(app): State<Arc<App>>) -> Response {
-    app.counters.reset();
+    app.reset_counters();
     axum::Json(Envelope::ok(Reset { reset: true })).into_response()
 }

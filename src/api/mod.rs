@@ -43,7 +43,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::app::{App, Counters};
+use crate::app::{App, Counted};
 use crate::client::routes;
 use crate::config::Scope;
 use error::ApiError;
@@ -81,7 +81,7 @@ pub fn router_for(app: Arc<App>, surface: Surface) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed().into_response() })
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .layer(middleware::from_fn_with_state(
-            Arc::new(request_id::RequestIds::new(app.id, app.now_ms())),
+            Arc::new(request_id::RequestIds::new(app.id(), app.now_ms())),
             request_id::assign,
         ))
         .layer(middleware::from_fn_with_state(
@@ -109,7 +109,7 @@ fn raft_routes(app: &Arc<App>) -> Router<Arc<App>> {
         // A whole RPC, body included, within the longest any RPC may take (a snapshot chunk's
         // send and install): a peer trickling a body cannot hold a handler longer.
         .route_layer(middleware::from_fn_with_state(
-            Duration::from_millis(app.config.raft.install_snapshot_timeout_ms),
+            Duration::from_millis(app.config().raft.install_snapshot_timeout_ms),
             overload::deadline,
         ))
         .route_layer(middleware::from_fn_with_state(
@@ -174,7 +174,7 @@ fn client_routes(app: &Arc<App>, surface: Surface) -> Router<Arc<App>> {
 fn client_limits(routes: Router<Arc<App>>, app: &Arc<App>, surface: Surface) -> Router<Arc<App>> {
     let routes = routes
         .route_layer(middleware::from_fn_with_state(
-            Duration::from_millis(app.config.api.request_timeout_ms),
+            Duration::from_millis(app.config().api.request_timeout_ms),
             overload::deadline,
         ))
         .route_layer(
@@ -182,10 +182,10 @@ fn client_limits(routes: Router<Arc<App>>, app: &Arc<App>, surface: Surface) -> 
                 .layer(HandleErrorLayer::new(overload::shed))
                 .layer(tower::load_shed::LoadShedLayer::new())
                 .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                    app.config.api.max_in_flight_requests,
+                    app.config().api.max_in_flight_requests,
                 )),
         );
-    let routes = match overload::RateLimit::from_config(&app.config.api) {
+    let routes = match overload::RateLimit::from_config(&app.config().api) {
         Some(limit) => {
             routes.route_layer(middleware::from_fn_with_state(limit, overload::rate_limit))
         }
@@ -252,9 +252,9 @@ async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Nex
     let counted = request.uri().path().starts_with(routes::API_PREFIX);
     let response = next.run(request).await;
     if counted {
-        Counters::bump(&app.counters.requests);
+        app.count(Counted::Request);
         if response.status().is_client_error() || response.status().is_server_error() {
-            Counters::bump(&app.counters.errors);
+            app.count(Counted::Error);
         }
     }
     response
@@ -272,7 +272,8 @@ async fn strip_internal_headers(
     let internal =
         |name: &axum::http::HeaderName| name.as_str().starts_with(INTERNAL_HEADER_PREFIX);
     if request.headers().keys().any(internal)
-        && (surface == Surface::Client || !auth::has_secret(&app.config.cluster, request.headers()))
+        && (surface == Surface::Client
+            || !auth::has_secret(&app.config().cluster, request.headers()))
     {
         let names: Vec<_> = request
             .headers()

@@ -11,48 +11,30 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::App;
+use crate::app::{App, RaftPosition};
 use crate::client::routes;
-use crate::telemetry::{set_gauge, FollowerLabels};
+use crate::raft::NodeId;
+use crate::telemetry::{set_gauge, FollowerLabels, RaftSeries};
 
 /// The exposition format's media type (OpenMetrics text, which Prometheus negotiates).
 const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Reads Raft's position and the storage figures into their gauges, then encodes every series.
 pub async fn scrape(State(app): State<Arc<App>>) -> Response {
-    let telemetry = &app.telemetry;
+    let telemetry = app.telemetry();
     app.with_metrics(|metrics| {
-        let index = |log_id: Option<&crate::raft::LogId>| log_id.map_or(0, |id| id.index);
-        set_gauge(&telemetry.raft.term, metrics.current_term);
-        set_gauge(&telemetry.raft.leader, metrics.current_leader.unwrap_or(0));
-        set_gauge(
-            &telemetry.raft.is_leader,
-            u64::from(metrics.current_leader == Some(app.id)),
-        );
-        let last = metrics.last_log_index.unwrap_or(0);
-        set_gauge(&telemetry.raft.last_log_index, last);
-        set_gauge(
-            &telemetry.raft.committed_index,
-            index(metrics.cluster_committed.as_ref()),
-        );
-        set_gauge(
-            &telemetry.raft.applied_index,
-            index(metrics.last_applied.as_ref()),
-        );
-        set_gauge(
-            &telemetry.raft.snapshot_index,
-            index(metrics.snapshot.as_ref()),
-        );
-        set_gauge(&telemetry.raft.purged_index, index(metrics.purged.as_ref()));
+        let position = RaftPosition::of(metrics);
+        set_raft_gauges(&telemetry.raft, &position, app.id());
         // Only the leader tracks followers; elsewhere the family is emptied so that a deposed
         // leader does not keep reporting stale lags.
         telemetry.raft.follower_lag.clear();
+        let last = position.last_log_index.unwrap_or(0);
         if let Some(replication) = &metrics.replication {
             for (follower, matched) in replication.iter() {
-                if *follower == app.id {
+                if *follower == app.id() {
                     continue;
                 }
-                let lag = last.saturating_sub(index(matched.as_ref()));
+                let lag = last.saturating_sub(matched.as_ref().map_or(0, |id| id.index));
                 set_gauge(
                     &telemetry.raft.follower_lag.get_or_create(&FollowerLabels {
                         follower: *follower,
@@ -66,8 +48,8 @@ pub async fn scrape(State(app): State<Arc<App>>) -> Response {
         &telemetry.requests.proposals_in_flight,
         app.proposals_in_flight() as u64,
     );
-    set_gauge(&telemetry.disk.wal_bytes, app.wal.bytes_on_disk());
-    let storage = app.space.status();
+    set_gauge(&telemetry.disk.wal_bytes, app.wal_bytes());
+    let storage = app.space().status();
     set_gauge(
         &telemetry.disk.data_dir_bytes,
         storage.data_dir_bytes.unwrap_or(0),
@@ -78,6 +60,22 @@ pub async fn scrape(State(app): State<Arc<App>>) -> Response {
         telemetry.encode(),
     )
         .into_response()
+}
+
+/// This node's position into the Raft gauges (0 for "none").
+fn set_raft_gauges(gauges: &RaftSeries, position: &RaftPosition, own_id: NodeId) {
+    let index = |index: Option<u64>| index.unwrap_or(0);
+    set_gauge(&gauges.term, position.term);
+    set_gauge(&gauges.leader, index(position.leader_id));
+    set_gauge(
+        &gauges.is_leader,
+        u64::from(position.leader_id == Some(own_id)),
+    );
+    set_gauge(&gauges.last_log_index, index(position.last_log_index));
+    set_gauge(&gauges.committed_index, index(position.committed_index));
+    set_gauge(&gauges.applied_index, index(position.applied_index));
+    set_gauge(&gauges.snapshot_index, index(position.snapshot_index));
+    set_gauge(&gauges.purged_index, index(position.purged_index));
 }
 
 /// Counts and times each client request (`/api/...`) by its route pattern, method and status.
@@ -93,7 +91,7 @@ pub async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) 
     let method = request.method().as_str().to_owned();
     let started = tokio::time::Instant::now();
     let response = next.run(request).await;
-    app.telemetry.request_done(
+    app.telemetry().request_done(
         &route,
         &method,
         response.status().as_u16(),

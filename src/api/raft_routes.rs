@@ -54,10 +54,10 @@ fn reply<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Response {
 async fn admit(app: &App, headers: &HeaderMap, from_leader: bool) -> Result<(), Response> {
     let presented =
         Presented::from_headers(|name| headers.get(name).and_then(|value| value.to_str().ok()));
-    match app.identity.admit_request(&presented, from_leader).await {
+    match app.identity().admit_request(&presented, from_leader).await {
         Ok(()) => Ok(()),
         Err(AdmitError::Refused(refusal)) => {
-            app.identity.warn(&refusal, "refused a Raft RPC");
+            app.identity().warn(&refusal, "refused a Raft RPC");
             Err(ApiError::identity_refused(&refusal).into_response())
         }
         Err(AdmitError::Storage(error)) => {
@@ -68,7 +68,7 @@ async fn admit(app: &App, headers: &HeaderMap, from_leader: bool) -> Result<(), 
 
 /// Adds this node's identity headers to `response`.
 fn with_identity(app: &App, mut response: Response) -> Response {
-    for (name, value) in app.identity.answer_headers() {
+    for (name, value) in app.identity().answer_headers() {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response
                 .headers_mut()
@@ -95,7 +95,7 @@ async fn guarded(
 pub async fn append(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     guarded(&app, &headers, FROM_LEADER, async {
         match parse(&body) {
-            Ok(request) => reply(app.raft.append_entries(request).await),
+            Ok(request) => reply(app.raft().append_entries(request).await),
             Err(error) => bad_request(error),
         }
     })
@@ -105,7 +105,7 @@ pub async fn append(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
 pub async fn vote(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     guarded(&app, &headers, FROM_ANY, async {
         match parse(&body) {
-            Ok(request) => reply(app.raft.vote(request).await),
+            Ok(request) => reply(app.raft().vote(request).await),
             Err(error) => bad_request(error),
         }
     })
@@ -115,7 +115,7 @@ pub async fn vote(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
 pub async fn pre_vote(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     guarded(&app, &headers, FROM_ANY, async {
         match parse(&body) {
-            Ok(request) => reply(app.raft.pre_vote(request).await),
+            Ok(request) => reply(app.raft().pre_vote(request).await),
             Err(error) => bad_request(error),
         }
     })
@@ -135,7 +135,7 @@ async fn receive_chunk(app: &App, body: Bytes) -> Response {
         Err(error) => return bad_request(error),
     };
     note_snapshot_chunk(chunk.data.len());
-    let dir = app.state.snapshot_dir().clone();
+    let dir = app.snapshot_dir().clone();
     let (transfer, offset, done) = (chunk.transfer.clone(), chunk.offset, chunk.done);
     let data = chunk.data;
     let received = blocking(move || dir.receive(&transfer, offset, &data, done)).await;
@@ -149,7 +149,7 @@ async fn receive_chunk(app: &App, body: Bytes) -> Response {
         snapshot: file,
     };
     reply(
-        app.raft
+        app.raft()
             .install_full_snapshot(chunk.vote, snapshot)
             .await
             .map(Some),
@@ -163,7 +163,7 @@ pub async fn transfer_leader(
 ) -> Response {
     guarded(&app, &headers, FROM_ANY, async {
         match parse(&body) {
-            Ok(request) => reply(app.raft.handle_transfer_leader(request).await),
+            Ok(request) => reply(app.raft().handle_transfer_leader(request).await),
             Err(error) => bad_request(error),
         }
     })
@@ -176,7 +176,7 @@ pub async fn transfer_leader(
 /// is still a voter (`node::start`). Answers with this node's identity headers, from which
 /// peers learn its incarnation (`node::peer_incarnations`); asking changes nothing here.
 pub async fn status(State(app): State<Arc<App>>) -> Response {
-    let response = match app.raft.is_initialized().await {
+    let response = match app.raft().is_initialized().await {
         Ok(initialized) => {
             let (voters, membership_index) = app.with_metrics(|metrics| {
                 let stored = &metrics.membership_config;
@@ -186,7 +186,7 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
                 )
             });
             axum::Json(PeerStatus {
-                id: app.id,
+                id: app.id(),
                 initialized,
                 voters,
                 membership_index,

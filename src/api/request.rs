@@ -42,7 +42,7 @@ impl RawRequest {
     /// Reads the whole request, refusing a body over `api.body_limit_bytes` (413).
     pub async fn read(app: &App, request: Request) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();
-        let limit = app.config.api.body_limit_bytes;
+        let limit = app.config().api.body_limit_bytes;
         let body = axum::body::to_bytes(body, limit)
             .await
             .map_err(|_| ApiError::payload_too_large(limit))?;

@@ -20,9 +20,7 @@ use super::error::ApiError;
 use super::leader::{self, Attempt, RequestKind};
 use super::request::RawRequest;
 use crate::app::App;
-use crate::client::wire::{
-    Barrier, Envelope, SnapshotSchedule, SyncStartRequest, SyncStatus, SyncStopped,
-};
+use crate::client::wire::{Barrier, Envelope, SyncStartRequest, SyncStatus, SyncStopped};
 use crate::membership;
 
 /// Default period of `/api/sync/start` when no `intervalMs` is given.
@@ -44,9 +42,9 @@ pub async fn status(State(app): State<Arc<App>>, request: Request) -> Response {
                 leader_id: view.leader_id,
                 term: view.term,
                 last_log_index: view.last_log_index,
-                commit_index: view.commit_index,
+                committed_index: view.committed_index,
                 members: view.members,
-                snapshot_schedule: schedule(&app),
+                snapshot_schedule: app.snapshot_schedule(),
             }))
             .into_response(),
         )
@@ -54,17 +52,9 @@ pub async fn status(State(app): State<Arc<App>>, request: Request) -> Response {
     .await
 }
 
-fn schedule(app: &App) -> SnapshotSchedule {
-    let interval_ms = app.snapshot_schedule.interval_ms();
-    SnapshotSchedule {
-        running: interval_ms.is_some(),
-        interval_ms,
-    }
-}
-
 /// `POST /api/sync`: waits until this node applied everything committed when the call began.
 pub async fn barrier(State(app): State<Arc<App>>) -> Response {
-    let deadline = Duration::from_millis(app.config.api.write_deadline_ms);
+    let deadline = Duration::from_millis(app.config().api.write_deadline_ms);
     match app.apply_barrier(deadline).await {
         Ok((committed_index, applied_index)) => axum::Json(Envelope::ok(Barrier {
             committed_index,
@@ -90,8 +80,7 @@ pub async fn start(State(app): State<Arc<App>>, request: Request) -> Response {
     };
     match parsed.await {
         Ok(interval_ms) => {
-            app.snapshot_schedule.start(app.raft.clone(), interval_ms);
-            axum::Json(Envelope::ok(schedule(&app))).into_response()
+            axum::Json(Envelope::ok(app.start_snapshot_timer(interval_ms))).into_response()
         }
         Err(error) => error.into_response(),
     }
@@ -99,7 +88,7 @@ pub async fn start(State(app): State<Arc<App>>, request: Request) -> Response {
 
 /// `POST /api/sync/stop`: stops the periodic snapshot on this node.
 pub async fn stop(State(app): State<Arc<App>>) -> Response {
-    let was_running = app.snapshot_schedule.stop();
+    let was_running = app.stop_snapshot_timer();
     axum::Json(Envelope::ok(SyncStopped {
         was_running,
         running: false,

@@ -14,13 +14,24 @@
 //! - **no writes on a full disk**: while this node's disk-space alarm is raised
 //!   ([`crate::space`]), [`App::check_space`] refuses client writes before anything is
 //!   proposed, here and in the handlers.
+//! - **what a node reports about itself**: one reading of its Raft position
+//!   ([`RaftPosition`]) for every answer that carries one, and the seed's request counters
+//!   (`counters`), each fact counted once.
+//!
+//! Its parts (Raft, the state machine, the log, the guards) are private: handlers call its
+//! methods, which say what they may do with a node.
 
+mod counters;
 mod error;
 pub mod forward;
+mod raft_position;
+
+pub use counters::Counted;
+use counters::Counters;
+pub use raft_position::RaftPosition;
 
 pub use error::{ProposeError, ReadError, SnapshotError};
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,13 +39,14 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::ReadPolicy;
 use openraft_rt::WatchReceiver;
 
-use crate::client::wire::{LogStatus, Metrics, RaftStatus, StorageStatus};
+use crate::client::wire::{LogStatus, Metrics, RaftStatus, SnapshotSchedule};
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::inventory::{IdempotencyId, IdempotencyKey, Record, RecordKey, Request, Response};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Applied, NodeId, Raft, RaftMetrics};
 use crate::space::SpaceGuard;
+use crate::storage::snapshots::SnapshotDir;
 use crate::storage::wal::Wal;
 use crate::storage::StorageError;
 use crate::telemetry::Telemetry;
@@ -71,74 +83,15 @@ pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
 /// How long it waits before triggering again (a trigger during another build is dropped).
 const SNAPSHOT_RETRIGGER: Duration = Duration::from_secs(1);
 
-/// Counters behind `GET /api/metrics`. Relaxed atomics: they are statistics, not state.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub requests: AtomicU64,
-    pub errors: AtomicU64,
-    pub conflicts: AtomicU64,
-    pub idempotent_hits: AtomicU64,
-    pub adjust_stock: AtomicU64,
-    pub reserve_stock: AtomicU64,
-    pub create_record: AtomicU64,
-    pub get_inventory: AtomicU64,
-    pub forwarded: AtomicU64,
-}
-
-impl Counters {
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn all(&self) -> [&AtomicU64; 9] {
-        [
-            &self.requests,
-            &self.errors,
-            &self.conflicts,
-            &self.idempotent_hits,
-            &self.adjust_stock,
-            &self.reserve_stock,
-            &self.create_record,
-            &self.get_inventory,
-            &self.forwarded,
-        ]
-    }
-
-    /// Current values, with `raft` (this node's position) and `storage` (its disk-space alarm),
-    /// as `/api/metrics` reports them.
-    pub fn snapshot(&self, raft: RaftStatus, storage: StorageStatus, log: LogStatus) -> Metrics {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        Metrics {
-            requests: load(&self.requests),
-            errors: load(&self.errors),
-            conflicts: load(&self.conflicts),
-            idempotent_hits: load(&self.idempotent_hits),
-            adjust_stock: load(&self.adjust_stock),
-            reserve_stock: load(&self.reserve_stock),
-            create_record: load(&self.create_record),
-            get_inventory: load(&self.get_inventory),
-            forwarded: load(&self.forwarded),
-            raft,
-            storage,
-            log,
-        }
-    }
-
-    pub fn reset(&self) {
-        for counter in self.all() {
-            counter.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-/// The periodic snapshot policy controlled by `/api/sync/start|stop`: a task on this node that
-/// asks Raft for a snapshot every `interval_ms` (in addition to openraft's entry-count policy).
+/// The snapshot timer `/api/sync/start|stop` controls: a task on this node that asks Raft for a
+/// snapshot every `interval_ms` (in addition to the snapshot policy, `node::SnapshotPolicy`).
+/// What it reports is a [`SnapshotSchedule`].
 #[derive(Default)]
-pub struct SnapshotSchedule {
+pub struct SnapshotTimer {
     running: std::sync::Mutex<Option<(u64, tokio::task::JoinHandle<()>)>>,
 }
 
-impl SnapshotSchedule {
+impl SnapshotTimer {
     /// The running interval, if any.
     pub fn interval_ms(&self) -> Option<u64> {
         self.lock().as_ref().map(|(interval, _)| *interval)
@@ -189,22 +142,23 @@ pub struct AppStorage {
     pub identity: Arc<Identity>,
 }
 
-/// One node's application state, shared by all request handlers.
+/// One node's application state, shared by all request handlers. Its parts are private:
+/// handlers go through its methods.
 pub struct App {
-    pub id: NodeId,
-    pub raft: Raft,
-    pub state: StateMachineStore,
+    id: NodeId,
+    raft: Raft,
+    state: StateMachineStore,
     /// The Raft log (read for its size only: Raft owns the writing).
-    pub wal: Arc<Wal>,
-    pub config: Arc<Config>,
-    pub transport: Arc<dyn Transport>,
-    pub counters: Counters,
-    pub snapshot_schedule: SnapshotSchedule,
-    /// This node's disk-space alarm (measured by the server's watcher; never raised in the
-    /// simulation).
-    pub space: Arc<SpaceGuard>,
-    pub telemetry: Arc<Telemetry>,
-    pub identity: Arc<Identity>,
+    wal: Arc<Wal>,
+    config: Arc<Config>,
+    transport: Arc<dyn Transport>,
+    counters: Counters,
+    snapshot_timer: SnapshotTimer,
+    /// This node's disk-space alarm (measured by the server's measurement task; never raised in
+    /// the simulation).
+    space: Arc<SpaceGuard>,
+    telemetry: Arc<Telemetry>,
+    identity: Arc<Identity>,
     /// Permits for commands proposed and not yet answered (`api.max_in_flight_proposals`).
     proposals: tokio::sync::Semaphore,
     /// Sends the writes this node forwards to the leader, batched ([`forward`]).
@@ -245,7 +199,7 @@ impl App {
             config,
             transport,
             counters: Counters::default(),
-            snapshot_schedule: SnapshotSchedule::default(),
+            snapshot_timer: SnapshotTimer::default(),
             space,
             telemetry,
             identity,
@@ -254,6 +208,101 @@ impl App {
             clock,
             started_at: tokio::time::Instant::now(),
         }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The Raft handle, for what is Raft's own business: its RPCs, membership changes,
+    /// founding the cluster, shutting down.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Who this node is and which cluster it belongs to (checked on every Raft RPC).
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// This node's disk-space alarm.
+    pub fn space(&self) -> &Arc<SpaceGuard> {
+        &self.space
+    }
+
+    /// The series every layer of this node reports to (`GET /metrics`).
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Where snapshots are built and received.
+    pub fn snapshot_dir(&self) -> &SnapshotDir {
+        self.state.snapshot_dir()
+    }
+
+    /// Bytes in the Raft log's segment files.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.bytes_on_disk()
+    }
+
+    /// Counts one request, error, conflict or operation for `GET /api/metrics`.
+    pub fn count(&self, counted: Counted) {
+        self.counters.bump(counted);
+    }
+
+    /// Counts a keyed write answered by replaying its first answer.
+    pub fn count_idempotent_replay(&self) {
+        self.telemetry.writes.idempotent_replays.inc();
+    }
+
+    /// Counts a request forwarded to the leader.
+    pub fn count_forwarded(&self) {
+        self.telemetry.writes.forwarded.inc();
+    }
+
+    /// `GET /api/metrics`: the counters since the last reset, the Raft position, the
+    /// disk-space alarm and the log's footprint.
+    pub fn metrics_readout(&self) -> Metrics {
+        let raft = self.raft_status();
+        self.counters.read(
+            &self.telemetry,
+            raft,
+            self.space.status(),
+            self.log_status(),
+        )
+    }
+
+    /// `POST /api/metrics/reset`: zeroes the counters of `GET /api/metrics` (not Prometheus's).
+    pub fn reset_counters(&self) {
+        self.counters.reset(&self.telemetry);
+    }
+
+    /// The snapshot timer's state (`/api/sync/status`).
+    pub fn snapshot_schedule(&self) -> SnapshotSchedule {
+        let interval_ms = self.snapshot_timer.interval_ms();
+        SnapshotSchedule {
+            running: interval_ms.is_some(),
+            interval_ms,
+        }
+    }
+
+    /// Starts (or restarts with a new interval) the snapshot timer; returns its state.
+    pub fn start_snapshot_timer(&self, interval_ms: u64) -> SnapshotSchedule {
+        self.snapshot_timer.start(self.raft.clone(), interval_ms);
+        self.snapshot_schedule()
+    }
+
+    /// Stops the snapshot timer; returns whether it was running.
+    pub fn stop_snapshot_timer(&self) -> bool {
+        self.snapshot_timer.stop()
     }
 
     /// Wall-clock milliseconds since the epoch, from the node's clock (virtual under madsim).
@@ -280,6 +329,16 @@ impl App {
     /// the metrics channel's read lock.
     pub fn with_metrics<T>(&self, read: impl FnOnce(&RaftMetrics) -> T) -> T {
         read(&self.raft.metrics().borrow_watched())
+    }
+
+    /// Where this node's Raft stands now.
+    pub fn raft_position(&self) -> RaftPosition {
+        self.with_metrics(RaftPosition::of)
+    }
+
+    /// This node's Raft position as `/api/health` and `/api/metrics` report it.
+    pub fn raft_status(&self) -> RaftStatus {
+        self.raft_position().status(self.id)
     }
 
     pub fn leader(&self) -> Option<NodeId> {
@@ -382,8 +441,7 @@ impl App {
         timeout: Duration,
     ) -> Option<forward::Forwarded> {
         let addr = self.address_of(leader)?;
-        Counters::bump(&self.counters.forwarded);
-        self.telemetry.writes.forwarded.inc();
+        self.count_forwarded();
         Some(self.forwarder.propose(leader, &addr, item, timeout).await)
     }
 
@@ -426,7 +484,7 @@ impl App {
         &self,
         deadline: Duration,
     ) -> Result<(Option<u64>, Option<u64>), BarrierError> {
-        let target = self.with_metrics(|m| m.cluster_committed.map(|id| id.index));
+        let target = self.raft_position().committed_index;
         let reached = self
             .raft
             .wait(Some(deadline))
@@ -443,7 +501,7 @@ impl App {
     /// to it. Returns the snapshot's last index (None when nothing was applied yet).
     pub async fn snapshot_and_purge(&self) -> Result<Option<u64>, SnapshotError> {
         let failed = |error: String| SnapshotError::NotCompleted(error);
-        let Some(applied) = self.with_metrics(|m| m.last_applied.map(|id| id.index)) else {
+        let Some(applied) = self.raft_position().applied_index else {
             return Ok(None);
         };
         // openraft drops a trigger while a build is in progress (one started by its own policy,

@@ -220,7 +220,7 @@ async fn status_table(client: &Client, view: &ClusterView) -> String {
         "leader {} | term {} | commit {} | last log {}\n",
         show(view.leader_id),
         view.term,
-        show(view.commit_index),
+        show(view.committed_index),
         show(view.last_log_index)
     );
     out.push_str(&format!(

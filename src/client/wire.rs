@@ -243,6 +243,9 @@ pub enum RaftRole {
     Shutdown,
 }
 
+// The one Raft position in Rust is `app::RaftPosition`; the answers that carry parts of it
+// (this, `ClusterView`, `SyncStatus`, `Barrier`, `Readiness`) name each part as it does,
+// whatever their JSON spelling.
 /// A node's Raft position, as `/api/health` and `/api/metrics` report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -377,7 +380,10 @@ pub struct ClusterView {
     pub leader_id: Option<NodeId>,
     pub term: u64,
     pub last_log_index: Option<u64>,
-    pub commit_index: Option<u64>,
+    // `RaftStatus::committed_index`, spelt `commitIndex` here since the first release (a
+    // comment, not a doc comment: doc comments become the OpenAPI document's descriptions).
+    #[serde(rename = "commitIndex")]
+    pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub members: Vec<MemberView>,
 }
@@ -397,7 +403,10 @@ pub struct SyncStatus {
     pub leader_id: Option<NodeId>,
     pub term: u64,
     pub last_log_index: Option<u64>,
-    pub commit_index: Option<u64>,
+    // `RaftStatus::committed_index`, spelt `commitIndex` here since the first release (a
+    // comment, not a doc comment: doc comments become the OpenAPI document's descriptions).
+    #[serde(rename = "commitIndex")]
+    pub committed_index: Option<u64>,
     pub members: Vec<MemberView>,
     pub snapshot_schedule: SnapshotSchedule,
 }

@@ -53,8 +53,8 @@ struct Connection {
 
 impl Connection {
     /// Serves `router` on `stream` (after the TLS handshake, if any) until the client closes
-    /// it or `watcher` drains it.
-    async fn serve(self, stream: TcpStream, router: Router, watcher: Watcher) {
+    /// it or the shutdown drains it (`drain`, hyper's graceful-shutdown handle).
+    async fn serve(self, stream: TcpStream, router: Router, drain: Watcher) {
         let Connection {
             listener,
             peer,
@@ -73,7 +73,7 @@ impl Connection {
         let served = match tls {
             None => {
                 let connection = http.serve_connection(TokioIo::new(stream), service);
-                watcher.watch(connection).await
+                drain.watch(connection).await
             }
             Some(acceptor) => {
                 let handshake = tokio::time::timeout(header_read_timeout, acceptor.accept(stream));
@@ -89,7 +89,7 @@ impl Connection {
                     }
                 };
                 let connection = http.serve_connection(TokioIo::new(stream), service);
-                watcher.watch(connection).await
+                drain.watch(connection).await
             }
         };
         if let Err(error) = served {
@@ -139,10 +139,10 @@ pub async fn serve(
             header_read_timeout: limits.header_read_timeout,
         };
         let service = router.clone();
-        let watcher = graceful.watcher();
+        let drain = graceful.watcher();
         tokio::spawn(async move {
             let _slot = slot;
-            connection.serve(stream, service, watcher).await;
+            connection.serve(stream, service, drain).await;
         });
     }
     drop(listener);

@@ -9,16 +9,20 @@
 //! routes unless told otherwise.
 //!
 //! Three background duties live here because they concern the process, not the node:
-//! - the **disk-space watcher** (`space::watch`), measuring the data directory every second so
-//!   a node short of space refuses writes before its disk is full;
+//! - the **disk-space measurement** (`space::measure_periodically`), measuring the data
+//!   directory every second so a node short of space refuses writes before its disk is full;
 //! - the **Raft watchdog** ([`raft_failure`]): if Raft stops on its own (a storage error, a
 //!   panic in its core), the node can never serve again without a restart, so instead of
 //!   answering 503 forever the process exits with [`RaftStopped::EXIT_CODE`], the cause in its
 //!   last log line, for a supervisor to restart it. A stop we asked for (graceful shutdown) is
 //!   not watched: the watchdog is dropped when serving ends, before `raft.shutdown()`;
-//! - the **stall watch** ([`stall`]): the same exit when the runtime itself stops turning (a
-//!   synchronous call hung on its thread), which would stop the Raft watchdog too. It watches
-//!   until `serve` returns, a graceful shutdown included: one hung that long exits the same way.
+//! - the **stall detector** ([`stall_detector`]): the same exit when the runtime itself stops
+//!   turning (a synchronous call hung on its thread), which would stop the Raft watchdog too.
+//!   It runs until `serve` returns, a graceful shutdown included: one hung that long exits the
+//!   same way.
+//!
+//! ("Watch" names only channels here, as in `tokio::sync::watch`: the Raft watchdog is a task,
+//! the stall detector a thread.)
 //!
 //! A Raft core can also fail without stopping: sled 0.34 never completes a flush after a write
 //! of its failed (seen on a full disk), so a log append awaits forever and the core answers
@@ -36,7 +40,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub mod listener;
-pub mod stall;
+pub mod stall_detector;
 pub mod tls;
 
 use crate::api::{self, Surface};
@@ -240,19 +244,19 @@ async fn start_node(
 struct BackgroundTasks {
     /// Watches until `serve` returns, a graceful shutdown included: one hung that long exits
     /// the same way.
-    _stall_detector: stall::StallWatch,
+    _stall_detector: stall_detector::StallDetector,
     disk_space: JoinHandle<()>,
     membership: JoinHandle<()>,
 }
 
 impl BackgroundTasks {
-    /// Step 5: the watchers (the stall detector, and the disk-space measurement, taken once
+    /// Step 5: the stall detector, and the disk-space measurement (taken once
     /// first so that a node started on a full disk refuses writes at once), then step 6: the
     /// task that founds the cluster or joins it (`node::bootstrap`, `node::join_cluster`).
     fn start(app: &Arc<App>, join: Option<String>, own_addr: &str) -> anyhow::Result<Self> {
         let stall_detector = start_stall_detector()?;
-        app.space.refresh();
-        let disk_space = tokio::spawn(space::watch(app.space.clone()));
+        app.space().refresh();
+        let disk_space = tokio::spawn(space::measure_periodically(app.space().clone()));
         let membership = tokio::spawn(bootstrap_or_join(app.clone(), join, own_addr.to_owned()));
         Ok(Self {
             _stall_detector: stall_detector,
@@ -270,10 +274,11 @@ impl BackgroundTasks {
 }
 
 /// The Raft watchdog ([`raft_failure`]) is a task: a synchronous call hung on the runtime's
-/// thread would stop it too. This one watches from a thread of its own (`stall`) and exits the
+/// thread would stop it too. This one watches from a thread of its own ([`stall_detector`])
+/// and exits the
 /// process the same way.
-fn start_stall_detector() -> anyhow::Result<stall::StallWatch> {
-    stall::watch(RAFT_PROBE_INTERVAL, RAFT_UNRESPONSIVE_AFTER, |stalled| {
+fn start_stall_detector() -> anyhow::Result<stall_detector::StallDetector> {
+    stall_detector::start(RAFT_PROBE_INTERVAL, RAFT_UNRESPONSIVE_AFTER, |stalled| {
         tracing::error!(
             "the node's runtime has not turned for {} s: a call on its thread is hung; exiting \
              for a supervisor to restart the node",
@@ -281,7 +286,7 @@ fn start_stall_detector() -> anyhow::Result<stall::StallWatch> {
         );
         std::process::exit(RaftStopped::EXIT_CODE);
     })
-    .context("starting the runtime's stall watch")
+    .context("starting the runtime's stall detector")
 }
 
 /// Founds the cluster (the founding rule in `node`) or, with `join`, asks that member to add
@@ -319,7 +324,7 @@ fn spawn_listeners(
     listeners: Listeners,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> JoinSet<()> {
-    let api = &app.config.api;
+    let api = &app.config().api;
     let header_read_timeout = Duration::from_millis(api.header_read_timeout_ms);
     let (peer_tls, client_tls) = match listeners.tls {
         Some(acceptors) => (Some(acceptors.peer), Some(acceptors.client)),
@@ -369,7 +374,7 @@ fn spawn_listeners(
 /// Step 8, once the listeners are drained: stop Raft, then flush the disk stack.
 async fn shut_down(app: &App, disk: &dyn Disk) -> anyhow::Result<()> {
     tracing::info!("shutting down: stopping raft");
-    if let Err(error) = app.raft.shutdown().await {
+    if let Err(error) = app.raft().shutdown().await {
         tracing::warn!(%error, "raft shutdown reported an error");
     }
     disk.flush().await.context("flushing the disk")?;
@@ -382,10 +387,10 @@ async fn shut_down(app: &App, disk: &dyn Disk) -> anyhow::Result<()> {
 /// requested, so any stop is a failure.
 async fn raft_failure(app: &App) -> String {
     let cause = tokio::select! {
-        cause = raft_stopped(&app.raft) => cause,
-        cause = raft_unresponsive(&app.raft) => cause,
+        cause = raft_stopped(app.raft()) => cause,
+        cause = raft_unresponsive(app.raft()) => cause,
     };
-    match app.space.refresh() {
+    match app.space().refresh() {
         Alarm::Ok => cause,
         Alarm::NoSpace { reason } => format!("{cause} (disk-space alarm raised: {reason})"),
     }

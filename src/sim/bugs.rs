@@ -90,7 +90,7 @@ pub fn wrap_router(router: Router, app: Arc<App>) -> Router {
 fn read_locally_on_followers(app: &App, mut request: HttpRequest) -> HttpRequest {
     let is_record_read =
         request.method() == Method::GET && request.uri().path().starts_with(routes::INVENTORY);
-    if is_record_read && app.leader() != Some(app.id) {
+    if is_record_read && app.leader() != Some(app.id()) {
         let local = format!("{}?consistency=local", request.uri().path());
         if let Ok(uri) = local.parse::<Uri>() {
             *request.uri_mut() = uri;

@@ -1,4 +1,4 @@
-//! The runtime's own watchdog: a plain thread that notices when the node's runtime stops turning.
+//! The stall detector: a plain thread that notices when the node's runtime stops turning.
 //!
 //! ## Why
 //! The Raft watchdog (`raft_failure` in the parent module) is a task, so it needs the runtime to
@@ -21,19 +21,19 @@ use std::time::Duration;
 
 /// Watches the runtime while it lives; dropping it stops both the task and the thread (the
 /// thread wakes at once: it waits for its stop signal between checks).
-pub struct StallWatch {
-    /// Dropped with the watch: the thread's wait ends `Disconnected`.
+pub struct StallDetector {
+    /// Dropped with the detector: the thread's wait ends `Disconnected`.
     _stop: mpsc::Sender<()>,
     beater: tokio::task::JoinHandle<()>,
 }
 
 /// Starts watching the current runtime: `on_stall` is called, once, with about how long the
 /// runtime has not turned, when that reaches `after`. Call inside the runtime.
-pub fn watch(
+pub fn start(
     beat: Duration,
     after: Duration,
     on_stall: impl FnOnce(Duration) + Send + 'static,
-) -> std::io::Result<StallWatch> {
+) -> std::io::Result<StallDetector> {
     let beats = Arc::new(AtomicU64::new(0));
     let beater = tokio::spawn({
         let beats = beats.clone();
@@ -50,7 +50,7 @@ pub fn watch(
     // beat, which is no stall of the runtime.
     let checks_max = after.as_nanos().div_ceil(beat.as_nanos().max(1)).max(1);
     let spawned = std::thread::Builder::new()
-        .name("stall-watch".into())
+        .name("stall-detector".into())
         .spawn(move || {
             let mut seen = beats.load(Ordering::Relaxed);
             let mut still = 0u128;
@@ -72,13 +72,13 @@ pub fn watch(
         beater.abort();
         return Err(error);
     }
-    Ok(StallWatch {
+    Ok(StallDetector {
         _stop: stop,
         beater,
     })
 }
 
-impl Drop for StallWatch {
+impl Drop for StallDetector {
     fn drop(&mut self) {
         self.beater.abort();
     }
@@ -104,10 +104,10 @@ mod tests {
     fn a_runtime_thread_held_by_a_synchronous_call_is_reported() {
         let (tell, told) = mpsc::channel();
         let stalled = one_thread().block_on(async {
-            let _watch = watch(BEAT, AFTER, move |stalled| tell.send(stalled).unwrap()).unwrap();
+            let _detector = start(BEAT, AFTER, move |stalled| tell.send(stalled).unwrap()).unwrap();
             tokio::time::sleep(BEAT * 3).await;
             // A synchronous wait on the only runtime thread: no task runs meanwhile, the beat
-            // included, until the watch reports (or the deadline passes).
+            // included, until the detector reports (or the deadline passes).
             told.recv_timeout(DEADLINE)
         });
         let stalled = stalled.expect("the stall was not reported");
@@ -118,11 +118,11 @@ mod tests {
     fn a_runtime_that_waits_without_blocking_is_not_reported_nor_is_one_dropped() {
         let (tell, told) = mpsc::channel();
         one_thread().block_on(async {
-            let watch = watch(BEAT, AFTER, move |stalled| tell.send(stalled).unwrap()).unwrap();
+            let detector = start(BEAT, AFTER, move |stalled| tell.send(stalled).unwrap()).unwrap();
             // Idle but turning for several stall periods: timers and the beat run.
             tokio::time::sleep(AFTER * 4).await;
             assert_eq!(told.try_recv(), Err(mpsc::TryRecvError::Empty));
-            drop(watch);
+            drop(detector);
         });
         // Stopped: the thread ends at once, without a report (its sender goes with it).
         assert_eq!(
