@@ -46,7 +46,8 @@ use std::time::Duration;
 use openraft::BasicNode;
 use openraft_rt::WatchReceiver;
 
-use crate::app::{App, AppStorage, Clock, SystemClock};
+use crate::app::periodic_snapshots::snapshot_every;
+use crate::app::{App, AppStorage, Clock, RaftPosition, SystemClock};
 use crate::client::wire::AddLearnerRequest;
 use crate::client::Client;
 use crate::config::{Config, ConfigError};
@@ -176,18 +177,7 @@ pub async fn start(
     let raft = Raft::new(id, raft_config, network, log_store, state_machine.clone())
         .await
         .map_err(|fatal| StartError::Raft(fatal.to_string()))?;
-    tokio::spawn(peer_incarnations::keep_peers(
-        identity.clone(),
-        raft.clone(),
-        transport.clone(),
-        Arc::from(config.cluster.secret.as_str()),
-    ));
-    tokio::spawn(snapshot_when_due(
-        raft.clone(),
-        wal.clone(),
-        state_machine.snapshot_dir().clone(),
-        SnapshotPolicy::from_config(&config.raft),
-    ));
+    start_background_tasks(&config, &raft, &identity, &transport, &wal, &state_machine);
     let limits = Limits::from_config(&config.storage);
     let space = match seams.space {
         Some(source) => SpaceGuard::new(source, limits),
@@ -208,6 +198,32 @@ pub async fn start(
         transport,
         seams.clock,
     )))
+}
+
+/// The node's own background tasks, which end when Raft stops: learning the peers'
+/// incarnations ([`peer_incarnations`]) and the snapshot policy ([`SnapshotPolicy`]). The
+/// process's own (the disk-space measurement, the watchdogs) are the server's.
+fn start_background_tasks(
+    config: &Config,
+    raft: &Raft,
+    identity: &Arc<Identity>,
+    transport: &Arc<dyn Transport>,
+    wal: &Arc<Wal>,
+    state_machine: &StateMachineStore,
+) {
+    tokio::spawn(peer_incarnations::keep_peers(
+        identity.clone(),
+        raft.clone(),
+        transport.clone(),
+        Arc::from(config.cluster.secret.as_str()),
+    ));
+    let snapshot_policy = SnapshotPolicyCheck {
+        raft: raft.clone(),
+        wal: wal.clone(),
+        snapshots: state_machine.snapshot_dir().clone(),
+        policy: SnapshotPolicy::from_config(&config.raft),
+    };
+    tokio::spawn(snapshot_policy.run());
 }
 
 /// Loads this node's identity, or creates one (a fresh incarnation) for a directory that has
@@ -276,7 +292,7 @@ async fn refuse_if_still_a_voter(
     }
 }
 
-/// How often [`snapshot_when_due`] looks at the log.
+/// How often the snapshot policy is checked.
 const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// When a node builds a snapshot (openraft's own policy is off: `Config::openraft_config`).
@@ -315,40 +331,44 @@ impl SnapshotPolicy {
     }
 }
 
-/// Applies [`SnapshotPolicy`] once a second; the purge that follows a snapshot deletes the log
-/// segments it covers. Ends when Raft stops.
-async fn snapshot_when_due(
+/// What [`SnapshotPolicy`] weighs, read from this node's Raft, log and snapshot directory.
+struct SnapshotPolicyCheck {
     raft: Raft,
     wal: Arc<Wal>,
     snapshots: SnapshotDir,
     policy: SnapshotPolicy,
-) {
-    loop {
-        tokio::time::sleep(SNAPSHOT_CHECK_INTERVAL).await;
-        let entries_since = {
-            let metrics = raft.metrics();
-            let metrics = metrics.borrow_watched();
-            let index = |log_id: Option<&crate::raft::LogId>| log_id.map_or(0, |id| id.index);
-            index(metrics.last_applied.as_ref()).saturating_sub(index(metrics.snapshot.as_ref()))
-        };
-        let log_bytes = wal.bytes_on_disk();
+}
+
+impl SnapshotPolicyCheck {
+    /// Applies [`SnapshotPolicy`] once a second (`app::periodic_snapshots`); the purge that
+    /// follows a snapshot deletes the log segments it covers. Ends when Raft stops.
+    async fn run(self) {
+        let raft = self.raft.clone();
+        let check = Arc::new(self);
+        snapshot_every(raft, SNAPSHOT_CHECK_INTERVAL, move || {
+            let check = check.clone();
+            async move { check.due().await }
+        })
+        .await
+    }
+
+    async fn due(&self) -> bool {
+        let entries_since =
+            RaftPosition::of(&self.raft.metrics().borrow_watched()).applied_since_snapshot();
+        let log_bytes = self.wal.bytes_on_disk();
         // Not due even as a small state: no need to look at the snapshot directory.
-        if !policy.due(entries_since, log_bytes, 0) {
-            continue;
+        if !self.policy.due(entries_since, log_bytes, 0) {
+            return false;
         }
         // An unreadable snapshot directory counts as no snapshot: the policy then errs on
         // the side of snapshotting (the build reports the error).
-        let dir = snapshots.clone();
+        let dir = self.snapshots.clone();
         let newest = crate::storage::fs::blocking(move || dir.latest()).await;
         let snapshot_bytes = match newest {
             Ok(newest) => newest.map_or(0, |file| file.size()),
             Err(_) => 0,
         };
-        if policy.due(entries_since, log_bytes, snapshot_bytes)
-            && raft.trigger().snapshot().await.is_err()
-        {
-            return;
-        }
+        self.policy.due(entries_since, log_bytes, snapshot_bytes)
     }
 }
 

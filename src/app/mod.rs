@@ -24,10 +24,12 @@
 mod counters;
 mod error;
 pub mod forward;
+pub mod periodic_snapshots;
 mod raft_position;
 
 pub use counters::Counted;
 use counters::Counters;
+use periodic_snapshots::SnapshotTimer;
 pub use raft_position::RaftPosition;
 
 pub use error::{ProposeError, ReadError, SnapshotError};
@@ -82,53 +84,6 @@ impl Clock for SystemClock {
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
 /// How long it waits before triggering again (a trigger during another build is dropped).
 const SNAPSHOT_RETRIGGER: Duration = Duration::from_secs(1);
-
-/// The snapshot timer `/api/sync/start|stop` controls: a task on this node that asks Raft for a
-/// snapshot every `interval_ms` (in addition to the snapshot policy, `node::SnapshotPolicy`).
-/// What it reports is a [`SnapshotSchedule`].
-#[derive(Default)]
-pub struct SnapshotTimer {
-    running: std::sync::Mutex<Option<(u64, tokio::task::JoinHandle<()>)>>,
-}
-
-impl SnapshotTimer {
-    /// The running interval, if any.
-    pub fn interval_ms(&self) -> Option<u64> {
-        self.lock().as_ref().map(|(interval, _)| *interval)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u64, tokio::task::JoinHandle<()>)>> {
-        self.running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Starts (or restarts with a new interval) the periodic snapshot task.
-    pub fn start(&self, raft: Raft, interval_ms: u64) {
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(interval_ms)).await;
-                if raft.trigger().snapshot().await.is_err() {
-                    return;
-                }
-            }
-        });
-        if let Some((_, previous)) = self.lock().replace((interval_ms, task)) {
-            previous.abort();
-        }
-    }
-
-    /// Stops the periodic task; returns whether one was running.
-    pub fn stop(&self) -> bool {
-        match self.lock().take() {
-            Some((_, task)) => {
-                task.abort();
-                true
-            }
-            None => false,
-        }
-    }
-}
 
 /// The storage an [`App`] reads: the state machine, the Raft log (for its size) and the
 /// disk-space guard.
