@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use openraft::{BasicNode, ChangeMembers, Instant};
 
-use crate::app::{App, RaftPosition};
+use crate::app::{raft_status_of, App};
 pub use crate::client::wire::{ClusterView, MemberRole, MemberView};
 use crate::raft::NodeId;
 
@@ -40,7 +40,7 @@ pub enum MembershipError {
 /// The cluster as this node (normally the leader) sees it.
 pub fn view(app: &App) -> ClusterView {
     let metrics = app.metrics();
-    let position = RaftPosition::of(&metrics);
+    let position = raft_status_of(&metrics);
     let last_log_index = position.last_log_index;
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();

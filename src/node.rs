@@ -47,7 +47,7 @@ use openraft::BasicNode;
 use openraft_rt::WatchReceiver;
 
 use crate::app::periodic_snapshots::snapshot_every;
-use crate::app::{App, AppStorage, Clock, RaftPosition, SystemClock};
+use crate::app::{raft_status_of, App, AppStorage, Clock, SystemClock};
 use crate::client::wire::AddLearnerRequest;
 use crate::client::Client;
 use crate::config::{Config, ConfigError};
@@ -353,8 +353,9 @@ impl SnapshotPolicyCheck {
     }
 
     async fn due(&self) -> bool {
+        let status = raft_status_of(&self.raft.metrics().borrow_watched());
         let entries_since =
-            RaftPosition::of(&self.raft.metrics().borrow_watched()).applied_since_snapshot();
+            (status.applied_index.unwrap_or(0)).saturating_sub(status.snapshot_index.unwrap_or(0));
         let log_bytes = self.wal.bytes_on_disk();
         // Not due even as a small state: no need to look at the snapshot directory.
         if !self.policy.due(entries_since, log_bytes, 0) {

@@ -54,12 +54,8 @@ pub async fn readiness(State(app): State<Arc<App>>) -> Response {
         ))
         .into_response();
     }
-    let position = app.raft_position();
-    let (leader, committed, applied) = (
-        position.leader_id,
-        position.committed_index,
-        position.applied_index,
-    );
+    let raft = app.raft_status();
+    let (leader, committed, applied) = (raft.leader_id, raft.committed_index, raft.applied_index);
     if leader.is_some() && applied >= committed {
         return axum::Json(Envelope::ok(Readiness {
             status: "ready".into(),

@@ -11,8 +11,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::{App, RaftPosition};
+use crate::app::{raft_status_of, App};
 use crate::client::routes;
+use crate::client::wire::RaftStatus;
 use crate::raft::NodeId;
 use crate::telemetry::{set_gauge, FollowerLabels, RaftSeries};
 
@@ -23,7 +24,7 @@ const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.
 pub async fn scrape(State(app): State<Arc<App>>) -> Response {
     let telemetry = app.telemetry();
     app.with_metrics(|metrics| {
-        let position = RaftPosition::of(metrics);
+        let position = raft_status_of(metrics);
         set_raft_gauges(&telemetry.raft, &position, app.id());
         // Only the leader tracks followers; elsewhere the family is emptied so that a deposed
         // leader does not keep reporting stale lags.
@@ -63,7 +64,7 @@ pub async fn scrape(State(app): State<Arc<App>>) -> Response {
 }
 
 /// This node's position into the Raft gauges (0 for "none").
-fn set_raft_gauges(gauges: &RaftSeries, position: &RaftPosition, own_id: NodeId) {
+fn set_raft_gauges(gauges: &RaftSeries, position: &RaftStatus, own_id: NodeId) {
     let index = |index: Option<u64>| index.unwrap_or(0);
     set_gauge(&gauges.term, position.term);
     set_gauge(&gauges.leader, index(position.leader_id));

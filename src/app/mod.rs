@@ -15,7 +15,7 @@
 //!   ([`crate::space`]), [`App::check_space`] refuses client writes before anything is
 //!   proposed, here and in the handlers.
 //! - **what a node reports about itself**: one reading of its Raft position
-//!   ([`RaftPosition`]) for every answer that carries one, and the seed's request counters
+//!   ([`raft_status_of`]) for every answer that carries one, and the seed's request counters
 //!   (`counters`), each fact counted once.
 //!
 //! Its parts (Raft, the state machine, the log, the guards) are private: handlers call its
@@ -25,12 +25,12 @@ mod counters;
 mod error;
 pub mod forward;
 pub mod periodic_snapshots;
-mod raft_position;
+mod raft_status;
 
 pub use counters::Counted;
 use counters::Counters;
 use periodic_snapshots::SnapshotTimer;
-pub use raft_position::RaftPosition;
+pub use raft_status::raft_status_of;
 
 pub use error::{ProposeError, ReadError, SnapshotError};
 
@@ -286,14 +286,9 @@ impl App {
         read(&self.raft.metrics().borrow_watched())
     }
 
-    /// Where this node's Raft stands now.
-    pub fn raft_position(&self) -> RaftPosition {
-        self.with_metrics(RaftPosition::of)
-    }
-
-    /// This node's Raft position as `/api/health` and `/api/metrics` report it.
+    /// Where this node's Raft stands now (as `/api/health` and `/api/metrics` report it).
     pub fn raft_status(&self) -> RaftStatus {
-        self.raft_position().status(self.id)
+        self.with_metrics(raft_status_of)
     }
 
     pub fn leader(&self) -> Option<NodeId> {
@@ -439,7 +434,7 @@ impl App {
         &self,
         deadline: Duration,
     ) -> Result<(Option<u64>, Option<u64>), BarrierError> {
-        let target = self.raft_position().committed_index;
+        let target = self.raft_status().committed_index;
         let reached = self
             .raft
             .wait(Some(deadline))
@@ -456,7 +451,7 @@ impl App {
     /// to it. Returns the snapshot's last index (None when nothing was applied yet).
     pub async fn snapshot_and_purge(&self) -> Result<Option<u64>, SnapshotError> {
         let failed = |error: String| SnapshotError::NotCompleted(error);
-        let Some(applied) = self.raft_position().applied_index else {
+        let Some(applied) = self.raft_status().applied_index else {
             return Ok(None);
         };
         // openraft drops a trigger while a build is in progress (one started by its own policy,

@@ -243,9 +243,9 @@ pub enum RaftRole {
     Shutdown,
 }
 
-// The one Raft position in Rust is `app::RaftPosition`; the answers that carry parts of it
-// (this, `ClusterView`, `SyncStatus`, `Barrier`, `Readiness`) name each part as it does,
-// whatever their JSON spelling.
+// The one Raft position type: every answer that carries parts of it (`ClusterView`,
+// `SyncStatus`, `Barrier`, `Readiness`) is made from one (`app::raft_status_of`) and names each
+// part as it does, whatever their JSON spelling.
 /// A node's Raft position, as `/api/health` and `/api/metrics` report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
