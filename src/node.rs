@@ -56,10 +56,10 @@ use crate::inventory;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::state_machine::{ApplyFn, StateMachineStore};
+use crate::raft::{idempotency_log, log_upgrade};
 use crate::raft::{NodeId, Raft};
 use crate::space::{Limits, SpaceGuard, SpaceSource};
 use crate::storage::fs::Fs;
-use crate::storage::migrate;
 use crate::storage::snapshots::SnapshotDir;
 use crate::storage::wal::{Wal, WalOptions};
 use crate::storage::Disk;
@@ -152,7 +152,7 @@ pub async fn start(
         telemetry: Some(telemetry.clone()),
     };
     let storage_error = |error: std::io::Error| StartError::Storage(error.to_string());
-    migrate::upgrade(
+    log_upgrade::upgrade(
         &*storage.disk,
         storage.fs.clone(),
         &storage.wal_dir(),
@@ -160,7 +160,7 @@ pub async fn start(
     )
     .await
     .map_err(storage_error)?;
-    migrate::upgrade_key_layout(&*storage.disk, crate::raft::state_machine::KEYS_PER_CHUNK)
+    idempotency_log::upgrade_key_layout(&*storage.disk, idempotency_log::KEYS_PER_CHUNK)
         .await
         .map_err(|error| StartError::Storage(error.to_string()))?;
     let wal =

@@ -9,6 +9,7 @@ use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::vote::RaftLeaderIdExt;
 use openraft::{EntryPayload, Membership, RaftLogReader};
 use stockraft::inventory::{proposal_stamp, Command, RecordKey, Request, LOG_TIME_STEP_MAX_MS};
+use stockraft::raft::idempotency_log::{self, upgrade_key_layout};
 use stockraft::raft::log_store::LogStore;
 use stockraft::raft::state_machine::{read_state_pairs, StateMachineStore};
 use stockraft::raft::{Entry, LogId, TypeConfig};
@@ -16,7 +17,7 @@ use stockraft::storage::fs::{Fs, SimFs, StdFs};
 use stockraft::storage::snapshots::{SnapshotDir, SnapshotFile};
 use stockraft::storage::wal::{Wal, WalOptions};
 use stockraft::storage::{
-    encode, keys, migrate, Disk, KeyValue, SimDisk, SledDisk, WriteBatch, WriteBehind,
+    encode, keys, Disk, KeyValue, SimDisk, SledDisk, WriteBatch, WriteBehind,
 };
 
 fn log_id(term: u64, index: u64) -> LogId {
@@ -840,7 +841,7 @@ fn stored_idempotency_ids(store: &StateMachineStore) -> Vec<(String, String)> {
     stored_entries(&store.state_pairs().unwrap(), store.keys_per_chunk())
         .into_iter()
         .map(|(identity, _)| {
-            let id = keys::parse_identity(&identity).unwrap();
+            let id = idempotency_log::parse_identity(&identity).unwrap();
             (id.scope, id.key)
         })
         .collect()
@@ -858,10 +859,10 @@ fn stored_entries(
         .map_or(0, |(k, v)| stockraft::storage::decode(k, v).unwrap());
     let mut entries = Vec::new();
     for (key, value) in pairs {
-        let Some(number) = keys::key_chunk_number(key) else {
+        let Some(number) = idempotency_log::chunk_number(key) else {
             continue;
         };
-        let chunk: keys::KeyChunk = stockraft::storage::decode(key, value).unwrap();
+        let chunk: idempotency_log::Chunk = stockraft::storage::decode(key, value).unwrap();
         for (slot, stored) in chunk.into_iter().enumerate() {
             if let (true, Some(stored)) = (number * per_chunk + slot as u64 >= front, stored) {
                 entries.push((stored.identity, stored.entry));
@@ -1023,7 +1024,7 @@ fn log_time_survives_a_restart_and_a_snapshot_install() {
 }
 
 /// Expired keys are purged and keys past the cap evicted exactly as a plain model of the rules
-/// says, whatever the apply calls' sizes and the chunks' (`state_machine::KEYS_PER_CHUNK`):
+/// says, whatever the apply calls' sizes and the chunks' (`idempotency_log::KEYS_PER_CHUNK`):
 /// short and long times to live interleaved, keys reused after they expired, a small cap.
 #[test]
 fn purges_and_evictions_follow_the_rules_whatever_the_batches_and_the_chunks() {
@@ -1101,7 +1102,7 @@ fn a_key_reused_while_expired_and_not_yet_purged_keeps_its_new_entry() {
 fn keys_follow_the_rules(steps: &[(u64, String, u64)], cap: u64) {
     use rand::{RngExt, SeedableRng};
     use std::collections::BTreeMap;
-    const PER_REQUEST: usize = stockraft::raft::state_machine::EXPIRED_KEYS_PURGED_PER_ENTRY_MAX;
+    const PER_REQUEST: usize = idempotency_log::EXPIRED_KEYS_PURGED_PER_ENTRY_MAX;
     const SKUS: usize = 20;
 
     let mut entries = vec![membership_entry(1)];
@@ -1333,11 +1334,11 @@ fn format_upgrade_entries() -> (Vec<Entry>, Vec<Entry>) {
 /// A format-4 state as format 3 stored it: each idempotency entry under its expiry key, no
 /// idempotency log.
 fn as_format3(pairs: &[KeyValue]) -> Vec<KeyValue> {
-    let per_chunk = stockraft::raft::state_machine::KEYS_PER_CHUNK;
+    let per_chunk = idempotency_log::KEYS_PER_CHUNK;
     let mut format3: Vec<KeyValue> = pairs
         .iter()
         .filter(|(k, _)| {
-            keys::key_chunk_number(k).is_none()
+            idempotency_log::chunk_number(k).is_none()
                 && k.as_slice() != keys::KEY_NEXT
                 && k.as_slice() != keys::KEY_FRONT
         })
@@ -1345,7 +1346,7 @@ fn as_format3(pairs: &[KeyValue]) -> Vec<KeyValue> {
         .collect();
     for (identity, entry) in stored_entries(pairs, per_chunk) {
         format3.push((
-            keys::expiry_of_identity(entry.expires_at_ms, &identity),
+            idempotency_log::expiry_of_identity(entry.expires_at_ms, &identity),
             encode(&entry),
         ));
     }
@@ -1359,7 +1360,7 @@ fn as_format3(pairs: &[KeyValue]) -> Vec<KeyValue> {
 fn as_format2(pairs: &[KeyValue], keep: impl Fn(&[u8]) -> bool) -> Vec<KeyValue> {
     let mut format2 = Vec::new();
     for (key, value) in pairs {
-        match keys::split_expiry(key) {
+        match idempotency_log::split_expiry(key) {
             Some((_, identity)) if keep(identity) => {
                 format2.push(([b"Si", identity].concat(), value.clone()));
                 format2.push((key.clone(), Vec::new()));
@@ -1404,15 +1405,15 @@ fn an_older_state_machine_is_upgraded_once_and_answers_as_if_always_format4() {
             }
             disk.write(batch).unwrap();
 
-            let per_chunk = stockraft::raft::state_machine::KEYS_PER_CHUNK;
+            let per_chunk = idempotency_log::KEYS_PER_CHUNK;
             assert_eq!(
-                migrate::upgrade_key_layout(&disk, per_chunk).await.unwrap(),
+                upgrade_key_layout(&disk, per_chunk).await.unwrap(),
                 moved_now + stored,
                 "{name}: every entry moved to format 3 and packed"
             );
             assert_eq!(read_state_pairs(&disk).unwrap(), format4, "{name}");
             assert_eq!(
-                migrate::upgrade_key_layout(&disk, per_chunk).await.unwrap(),
+                upgrade_key_layout(&disk, per_chunk).await.unwrap(),
                 0,
                 "{name}: once"
             );
@@ -1578,8 +1579,8 @@ fn replicas_upgraded_at_different_points_keep_giving_the_same_answers() {
                 batch.put(key, value);
             }
             disk.write(batch).unwrap();
-            let per_chunk = stockraft::raft::state_machine::KEYS_PER_CHUNK;
-            migrate::upgrade_key_layout(&disk, per_chunk).await.unwrap();
+            let per_chunk = idempotency_log::KEYS_PER_CHUNK;
+            upgrade_key_layout(&disk, per_chunk).await.unwrap();
             let mut upgraded = store(Arc::new(disk));
             for (at, entry) in entries.iter().enumerate().skip(point) {
                 apply(&mut upgraded, vec![entry.clone()]).await;
@@ -1605,7 +1606,7 @@ fn a_corrupt_format3_entry_stops_the_upgrade_and_leaves_its_page_unpacked() {
         let mut format3 = as_format3(&reference.state_pairs().unwrap());
         let corrupt = format3
             .iter_mut()
-            .find(|(key, _)| keys::split_expiry(key).is_some())
+            .find(|(key, _)| idempotency_log::split_expiry(key).is_some())
             .expect("a format-3 entry");
         corrupt.1 = vec![0xff; 3];
         let disk = SimDisk::new();
@@ -1615,8 +1616,8 @@ fn a_corrupt_format3_entry_stops_the_upgrade_and_leaves_its_page_unpacked() {
         }
         disk.write(batch).unwrap();
 
-        let per_chunk = stockraft::raft::state_machine::KEYS_PER_CHUNK;
-        let error = migrate::upgrade_key_layout(&disk, per_chunk)
+        let per_chunk = idempotency_log::KEYS_PER_CHUNK;
+        let error = upgrade_key_layout(&disk, per_chunk)
             .await
             .expect_err("a corrupt entry is an error");
         assert!(

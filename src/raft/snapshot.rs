@@ -2,7 +2,7 @@
 //! on, installed atomically, never held whole in memory.
 //!
 //! ## Building without stopping applies
-//! openraft asks for a builder between two applies ([`StateMachineStore`]'s
+//! openraft asks for a builder between two applies (the state machine's
 //! `get_snapshot_builder`); that instant is the snapshot point. From then on, until the build
 //! ends, every apply first records the *before-image* of each key it is about to write (its
 //! value at the snapshot point, or "absent") in a [`Capture`]. The builder walks sled page by
@@ -28,6 +28,11 @@
 //! openraft restores the state machine from the current snapshot (step 1 made it durable) before
 //! re-applying the log. A build in progress when an install starts is abandoned (its capture
 //! would mix two histories).
+//!
+//! ## What it works on
+//! The state machine hands this module the parts of itself a snapshot needs ([`SnapshotParts`]:
+//! its disk, its snapshot directory, the capture, where to report) and the snapshot point; it
+//! never hands over the whole store, so this module does not depend on the state machine.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -36,17 +41,34 @@ use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftSnapshotBuilder;
 
-use super::state_machine::StateMachineStore;
-use super::{LogId, Snapshot, SnapshotMeta, TypeConfig};
+use super::idempotency_log::{self, ChunkLayout};
+use super::types::{LogId, Snapshot, SnapshotMeta, TypeConfig};
 use crate::storage::fs::blocking;
-use crate::storage::snapshots::{file_name, SnapshotFile};
-use crate::storage::{decode_in, encode, keys, migrate, KeyValue, Order, StorageError, WriteBatch};
-use crate::telemetry::SnapshotPhase;
+use crate::storage::snapshots::{file_name, SnapshotDir, SnapshotFile};
+use crate::storage::{
+    self, decode_in, encode, keys, Disk, KeyValue, Order, StorageError, WriteBatch,
+};
+use crate::telemetry::{SnapshotPhase, Telemetry};
 
 /// Keys read per page while walking the state, and written per batch while loading one.
 const PAGE_KEYS: usize = 4096;
 /// Bytes of records per write batch while loading a snapshot.
 const LOAD_BATCH_BYTES: usize = 4 << 20;
+
+/// The parts of the state machine that building and installing a snapshot use.
+#[derive(Clone)]
+pub struct SnapshotParts {
+    /// The state machine's disk: read to build, cleared and loaded to install.
+    pub disk: Arc<dyn Disk>,
+    /// Where the node's snapshot files are.
+    pub dir: SnapshotDir,
+    /// The before-images of the build in progress, which apply records into.
+    pub capture: Arc<Capture>,
+    /// Where builds and installs are reported, if anywhere.
+    pub telemetry: Option<Arc<Telemetry>>,
+    /// The idempotency log's layout, to pack an older snapshot's entries as it is installed.
+    pub chunk_layout: ChunkLayout,
+}
 
 /// Before-images recorded while a snapshot is being built.
 #[derive(Default)]
@@ -137,42 +159,34 @@ impl Capture {
 
 /// Builds one snapshot at the point where it was created (see the module docs).
 pub struct SnapshotBuilder {
-    store: StateMachineStore,
+    parts: SnapshotParts,
     /// The snapshot point, or why it could not be read.
     meta: Result<SnapshotMeta, String>,
     generation: u64,
 }
 
 impl SnapshotBuilder {
-    /// Takes the snapshot point of `store` now and starts recording before-images.
-    pub fn begin(store: &StateMachineStore) -> Self {
-        let meta = store
-            .applied_and_membership()
-            .map(|(applied, membership)| SnapshotMeta {
-                last_log_id: applied,
-                last_membership: membership,
-            })
-            .map_err(|error| error.to_string());
-        let generation = store.capture().begin();
+    /// Starts a build at the snapshot point `meta` (the state as of now, or why it could not
+    /// be read): from now on, applies record before-images.
+    pub fn begin(parts: SnapshotParts, meta: Result<SnapshotMeta, StorageError>) -> Self {
+        let generation = parts.capture.begin();
         Self {
-            store: store.clone(),
-            meta,
+            parts,
+            meta: meta.map_err(|error| error.to_string()),
             generation,
         }
     }
 
     /// Writes the snapshot file (blocking: run it off the async workers).
     fn write(
-        store: &StateMachineStore,
+        parts: &SnapshotParts,
         meta: &SnapshotMeta,
         generation: u64,
     ) -> io::Result<SnapshotFile> {
         let (index, term) = position(meta.last_log_id.as_ref());
-        let mut writer = store
-            .snapshot_dir()
-            .writer(&file_name(index, term), &encode(meta))?;
-        let capture = store.capture();
-        let disk = store.disk();
+        let mut writer = parts.dir.writer(&file_name(index, term), &encode(meta))?;
+        let capture = &parts.capture;
+        let disk = &parts.disk;
         let mut start = keys::STATE_START.to_vec();
         loop {
             let page = disk.scan(&start, keys::STATE_END, Order::Ascending, PAGE_KEYS)?;
@@ -229,25 +243,25 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta = match &self.meta {
             Ok(meta) => meta.clone(),
             Err(error) => {
-                self.store.capture().end(self.generation);
+                self.parts.capture.end(self.generation);
                 return Err(io::Error::other(format!(
                     "cannot build a snapshot: reading the state failed: {error}"
                 )));
             }
         };
         // sled durable at least up to the snapshot point before the log behind it may go.
-        let flushed = self.store.disk().flush().await;
+        let flushed = self.parts.disk.flush().await;
         let written = match flushed {
             Ok(()) => {
-                let (store, generation, point) =
-                    (self.store.clone(), self.generation, meta.clone());
-                blocking(move || SnapshotBuilder::write(&store, &point, generation)).await
+                let (parts, generation, point) =
+                    (self.parts.clone(), self.generation, meta.clone());
+                blocking(move || SnapshotBuilder::write(&parts, &point, generation)).await
             }
             Err(error) => Err(error.into()),
         };
-        self.store.capture().end(self.generation);
+        self.parts.capture.end(self.generation);
         let snapshot = written?;
-        if let Some(telemetry) = self.store.telemetry() {
+        if let Some(telemetry) = &self.parts.telemetry {
             telemetry.snapshot_done(SnapshotPhase::Build, started.elapsed(), snapshot.size());
         }
         Ok(Snapshot { meta, snapshot })
@@ -256,14 +270,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
 /// Installs `file` as the state at `meta` (see the module docs).
 pub async fn install(
-    store: &StateMachineStore,
+    parts: &SnapshotParts,
     meta: &SnapshotMeta,
     file: SnapshotFile,
 ) -> io::Result<()> {
-    store.capture().abandon();
+    parts.capture.abandon();
     let started = tokio::time::Instant::now();
     let bytes = file.size();
-    let (installer, meta) = (store.clone(), meta.clone());
+    let (installer, meta) = (parts.clone(), meta.clone());
     let last = meta.last_log_id;
     blocking(move || install_blocking(&installer, &meta, file)).await?;
     let took = started.elapsed();
@@ -276,29 +290,28 @@ pub async fn install(
         seconds = took.as_secs_f64(),
         "installed a snapshot: the whole state replaced"
     );
-    if let Some(telemetry) = store.telemetry() {
+    if let Some(telemetry) = &parts.telemetry {
         telemetry.snapshot_done(SnapshotPhase::Install, took, bytes);
     }
     Ok(())
 }
 
 fn install_blocking(
-    store: &StateMachineStore,
+    parts: &SnapshotParts,
     meta: &SnapshotMeta,
     file: SnapshotFile,
 ) -> io::Result<()> {
-    let file = store.snapshot_dir().local_copy(&file)?;
+    let file = parts.dir.local_copy(&file)?;
     file.verify()?;
     let (index, term) = position(meta.last_log_id.as_ref());
-    let current = store
-        .snapshot_dir()
-        .adopt(file.path(), &file_name(index, term))?;
-    let disk = store.disk();
+    let current = parts.dir.adopt(file.path(), &file_name(index, term))?;
+    let disk = &*parts.disk;
     let mut marker = WriteBatch::default();
     marker.put(keys::INSTALLING.to_vec(), encode(meta));
     disk.write(marker)?;
-    flush_blocking(store)?;
-    clear_state(store)?;
+    flush_blocking(disk)?;
+    // Every key of the state machine goes, a page at a time.
+    storage::delete_range(disk, keys::STATE_START, keys::STATE_END, PAGE_KEYS)?;
     let mut records = current.records()?;
     let mut batch = WriteBatch::default();
     let mut batch_bytes = 0;
@@ -309,7 +322,7 @@ fn install_blocking(
             );
         }
         // A snapshot written before format 3 is moved to it on the way in.
-        let Some((key, value)) = migrate::format3_pair(key, value)? else {
+        let Some((key, value)) = idempotency_log::format3_pair(key, value)? else {
             continue;
         };
         batch_bytes += key.len() + value.len();
@@ -322,43 +335,22 @@ fn install_blocking(
     disk.write(std::mem::take(&mut batch))?;
     // A snapshot written before format 4 is packed into the idempotency log (still under the
     // install marker: a crash here installs it again).
-    migrate::pack_format3_entries(&**disk, store.keys_per_chunk())?;
+    idempotency_log::pack_format3_entries(disk, parts.chunk_layout)?;
     batch.put(keys::APPLIED.to_vec(), encode(&meta.last_log_id));
     batch.put(keys::MEMBERSHIP.to_vec(), encode(&meta.last_membership));
     batch.delete(keys::INSTALLING.to_vec());
     disk.write(batch)?;
-    flush_blocking(store)
-}
-
-/// Deletes every key of the state machine, a page at a time.
-fn clear_state(store: &StateMachineStore) -> Result<(), StorageError> {
-    let disk = store.disk();
-    loop {
-        let page = disk.scan(
-            keys::STATE_START,
-            keys::STATE_END,
-            Order::Ascending,
-            PAGE_KEYS,
-        )?;
-        if page.is_empty() {
-            return Ok(());
-        }
-        let mut batch = WriteBatch::default();
-        for (key, _) in page {
-            batch.delete(key);
-        }
-        disk.write(batch)?;
-    }
+    flush_blocking(disk)
 }
 
 /// `Disk::flush` from blocking code.
-fn flush_blocking(store: &StateMachineStore) -> io::Result<()> {
-    futures::executor::block_on(store.disk().flush()).map_err(io::Error::from)
+fn flush_blocking(disk: &dyn Disk) -> io::Result<()> {
+    futures::executor::block_on(disk.flush()).map_err(io::Error::from)
 }
 
-/// The node's current snapshot (the newest complete file), with its metadata.
-pub fn current(store: &StateMachineStore) -> io::Result<Option<Snapshot>> {
-    let Some(file) = store.snapshot_dir().latest()? else {
+/// The node's current snapshot in `dir` (the newest complete file), with its metadata.
+pub fn current(dir: &SnapshotDir) -> io::Result<Option<Snapshot>> {
+    let Some(file) = dir.latest()? else {
         return Ok(None);
     };
     let meta = read_meta(&file)?;
@@ -376,12 +368,9 @@ fn read_meta(file: &SnapshotFile) -> io::Result<SnapshotMeta> {
 
 /// Whether an install was cut short by a crash (the state machine is then not to be trusted
 /// until the current snapshot is installed again).
-pub fn install_interrupted(store: &StateMachineStore) -> Result<bool, StorageError> {
-    Ok(store.disk().get(keys::INSTALLING)?.is_some())
+pub fn install_interrupted(disk: &dyn Disk) -> Result<bool, StorageError> {
+    Ok(disk.get(keys::INSTALLING)?.is_some())
 }
-
-/// Shared handle type for the capture (the store keeps one).
-pub type SharedCapture = Arc<Capture>;
 
 #[cfg(test)]
 mod tests {
@@ -389,7 +378,6 @@ mod tests {
 
     use super::*;
     use crate::storage::fs::SimFs;
-    use crate::storage::snapshots::SnapshotDir;
 
     #[test]
     fn corrupt_snapshot_metadata_is_an_error_naming_the_file() {

@@ -25,7 +25,6 @@
 
 pub mod fs;
 pub mod keys;
-pub mod migrate;
 mod read_cache;
 mod sim_disk;
 pub mod snapshots;
@@ -161,6 +160,58 @@ pub fn read<T: serde::de::DeserializeOwned>(
     disk.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
 }
 
+/// Empties the range `start <= key < end` a page at a time: reads its first `page_keys` keys
+/// and writes the batch `rewrite` makes of them, until the range is empty. Each batch must
+/// delete every key of its page (it may write others elsewhere): a key left in the range would
+/// be read again forever. Memory stays bounded however large the range, and each batch is
+/// atomic, so a crash leaves whole pages done (callers redo the rest). Returns how many keys
+/// were read.
+pub fn drain_range(
+    disk: &dyn Disk,
+    start: &[u8],
+    end: &[u8],
+    page_keys: usize,
+    mut rewrite: impl FnMut(Vec<KeyValue>) -> Result<WriteBatch, StorageError>,
+) -> Result<usize, StorageError> {
+    let mut drained = 0;
+    loop {
+        let page = disk.scan(start, end, Order::Ascending, page_keys)?;
+        if page.is_empty() {
+            return Ok(drained);
+        }
+        drained += page.len();
+        disk.write(rewrite(page)?)?;
+    }
+}
+
+/// Deletes every key with `start <= key < end`, `page_keys` keys per batch (see
+/// [`drain_range`]).
+pub fn delete_range(
+    disk: &dyn Disk,
+    start: &[u8],
+    end: &[u8],
+    page_keys: usize,
+) -> Result<(), StorageError> {
+    drain_range(disk, start, end, page_keys, |page| {
+        let mut batch = WriteBatch::default();
+        for (key, _) in page {
+            batch.delete(key);
+        }
+        Ok(batch)
+    })?;
+    Ok(())
+}
+
+/// A single-threaded tokio runtime with its timers and IO, for unit tests that drive the
+/// storage's async parts (flushes, WAL writes) to completion.
+#[cfg(test)]
+pub(crate) fn test_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Decodes a value read from under `key` in `place` (a file, or the database), refusing any
 /// length that claims more than [`DISK_DECODE_LIMIT_BYTES`]. A failure names both, with the key
 /// escaped (keys hold binary parts such as big-endian indexes).
@@ -219,7 +270,7 @@ mod tests {
         let mut batch = WriteBatch::default();
         batch.put(keys::record(&key), bomb);
         disk.write(batch).unwrap();
-        let error = crate::raft::state_machine::read_record(&disk, &key).unwrap_err();
+        let error = read::<crate::inventory::Record>(&disk, &keys::record(&key)).unwrap_err();
         assert!(matches!(error, StorageError::Decode { .. }), "{error:?}");
         let message = error.to_string();
         assert!(message.contains(DATABASE), "{message}");
@@ -261,10 +312,7 @@ mod tests {
             batch.put(b"k".to_vec(), b"v".to_vec());
             disk.write(batch).unwrap();
             // sled's flush ends in a blocking fsync on tokio's blocking pool.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap();
-            runtime.block_on(disk.flush()).unwrap();
+            test_runtime().block_on(disk.flush()).unwrap();
         }
         let disk = SledDisk::open(dir.path(), CACHE_BYTES_DEFAULT).unwrap();
         assert_eq!(disk.get(b"k").unwrap(), Some(b"v".to_vec()));

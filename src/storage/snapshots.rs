@@ -11,7 +11,7 @@
 //!
 //! `"STKSNAP2"` and `"STKSNAP1"` files have the same frame and a format-3 or format-2 state
 //! machine inside; they are still read (an install moves and packs their idempotency entries,
-//! `storage::migrate`). The magic changes with the state's layout so that a node of an older
+//! `raft::idempotency_log`). The magic changes with the state's layout so that a node of an older
 //! stockraft refuses a newer snapshot instead of installing a state it would misread.
 //!
 //! ## Writing: temp file, fsync, rename, fsync the directory

@@ -734,13 +734,7 @@ async fn sync_loop(wal: std::sync::Weak<Wal>, mut waiters: mpsc::UnboundedReceiv
 mod tests {
     use super::*;
     use crate::storage::fs::SimFs;
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::storage::test_runtime;
 
     const DIR: &str = "/node/wal";
 
@@ -776,7 +770,7 @@ mod tests {
 
     #[test]
     fn appended_entries_survive_a_crash_only_once_synced() {
-        runtime().block_on(async {
+        test_runtime().block_on(async {
             let fs = SimFs::new();
             let wal = open(&fs, 1 << 20).unwrap();
             wal.append(&entries(1..=3)).unwrap();
@@ -804,7 +798,7 @@ mod tests {
 
     #[test]
     fn a_segment_is_preallocated_and_a_clean_reopen_ends_at_its_last_record() {
-        runtime().block_on(async {
+        test_runtime().block_on(async {
             let fs = SimFs::new();
             let step = preallocation_step(1 << 20);
             let wal = open(&fs, 1 << 20).unwrap();
@@ -837,7 +831,7 @@ mod tests {
 
     #[test]
     fn a_closed_segment_is_trimmed_to_its_records_so_zeros_in_it_are_corruption() {
-        runtime().block_on(async {
+        test_runtime().block_on(async {
             let fs = SimFs::new();
             let wal = open(&fs, 4096).unwrap();
             for index in 1..=200 {
@@ -870,7 +864,7 @@ mod tests {
 
     #[test]
     fn a_torn_tail_is_cut_and_the_log_continues_after_it() {
-        runtime().block_on(async {
+        test_runtime().block_on(async {
             let fs = SimFs::new();
             let wal = open(&fs, 1 << 20).unwrap();
             wal.append(&entries(1..=3)).unwrap();
@@ -895,7 +889,7 @@ mod tests {
 
     #[test]
     fn a_bad_checksum_in_the_middle_of_a_segment_refuses_to_open() {
-        runtime().block_on(async {
+        test_runtime().block_on(async {
             let fs = SimFs::new();
             let wal = open(&fs, 1 << 20).unwrap();
             wal.append(&entries(1..=5)).unwrap();
@@ -921,7 +915,7 @@ mod tests {
 
     #[test]
     fn truncate_then_append_replaces_the_suffix_also_after_reopen() {
-        runtime().block_on(async {
+        test_runtime().block_on(async {
             let fs = SimFs::new();
             let wal = open(&fs, 1 << 20).unwrap();
             wal.append(&entries(1..=5)).unwrap();
@@ -942,7 +936,7 @@ mod tests {
 
     #[test]
     fn purge_deletes_whole_segments_and_keeps_vote_committed_and_purge_point() {
-        runtime().block_on(async {
+        test_runtime().block_on(async {
             let fs = SimFs::new();
             // Tiny segments: a few entries each.
             let wal = open(&fs, 64).unwrap();
@@ -970,7 +964,7 @@ mod tests {
 
     #[test]
     fn truncate_and_purge_at_the_largest_index_replay_without_overflow() {
-        runtime().block_on(async {
+        test_runtime().block_on(async {
             let fs = SimFs::new();
             let wal = open(&fs, 1 << 20).unwrap();
             wal.append(&entries(1..=3)).unwrap();
@@ -987,7 +981,7 @@ mod tests {
 
     #[test]
     fn concurrent_flushes_share_one_sync_and_all_see_it() {
-        runtime().block_on(async {
+        test_runtime().block_on(async {
             let fs = SimFs::new();
             let wal = open(&fs, 1 << 20).unwrap();
             let (tx, mut rx) = mpsc::unbounded_channel();

@@ -1,16 +1,5 @@
-//! Where each idempotency key is stored: an in-memory index from a key's identity to its entry
-//! number in the idempotency log.
-//!
-//! ## Why
-//! Idempotency entries live in the idempotency log (`storage::keys`: chunks of 32 entries in
-//! the order they were stored, the oldest forgotten first), so that storing and forgetting one
-//! costs sled nothing per entry: the newest chunk is rewritten in memory and handed to sled once
-//! per checkpoint, and a whole chunk is deleted at once. Format 3 kept each entry under its own
-//! sled key, in expiry order: at the key cap (a million keys) every keyed write inserted one
-//! sled key and deleted another (~6 µs of sled each, on every node) and read the next keys to
-//! evict back from sled; throughput at the cap fell to ~70% of a fresh cluster's (docs/performance.md,
-//! "Aging"). Before that (format 2) each entry also had a sled key at a place as random as its
-//! identity. Finding an entry by identity needs its number, and that is what this index keeps.
+//! The key index: where each idempotency identity's entry is, an in-memory map from the
+//! identity to its entry number in the log.
 //!
 //! ## What it is
 //! A map from a 64-bit fingerprint of the identity's bytes to the number of the one stored entry
@@ -24,20 +13,24 @@
 //! every node whatever this holds, as long as it matches the disk. So it is never written or
 //! replicated: it is built from the disk's chunks when a store first applies after opening
 //! (one read per chunk), after a snapshot install, and after an apply call that failed half-way
-//! (see `raft::state_machine`). No iteration order of the hash map ever leaks out.
+//! ([`SharedKeyIndex`]). No iteration order of the hash map ever leaks out.
 
 use std::collections::HashMap;
 use std::hash::Hasher;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::chunks::{chunk_key, chunk_number, Chunk, ChunkLayout};
+use crate::storage::fs::blocking;
 use crate::storage::{self, decode, keys, Disk, Order, StorageError};
 
 /// Chunks read per scan while building the index from the disk.
 const BUILD_SCAN_CHUNKS: usize = 256;
 
-/// The fingerprint of an identity's bytes (`storage::keys`' identity encoding): std's SipHash
-/// with fixed keys, the same for the life of the process (nothing stores it), and a full 64-bit
-/// collision takes ~2^32 tries to find.
-pub fn fingerprint(identity: &[u8]) -> u64 {
+/// The fingerprint of an identity's bytes ([`identity_bytes`](super::identity_bytes)): std's
+/// SipHash with fixed keys, the same for the life of the process (nothing stores it), and a
+/// full 64-bit collision takes ~2^32 tries to find.
+pub(super) fn fingerprint(identity: &[u8]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     hasher.write(identity);
     hasher.finish()
@@ -50,15 +43,17 @@ pub struct KeyIndex {
     single: HashMap<u64, u64>,
     /// Fingerprints shared by two or more stored identities: all their numbers.
     shared: HashMap<u64, Vec<u64>>,
+    /// How many numbers the two maps hold together (kept, so that counting is free).
+    len: usize,
 }
 
 impl KeyIndex {
-    /// The index of the entries stored on `disk` (chunks of `per_chunk` entries), read in pages
-    /// of [`BUILD_SCAN_CHUNKS`] chunks.
-    pub fn build(disk: &dyn Disk, per_chunk: u64) -> Result<Self, StorageError> {
+    /// The index of the entries stored on `disk` from its front on, read in pages of
+    /// [`BUILD_SCAN_CHUNKS`] chunks.
+    pub(super) fn build(disk: &dyn Disk, layout: ChunkLayout) -> Result<Self, StorageError> {
         let front: u64 = storage::read(disk, keys::KEY_FRONT)?.unwrap_or(0);
         let mut index = Self::default();
-        let mut start = keys::key_chunk(front / per_chunk);
+        let mut start = chunk_key(layout.place(front).chunk);
         loop {
             let page = disk.scan(
                 &start,
@@ -71,13 +66,13 @@ impl KeyIndex {
             };
             start = [last.as_slice(), &[0]].concat();
             for (key, value) in &page {
-                let number = keys::key_chunk_number(key).ok_or_else(|| {
+                let chunk_number = chunk_number(key).ok_or_else(|| {
                     StorageError::Invariant(format!("malformed chunk key {key:?}"))
                 })?;
-                let chunk: keys::KeyChunk = decode(key, value)?;
-                for (offset, slot) in chunk.iter().enumerate() {
-                    let number = number * per_chunk + offset as u64;
-                    if let (true, Some(stored)) = (number >= front, slot) {
+                let chunk: Chunk = decode(key, value)?;
+                for (slot, stored) in chunk.iter().enumerate() {
+                    let number = layout.number(chunk_number, slot);
+                    if let (true, Some(stored)) = (number >= front, stored) {
                         index.insert(fingerprint(&stored.identity), number);
                     }
                 }
@@ -86,7 +81,7 @@ impl KeyIndex {
     }
 
     /// The entry numbers stored under `fingerprint`: one for each identity that has it.
-    pub fn numbers(&self, fingerprint: u64) -> &[u64] {
+    pub(super) fn numbers(&self, fingerprint: u64) -> &[u64] {
         match self.shared.get(&fingerprint) {
             Some(numbers) => numbers,
             None => self
@@ -97,7 +92,7 @@ impl KeyIndex {
     }
 
     /// Notes an entry stored with this fingerprint and number.
-    pub fn insert(&mut self, fingerprint: u64, number: u64) {
+    pub(super) fn insert(&mut self, fingerprint: u64, number: u64) {
         if let Some(numbers) = self.shared.get_mut(&fingerprint) {
             numbers.push(number);
         } else if let Some(other) = self.single.remove(&fingerprint) {
@@ -105,11 +100,12 @@ impl KeyIndex {
         } else {
             self.single.insert(fingerprint, number);
         }
+        self.len += 1;
     }
 
     /// Forgets one entry stored with this fingerprint and number. An entry the index does not
     /// hold is an invariant broken: the caller read it from the same state.
-    pub fn remove(&mut self, fingerprint: u64, number: u64) -> Result<(), StorageError> {
+    pub(super) fn remove(&mut self, fingerprint: u64, number: u64) -> Result<(), StorageError> {
         let missing = || {
             StorageError::Invariant(format!(
                 "the key index has no entry number {number} for fingerprint {fingerprint:#x}"
@@ -125,24 +121,66 @@ impl KeyIndex {
                 self.shared.remove(&fingerprint);
                 self.single.insert(fingerprint, last);
             }
-            return Ok(());
+        } else {
+            match self.single.get(&fingerprint) {
+                Some(&held) if held == number => self.single.remove(&fingerprint),
+                _ => return Err(missing()),
+            };
         }
-        match self.single.get(&fingerprint) {
-            Some(&held) if held == number => {
-                self.single.remove(&fingerprint);
-                Ok(())
-            }
-            _ => Err(missing()),
-        }
+        self.len -= 1;
+        Ok(())
     }
 
     /// How many entries the index holds.
     pub fn len(&self) -> usize {
-        self.single.len() + self.shared.values().map(Vec::len).sum::<usize>()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
+    }
+}
+
+/// The key index between apply calls, shared by the clones of a state-machine store: an apply
+/// call takes it out, changes it with the log and puts it back once its batch is written.
+/// Empty until built from the disk: after opening, after a snapshot install (the state it
+/// described was replaced), and after an apply call that failed half-way (which never put it
+/// back).
+#[derive(Debug, Clone, Default)]
+pub struct SharedKeyIndex {
+    slot: Arc<Mutex<Option<KeyIndex>>>,
+}
+
+impl SharedKeyIndex {
+    /// The index, taken out for one apply call; built from `disk` if there is none, off the
+    /// async workers (one scan of every stored entry).
+    pub async fn take(&self, disk: &Arc<dyn Disk>, layout: ChunkLayout) -> io::Result<KeyIndex> {
+        if let Some(index) = self.lock().take() {
+            return Ok(index);
+        }
+        let disk = disk.clone();
+        let index = blocking(move || Ok(KeyIndex::build(&*disk, layout)?)).await?;
+        tracing::info!(
+            keys = index.len(),
+            "built the idempotency key index from the disk"
+        );
+        Ok(index)
+    }
+
+    /// Puts back the index an apply call took, once its batch is written.
+    pub fn put_back(&self, index: KeyIndex) {
+        *self.lock() = Some(index);
+    }
+
+    /// Drops the index: the state it described was replaced.
+    pub fn forget(&self) {
+        *self.lock() = None;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<KeyIndex>> {
+        self.slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -1,0 +1,52 @@
+//! The Raft type configuration, declared once: what the log carries, what the state machine
+//! answers, and the aliases every other module names openraft's types by.
+//!
+//! A file of its own so that the parts of the Raft glue (log store, state machine, snapshots,
+//! network) can all import these types without importing the module that ties the parts
+//! together (`raft/mod.rs`, whose [`Raft`](super::Raft) alias names the state machine).
+
+use crate::inventory::{Request, Response};
+
+/// What the state machine answers for one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Applied {
+    /// A blank (leader no-op) or membership entry: nothing for a client.
+    Nothing,
+    /// The answer to an inventory [`Request`].
+    Command(Response),
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = self.command.keys();
+        match keys.as_slice() {
+            [key] => write!(f, "{:?} on {key}", self.command.operation()),
+            more => write!(
+                f,
+                "{:?} of {} records",
+                self.command.operation(),
+                more.len()
+            ),
+        }
+    }
+}
+
+openraft::declare_raft_types!(
+    /// stockraft's Raft types: inventory requests in the log, node ids are `u64`, nodes are
+    /// addressed by their HTTP address.
+    pub TypeConfig:
+        D = Request,
+        R = Applied,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        AsyncRuntime = super::runtime::StockraftRuntime,
+);
+
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot =
+    openraft::alias::SnapshotOf<TypeConfig, crate::storage::snapshots::SnapshotFile>;
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
