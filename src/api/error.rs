@@ -283,6 +283,12 @@ impl From<Rejection> for ApiError {
             Rejection::IdempotencyKeyReused { .. } => {
                 unprocessable(codes::IDEMPOTENCY_KEY_REUSED, "IdempotencyError", message)
             }
+            // Reservations have no route yet; the routes will refine these.
+            Rejection::ReservationNotFound { .. } => Self::not_found(message),
+            Rejection::ReservationNotHeld { .. }
+            | Rejection::ReservationExpired { .. }
+            | Rejection::HoldLimitReached { .. } => conflict(message),
+            Rejection::CartRefused { .. } => Self::validation(message),
         }
     }
 }

@@ -240,7 +240,7 @@ async fn read(
 /// The state machine's answer to `command`, as the seed renders it.
 fn render(app: &App, command: &Command, response: inventory::Response) -> Response {
     let mut http = match &response.result {
-        Ok(record) => {
+        inventory::CommandResult::Ok(record) => {
             let mut http = match response.operation {
                 Operation::Create => (
                     StatusCode::CREATED,
@@ -267,12 +267,16 @@ fn render(app: &App, command: &Command, response: inventory::Response) -> Respon
                     };
                     (status, axum::Json(body)).into_response()
                 }
+                // Reservations have no route yet: none of these is proposed here.
+                other => {
+                    ApiError::internal(format!("{other:?} answered a bare record")).into_response()
+                }
             };
             http.headers_mut()
                 .insert(headers::ETAG, etag(record.version));
             http
         }
-        Err(rejection) => {
+        inventory::CommandResult::Err(rejection) => {
             if matches!(
                 rejection,
                 inventory::Rejection::VersionMismatch { .. }
@@ -282,6 +286,7 @@ fn render(app: &App, command: &Command, response: inventory::Response) -> Respon
             }
             ApiError::from(rejection.clone()).into_response()
         }
+        other => ApiError::internal(format!("no route renders {other:?}")).into_response(),
     };
     if response.replayed {
         app.count_idempotent_replay();
