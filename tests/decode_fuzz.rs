@@ -791,6 +791,7 @@ async fn reserve(cluster: &Cluster, node: u64, sku: &str) -> u16 {
     let reserve = ReserveRequest {
         qty: 1,
         expected_version: None,
+        ttl_seconds: None,
     };
     cluster
         .post(node, &routes::reserve(STORE, sku), reserve)

@@ -49,6 +49,7 @@ async fn reserve(
     let body = ReserveRequest {
         qty,
         expected_version: None,
+        ttl_seconds: None,
     };
     let client = cluster.client(node).with_timeout(CALL_TIMEOUT);
     match client
@@ -553,6 +554,7 @@ mod outside_the_membership {
                 let body = ReserveRequest {
                     qty: 1,
                     expected_version: None,
+                    ttl_seconds: None,
                 };
                 let answer = client
                     .reserve(STORE, "apple", &body, &WriteOptions::default())

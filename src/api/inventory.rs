@@ -264,6 +264,7 @@ fn render(app: &App, command: &Command, response: inventory::Response) -> Respon
                         new_quantity: record.quantity,
                         new_version: record.version,
                         record: json::record(record),
+                        reservation_id: None,
                     };
                     (status, axum::Json(body)).into_response()
                 }

@@ -3,13 +3,15 @@
 use crate::client::wire::RecordBody;
 use crate::inventory::Record;
 
-/// A record as the seed's clients expect it:
-/// `{sku, storeId, qty, version, createdAt, updatedAt}`.
+/// A record as the seed's clients expect it, with what is held (issue 31):
+/// `{sku, storeId, qty, reserved, onHand, version, createdAt, updatedAt}`.
 pub fn record(record: &Record) -> RecordBody {
     RecordBody {
         sku: record.key.sku.clone(),
         store_id: record.key.store_id.clone(),
         qty: record.quantity,
+        reserved: record.reserved,
+        on_hand: record.on_hand(),
         version: record.version,
         created_at: rfc3339_ms(record.created_at_ms),
         updated_at: rfc3339_ms(record.updated_at_ms),

@@ -511,6 +511,7 @@ impl Driver for Stockraft {
             let body = ReserveRequest {
                 qty: 1,
                 expected_version: None,
+                ttl_seconds: None,
             };
             let options = WriteOptions {
                 idempotency_key: self.keyed.then(|| format!("{run_id}-{sequence}")),

@@ -157,6 +157,7 @@ async fn send(cluster: &SimCluster, node: NodeId, op: &ClientOp) -> Result<Reply
             let body = ReserveRequest {
                 qty,
                 expected_version,
+                ttl_seconds: None,
             };
             reply(client.reserve(STORE, sku, &body, &options).await?, |c| {
                 c.record
