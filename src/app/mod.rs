@@ -26,6 +26,7 @@ mod error;
 pub mod forward;
 pub mod periodic_snapshots;
 mod raft_status;
+mod reservations;
 
 pub use counters::Counted;
 use counters::Counters;
@@ -33,6 +34,7 @@ use periodic_snapshots::SnapshotTimer;
 pub use raft_status::raft_status_of;
 
 pub use error::{ProposeError, ReadError, SnapshotError};
+pub use reservations::{SKU_VIEW_STORES_MAX, STORE_PAGE_RECORDS_MAX};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -398,8 +400,15 @@ impl App {
     /// Reads a record after confirming leadership with a quorum and waiting until this node has
     /// applied everything committed before the read began (read index).
     pub async fn read_linearizable(&self, key: &RecordKey) -> Result<Option<Record>, ReadError> {
+        self.read_barrier().await?;
+        Ok(self.state.record(key)?)
+    }
+
+    /// Confirms leadership with a quorum and waits until this node has applied everything
+    /// committed before the call (read index): a read of the state after it is linearizable.
+    async fn read_barrier(&self) -> Result<(), ReadError> {
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(_) => Ok(self.state.record(key)?),
+            Ok(_) => Ok(()),
             Err(RaftError::APIError(error)) => {
                 use openraft::errors::LinearizableReadError;
                 match error {

@@ -41,9 +41,12 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::Serialize;
 
 use super::idempotency_log::{ChunkLayout, IdempotencyLog, KeyIndex, LogSettings, SharedKeyIndex};
+use super::reservations;
 use super::snapshot::{self, Capture, SnapshotBuilder, SnapshotParts};
 use super::types::{Applied, Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::inventory::{self, ApplyContext, MemoryState, Record, RecordKey, Request};
+use crate::inventory::{
+    self, ApplyContext, MemoryState, Record, RecordKey, Request, Reservation, ReservationId,
+};
 use crate::storage::snapshots::{SnapshotDir, SnapshotFile};
 use crate::storage::{
     self, decode, encode, keys, Disk, KeyValue, Order, StorageError, Write, WriteBatch,
@@ -153,6 +156,33 @@ impl StateMachineStore {
     /// The record as of the last applied entry on this node.
     pub fn record(&self, key: &RecordKey) -> Result<Option<Record>, StorageError> {
         read_record(&*self.disk, key)
+    }
+
+    /// A reservation, held or ended, as of the last applied entry, while it is remembered.
+    pub fn reservation(&self, id: ReservationId) -> Result<Option<Reservation>, StorageError> {
+        reservations::reservation(&*self.disk, id)
+    }
+
+    /// Every store's record of `sku`, ordered by store id, at most `limit`.
+    pub fn sku_records(&self, sku: &str, limit: usize) -> Result<Vec<Record>, StorageError> {
+        reservations::sku_records(&*self.disk, sku, limit)
+    }
+
+    /// A page of `store_id`'s records in SKU order, strictly after `after_sku`, at most
+    /// `limit`; and whether more follow.
+    pub fn store_records(
+        &self,
+        store_id: &str,
+        after_sku: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, bool), StorageError> {
+        reservations::store_records(&*self.disk, store_id, after_sku, limit)
+    }
+
+    /// The held reservations due at log time `now_ms`, in deadline order, at most `limit`
+    /// (for the leader's expiry proposer: a bounded scan of the due index, off the write path).
+    pub fn due_holds(&self, now_ms: u64, limit: usize) -> Result<Vec<ReservationId>, StorageError> {
+        reservations::due_holds(&*self.disk, now_ms, limit)
     }
 
     /// The last applied log id on this node.
