@@ -346,6 +346,31 @@ mod suite {
             .expect("the planted oversell went unnoticed");
         assert!(!caught.violations.is_empty());
     }
+
+    /// The planted bug's seeds fail, and (at least) the named checker says so.
+    fn caught_by(bug: PlantedBug, checker_says: &str) {
+        let caught = seeds_until_caught(bug, 20)
+            .unwrap_or_else(|| panic!("the planted {bug:?} went unnoticed in 20 seeds"));
+        assert!(
+            caught
+                .violations
+                .iter()
+                .any(|v| v.starts_with(checker_says)),
+            "seed {} caught {bug:?}, but no violation starts with {checker_says:?}: {:#?}",
+            caught.seed,
+            caught.violations
+        );
+    }
+
+    #[test]
+    fn an_expiry_that_gives_the_units_back_twice_is_caught_by_conservation() {
+        caught_by(PlantedBug::DoubleExpiry, "conservation of held-");
+    }
+
+    #[test]
+    fn a_cart_that_holds_only_its_first_line_is_caught_as_a_half_cart() {
+        caught_by(PlantedBug::HalfCart, "half cart:");
+    }
 }
 
 /// A read after an acknowledged write must see it, also when the node that acknowledged it (or
