@@ -4,7 +4,7 @@
 //! it) this means every line's record carries the hold, or (refused) none does.
 //! A hold is a cart of one line and is checked the same way on the replicas.
 
-use super::Replica;
+use super::replica::Replica;
 use crate::inventory::{ReservationId, ReservationLine};
 use crate::sim::history::History;
 use crate::sim::report::RunReport;

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use super::Replica;
+use super::replica::Replica;
 use crate::checker::{Event, Op, Outcome};
 use crate::inventory::ReservationStatus;
 use crate::sim::report::RunReport;

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use super::Replica;
+use super::replica::Replica;
 use crate::inventory::{ReservationId, ReservationStatus};
 use crate::sim::history::{History, Observation};
 use crate::sim::holds::PAST_DEADLINE;

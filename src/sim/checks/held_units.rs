@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Replica;
+use super::replica::Replica;
 use crate::inventory::{RecordKey, ReservationStatus};
 use crate::sim::report::RunReport;
 

@@ -26,48 +26,16 @@ mod endings;
 mod held_units;
 mod idempotency;
 mod linearizability;
+mod replica;
 mod replicas;
-
-use std::collections::BTreeMap;
 
 pub use endings::EXPIRY_BOUND_MS;
 
 use super::holds::is_hold_sku;
 use super::report::RunReport;
-use super::workload::{self, History, STORE};
+use super::workload::History;
 use super::SimCluster;
-use crate::inventory::{Record, RecordKey, Reservation, ReservationId};
-use crate::raft::NodeId;
-
-/// What one replica's disk holds at the end of a run: the workload's records, by SKU, and every
-/// reservation it remembers.
-pub(super) struct Replica {
-    pub id: NodeId,
-    pub records: BTreeMap<String, Record>,
-    pub reservations: BTreeMap<ReservationId, Reservation>,
-}
-
-impl Replica {
-    fn read(cluster: &SimCluster, id: NodeId) -> Self {
-        let records = workload::all_skus()
-            .into_iter()
-            .filter_map(|sku| {
-                let key = RecordKey::new(STORE, &sku).expect("workload SKUs are valid");
-                cluster.record(id, &key).map(|record| (sku, record))
-            })
-            .collect();
-        let reservations = cluster
-            .reservations(id)
-            .into_iter()
-            .map(|reservation| (reservation.id, reservation))
-            .collect();
-        Self {
-            id,
-            records,
-            reservations,
-        }
-    }
-}
+use replica::Replica;
 
 /// Runs every check against the converged cluster and the clients' `history`, in a fixed order
 /// so a report's violations are reproducible. `settled_at_ms` is the wall-clock time (ms since
