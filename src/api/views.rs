@@ -148,7 +148,7 @@ fn encode_cursor(sku: &str) -> String {
 fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     let invalid =
         || ApiError::validation(format!("after is not a cursor this API gave: {cursor:?}"));
-    if cursor.len() % 2 != 0 || !cursor.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !cursor.len().is_multiple_of(2) || !cursor.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid());
     }
     let bytes = (0..cursor.len())
