@@ -23,6 +23,7 @@
 
 mod counters;
 mod error;
+pub mod expiry;
 pub mod forward;
 pub mod periodic_snapshots;
 mod raft_status;

@@ -19,6 +19,7 @@ pub mod idempotency_log;
 pub mod log_store;
 pub mod log_upgrade;
 pub mod network;
+pub mod pending_writes;
 pub mod reservations;
 pub mod runtime;
 pub mod snapshot;

@@ -18,15 +18,15 @@ pub enum Applied {
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let operation = self.command.operation();
         let keys = self.command.keys();
-        match keys.as_slice() {
-            [key] => write!(f, "{:?} on {key}", self.command.operation()),
-            more => write!(
-                f,
-                "{:?} of {} records",
-                self.command.operation(),
-                more.len()
-            ),
+        match (keys.as_slice(), self.command.reservation_ids()) {
+            (_, [id]) => write!(f, "{operation:?} of {id}"),
+            ([], ids) if !ids.is_empty() => {
+                write!(f, "{operation:?} of {} reservations", ids.len())
+            }
+            ([key], _) => write!(f, "{operation:?} on {key}"),
+            (more, _) => write!(f, "{operation:?} of {} records", more.len()),
         }
     }
 }
