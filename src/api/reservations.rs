@@ -53,10 +53,10 @@ pub async fn cart(State(app): State<Arc<App>>, request: Request) -> Response {
     .await
 }
 
-/// The TTL of a cart that names none.
-// Until the `[reservations]` config section lands: its documented default, 15 minutes.
-fn default_cart_ttl_ms(_app: &App) -> u64 {
-    900_000
+/// The TTL of a cart that names none: `reservations.default_ttl_s` (validated at start-up to
+/// lie within the bounds of any hold).
+fn default_cart_ttl_ms(app: &App) -> u64 {
+    app.config().reservations.default_ttl_ms()
 }
 
 /// `POST /api/reservations/:id/commit`: the held units leave (200; 200 again if already so).
