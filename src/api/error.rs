@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::json::rfc3339_ms;
 use crate::app::{wall_clock_ms, ProposeError, ReadError, SnapshotError};
 use crate::client::wire::{codes, ErrorBody, ErrorDetail};
-use crate::inventory::Rejection;
+use crate::inventory::{LineRefusal, Rejection};
 use crate::membership::MembershipError;
 
 /// Seconds a client should wait before retrying a 503.
@@ -283,13 +283,64 @@ impl From<Rejection> for ApiError {
             Rejection::IdempotencyKeyReused { .. } => {
                 unprocessable(codes::IDEMPOTENCY_KEY_REUSED, "IdempotencyError", message)
             }
-            // Reservations have no route yet; the routes will refine these.
-            Rejection::ReservationNotFound { .. } => Self::not_found(message),
-            Rejection::ReservationNotHeld { .. }
-            | Rejection::ReservationExpired { .. }
-            | Rejection::HoldLimitReached { .. } => conflict(message),
-            Rejection::CartRefused { .. } => Self::validation(message),
+            Rejection::ReservationNotFound { .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                codes::RESERVATION_NOT_FOUND,
+                "NotFoundError",
+                message,
+            ),
+            Rejection::ReservationExpired { .. } => Self::new(
+                StatusCode::CONFLICT,
+                codes::RESERVATION_EXPIRED,
+                "ConflictError",
+                message,
+            ),
+            Rejection::ReservationNotHeld { status, .. } => Self::new(
+                StatusCode::CONFLICT,
+                codes::RESERVATION_NOT_HELD,
+                "ConflictError",
+                message,
+            )
+            .with_details(json!({ "status": status.as_str() })),
+            Rejection::HoldLimitReached { max } => Self::new(
+                StatusCode::CONFLICT,
+                codes::HOLD_LIMIT_REACHED,
+                "ConflictError",
+                message,
+            )
+            .with_details(json!({ "max": max })),
+            Rejection::CartRefused { lines } => Self::cart_refused(message, &lines),
         }
+    }
+}
+
+impl ApiError {
+    /// A cart refused as a whole: the status (and name) of its first failing line's cause,
+    /// code `CART_REFUSED`, and `details.lines` naming every failing line with its own code.
+    fn cart_refused(message: String, lines: &[LineRefusal]) -> Self {
+        let causes: Vec<(&LineRefusal, ApiError)> = lines
+            .iter()
+            .map(|line| (line, ApiError::from(line.rejection.clone())))
+            .collect();
+        let (status, name) = causes
+            .first()
+            .map_or((StatusCode::CONFLICT, "ConflictError"), |(_, cause)| {
+                (cause.status, cause.name)
+            });
+        let details: Vec<Value> = causes
+            .iter()
+            .map(|(line, cause)| {
+                json!({
+                    "index": line.index,
+                    "storeId": line.key.store_id,
+                    "sku": line.key.sku,
+                    "code": cause.code,
+                    "message": cause.message,
+                })
+            })
+            .collect();
+        Self::new(status, codes::CART_REFUSED, name, message)
+            .with_details(json!({ "lines": details }))
     }
 }
 
