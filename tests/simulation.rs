@@ -267,7 +267,14 @@ mod suite {
         let ops: usize = reports.iter().map(|r| r.ops_checked).sum();
         let unknown: usize = reports.iter().map(|r| r.unknown_ops).sum();
         let unchecked: usize = reports.iter().map(|r| r.unchecked_skus).sum();
+        let mut reservations = std::collections::BTreeMap::new();
+        for report in &reports {
+            for (status, n) in &report.reservations {
+                *reservations.entry(*status).or_insert(0) += n;
+            }
+        }
         println!("faults injected: {faults:?}; unknown outcomes: {unknown}; SKU histories the checker gave up on: {unchecked}");
+        println!("reservations by final status: {reservations:?}");
         println!(
             "sim: {} seeds, {} failed, {} ops checked, {:.1} s",
             reports.len(),

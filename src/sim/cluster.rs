@@ -122,6 +122,8 @@ impl SimCluster {
             },
             raft: options.raft,
             api: options.api,
+            // The product's: expiry proposed every 250 ms, carts the workload sends name a TTL.
+            reservations: Default::default(),
             tls: Default::default(),
             // Not used: the simulation runs every node on madsim's one thread.
             runtime: Default::default(),

@@ -129,6 +129,7 @@ async fn simulate(options: RunOptions) -> RunReport {
     } else {
         Vec::new()
     };
+    workload::stock_hold_skus(&cluster, &history, start).await;
     let clients: Vec<_> = (0..options.clients)
         .map(|client| {
             madsim::task::spawn(workload::run_client(

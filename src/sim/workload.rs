@@ -221,6 +221,33 @@ fn classify(op: &Op, reply: &Result<Reply, ClientError>) -> Meaning {
     }
 }
 
+/// Units each hold SKU is created with before the clients start, so that holds and carts find
+/// stock from the first operation (plain adjusts top them up later).
+const HOLD_SKU_STOCK: i64 = 100;
+/// The client number the stocking creates are traced under (no workload client has it).
+const STOCKING_CLIENT: usize = 99;
+
+/// Creates every hold SKU with [`HOLD_SKU_STOCK`] units, keyed and retried as any client's
+/// create, and recorded like one (conservation counts it).
+pub async fn stock_hold_skus(
+    cluster: &SimCluster,
+    history: &SharedHistory,
+    start: madsim::time::Instant,
+) {
+    for index in 0..HOLD_SKUS {
+        let sku = holds::hold_sku_name(index);
+        let op = ClientOp {
+            idempotency_key: Some(format!("stock-{sku}")),
+            sku,
+            op: Op::Create {
+                initial: HOLD_SKU_STOCK,
+            },
+            local_read: false,
+        };
+        perform(cluster, STOCKING_CLIENT, &op, history, start).await;
+    }
+}
+
 /// Runs one client: `operations` operations one after the other against random nodes.
 pub async fn run_client(
     cluster: Arc<SimCluster>,

@@ -70,4 +70,12 @@ pub(super) fn check_everything(
     }
     carts::check_cart_answers(history, report);
     endings::check_endings_once(&replicas, history, report);
+    if let Some(first) = replicas.first() {
+        for reservation in first.reservations.values() {
+            *report
+                .reservations
+                .entry(reservation.status.as_str())
+                .or_default() += 1;
+        }
+    }
 }
