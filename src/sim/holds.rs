@@ -180,6 +180,7 @@ fn classify(reply: Result<HoldReply, ClientError>) -> Meaning {
 /// workload does) and records what it learnt. Updates `held`, the client's live reservations.
 pub async fn perform_hold(
     cluster: &SimCluster,
+    client: usize,
     op: &HoldOp,
     idempotency_key: Option<String>,
     history: &SharedHistory,
@@ -220,19 +221,27 @@ pub async fn perform_hold(
     }
     let completed_at = start.elapsed().as_nanos() as u64;
     let mut history = history.lock().expect("history lock");
-    let span = (invoked_at, completed_at);
-    record(&mut history, op, result, span, held)
+    let line = format!("t={:08.3}s c{client} {op:?}", completed_at as f64 / 1e9);
+    record(
+        &mut history,
+        line,
+        op,
+        result,
+        (invoked_at, completed_at),
+        held,
+    )
 }
 
-/// Writes what `op` ended with into the history; answers the trace line.
+/// Writes what `op` ended with into the history; answers `line` (the trace line) with the
+/// outcome.
 fn record(
     history: &mut History,
+    line: String,
     op: &HoldOp,
     result: Meaning,
     (invoked_at, completed_at): (u64, u64),
     held: &mut Vec<String>,
 ) -> String {
-    let line = format!("t={:08.3}s {op:?}", completed_at as f64 / 1e9);
     let reply = match result {
         Meaning::Definite(reply) => reply,
         Meaning::NothingHappened => return format!("{line} -> nothing happened"),

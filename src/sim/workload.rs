@@ -300,9 +300,8 @@ async fn hold_traffic(
         (holds::draw_hold(&mut rng, held), rng.gen_bool(0.5))
     };
     let key = keyed.then(|| format!("c{client}-op{sequence}"));
-    let line = holds::perform_hold(cluster, &op, key, history, start, held).await;
-    let mut history = history.lock().expect("history lock");
-    history.lines.push(format!("c{client} {line}"));
+    let line = holds::perform_hold(cluster, client, &op, key, history, start, held).await;
+    history.lock().expect("history lock").lines.push(line);
 }
 
 /// Performs one logical operation (with retries for keyed writes) and records it.
