@@ -9,7 +9,8 @@
 # starts a three-node stockraft cluster and a three-member etcd cluster on loopback with fresh
 # data directories and free ports, runs `stockraft bench` (scenarios hot and spread, C=1 and
 # C=32, through every node; plus C=1 through the stockraft leader alone, to show the forwarding
-# cost), prints the table, and stops exactly the processes it started. Raw results (one JSON
+# cost; and stockraft's holds and commits of holds, C=32 over the same SKUs, beside its plain
+# reserves), prints the table, and stops exactly the processes it started. Raw results (one JSON
 # line per run) are kept in $BENCH_OUT (default: a temporary file, printed at the end).
 set -euo pipefail
 
@@ -103,6 +104,12 @@ for scenario in hot spread; do
   say "$scenario, C=1, stockraft leader only"
   bench --target stockraft --nodes "$leader_addr" --scenario "$scenario" --clients 1 --label leader
 done
+# Reservations (issue 31): a hold is a reserve with ttlSeconds; commit commits holds made just
+# before (untimed). Same SKUs, same clients as spread C=32, so the ratios compare like with like.
+for scenario in hold commit; do
+  say "$scenario, C=32, stockraft"
+  bench --target stockraft --nodes "$all_sr" --scenario "$scenario" --clients 32 --label any-node
+done
 
 python3 - "$OUT" <<'PY'
 import json, sys
@@ -129,6 +136,13 @@ for scenario in ("hot", "spread"):
     if l and s:
         print(f"{scenario:<8} {1:>3} {'leader':<9} | {l['opsPerSec']:>15.0f} {'':>10} {'':>7} | "
               f"{l['p50Ms']:>6.2f} (any node {ratio(s['p50Ms'], l['p50Ms'])} of it)")
+plain = find("stockraft", "spread", 32, "any-node")
+for scenario in ("hold", "commit"):
+    r = find("stockraft", scenario, 32, "any-node")
+    if r and plain:
+        print(f"{scenario:<8} {32:>3} {'any node':<9} | {r['opsPerSec']:>15.0f} "
+              f"(plain reserve {plain['opsPerSec']:.0f}/s: {ratio(r['opsPerSec'], plain['opsPerSec'])}) | "
+              f"p50 {r['p50Ms']:.2f} ms, p99 {r['p99Ms']:.2f} ms ({ratio(r['p99Ms'], plain['p99Ms'])} of plain)")
 bad = [r for r in runs if (r.get("oversell") or 0) > 0]
 if bad:
     print("OVERSELL in", [(r["target"], r["scenario"], r["clients"]) for r in bad])

@@ -1,9 +1,12 @@
-//! The seed's inventory routes: create, read, adjust, reserve.
+//! The seed's inventory routes: create, read, adjust, reserve (and a hold: a reserve with
+//! `ttlSeconds`, issue 31).
 //!
 //! Every write has the same skeleton ([`write_command`]): count it, read the request, parse it
 //! into a [`Command`] (the route's own part), refuse it at once if this node is short of disk
-//! space (507, `space`), then propose it at the leader and render the state machine's answer.
-//! Reads go through [`read`]: local, or linearizable at the leader.
+//! space (507, `space`), then propose it at the leader and render the state machine's answer
+//! ([`render`], which also renders the reservation routes' answers: `api::reservations`).
+//! Reads go through [`serve_read`]: local, or linearizable at the leader; the views and the
+//! reservation read use it too.
 
 use std::sync::Arc;
 

@@ -20,10 +20,10 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::inventory::{serve_read, ttl_ms, write_command};
 use super::json;
-use super::request::{record_key, reservation_id, PathOne};
+use super::request::{record_key, reservation_id, PathOne, RawRequest};
 use crate::app::{App, Counted};
 use crate::client::wire::{CartRequest, Envelope};
-use crate::inventory::{CartLine, Command, ReservationId, CART_LINES_MAX};
+use crate::inventory::{CartLine, Command, Rejection, Reservation, ReservationId, CART_LINES_MAX};
 
 /// `POST /api/reservations`: hold every line or none (201 with the reservation).
 pub async fn cart(State(app): State<Arc<App>>, request: Request) -> Response {
@@ -92,7 +92,7 @@ pub async fn release(
 pub async fn get(State(app): State<Arc<App>>, PathOne(id): PathOne, request: Request) -> Response {
     app.count(Counted::GetInventory);
     let parsed = async {
-        let raw = super::request::RawRequest::read(&app, request).await?;
+        let raw = RawRequest::read(&app, request).await?;
         let id = reservation_id(&id)?;
         let consistency = raw.consistency()?;
         Ok::<_, ApiError>((raw, id, consistency))
@@ -121,17 +121,13 @@ pub async fn get(State(app): State<Arc<App>>, PathOne(id): PathOne, request: Req
     .await
 }
 
-fn render(
-    id: ReservationId,
-    found: Result<Option<crate::inventory::Reservation>, ApiError>,
-) -> Response {
+/// A reservation read's answer: the reservation, or 404 `RESERVATION_NOT_FOUND`.
+fn render(id: ReservationId, found: Result<Option<Reservation>, ApiError>) -> Response {
     match found {
         Ok(Some(reservation)) => {
             axum::Json(Envelope::ok(json::reservation(&reservation))).into_response()
         }
-        Ok(None) => {
-            ApiError::from(crate::inventory::Rejection::ReservationNotFound { id }).into_response()
-        }
+        Ok(None) => ApiError::from(Rejection::ReservationNotFound { id }).into_response(),
         Err(error) => error.into_response(),
     }
 }

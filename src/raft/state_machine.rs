@@ -90,6 +90,14 @@ impl StateMachineStore {
         Self::with_apply(disk, snapshots, inventory::apply)
     }
 
+    /// The product's store as a node opens it (`node::start`): records created before the SKU
+    /// index existed get their index entries first ([`reservations::build_sku_index`]), so that
+    /// its state is the one every other opened replica holds.
+    pub fn open(disk: Arc<dyn Disk>, snapshots: SnapshotDir) -> Result<Self, StorageError> {
+        reservations::build_sku_index(&*disk)?;
+        Ok(Self::new(disk, snapshots))
+    }
+
     /// A store that runs `apply` on each command instead (see [`ApplyFn`]).
     pub fn with_apply(disk: Arc<dyn Disk>, snapshots: SnapshotDir, apply: ApplyFn) -> Self {
         Self {
