@@ -124,6 +124,7 @@ impl SimCluster {
             tls: Default::default(),
             // Not used: the simulation runs every node on madsim's one thread.
             runtime: Default::default(),
+            reservations: Default::default(),
         });
         config
             .validate()
