@@ -50,3 +50,34 @@ pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot =
     openraft::alias::SnapshotOf<TypeConfig, crate::storage::snapshots::SnapshotFile>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+
+#[cfg(test)]
+mod tests {
+    use crate::inventory::{Command, RecordKey, Request, ReservationId};
+
+    fn request(command: Command) -> String {
+        Request {
+            command,
+            proposed_at_ms: 0,
+            idempotency: None,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_request_names_its_record_or_its_reservations() {
+        let key = RecordKey::new("s1", "a").unwrap();
+        let id = ReservationId::new(7, 0).unwrap();
+        let hold = Command::Hold {
+            key,
+            quantity: 1,
+            expected_version: None,
+            ttl_ms: 1_000,
+        };
+        assert_eq!(request(hold), "Hold on s1/a");
+        assert_eq!(request(Command::Commit { id }), "Commit of rsv-7-0");
+        assert_eq!(request(Command::Release { id }), "Release of rsv-7-0");
+        let ids = vec![id, ReservationId::new(8, 0).unwrap()];
+        assert_eq!(request(Command::Expire { ids }), "Expire of 2 reservations");
+    }
+}

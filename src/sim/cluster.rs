@@ -127,6 +127,7 @@ impl SimCluster {
             tls: Default::default(),
             // Not used: the simulation runs every node on madsim's one thread.
             runtime: Default::default(),
+            reservations: Default::default(),
         });
         config
             .validate()
