@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use stockraft::client::wire::Health;
 use stockraft::client::{routes, Client};
-use stockraft::transport::HttpTransport;
+use stockraft::transport::{HttpTransport, Transport, WireRequest};
 
 use serde_json::Value;
 
@@ -479,6 +479,7 @@ impl Cluster {
             }
             if let Some(Some(leader)) = leaders.first() {
                 if leaders.iter().all(|l| *l == Some(*leader)) && among.contains(leader) {
+                    self.assert_one_cluster(among).await;
                     return *leader;
                 }
             }
@@ -488,6 +489,37 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Fails the test if nodes of `among` present different cluster ids: an address of this
+    /// cluster is answered by a node of another one (a port two tests were given), which would
+    /// agree on a leader of its own and never apply this cluster's writes.
+    async fn assert_one_cluster(&self, among: &[u64]) {
+        let mut clusters = Vec::new();
+        for &id in among {
+            clusters.push((id, self.cluster_id(id).await));
+        }
+        let mut distinct: Vec<&String> = clusters.iter().filter_map(|(_, c)| c.as_ref()).collect();
+        distinct.sort();
+        distinct.dedup();
+        assert!(
+            distinct.len() <= 1,
+            "the nodes answering for this cluster belong to different clusters: {clusters:?}"
+        );
+    }
+
+    /// The cluster id node `id` presents (the identity header of its `/raft/status` answer),
+    /// or None if it has none or does not answer.
+    pub async fn cluster_id(&self, id: u64) -> Option<String> {
+        let request = WireRequest::get(routes::raft::STATUS).with_secret(SECRET);
+        let response = self
+            .transport
+            .send(self.peer_addr(id), request, REQUEST_TIMEOUT)
+            .await
+            .ok()?;
+        response
+            .header(stockraft::identity::CLUSTER_HEADER)
+            .map(str::to_owned)
     }
 
     /// POSTs no body (routes that take none), with `headers`.
