@@ -96,7 +96,10 @@ while [ "$round" -lt "$rounds" ] && [ "$SECONDS" -lt "$deadline" ]; do
     else
       failed[$file]=$((failed[$file] + 1))
       say "round $round/$rounds: $file FAILED ($((SECONDS - started)) s): $output"
-      grep -E '^test .* FAILED$|timed out waiting for|panicked at' "$output" | head -5 | sed 's/^/    /' || true
+      # Which tests, and the line after each "panicked at" (the assertion's message).
+      grep -E '^test .* FAILED$' "$output" | sed 's/^/    /' || true
+      grep -A1 "^thread '.*' .*panicked at " "$output" | grep -v "panicked at \|^--$" |
+        head -5 | sed 's/^/    /' || true
     fi
   done
 done
