@@ -469,23 +469,33 @@ impl Cluster {
         Some(self.client(id).health().await.ok()?.ok().ok()?.data)
     }
 
-    /// Waits until every node in `among` answers and agrees on one leader, also in `among`.
+    /// Waits until every node in `among` answers, agrees on one leader (also in `among`) and
+    /// holds a log. A node hears of the leader with its first heartbeat, which may come before
+    /// the entries: until the first entry (the membership) arrives, the node refuses client
+    /// requests (503 `NOT_A_MEMBER`), and a test that starts right away fails under load.
     pub async fn wait_for_leader(&self, among: &[u64]) -> u64 {
         let deadline = Instant::now() + CONDITION_TIMEOUT;
         loop {
-            let mut leaders = Vec::new();
+            // (leader, last log index) as each node reports them.
+            let mut seen = Vec::new();
             for &id in among {
-                leaders.push(self.health(id).await.and_then(|h| h.raft.leader_id));
+                let raft = self.health(id).await.map(|health| health.raft);
+                seen.push((
+                    raft.as_ref().and_then(|raft| raft.leader_id),
+                    raft.as_ref().and_then(|raft| raft.last_log_index),
+                ));
             }
-            if let Some(Some(leader)) = leaders.first() {
-                if leaders.iter().all(|l| *l == Some(*leader)) && among.contains(leader) {
+            let every_node_holds_a_log = seen.iter().all(|(_, last_log)| last_log.is_some());
+            if let Some((Some(leader), _)) = seen.first() {
+                let agreed = seen.iter().all(|(l, _)| *l == Some(*leader));
+                if agreed && among.contains(leader) && every_node_holds_a_log {
                     self.assert_one_cluster(among).await;
                     return *leader;
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "no agreed leader among {among:?}: {leaders:?}"
+                "no agreed leader among {among:?} (each node's leader and last log index): {seen:?}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
