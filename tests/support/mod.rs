@@ -8,7 +8,7 @@
 //! openraft's elections, votes and replication errors included; no colour) to `node-N.log` in
 //! the test's directory. When the test panics (a wait that timed out, an assertion), dropping
 //! the [`Cluster`] prints, for each node, where its Raft stood (role, leader, term, last log,
-//! committed and applied index, from `/api/health`, or "not running") and the last
+//! committed and applied index, from `/api/health`, or why it has none) and the last
 //! [`LOG_TAIL_LINES`] lines of its log, each line prefixed with the node. With
 //! `STOCKRAFT_TEST_KEEP_LOGS=<dir>` set, the whole logs are also copied under `<dir>` (the
 //! test's own directory is deleted with it).
@@ -749,10 +749,18 @@ impl Cluster {
         self.ids()
             .into_iter()
             .map(|id| {
-                let position = match self.is_running(id) {
-                    false => "not running".to_owned(),
-                    true if self.scheme == "https" => "running (TLS: not asked)".to_owned(),
-                    true => describe_health(plain_http_get(self.addr(id), routes::HEALTH)),
+                // The newest process of node `id` (a node that exited may have been started again).
+                let exited = self
+                    .children
+                    .iter_mut()
+                    .rev()
+                    .find(|(i, _)| *i == id)
+                    .map(|(_, child)| child.try_wait().ok().flatten());
+                let position = match exited {
+                    None => "not running (never started, or stopped by the test)".to_owned(),
+                    Some(Some(status)) => format!("exited on its own ({status})"),
+                    Some(None) if self.scheme == "https" => "running (TLS: not asked)".to_owned(),
+                    Some(None) => describe_health(plain_http_get(self.addr(id), routes::HEALTH)),
                 };
                 (id, position)
             })
