@@ -470,9 +470,13 @@ impl Cluster {
     }
 
     /// Waits until every node in `among` answers, agrees on one leader (also in `among`) and
-    /// holds a log. A node hears of the leader with its first heartbeat, which may come before
-    /// the entries: until the first entry (the membership) arrives, the node refuses client
-    /// requests (503 `NOT_A_MEMBER`), and a test that starts right away fails under load.
+    /// holds a log, and the leader has heard from each of them lately: the cluster every test
+    /// starts from. On a loaded machine each step can lag the one before: a node hears of the
+    /// leader with its first heartbeat, which may come before the entries (until the first
+    /// entry, the membership, arrives, the node refuses client requests: 503 `NOT_A_MEMBER`);
+    /// and the leader counts a member reachable only once it acknowledged a heartbeat (100 ms
+    /// deadline each) within `membership::REACHABLE_WITHIN`, without which a membership change
+    /// is refused as leaving too few reachable voters.
     pub async fn wait_for_leader(&self, among: &[u64]) -> u64 {
         let deadline = Instant::now() + CONDITION_TIMEOUT;
         loop {
@@ -486,19 +490,49 @@ impl Cluster {
                 ));
             }
             let every_node_holds_a_log = seen.iter().all(|(_, last_log)| last_log.is_some());
+            let mut unheard = Vec::new();
             if let Some((Some(leader), _)) = seen.first() {
                 let agreed = seen.iter().all(|(l, _)| *l == Some(*leader));
                 if agreed && among.contains(leader) && every_node_holds_a_log {
                     self.assert_one_cluster(among).await;
-                    return *leader;
+                    unheard = self.unheard_by(*leader, among).await;
+                    if unheard.is_empty() {
+                        return *leader;
+                    }
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "no agreed leader among {among:?} (each node's leader and last log index): {seen:?}"
+                "no agreed leader among {among:?} that heard from all of them (each node's \
+                 leader and last log index: {seen:?}; not heard from lately: {unheard:?})"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The nodes of `among` that `leader` has not heard from lately (not `reachable` in its
+    /// cluster view), all of them if it does not answer.
+    async fn unheard_by(&self, leader: u64, among: &[u64]) -> Vec<u64> {
+        let request = WireRequest::get(routes::CLUSTER).with_secret(SECRET);
+        let view = self
+            .transport
+            .send(self.peer_addr(leader), request, REQUEST_TIMEOUT)
+            .await
+            .ok()
+            .and_then(|response| serde_json::from_slice::<Value>(&response.body).ok())
+            .unwrap_or(Value::Null);
+        let heard: Vec<u64> = view["data"]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|member| member["reachable"] == true)
+            .filter_map(|member| member["id"].as_u64())
+            .collect();
+        among
+            .iter()
+            .copied()
+            .filter(|id| !heard.contains(id))
+            .collect()
     }
 
     /// Fails the test if nodes of `among` present different cluster ids: an address of this
