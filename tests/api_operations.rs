@@ -72,10 +72,23 @@ async fn sync_status_reports_every_member_and_the_barrier_catches_up() {
     }
     assert_eq!(body["data"]["leaderId"].as_u64(), Some(leader));
 
+    // The barrier covers what this node knows to be committed. A follower learns that the
+    // create is committed from the leader's next message (a heartbeat, 100 ms later, or more on
+    // a loaded machine): wait for that, so that the barrier has the create to cover.
+    let created = cluster.health(leader).await.unwrap().raft.committed_index;
+    eventually!(
+        format!("node {follower} hears that the create is committed"),
+        cluster
+            .health(follower)
+            .await
+            .and_then(|health| health.raft.committed_index)
+            >= created
+    );
     let (status, body) = cluster.post_empty(follower, routes::SYNC, &[]).await;
     assert_eq!(status, 200, "{body}");
     let committed = body["data"]["committedIndex"].as_u64().unwrap();
     let applied = body["data"]["appliedIndex"].as_u64().unwrap();
+    assert!(Some(committed) >= created, "{body}");
     assert!(applied >= committed, "{body}");
     assert_eq!(cluster.local_qty(follower, "s1", "s-a").await, Some(10));
 }

@@ -133,10 +133,11 @@ async fn a_node_that_missed_a_purged_log_catches_up_from_a_snapshot() {
         "the lagging node converges",
         cluster.local_qty(lagging, STORE, "plum").await == Some(940)
     );
-    let snapshot = cluster.snapshot_index(lagging).await;
-    assert!(
-        snapshot > 20,
-        "the lagging node should hold the installed snapshot, has {snapshot}"
+    // The installed state is readable a moment before the node reports the snapshot: openraft
+    // counts it once the state machine's install is done and Raft has taken note.
+    eventually!(
+        format!("node {lagging} reports holding the installed snapshot (above index 20)"),
+        cluster.snapshot_index(lagging).await > 20
     );
 }
 
@@ -334,7 +335,26 @@ async fn a_new_node_catches_up_on_100k_records_from_a_streamed_snapshot_in_bound
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     eprintln!("node 4 caught up after {:?}", started.elapsed());
-    for node in [leader, 4] {
+    // The transfer shows in Prometheus: sent by a member, installed by node 4. The sender is
+    // looked for: on a loaded machine the writes above can keep the first leader from
+    // heartbeating long enough for another member to be elected and send the snapshot. (The
+    // sender records the transfer once node 4 answered the last chunk, a moment after node 4
+    // applied it.)
+    const SENT: &str = r#"stockraft_snapshot_duration_seconds_count{phase="send"} "#;
+    const INSTALLED: &str = r#"stockraft_snapshot_duration_seconds_count{phase="install"} "#;
+    let mut sender = None;
+    eventually!("a member reports sending node 4 the snapshot", {
+        for node in [1, 2, 3] {
+            if prometheus_count(&cluster, node, SENT).await >= Some(1.0) {
+                sender = Some(node);
+            }
+        }
+        sender.is_some()
+    });
+    let sender = sender.unwrap();
+    let count = prometheus_count(&cluster, 4, INSTALLED).await;
+    assert!(count >= Some(1.0), "node 4: {INSTALLED} is {count:?}");
+    for node in [sender, 4] {
         let metrics = cluster
             .client(node)
             .metrics()
@@ -356,32 +376,22 @@ async fn a_new_node_catches_up_on_100k_records_from_a_streamed_snapshot_in_bound
             );
         }
     }
-    // The transfer shows in Prometheus: sent by the leader, installed by node 4.
-    for (node, series) in [
-        (
-            leader,
-            r#"stockraft_snapshot_duration_seconds_count{phase="send"} "#,
-        ),
-        (
-            4,
-            r#"stockraft_snapshot_duration_seconds_count{phase="install"} "#,
-        ),
-    ] {
-        let text = cluster
-            .request(node, reqwest::Method::GET, routes::PROMETHEUS, None, &[])
-            .await
-            .text;
-        let count = text
-            .lines()
-            .find_map(|line| line.strip_prefix(series))
-            .and_then(|value| value.parse::<f64>().ok());
-        assert!(count >= Some(1.0), "node {node}: {series} is {count:?}");
-    }
     let remove = MembersRequest {
         ids: [4].into(),
         keep_as_learners: false,
     };
     assert_eq!(client.remove(&remove).await.unwrap().status, 200);
+}
+
+/// The value of Prometheus `series` (its name and labels, then a space) on node `node`.
+async fn prometheus_count(cluster: &Cluster, node: u64, series: &str) -> Option<f64> {
+    let text = cluster
+        .request(node, reqwest::Method::GET, routes::PROMETHEUS, None, &[])
+        .await
+        .text;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.parse::<f64>().ok())
 }
 
 /// bincode 2's varint for a length of 2^`exponent` (>= 2^32): a 0xFD tag and 8 bytes.

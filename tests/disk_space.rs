@@ -52,6 +52,14 @@ const RECOVERY_DEADLINE: Duration = Duration::from_secs(15);
 const EXIT_DEADLINE: Duration = Duration::from_secs(60);
 /// The second test's private filesystem for node 3.
 const NODE_TMPFS_BYTES: u64 = 4 * MIB;
+/// The second test's Raft log segments (a bare key: `Cluster` appends it to `[storage]`). A
+/// segment grows a sixteenth of its size at a time, at least 4 KiB, and records fill that room
+/// before the file grows again: with the default 16 MiB segment, the 1 MiB of room taken before
+/// the disk filled holds about 1,400 more entries, and the node failed only when its state
+/// machine's next checkpoint met the full disk, a count of writes that a loaded machine did not
+/// reach within `EXIT_DEADLINE`. With 4 KiB of room, the append that finds none comes a few
+/// entries after the fill.
+const SMALL_WAL_SEGMENTS: &str = "wal_segment_bytes = 65536\n";
 
 /// Snapshots are kept out of the first test: building one writes the whole state at once (with
 /// sled, as one value rewritten with later writes), a burst this test's 8 MiB reserve is not
@@ -388,7 +396,7 @@ async fn a_full_disk_refuses_writes_with_507_keeps_serving_and_recovers_once_spa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_disk_fills_under_raft_exits_with_status_3_naming_the_cause() {
-    let cluster = Cluster::configure(3, "", "");
+    let cluster = Cluster::configure(3, "", SMALL_WAL_SEGMENTS);
     let Some(tmpfs) = Tmpfs::mount(&cluster.data_dir(3), NODE_TMPFS_BYTES) else {
         eprintln!("skipped: mounting a tmpfs is not permitted here, and this test needs one");
         return;

@@ -159,6 +159,18 @@ async fn grow_to_five_and_shrink_to_three_while_writing_loses_nothing() {
         role_of(&view, 4).as_deref() == Some("learner")
             && role_of(&view, 5).as_deref() == Some("learner")
     });
+    // The view lists a learner once its membership entry is in the leader's log; the next
+    // change is refused (409, "already undergoing a configuration change") until that entry is
+    // committed, which a loaded machine takes a moment to do.
+    let listed_at = cluster.health(leader).await.unwrap().raft.last_log_index;
+    eventually!(
+        "the membership listing 4 and 5 is committed",
+        cluster
+            .health(leader)
+            .await
+            .and_then(|health| health.raft.committed_index)
+            >= listed_at
+    );
     let (code, out) = cluster.admin(3, &["promote", "--id", "4", "--id", "5"]);
     assert_eq!(code, 0, "{out}");
     let view = cluster_view(&cluster, 2).await;
