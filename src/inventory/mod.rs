@@ -35,6 +35,8 @@ mod log_time;
 mod record;
 mod reservation;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub use apply::{apply, ApplyContext};
 pub use command::{
