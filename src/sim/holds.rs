@@ -10,7 +10,7 @@
 //! more optional operation per hold in a search already exponential in them and bounded by
 //! `checker::STATES_EXPLORED_MAX`. The hot and cold SKUs keep their exact linearizability check,
 //! since no hold touches them; the hold SKUs are checked instead by what must hold of every
-//! record and every reservation (`checks::holds`, `checks::endings`, `checks::carts`,
+//! record and every reservation (`checks::held_units`, `checks::endings`, `checks::carts`,
 //! `checks::conservation`).
 //!
 //! TTLs are 1 to 3 s, so during a run of a dozen seconds some holds are committed or released
