@@ -127,7 +127,6 @@ impl SimCluster {
             tls: Default::default(),
             // Not used: the simulation runs every node on madsim's one thread.
             runtime: Default::default(),
-            reservations: Default::default(),
         });
         config
             .validate()
