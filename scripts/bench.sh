@@ -12,16 +12,24 @@
 # cost; and stockraft's holds and commits of holds, C=32 over the same SKUs, beside its plain
 # reserves), prints the table, and stops exactly the processes it started. Raw results (one JSON
 # line per run) are kept in $BENCH_OUT (default: a temporary file, printed at the end).
+#
+#   scripts/bench.sh --holds 1000000,100000
+#       instead of the above, reservations at scale on a fresh stockraft cluster (no etcd):
+#       plain reserves for a reference p99; then LIVE holds (TTL one hour) and each node's RSS
+#       beside the live data (the size of a snapshot of the state); then DUE more holds made to
+#       fall due in the same second, and plain reserves while they expire: their p99 against
+#       the reference, and how long the expiry took. With --smoke: tiny counts.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-seconds=10 skus=1000 stock=100000 smoke=0
+seconds=10 skus=1000 stock=100000 smoke=0 holds=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --skus) skus="$2"; shift 2 ;;
     --smoke) smoke=1 seconds=1 skus=50 stock=500; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --holds) holds="$2"; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -48,9 +56,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ensure_etcd
 # shellcheck source=lib/throwaway-cluster.sh
 . "$ROOT/scripts/lib/throwaway-cluster.sh"
+if [ -n "$holds" ]; then
+  # shellcheck source=lib/holds-at-scale.sh
+  . "$ROOT/scripts/lib/holds-at-scale.sh"
+  if [ "$smoke" = 1 ]; then use_stockraft_binary debug; else use_stockraft_binary release; fi
+  holds_at_scale "$holds"
+  exit 0
+fi
+ensure_etcd
 # A smoke checks the script, not the speed: it reuses the debug build the tests made.
 if [ "$smoke" = 1 ]; then use_stockraft_binary debug; else use_stockraft_binary release; fi
 

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 use stockraft::client::wire::{
-    CartLineRequest, CartRequest, ChangeAnswer, CreateRequest, ReservationBody,
+    CartLineRequest, CartRequest, ChangeAnswer, CreateRequest, ReservationBody, ReservationCounts,
 };
 use stockraft::client::{routes, Answer, Client, Consistency, WriteOptions};
 use support::Cluster;
@@ -88,6 +88,7 @@ fn line(store_id: &str, sku: &str, qty: i64, expected_version: Option<u64>) -> C
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_are_committed_or_released_once_through_leader_and_follower() {
     let (cluster, leader, follower) = cluster().await;
+    let mut ended_before = 0;
     for (node, sku) in [(leader, "hold-l"), (follower, "hold-f")] {
         let client = cluster.client(node);
         create(&client, STORE, sku, 10).await;
@@ -109,6 +110,7 @@ async fn holds_are_committed_or_released_once_through_leader_and_follower() {
             (7, 3, 10)
         );
         assert_eq!(counts(&client, STORE, sku).await, (7, 3, 10));
+        reservation_metrics_become(&cluster, 1, ended_before).await;
 
         // Its replay answers the same reservation and holds nothing more.
         let replay = client
@@ -190,6 +192,20 @@ async fn holds_are_committed_or_released_once_through_leader_and_follower() {
             .unwrap();
         assert_eq!(plain.reservation_id, None);
         assert_eq!(counts(&client, STORE, sku).await, (6, 0, 6));
+        ended_before += 2;
+        reservation_metrics_become(&cluster, 0, ended_before).await;
+    }
+}
+
+/// Waits until every node's `/api/metrics` counts `held` reservations held and `ended` ended
+/// ones remembered.
+async fn reservation_metrics_become(cluster: &Cluster, held: u64, ended: u64) {
+    for id in cluster.ids() {
+        let client = cluster.client(id);
+        eventually!(format!("node {id} counts {held} held and {ended} ended"), {
+            let metrics = client.metrics().await.unwrap().ok().unwrap().data;
+            metrics.reservations == Some(ReservationCounts { held, ended })
+        });
     }
 }
 

@@ -44,7 +44,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::ReadPolicy;
 use openraft_rt::WatchReceiver;
 
-use crate::client::wire::{LogStatus, Metrics, RaftStatus, SnapshotSchedule};
+use crate::client::wire::{LogStatus, Metrics, RaftStatus, ReservationCounts, SnapshotSchedule};
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::inventory::{IdempotencyId, IdempotencyKey, Record, RecordKey, Request, Response};
@@ -235,7 +235,19 @@ impl App {
             raft,
             self.space.status(),
             self.log_status(),
+            self.reservation_counts(),
         )
+    }
+
+    /// How many reservations this node's applied state holds; `None` (logged) if unreadable.
+    pub fn reservation_counts(&self) -> Option<ReservationCounts> {
+        match self.state.reservation_counts() {
+            Ok((held, ended)) => Some(ReservationCounts { held, ended }),
+            Err(error) => {
+                tracing::warn!(%error, "could not read the reservation counts");
+                None
+            }
+        }
     }
 
     /// `POST /api/metrics/reset`: zeroes the counters of `GET /api/metrics` (not Prometheus's).

@@ -12,6 +12,11 @@
 //!   `--seconds`), then the timed run: clients commit those holds, one each, until none is left
 //!   or `--seconds` pass.
 //!
+//! `--ops N` stops a run once N operations succeeded (a fixed amount of state, say a million
+//! holds, rather than a time); `--hold-due-at-ms` gives each hold the TTL that makes it fall due
+//! at one instant, so holds made over a minute all fall due in the same second (an expiry
+//! storm: `scripts/bench.sh --holds`).
+//!
 //! A logical reserve's latency includes its retries: stockraft retries a `503 NO_LEADER`
 //! (nothing was applied); etcd, as its users do, reads the stock (a linearizable range), then
 //! writes `qty - 1` in a transaction that compares the key's `mod_revision`, and re-reads and
@@ -104,6 +109,14 @@ pub struct BenchArgs {
     /// A name for this run in the output (e.g. "any-node", "leader").
     #[arg(long, default_value = "")]
     pub label: String,
+    /// Stop once this many operations succeeded (as well as after `--seconds`).
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// Hold and commit scenarios: give each hold the TTL that makes it fall due at this
+    /// instant (Unix ms; the TTL is whole seconds, so within a second after it), instead of an
+    /// hour. Many holds made over a while then fall due in the same second.
+    #[arg(long)]
+    pub hold_due_at_ms: Option<u64>,
 }
 
 /// What one run measured.
@@ -138,9 +151,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     if args.nodes.is_empty() || args.clients == 0 || args.seconds <= 0.0 || args.skus == 0 {
         bail!("--nodes, --clients, --seconds and --skus must be positive");
     }
+    if args.ops == Some(0) {
+        bail!("--ops must be positive");
+    }
     let holds = matches!(args.scenario, Scenario::Hold | Scenario::Commit);
     if holds && args.target == Target::Etcd {
         bail!("the hold and commit scenarios are stockraft's (etcd has no holds)");
+    }
+    if args.hold_due_at_ms.is_some() && !holds {
+        bail!("--hold-due-at-ms is for the hold and commit scenarios");
     }
     let stockraft = Arc::new(Stockraft::new(&args));
     let driver: Arc<dyn Driver> = match args.target {
@@ -254,12 +273,15 @@ struct Tally {
     histogram: Mutex<Histogram<u64>>,
     outcomes: Mutex<BTreeMap<String, u64>>,
     retries: AtomicU64,
-    /// A reserve found no stock: every client stops.
+    /// A reserve found no stock, or `--ops` succeeded: every client stops.
     sold_out: AtomicBool,
+    /// Operations that succeeded so far, and how many may (`--ops`).
+    served: AtomicU64,
+    ops_max: Option<u64>,
 }
 
 impl Tally {
-    fn new() -> Self {
+    fn new(ops_max: Option<u64>) -> Self {
         Self {
             histogram: Mutex::new(
                 Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static bounds"),
@@ -267,6 +289,8 @@ impl Tally {
             outcomes: Mutex::default(),
             retries: AtomicU64::new(0),
             sold_out: AtomicBool::new(false),
+            served: AtomicU64::new(0),
+            ops_max,
         }
     }
 
@@ -287,6 +311,12 @@ impl Tally {
         if matches!(outcome, Outcome::OutOfStock | Outcome::Drained) {
             self.sold_out.store(true, Ordering::Relaxed);
         }
+        if *outcome == Outcome::Reserved {
+            let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.ops_max.is_some_and(|max| served >= max) {
+                self.sold_out.store(true, Ordering::Relaxed);
+            }
+        }
         *self
             .outcomes
             .lock()
@@ -304,7 +334,7 @@ async fn drive(
     skus: Arc<Vec<String>>,
     stock: i64,
 ) -> anyhow::Result<Report> {
-    let tally = Arc::new(Tally::new());
+    let tally = Arc::new(Tally::new(args.ops));
     let progress = progress_bar(args.seconds);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
@@ -449,6 +479,8 @@ struct Stockraft {
     clients: Vec<Client>,
     keyed: bool,
     scenario: Scenario,
+    /// `--hold-due-at-ms`.
+    hold_due_at_ms: Option<u64>,
     /// Reservations held in the commit scenario's first phase, to commit in its second.
     held: Mutex<Vec<String>>,
     /// The commit scenario's second phase has begun.
@@ -474,9 +506,21 @@ impl Stockraft {
             clients,
             keyed: args.keyed,
             scenario: args.scenario,
+            hold_due_at_ms: args.hold_due_at_ms,
             held: Mutex::default(),
             committing: AtomicBool::new(false),
         }
+    }
+
+    /// A hold's TTL: [`HOLD_TTL_S`], or what makes it fall due at `--hold-due-at-ms`.
+    fn hold_ttl_s(&self) -> u64 {
+        let Some(due_ms) = self.hold_due_at_ms else {
+            return HOLD_TTL_S;
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        due_ms.saturating_sub(now_ms).div_ceil(1_000).max(1)
     }
 
     /// From now on each logical operation commits one of the holds made so far.
@@ -505,7 +549,7 @@ impl Stockraft {
             qty: 1,
             expected_version: None,
             ttl_seconds: matches!(self.scenario, Scenario::Hold | Scenario::Commit)
-                .then_some(HOLD_TTL_S),
+                .then(|| self.hold_ttl_s()),
         };
         let answer = client
             .reserve(run_id, sku, &body, options)
@@ -851,5 +895,46 @@ mod tests {
         assert_eq!(etcd_stock(&range), Some((41, "7".to_owned())));
         assert_eq!(etcd_stock(&json!({ "header": {} })), None);
         assert_eq!(unb64(&b64("stock/a")), Some("stock/a".to_owned()));
+    }
+
+    #[test]
+    fn clients_stop_once_ops_operations_succeeded_and_not_before() {
+        let tally = Tally::new(Some(2));
+        tally.record(&Outcome::Reserved, 10, 0);
+        tally.record(&Outcome::Other("503".into()), 10, 0);
+        assert!(!tally.sold_out(), "a failed operation is not one of --ops");
+        tally.record(&Outcome::Reserved, 10, 0);
+        assert!(tally.sold_out());
+        let unbounded = Tally::new(None);
+        for _ in 0..1_000 {
+            unbounded.record(&Outcome::Reserved, 10, 0);
+        }
+        assert!(!unbounded.sold_out());
+    }
+
+    #[test]
+    fn holds_due_at_an_instant_get_the_ttl_that_reaches_it() {
+        let args = |due: Option<u64>| BenchArgs {
+            nodes: vec!["127.0.0.1:1".into()],
+            target: Target::Stockraft,
+            scenario: Scenario::Hold,
+            clients: 1,
+            seconds: 1.0,
+            skus: 1,
+            stock: 1,
+            keyed: false,
+            token: None,
+            label: String::new(),
+            ops: None,
+            hold_due_at_ms: due,
+        };
+        assert_eq!(Stockraft::new(&args(None)).hold_ttl_s(), HOLD_TTL_S);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let ttl = Stockraft::new(&args(Some(now_ms + 90_500))).hold_ttl_s();
+        assert!((90..=91).contains(&ttl), "{ttl}");
+        assert_eq!(Stockraft::new(&args(Some(now_ms - 5_000))).hold_ttl_s(), 1);
     }
 }

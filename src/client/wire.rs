@@ -448,6 +448,18 @@ pub struct Metrics {
     pub raft: RaftStatus,
     pub storage: StorageStatus,
     pub log: LogStatus,
+    /// This node's applied reservation state; null if it could not be read.
+    pub reservations: Option<ReservationCounts>,
+}
+
+/// How many reservations this node's applied state holds (`GET /api/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationCounts {
+    /// Reservations held now (at most 2,000,000: past that a hold is refused).
+    pub held: u64,
+    /// Ended reservations still remembered (24 h of log time, at most 1,000,000).
+    pub ended: u64,
 }
 
 /// The Raft log and snapshots on this node's disk.

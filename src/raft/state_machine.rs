@@ -182,6 +182,11 @@ impl StateMachineStore {
         reservations::reservation(&*self.disk, id)
     }
 
+    /// How many reservations are held, and how many ended ones are remembered.
+    pub fn reservation_counts(&self) -> Result<(u64, u64), StorageError> {
+        reservations::counts(&*self.disk)
+    }
+
     /// Every store's record of `sku`, ordered by store id, at most `limit`.
     pub fn sku_records(&self, sku: &str, limit: usize) -> Result<Vec<Record>, StorageError> {
         reservations::sku_records(&*self.disk, sku, limit)

@@ -57,7 +57,7 @@ mod reads;
 mod sku_index;
 
 pub use apply_call::Reservations;
-pub use reads::{due_holds, reservation, sku_records, store_records};
+pub use reads::{counts, due_holds, reservation, sku_records, store_records};
 pub use sku_index::{build_sku_index, sku_index_built, SKU_INDEX_BUILD_RECORDS_PER_BATCH};
 
 /// How long an ended reservation is remembered, in ms of log time: 24 h, long enough for any

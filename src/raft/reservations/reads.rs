@@ -14,6 +14,15 @@ pub fn reservation(
     storage::read(disk, &keys::reservation(id.as_u64()))
 }
 
+/// How many reservations are held, and how many ended ones are remembered: two point reads of
+/// the counters apply keeps.
+pub fn counts(disk: &dyn Disk) -> Result<(u64, u64), StorageError> {
+    let held = storage::read(disk, keys::HELD_COUNT)?.unwrap_or(0);
+    let next: u64 = storage::read(disk, keys::ENDED_NEXT)?.unwrap_or(0);
+    let front: u64 = storage::read(disk, keys::ENDED_FRONT)?.unwrap_or(0);
+    Ok((held, next.saturating_sub(front)))
+}
+
 /// The held reservations due at `now_ms` (log time: `expires_at_ms <= now_ms`), in deadline
 /// order (then id order), at most `limit`.
 pub fn due_holds(
