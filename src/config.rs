@@ -412,7 +412,15 @@ pub struct ReservationsConfig {
     /// (`app::expiry`), in ms: a hold expires within about this long (plus one commit) of its
     /// deadline. From 10 ms to 60,000 ms. Default 250.
     pub expiry_interval_ms: u64,
+    /// While clients are writing, the leader expires at most this many holds per second
+    /// (`app::expiry`: a storm of holds due together must not stall writes); an idle leader
+    /// expires them as fast as the log takes them. From 100 to 1,000,000. Default 1,000.
+    pub expiry_per_second_under_load: u64,
 }
+
+/// Bounds of `reservations.expiry_per_second_under_load`.
+pub const EXPIRY_PER_SECOND_MIN: u64 = 100;
+pub const EXPIRY_PER_SECOND_MAX: u64 = 1_000_000;
 
 /// Shortest `reservations.expiry_interval_ms` accepted: more often only spins the leader.
 pub const EXPIRY_INTERVAL_MS_MIN: u64 = 10;
@@ -432,6 +440,7 @@ impl Default for ReservationsConfig {
         Self {
             default_ttl_s: 900,
             expiry_interval_ms: 250,
+            expiry_per_second_under_load: 1_000,
         }
     }
 }
@@ -677,6 +686,13 @@ impl Config {
                  {EXPIRY_INTERVAL_MS_MAX}"
             )));
         }
+        let rate = reservations.expiry_per_second_under_load;
+        if !(EXPIRY_PER_SECOND_MIN..=EXPIRY_PER_SECOND_MAX).contains(&rate) {
+            return Err(ConfigError::Invalid(format!(
+                "reservations.expiry_per_second_under_load must be {EXPIRY_PER_SECOND_MIN} to \
+                 {EXPIRY_PER_SECOND_MAX}"
+            )));
+        }
         Ok(())
     }
 
@@ -915,9 +931,18 @@ mod tests {
         assert_eq!(config.reservations.expiry_interval_ms, 250);
         config.cluster.secret = "a-secret-of-16-bytes".into();
         assert!(config.validate().is_ok());
-        for (ttl_s, interval_ms) in [(0, 250), (7 * 24 * 3_600 + 1, 250), (900, 9), (900, 60_001)] {
+        assert_eq!(config.reservations.expiry_per_second_under_load, 1_000);
+        for (ttl_s, interval_ms, per_second) in [
+            (0, 250, 1_000),
+            (7 * 24 * 3_600 + 1, 250, 1_000),
+            (900, 9, 1_000),
+            (900, 60_001, 1_000),
+            (900, 250, 99),
+            (900, 250, 1_000_001),
+        ] {
             config.reservations.default_ttl_s = ttl_s;
             config.reservations.expiry_interval_ms = interval_ms;
+            config.reservations.expiry_per_second_under_load = per_second;
             let refused = config.validate().unwrap_err().to_string();
             assert!(refused.contains("reservations."), "{refused}");
         }

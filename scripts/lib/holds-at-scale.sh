@@ -52,17 +52,24 @@ holds_at_scale() {
   run --scenario hold --ops "$live" --seconds 36000 --label live
   [ "$(bench_field live ok)" -ge "$live" ] || { say "only $(bench_field live ok) holds were made"; exit 1; }
 
-  # Live data: a snapshot of the whole state, built now on the leader.
+  # Each node's RSS now, then (after the snapshot below) the live data: a snapshot of the whole
+  # state, built on the leader. Its build reads the whole state through sled's cache, so RSS is
+  # read again after the steady run, with the live holds still in place.
+  : >"$WORK/rss"
+  rss_now() {
+    local id
+    for id in 1 2 3; do
+      awk -v id="$id" -v at="$1" '/^VmRSS/ { rss = $2 } /^VmHWM/ { hwm = $2 }
+        END { printf "%s %s %d %d\n", at, id, rss / 1024, hwm / 1024 }' \
+        "/proc/${SR_PIDS[$id]}/status" >>"$WORK/rss"
+    done
+  }
+  rss_now loaded
   curl -fsS -o /dev/null -X POST -H "x-stockraft-secret: $SR_SECRET" \
     "http://$leader_addr/api/cluster/snapshot"
-  local snapshot_bytes rss_lines="" id
+  local snapshot_bytes
   snapshot_bytes="$(curl -fsS "http://$leader_addr/metrics" |
     sed -n 's/^stockraft_snapshot_last_size_bytes{phase="build"} \([0-9]*\).*/\1/p')"
-  for id in 1 2 3; do
-    rss_lines+="$(awk -v id="$id" '/^VmRSS/ { rss = $2 } /^VmHWM/ { hwm = $2 }
-      END { printf "%s %d %d\n", id, rss / 1024, hwm / 1024 }' "/proc/${SR_PIDS[$id]}/status")"$'\n'
-  done
-  printf '%s' "$rss_lines" >"$WORK/rss"
   # Clients finish the holds in flight when --ops is reached: count what is held.
   local live_held
   live_held="$(held_on "$leader_addr")"
@@ -70,6 +77,7 @@ holds_at_scale() {
 
   say "holds: plain reserves with the live holds in place, ${seconds}s"
   run --scenario spread --seconds "$seconds" --label steady
+  rss_now steady
 
   # The due holds all fall due at T: far enough ahead to make them at the rate the live ones
   # were made, with room to spare.
@@ -102,6 +110,7 @@ holds_at_scale() {
 import json, sys
 runs = {json.loads(l)["label"]: json.loads(l) for l in open(sys.argv[1]) if l.strip()}
 rss = [line.split() for line in open(sys.argv[2]) if line.strip()]
+
 snapshot_mib = int(sys.argv[3] or 0) / 2**20
 live, due, drained = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 fresh, steady, storm = runs["fresh"], runs["steady"], runs["storm"]
@@ -109,8 +118,9 @@ print()
 print(f"{live} live holds made at {runs['live']['opsPerSec']:.0f}/s; {due} due holds at "
       f"{runs['due']['opsPerSec']:.0f}/s")
 print(f"live data (a snapshot of the whole state): {snapshot_mib:.0f} MiB")
-for node, now, peak in rss:
-    print(f"node {node}: RSS {now} MiB (peak {peak} MiB): "
+for at, node, now, peak in rss:
+    when = "after loading" if at == "loaded" else "after plain reserves on top"
+    print(f"node {node} {when}: RSS {now} MiB (peak so far {peak} MiB): "
           f"{int(now) - snapshot_mib:+.0f} MiB beside the live data")
 print(f"{'plain reserves':<28} | {'ops/s':>7} | {'p50 ms':>6} {'p99 ms':>7} {'max ms':>7}")
 for name, r in (("fresh", fresh), ("with live holds", steady), ("while due holds expire", storm)):

@@ -15,21 +15,35 @@
 //! leader finds every due hold in its own due index: a leader change or restart loses no
 //! expiry.
 //!
-//! One proposal is in flight at a time (the loop awaits it). A full batch is followed at once
-//! by the next (many holds due in the same second drain at the speed of the log, one entry at a
-//! time, interleaved with client writes); otherwise the proposer waits for the next tick. A
-//! failure (not the leader any more, overloaded, short of disk space) is logged and retried at
-//! the next tick. On a follower the proposer does nothing. It ends when Raft stops or the node's
-//! [`App`] is dropped.
+//! One proposal is in flight at a time (the loop awaits it). A full batch is followed by the
+//! next without waiting for the tick, so many holds due in the same second drain as a run of
+//! entries, interleaved with client writes. **How fast depends on whether clients are
+//! writing.** On an idle leader batches of [`EXPIRE_IDS_MAX`] follow each other at the speed of
+//! the log. While client commands are in flight on the leader, batches are of
+//! [`PACED_BATCH_IDS`] and paced to `reservations.expiry_per_second_under_load`: an expiry
+//! costs the state machine about four writes (the reservation, its due entry, the retention
+//! queue, the record) against one or two for a reserve, so an unpaced storm of 100,000 holds
+//! due in one second took half the write throughput and multiplied the writes' p99 by 12
+//! (`scripts/bench.sh --holds`). Pacing delays only the units' return to `qty`: a hold past its
+//! deadline can no longer be committed or released (apply refuses it by log time), so no
+//! outcome changes. Otherwise the proposer waits for the next tick. A failure (not the leader
+//! any more, overloaded, short of disk space) is logged and retried at the next tick. On a
+//! follower the proposer does nothing. It ends when Raft stops or the node's [`App`] is
+//! dropped.
 
 use std::sync::Weak;
 use std::time::Duration;
 
 use openraft_rt::WatchReceiver;
+use tokio::time::Instant;
 
 use super::{App, ProposeError};
 use crate::inventory::{self, Command, CommandResult, EXPIRE_IDS_MAX};
 use crate::storage::StorageError;
+
+/// Most holds one expiry names while client commands are in flight: small entries, so a client
+/// write waits behind little expiry work (an idle leader names [`EXPIRE_IDS_MAX`]).
+pub const PACED_BATCH_IDS: usize = 100;
 
 /// What one round of the expiry proposer did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,13 +67,15 @@ pub enum ExpiryError {
 
 impl App {
     /// One round of the expiry proposer (module docs): on the leader, proposes the expiry of at
-    /// most [`EXPIRE_IDS_MAX`] due holds and waits for it to apply.
-    pub async fn propose_due_expiries(&self) -> Result<ExpiryRound, ExpiryError> {
+    /// most `limit` (at most [`EXPIRE_IDS_MAX`]) due holds and waits for it to apply.
+    pub async fn propose_due_expiries(&self, limit: usize) -> Result<ExpiryRound, ExpiryError> {
         if !self.is_leader() {
             return Ok(ExpiryRound::NotLeader);
         }
         let stamp_ms = inventory::proposal_stamp(self.clock.now_ms(), self.state.log_time_ms()?);
-        let ids = self.state.due_holds(stamp_ms, EXPIRE_IDS_MAX)?;
+        let ids = self
+            .state
+            .due_holds(stamp_ms, limit.clamp(1, EXPIRE_IDS_MAX))?;
         if ids.is_empty() {
             return Ok(ExpiryRound::NothingDue);
         }
@@ -84,6 +100,11 @@ impl App {
     }
 }
 
+/// How long expiring `named` holds takes at `per_second`.
+fn pace(named: usize, per_second: u64) -> Duration {
+    Duration::from_secs_f64(named as f64 / per_second.max(1) as f64)
+}
+
 /// Runs the expiry proposer of `app` every `period` until Raft stops or the app is dropped
 /// (module docs). Holds the app weakly: the task must not keep a stopped node alive.
 pub async fn propose_expiries(app: Weak<App>, period: Duration) {
@@ -104,13 +125,24 @@ pub async fn propose_expiries(app: Weak<App>, period: Duration) {
         let Some(app) = app.upgrade() else {
             return;
         };
-        // Full batches follow each other at once; anything less waits for the next tick.
+        let per_second = app.config().reservations.expiry_per_second_under_load;
+        // Full batches follow each other (paced while clients write); less waits for the tick.
         loop {
-            match app.propose_due_expiries().await {
+            let paced = app.proposals_in_flight() > 0;
+            let limit = if paced {
+                PACED_BATCH_IDS
+            } else {
+                EXPIRE_IDS_MAX
+            };
+            let started = Instant::now();
+            match app.propose_due_expiries(limit).await {
                 Ok(ExpiryRound::Expired { named, expired }) => {
-                    tracing::debug!(named, expired, "proposed the expiry of due holds");
-                    if named < EXPIRE_IDS_MAX {
+                    tracing::debug!(named, expired, paced, "proposed the expiry of due holds");
+                    if named < limit {
                         break;
+                    }
+                    if paced || app.proposals_in_flight() > 0 {
+                        tokio::time::sleep_until(started + pace(named, per_second)).await;
                     }
                 }
                 Ok(ExpiryRound::NotLeader | ExpiryRound::NothingDue) => break,
