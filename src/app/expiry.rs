@@ -23,8 +23,8 @@
 //! [`PACED_BATCH_IDS`] and paced to `reservations.expiry_per_second_under_load`: an expiry
 //! costs the state machine about four writes (the reservation, its due entry, the retention
 //! queue, the record) against one or two for a reserve, so an unpaced storm of 100,000 holds
-//! due in one second took half the write throughput and multiplied the writes' p99 by 12
-//! (`scripts/bench.sh --holds`). Pacing delays only the units' return to `qty`: a hold past its
+//! due in one second took 30% of the write throughput and multiplied the writes' p99 by 7;
+//! paced at 1,000/s, 1.5 (`scripts/bench.sh --holds`, three nodes on one 2-core machine). Pacing delays only the units' return to `qty`: a hold past its
 //! deadline can no longer be committed or released (apply refuses it by log time), so no
 //! outcome changes. Otherwise the proposer waits for the next tick. A failure (not the leader
 //! any more, overloaded, short of disk space) is logged and retried at the next tick. On a
