@@ -394,3 +394,77 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::inventory::{RecordKey, ReservationId, ReservationStatus};
+
+    /// Status, code and details of the answer a rejection becomes.
+    fn answered(rejection: Rejection) -> (u16, String, Option<Value>) {
+        let body = ApiError::from(rejection).body();
+        (body.error.status_code, body.error.code, body.error.details)
+    }
+
+    #[test]
+    fn reservation_refusals_answer_their_status_code_and_details() {
+        let id = ReservationId::new(7, 0).unwrap();
+        assert_eq!(
+            answered(Rejection::ReservationNotFound { id }),
+            (404, codes::RESERVATION_NOT_FOUND.into(), None)
+        );
+        assert_eq!(
+            answered(Rejection::ReservationExpired { id }),
+            (409, codes::RESERVATION_EXPIRED.into(), None)
+        );
+        assert_eq!(
+            answered(Rejection::ReservationNotHeld {
+                id,
+                status: ReservationStatus::Committed
+            }),
+            (
+                409,
+                codes::RESERVATION_NOT_HELD.into(),
+                Some(json!({ "status": "committed" }))
+            )
+        );
+        assert_eq!(
+            answered(Rejection::HoldLimitReached { max: 2_000_000 }),
+            (
+                409,
+                codes::HOLD_LIMIT_REACHED.into(),
+                Some(json!({ "max": 2_000_000 }))
+            )
+        );
+    }
+
+    #[test]
+    fn a_refused_cart_takes_its_first_causes_status_and_names_every_line() {
+        let key = |sku: &str| RecordKey::new("s1", sku).unwrap();
+        let lines = vec![
+            LineRefusal {
+                index: 1,
+                key: key("b"),
+                rejection: Rejection::InsufficientStock {
+                    requested: 5,
+                    available: 1,
+                },
+            },
+            LineRefusal {
+                index: 3,
+                key: key("d"),
+                rejection: Rejection::NotFound { key: key("d") },
+            },
+        ];
+        let (status, code, details) = answered(Rejection::CartRefused { lines });
+        assert_eq!((status, code.as_str()), (422, codes::CART_REFUSED));
+        let lines = &details.unwrap()["lines"];
+        assert_eq!(lines[0]["index"], 1);
+        assert_eq!(lines[0]["code"], codes::INSUFFICIENT_STOCK);
+        assert_eq!(lines[1]["index"], 3);
+        assert_eq!(lines[1]["sku"], "d");
+        assert_eq!(lines[1]["code"], "NOT_FOUND");
+    }
+}
