@@ -9,18 +9,27 @@
 # starts a three-node stockraft cluster and a three-member etcd cluster on loopback with fresh
 # data directories and free ports, runs `stockraft bench` (scenarios hot and spread, C=1 and
 # C=32, through every node; plus C=1 through the stockraft leader alone, to show the forwarding
-# cost), prints the table, and stops exactly the processes it started. Raw results (one JSON
+# cost; and stockraft's holds and commits of holds, C=32 over the same SKUs, beside its plain
+# reserves), prints the table, and stops exactly the processes it started. Raw results (one JSON
 # line per run) are kept in $BENCH_OUT (default: a temporary file, printed at the end).
+#
+#   scripts/bench.sh --holds 1000000,100000
+#       instead of the above, reservations at scale on a fresh stockraft cluster (no etcd):
+#       plain reserves for a reference p99; then LIVE holds (TTL one hour) and each node's RSS
+#       beside the live data (the size of a snapshot of the state); then DUE more holds made to
+#       fall due in the same second, and plain reserves while they expire: their p99 against
+#       the reference, and how long the expiry took. With --smoke: tiny counts.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-seconds=10 skus=1000 stock=100000 smoke=0
+seconds=10 skus=1000 stock=100000 smoke=0 holds=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --skus) skus="$2"; shift 2 ;;
     --smoke) smoke=1 seconds=1 skus=50 stock=500; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --holds) holds="$2"; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -47,9 +56,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ensure_etcd
 # shellcheck source=lib/throwaway-cluster.sh
 . "$ROOT/scripts/lib/throwaway-cluster.sh"
+if [ -n "$holds" ]; then
+  # shellcheck source=lib/holds-at-scale.sh
+  . "$ROOT/scripts/lib/holds-at-scale.sh"
+  if [ "$smoke" = 1 ]; then use_stockraft_binary debug; else use_stockraft_binary release; fi
+  holds_at_scale "$holds"
+  exit 0
+fi
+ensure_etcd
 # A smoke checks the script, not the speed: it reuses the debug build the tests made.
 if [ "$smoke" = 1 ]; then use_stockraft_binary debug; else use_stockraft_binary release; fi
 
@@ -103,6 +119,12 @@ for scenario in hot spread; do
   say "$scenario, C=1, stockraft leader only"
   bench --target stockraft --nodes "$leader_addr" --scenario "$scenario" --clients 1 --label leader
 done
+# Reservations (issue 31): a hold is a reserve with ttlSeconds; commit commits holds made just
+# before (untimed). Same SKUs, same clients as spread C=32, so the ratios compare like with like.
+for scenario in hold commit; do
+  say "$scenario, C=32, stockraft"
+  bench --target stockraft --nodes "$all_sr" --scenario "$scenario" --clients 32 --label any-node
+done
 
 python3 - "$OUT" <<'PY'
 import json, sys
@@ -129,6 +151,13 @@ for scenario in ("hot", "spread"):
     if l and s:
         print(f"{scenario:<8} {1:>3} {'leader':<9} | {l['opsPerSec']:>15.0f} {'':>10} {'':>7} | "
               f"{l['p50Ms']:>6.2f} (any node {ratio(s['p50Ms'], l['p50Ms'])} of it)")
+plain = find("stockraft", "spread", 32, "any-node")
+for scenario in ("hold", "commit"):
+    r = find("stockraft", scenario, 32, "any-node")
+    if r and plain:
+        print(f"{scenario:<8} {32:>3} {'any node':<9} | {r['opsPerSec']:>15.0f} "
+              f"(plain reserve {plain['opsPerSec']:.0f}/s: {ratio(r['opsPerSec'], plain['opsPerSec'])}) | "
+              f"p50 {r['p50Ms']:.2f} ms, p99 {r['p99Ms']:.2f} ms ({ratio(r['p99Ms'], plain['p99Ms'])} of plain)")
 bad = [r for r in runs if (r.get("oversell") or 0) > 0]
 if bad:
     print("OVERSELL in", [(r["target"], r["scenario"], r["clients"]) for r in bad])

@@ -64,6 +64,8 @@ pub struct Config {
     pub tls: TlsConfig,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub reservations: ReservationsConfig,
 }
 
 /// TLS (`[tls]`): all three files, or none. With them, peers speak mutual TLS (a node accepts
@@ -399,6 +401,50 @@ impl Default for ApiConfig {
     }
 }
 
+/// Reservations (`[reservations]`): holds and carts (`inventory::reservation`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReservationsConfig {
+    /// How long a cart is held when its request names no TTL, in seconds. From 1 s to 7 days
+    /// (the bounds of any hold). Default 900 (15 minutes).
+    pub default_ttl_s: u64,
+    /// How often the leader looks for holds past their deadline and proposes their expiry
+    /// (`app::expiry`), in ms: a hold expires within about this long (plus one commit) of its
+    /// deadline. From 10 ms to 60,000 ms. Default 250.
+    pub expiry_interval_ms: u64,
+    /// While clients are writing, the leader expires at most this many holds per second
+    /// (`app::expiry`: a storm of holds due together must not stall writes); an idle leader
+    /// expires them as fast as the log takes them. From 100 to 1,000,000. Default 1,000.
+    pub expiry_per_second_under_load: u64,
+}
+
+/// Bounds of `reservations.expiry_per_second_under_load`.
+pub const EXPIRY_PER_SECOND_MIN: u64 = 100;
+pub const EXPIRY_PER_SECOND_MAX: u64 = 1_000_000;
+
+/// Shortest `reservations.expiry_interval_ms` accepted: more often only spins the leader.
+pub const EXPIRY_INTERVAL_MS_MIN: u64 = 10;
+/// Longest `reservations.expiry_interval_ms` accepted: a hold must come back within about a
+/// second of its deadline (issue 31); a minute is already far past that.
+pub const EXPIRY_INTERVAL_MS_MAX: u64 = 60_000;
+
+impl ReservationsConfig {
+    /// [`Self::default_ttl_s`] in ms: what a cart without a TTL is held for.
+    pub fn default_ttl_ms(&self) -> u64 {
+        self.default_ttl_s.saturating_mul(1_000)
+    }
+}
+
+impl Default for ReservationsConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl_s: 900,
+            expiry_interval_ms: 250,
+            expiry_per_second_under_load: 1_000,
+        }
+    }
+}
+
 /// The node's async runtime (`[runtime]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -615,7 +661,39 @@ impl Config {
                 "runtime.worker_threads must be 1 to {WORKER_THREADS_MAX}"
             ));
         }
-        self.validate_api_limits()
+        self.validate_api_limits()?;
+        self.validate_reservations()
+    }
+
+    fn validate_reservations(&self) -> Result<(), ConfigError> {
+        let reservations = &self.reservations;
+        let ttl_ms = reservations.default_ttl_ms();
+        let (ttl_min, ttl_max) = (
+            crate::inventory::HOLD_TTL_MS_MIN,
+            crate::inventory::HOLD_TTL_MS_MAX,
+        );
+        if !(ttl_min..=ttl_max).contains(&ttl_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "reservations.default_ttl_s must be {} to {}",
+                ttl_min / 1_000,
+                ttl_max / 1_000
+            )));
+        }
+        let interval = reservations.expiry_interval_ms;
+        if !(EXPIRY_INTERVAL_MS_MIN..=EXPIRY_INTERVAL_MS_MAX).contains(&interval) {
+            return Err(ConfigError::Invalid(format!(
+                "reservations.expiry_interval_ms must be {EXPIRY_INTERVAL_MS_MIN} to \
+                 {EXPIRY_INTERVAL_MS_MAX}"
+            )));
+        }
+        let rate = reservations.expiry_per_second_under_load;
+        if !(EXPIRY_PER_SECOND_MIN..=EXPIRY_PER_SECOND_MAX).contains(&rate) {
+            return Err(ConfigError::Invalid(format!(
+                "reservations.expiry_per_second_under_load must be {EXPIRY_PER_SECOND_MIN} to \
+                 {EXPIRY_PER_SECOND_MAX}"
+            )));
+        }
+        Ok(())
     }
 
     fn validate_api_limits(&self) -> Result<(), ConfigError> {
@@ -843,6 +921,31 @@ mod tests {
         assert_eq!(config.cluster.secret, "env-secret-123");
         assert!(config.validate().is_ok());
         assert_eq!(config.bootstrap_node_id(), 1);
+    }
+
+    #[test]
+    fn reservations_default_to_fifteen_minute_carts_and_a_quarter_second_expiry_tick() {
+        let mut config = Config::parse(SAMPLE).unwrap();
+        assert_eq!(config.reservations.default_ttl_s, 900);
+        assert_eq!(config.reservations.default_ttl_ms(), 900_000);
+        assert_eq!(config.reservations.expiry_interval_ms, 250);
+        config.cluster.secret = "a-secret-of-16-bytes".into();
+        assert!(config.validate().is_ok());
+        assert_eq!(config.reservations.expiry_per_second_under_load, 1_000);
+        for (ttl_s, interval_ms, per_second) in [
+            (0, 250, 1_000),
+            (7 * 24 * 3_600 + 1, 250, 1_000),
+            (900, 9, 1_000),
+            (900, 60_001, 1_000),
+            (900, 250, 99),
+            (900, 250, 1_000_001),
+        ] {
+            config.reservations.default_ttl_s = ttl_s;
+            config.reservations.expiry_interval_ms = interval_ms;
+            config.reservations.expiry_per_second_under_load = per_second;
+            let refused = config.validate().unwrap_err().to_string();
+            assert!(refused.contains("reservations."), "{refused}");
+        }
     }
 
     #[test]

@@ -46,6 +46,7 @@ use std::time::Duration;
 use openraft::BasicNode;
 use openraft_rt::WatchReceiver;
 
+use crate::app::expiry;
 use crate::app::periodic_snapshots::snapshot_every;
 use crate::app::{raft_status_of, App, AppStorage, Clock, SystemClock};
 use crate::client::wire::AddLearnerRequest;
@@ -56,7 +57,7 @@ use crate::inventory;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::state_machine::{ApplyFn, StateMachineStore};
-use crate::raft::{idempotency_log, log_upgrade};
+use crate::raft::{idempotency_log, log_upgrade, reservations};
 use crate::raft::{NodeId, Raft};
 use crate::space::{Limits, SpaceGuard, SpaceSource};
 use crate::storage::fs::Fs;
@@ -163,6 +164,9 @@ pub async fn start(
     idempotency_log::upgrade_key_layout(&*storage.disk, idempotency_log::KEYS_PER_CHUNK)
         .await
         .map_err(|error| StartError::Storage(error.to_string()))?;
+    // Records created before the SKU index get their entries (once: a marker says it is built).
+    reservations::build_sku_index(&*storage.disk)
+        .map_err(|error| StartError::Storage(error.to_string()))?;
     let wal =
         Wal::open(storage.fs.clone(), &storage.wal_dir(), wal_options).map_err(storage_error)?;
     let identity = Arc::new(open_identity(id, &config, &storage, &wal, &transport).await?);
@@ -190,14 +194,14 @@ pub async fn start(
         telemetry,
         identity,
     };
-    Ok(Arc::new(App::new(
-        id,
-        raft,
-        storage,
-        config,
-        transport,
-        seams.clock,
-    )))
+    let expiry_period = Duration::from_millis(config.reservations.expiry_interval_ms);
+    let app = Arc::new(App::new(id, raft, storage, config, transport, seams.clock));
+    // Like the background tasks above, it ends when Raft stops (or the app is dropped).
+    tokio::spawn(expiry::propose_expiries(
+        Arc::downgrade(&app),
+        expiry_period,
+    ));
+    Ok(app)
 }
 
 /// The node's own background tasks, which end when Raft stops: learning the peers'

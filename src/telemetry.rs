@@ -141,12 +141,16 @@ pub struct WriteSeries {
     pub idempotent_replays: Counter<u64, AtomicU64>,
 }
 
-/// What this node holds on disk, and whether its disk-space alarm is raised.
+/// What this node holds on disk, whether its disk-space alarm is raised, and how many
+/// reservations its applied state holds.
 #[derive(Debug)]
 pub struct DiskSeries {
     pub wal_bytes: Gauge,
     pub data_dir_bytes: Gauge,
     pub no_space: Gauge,
+    /// Reservations held, and ended ones remembered, in the applied state.
+    pub reservations_held: Gauge,
+    pub reservations_ended: Gauge,
 }
 
 impl Default for Telemetry {
@@ -390,6 +394,20 @@ impl DiskSeries {
                 r,
                 "storage_no_space",
                 "1 while the disk-space alarm refuses client writes (507)",
+                None,
+                Gauge::default(),
+            ),
+            reservations_held: add(
+                r,
+                "reservations_held",
+                "Reservations held in this node's applied state",
+                None,
+                Gauge::default(),
+            ),
+            reservations_ended: add(
+                r,
+                "reservations_ended",
+                "Ended reservations this node's applied state still remembers",
                 None,
                 Gauge::default(),
             ),

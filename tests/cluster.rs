@@ -38,6 +38,7 @@ async fn reserve(cluster: &Cluster, node: u64, sku: &str, qty: i64) -> u16 {
             ReserveRequest {
                 qty,
                 expected_version: None,
+                ttl_seconds: None,
             },
         )
         .await
@@ -275,6 +276,7 @@ async fn a_node_cut_off_from_the_majority_refuses_writes_and_linearizable_reads(
             ReserveRequest {
                 qty: 1,
                 expected_version: None,
+                ttl_seconds: None,
             },
         )
         .await;

@@ -184,6 +184,7 @@ fn record() -> Record {
     Record {
         key: RecordKey::new("store-1", "SKU-1").unwrap(),
         quantity: 7,
+        reserved: 0,
         version: 3,
         created_at_ms: 1,
         updated_at_ms: 2,
@@ -317,7 +318,7 @@ fn rpc_decoders() -> Vec<Decoder> {
 fn disk_decoders() -> Vec<Decoder> {
     let response = Response {
         operation: Operation::Create,
-        result: Ok(record()),
+        result: Ok(record()).into(),
         replayed: false,
         log_index: 9,
     };
@@ -790,6 +791,7 @@ async fn reserve(cluster: &Cluster, node: u64, sku: &str) -> u16 {
     let reserve = ReserveRequest {
         qty: 1,
         expected_version: None,
+        ttl_seconds: None,
     };
     cluster
         .post(node, &routes::reserve(STORE, sku), reserve)

@@ -299,6 +299,7 @@ async fn a_full_disk_refuses_writes_with_507_keeps_serving_and_recovers_once_spa
     let reserve = ReserveRequest {
         qty: 1,
         expected_version: None,
+        ttl_seconds: None,
     };
     let refused = clients[1]
         .reserve(

@@ -28,6 +28,7 @@ fn one_unit() -> ReserveRequest {
     ReserveRequest {
         qty: 1,
         expected_version: None,
+        ttl_seconds: None,
     }
 }
 

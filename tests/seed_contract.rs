@@ -24,7 +24,8 @@ fn record_path(sku: &str) -> String {
     routes::record(STORE, sku)
 }
 
-/// The seed's published record schema: exactly these six fields, with these JSON types.
+/// The seed's published record schema: its six fields, with these JSON types, and the two a
+/// record gained with reservations (issue 31): `reserved` (0 here: no test holds) and `onHand`.
 fn assert_seed_record(record: &Value, sku: &str, qty: i64, version: u64, what: &str) {
     let object = record
         .as_object()
@@ -33,9 +34,20 @@ fn assert_seed_record(record: &Value, sku: &str, qty: i64, version: u64, what: &
     fields.sort_unstable();
     assert_eq!(
         fields,
-        ["createdAt", "qty", "sku", "storeId", "updatedAt", "version"],
+        [
+            "createdAt",
+            "onHand",
+            "qty",
+            "reserved",
+            "sku",
+            "storeId",
+            "updatedAt",
+            "version"
+        ],
         "{what}: {record}"
     );
+    assert_eq!(record["reserved"].as_i64(), Some(0), "{what}: {record}");
+    assert_eq!(record["onHand"].as_i64(), Some(qty), "{what}: {record}");
     assert_eq!(record["sku"], sku, "{what}: {record}");
     assert_eq!(record["storeId"], STORE, "{what}: {record}");
     assert_eq!(record["qty"].as_i64(), Some(qty), "{what}: {record}");

@@ -49,6 +49,7 @@ async fn reserve(
     let body = ReserveRequest {
         qty,
         expected_version: None,
+        ttl_seconds: None,
     };
     let client = cluster.client(node).with_timeout(CALL_TIMEOUT);
     match client
@@ -266,7 +267,14 @@ mod suite {
         let ops: usize = reports.iter().map(|r| r.ops_checked).sum();
         let unknown: usize = reports.iter().map(|r| r.unknown_ops).sum();
         let unchecked: usize = reports.iter().map(|r| r.unchecked_skus).sum();
+        let mut reservations = std::collections::BTreeMap::new();
+        for report in &reports {
+            for (status, n) in &report.reservations {
+                *reservations.entry(*status).or_insert(0) += n;
+            }
+        }
         println!("faults injected: {faults:?}; unknown outcomes: {unknown}; SKU histories the checker gave up on: {unchecked}");
+        println!("reservations by final status: {reservations:?}");
         println!(
             "sim: {} seeds, {} failed, {} ops checked, {:.1} s",
             reports.len(),
@@ -344,6 +352,31 @@ mod suite {
         let caught = seeds_until_caught(PlantedBug::ReserveSkipsStockCheck, 20)
             .expect("the planted oversell went unnoticed");
         assert!(!caught.violations.is_empty());
+    }
+
+    /// The planted bug's seeds fail, and (at least) the named checker says so.
+    fn caught_by(bug: PlantedBug, checker_says: &str) {
+        let caught = seeds_until_caught(bug, 20)
+            .unwrap_or_else(|| panic!("the planted {bug:?} went unnoticed in 20 seeds"));
+        assert!(
+            caught
+                .violations
+                .iter()
+                .any(|v| v.starts_with(checker_says)),
+            "seed {} caught {bug:?}, but no violation starts with {checker_says:?}: {:#?}",
+            caught.seed,
+            caught.violations
+        );
+    }
+
+    #[test]
+    fn an_expiry_that_gives_the_units_back_twice_is_caught_by_conservation() {
+        caught_by(PlantedBug::DoubleExpiry, "conservation of held-");
+    }
+
+    #[test]
+    fn a_cart_that_holds_only_its_first_line_is_caught_as_a_half_cart() {
+        caught_by(PlantedBug::HalfCart, "half cart:");
     }
 }
 
@@ -553,6 +586,7 @@ mod outside_the_membership {
                 let body = ReserveRequest {
                     qty: 1,
                     expected_version: None,
+                    ttl_seconds: None,
                 };
                 let answer = client
                     .reserve(STORE, "apple", &body, &WriteOptions::default())

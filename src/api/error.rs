@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::json::rfc3339_ms;
 use crate::app::{wall_clock_ms, ProposeError, ReadError, SnapshotError};
 use crate::client::wire::{codes, ErrorBody, ErrorDetail};
-use crate::inventory::Rejection;
+use crate::inventory::{LineRefusal, Rejection};
 use crate::membership::MembershipError;
 
 /// Seconds a client should wait before retrying a 503.
@@ -283,7 +283,64 @@ impl From<Rejection> for ApiError {
             Rejection::IdempotencyKeyReused { .. } => {
                 unprocessable(codes::IDEMPOTENCY_KEY_REUSED, "IdempotencyError", message)
             }
+            Rejection::ReservationNotFound { .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                codes::RESERVATION_NOT_FOUND,
+                "NotFoundError",
+                message,
+            ),
+            Rejection::ReservationExpired { .. } => Self::new(
+                StatusCode::CONFLICT,
+                codes::RESERVATION_EXPIRED,
+                "ConflictError",
+                message,
+            ),
+            Rejection::ReservationNotHeld { status, .. } => Self::new(
+                StatusCode::CONFLICT,
+                codes::RESERVATION_NOT_HELD,
+                "ConflictError",
+                message,
+            )
+            .with_details(json!({ "status": status.as_str() })),
+            Rejection::HoldLimitReached { max } => Self::new(
+                StatusCode::CONFLICT,
+                codes::HOLD_LIMIT_REACHED,
+                "ConflictError",
+                message,
+            )
+            .with_details(json!({ "max": max })),
+            Rejection::CartRefused { lines } => Self::cart_refused(message, &lines),
         }
+    }
+}
+
+impl ApiError {
+    /// A cart refused as a whole: the status (and name) of its first failing line's cause,
+    /// code `CART_REFUSED`, and `details.lines` naming every failing line with its own code.
+    fn cart_refused(message: String, lines: &[LineRefusal]) -> Self {
+        let causes: Vec<(&LineRefusal, ApiError)> = lines
+            .iter()
+            .map(|line| (line, ApiError::from(line.rejection.clone())))
+            .collect();
+        let (status, name) = causes
+            .first()
+            .map_or((StatusCode::CONFLICT, "ConflictError"), |(_, cause)| {
+                (cause.status, cause.name)
+            });
+        let details: Vec<Value> = causes
+            .iter()
+            .map(|(line, cause)| {
+                json!({
+                    "index": line.index,
+                    "storeId": line.key.store_id,
+                    "sku": line.key.sku,
+                    "code": cause.code,
+                    "message": cause.message,
+                })
+            })
+            .collect();
+        Self::new(status, codes::CART_REFUSED, name, message)
+            .with_details(json!({ "lines": details }))
     }
 }
 
@@ -335,5 +392,79 @@ impl IntoResponse for ApiError {
                 .insert("retry-after", HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::inventory::{RecordKey, ReservationId, ReservationStatus};
+
+    /// Status, code and details of the answer a rejection becomes.
+    fn answered(rejection: Rejection) -> (u16, String, Option<Value>) {
+        let body = ApiError::from(rejection).body();
+        (body.error.status_code, body.error.code, body.error.details)
+    }
+
+    #[test]
+    fn reservation_refusals_answer_their_status_code_and_details() {
+        let id = ReservationId::new(7, 0).unwrap();
+        assert_eq!(
+            answered(Rejection::ReservationNotFound { id }),
+            (404, codes::RESERVATION_NOT_FOUND.into(), None)
+        );
+        assert_eq!(
+            answered(Rejection::ReservationExpired { id }),
+            (409, codes::RESERVATION_EXPIRED.into(), None)
+        );
+        assert_eq!(
+            answered(Rejection::ReservationNotHeld {
+                id,
+                status: ReservationStatus::Committed
+            }),
+            (
+                409,
+                codes::RESERVATION_NOT_HELD.into(),
+                Some(json!({ "status": "committed" }))
+            )
+        );
+        assert_eq!(
+            answered(Rejection::HoldLimitReached { max: 2_000_000 }),
+            (
+                409,
+                codes::HOLD_LIMIT_REACHED.into(),
+                Some(json!({ "max": 2_000_000 }))
+            )
+        );
+    }
+
+    #[test]
+    fn a_refused_cart_takes_its_first_causes_status_and_names_every_line() {
+        let key = |sku: &str| RecordKey::new("s1", sku).unwrap();
+        let lines = vec![
+            LineRefusal {
+                index: 1,
+                key: key("b"),
+                rejection: Rejection::InsufficientStock {
+                    requested: 5,
+                    available: 1,
+                },
+            },
+            LineRefusal {
+                index: 3,
+                key: key("d"),
+                rejection: Rejection::NotFound { key: key("d") },
+            },
+        ];
+        let (status, code, details) = answered(Rejection::CartRefused { lines });
+        assert_eq!((status, code.as_str()), (422, codes::CART_REFUSED));
+        let lines = &details.unwrap()["lines"];
+        assert_eq!(lines[0]["index"], 1);
+        assert_eq!(lines[0]["code"], codes::INSUFFICIENT_STOCK);
+        assert_eq!(lines[1]["index"], 3);
+        assert_eq!(lines[1]["sku"], "d");
+        assert_eq!(lines[1]["code"], "NOT_FOUND");
     }
 }

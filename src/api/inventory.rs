@@ -1,9 +1,12 @@
-//! The seed's inventory routes: create, read, adjust, reserve.
+//! The seed's inventory routes: create, read, adjust, reserve (and a hold: a reserve with
+//! `ttlSeconds`, issue 31).
 //!
 //! Every write has the same skeleton ([`write_command`]): count it, read the request, parse it
 //! into a [`Command`] (the route's own part), refuse it at once if this node is short of disk
-//! space (507, `space`), then propose it at the leader and render the state machine's answer.
-//! Reads go through [`read`]: local, or linearizable at the leader.
+//! space (507, `space`), then propose it at the leader and render the state machine's answer
+//! ([`render`], which also renders the reservation routes' answers: `api::reservations`).
+//! Reads go through [`serve_read`]: local, or linearizable at the leader; the views and the
+//! reservation read use it too.
 
 use std::sync::Arc;
 
@@ -16,7 +19,7 @@ use super::json;
 use super::leader::{self, Attempt, RequestKind};
 use super::request::{record_key, PathPair, RawRequest};
 use crate::app::forward::ProposeItem;
-use crate::app::{App, Counted};
+use crate::app::{App, Counted, ReadError};
 use crate::client::wire::{
     AdjustRequest, BatchCreated, ChangeAnswer, CreateAtPathRequest, CreateBatchRequest,
     CreateRequest, Envelope, ReserveRequest,
@@ -107,10 +110,20 @@ pub async fn reserve(
     write_command(&app, Counted::ReserveStock, request, |raw| {
         let key = record_key(&store_id, &sku)?;
         let body: ReserveRequest = raw.json()?;
-        Ok(Command::Reserve {
-            key,
-            quantity: body.qty,
-            expected_version: raw.precondition(body.expected_version)?,
+        let expected_version = raw.precondition(body.expected_version)?;
+        // With `ttlSeconds` the units are held (issue 31); without, the seed's plain reserve.
+        Ok(match body.ttl_seconds {
+            None => Command::Reserve {
+                key,
+                quantity: body.qty,
+                expected_version,
+            },
+            Some(seconds) => Command::Hold {
+                key,
+                quantity: body.qty,
+                expected_version,
+                ttl_ms: ttl_ms(seconds),
+            },
         })
     })
     .await
@@ -135,9 +148,23 @@ pub async fn get_legacy(
     read(&app, &store_id, &sku, request, RecordShape::Wrapped).await
 }
 
+/// A client's `ttlSeconds` (already checked to be 1 to 604,800) in ms.
+pub(super) fn ttl_ms(seconds: u64) -> u64 {
+    let ttl_ms = seconds * 1_000;
+    assert!(
+        ttl_ms >= inventory::HOLD_TTL_MS_MIN,
+        "ttlSeconds was checked"
+    );
+    assert!(
+        ttl_ms <= inventory::HOLD_TTL_MS_MAX,
+        "ttlSeconds was checked"
+    );
+    ttl_ms
+}
+
 /// The write skeleton: count, read, parse (the route's part), check disk space, propose at the
 /// leader, render.
-async fn write_command(
+pub(super) async fn write_command(
     app: &App,
     counted: Counted,
     request: Request,
@@ -217,30 +244,97 @@ async fn read(
         Ok(parsed) => parsed,
         Err(error) => return error.into_response(),
     };
-    if consistency == Consistency::Local {
-        // A node outside the membership receives no more entries: its copy is stale without
-        // bound, or empty (a wiped node would claim a record does not exist).
-        if let Some(refusal) = leader::refuse_if_not_a_member(app) {
-            return refusal;
-        }
-        let found = app
-            .read_local(&key)
-            .map_err(|error| ApiError::internal(error.to_string()));
-        return render_read(&key, found, shape, consistency);
-    }
-    leader::at_leader(app, &raw, RequestKind::Read, |_| async {
-        match app.read_linearizable(&key).await {
-            Ok(found) => Attempt::Done(render_read(&key, Ok(found), shape, consistency)),
-            Err(error) => Attempt::from_result(Err(error)),
-        }
-    })
+    let key = &key;
+    serve_read(
+        app,
+        &raw,
+        consistency,
+        || {
+            let found = app
+                .read_local(key)
+                .map_err(|error| ApiError::internal(error.to_string()));
+            render_read(key, found, shape)
+        },
+        || async move {
+            let found = app.read_linearizable(key).await?;
+            Ok(render_read(key, Ok(found), shape))
+        },
+    )
     .await
 }
 
-/// The state machine's answer to `command`, as the seed renders it.
+/// The read skeleton after parsing: `local()` on this node's applied state, or
+/// `linearizable()` at the leader (forwarded there from a follower), answered with the
+/// consistency it was served at (`x-stockraft-consistency`) unless it failed on the server.
+pub(super) async fn serve_read<L, F, Fut>(
+    app: &App,
+    raw: &RawRequest,
+    consistency: Consistency,
+    local: L,
+    mut linearizable: F,
+) -> Response
+where
+    L: FnOnce() -> Response,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ReadError>>,
+{
+    let mut response = match consistency {
+        Consistency::Local => {
+            // A node outside the membership receives no more entries: its copy is stale
+            // without bound, or empty (a wiped node would claim a record does not exist).
+            if let Some(refusal) = leader::refuse_if_not_a_member(app) {
+                return refusal;
+            }
+            local()
+        }
+        Consistency::Linearizable => {
+            let serve_here = |_| {
+                let read = linearizable();
+                async move { Attempt::from_result(read.await) }
+            };
+            leader::at_leader(app, raw, RequestKind::Read, serve_here).await
+        }
+    };
+    if !response.status().is_server_error() {
+        response.headers_mut().insert(
+            headers::CONSISTENCY,
+            HeaderValue::from_static(consistency.as_str()),
+        );
+    }
+    response
+}
+
+/// The state machine's answer to `command`, as the seed renders it (and, for reservations, as
+/// issue 31 does).
 fn render(app: &App, command: &Command, response: inventory::Response) -> Response {
     let mut http = match &response.result {
-        Ok(record) => {
+        inventory::CommandResult::Held {
+            record,
+            reservation_id,
+        } => {
+            let body = ChangeAnswer {
+                success: true,
+                new_quantity: record.quantity,
+                new_version: record.version,
+                record: json::record(record),
+                reservation_id: Some(reservation_id.to_string()),
+            };
+            let mut http = (StatusCode::CREATED, axum::Json(body)).into_response();
+            http.headers_mut()
+                .insert(headers::ETAG, etag(record.version));
+            http
+        }
+        inventory::CommandResult::Reservation(reservation) => {
+            // A cart is created (201); a commit or release changes what exists (200).
+            let status = if response.operation == Operation::Cart {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            let body = Envelope::ok(json::reservation(reservation));
+            (status, axum::Json(body)).into_response()
+        }
+        inventory::CommandResult::Ok(record) => {
             let mut http = match response.operation {
                 Operation::Create => (
                     StatusCode::CREATED,
@@ -264,15 +358,20 @@ fn render(app: &App, command: &Command, response: inventory::Response) -> Respon
                         new_quantity: record.quantity,
                         new_version: record.version,
                         record: json::record(record),
+                        reservation_id: None,
                     };
                     (status, axum::Json(body)).into_response()
+                }
+                // A hold, cart, commit or release answers a reservation, never a bare record.
+                other => {
+                    ApiError::internal(format!("{other:?} answered a bare record")).into_response()
                 }
             };
             http.headers_mut()
                 .insert(headers::ETAG, etag(record.version));
             http
         }
-        Err(rejection) => {
+        inventory::CommandResult::Err(rejection) => {
             if matches!(
                 rejection,
                 inventory::Rejection::VersionMismatch { .. }
@@ -282,6 +381,7 @@ fn render(app: &App, command: &Command, response: inventory::Response) -> Respon
             }
             ApiError::from(rejection.clone()).into_response()
         }
+        other => ApiError::internal(format!("no route renders {other:?}")).into_response(),
     };
     if response.replayed {
         app.count_idempotent_replay();
@@ -295,9 +395,8 @@ fn render_read(
     key: &RecordKey,
     found: Result<Option<Record>, ApiError>,
     shape: RecordShape,
-    consistency: Consistency,
 ) -> Response {
-    let mut response = match found {
+    match found {
         Ok(Some(record)) => {
             let body = json::record(&record);
             let mut response = match shape {
@@ -312,13 +411,8 @@ fn render_read(
         Ok(None) => {
             ApiError::not_found(format!("inventory record {key} not found")).into_response()
         }
-        Err(error) => return error.into_response(),
-    };
-    response.headers_mut().insert(
-        headers::CONSISTENCY,
-        HeaderValue::from_static(consistency.as_str()),
-    );
-    response
+        Err(error) => error.into_response(),
+    }
 }
 
 fn etag(version: u64) -> HeaderValue {

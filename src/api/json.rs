@@ -1,18 +1,57 @@
-//! From the domain to the wire: records as the seed showed them, and time formatting.
+//! From the domain to the wire: records as the seed showed them (with what is held),
+//! reservations, and time formatting.
 
-use crate::client::wire::RecordBody;
-use crate::inventory::Record;
+use crate::client::wire::{RecordBody, ReservationBody, ReservationLineBody, Totals};
+use crate::inventory::{Record, Reservation};
 
-/// A record as the seed's clients expect it:
-/// `{sku, storeId, qty, version, createdAt, updatedAt}`.
+/// A record as the seed's clients expect it, with what is held (issue 31):
+/// `{sku, storeId, qty, reserved, onHand, version, createdAt, updatedAt}`.
 pub fn record(record: &Record) -> RecordBody {
     RecordBody {
         sku: record.key.sku.clone(),
         store_id: record.key.store_id.clone(),
         qty: record.quantity,
+        reserved: record.reserved,
+        on_hand: record.on_hand(),
         version: record.version,
         created_at: rfc3339_ms(record.created_at_ms),
         updated_at: rfc3339_ms(record.updated_at_ms),
+    }
+}
+
+/// A reservation: `{id, status, lines: [{storeId, sku, qty}], createdAt, updatedAt, expiresAt}`,
+/// its times rendered as records' are.
+pub fn reservation(reservation: &Reservation) -> ReservationBody {
+    ReservationBody {
+        id: reservation.id.to_string(),
+        status: reservation.status.as_str().to_owned(),
+        lines: reservation
+            .lines
+            .iter()
+            .map(|line| ReservationLineBody {
+                store_id: line.key.store_id.clone(),
+                sku: line.key.sku.clone(),
+                qty: line.quantity,
+            })
+            .collect(),
+        created_at: rfc3339_ms(reservation.created_at_ms),
+        updated_at: rfc3339_ms(reservation.updated_at_ms),
+        expires_at: rfc3339_ms(reservation.expires_at_ms),
+    }
+}
+
+/// The sums of `qty`, `reserved` and `onHand` over `records`. Saturating: a SKU's units over
+/// 1,000 stores cannot reach the bounds of an i64 in practice, but a view never panics.
+pub fn totals(records: &[Record]) -> Totals {
+    let sum = |part: fn(&Record) -> i64| {
+        records
+            .iter()
+            .fold(0_i64, |total, record| total.saturating_add(part(record)))
+    };
+    Totals {
+        qty: sum(|record| record.quantity),
+        reserved: sum(|record| record.reserved),
+        on_hand: sum(Record::on_hand),
     }
 }
 

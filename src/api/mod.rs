@@ -27,8 +27,10 @@ mod prometheus;
 mod raft_routes;
 mod request;
 pub mod request_id;
+mod reservations;
 mod surface;
 mod sync;
+mod views;
 
 pub use client_scope::ClientScope;
 pub use surface::Surface;
@@ -150,6 +152,27 @@ fn client_routes(app: &Arc<App>, surface: Surface) -> Router<Arc<App>> {
         .route(
             routes::RESERVE,
             post(inventory::reserve).layer(scope(Scope::Reserve)),
+        )
+        .route(routes::SKU_VIEW, get(views::sku).layer(scope(Scope::Read)))
+        .route(
+            routes::STORE_VIEW,
+            get(views::store).layer(scope(Scope::Read)),
+        )
+        .route(
+            routes::RESERVATIONS,
+            post(reservations::cart).layer(scope(Scope::Reserve)),
+        )
+        .route(
+            routes::RESERVATION,
+            get(reservations::get).layer(scope(Scope::Read)),
+        )
+        .route(
+            routes::RESERVATION_COMMIT,
+            post(reservations::commit).layer(scope(Scope::Reserve)),
+        )
+        .route(
+            routes::RESERVATION_RELEASE,
+            post(reservations::release).layer(scope(Scope::Reserve)),
         )
         .route(
             routes::METRICS,

@@ -16,10 +16,11 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, OpenApi};
 
 use crate::client::wire::{
-    AddLearnerRequest, AdjustRequest, Barrier, BatchCreated, ChangeAnswer, ClusterView,
-    CreateAtPathRequest, CreateBatchRequest, CreateRequest, Envelope, ErrorBody, Health, Liveness,
-    MembersRequest, Metrics, Readiness, RecordBody, ReserveRequest, Reset, SnapshotSchedule,
-    SnapshotTaken, SyncStartRequest, SyncStatus, SyncStopped, TransferLeaderRequest,
+    AddLearnerRequest, AdjustRequest, Barrier, BatchCreated, CartRequest, ChangeAnswer,
+    ClusterView, CreateAtPathRequest, CreateBatchRequest, CreateRequest, Envelope, ErrorBody,
+    Health, Liveness, MembersRequest, Metrics, Readiness, RecordBody, ReservationBody,
+    ReserveRequest, Reset, SkuView, SnapshotSchedule, SnapshotTaken, StorePage, SyncStartRequest,
+    SyncStatus, SyncStopped, TransferLeaderRequest,
 };
 
 /// The document.
@@ -40,6 +41,12 @@ use crate::client::wire::{
         paths::get_legacy,
         paths::adjust,
         paths::reserve,
+        paths::sku_view,
+        paths::store_view,
+        paths::cart,
+        paths::get_reservation,
+        paths::commit_reservation,
+        paths::release_reservation,
         paths::metrics,
         paths::health_metrics,
         paths::metrics_reset,
@@ -287,16 +294,139 @@ mod paths {
         security((), ("clientToken" = [])))]
     fn adjust() {}
 
+    /// Without `ttlSeconds`, the seed's reserve: the units leave the available quantity for
+    /// good. With it, a hold: they move to `reserved` until the reservation named by
+    /// `reservationId` is committed, released or expires.
     #[utoipa::path(post, path = "/api/inventory/stores/{store_id}/inventory/{sku}/reserve", tag = "inventory",
         params(RecordPath, WriteHeaders), request_body = ReserveRequest,
         responses(
-            (status = 201, description = "Reserved", body = ChangeAnswer),
+            (status = 201, description = "Reserved (held, with `reservationId`, when `ttlSeconds` was sent)", body = ChangeAnswer),
             (status = 404, description = "No such record", body = ErrorBody),
-            (status = 409, description = "Version conflict", body = ErrorBody),
+            (status = 409, description = "Version conflict, or HOLD_LIMIT_REACHED", body = ErrorBody),
             WriteRefusals,
         ),
         security((), ("clientToken" = [])))]
     fn reserve() {}
+
+    /// A SKU's path.
+    #[derive(utoipa::IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct SkuPath {
+        /// 1-50 characters of `[A-Za-z0-9._-]`.
+        #[param(pattern = "^[A-Za-z0-9._-]{1,50}$")]
+        pub sku: String,
+    }
+
+    /// A store's path.
+    #[derive(utoipa::IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct StorePath {
+        /// 1-20 characters of `[A-Za-z0-9._-]`.
+        #[param(pattern = "^[A-Za-z0-9._-]{1,20}$")]
+        pub store_id: String,
+    }
+
+    /// A page of a store's records.
+    #[derive(utoipa::IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct PageQuery {
+        /// Records in the page: 1-1000, 100 when absent.
+        #[param(minimum = 1, maximum = 1000)]
+        pub limit: Option<u64>,
+        /// The previous page's `next` (an opaque cursor).
+        #[param(pattern = "^([0-9a-f]{2}){1,50}$")]
+        pub after: Option<String>,
+        #[param(inline)]
+        pub consistency: Option<Consistency>,
+    }
+
+    /// A reservation's path.
+    #[derive(utoipa::IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct ReservationPath {
+        /// `rsv-<log index>-<number>`, as the hold or cart answered it.
+        #[param(pattern = "^rsv-(0|[1-9][0-9]*)-(0|[1-9][0-9]*)$")]
+        pub id: String,
+    }
+
+    /// Headers of a reservation's commit or release (no body).
+    #[derive(utoipa::IntoParams)]
+    #[into_params(parameter_in = Header)]
+    pub struct TransitionHeaders {
+        /// As on every write: the same key replays the first answer.
+        #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
+        pub idempotency_key: Option<String>,
+        #[param(rename = "X-Client-Id", pattern = "^[!-~]{1,128}$")]
+        pub x_client_id: Option<String>,
+    }
+
+    #[utoipa::path(get, path = "/api/inventory/skus/{sku}", tag = "inventory",
+        params(SkuPath, ReadQuery),
+        responses(
+            (status = 200, description = "Every store's record of the SKU (at most 1,000, by store id) and their totals", body = Envelope<SkuView>),
+            (status = 400, description = "Invalid SKU or query", body = ErrorBody),
+            ClientRefusals,
+        ),
+        security((), ("clientToken" = [])))]
+    fn sku_view() {}
+
+    #[utoipa::path(get, path = "/api/inventory/stores/{store_id}", tag = "inventory",
+        params(StorePath, PageQuery),
+        responses(
+            (status = 200, description = "A page of the store's records by SKU, and the next page's cursor (null on the last)", body = Envelope<StorePage>),
+            (status = 400, description = "Invalid store id, limit, cursor or query", body = ErrorBody),
+            ClientRefusals,
+        ),
+        security((), ("clientToken" = [])))]
+    fn store_view() {}
+
+    /// Hold every line or none, as one reservation (`CART_REFUSED` names every failing line in
+    /// `details.lines`, with the status of the first one's cause).
+    #[utoipa::path(post, path = "/api/reservations", tag = "reservations",
+        request_body = CartRequest, params(WriteHeaders),
+        responses(
+            (status = 201, description = "Every line held", body = Envelope<ReservationBody>),
+            (status = 404, description = "CART_REFUSED: the first failing line's record does not exist", body = ErrorBody),
+            (status = 409, description = "CART_REFUSED on a version conflict, or HOLD_LIMIT_REACHED", body = ErrorBody),
+            WriteRefusals,
+        ),
+        security((), ("clientToken" = [])))]
+    fn cart() {}
+
+    #[utoipa::path(get, path = "/api/reservations/{id}", tag = "reservations",
+        params(ReservationPath, ReadQuery),
+        responses(
+            (status = 200, description = "The reservation", body = Envelope<ReservationBody>),
+            (status = 400, description = "Invalid id or query", body = ErrorBody),
+            (status = 404, description = "RESERVATION_NOT_FOUND (never made, or forgotten after its retention)", body = ErrorBody),
+            ClientRefusals,
+        ),
+        security((), ("clientToken" = [])))]
+    fn get_reservation() {}
+
+    /// The held units leave: `reserved` and `onHand` drop. Answered 200 again once committed.
+    #[utoipa::path(post, path = "/api/reservations/{id}/commit", tag = "reservations",
+        params(ReservationPath, TransitionHeaders),
+        responses(
+            (status = 200, description = "Committed", body = Envelope<ReservationBody>),
+            (status = 404, description = "RESERVATION_NOT_FOUND", body = ErrorBody),
+            (status = 409, description = "RESERVATION_NOT_HELD (details.status) or RESERVATION_EXPIRED", body = ErrorBody),
+            WriteRefusals,
+        ),
+        security((), ("clientToken" = [])))]
+    fn commit_reservation() {}
+
+    /// The held units come back to `qty`. Answered 200 again once released.
+    #[utoipa::path(post, path = "/api/reservations/{id}/release", tag = "reservations",
+        params(ReservationPath, TransitionHeaders),
+        responses(
+            (status = 200, description = "Released", body = Envelope<ReservationBody>),
+            (status = 404, description = "RESERVATION_NOT_FOUND", body = ErrorBody),
+            (status = 409, description = "RESERVATION_NOT_HELD (details.status) or RESERVATION_EXPIRED", body = ErrorBody),
+            WriteRefusals,
+        ),
+        security((), ("clientToken" = [])))]
+    fn release_reservation() {}
 
     #[utoipa::path(get, path = "/api/metrics", tag = "operations",
         responses(
@@ -486,6 +616,27 @@ mod tests {
         assert_eq!(
             schemas["CreateBatchRequest"]["properties"]["records"]["maxItems"],
             BATCH_RECORDS_MAX
+        );
+        assert_eq!(
+            schemas["CartRequest"]["properties"]["lines"]["maxItems"],
+            crate::inventory::CART_LINES_MAX
+        );
+        for body in ["CartRequest", "ReserveRequest"] {
+            let ttl = &schemas[body]["properties"]["ttlSeconds"];
+            assert_eq!(
+                ttl["minimum"],
+                crate::inventory::HOLD_TTL_MS_MIN / 1000,
+                "{body}"
+            );
+            assert_eq!(
+                ttl["maximum"],
+                crate::inventory::HOLD_TTL_MS_MAX / 1000,
+                "{body}"
+            );
+        }
+        assert_eq!(
+            crate::client::wire::TTL_SECONDS_MAX * 1000,
+            crate::inventory::HOLD_TTL_MS_MAX
         );
         let interval = &schemas["SyncStartRequest"]["properties"]["intervalMs"];
         assert_eq!(

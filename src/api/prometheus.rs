@@ -56,6 +56,10 @@ pub async fn scrape(State(app): State<Arc<App>>) -> Response {
         storage.data_dir_bytes.unwrap_or(0),
     );
     set_gauge(&telemetry.disk.no_space, u64::from(storage.no_space));
+    if let Some(counts) = app.reservation_counts() {
+        set_gauge(&telemetry.disk.reservations_held, counts.held);
+        set_gauge(&telemetry.disk.reservations_ended, counts.ended);
+    }
     (
         [(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)],
         telemetry.encode(),

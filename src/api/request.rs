@@ -16,7 +16,8 @@ use super::error::ApiError;
 use crate::app::App;
 use crate::client::{headers, Consistency};
 use crate::inventory::{
-    IdempotencyId, RecordKey, IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_SCOPE_LENGTH_MAX,
+    IdempotencyId, RecordKey, ReservationId, ValidationError, IDEMPOTENCY_KEY_LENGTH_MAX,
+    IDEMPOTENCY_SCOPE_LENGTH_MAX,
 };
 
 /// The parts of a client request needed to parse it and to forward it unchanged.
@@ -166,6 +167,12 @@ impl RawRequest {
     pub fn consistency(&self) -> Result<Consistency, ApiError> {
         parse_consistency(&self.path_and_query)
     }
+
+    /// The first value of query parameter `name`, as sent (not percent-decoded: the parameters
+    /// read this way, `limit` and `after`, are digits and letters only).
+    pub fn query_value(&self, name: &str) -> Option<&str> {
+        query_value(&self.path_and_query, name)
+    }
 }
 
 /// Two path parameters, in the route's order (`:storeId, :sku`, or `:sku, :storeId` on the
@@ -182,6 +189,36 @@ impl<S: Send + Sync> FromRequestParts<S> for PathPair {
             .map_err(|rejection| ApiError::validation(rejection.body_text()))?;
         Ok(Self(first, second))
     }
+}
+
+/// One path parameter (a reservation id, a SKU, a store id), with [`PathPair`]'s 400.
+pub struct PathOne(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathOne {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(value) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::validation(rejection.body_text()))?;
+        Ok(Self(value))
+    }
+}
+
+/// A reservation id from a path: 400 unless it reads `rsv-<log index>-<number>`.
+pub fn reservation_id(text: &str) -> Result<ReservationId, ApiError> {
+    text.parse()
+        .map_err(|error: ValidationError| ApiError::validation(format!("{error}, got {text:?}")))
+}
+
+/// A SKU from client input (the rules of [`record_key`]): 400 if malformed.
+pub fn sku(sku: &str) -> Result<(), ApiError> {
+    record_key("s", sku).map(|_| ())
+}
+
+/// A store id from client input (the rules of [`record_key`]): 400 if malformed.
+pub fn store_id(store_id: &str) -> Result<(), ApiError> {
+    record_key(store_id, "s").map(|_| ())
 }
 
 /// A record's identity from client input: 400 if either id is malformed.
@@ -220,21 +257,24 @@ fn parse_if_match(value: &str) -> Result<Option<u64>, ApiError> {
     }
 }
 
-fn parse_consistency(path_and_query: &str) -> Result<Consistency, ApiError> {
+fn query_value<'q>(path_and_query: &'q str, name: &str) -> Option<&'q str> {
     let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if name == "consistency" {
-            return match value {
-                "local" => Ok(Consistency::Local),
-                "linearizable" => Ok(Consistency::Linearizable),
-                other => Err(ApiError::validation(format!(
-                    "consistency must be 'linearizable' or 'local', got {other:?}"
-                ))),
-            };
-        }
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+fn parse_consistency(path_and_query: &str) -> Result<Consistency, ApiError> {
+    match query_value(path_and_query, "consistency") {
+        None | Some("linearizable") => Ok(Consistency::Linearizable),
+        Some("local") => Ok(Consistency::Local),
+        Some(other) => Err(ApiError::validation(format!(
+            "consistency must be 'linearizable' or 'local', got {other:?}"
+        ))),
     }
-    Ok(Consistency::Linearizable)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::client::wire::{LogStatus, Metrics, RaftStatus, StorageStatus};
+use crate::client::wire::{LogStatus, Metrics, RaftStatus, ReservationCounts, StorageStatus};
 use crate::telemetry::Telemetry;
 
 /// What a handler counts in [`Counters`].
@@ -70,6 +70,7 @@ impl Counters {
         raft: RaftStatus,
         storage: StorageStatus,
         log: LogStatus,
+        reservations: Option<ReservationCounts>,
     ) -> Metrics {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let since_reset = |total: u64, at_reset: &AtomicU64| total.saturating_sub(load(at_reset));
@@ -90,6 +91,7 @@ impl Counters {
             raft,
             storage,
             log,
+            reservations,
         }
     }
 
@@ -145,7 +147,7 @@ mod tests {
             snapshot_bytes: 0,
             snapshot_chunk_bytes_peak: 0,
         };
-        counters.read(telemetry, raft, storage, log)
+        counters.read(telemetry, raft, storage, log, None)
     }
 
     #[test]

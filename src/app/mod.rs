@@ -23,9 +23,11 @@
 
 mod counters;
 mod error;
+pub mod expiry;
 pub mod forward;
 pub mod periodic_snapshots;
 mod raft_status;
+mod reservations;
 
 pub use counters::Counted;
 use counters::Counters;
@@ -33,6 +35,7 @@ use periodic_snapshots::SnapshotTimer;
 pub use raft_status::raft_status_of;
 
 pub use error::{ProposeError, ReadError, SnapshotError};
+pub use reservations::{SKU_VIEW_STORES_MAX, STORE_PAGE_RECORDS_MAX};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +44,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::ReadPolicy;
 use openraft_rt::WatchReceiver;
 
-use crate::client::wire::{LogStatus, Metrics, RaftStatus, SnapshotSchedule};
+use crate::client::wire::{LogStatus, Metrics, RaftStatus, ReservationCounts, SnapshotSchedule};
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::inventory::{IdempotencyId, IdempotencyKey, Record, RecordKey, Request, Response};
@@ -232,7 +235,19 @@ impl App {
             raft,
             self.space.status(),
             self.log_status(),
+            self.reservation_counts(),
         )
+    }
+
+    /// How many reservations this node's applied state holds; `None` (logged) if unreadable.
+    pub fn reservation_counts(&self) -> Option<ReservationCounts> {
+        match self.state.reservation_counts() {
+            Ok((held, ended)) => Some(ReservationCounts { held, ended }),
+            Err(error) => {
+                tracing::warn!(%error, "could not read the reservation counts");
+                None
+            }
+        }
     }
 
     /// `POST /api/metrics/reset`: zeroes the counters of `GET /api/metrics` (not Prometheus's).
@@ -398,8 +413,15 @@ impl App {
     /// Reads a record after confirming leadership with a quorum and waiting until this node has
     /// applied everything committed before the read began (read index).
     pub async fn read_linearizable(&self, key: &RecordKey) -> Result<Option<Record>, ReadError> {
+        self.read_barrier().await?;
+        Ok(self.state.record(key)?)
+    }
+
+    /// Confirms leadership with a quorum and waits until this node has applied everything
+    /// committed before the call (read index): a read of the state after it is linearizable.
+    async fn read_barrier(&self) -> Result<(), ReadError> {
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(_) => Ok(self.state.record(key)?),
+            Ok(_) => Ok(()),
             Err(RaftError::APIError(error)) => {
                 use openraft::errors::LinearizableReadError;
                 match error {

@@ -230,7 +230,8 @@ impl fmt::Display for Outcome {
 mod tests {
     use super::*;
     use crate::inventory::{
-        apply, ApplyContext, Command, MemoryState, Record, RecordKey, Rejection, Request,
+        apply, ApplyContext, Command, CommandResult, MemoryState, Record, RecordKey, Rejection,
+        Request,
     };
 
     fn key() -> RecordKey {
@@ -244,6 +245,7 @@ mod tests {
             let record = Record {
                 key: key(),
                 quantity: stock.qty,
+                reserved: 0,
                 version: stock.version,
                 created_at_ms: 0,
                 updated_at_ms: 0,
@@ -282,7 +284,12 @@ mod tests {
             log_index: 1,
             now_ms: 0,
         };
-        match apply(&memory, &request, context).0.result {
+        let result = match apply(&memory, &request, context).0.result {
+            CommandResult::Ok(record) => Ok(record),
+            CommandResult::Err(rejection) => Err(rejection),
+            other => panic!("not an answer to the seed's commands: {other:?}"),
+        };
+        match result {
             Ok(record) => Outcome::Ok {
                 qty: record.quantity,
                 version: record.version,
@@ -298,6 +305,7 @@ mod tests {
             Err(rejection @ Rejection::IdempotencyKeyReused { .. }) => {
                 panic!("no idempotency key was sent, yet: {rejection}")
             }
+            Err(rejection) => panic!("not a refusal of the seed's commands: {rejection}"),
         }
     }
 

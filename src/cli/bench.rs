@@ -6,6 +6,16 @@
 //!   reported: acknowledged reserves minus the stock that left (must be 0).
 //! - **spread**: `--skus` SKUs with ample stock (created in batches, concurrently, so a million
 //!   is practical); clients reserve 1 unit of a random SKU for `--seconds`.
+//! - **hold** (stockraft only): as spread, but each reserve is a hold (`ttlSeconds`,
+//!   [`HOLD_TTL_S`]): the figure to set beside spread's.
+//! - **commit** (stockraft only): first an untimed phase of holds as in `hold` (up to
+//!   `--seconds`), then the timed run: clients commit those holds, one each, until none is left
+//!   or `--seconds` pass.
+//!
+//! `--ops N` stops a run once N operations succeeded (a fixed amount of state, say a million
+//! holds, rather than a time); `--hold-due-at-ms` gives each hold the TTL that makes it fall due
+//! at one instant, so holds made over a minute all fall due in the same second (an expiry
+//! storm: `scripts/bench.sh --holds`).
 //!
 //! A logical reserve's latency includes its retries: stockraft retries a `503 NO_LEADER`
 //! (nothing was applied); etcd, as its users do, reads the stock (a linearizable range), then
@@ -49,6 +59,9 @@ const ATTEMPTS_MAX: u32 = 100;
 const PROGRESS_BAR_AFTER_S: f64 = 3.0;
 /// Latencies above this are recorded as this (the histogram's range).
 const LATENCY_US_MAX: u64 = 60_000_000;
+/// TTL of the holds of the hold and commit scenarios: longer than both phases of a run, so no
+/// hold expires before it is committed.
+const HOLD_TTL_S: u64 = 3_600;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,6 +75,8 @@ pub enum Target {
 pub enum Scenario {
     Hot,
     Spread,
+    Hold,
+    Commit,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +109,14 @@ pub struct BenchArgs {
     /// A name for this run in the output (e.g. "any-node", "leader").
     #[arg(long, default_value = "")]
     pub label: String,
+    /// Stop once this many operations succeeded (as well as after `--seconds`).
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// Hold and commit scenarios: give each hold the TTL that makes it fall due at this
+    /// instant (Unix ms; the TTL is whole seconds, so within a second after it), instead of an
+    /// hour. Many holds made over a while then fall due in the same second.
+    #[arg(long)]
+    pub hold_due_at_ms: Option<u64>,
 }
 
 /// What one run measured.
@@ -128,8 +151,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     if args.nodes.is_empty() || args.clients == 0 || args.seconds <= 0.0 || args.skus == 0 {
         bail!("--nodes, --clients, --seconds and --skus must be positive");
     }
+    if args.ops == Some(0) {
+        bail!("--ops must be positive");
+    }
+    let holds = matches!(args.scenario, Scenario::Hold | Scenario::Commit);
+    if holds && args.target == Target::Etcd {
+        bail!("the hold and commit scenarios are stockraft's (etcd has no holds)");
+    }
+    if args.hold_due_at_ms.is_some() && !holds {
+        bail!("--hold-due-at-ms is for the hold and commit scenarios");
+    }
+    let stockraft = Arc::new(Stockraft::new(&args));
     let driver: Arc<dyn Driver> = match args.target {
-        Target::Stockraft => Arc::new(Stockraft::new(&args)),
+        Target::Stockraft => stockraft.clone(),
         Target::Etcd => Arc::new(Etcd::new(&args)?),
     };
     let run_id = format!(
@@ -140,11 +174,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     );
     let skus: Vec<String> = match args.scenario {
         Scenario::Hot => vec!["hot".to_owned()],
-        Scenario::Spread => (0..args.skus).map(|i| format!("sku-{i}")).collect(),
+        Scenario::Spread | Scenario::Hold | Scenario::Commit => {
+            (0..args.skus).map(|i| format!("sku-{i}")).collect()
+        }
     };
     let stock = match args.scenario {
         Scenario::Hot => args.stock,
-        Scenario::Spread => SPREAD_STOCK,
+        Scenario::Spread | Scenario::Hold | Scenario::Commit => SPREAD_STOCK,
     };
     let setup_started = Instant::now();
     driver
@@ -158,7 +194,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         skus.len(),
         setup_started.elapsed().as_secs_f64()
     );
-    let report = drive(&args, driver.clone(), &run_id, Arc::new(skus), stock).await?;
+    let skus = Arc::new(skus);
+    if args.scenario == Scenario::Commit {
+        let holding = drive(&args, driver.clone(), &run_id, skus.clone(), stock).await?;
+        eprintln!(
+            "bench: {} holds to commit ({:.0}/s)",
+            holding.ok, holding.ops_per_sec
+        );
+        stockraft.start_committing();
+    }
+    let report = drive(&args, driver.clone(), &run_id, skus, stock).await?;
     print_report(&report);
     Ok(if report.oversell.is_some_and(|o| o > 0) {
         1
@@ -172,6 +217,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
 enum Outcome {
     Reserved,
     OutOfStock,
+    /// Nothing left to do (the commit scenario committed every hold): every client stops.
+    Drained,
     /// Shed by an overloaded node (503 `OVERLOADED`) or over a rate limit (429): nothing was
     /// done, and the client waits `Retry-After` before its next reserve, as a well-behaved
     /// client would (retrying at once would only turn the bench into a 503 generator).
@@ -188,6 +235,7 @@ impl Outcome {
         match self {
             Outcome::Reserved => "ok".into(),
             Outcome::OutOfStock => "out-of-stock".into(),
+            Outcome::Drained => "drained".into(),
             Outcome::Shed { name, .. } | Outcome::Other(name) => name.clone(),
         }
     }
@@ -225,12 +273,15 @@ struct Tally {
     histogram: Mutex<Histogram<u64>>,
     outcomes: Mutex<BTreeMap<String, u64>>,
     retries: AtomicU64,
-    /// A reserve found no stock: every client stops.
+    /// A reserve found no stock, or `--ops` succeeded: every client stops.
     sold_out: AtomicBool,
+    /// Operations that succeeded so far, and how many may (`--ops`).
+    served: AtomicU64,
+    ops_max: Option<u64>,
 }
 
 impl Tally {
-    fn new() -> Self {
+    fn new(ops_max: Option<u64>) -> Self {
         Self {
             histogram: Mutex::new(
                 Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static bounds"),
@@ -238,6 +289,8 @@ impl Tally {
             outcomes: Mutex::default(),
             retries: AtomicU64::new(0),
             sold_out: AtomicBool::new(false),
+            served: AtomicU64::new(0),
+            ops_max,
         }
     }
 
@@ -255,8 +308,14 @@ impl Tally {
                 .saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
         }
         self.retries.fetch_add(extra, Ordering::Relaxed);
-        if *outcome == Outcome::OutOfStock {
+        if matches!(outcome, Outcome::OutOfStock | Outcome::Drained) {
             self.sold_out.store(true, Ordering::Relaxed);
+        }
+        if *outcome == Outcome::Reserved {
+            let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.ops_max.is_some_and(|max| served >= max) {
+                self.sold_out.store(true, Ordering::Relaxed);
+            }
         }
         *self
             .outcomes
@@ -275,7 +334,7 @@ async fn drive(
     skus: Arc<Vec<String>>,
     stock: i64,
 ) -> anyhow::Result<Report> {
-    let tally = Arc::new(Tally::new());
+    let tally = Arc::new(Tally::new(args.ops));
     let progress = progress_bar(args.seconds);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
@@ -311,7 +370,7 @@ async fn drive(
             let remaining = driver.stock(run_id, &skus[0]).await?;
             Some(oversell(ok, stock, remaining))
         }
-        Scenario::Spread => None,
+        Scenario::Spread | Scenario::Hold | Scenario::Commit => None,
     };
     let histogram = tally.histogram.lock().expect("histogram lock");
     let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
@@ -419,6 +478,13 @@ fn print_report(report: &Report) {
 struct Stockraft {
     clients: Vec<Client>,
     keyed: bool,
+    scenario: Scenario,
+    /// `--hold-due-at-ms`.
+    hold_due_at_ms: Option<u64>,
+    /// Reservations held in the commit scenario's first phase, to commit in its second.
+    held: Mutex<Vec<String>>,
+    /// The commit scenario's second phase has begun.
+    committing: AtomicBool,
 }
 
 impl Stockraft {
@@ -439,9 +505,86 @@ impl Stockraft {
         Self {
             clients,
             keyed: args.keyed,
+            scenario: args.scenario,
+            hold_due_at_ms: args.hold_due_at_ms,
+            held: Mutex::default(),
+            committing: AtomicBool::new(false),
         }
     }
 
+    /// A hold's TTL: [`HOLD_TTL_S`], or what makes it fall due at `--hold-due-at-ms`.
+    fn hold_ttl_s(&self) -> u64 {
+        let Some(due_ms) = self.hold_due_at_ms else {
+            return HOLD_TTL_S;
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        due_ms.saturating_sub(now_ms).div_ceil(1_000).max(1)
+    }
+
+    /// From now on each logical operation commits one of the holds made so far.
+    fn start_committing(&self) {
+        self.committing.store(true, Ordering::Relaxed);
+    }
+
+    /// One attempt of this scenario's operation through `client`: its status, error code and
+    /// `Retry-After`, or the transport's error.
+    async fn attempt(
+        &self,
+        client: &Client,
+        run_id: &str,
+        sku: &str,
+        options: &WriteOptions,
+    ) -> Result<Attempted, Outcome> {
+        let failed = |error: crate::client::ClientError| Outcome::Other(format!("error: {error}"));
+        if self.committing.load(Ordering::Relaxed) {
+            let Some(id) = self.held.lock().expect("held lock").pop() else {
+                return Err(Outcome::Drained);
+            };
+            let answer = client.commit_reservation(&id, options).await;
+            return Ok(Attempted::of(&answer.map_err(failed)?));
+        }
+        let body = ReserveRequest {
+            qty: 1,
+            expected_version: None,
+            ttl_seconds: matches!(self.scenario, Scenario::Hold | Scenario::Commit)
+                .then(|| self.hold_ttl_s()),
+        };
+        let answer = client
+            .reserve(run_id, sku, &body, options)
+            .await
+            .map_err(failed)?;
+        if self.scenario == Scenario::Commit {
+            if let Ok(change) = &answer.body {
+                let id = change.reservation_id.clone();
+                self.held.lock().expect("held lock").extend(id);
+            }
+        }
+        Ok(Attempted::of(&answer))
+    }
+}
+
+/// What one attempt answered.
+struct Attempted {
+    status: u16,
+    code: Option<String>,
+    retry_after_s: Option<u64>,
+}
+
+impl Attempted {
+    fn of<T>(answer: &crate::client::Answer<T>) -> Self {
+        Self {
+            status: answer.status,
+            code: answer.error_code().map(str::to_owned),
+            retry_after_s: answer
+                .header("retry-after")
+                .and_then(|value| value.parse().ok()),
+        }
+    }
+}
+
+impl Stockraft {
     async fn setup_batches(&self, store: &str, skus: &[String], stock: i64) -> anyhow::Result<()> {
         let batches: Vec<CreateBatchRequest> = skus
             .chunks(BATCH_RECORDS_MAX)
@@ -508,44 +651,43 @@ impl Driver for Stockraft {
     ) -> futures::future::BoxFuture<'a, (Outcome, u64)> {
         Box::pin(async move {
             let client = &self.clients[node];
-            let body = ReserveRequest {
-                qty: 1,
-                expected_version: None,
-            };
             let options = WriteOptions {
-                idempotency_key: self.keyed.then(|| format!("{run_id}-{sequence}")),
+                idempotency_key: self.keyed.then(|| {
+                    // The commit phase numbers its operations from 1 again.
+                    let phase = if self.committing.load(Ordering::Relaxed) {
+                        "c"
+                    } else {
+                        "r"
+                    };
+                    format!("{run_id}-{phase}{sequence}")
+                }),
                 if_match: None,
             };
             let mut extra = 0;
             loop {
-                let outcome = match client.reserve(run_id, sku, &body, &options).await {
-                    Ok(answer) => match (answer.status, answer.error_code()) {
-                        (201, _) => Outcome::Reserved,
-                        (_, Some(codes::INSUFFICIENT_STOCK)) => Outcome::OutOfStock,
-                        (_, Some(codes::NO_LEADER)) if extra + 1 < ATTEMPTS_MAX => {
-                            extra += 1;
-                            tokio::time::sleep(RETRY_PAUSE).await;
-                            continue;
-                        }
-                        (
-                            status @ (503 | 429),
-                            Some(code @ (codes::OVERLOADED | codes::RATE_LIMITED)),
-                        ) => {
-                            let seconds = answer
-                                .header("retry-after")
-                                .and_then(|value| value.parse().ok())
-                                .unwrap_or(1);
-                            Outcome::Shed {
-                                name: format!("{status} {code}"),
-                                retry_after: Duration::from_secs(seconds),
-                            }
-                        }
-                        (status, code) => Outcome::Other(match code {
-                            Some(code) => format!("{status} {code}"),
-                            None => status.to_string(),
-                        }),
+                let attempted = match self.attempt(client, run_id, sku, &options).await {
+                    Ok(attempted) => attempted,
+                    Err(outcome) => return (outcome, u64::from(extra)),
+                };
+                let outcome = match (attempted.status, attempted.code.as_deref()) {
+                    (200 | 201, _) => Outcome::Reserved,
+                    (_, Some(codes::INSUFFICIENT_STOCK)) => Outcome::OutOfStock,
+                    (_, Some(codes::NO_LEADER)) if extra + 1 < ATTEMPTS_MAX => {
+                        extra += 1;
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        continue;
+                    }
+                    (
+                        status @ (503 | 429),
+                        Some(code @ (codes::OVERLOADED | codes::RATE_LIMITED)),
+                    ) => Outcome::Shed {
+                        name: format!("{status} {code}"),
+                        retry_after: Duration::from_secs(attempted.retry_after_s.unwrap_or(1)),
                     },
-                    Err(error) => Outcome::Other(format!("error: {error}")),
+                    (status, code) => Outcome::Other(match code {
+                        Some(code) => format!("{status} {code}"),
+                        None => status.to_string(),
+                    }),
                 };
                 return (outcome, u64::from(extra));
             }
@@ -753,5 +895,46 @@ mod tests {
         assert_eq!(etcd_stock(&range), Some((41, "7".to_owned())));
         assert_eq!(etcd_stock(&json!({ "header": {} })), None);
         assert_eq!(unb64(&b64("stock/a")), Some("stock/a".to_owned()));
+    }
+
+    #[test]
+    fn clients_stop_once_ops_operations_succeeded_and_not_before() {
+        let tally = Tally::new(Some(2));
+        tally.record(&Outcome::Reserved, 10, 0);
+        tally.record(&Outcome::Other("503".into()), 10, 0);
+        assert!(!tally.sold_out(), "a failed operation is not one of --ops");
+        tally.record(&Outcome::Reserved, 10, 0);
+        assert!(tally.sold_out());
+        let unbounded = Tally::new(None);
+        for _ in 0..1_000 {
+            unbounded.record(&Outcome::Reserved, 10, 0);
+        }
+        assert!(!unbounded.sold_out());
+    }
+
+    #[test]
+    fn holds_due_at_an_instant_get_the_ttl_that_reaches_it() {
+        let args = |due: Option<u64>| BenchArgs {
+            nodes: vec!["127.0.0.1:1".into()],
+            target: Target::Stockraft,
+            scenario: Scenario::Hold,
+            clients: 1,
+            seconds: 1.0,
+            skus: 1,
+            stock: 1,
+            keyed: false,
+            token: None,
+            label: String::new(),
+            ops: None,
+            hold_due_at_ms: due,
+        };
+        assert_eq!(Stockraft::new(&args(None)).hold_ttl_s(), HOLD_TTL_S);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let ttl = Stockraft::new(&args(Some(now_ms + 90_500))).hold_ttl_s();
+        assert!((90..=91).contains(&ttl), "{ttl}");
+        assert_eq!(Stockraft::new(&args(Some(now_ms - 5_000))).hold_ttl_s(), 1);
     }
 }

@@ -7,6 +7,8 @@ pub mod admin;
 pub mod bench;
 #[cfg(not(madsim))]
 pub mod certs;
+#[cfg(not(madsim))]
+pub mod inv;
 
 use std::path::PathBuf;
 
@@ -71,6 +73,9 @@ pub enum Command {
     /// Operate a running cluster (membership, leadership, snapshots) through any node.
     #[cfg(not(madsim))]
     Admin(admin::AdminArgs),
+    /// Read and change inventory through any node: records, holds, carts, views.
+    #[cfg(not(madsim))]
+    Inv(inv::InvArgs),
     /// Measure reserves/s and latency against stockraft (or etcd, for comparison).
     #[cfg(not(madsim))]
     Bench(bench::BenchArgs),

@@ -22,11 +22,11 @@ use serde::Serialize;
 
 pub use routes::Consistency;
 use wire::{
-    AddLearnerRequest, AdjustRequest, Barrier, BatchCreated, ChangeAnswer, ClusterView,
-    CreateAtPathRequest, CreateBatchRequest, CreateRequest, Envelope, ErrorBody, Health,
-    MembersRequest, Metrics, PeerStatus, Readiness, RecordBody, ReserveRequest, Reset,
-    SnapshotSchedule, SnapshotTaken, SyncStartRequest, SyncStatus, SyncStopped,
-    TransferLeaderRequest,
+    AddLearnerRequest, AdjustRequest, Barrier, BatchCreated, CartRequest, ChangeAnswer,
+    ClusterView, CreateAtPathRequest, CreateBatchRequest, CreateRequest, Envelope, ErrorBody,
+    Health, MembersRequest, Metrics, PeerStatus, Readiness, RecordBody, ReservationBody,
+    ReserveRequest, Reset, SkuView, SnapshotSchedule, SnapshotTaken, StorePage, SyncStartRequest,
+    SyncStatus, SyncStopped, TransferLeaderRequest,
 };
 
 use crate::transport::{Transport, TransportError, WireRequest, WireResponse};
@@ -234,6 +234,17 @@ impl Client {
         request
     }
 
+    /// A POST without a body, with a write's headers.
+    fn write_empty(path: String, options: &WriteOptions) -> WireRequest {
+        let mut request = WireRequest::post_empty(path);
+        if let Some(key) = &options.idempotency_key {
+            request
+                .headers
+                .push((headers::IDEMPOTENCY_KEY.into(), key.clone()));
+        }
+        request
+    }
+
     pub async fn create(
         &self,
         body: &CreateRequest,
@@ -294,6 +305,87 @@ impl Client {
     ) -> Result<Answer<ChangeAnswer>, ClientError> {
         self.call(Self::write(routes::reserve(store_id, sku), body, options))
             .await
+    }
+
+    /// Holds `quantity` units of one record for `ttl_seconds` (a reserve with `ttlSeconds`):
+    /// 201 with the seed's reserve answer plus `reservationId`. A version precondition travels
+    /// in `options.if_match`.
+    pub async fn hold(
+        &self,
+        store_id: &str,
+        sku: &str,
+        quantity: i64,
+        ttl_seconds: u64,
+        options: &WriteOptions,
+    ) -> Result<Answer<ChangeAnswer>, ClientError> {
+        let body = ReserveRequest {
+            qty: quantity,
+            expected_version: None,
+            ttl_seconds: Some(ttl_seconds),
+        };
+        self.reserve(store_id, sku, &body, options).await
+    }
+
+    /// Holds every line of `body` or none, as one reservation (201).
+    pub async fn cart(
+        &self,
+        body: &CartRequest,
+        options: &WriteOptions,
+    ) -> Result<Answer<Envelope<ReservationBody>>, ClientError> {
+        self.call(Self::write(routes::RESERVATIONS.into(), body, options))
+            .await
+    }
+
+    /// Commits a held reservation: its units leave (200; 200 again if already committed).
+    pub async fn commit_reservation(
+        &self,
+        id: &str,
+        options: &WriteOptions,
+    ) -> Result<Answer<Envelope<ReservationBody>>, ClientError> {
+        let request = Self::write_empty(routes::reservation_commit(id), options);
+        self.call(request).await
+    }
+
+    /// Releases a held reservation: its units come back (200; 200 again if already released).
+    pub async fn release_reservation(
+        &self,
+        id: &str,
+        options: &WriteOptions,
+    ) -> Result<Answer<Envelope<ReservationBody>>, ClientError> {
+        let request = Self::write_empty(routes::reservation_release(id), options);
+        self.call(request).await
+    }
+
+    pub async fn reservation(
+        &self,
+        id: &str,
+        consistency: Consistency,
+    ) -> Result<Answer<Envelope<ReservationBody>>, ClientError> {
+        self.call(WireRequest::get(routes::reservation(id, consistency)))
+            .await
+    }
+
+    /// Every store's record of `sku`, with totals.
+    pub async fn sku_view(
+        &self,
+        sku: &str,
+        consistency: Consistency,
+    ) -> Result<Answer<Envelope<SkuView>>, ClientError> {
+        self.call(WireRequest::get(routes::sku_view(sku, consistency)))
+            .await
+    }
+
+    /// A page of `store_id`'s records ordered by SKU, after the cursor `after` (a previous
+    /// page's `next`).
+    pub async fn store_page(
+        &self,
+        store_id: &str,
+        limit: Option<usize>,
+        after: Option<&str>,
+        consistency: Consistency,
+    ) -> Result<Answer<Envelope<StorePage>>, ClientError> {
+        let path = routes::store_view(store_id, limit, after, consistency);
+        self.call(WireRequest::get(path)).await
     }
 
     pub async fn health(&self) -> Result<Answer<Envelope<Health>>, ClientError> {
@@ -433,7 +525,7 @@ mod tests {
         })
     }
 
-    const RECORD: &str = r#"{"sku":"A","storeId":"s1","qty":7,"version":2,"createdAt":"2026-01-01T00:00:00.000Z","updatedAt":"2026-01-01T00:00:01.000Z"}"#;
+    const RECORD: &str = r#"{"sku":"A","storeId":"s1","qty":7,"reserved":0,"onHand":7,"version":2,"createdAt":"2026-01-01T00:00:00.000Z","updatedAt":"2026-01-01T00:00:01.000Z"}"#;
 
     #[test]
     fn a_reserve_sends_the_body_path_and_headers_and_reads_the_typed_answer() {
@@ -451,6 +543,7 @@ mod tests {
         let body = ReserveRequest {
             qty: 3,
             expected_version: None,
+            ttl_seconds: None,
         };
         let answer = futures::executor::block_on(client.reserve("s1", "A", &body, &options))
             .expect("a typed answer");

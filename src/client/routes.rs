@@ -15,8 +15,20 @@ pub const INVENTORY_BATCH: &str = "/api/inventory/batch";
 pub const RECORD: &str = "/api/inventory/stores/{store_id}/inventory/{sku}";
 pub const ADJUST: &str = "/api/inventory/stores/{store_id}/inventory/{sku}/adjust";
 pub const RESERVE: &str = "/api/inventory/stores/{store_id}/inventory/{sku}/reserve";
-/// The seed's backward-compatibility read (sku first). Deprecated.
+/// The seed's backward-compatibility read (sku first). Deprecated. (A SKU named `skus` or
+/// `stores` is read through [`RECORD`]: those first segments belong to the views below.)
 pub const LEGACY_RECORD: &str = "/api/inventory/{sku}/{store_id}";
+/// Every store's record of one SKU, with totals.
+pub const SKU_VIEW: &str = "/api/inventory/skus/{sku}";
+/// A page of one store's records, ordered by SKU (`?limit=&after=`).
+pub const STORE_VIEW: &str = "/api/inventory/stores/{store_id}";
+
+/// Hold a cart (all lines or none).
+pub const RESERVATIONS: &str = "/api/reservations";
+/// One reservation.
+pub const RESERVATION: &str = "/api/reservations/{id}";
+pub const RESERVATION_COMMIT: &str = "/api/reservations/{id}/commit";
+pub const RESERVATION_RELEASE: &str = "/api/reservations/{id}/release";
 
 pub const HEALTH: &str = "/api/health";
 pub const LIVENESS: &str = "/api/health/liveness";
@@ -104,6 +116,64 @@ pub fn legacy_record(sku: &str, store_id: &str) -> String {
     fill(LEGACY_RECORD, store_id, sku)
 }
 
+/// `?consistency=local`, or nothing for the default.
+fn consistency_query(consistency: Consistency) -> Option<String> {
+    match consistency {
+        Consistency::Linearizable => None,
+        other => Some(format!("consistency={}", other.as_str())),
+    }
+}
+
+fn with_query(path: String, parameters: &[Option<String>]) -> String {
+    let query: Vec<&str> = parameters.iter().flatten().map(String::as_str).collect();
+    if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
+/// A read of one reservation (`id` as written, `rsv-<log index>-<number>`).
+pub fn reservation(id: &str, consistency: Consistency) -> String {
+    with_query(
+        RESERVATION.replace("{id}", id),
+        &[consistency_query(consistency)],
+    )
+}
+
+pub fn reservation_commit(id: &str) -> String {
+    RESERVATION_COMMIT.replace("{id}", id)
+}
+
+pub fn reservation_release(id: &str) -> String {
+    RESERVATION_RELEASE.replace("{id}", id)
+}
+
+pub fn sku_view(sku: &str, consistency: Consistency) -> String {
+    with_query(
+        SKU_VIEW.replace("{sku}", sku),
+        &[consistency_query(consistency)],
+    )
+}
+
+/// A page of a store's records: at most `limit` (the node's default when `None`), after the
+/// cursor `after` (a previous page's `next`).
+pub fn store_view(
+    store_id: &str,
+    limit: Option<usize>,
+    after: Option<&str>,
+    consistency: Consistency,
+) -> String {
+    with_query(
+        STORE_VIEW.replace("{store_id}", store_id),
+        &[
+            limit.map(|limit| format!("limit={limit}")),
+            after.map(|cursor| format!("after={cursor}")),
+            consistency_query(consistency),
+        ],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +197,26 @@ mod tests {
         assert_eq!(
             read("s1", "A", Consistency::Linearizable),
             record("s1", "A")
+        );
+        assert_eq!(
+            reservation("rsv-7-0", Consistency::Local),
+            "/api/reservations/rsv-7-0?consistency=local"
+        );
+        assert_eq!(
+            reservation_commit("rsv-7-0"),
+            "/api/reservations/rsv-7-0/commit"
+        );
+        assert_eq!(
+            sku_view("A", Consistency::Linearizable),
+            "/api/inventory/skus/A"
+        );
+        assert_eq!(
+            store_view("s1", Some(2), Some("4142"), Consistency::Local),
+            "/api/inventory/stores/s1?limit=2&after=4142&consistency=local"
+        );
+        assert_eq!(
+            store_view("s1", None, None, Consistency::Linearizable),
+            "/api/inventory/stores/s1"
         );
     }
 }

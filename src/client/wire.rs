@@ -96,6 +96,109 @@ pub struct ReserveRequest {
     )]
     #[schema(nullable = false, minimum = 1)]
     pub expected_version: Option<u64>,
+    /// Hold the units for this many seconds (1 to 604,800: 7 days) instead of taking them for
+    /// good: the answer adds `reservationId`. Absent: the seed's plain reserve.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integer::ttl_seconds"
+    )]
+    #[schema(nullable = false, minimum = 1, maximum = 604800)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// Longest hold a client may ask for, in seconds: `inventory::HOLD_TTL_MS_MAX` (7 days).
+pub const TTL_SECONDS_MAX: u64 = 604_800;
+
+/// One line of a cart: units of one record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CartLineRequest {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,20}$")]
+    pub store_id: String,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,50}$")]
+    pub sku: String,
+    /// Units to hold: >= 1.
+    #[serde(deserialize_with = "integer::positive")]
+    #[schema(minimum = 1)]
+    pub qty: i64,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integer::version"
+    )]
+    #[schema(nullable = false, minimum = 1)]
+    pub expected_version: Option<u64>,
+}
+
+/// `POST /api/reservations`: hold every line (1 to `inventory::CART_LINES_MAX`, one per record)
+/// or none, as one reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CartRequest {
+    #[schema(min_items = 1, max_items = 100)]
+    pub lines: Vec<CartLineRequest>,
+    /// Seconds to hold (1 to 604,800); absent: the node's `reservations.default_ttl_s`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integer::ttl_seconds"
+    )]
+    #[schema(nullable = false, minimum = 1, maximum = 604800)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// One line of a reservation, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationLineBody {
+    pub store_id: String,
+    pub sku: String,
+    pub qty: i64,
+}
+
+/// A reservation: `held` until committed, released or expired (each at most once). Times are
+/// log time, ISO-8601 UTC with milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationBody {
+    /// `rsv-<log index>-<number>`.
+    #[schema(pattern = "^rsv-(0|[1-9][0-9]*)-(0|[1-9][0-9]*)$")]
+    pub id: String,
+    /// `held`, `committed`, `released` or `expired`.
+    pub status: String,
+    pub lines: Vec<ReservationLineBody>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// From this time on it can no longer be committed or released.
+    pub expires_at: String,
+}
+
+/// The sums over a SKU's records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    pub qty: i64,
+    pub reserved: i64,
+    pub on_hand: i64,
+}
+
+/// `GET /api/inventory/skus/:sku`: every store's record of one SKU, ordered by store id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SkuView {
+    pub sku: String,
+    pub stores: Vec<RecordBody>,
+    pub totals: Totals,
+}
+
+/// `GET /api/inventory/stores/:storeId`: a page of a store's records, ordered by SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorePage {
+    pub items: Vec<RecordBody>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    pub next: Option<String>,
 }
 
 /// `POST /api/cluster/learners`.
@@ -158,7 +261,12 @@ impl<T> Envelope<T> {
 pub struct RecordBody {
     pub sku: String,
     pub store_id: String,
+    /// Available: units that can still be reserved or held.
     pub qty: i64,
+    /// Units in live holds (0 for a record never held).
+    pub reserved: i64,
+    /// `qty + reserved`: units physically in the store.
+    pub on_hand: i64,
     pub version: u64,
     pub created_at: String,
     pub updated_at: String,
@@ -172,6 +280,10 @@ pub struct ChangeAnswer {
     pub new_quantity: i64,
     pub new_version: u64,
     pub record: RecordBody,
+    /// A hold's reservation (`rsv-<log index>-<number>`); absent on a plain reserve or adjust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reservation_id: Option<String>,
 }
 
 /// Every error answer: `{"success": false, "error": {...}}`.
@@ -230,6 +342,17 @@ pub mod codes {
     /// 409 on a Raft RPC: the sender or the receiver is not the incarnation of that member its
     /// peer knows: its data directory was wiped while it was a member (`identity`).
     pub const WRONG_INCARNATION: &str = "WRONG_INCARNATION";
+    /// 404: no such reservation (never made, or ended and forgotten after its retention).
+    pub const RESERVATION_NOT_FOUND: &str = "RESERVATION_NOT_FOUND";
+    /// 409: the reservation's deadline passed: it expired (or will at the next expiry entry).
+    pub const RESERVATION_EXPIRED: &str = "RESERVATION_EXPIRED";
+    /// 409: the reservation already ended otherwise; `details.status` names how.
+    pub const RESERVATION_NOT_HELD: &str = "RESERVATION_NOT_HELD";
+    /// 409: the store holds as many reservations as it keeps; `details.max`.
+    pub const HOLD_LIMIT_REACHED: &str = "HOLD_LIMIT_REACHED";
+    /// A cart refused as a whole (status of the first failing line's cause: 404, 409 or 422);
+    /// `details.lines: [{index, storeId, sku, code}]` names every failing line.
+    pub const CART_REFUSED: &str = "CART_REFUSED";
 }
 
 /// A node's Raft role.
@@ -325,6 +448,18 @@ pub struct Metrics {
     pub raft: RaftStatus,
     pub storage: StorageStatus,
     pub log: LogStatus,
+    /// This node's applied reservation state; null if it could not be read.
+    pub reservations: Option<ReservationCounts>,
+}
+
+/// How many reservations this node's applied state holds (`GET /api/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationCounts {
+    /// Reservations held now (at most 2,000,000: past that a hold is refused).
+    pub held: u64,
+    /// Ended reservations still remembered (24 h of log time, at most 1,000,000).
+    pub ended: u64,
 }
 
 /// The Raft log and snapshots on this node's disk.
@@ -502,6 +637,25 @@ mod integer {
         integer_at_least(deserializer, 0, "must be an integer >= 0 (64-bit)")
     }
 
+    pub fn positive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        integer_at_least(deserializer, 1, "must be an integer >= 1 (64-bit)")
+    }
+
+    /// `ttlSeconds`, called only when the field is present: 1 to [`TTL_SECONDS_MAX`].
+    pub fn ttl_seconds<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u64>, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        match as_i64(&value) {
+            Some(seconds) if (1..=TTL_SECONDS_MAX as i64).contains(&seconds) => {
+                Ok(Some(seconds as u64))
+            }
+            _ => Err(D::Error::custom(format!(
+                "ttlSeconds must be an integer from 1 to {TTL_SECONDS_MAX} when present, got {value}"
+            ))),
+        }
+    }
+
     /// `expectedVersion`, called only when the field is present: `null` is refused.
     pub fn version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
         let rule = "expectedVersion must be an integer >= 1 when present (null is not a version)";
@@ -601,6 +755,7 @@ mod tests {
         let body = ReserveRequest {
             qty: 2,
             expected_version: None,
+            ttl_seconds: None,
         };
         assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"qty":2}"#);
         let round_trip: ReserveRequest =

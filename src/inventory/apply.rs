@@ -1,14 +1,16 @@
 //! The pure state transition: `(state, request, context) -> (response, effects)`.
+//!
+//! [`apply`] handles what every command shares (the idempotency key: checked, replayed or
+//! remembered) and `execute` dispatches on the command: the seed's commands are here, the
+//! reservation transitions in `lifecycle`.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-
+use super::change::{changed, existing, invalid, Change};
 use super::command::{
-    Command, CommandResult, IdempotencyId, NewRecord, Rejection, Request, Response,
-    BATCH_RECORDS_MAX,
+    Command, CommandResult, NewRecord, Rejection, Request, Response, BATCH_RECORDS_MAX,
 };
+use super::lifecycle;
 use super::record::{Record, RecordKey};
+use super::state::{Effects, IdempotencyEntry, StateView};
 
 /// Everything `apply` may know about the world besides the state and the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,31 +20,6 @@ pub struct ApplyContext {
     /// Log time in ms: [`super::next_log_time`] of the previous entry's log time and
     /// `request.proposed_at_ms`, computed by the caller from replicated data only.
     pub now_ms: u64,
-}
-
-/// Read access to the replicated state, as of just before this request.
-pub trait StateView {
-    fn record(&self, key: &RecordKey) -> Option<Record>;
-    /// The live or expired entry of an idempotency key within its scope.
-    fn idempotency(&self, id: &IdempotencyId) -> Option<IdempotencyEntry>;
-}
-
-/// What is remembered about an idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdempotencyEntry {
-    /// [`Command::fingerprint`] of the request that first used the key.
-    pub fingerprint: Vec<u8>,
-    /// The answer given then, replayed verbatim (with `replayed = true`).
-    pub response: Response,
-    /// Log time after which the key is forgotten.
-    pub expires_at_ms: u64,
-}
-
-/// The writes one request causes. Empty when the request was a replay.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Effects {
-    pub records: Vec<Record>,
-    pub idempotency: Option<(IdempotencyId, IdempotencyEntry)>,
 }
 
 /// Applies one request. Deterministic: depends only on its arguments.
@@ -55,7 +32,7 @@ pub fn apply(
         // Nothing to remember the answer under: refused, and not stored.
         let response = Response {
             operation: request.command.operation(),
-            result: Err(invalid(&message)),
+            result: CommandResult::Err(invalid(&message)),
             replayed: false,
             log_index: context.log_index,
         };
@@ -76,25 +53,18 @@ pub fn apply(
         }
     }
 
-    let changed = execute(view, &request.command, context.now_ms);
+    let change = execute(view, &request.command, context)
+        .unwrap_or_else(|rejection| Change::nothing(CommandResult::Err(rejection)));
     let response = Response {
         operation: request.command.operation(),
-        result: changed.as_ref().map_err(Clone::clone).and_then(|records| {
-            records
-                .last()
-                .cloned()
-                .ok_or_else(|| invalid("a command changed no record"))
-        }),
+        result: change.result,
         replayed: false,
         log_index: context.log_index,
     };
     let mut effects = Effects {
-        records: if response.result.is_ok() {
-            changed.unwrap_or_default()
-        } else {
-            Vec::new()
-        },
+        records: change.records,
         idempotency: None,
+        reservations: change.reservations,
     };
     if let (Some(idempotency), Some(fingerprint)) = (&request.idempotency, fingerprint) {
         let entry = IdempotencyEntry {
@@ -124,7 +94,7 @@ fn replay(
     }
     Response {
         operation: request.command.operation(),
-        result: Err(Rejection::IdempotencyKeyReused {
+        result: CommandResult::Err(Rejection::IdempotencyKeyReused {
             key: key.to_owned(),
         }),
         replayed: false,
@@ -132,21 +102,44 @@ fn replay(
     }
 }
 
-/// Runs one command against the state, producing the changed records (in the command's order)
-/// or a rejection that changes nothing.
+/// Runs one command against the state, producing its answer and writes, or a rejection that
+/// changes nothing.
 fn execute(
     view: &impl StateView,
     command: &Command,
-    now_ms: u64,
-) -> Result<Vec<Record>, Rejection> {
+    context: ApplyContext,
+) -> Result<Change, Rejection> {
     for key in command.keys() {
         RecordKey::new(&key.store_id, &key.sku).map_err(|error| Rejection::Invalid {
             message: error.to_string(),
         })?;
     }
+    let ApplyContext { log_index, now_ms } = context;
     match command {
-        Command::CreateBatch { records } => create_batch(view, records, now_ms),
-        single => execute_one(view, single, now_ms).map(|record| vec![record]),
+        Command::CreateBatch { records } => {
+            Change::of_records(create_batch(view, records, now_ms)?)
+        }
+        Command::Create { .. } | Command::Adjust { .. } | Command::Reserve { .. } => {
+            Change::of_records(vec![execute_one(view, command, now_ms)?])
+        }
+        Command::Hold {
+            key,
+            quantity,
+            expected_version,
+            ttl_ms,
+        } => {
+            let hold = lifecycle::Hold {
+                key,
+                quantity: *quantity,
+                expected_version: *expected_version,
+                ttl_ms: *ttl_ms,
+            };
+            lifecycle::hold(view, hold, log_index, now_ms)
+        }
+        Command::Cart { lines, ttl_ms } => lifecycle::cart(view, lines, *ttl_ms, log_index, now_ms),
+        Command::Commit { id } => lifecycle::commit(view, *id, now_ms),
+        Command::Release { id } => lifecycle::release(view, *id, now_ms),
+        Command::Expire { ids } => lifecycle::expire(view, ids, now_ms),
     }
 }
 
@@ -174,54 +167,24 @@ fn create_batch(
     Ok(created)
 }
 
-/// Runs a command on one record.
-fn execute_one(view: &impl StateView, command: &Command, now_ms: u64) -> CommandResult {
+/// Runs a seed command on one record.
+fn execute_one(view: &impl StateView, command: &Command, now_ms: u64) -> Result<Record, Rejection> {
     match *command {
         Command::Create {
             ref key,
             initial_quantity,
         } => create(view, key, initial_quantity, now_ms),
-        Command::CreateBatch { .. } => Err(invalid("a batch is not a single-record command")),
         Command::Adjust {
             ref key,
             delta,
             expected_version,
-        } => {
-            // A delta of 0 is accepted, as the seed does: nothing moves, but it is a change
-            // like any other (a new version), so a client can use it to bump a version.
-            let record = existing(view, key, expected_version)?;
-            let quantity = record
-                .quantity
-                .checked_add(delta)
-                .ok_or(Rejection::Overflow)?;
-            if quantity < 0 {
-                return Err(Rejection::InsufficientStock {
-                    requested: delta.checked_neg().unwrap_or(i64::MAX),
-                    available: record.quantity,
-                });
-            }
-            changed(record, quantity, now_ms)
-        }
+        } => adjust(view, key, delta, expected_version, now_ms),
         Command::Reserve {
             ref key,
             quantity,
             expected_version,
-        } => {
-            // A qty of 0 is accepted, as the seed does (an integer >= 0): a new version, no
-            // stock taken.
-            if quantity < 0 {
-                return Err(invalid("qty must not be negative"));
-            }
-            let record = existing(view, key, expected_version)?;
-            if quantity > record.quantity {
-                return Err(Rejection::InsufficientStock {
-                    requested: quantity,
-                    available: record.quantity,
-                });
-            }
-            let remaining = record.quantity - quantity;
-            changed(record, remaining, now_ms)
-        }
+        } => reserve(view, key, quantity, expected_version, now_ms),
+        _ => Err(invalid("not a single-record command")),
     }
 }
 
@@ -230,7 +193,7 @@ fn create(
     key: &RecordKey,
     initial_quantity: i64,
     now_ms: u64,
-) -> CommandResult {
+) -> Result<Record, Rejection> {
     if initial_quantity < 0 {
         return Err(invalid("initialQuantity must not be negative"));
     }
@@ -243,80 +206,80 @@ fn create(
     Ok(Record {
         key: key.clone(),
         quantity: initial_quantity,
+        reserved: 0,
         version: 1,
         created_at_ms: now_ms,
         updated_at_ms: now_ms,
     })
 }
 
-/// Loads a record that must exist and, when asked, be at `expected_version`.
-fn existing(
+/// Adds `delta` to the available quantity. A delta of 0 is accepted, as the seed does: nothing
+/// moves, but it is a change like any other (a new version), so a client can use it to bump a
+/// version.
+fn adjust(
     view: &impl StateView,
     key: &RecordKey,
+    delta: i64,
     expected_version: Option<u64>,
-) -> CommandResult {
-    let record = view
-        .record(key)
-        .ok_or_else(|| Rejection::NotFound { key: key.clone() })?;
-    match expected_version {
-        Some(expected) if expected != record.version => Err(Rejection::VersionMismatch {
-            expected,
-            actual: record.version,
-        }),
-        _ => Ok(record),
+    now_ms: u64,
+) -> Result<Record, Rejection> {
+    let record = existing(view, key, expected_version)?;
+    let quantity = record
+        .quantity
+        .checked_add(delta)
+        .ok_or(Rejection::Overflow)?;
+    if quantity < 0 {
+        return Err(Rejection::InsufficientStock {
+            requested: delta.checked_neg().unwrap_or(i64::MAX),
+            available: record.quantity,
+        });
     }
+    // On hand (available + reserved) must stay within an i64 too; with nothing reserved this is
+    // the check above.
+    quantity
+        .checked_add(record.reserved)
+        .ok_or(Rejection::Overflow)?;
+    let reserved = record.reserved;
+    changed(record, quantity, reserved, now_ms)
 }
 
-fn changed(record: Record, quantity: i64, now_ms: u64) -> CommandResult {
-    debug_assert!(quantity >= 0, "stock must never go below zero");
-    let version = record.version.checked_add(1).ok_or(Rejection::Overflow)?;
-    Ok(Record {
-        quantity,
-        version,
-        updated_at_ms: now_ms.max(record.updated_at_ms),
-        ..record
-    })
-}
-
-fn invalid(message: &str) -> Rejection {
-    Rejection::Invalid {
-        message: message.to_owned(),
+/// Takes `quantity` units out of the available quantity for good. A qty of 0 is accepted, as
+/// the seed does (an integer >= 0): a new version, no stock taken.
+fn reserve(
+    view: &impl StateView,
+    key: &RecordKey,
+    quantity: i64,
+    expected_version: Option<u64>,
+    now_ms: u64,
+) -> Result<Record, Rejection> {
+    if quantity < 0 {
+        return Err(invalid("qty must not be negative"));
     }
-}
-
-/// An in-memory state: the reference model for tests and the simulation's oracle.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MemoryState {
-    pub records: BTreeMap<RecordKey, Record>,
-    pub idempotency: BTreeMap<IdempotencyId, IdempotencyEntry>,
-}
-
-impl MemoryState {
-    pub fn commit(&mut self, effects: Effects) {
-        for record in effects.records {
-            self.records.insert(record.key.clone(), record);
-        }
-        if let Some((key, entry)) = effects.idempotency {
-            self.idempotency.insert(key, entry);
-        }
+    let record = existing(view, key, expected_version)?;
+    if quantity > record.quantity {
+        return Err(Rejection::InsufficientStock {
+            requested: quantity,
+            available: record.quantity,
+        });
     }
-}
-
-impl StateView for MemoryState {
-    fn record(&self, key: &RecordKey) -> Option<Record> {
-        self.records.get(key).cloned()
-    }
-    fn idempotency(&self, id: &IdempotencyId) -> Option<IdempotencyEntry> {
-        self.idempotency.get(id).cloned()
-    }
+    let (remaining, reserved) = (record.quantity - quantity, record.reserved);
+    changed(record, remaining, reserved, now_ms)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::inventory::{
-        next_log_time, proposal_stamp, IdempotencyKey, Operation, LOG_TIME_STEP_MAX_MS,
+        next_log_time, proposal_stamp, IdempotencyKey, MemoryState, Operation, LOG_TIME_STEP_MAX_MS,
     };
+
+    /// The record an accepted seed command answers with.
+    fn record_of(result: CommandResult) -> Record {
+        match result {
+            CommandResult::Ok(record) => record,
+            other => panic!("expected a record, got {other:?}"),
+        }
+    }
 
     fn key(sku: &str) -> RecordKey {
         RecordKey::new("s1", sku).unwrap()
@@ -382,14 +345,14 @@ mod tests {
     #[test]
     fn create_starts_at_version_one_and_refuses_to_overwrite() {
         let mut state = MemoryState::default();
-        let created = run(&mut state, 1, &request(create("a", 5))).result.unwrap();
+        let created = record_of(run(&mut state, 1, &request(create("a", 5))).result);
         assert_eq!(created.version, 1);
         assert_eq!(created.quantity, 5);
         assert_eq!(created.created_at_ms, 1_001);
         let again = run(&mut state, 2, &request(create("a", 9)));
         assert!(matches!(
             again.result,
-            Err(Rejection::AlreadyExists { version: 1, .. })
+            CommandResult::Err(Rejection::AlreadyExists { version: 1, .. })
         ));
         assert_eq!(state.records[&key("a")].quantity, 5);
     }
@@ -398,13 +361,9 @@ mod tests {
     fn every_change_increments_the_version_by_one() {
         let mut state = MemoryState::default();
         run(&mut state, 1, &request(create("a", 5)));
-        let adjusted = run(&mut state, 2, &request(adjust("a", 3, Some(1))))
-            .result
-            .unwrap();
+        let adjusted = record_of(run(&mut state, 2, &request(adjust("a", 3, Some(1)))).result);
         assert_eq!((adjusted.quantity, adjusted.version), (8, 2));
-        let reserved = run(&mut state, 3, &request(reserve("a", 8, None)))
-            .result
-            .unwrap();
+        let reserved = record_of(run(&mut state, 3, &request(reserve("a", 8, None))).result);
         assert_eq!((reserved.quantity, reserved.version), (0, 3));
         assert_eq!(reserved.updated_at_ms, 1_003);
         assert_eq!(reserved.created_at_ms, 1_001);
@@ -418,7 +377,7 @@ mod tests {
         let response = run(&mut state, 2, &request(reserve("a", 1, Some(7))));
         assert_eq!(
             response.result,
-            Err(Rejection::VersionMismatch {
+            CommandResult::Err(Rejection::VersionMismatch {
                 expected: 7,
                 actual: 1
             })
@@ -434,7 +393,7 @@ mod tests {
         let response = run(&mut state, 2, &request(reserve("a", 6, None)));
         assert_eq!(
             response.result,
-            Err(Rejection::InsufficientStock {
+            CommandResult::Err(Rejection::InsufficientStock {
                 requested: 6,
                 available: 5
             })
@@ -442,7 +401,7 @@ mod tests {
         let response = run(&mut state, 3, &request(adjust("a", -6, None)));
         assert_eq!(
             response.result,
-            Err(Rejection::InsufficientStock {
+            CommandResult::Err(Rejection::InsufficientStock {
                 requested: 6,
                 available: 5
             })
@@ -455,12 +414,12 @@ mod tests {
         let mut state = MemoryState::default();
         run(&mut state, 1, &request(create("a", i64::MAX)));
         let response = run(&mut state, 2, &request(adjust("a", 1, None)));
-        assert_eq!(response.result, Err(Rejection::Overflow));
+        assert_eq!(response.result, CommandResult::Err(Rejection::Overflow));
         let response = run(&mut state, 3, &request(adjust("a", i64::MIN, None)));
         // i64::MAX + i64::MIN = -1: below zero, so it is refused as insufficient stock.
         assert!(matches!(
             response.result,
-            Err(Rejection::InsufficientStock { .. })
+            CommandResult::Err(Rejection::InsufficientStock { .. })
         ));
         assert_eq!(state.records[&key("a")].quantity, i64::MAX);
     }
@@ -470,16 +429,16 @@ mod tests {
         let mut state = MemoryState::default();
         assert!(matches!(
             run(&mut state, 1, &request(create("a", -1))).result,
-            Err(Rejection::Invalid { .. })
+            CommandResult::Err(Rejection::Invalid { .. })
         ));
         assert!(matches!(
             run(&mut state, 2, &request(reserve("a", 1, None))).result,
-            Err(Rejection::NotFound { .. })
+            CommandResult::Err(Rejection::NotFound { .. })
         ));
         run(&mut state, 3, &request(create("a", 1)));
         assert!(matches!(
             run(&mut state, 4, &request(reserve("a", -1, None))).result,
-            Err(Rejection::Invalid { .. })
+            CommandResult::Err(Rejection::Invalid { .. })
         ));
         let bad_key = Command::Create {
             key: RecordKey {
@@ -490,7 +449,7 @@ mod tests {
         };
         assert!(matches!(
             run(&mut state, 6, &request(bad_key)).result,
-            Err(Rejection::Invalid { .. })
+            CommandResult::Err(Rejection::Invalid { .. })
         ));
     }
 
@@ -510,8 +469,8 @@ mod tests {
         let mut state = MemoryState::default();
         let created = run(&mut state, 1, &request(batch(&["a", "b", "c"])));
         assert_eq!(
-            created.result.map(|r| r.key),
-            Ok(key("c")),
+            created.result.record().map(|r| &r.key),
+            Some(&key("c")),
             "the last record answers"
         );
         assert_eq!(state.records.len(), 3);
@@ -533,7 +492,10 @@ mod tests {
         let too_many: Vec<String> = (0..=BATCH_RECORDS_MAX).map(|i| format!("x{i}")).collect();
         let too_many: Vec<&str> = too_many.iter().map(String::as_str).collect();
         let response = run(&mut state, 9, &request(batch(&too_many)));
-        assert!(matches!(response.result, Err(Rejection::Invalid { .. })));
+        assert!(matches!(
+            response.result,
+            CommandResult::Err(Rejection::Invalid { .. })
+        ));
         assert_eq!(state.records.len(), 3);
     }
 
@@ -542,10 +504,10 @@ mod tests {
         let mut state = MemoryState::default();
         run(&mut state, 1, &request(create("a", 5)));
         let adjusted = run(&mut state, 2, &request(adjust("a", 0, Some(1)))).result;
-        let adjusted = adjusted.expect("delta 0 is accepted");
+        let adjusted = adjusted.record().cloned().expect("delta 0 is accepted");
         assert_eq!((adjusted.quantity, adjusted.version), (5, 2));
         let reserved = run(&mut state, 3, &request(reserve("a", 0, None))).result;
-        let reserved = reserved.expect("qty 0 is accepted");
+        let reserved = reserved.record().cloned().expect("qty 0 is accepted");
         assert_eq!((reserved.quantity, reserved.version), (5, 3));
         assert_eq!(state.records[&key("a")].version, 3);
     }
@@ -584,7 +546,7 @@ mod tests {
             let response = run(&mut state, 3, &keyed(other, "k1"));
             assert_eq!(
                 response.result,
-                Err(Rejection::IdempotencyKeyReused { key: "k1".into() })
+                CommandResult::Err(Rejection::IdempotencyKeyReused { key: "k1".into() })
             );
             assert!(!response.replayed);
         }
@@ -602,7 +564,7 @@ mod tests {
         };
         let (response, effects) = apply(&state, &keyed(reserve("a", 1, None), "k1"), context);
         assert!(!response.replayed);
-        assert_eq!(response.result.unwrap().quantity, 3);
+        assert_eq!(record_of(response.result).quantity, 3);
         assert!(effects.idempotency.is_some());
     }
 
@@ -651,9 +613,9 @@ mod tests {
         for (who, response) in [("alice", &alice), ("bob", &bob), ("anonymous", &anonymous)] {
             assert!(!response.replayed, "{who} got someone else's answer");
         }
-        assert_eq!(alice.result.as_ref().unwrap().quantity, 8);
-        assert_eq!(bob.result.as_ref().unwrap().quantity, 6);
-        assert_eq!(anonymous.result.as_ref().unwrap().quantity, 4);
+        assert_eq!(alice.result.record().unwrap().quantity, 8);
+        assert_eq!(bob.result.record().unwrap().quantity, 6);
+        assert_eq!(anonymous.result.record().unwrap().quantity, 4);
         assert_eq!(state.idempotency.len(), 3);
 
         // Within one scope, the key replays as it always did.
@@ -685,7 +647,7 @@ mod tests {
         );
         assert_eq!(
             reused.result,
-            Err(Rejection::IdempotencyKeyReused { key: "k".into() })
+            CommandResult::Err(Rejection::IdempotencyKeyReused { key: "k".into() })
         );
         assert_eq!(state, before);
         // Another scope using the same key for another request is simply a new key.
@@ -694,7 +656,7 @@ mod tests {
             4,
             &scoped(reserve("a", 3, None), "client:bob", "k"),
         );
-        assert_eq!(other.result.unwrap().quantity, 5);
+        assert_eq!(record_of(other.result).quantity, 5);
         assert!(!other.replayed);
     }
 
@@ -725,7 +687,10 @@ mod tests {
         ] {
             let response = run(&mut state, 2, &bad);
             assert!(
-                matches!(response.result, Err(Rejection::Invalid { .. })),
+                matches!(
+                    response.result,
+                    CommandResult::Err(Rejection::Invalid { .. })
+                ),
                 "{bad:?}"
             );
         }
@@ -791,7 +756,7 @@ mod tests {
             &at(request(adjust("a", 0, None)), jumped_stamp),
         );
         assert_eq!(clock_ms, NOW_MS + LOG_TIME_STEP_MAX_MS);
-        assert_eq!(jumped.result.unwrap().updated_at_ms, clock_ms);
+        assert_eq!(record_of(jumped.result).updated_at_ms, clock_ms);
 
         // The retry still replays: the key did not expire.
         let retry_stamp = proposal_stamp(NOW_MS + DAY_MS, clock_ms);

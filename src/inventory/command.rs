@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::record::{Record, RecordKey};
+use super::reservation::{Reservation, ReservationId, ReservationStatus};
 
 /// Longest accepted `Idempotency-Key`, in bytes (printable ASCII only).
 pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
@@ -18,8 +19,8 @@ pub const IDEMPOTENCY_SCOPE_LENGTH_MAX: usize = 512;
 /// stays under the default 64 KiB limit with the longest ids.
 pub const BATCH_RECORDS_MAX: usize = 500;
 
-/// A change to the inventory. Later work (reservations with expiry, carts) adds variants here
-/// and arms in `apply::execute`; nothing else in the write path needs to know.
+/// A change to the inventory. A new kind of change adds a variant here (at the end: see the
+/// module docs) and an arm in `apply::execute`; nothing else in the write path needs to know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Create a record; refused if it already exists (never overwritten).
@@ -42,6 +43,37 @@ pub enum Command {
     /// Create every record of `records` (1 to [`BATCH_RECORDS_MAX`], distinct keys), or none:
     /// refused as a whole if any exists. For loading a catalogue in one log entry.
     CreateBatch { records: Vec<NewRecord> },
+    /// Hold `quantity` (>= 0) units of one record for `ttl_ms` (from
+    /// [`super::HOLD_TTL_MS_MIN`] to [`super::HOLD_TTL_MS_MAX`]): checked as a `Reserve`, but the
+    /// units move from the available quantity to `reserved`, and a held reservation of one line
+    /// is created. Added for reservations (issue 31), like every variant below.
+    Hold {
+        key: RecordKey,
+        quantity: i64,
+        expected_version: Option<u64>,
+        ttl_ms: u64,
+    },
+    /// Hold every line (1 to [`super::CART_LINES_MAX`], distinct keys, quantities >= 1) for
+    /// `ttl_ms`, as one reservation, or none: refused as a whole, naming every line that cannot
+    /// be held.
+    Cart { lines: Vec<CartLine>, ttl_ms: u64 },
+    /// The held units left: a held reservation, before its deadline, becomes committed.
+    Commit { id: ReservationId },
+    /// The held units come back: a held reservation, before its deadline, becomes released.
+    Release { id: ReservationId },
+    /// Proposed by the leader: each of `ids` (at most [`super::EXPIRE_IDS_MAX`]) that is held
+    /// and due at this entry's log time becomes expired; any other is skipped.
+    Expire { ids: Vec<ReservationId> },
+}
+
+/// One line of a [`Command::Cart`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartLine {
+    pub key: RecordKey,
+    /// Units to hold: >= 1.
+    pub quantity: i64,
+    /// Refuse the line unless the record is at this version.
+    pub expected_version: Option<u64>,
 }
 
 /// One record of a [`Command::CreateBatch`].
@@ -58,16 +90,41 @@ impl Command {
             Command::Adjust { .. } => Operation::Adjust,
             Command::Reserve { .. } => Operation::Reserve,
             Command::CreateBatch { .. } => Operation::CreateBatch,
+            Command::Hold { .. } => Operation::Hold,
+            Command::Cart { .. } => Operation::Cart,
+            Command::Commit { .. } => Operation::Commit,
+            Command::Release { .. } => Operation::Release,
+            Command::Expire { .. } => Operation::Expire,
         }
     }
 
-    /// Every record this command touches, in the command's order.
+    /// Every record this command names, in the command's order. A commit, release or expiry
+    /// names reservations instead ([`Self::reservation_ids`]): the records it touches are the
+    /// lines of those reservations, known only from the state.
     pub fn keys(&self) -> Vec<&RecordKey> {
         match self {
             Command::Create { key, .. }
             | Command::Adjust { key, .. }
-            | Command::Reserve { key, .. } => vec![key],
+            | Command::Reserve { key, .. }
+            | Command::Hold { key, .. } => vec![key],
             Command::CreateBatch { records } => records.iter().map(|r| &r.key).collect(),
+            Command::Cart { lines, .. } => lines.iter().map(|line| &line.key).collect(),
+            Command::Commit { .. } | Command::Release { .. } | Command::Expire { .. } => Vec::new(),
+        }
+    }
+
+    /// Every existing reservation this command names, in the command's order: what a state
+    /// machine loads (with the records of their lines) before applying it.
+    pub fn reservation_ids(&self) -> &[ReservationId] {
+        match self {
+            Command::Commit { id } | Command::Release { id } => std::slice::from_ref(id),
+            Command::Expire { ids } => ids,
+            Command::Create { .. }
+            | Command::Adjust { .. }
+            | Command::Reserve { .. }
+            | Command::CreateBatch { .. }
+            | Command::Hold { .. }
+            | Command::Cart { .. } => &[],
         }
     }
 
@@ -80,13 +137,19 @@ impl Command {
 }
 
 /// The kind of a command, kept in the response so the HTTP layer can pick the status code
-/// (201 for create/reserve, 200 for adjust) without re-reading the request.
+/// (201 for create/reserve, 200 for adjust) without re-reading the request. Stored in answers:
+/// variants are only added at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
     Create,
     Adjust,
     Reserve,
     CreateBatch,
+    Hold,
+    Cart,
+    Commit,
+    Release,
+    Expire,
 }
 
 /// An idempotency key, the client scope it belongs to, and how long it is remembered, in log
@@ -235,6 +298,7 @@ mod idempotency_wire {
 }
 
 /// A deterministic refusal: replicated, remembered for idempotent replay, shown to the client.
+/// Stored in answers: variants are only added at the end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Rejection {
     #[error("invalid command: {message}")]
@@ -251,11 +315,115 @@ pub enum Rejection {
     Overflow,
     #[error("idempotency key {key:?} was already used for a different request")]
     IdempotencyKeyReused { key: String },
+    /// Added for reservations (issue 31), like every variant below.
+    #[error("reservation {id} not found")]
+    ReservationNotFound { id: ReservationId },
+    /// The reservation already ended otherwise (committed, or released): it is no longer held.
+    #[error("reservation {id} is {status}, no longer held")]
+    ReservationNotHeld {
+        id: ReservationId,
+        status: ReservationStatus,
+    },
+    /// The reservation's deadline passed (at this entry's log time): it expired, or will when
+    /// the expiry entry that follows applies.
+    #[error("reservation {id} expired")]
+    ReservationExpired { id: ReservationId },
+    /// Some lines of a cart cannot be held, so none is: every failing line, in the cart's order.
+    #[error("cart refused: {} of its lines cannot be held", .lines.len())]
+    CartRefused { lines: Vec<LineRefusal> },
+    /// As many reservations are held as the store keeps ([`super::HELD_RESERVATIONS_MAX`]).
+    #[error("{max} reservations are held, the most the store keeps: commit or release some")]
+    HoldLimitReached { max: u64 },
 }
 
-/// The outcome of one command: the record as it is after the change (for a batch, the last one
-/// created: all were), or why nothing changed.
-pub type CommandResult = Result<Record, Rejection>;
+/// Why one line of a cart cannot be held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineRefusal {
+    /// The line's position in the cart, from 0.
+    pub index: usize,
+    pub key: RecordKey,
+    /// `NotFound`, `VersionMismatch`, `InsufficientStock` or `Overflow`.
+    pub rejection: Rejection,
+}
+
+/// The outcome of one command.
+///
+/// Stored in answers, so its encoding is a storage format. It used to be `Result<Record,
+/// Rejection>`, which serde encodes as an enum with `Ok` (index 0) and `Err` (index 1): the
+/// first two variants keep those names and indexes, so old answers decode unchanged (and JSON
+/// stays `{"Ok": ..}` / `{"Err": ..}`). Variants are only added at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// The record as it is after the change (for a batch, the last one created: all were).
+    Ok(Record),
+    /// Why nothing changed.
+    Err(Rejection),
+    /// A [`Command::Hold`] held: the record after the change, and the reservation created.
+    Held {
+        record: Record,
+        reservation_id: ReservationId,
+    },
+    /// A cart held, or a reservation committed or released (or already so): the reservation
+    /// as it is now.
+    Reservation(Reservation),
+    /// An expiry entry applied: how many reservations it expired (those it skipped are not
+    /// counted).
+    Expired { count: u64 },
+}
+
+impl CommandResult {
+    /// Whether the command was applied (or was already so): anything but a rejection.
+    pub fn is_ok(&self) -> bool {
+        !self.is_err()
+    }
+
+    /// Whether the command was refused.
+    pub fn is_err(&self) -> bool {
+        matches!(self, CommandResult::Err(_))
+    }
+
+    /// Why nothing changed, if it was refused.
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match self {
+            CommandResult::Err(rejection) => Some(rejection),
+            _ => None,
+        }
+    }
+
+    /// The record the answer shows: of `Ok` and `Held`.
+    pub fn record(&self) -> Option<&Record> {
+        match self {
+            CommandResult::Ok(record) | CommandResult::Held { record, .. } => Some(record),
+            _ => None,
+        }
+    }
+
+    /// The reservation the answer shows in full: of `Reservation`.
+    pub fn reservation(&self) -> Option<&Reservation> {
+        match self {
+            CommandResult::Reservation(reservation) => Some(reservation),
+            _ => None,
+        }
+    }
+
+    /// The reservation the answer names: of `Held` and `Reservation`.
+    pub fn reservation_id(&self) -> Option<ReservationId> {
+        match self {
+            CommandResult::Held { reservation_id, .. } => Some(*reservation_id),
+            CommandResult::Reservation(reservation) => Some(reservation.id),
+            _ => None,
+        }
+    }
+}
+
+impl From<Result<Record, Rejection>> for CommandResult {
+    fn from(result: Result<Record, Rejection>) -> Self {
+        match result {
+            Ok(record) => CommandResult::Ok(record),
+            Err(rejection) => CommandResult::Err(rejection),
+        }
+    }
+}
 
 /// What the state machine answers for one applied [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,6 +498,122 @@ mod tests {
             // And an anonymous key is still written in exactly the old bytes.
             assert_eq!(encode(&request), old);
         }
+    }
+
+    /// `Response` as it was before reservations: `result` a plain `Result`.
+    #[derive(Serialize)]
+    struct ResultResponse {
+        operation: Operation,
+        result: Result<Record, Rejection>,
+        replayed: bool,
+        log_index: u64,
+    }
+
+    fn decode_response(bytes: &[u8]) -> Response {
+        let (response, read) =
+            bincode::serde::decode_from_slice(bytes, bincode::config::standard()).unwrap();
+        assert_eq!(read, bytes.len(), "every byte is read");
+        response
+    }
+
+    #[test]
+    fn answers_stored_before_reservations_decode_and_encode_to_the_same_bytes() {
+        let record = Record {
+            key: RecordKey::new("s1", "a").unwrap(),
+            quantity: 3,
+            reserved: 0,
+            version: 2,
+            created_at_ms: 5,
+            updated_at_ms: 6,
+        };
+        let rejection = Rejection::InsufficientStock {
+            requested: 9,
+            available: 3,
+        };
+        for (old, expected) in [
+            (Ok(record.clone()), CommandResult::Ok(record)),
+            (Err(rejection.clone()), CommandResult::Err(rejection)),
+        ] {
+            let old = encode(&ResultResponse {
+                operation: Operation::Reserve,
+                result: old,
+                replayed: true,
+                log_index: 12,
+            });
+            let response = decode_response(&old);
+            assert_eq!(response.result, expected);
+            assert_eq!(encode(&response), old);
+        }
+    }
+
+    #[test]
+    fn answers_keep_their_json_shape() {
+        let refused = CommandResult::Err(Rejection::Overflow);
+        assert_eq!(
+            serde_json::to_string(&refused).unwrap(),
+            r#"{"Err":"Overflow"}"#
+        );
+        let json = serde_json::to_string(&Err::<Record, _>(Rejection::Overflow)).unwrap();
+        assert_eq!(
+            serde_json::from_str::<CommandResult>(&json).unwrap(),
+            refused
+        );
+        let expired = CommandResult::Expired { count: 2 };
+        let json = serde_json::to_string(&expired).unwrap();
+        assert_eq!(
+            serde_json::from_str::<CommandResult>(&json).unwrap(),
+            expired
+        );
+    }
+
+    #[test]
+    fn new_commands_and_answers_round_trip_through_the_log_encoding() {
+        let key = RecordKey::new("s1", "a").unwrap();
+        let id = ReservationId::new(40, 0).unwrap();
+        let commands = [
+            Command::Hold {
+                key: key.clone(),
+                quantity: 2,
+                expected_version: Some(3),
+                ttl_ms: 60_000,
+            },
+            Command::Cart {
+                lines: vec![CartLine {
+                    key: key.clone(),
+                    quantity: 1,
+                    expected_version: None,
+                }],
+                ttl_ms: 900_000,
+            },
+            Command::Commit { id },
+            Command::Release { id },
+            Command::Expire { ids: vec![id] },
+        ];
+        for command in commands {
+            let request = Request {
+                command,
+                proposed_at_ms: 7,
+                idempotency: None,
+            };
+            assert_eq!(decode(&encode(&request)), request);
+        }
+        let refusal = Rejection::CartRefused {
+            lines: vec![LineRefusal {
+                index: 0,
+                key,
+                rejection: Rejection::ReservationNotHeld {
+                    id,
+                    status: ReservationStatus::Released,
+                },
+            }],
+        };
+        let response = Response {
+            operation: Operation::Cart,
+            result: CommandResult::Err(refusal),
+            replayed: false,
+            log_index: 40,
+        };
+        assert_eq!(decode_response(&encode(&response)), response);
     }
 
     #[test]

@@ -15,6 +15,10 @@
 //! 3. **Effects, not mutation.** [`apply`] returns the [`Effects`] to persist; the state machine
 //!    store writes them in one atomic batch together with the applied log id.
 //!
+//! Reservations (`reservation`, `lifecycle`) hold stock until a deadline in log time, and end
+//! exactly once: committed, released, or expired by an entry the leader proposes. Their ids,
+//! deadlines and expiry are all derived from the log, so they obey the same three rules.
+//!
 //! Idempotency keys are remembered per client scope ([`IdempotencyId`]: scope and key): the
 //! scope travels inside the logged [`Request`], so apply reads nothing else to tell one
 //! client's `order-42` from another's.
@@ -24,14 +28,26 @@
 //! the log is rejected identically everywhere rather than trusted.
 
 mod apply;
+mod change;
 mod command;
+mod lifecycle;
 mod log_time;
 mod record;
+mod reservation;
+mod state;
+#[cfg(test)]
+mod tests;
 
-pub use apply::{apply, ApplyContext, Effects, IdempotencyEntry, MemoryState, StateView};
+pub use apply::{apply, ApplyContext};
 pub use command::{
-    Command, CommandResult, IdempotencyId, IdempotencyKey, NewRecord, Operation, Rejection,
-    Request, Response, BATCH_RECORDS_MAX, IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_SCOPE_LENGTH_MAX,
+    CartLine, Command, CommandResult, IdempotencyId, IdempotencyKey, LineRefusal, NewRecord,
+    Operation, Rejection, Request, Response, BATCH_RECORDS_MAX, IDEMPOTENCY_KEY_LENGTH_MAX,
+    IDEMPOTENCY_SCOPE_LENGTH_MAX,
 };
 pub use log_time::{next_log_time, proposal_stamp, LOG_TIME_STEP_MAX_MS};
 pub use record::{Record, RecordKey, ValidationError, SKU_LENGTH_MAX, STORE_ID_LENGTH_MAX};
+pub use reservation::{
+    Reservation, ReservationId, ReservationLine, ReservationStatus, CART_LINES_MAX, EXPIRE_IDS_MAX,
+    HELD_RESERVATIONS_MAX, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN, RESERVATIONS_PER_ENTRY_MAX,
+};
+pub use state::{Effects, IdempotencyEntry, MemoryState, StateView};

@@ -10,6 +10,9 @@
 //!   pure [`inventory::apply`](crate::inventory::apply), one atomic batch per apply call.
 //!   [`snapshot`] builds and installs its snapshots; [`idempotency_log`] keeps its idempotency
 //!   entries (stored, found, forgotten at expiry or past the cap, upgraded from older formats).
+//!   [`reservations`] keeps the reservations apply decides (by id, the due index the leader's
+//!   expiry proposer reads, the retention queue, the held count) and the SKU index of records;
+//!   [`pending_writes`] is what one apply call has written so far, which its later entries read.
 //! - [`network`]: openraft's network traits over a [`Transport`](crate::transport::Transport),
 //!   so the simulation swaps the wire without touching Raft.
 //! - [`runtime`]: openraft's `AsyncRuntime` on `tokio`, which is madsim-tokio: real tokio in the
@@ -19,6 +22,8 @@ pub mod idempotency_log;
 pub mod log_store;
 pub mod log_upgrade;
 pub mod network;
+pub mod pending_writes;
+pub mod reservations;
 pub mod runtime;
 pub mod snapshot;
 pub mod state_machine;

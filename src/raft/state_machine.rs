@@ -31,19 +31,22 @@
 //! A storage or decode failure is returned to openraft as an `io::Error`, which stops the node:
 //! a replica that cannot apply faithfully must not answer.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
-use serde::Serialize;
 
 use super::idempotency_log::{ChunkLayout, IdempotencyLog, KeyIndex, LogSettings, SharedKeyIndex};
+use super::pending_writes::PendingWrites;
+use super::reservations::{self, Reservations, RetentionSettings};
 use super::snapshot::{self, Capture, SnapshotBuilder, SnapshotParts};
 use super::types::{Applied, Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::inventory::{self, ApplyContext, MemoryState, Record, RecordKey, Request};
+use crate::inventory::{
+    self, ApplyContext, MemoryState, Record, RecordKey, Request, Reservation, ReservationId,
+};
+use crate::storage::fs::blocking;
 use crate::storage::snapshots::{SnapshotDir, SnapshotFile};
 use crate::storage::{
     self, decode, encode, keys, Disk, KeyValue, Order, StorageError, Write, WriteBatch,
@@ -64,6 +67,8 @@ pub struct StateMachineStore {
     apply: ApplyFn,
     /// The idempotency log's cap and chunk size (see [`LogSettings`]).
     idempotency: LogSettings,
+    /// How long and how many ended reservations are remembered (see [`RetentionSettings`]).
+    retention: RetentionSettings,
     snapshots: SnapshotDir,
     /// Before-images for a snapshot being built (see `raft::snapshot`).
     capture: Arc<Capture>,
@@ -85,12 +90,21 @@ impl StateMachineStore {
         Self::with_apply(disk, snapshots, inventory::apply)
     }
 
+    /// The product's store as a node opens it (`node::start`): records created before the SKU
+    /// index existed get their index entries first ([`reservations::build_sku_index`]), so that
+    /// its state is the one every other opened replica holds.
+    pub fn open(disk: Arc<dyn Disk>, snapshots: SnapshotDir) -> Result<Self, StorageError> {
+        reservations::build_sku_index(&*disk)?;
+        Ok(Self::new(disk, snapshots))
+    }
+
     /// A store that runs `apply` on each command instead (see [`ApplyFn`]).
     pub fn with_apply(disk: Arc<dyn Disk>, snapshots: SnapshotDir, apply: ApplyFn) -> Self {
         Self {
             disk,
             apply,
             idempotency: LogSettings::default(),
+            retention: RetentionSettings::default(),
             snapshots,
             capture: Arc::default(),
             key_index: SharedKeyIndex::default(),
@@ -119,6 +133,14 @@ impl StateMachineStore {
     /// replica must use the same, see [`KEYS_PER_CHUNK`](super::idempotency_log::KEYS_PER_CHUNK)).
     pub fn with_keys_per_chunk(mut self, entries: u64) -> Self {
         self.idempotency.layout = ChunkLayout::new(entries);
+        self
+    }
+
+    /// The same store with another retention of ended reservations (tests; every replica must
+    /// use the same, see [`reservations::ENDED_RETENTION_MS`] and
+    /// [`reservations::ENDED_RESERVATIONS_KEPT_MAX`]).
+    pub fn with_retention(mut self, retention: RetentionSettings) -> Self {
+        self.retention = retention;
         self
     }
 
@@ -153,6 +175,38 @@ impl StateMachineStore {
     /// The record as of the last applied entry on this node.
     pub fn record(&self, key: &RecordKey) -> Result<Option<Record>, StorageError> {
         read_record(&*self.disk, key)
+    }
+
+    /// A reservation, held or ended, as of the last applied entry, while it is remembered.
+    pub fn reservation(&self, id: ReservationId) -> Result<Option<Reservation>, StorageError> {
+        reservations::reservation(&*self.disk, id)
+    }
+
+    /// How many reservations are held, and how many ended ones are remembered.
+    pub fn reservation_counts(&self) -> Result<(u64, u64), StorageError> {
+        reservations::counts(&*self.disk)
+    }
+
+    /// Every store's record of `sku`, ordered by store id, at most `limit`.
+    pub fn sku_records(&self, sku: &str, limit: usize) -> Result<Vec<Record>, StorageError> {
+        reservations::sku_records(&*self.disk, sku, limit)
+    }
+
+    /// A page of `store_id`'s records in SKU order, strictly after `after_sku`, at most
+    /// `limit`; and whether more follow.
+    pub fn store_records(
+        &self,
+        store_id: &str,
+        after_sku: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, bool), StorageError> {
+        reservations::store_records(&*self.disk, store_id, after_sku, limit)
+    }
+
+    /// The held reservations due at log time `now_ms`, in deadline order, at most `limit`
+    /// (for the leader's expiry proposer: a bounded scan of the due index, off the write path).
+    pub fn due_holds(&self, now_ms: u64, limit: usize) -> Result<Vec<ReservationId>, StorageError> {
+        reservations::due_holds(&*self.disk, now_ms, limit)
     }
 
     /// The last applied log id on this node.
@@ -213,10 +267,9 @@ pub fn read_state_pairs(disk: &dyn Disk) -> Result<Vec<KeyValue>, StorageError> 
 
 /// The writes of one apply call, with the reads they must see.
 struct ApplyBatch<'d> {
-    disk: &'d dyn Disk,
     apply: ApplyFn,
-    /// Pending writes of records: `None` deletes.
-    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Pending writes of records, reservations and their indexes (see [`PendingWrites`]).
+    pending: PendingWrites<'d>,
     applied: Option<LogId>,
     membership: StoredMembership,
     /// Log time of the last command entry applied, in ms; 0 before the first (see
@@ -224,31 +277,21 @@ struct ApplyBatch<'d> {
     clock_ms: u64,
     /// The idempotency log as this call changes it.
     idempotency: IdempotencyLog<'d>,
+    /// The reservation state's counters as this call changes them.
+    reservations: Reservations,
 }
 
 impl<'d> ApplyBatch<'d> {
     fn begin(store: &'d StateMachineStore, key_index: KeyIndex) -> Result<Self, StorageError> {
         Ok(Self {
-            disk: &*store.disk,
             apply: store.apply,
-            overlay: BTreeMap::new(),
+            pending: PendingWrites::new(&*store.disk),
             applied: store.applied()?,
             membership: store.read(keys::MEMBERSHIP)?.unwrap_or_default(),
             clock_ms: store.read(keys::CLOCK)?.unwrap_or(0),
             idempotency: IdempotencyLog::begin(&*store.disk, key_index, store.idempotency)?,
+            reservations: Reservations::begin(&*store.disk, store.retention)?,
         })
-    }
-
-    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        let bytes = match self.overlay.get(key) {
-            Some(pending) => pending.clone(),
-            None => self.disk.get(key)?,
-        };
-        bytes.map(|bytes| decode(key, &bytes)).transpose()
-    }
-
-    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
-        self.overlay.insert(key, Some(encode(value)));
     }
 
     fn apply_entry(&mut self, entry: Entry) -> Result<Applied, StorageError> {
@@ -287,6 +330,8 @@ impl<'d> ApplyBatch<'d> {
     ) -> Result<inventory::Response, StorageError> {
         self.clock_ms = inventory::next_log_time(self.clock_ms, request.proposed_at_ms);
         self.idempotency.purge_expired(self.clock_ms)?;
+        self.reservations
+            .forget_ended(&mut self.pending, self.clock_ms)?;
 
         let view = self.read_view(request)?;
         let context = ApplyContext {
@@ -294,8 +339,27 @@ impl<'d> ApplyBatch<'d> {
             now_ms: self.clock_ms,
         };
         let (response, effects) = (self.apply)(&view, request, context);
-        for record in &effects.records {
-            debug_assert!(record.quantity >= 0, "apply produced negative stock");
+        self.store_records(&view, &effects.records);
+        for reservation in &effects.reservations {
+            let before = view.reservations.get(&reservation.id);
+            self.reservations
+                .store(&mut self.pending, before, reservation);
+        }
+        if let Some((id, entry)) = effects.idempotency {
+            // A new entry for the key: it replaces the stored one (expired), if any.
+            self.idempotency.remember(&id, entry)?;
+        }
+        Ok(response)
+    }
+
+    /// Writes the records an entry changed; a record it created also gets its SKU index entry.
+    fn store_records(&mut self, view: &MemoryState, records: &[Record]) {
+        for record in records {
+            assert!(record.quantity >= 0, "apply produced negative stock");
+            assert!(
+                record.reserved >= 0,
+                "apply produced a negative reserved count"
+            );
             let before = view.records.get(&record.key);
             debug_assert_eq!(
                 record.version,
@@ -306,24 +370,33 @@ impl<'d> ApplyBatch<'d> {
                 before.is_none_or(|r| record.updated_at_ms >= r.updated_at_ms),
                 "log time never goes back: a change is stamped no earlier than the last one"
             );
-            self.put(keys::record(&record.key), record);
+            if before.is_none() {
+                self.pending.put_empty(keys::sku_index(&record.key));
+            }
+            self.pending.put(keys::record(&record.key), record);
         }
-        if let Some((id, entry)) = effects.idempotency {
-            // A new entry for the key: it replaces the stored one (expired), if any.
-            self.idempotency.remember(&id, entry)?;
-        }
-        Ok(response)
     }
 
-    /// What `request` may see of the state: the records it names, and the stored entry of its
-    /// idempotency key (live or expired), if any.
+    /// What `request` may see of the state: the records it names, the reservations it names
+    /// and the records of their lines, the held count, and the stored entry of its idempotency
+    /// key (live or expired), if any.
     fn read_view(&mut self, request: &Request) -> Result<MemoryState, StorageError> {
         let mut view = MemoryState::default();
         for key in request.command.keys() {
-            if let Some(record) = self.get::<Record>(&keys::record(key))? {
-                view.records.insert(key.clone(), record);
+            self.load_record(&mut view, key)?;
+        }
+        for &id in request.command.reservation_ids() {
+            if view.reservations.contains_key(&id) {
+                continue;
+            }
+            if let Some(reservation) = self.reservations.load(&self.pending, id)? {
+                for line in &reservation.lines {
+                    self.load_record(&mut view, &line.key)?;
+                }
+                view.reservations.insert(id, reservation);
             }
         }
+        view.held_count = self.reservations.held_count();
         if let Some(idempotency) = &request.idempotency {
             let id = idempotency.id();
             if let Some(entry) = self.idempotency.find(&id)? {
@@ -333,15 +406,21 @@ impl<'d> ApplyBatch<'d> {
         Ok(view)
     }
 
+    /// Puts `key`'s record into `view`, unless it is there already or does not exist.
+    fn load_record(&self, view: &mut MemoryState, key: &RecordKey) -> Result<(), StorageError> {
+        if !view.records.contains_key(key) {
+            if let Some(record) = self.pending.get::<Record>(&keys::record(key))? {
+                view.records.insert(key.clone(), record);
+            }
+        }
+        Ok(())
+    }
+
     /// The call's writes as one batch, and the key index as of that batch.
     fn finish(self) -> (WriteBatch, KeyIndex) {
         let mut batch = WriteBatch::default();
-        for (key, value) in self.overlay {
-            match value {
-                Some(value) => batch.put(key, value),
-                None => batch.delete(key),
-            }
-        }
+        self.pending.write_into(&mut batch);
+        self.reservations.finish(&mut batch);
         batch.put(keys::APPLIED.to_vec(), encode(&self.applied));
         batch.put(keys::MEMBERSHIP.to_vec(), encode(&self.membership));
         batch.put(keys::CLOCK.to_vec(), encode(&self.clock_ms));
@@ -411,7 +490,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.key_index.forget();
         let installed = snapshot::install(&self.snapshot_parts(), meta, snapshot).await;
         self.key_index.forget();
-        installed
+        installed?;
+        // A snapshot of a version before the SKU index gets it now, before anything applies.
+        let disk = self.disk.clone();
+        let indexed = blocking(move || Ok(reservations::build_sku_index(&*disk)?)).await?;
+        if indexed > 0 {
+            tracing::info!(
+                records = indexed,
+                "built the SKU index of an installed snapshot"
+            );
+        }
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {

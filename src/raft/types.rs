@@ -18,15 +18,15 @@ pub enum Applied {
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let operation = self.command.operation();
         let keys = self.command.keys();
-        match keys.as_slice() {
-            [key] => write!(f, "{:?} on {key}", self.command.operation()),
-            more => write!(
-                f,
-                "{:?} of {} records",
-                self.command.operation(),
-                more.len()
-            ),
+        match (keys.as_slice(), self.command.reservation_ids()) {
+            (_, [id]) => write!(f, "{operation:?} of {id}"),
+            ([], ids) if !ids.is_empty() => {
+                write!(f, "{operation:?} of {} reservations", ids.len())
+            }
+            ([key], _) => write!(f, "{operation:?} on {key}"),
+            (more, _) => write!(f, "{operation:?} of {} records", more.len()),
         }
     }
 }
@@ -50,3 +50,34 @@ pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot =
     openraft::alias::SnapshotOf<TypeConfig, crate::storage::snapshots::SnapshotFile>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+
+#[cfg(test)]
+mod tests {
+    use crate::inventory::{Command, RecordKey, Request, ReservationId};
+
+    fn request(command: Command) -> String {
+        Request {
+            command,
+            proposed_at_ms: 0,
+            idempotency: None,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_request_names_its_record_or_its_reservations() {
+        let key = RecordKey::new("s1", "a").unwrap();
+        let id = ReservationId::new(7, 0).unwrap();
+        let hold = Command::Hold {
+            key,
+            quantity: 1,
+            expected_version: None,
+            ttl_ms: 1_000,
+        };
+        assert_eq!(request(hold), "Hold on s1/a");
+        assert_eq!(request(Command::Commit { id }), "Commit of rsv-7-0");
+        assert_eq!(request(Command::Release { id }), "Release of rsv-7-0");
+        let ids = vec![id, ReservationId::new(8, 0).unwrap()];
+        assert_eq!(request(Command::Expire { ids }), "Expire of 2 reservations");
+    }
+}

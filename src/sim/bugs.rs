@@ -4,7 +4,8 @@
 //!
 //! The core has no test switches: each bug enters through a seam the core defines for any
 //! caller ([`crate::node::Seams`], or the router the simulation serves), filled here:
-//! - [`PlantedBug::ReserveSkipsStockCheck`]: a wrapper of `inventory::apply` ([`apply_fn`]);
+//! - [`PlantedBug::ReserveSkipsStockCheck`], [`PlantedBug::DoubleExpiry`] and
+//!   [`PlantedBug::HalfCart`]: wrappers of `inventory::apply` ([`apply_fn`]);
 //! - [`PlantedBug::StaleFollowerReads`]: a router layer in front of the node ([`wrap_router`])
 //!   that turns a follower's linearizable reads into local ones.
 
@@ -18,7 +19,9 @@ use axum::Router;
 
 use crate::app::App;
 use crate::client::routes;
-use crate::inventory::{self, ApplyContext, Command, Effects, MemoryState};
+use crate::inventory::{
+    self, ApplyContext, Command, Effects, MemoryState, ReservationStatus, StateView,
+};
 use crate::raft::state_machine::ApplyFn;
 
 /// A known bug the simulation must find.
@@ -29,6 +32,10 @@ pub enum PlantedBug {
     StaleFollowerReads = 1,
     /// A reserve beyond the available stock succeeds and empties the record (an oversell).
     ReserveSkipsStockCheck = 2,
+    /// An expiry gives each expired line's units back twice.
+    DoubleExpiry = 3,
+    /// A cart holds only its first line (and answers a reservation of that line).
+    HalfCart = 4,
 }
 
 thread_local! {
@@ -49,7 +56,9 @@ pub fn planted() -> PlantedBug {
 pub fn apply_fn() -> ApplyFn {
     match planted() {
         PlantedBug::ReserveSkipsStockCheck => reserve_skipping_the_stock_check,
-        _ => inventory::apply,
+        PlantedBug::DoubleExpiry => expiry_giving_units_back_twice,
+        PlantedBug::HalfCart => cart_holding_only_its_first_line,
+        PlantedBug::None | PlantedBug::StaleFollowerReads => inventory::apply,
     }
 }
 
@@ -70,6 +79,60 @@ fn reserve_skipping_the_stock_check(
         }
     }
     inventory::apply(view, request, context)
+}
+
+/// `inventory::apply`, except that an expiry gives every expired line's units back to the
+/// available quantity a second time (as a state machine that settled a reservation both when
+/// it expired it and again when it forgot it would).
+fn expiry_giving_units_back_twice(
+    view: &MemoryState,
+    request: &inventory::Request,
+    context: ApplyContext,
+) -> (inventory::Response, Effects) {
+    let (response, mut effects) = inventory::apply(view, request, context);
+    if matches!(request.command, Command::Expire { .. }) {
+        let expired = effects
+            .reservations
+            .iter()
+            .filter(|r| r.status == ReservationStatus::Expired);
+        for line in expired.flat_map(|r| &r.lines) {
+            if let Some(record) = effects.records.iter_mut().find(|r| r.key == line.key) {
+                record.quantity += line.quantity;
+            }
+        }
+    }
+    (response, effects)
+}
+
+/// `inventory::apply`, except that a cart of several lines (not a replay) is applied as a cart
+/// of its first line only, and remembered under the client's whole request.
+fn cart_holding_only_its_first_line(
+    view: &MemoryState,
+    request: &inventory::Request,
+    context: ApplyContext,
+) -> (inventory::Response, Effects) {
+    let replay = request
+        .idempotency
+        .as_ref()
+        .is_some_and(|key| view.idempotency(&key.id()).is_some());
+    let Command::Cart { lines, ttl_ms } = &request.command else {
+        return inventory::apply(view, request, context);
+    };
+    if lines.len() < 2 || replay {
+        return inventory::apply(view, request, context);
+    }
+    let first_only = inventory::Request {
+        command: Command::Cart {
+            lines: lines[..1].to_vec(),
+            ttl_ms: *ttl_ms,
+        },
+        ..request.clone()
+    };
+    let (response, mut effects) = inventory::apply(view, &first_only, context);
+    if let Some((_, entry)) = &mut effects.idempotency {
+        entry.fingerprint = request.command.fingerprint();
+    }
+    (response, effects)
 }
 
 /// The router a node of this run serves: `router`, with the planted stale read in front of it.

@@ -18,11 +18,12 @@ use crate::api;
 use crate::client::wire::{Health, RaftRole};
 use crate::client::Client;
 use crate::config::{ApiConfig, ClusterConfig, Config, NodeConfig, RaftConfig, StorageConfig};
+use crate::inventory::Reservation;
 use crate::node::{self, NodeStorage, Seams};
 use crate::raft::state_machine;
 use crate::raft::{LogId, NodeId};
 use crate::storage::fs::SimFs;
-use crate::storage::{KeyValue, SimDisk, WriteBehind};
+use crate::storage::{self, keys, Disk, KeyValue, Order, SimDisk, WriteBehind};
 use crate::transport::{Transport, TransportError, TransportFuture, WireRequest, WireResponse};
 
 /// The simulated nodes' WAL segment size (a 16 KiB preallocation step).
@@ -121,6 +122,8 @@ impl SimCluster {
             },
             raft: options.raft,
             api: options.api,
+            // The product's: expiry proposed every 250 ms, carts the workload sends name a TTL.
+            reservations: Default::default(),
             tls: Default::default(),
             // Not used: the simulation runs every node on madsim's one thread.
             runtime: Default::default(),
@@ -357,6 +360,19 @@ impl SimCluster {
     ) -> Option<crate::inventory::Record> {
         state_machine::read_record(&*self.state_disks[&id], key)
             .expect("the simulated disk does not fail")
+    }
+
+    /// Every reservation node `id` remembers, held or ended (as its disk shows it).
+    pub fn reservations(&self, id: NodeId) -> Vec<Reservation> {
+        let disk = &*self.state_disks[&id];
+        let (start, end) = (keys::RESERVATIONS_START, keys::RESERVATIONS_END);
+        let pairs = disk
+            .scan(start, end, Order::Ascending, usize::MAX)
+            .expect("the simulated disk does not fail");
+        pairs
+            .iter()
+            .map(|(key, value)| storage::decode(key, value).expect("a stored reservation decodes"))
+            .collect()
     }
 
     /// The last log id node `id` has applied (as its disk shows it).

@@ -11,6 +11,8 @@ pub mod bugs;
 pub mod checks;
 pub mod cluster;
 pub mod faults;
+pub mod history;
+pub mod holds;
 pub mod play;
 pub mod report;
 pub mod run;

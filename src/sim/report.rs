@@ -13,6 +13,9 @@ pub struct RunReport {
     /// SKUs whose linearizability search gave up (neither proven nor refuted).
     pub unchecked_skus: usize,
     pub faults: BTreeMap<&'static str, usize>,
+    /// The reservations of the run by final status (`held`, `committed`, ...), as the first
+    /// replica has them: how much of the hold traffic the checks of holds had to look at.
+    pub reservations: BTreeMap<&'static str, usize>,
     pub violations: Vec<String>,
     pub trace: Vec<String>,
     pub trace_hash: u64,

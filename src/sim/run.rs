@@ -12,16 +12,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::bugs::{plant, PlantedBug};
-use super::checks::check_everything;
+use super::checks::{check_everything, EXPIRY_BOUND_MS};
 use super::faults;
 use super::play::{self, heal_everything};
 pub use super::play::{play, FaultOutcome};
 use super::report::RunReport;
 use super::workload::{self, History, SharedHistory, STORE};
 use super::{SimCluster, SimOptions};
+use crate::app::wall_clock_ms;
 use crate::checker::{Event, Op, Outcome};
 use crate::client::wire::{AddLearnerRequest, MemberRole, MembersRequest};
 use crate::client::Consistency;
+use crate::inventory::ReservationStatus;
 use crate::raft::NodeId;
 
 /// What a run does.
@@ -65,6 +67,10 @@ const CONVERGENCE_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How long the healer's `GET /api/cluster` may take: as long as a client's request (the
 /// workload's `CLIENT_TIMEOUT`), longer than the nodes' 3 s write deadline.
 const CLUSTER_VIEW_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the run waits for the holds left at its end to fall due, in simulated time: past
+/// the workload's longest TTL (3 s) plus [`EXPIRY_BOUND_MS`], room for deadlines stamped by a
+/// leader whose clock ran ahead (45 s at most, `faults`). Idle time: cheap to simulate.
+const EXPIRY_WAIT_MAX: Duration = Duration::from_secs(60);
 /// How long one final read may take: as long as a client's read (the workload's
 /// `CLIENT_TIMEOUT`), since it is recorded and checked like one.
 const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -123,6 +129,7 @@ async fn simulate(options: RunOptions) -> RunReport {
     } else {
         Vec::new()
     };
+    workload::stock_hold_skus(&cluster, &history, start).await;
     let clients: Vec<_> = (0..options.clients)
         .map(|client| {
             madsim::task::spawn(workload::run_client(
@@ -159,9 +166,37 @@ async fn simulate(options: RunOptions) -> RunReport {
         return finish(report, &history);
     };
     final_reads(&cluster, leader, &history, start).await;
+    let Some(settled_at_ms) = wait_for_expiries(&cluster, leader).await else {
+        report
+            .violations
+            .push("liveness: the cluster did not converge again after the holds fell due".into());
+        let history = history.lock().expect("history lock");
+        return finish(report, &history);
+    };
     let history = history.lock().expect("history lock");
-    check_everything(&cluster, leader, &history, &mut report);
+    check_everything(&cluster, &history, settled_at_ms, &mut report);
     finish(report, &history)
+}
+
+/// Waits until every hold the leader still has has fallen due plus the expiry bound (at most
+/// [`EXPIRY_WAIT_MAX`]), then for the cluster to converge. Answers the wall-clock time the
+/// expiry check judges deadlines by (the end of the wait, before converging), or `None` if the
+/// cluster did not converge.
+async fn wait_for_expiries(cluster: &SimCluster, leader: NodeId) -> Option<u64> {
+    let last_due_ms = cluster
+        .reservations(leader)
+        .iter()
+        .filter(|reservation| reservation.status == ReservationStatus::Held)
+        .map(|reservation| reservation.expires_at_ms)
+        .max();
+    if let Some(last_due_ms) = last_due_ms {
+        let until_ms = last_due_ms.saturating_add(EXPIRY_BOUND_MS);
+        let wait = Duration::from_millis(until_ms.saturating_sub(wall_clock_ms()));
+        madsim::time::sleep(wait.min(EXPIRY_WAIT_MAX)).await;
+    }
+    let settled_at_ms = wall_clock_ms();
+    wait_for_convergence(cluster).await?;
+    Some(settled_at_ms)
 }
 
 /// Makes every node a voter again (re-adding removed ones), retrying until it holds.

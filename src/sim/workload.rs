@@ -1,22 +1,24 @@
 //! The simulated clients: random creates, adjusts, reserves and reads over a few hot SKUs and
 //! many cold ones, with and without expected versions and idempotency keys, retrying keyed
-//! writes after unknown outcomes. Every operation is recorded for the checkers.
+//! writes after unknown outcomes; and, a share of the time, the hold traffic of [`super::holds`]
+//! (holds, carts, commits, releases) on SKUs of their own. Every operation is recorded for the
+//! checkers.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::rand::Rng;
 
+use super::history::Reply;
+pub use super::history::{History, SharedHistory, STORE};
+use super::holds::{self, HOLD_SKUS};
 use super::SimCluster;
 use crate::checker::{Event, Op, Outcome};
-use crate::client::wire::{
-    codes, AdjustRequest, CreateRequest, ErrorBody, RecordBody, ReserveRequest,
-};
+use crate::client::wire::{codes, AdjustRequest, CreateRequest, RecordBody, ReserveRequest};
 use crate::client::{Answer, ClientError, Consistency, WriteOptions};
 use crate::raft::NodeId;
 
-pub const STORE: &str = "s1";
 /// SKUs most operations go to, so they contend.
 pub const HOT_SKUS: usize = 3;
 /// SKUs touched now and then.
@@ -28,6 +30,10 @@ const KEYED_ATTEMPTS_MAX: usize = 4;
 /// Bound (exclusive) on a client's pause between operations, in ms: short and random, so the
 /// clients' operations interleave and overlap rather than run in lockstep.
 const THINK_MS_MAX: u64 = 40;
+/// Share of a client's operations that are hold traffic ([`super::holds`]), in percent.
+const HOLD_TRAFFIC_PERCENT: u32 = 35;
+/// Share of the plain operations sent to the hold SKUs (to stock them), in percent.
+const HOLD_SKU_PLAIN_PERCENT: u32 = 20;
 
 pub fn sku_name(index: usize) -> String {
     if index < HOT_SKUS {
@@ -35,6 +41,14 @@ pub fn sku_name(index: usize) -> String {
     } else {
         format!("cold-{index}")
     }
+}
+
+/// Every SKU the workload touches: the hot and cold ones, then the hold SKUs.
+pub fn all_skus() -> Vec<String> {
+    let plain = (0..HOT_SKUS + COLD_SKUS).map(sku_name);
+    plain
+        .chain((0..HOLD_SKUS).map(holds::hold_sku_name))
+        .collect()
 }
 
 /// One client operation as the workload chooses it.
@@ -45,24 +59,6 @@ pub struct ClientOp {
     pub idempotency_key: Option<String>,
     pub local_read: bool,
 }
-
-/// Everything the clients saw, in completion order.
-#[derive(Debug, Default)]
-pub struct History {
-    /// Per SKU, the events for the linearizability checker.
-    pub events: BTreeMap<String, Vec<Event>>,
-    /// Every definite answer per idempotency key: they must all be identical.
-    pub keyed_answers: BTreeMap<String, Vec<Reply>>,
-    /// Readable lines, for the trace.
-    pub lines: Vec<String>,
-    /// Problems seen directly by the clients (e.g. an unexpected status).
-    pub anomalies: Vec<String>,
-    /// Quantities observed below zero.
-    pub negative_quantities: Vec<String>,
-    next_id: u64,
-}
-
-pub type SharedHistory = Arc<Mutex<History>>;
 
 fn now_ns(start: madsim::time::Instant) -> u64 {
     start.elapsed().as_nanos() as u64
@@ -75,17 +71,24 @@ pub fn draw<R: Rng>(
     sequence: usize,
     last_versions: &BTreeMap<String, u64>,
 ) -> ClientOp {
-    let index = if rng.gen_bool(0.75) {
-        rng.gen_range(0..HOT_SKUS)
+    let on_hold_sku = rng.gen_range(0..100) < HOLD_SKU_PLAIN_PERCENT;
+    let sku = if on_hold_sku {
+        holds::hold_sku_name(rng.gen_range(0..HOLD_SKUS))
+    } else if rng.gen_bool(0.75) {
+        sku_name(rng.gen_range(0..HOT_SKUS))
     } else {
-        rng.gen_range(HOT_SKUS..HOT_SKUS + COLD_SKUS)
+        sku_name(rng.gen_range(HOT_SKUS..HOT_SKUS + COLD_SKUS))
     };
-    let sku = sku_name(index);
     let last_version = last_versions.get(&sku).copied();
     let expected_version = |rng: &mut R| rng.gen_bool(0.3).then(|| last_version.unwrap_or(1));
     let op = match rng.gen_range(0..100) {
         0..=9 => Op::Create {
             initial: rng.gen_range(0..60),
+        },
+        // Hold SKUs mostly gain stock: holds and carts take it.
+        10..=59 if on_hold_sku => Op::Adjust {
+            delta: rng.gen_range(1..15),
+            expected_version: None,
         },
         10..=34 => {
             let delta = if rng.gen_bool(0.7) {
@@ -112,9 +115,6 @@ pub fn draw<R: Rng>(
         op,
     }
 }
-
-/// What a node answered to one attempt: its status, and the record it reports or its error.
-pub type Reply = (u16, Result<RecordBody, ErrorBody>);
 
 /// Sends `op` to node `node` through the typed client.
 async fn send(cluster: &SimCluster, node: NodeId, op: &ClientOp) -> Result<Reply, ClientError> {
@@ -157,6 +157,7 @@ async fn send(cluster: &SimCluster, node: NodeId, op: &ClientOp) -> Result<Reply
             let body = ReserveRequest {
                 qty,
                 expected_version,
+                ttl_seconds: None,
             };
             reply(client.reserve(STORE, sku, &body, &options).await?, |c| {
                 c.record
@@ -220,6 +221,33 @@ fn classify(op: &Op, reply: &Result<Reply, ClientError>) -> Meaning {
     }
 }
 
+/// Units each hold SKU is created with before the clients start, so that holds and carts find
+/// stock from the first operation (plain adjusts top them up later).
+const HOLD_SKU_STOCK: i64 = 100;
+/// The client number the stocking creates are traced under (no workload client has it).
+const STOCKING_CLIENT: usize = 99;
+
+/// Creates every hold SKU with [`HOLD_SKU_STOCK`] units, keyed and retried as any client's
+/// create, and recorded like one (conservation counts it).
+pub async fn stock_hold_skus(
+    cluster: &SimCluster,
+    history: &SharedHistory,
+    start: madsim::time::Instant,
+) {
+    for index in 0..HOLD_SKUS {
+        let sku = holds::hold_sku_name(index);
+        let op = ClientOp {
+            idempotency_key: Some(format!("stock-{sku}")),
+            sku,
+            op: Op::Create {
+                initial: HOLD_SKU_STOCK,
+            },
+            local_read: false,
+        };
+        perform(cluster, STOCKING_CLIENT, &op, history, start).await;
+    }
+}
+
 /// Runs one client: `operations` operations one after the other against random nodes.
 pub async fn run_client(
     cluster: Arc<SimCluster>,
@@ -229,7 +257,13 @@ pub async fn run_client(
     start: madsim::time::Instant,
 ) {
     let mut last_versions: BTreeMap<String, u64> = BTreeMap::new();
+    let mut held: Vec<String> = Vec::new();
     for sequence in 0..operations {
+        if madsim::rand::thread_rng().gen_range(0..100) < HOLD_TRAFFIC_PERCENT {
+            hold_traffic(&cluster, client, sequence, &history, start, &mut held).await;
+            think().await;
+            continue;
+        }
         let op = draw(
             &mut madsim::rand::thread_rng(),
             client,
@@ -242,9 +276,32 @@ pub async fn run_client(
         {
             last_versions.insert(op.sku.clone(), version);
         }
-        let think_ms = madsim::rand::thread_rng().gen_range(0..THINK_MS_MAX);
-        madsim::time::sleep(Duration::from_millis(think_ms)).await;
+        think().await;
     }
+}
+
+/// A client's pause between operations.
+async fn think() {
+    let think_ms = madsim::rand::thread_rng().gen_range(0..THINK_MS_MAX);
+    madsim::time::sleep(Duration::from_millis(think_ms)).await;
+}
+
+/// One operation of the hold traffic, keyed half the time; `held` is what the client holds.
+async fn hold_traffic(
+    cluster: &SimCluster,
+    client: usize,
+    sequence: usize,
+    history: &SharedHistory,
+    start: madsim::time::Instant,
+    held: &mut Vec<String>,
+) {
+    let (op, keyed) = {
+        let mut rng = madsim::rand::thread_rng();
+        (holds::draw_hold(&mut rng, held), rng.gen_bool(0.5))
+    };
+    let key = keyed.then(|| format!("c{client}-op{sequence}"));
+    let line = holds::perform_hold(cluster, client, &op, key, history, start, held).await;
+    history.lock().expect("history lock").lines.push(line);
 }
 
 /// Performs one logical operation (with retries for keyed writes) and records it.
@@ -281,6 +338,13 @@ async fn send_with_retries(
     for _ in 0..attempts {
         let node = madsim::rand::thread_rng().gen_range(1..=cluster.ids().len() as u64);
         let reply = send(cluster, node, op).await;
+        if let Ok((_, Ok(record))) = &reply {
+            let line = format!("{} {:?}", op.sku, op.op);
+            history
+                .lock()
+                .expect("history lock")
+                .note_record(&line, record);
+        }
         result = classify(&op.op, &reply);
         if let (Some(key), Meaning::Definite(_), Ok((status, body))) =
             (&op.idempotency_key, &result, &reply)

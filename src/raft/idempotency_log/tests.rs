@@ -25,7 +25,7 @@ fn entry(expires_at_ms: u64, log_index: u64) -> IdempotencyEntry {
         fingerprint: log_index.to_be_bytes().to_vec(),
         response: Response {
             operation: Operation::Create,
-            result: Err(Rejection::Overflow),
+            result: Err(Rejection::Overflow).into(),
             replayed: false,
             log_index,
         },

@@ -1,40 +1,51 @@
-//! Stock conservation: the final quantity of a record (as the leader's disk shows it after
-//! convergence) equals its acknowledged creates, adjusts and reserves, plus some subset of the
-//! operations whose outcome is unknown (each fully applied or absent); never below zero, and at
-//! most one create acknowledged. It reads the stored record rather than client answers, so it
-//! does not depend on the linearizability search finishing.
+//! Stock conservation: per record, on every replica once converged, the units it ever had
+//! (`qty + reserved`, plus the units of its committed reservations, which left) equal its
+//! acknowledged creates, adjusts and reserves, plus some subset of the operations whose outcome
+//! is unknown (each fully applied or absent); never below zero, and at most one create
+//! acknowledged. Holds, releases and expiries move units between `qty` and `reserved` and
+//! change neither side; a commit moves them out of `reserved` into the committed reservation's
+//! lines (as the replica remembers it: ended reservations are kept 24 h of log time, far longer
+//! than a run). It reads the stored state rather than client answers, so it does not depend on
+//! the linearizability search finishing.
 
 use std::collections::BTreeSet;
 
+use super::replica::Replica;
 use crate::checker::{Event, Op, Outcome};
-use crate::inventory::RecordKey;
-use crate::raft::NodeId;
+use crate::inventory::ReservationStatus;
 use crate::sim::report::RunReport;
-use crate::sim::workload::STORE;
-use crate::sim::SimCluster;
 
 /// Bound on the number of reachable sums tracked by the conservation check.
 const CONSERVATION_SUMS_MAX: usize = 1 << 16;
 
-/// Checks `sku`'s final record on `leader` against its history.
+/// Checks `sku`'s final record on `replica` against its history.
 pub(super) fn check_final_record(
-    cluster: &SimCluster,
-    leader: NodeId,
+    replica: &Replica,
     sku: &str,
     events: &[Event],
     report: &mut RunReport,
 ) {
-    let key = RecordKey::new(STORE, sku).expect("workload SKUs are valid");
-    let final_record = cluster.record(leader, &key);
-    if let Err(message) = check_conservation(events, final_record.map(|r| r.quantity)) {
-        report
-            .violations
-            .push(format!("conservation of {sku}: {message}"));
+    let units = replica.records.get(sku).map(|record| {
+        let committed: i64 = replica
+            .reservations
+            .values()
+            .filter(|r| r.status == ReservationStatus::Committed)
+            .flat_map(|r| &r.lines)
+            .filter(|line| line.key == record.key)
+            .map(|line| line.quantity)
+            .sum();
+        record.quantity + record.reserved + committed
+    });
+    if let Err(message) = check_conservation(events, units) {
+        report.violations.push(format!(
+            "conservation of {sku} on node {}: {message}",
+            replica.id
+        ));
     }
 }
 
-/// Final quantity = acknowledged effects + a subset of unknown effects; at most one create.
-fn check_conservation(events: &[Event], final_qty: Option<i64>) -> Result<(), String> {
+/// Final units = acknowledged effects + a subset of unknown effects; at most one create.
+fn check_conservation(events: &[Event], final_units: Option<i64>) -> Result<(), String> {
     let mut definite: i64 = 0;
     let mut creates = 0;
     let mut unknown = Vec::new();
@@ -61,19 +72,19 @@ fn check_conservation(events: &[Event], final_qty: Option<i64>) -> Result<(), St
     if creates > 1 {
         return Err(format!("{creates} creates were acknowledged"));
     }
-    let Some(final_qty) = final_qty else {
+    let Some(final_units) = final_units else {
         return if creates == 1 {
             Err("an acknowledged create is missing".into())
         } else {
             Ok(())
         };
     };
-    if final_qty < 0 {
-        return Err(format!("final quantity {final_qty} is negative"));
+    if final_units < 0 {
+        return Err(format!("final units {final_units} are negative"));
     }
     if creates == 0 && !unknown_create {
         return Err(format!(
-            "the record exists (qty {final_qty}) but no create was sent"
+            "the record exists ({final_units} units) but no create was sent"
         ));
     }
     let mut reachable = BTreeSet::from([definite]);
@@ -84,11 +95,11 @@ fn check_conservation(events: &[Event], final_qty: Option<i64>) -> Result<(), St
             return Ok(());
         }
     }
-    if reachable.contains(&final_qty) {
+    if reachable.contains(&final_units) {
         Ok(())
     } else {
         Err(format!(
-            "final quantity {final_qty} is not acknowledged effects {definite} plus any subset of unknown ones"
+            "final units {final_units} (qty + reserved + committed) are not acknowledged effects {definite} plus any subset of unknown ones"
         ))
     }
 }

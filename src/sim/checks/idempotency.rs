@@ -7,12 +7,19 @@
 use crate::sim::report::RunReport;
 use crate::sim::workload::History;
 
-/// One violation per key whose definite answers differ.
+/// One violation per key whose definite answers differ (plain writes, then hold traffic).
 pub(super) fn check_idempotent_answers(history: &History, report: &mut RunReport) {
     for (key, answers) in &history.keyed_answers {
         if answers.windows(2).any(|pair| pair[0] != pair[1]) {
             report.violations.push(format!(
                 "idempotency key {key} got different answers: {answers:?}"
+            ));
+        }
+    }
+    for (key, answers) in &history.keyed_hold_answers {
+        if answers.windows(2).any(|pair| pair[0] != pair[1]) {
+            report.violations.push(format!(
+                "idempotency key {key} of a hold operation got different answers: {answers:?}"
             ));
         }
     }
