@@ -88,6 +88,12 @@ impl Shop {
         (record.quantity, record.reserved, record.version)
     }
 
+    /// Asks to commit `id`, then to release it: both must be refused with `rejection`.
+    fn commit_and_release_refused(&mut self, id: ReservationId, rejection: Rejection) {
+        assert_eq!(self.refused(commit(id)), rejection, "commit");
+        assert_eq!(self.refused(release(id)), rejection, "release");
+    }
+
     fn status(&self, id: ReservationId) -> ReservationStatus {
         self.state.reservations[&id].status
     }
@@ -261,14 +267,7 @@ fn a_commit_at_the_deadline_loses_to_expiry() {
     let mut shop = Shop::new();
     let id = shop.hold("a", 3);
     shop.now_ms = T0_MS + TTL_MS;
-    assert_eq!(
-        shop.refused(commit(id)),
-        Rejection::ReservationExpired { id }
-    );
-    assert_eq!(
-        shop.refused(release(id)),
-        Rejection::ReservationExpired { id }
-    );
+    shop.commit_and_release_refused(id, Rejection::ReservationExpired { id });
     assert_eq!(
         shop.status(id),
         ReservationStatus::Held,
@@ -278,14 +277,7 @@ fn a_commit_at_the_deadline_loses_to_expiry() {
     assert_eq!(shop.status(id), ReservationStatus::Expired);
     assert_eq!(shop.counts("a"), (10, 0, 3));
     // Once expired, both are still refused as expired.
-    assert_eq!(
-        shop.refused(commit(id)),
-        Rejection::ReservationExpired { id }
-    );
-    assert_eq!(
-        shop.refused(release(id)),
-        Rejection::ReservationExpired { id }
-    );
+    shop.commit_and_release_refused(id, Rejection::ReservationExpired { id });
 }
 
 #[test]
@@ -356,14 +348,7 @@ fn a_repeated_release_answers_the_same_reservation_and_changes_nothing() {
 fn an_unknown_reservation_is_not_found() {
     let mut shop = Shop::new();
     let id = ReservationId::new(999, 0).unwrap();
-    assert_eq!(
-        shop.refused(commit(id)),
-        Rejection::ReservationNotFound { id }
-    );
-    assert_eq!(
-        shop.refused(release(id)),
-        Rejection::ReservationNotFound { id }
-    );
+    shop.commit_and_release_refused(id, Rejection::ReservationNotFound { id });
 }
 
 #[test]
