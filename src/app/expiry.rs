@@ -154,3 +154,16 @@ pub async fn propose_expiries(app: Weak<App>, period: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paced_batch_takes_its_share_of_a_second() {
+        assert_eq!(pace(PACED_BATCH_IDS, 1_000), Duration::from_millis(100));
+        assert_eq!(pace(1, 1_000_000), Duration::from_micros(1));
+        // A rate of 0 (refused by the config's validation) would not divide by zero.
+        assert_eq!(pace(5, 0), Duration::from_secs(5));
+    }
+}
