@@ -164,6 +164,9 @@ pub async fn start(
     idempotency_log::upgrade_key_layout(&*storage.disk, idempotency_log::KEYS_PER_CHUNK)
         .await
         .map_err(|error| StartError::Storage(error.to_string()))?;
+    reservations::upgrade_layout(&*storage.disk)
+        .await
+        .map_err(|error| StartError::Storage(error.to_string()))?;
     // Records created before the SKU index get their entries (once: a marker says it is built).
     reservations::build_sku_index(&*storage.disk)
         .map_err(|error| StartError::Storage(error.to_string()))?;

@@ -675,14 +675,11 @@ proptest! {
     #[test]
     fn random_snapshot_files_never_panic_a_reader(
         body in vec(any::<u8>(), 0..256),
-        magic in 0..3usize,
+        magic in 0..5usize,
     ) {
-        // With a magic (either format's), the reader goes on to the lengths.
-        let body = match magic {
-            0 => body,
-            1 => [&b"STKSNAP1"[..], &body].concat(),
-            _ => [&b"STKSNAP2"[..], &body].concat(),
-        };
+        // With a magic (any format's), the reader goes on to the lengths.
+        let magics: [&[u8]; 5] = [b"", b"STKSNAP1", b"STKSNAP2", b"STKSNAP3", b"STKSNAP4"];
+        let body = [magics[magic], &body].concat();
         read_snapshot_within_limits(&body);
     }
 }

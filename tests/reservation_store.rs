@@ -1,24 +1,32 @@
 //! The reservation state in the state machine store: holds stored and read back, the due index
 //! and held count kept through commit, release and expiry, the same bytes whatever the apply-call
-//! boundaries, retention at its edges, snapshots, the SKU index built at open, and the reads the
-//! API and the expiry proposer use.
+//! boundaries, retention at its edges, snapshots, the SKU index built at open, the reads the
+//! API and the expiry proposer use; and the packed layout (format 5): chunks, due buckets and
+//! slots of the retention queue, and format 4's keys packed at open and at a snapshot install.
 #![cfg(not(madsim))]
+
+#[path = "support/old_snapshot.rs"]
+mod old_snapshot;
 
 use std::sync::Arc;
 
 use futures::stream;
+use old_snapshot::old_snapshot;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::vote::RaftLeaderIdExt;
 use openraft::EntryPayload;
 use stockraft::inventory::{
-    CartLine, Command, Record, RecordKey, Request, ReservationId, ReservationStatus,
+    CartLine, Command, Record, RecordKey, Request, Reservation, ReservationId, ReservationLine,
+    ReservationStatus,
 };
 use stockraft::raft::reservations::{self, RetentionSettings};
-use stockraft::raft::state_machine::StateMachineStore;
+use stockraft::raft::state_machine::{read_state_pairs, StateMachineStore};
 use stockraft::raft::{Entry, LogId, TypeConfig};
 use stockraft::storage::fs::SimFs;
 use stockraft::storage::snapshots::{SnapshotDir, SnapshotFile};
-use stockraft::storage::{encode, keys, Disk, SimDisk, WriteBatch};
+use stockraft::storage::{
+    decode, encode, keys, Disk, FlushFuture, KeyValue, Order, SimDisk, StorageError, WriteBatch,
+};
 
 /// Log time of the first entries, ms since the epoch (any plausible day).
 const T0: u64 = 1_700_000_000_000;
@@ -115,13 +123,9 @@ fn read_u64(store: &StateMachineStore, key: &[u8]) -> Option<u64> {
         .map(|bytes| stockraft::storage::decode(key, &bytes).unwrap())
 }
 
-fn due_keys(store: &StateMachineStore) -> usize {
-    store
-        .state_pairs()
-        .unwrap()
-        .iter()
-        .filter(|(key, _)| key.starts_with(keys::DUE_START))
-        .count()
+/// How many holds the due index holds, due or not.
+fn due_count(store: &StateMachineStore) -> usize {
+    store.due_holds(u64::MAX, usize::MAX).unwrap().len()
 }
 
 #[test]
@@ -166,7 +170,7 @@ fn commit_release_and_expiry_end_holds_once_and_keep_the_due_index_and_held_coun
         )
         .await;
         assert_eq!(read_u64(&store, keys::HELD_COUNT), Some(3));
-        assert_eq!(due_keys(&store), 3);
+        assert_eq!(due_count(&store), 3);
         let (committed, released, expired) = (created_by(2), created_by(3), created_by(4));
         apply(
             &mut store,
@@ -177,7 +181,7 @@ fn commit_release_and_expiry_end_holds_once_and_keep_the_due_index_and_held_coun
         )
         .await;
         assert_eq!(read_u64(&store, keys::HELD_COUNT), Some(1));
-        assert_eq!(due_keys(&store), 1);
+        assert_eq!(due_count(&store), 1);
         let expiry = vec![committed, released, expired];
         apply(
             &mut store,
@@ -191,7 +195,7 @@ fn commit_release_and_expiry_end_holds_once_and_keep_the_due_index_and_held_coun
         assert_eq!(status(&store, released), Some(ReservationStatus::Released));
         assert_eq!(status(&store, expired), Some(ReservationStatus::Expired));
         assert_eq!(read_u64(&store, keys::HELD_COUNT), Some(0));
-        assert_eq!(due_keys(&store), 0);
+        assert_eq!(due_count(&store), 0);
         assert_eq!(store.due_holds(u64::MAX, 10).unwrap(), vec![]);
         // Ended in that order: the retention queue holds them oldest first.
         assert_eq!(read_u64(&store, keys::ENDED_NEXT), Some(3));
@@ -443,7 +447,7 @@ fn retention_forgets_at_most_four_ended_reservations_per_entry() {
             .state_pairs()
             .unwrap()
             .into_iter()
-            .filter(|(key, _)| key.starts_with(keys::ENDED_START) && key.len() == 10)
+            .filter(|(key, _)| key.starts_with(keys::ENDED_SLOTS_START))
             .count();
         assert_eq!(queue, 0, "the queue's entries are gone with them");
     });
@@ -621,5 +625,534 @@ fn the_sku_and_store_views_page_through_records_in_order() {
         assert_eq!((page.len(), more), (0, false));
         let (page, more) = store.store_records("s1", None, 4).unwrap();
         assert_eq!((page.len(), more), (4, false), "s10 is another store");
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The packed layout (format 5): chunks, due buckets, slots of the retention queue, and the
+// upgrade from format 4's key per reservation.
+
+/// The keys and values of `store`'s state from `start` up to `end`.
+fn pairs_in(store: &StateMachineStore, start: &[u8], end: &[u8]) -> Vec<KeyValue> {
+    store
+        .state_pairs()
+        .unwrap()
+        .into_iter()
+        .filter(|(key, _)| start <= key.as_slice() && key.as_slice() < end)
+        .collect()
+}
+
+fn keys_in(store: &StateMachineStore, start: &[u8], end: &[u8]) -> Vec<Vec<u8>> {
+    let pairs = pairs_in(store, start, end);
+    pairs.into_iter().map(|(key, _)| key).collect()
+}
+
+/// Whether `key` is one of format 4's reservation keys.
+fn is_format4_key(key: &[u8]) -> bool {
+    [
+        keys::FORMAT4_RESERVATIONS_START,
+        keys::FORMAT4_DUE_START,
+        keys::FORMAT4_ENDED_START,
+    ]
+    .iter()
+    .any(|prefix| key.starts_with(prefix))
+}
+
+fn has_format4_keys(pairs: &[KeyValue]) -> bool {
+    pairs.iter().any(|(key, _)| is_format4_key(key))
+}
+
+#[test]
+fn reservations_are_packed_in_chunks_of_the_entries_that_created_them() {
+    block_on(async {
+        let mut store = fresh_store().with_retention(RetentionSettings {
+            retention_ms: MINUTE_MS,
+            ended_kept_max: 1_000,
+        });
+        let mut entries = vec![entry(1, T0, create("s1", "a", 1_000))];
+        for index in 2..=70 {
+            entries.push(entry(index, T0, hold("s1", "a", 1, MINUTE_MS)));
+        }
+        apply(&mut store, entries).await;
+        let (start, end) = (keys::RESERVATION_CHUNKS_START, keys::RESERVATION_CHUNKS_END);
+        let chunks = pairs_in(&store, start, end);
+        let numbers: Vec<Vec<u8>> = (0..3).map(reservations::chunk_key).collect();
+        assert_eq!(
+            keys_in(&store, start, end),
+            numbers,
+            "entries 2-31, 32-63, 64-70"
+        );
+        for (number, (key, value)) in chunks.iter().enumerate() {
+            let chunk: reservations::Chunk = decode(key, value).unwrap();
+            assert_eq!(chunk.len(), [30, 32, 7][number]);
+            assert!(chunk.windows(2).all(|pair| pair[0].id < pair[1].id));
+            assert!(chunk
+                .iter()
+                .all(|held| reservations::chunk_of(held.id) == number as u64));
+        }
+        for index in 2..=70 {
+            assert_eq!(
+                status(&store, created_by(index)),
+                Some(ReservationStatus::Held)
+            );
+        }
+        assert!(!has_format4_keys(&store.state_pairs().unwrap()));
+
+        // The last chunk's holds end, and a minute on are forgotten: the chunk goes with them.
+        let commits =
+            (64..=70).map(|n| entry(n + 7, T0 + 1, Command::Commit { id: created_by(n) }));
+        apply(&mut store, commits.collect()).await;
+        let later = T0 + 1 + MINUTE_MS;
+        apply(&mut store, vec![adjust_at(78, later), adjust_at(79, later)]).await;
+        assert_eq!(keys_in(&store, start, end), numbers[..2].to_vec());
+        assert_eq!(status(&store, created_by(64)), None);
+        assert_eq!(
+            status(&store, created_by(63)),
+            Some(ReservationStatus::Held)
+        );
+    });
+}
+
+#[test]
+fn due_holds_are_read_second_by_second_in_deadline_order_across_chunks() {
+    block_on(async {
+        // 99 holds over four chunks, due over three seconds, their milliseconds scattered: in
+        // a second, a hold of a later chunk is often due before one of an earlier chunk.
+        let first_second_ms = (T0 / 1_000 + 60) * 1_000;
+        let deadline = |n: u64| first_second_ms + (n % 3) * 1_000 + (n * 7_919) % 1_000;
+        let mut store = fresh_store();
+        let mut entries = vec![entry(1, T0, create("s1", "a", 1_000))];
+        for n in 0..99 {
+            entries.push(entry(2 + n, T0, hold("s1", "a", 1, deadline(n) - T0)));
+        }
+        apply(&mut store, entries).await;
+        let mut expected: Vec<(u64, ReservationId)> =
+            (0..99).map(|n| (deadline(n), created_by(2 + n))).collect();
+        expected.sort();
+        let expected_ids: Vec<ReservationId> = expected.iter().map(|(_, id)| *id).collect();
+        let mut by_second_then_id = expected.clone();
+        by_second_then_id.sort_by_key(|(due_ms, id)| (due_ms / 1_000, *id));
+        assert_ne!(
+            expected, by_second_then_id,
+            "the test needs chunks out of deadline order"
+        );
+
+        let last_ms = expected.last().unwrap().0;
+        assert_eq!(store.due_holds(last_ms, 1_000).unwrap(), expected_ids);
+        for limit in [1, 2, 5, 33, 34, 50, 98] {
+            assert_eq!(
+                store.due_holds(last_ms, limit).unwrap(),
+                expected_ids[..limit],
+                "limit {limit}"
+            );
+        }
+        let mid_ms = first_second_ms + 1_500;
+        let due_by_mid = expected
+            .iter()
+            .filter(|(due_ms, _)| *due_ms <= mid_ms)
+            .count();
+        assert!(due_by_mid > 33 && due_by_mid < 66, "into the second second");
+        assert_eq!(
+            store.due_holds(mid_ms, 1_000).unwrap(),
+            expected_ids[..due_by_mid]
+        );
+        assert_eq!(store.due_holds(first_second_ms - 1, 1_000).unwrap(), vec![]);
+        let (start, end) = (keys::DUE_BUCKETS_START, keys::DUE_BUCKETS_END);
+        let buckets = keys_in(&store, start, end);
+        let mut expected_buckets: Vec<Vec<u8>> = (0..99)
+            .map(|n| {
+                let chunk = reservations::chunk_of(created_by(2 + n));
+                reservations::DueBucket {
+                    second: deadline(n) / 1_000,
+                    chunk,
+                }
+                .key()
+            })
+            .collect();
+        expected_buckets.sort();
+        expected_buckets.dedup();
+        assert_eq!(buckets, expected_buckets, "one bucket per second and chunk");
+
+        // Expired, they leave the index, and their emptied buckets go.
+        let expiry = entry(101, last_ms, Command::Expire { ids: expected_ids });
+        apply(&mut store, vec![expiry]).await;
+        assert_eq!(keys_in(&store, start, end), Vec::<Vec<u8>>::new());
+        assert_eq!(read_u64(&store, keys::HELD_COUNT), Some(0));
+    });
+}
+
+#[test]
+fn the_retention_queue_is_packed_in_slots_of_64_and_forgotten_across_them() {
+    block_on(async {
+        let mut store = store_with_ended(150, MINUTE_MS, 1_000).await;
+        let (start, end) = (keys::ENDED_SLOTS_START, keys::ENDED_SLOTS_END);
+        let slots = pairs_in(&store, start, end);
+        let numbers: Vec<Vec<u8>> = (0..3).map(reservations::slot_key).collect();
+        assert_eq!(keys_in(&store, start, end), numbers);
+        for (slot, (key, value)) in slots.iter().enumerate() {
+            let ended: Vec<reservations::Ended> = decode(key, value).unwrap();
+            assert_eq!(ended.len(), [64, 64, 22][slot]);
+            for (at, ended) in ended.iter().enumerate() {
+                let n = slot as u64 * reservations::ENDED_PER_SLOT + at as u64;
+                assert_eq!(ended.id, created_by(2 + n), "in the order they ended");
+                assert_eq!(ended.ended_at_ms, T0 + 1 + n);
+            }
+        }
+
+        // Past the retention, four per entry: 17 entries forget the first 68, slot 0 and the
+        // front of slot 1.
+        let later = T0 + 151 + MINUTE_MS;
+        let adjusts = (0..17).map(|n| adjust_at(302 + n, later)).collect();
+        apply(&mut store, adjusts).await;
+        assert_eq!(read_u64(&store, keys::ENDED_FRONT), Some(68));
+        assert_eq!(keys_in(&store, start, end), numbers[1..].to_vec());
+        let slot1 = &pairs_in(&store, start, end)[0];
+        let slot1: Vec<reservations::Ended> = decode(&slot1.0, &slot1.1).unwrap();
+        assert_eq!(slot1.len(), 60, "numbers 68 to 127");
+        assert_eq!(slot1[0].id, created_by(2 + 68));
+        assert_eq!(
+            remembered(&store, 150),
+            [vec![false; 68], vec![true; 82]].concat()
+        );
+    });
+}
+
+/// Enough reservations to fill several chunks and slots of the retention queue: records, 150
+/// holds with deadlines over a few seconds, 90 of them committed or released and 60 expired,
+/// then a day later 20 entries that forget 80 (the front inside a slot), and 10 more holds.
+fn many_reservations() -> Vec<Entry> {
+    let mut entries = Vec::new();
+    let mut push = |at_ms: u64, command: Command| {
+        let index = entries.len() as u64 + 1;
+        entries.push(entry(index, at_ms, command));
+        index
+    };
+    let skus = ["a", "b", "c"];
+    for sku in skus {
+        push(T0, create("s1", sku, 10_000));
+    }
+    let mut holds = Vec::new();
+    for n in 0..150u64 {
+        let ttl_ms = MINUTE_MS + (n * 37) % 5_000;
+        let at = push(
+            T0 + n,
+            hold("s1", skus[n as usize % 3], 1 + n as i64 % 3, ttl_ms),
+        );
+        holds.push(created_by(at));
+    }
+    let mut left_held = Vec::new();
+    for (n, &id) in holds.iter().enumerate() {
+        let at_ms = T0 + 1_000 + n as u64;
+        match n % 5 {
+            1 | 2 => _ = push(at_ms, Command::Commit { id }),
+            3 => _ = push(at_ms, Command::Release { id }),
+            _ => left_held.push(id),
+        }
+    }
+    push(T0 + 2 * MINUTE_MS, Command::Expire { ids: left_held });
+    let day_ms = reservations::ENDED_RETENTION_MS;
+    for n in 0..20 {
+        let adjust = Command::Adjust {
+            key: key("s1", "a"),
+            delta: 1,
+            expected_version: None,
+        };
+        push(T0 + day_ms + 2 * MINUTE_MS + n, adjust);
+    }
+    for n in 0..10u64 {
+        push(
+            T0 + day_ms + 3 * MINUTE_MS + n,
+            hold("s1", "b", 1, MINUTE_MS),
+        );
+    }
+    entries
+}
+
+/// `entries` applied to a fresh store in one call.
+async fn replayed(entries: Vec<Entry>) -> StateMachineStore {
+    let mut store = fresh_store();
+    apply(&mut store, entries).await;
+    store
+}
+
+#[test]
+fn many_reservations_pack_into_the_same_bytes_whatever_the_apply_call_boundaries() {
+    block_on(async {
+        let entries = many_reservations();
+        let count = entries.len();
+        let one_by_one = applied_in_calls(&entries, std::iter::repeat_n(1, count)).await;
+        for seed in 1..=5u64 {
+            let mut state = seed;
+            let sizes: Vec<usize> = (0..count)
+                .map(|_| 1 + next_random(&mut state) as usize % 40)
+                .collect();
+            let split = applied_in_calls(&entries, sizes.clone()).await;
+            assert_eq!(one_by_one, split, "random split {sizes:?}");
+        }
+        let store = replayed(entries).await;
+        assert_eq!(read_u64(&store, keys::ENDED_FRONT), Some(120));
+        assert_eq!(read_u64(&store, keys::HELD_COUNT), Some(10));
+    });
+}
+
+/// `pairs` (a format-5 state) as format 4 stored it: each reservation under `Sh` + id, each
+/// held one's due entry under `Sd` + deadline + id, each number of the retention queue under
+/// `Se` + number.
+fn as_format4(pairs: &[KeyValue]) -> Vec<KeyValue> {
+    let front: u64 = pairs
+        .iter()
+        .find(|(key, _)| key == keys::ENDED_FRONT)
+        .map_or(0, |(key, value)| decode(key, value).unwrap());
+    let mut old = Vec::new();
+    for (key, value) in pairs {
+        if key.starts_with(keys::RESERVATION_CHUNKS_START) {
+            for kept in decode::<reservations::Chunk>(key, value).unwrap() {
+                if kept.status == ReservationStatus::Held {
+                    old.push((
+                        reservations::format4_due_key(kept.expires_at_ms, kept.id),
+                        vec![],
+                    ));
+                }
+                old.push((
+                    reservations::format4_reservation_key(kept.id),
+                    encode(&kept),
+                ));
+            }
+        } else if key.starts_with(keys::ENDED_SLOTS_START) {
+            let slot = u64::from_be_bytes(key[2..].try_into().unwrap());
+            let first = front.max(slot * reservations::ENDED_PER_SLOT);
+            let ended: Vec<reservations::Ended> = decode(key, value).unwrap();
+            for (at, ended) in ended.into_iter().enumerate() {
+                let number = first + at as u64;
+                old.push((reservations::format4_ended_key(number), encode(&ended.id)));
+            }
+        } else if !key.starts_with(keys::DUE_BUCKETS_START) {
+            old.push((key.clone(), value.clone()));
+        }
+    }
+    old.sort();
+    old
+}
+
+/// A disk that fails every write after its first `writes_left` (a crash in the middle of an
+/// upgrade, as far as the upgrade can tell).
+struct FailingDisk {
+    disk: SimDisk,
+    writes_left: std::sync::atomic::AtomicUsize,
+}
+
+impl Disk for FailingDisk {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.disk.get(key)
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StorageError> {
+        self.disk.scan(start, end, order, limit)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let left = self.writes_left.load(SeqCst);
+        if left == 0 {
+            return Err(StorageError::Disk("the test cut the upgrade short".into()));
+        }
+        self.writes_left.store(left - 1, SeqCst);
+        self.disk.write(batch)
+    }
+
+    fn flush(&self) -> FlushFuture<'_> {
+        self.disk.flush()
+    }
+}
+
+#[test]
+fn a_format4_state_is_packed_at_open_into_the_bytes_a_format5_replica_holds() {
+    block_on(async {
+        let entries = many_reservations();
+        let (first, second) = entries.split_at(entries.len() - 5);
+        let reference = replayed(first.to_vec()).await;
+        let format5 = reference.state_pairs().unwrap();
+        assert_eq!(
+            read_u64(&reference, keys::ENDED_FRONT),
+            Some(100),
+            "inside a slot"
+        );
+        assert_eq!(
+            read_u64(&reference, keys::HELD_COUNT),
+            Some(5),
+            "held ones, with their due entries"
+        );
+        let format4 = as_format4(&format5);
+        let old_keys = format4
+            .iter()
+            .filter(|(key, _)| is_format4_key(key))
+            .count();
+        let mut after = replayed(first.to_vec()).await;
+        apply(&mut after, second.to_vec()).await;
+
+        // Whole, and cut short after each of its first writes (then run again, as the next
+        // start does).
+        for cut_after in [None, Some(0), Some(1), Some(2)] {
+            let disk = SimDisk::new();
+            let mut batch = WriteBatch::default();
+            for (key, value) in format4.clone() {
+                batch.put(key, value);
+            }
+            disk.write(batch).unwrap();
+            if let Some(writes) = cut_after {
+                let failing = FailingDisk {
+                    disk: disk.clone(),
+                    writes_left: writes.into(),
+                };
+                reservations::pack_format4_reservations(&failing).unwrap_err();
+            }
+            let packed = reservations::upgrade_layout(&disk).await.unwrap();
+            if cut_after.is_none() {
+                assert_eq!(packed, old_keys, "every format-4 key packed or deleted");
+            }
+            assert_eq!(
+                read_state_pairs(&disk).unwrap(),
+                format5,
+                "cut after {cut_after:?}"
+            );
+            assert_eq!(
+                reservations::upgrade_layout(&disk).await.unwrap(),
+                0,
+                "once"
+            );
+
+            let mut upgraded = sim_store(Arc::new(disk));
+            apply(&mut upgraded, second.to_vec()).await;
+            assert_eq!(
+                upgraded.state_pairs().unwrap(),
+                after.state_pairs().unwrap(),
+                "cut after {cut_after:?}: the same state after the same entries"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_format4_state_written_by_hand_answers_the_same_once_packed() {
+    block_on(async {
+        // Format 4's keys as its own code wrote them: two holds, one committed, one released.
+        let line = |quantity| ReservationLine {
+            key: key("s1", "a"),
+            quantity,
+        };
+        let reservation = |index, status, quantity, updated_at_ms, expires_at_ms| Reservation {
+            id: created_by(index),
+            status,
+            lines: vec![line(quantity)],
+            created_at_ms: T0,
+            updated_at_ms,
+            expires_at_ms,
+        };
+        let held_late = reservation(2, ReservationStatus::Held, 1, T0, T0 + 5_000);
+        let committed = reservation(3, ReservationStatus::Committed, 2, T0 + 10, T0 + 5_000);
+        let released = reservation(4, ReservationStatus::Released, 3, T0 + 20, T0 + 5_000);
+        let held_early = reservation(40, ReservationStatus::Held, 4, T0, T0 + 3_000);
+        let stored_record = Record {
+            key: key("s1", "a"),
+            quantity: 90,
+            reserved: 5,
+            version: 6,
+            created_at_ms: T0,
+            updated_at_ms: T0 + 20,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(keys::record(&stored_record.key), encode(&stored_record));
+        for kept in [&held_late, &committed, &released, &held_early] {
+            batch.put(reservations::format4_reservation_key(kept.id), encode(kept));
+        }
+        for held in [&held_late, &held_early] {
+            batch.put(
+                reservations::format4_due_key(held.expires_at_ms, held.id),
+                vec![],
+            );
+        }
+        batch.put(reservations::format4_ended_key(0), encode(&committed.id));
+        batch.put(reservations::format4_ended_key(1), encode(&released.id));
+        batch.put(keys::HELD_COUNT.to_vec(), encode(&2u64));
+        batch.put(keys::ENDED_NEXT.to_vec(), encode(&2u64));
+        batch.put(keys::ENDED_FRONT.to_vec(), encode(&0u64));
+        batch.put(keys::CLOCK.to_vec(), encode(&(T0 + 20)));
+        let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
+        disk.write(batch).unwrap();
+
+        let mut store = sim_store(disk).with_retention(RetentionSettings {
+            retention_ms: MINUTE_MS,
+            ended_kept_max: 100,
+        });
+        assert!(!has_format4_keys(&store.state_pairs().unwrap()));
+        for kept in [&held_late, &committed, &released, &held_early] {
+            assert_eq!(store.reservation(kept.id).unwrap().as_ref(), Some(kept));
+        }
+        assert_eq!(
+            store.due_holds(T0 + 5_000, 10).unwrap(),
+            vec![held_early.id, held_late.id],
+            "deadline order, not id order"
+        );
+        assert_eq!(store.reservation_counts().unwrap(), (2, 2));
+
+        // The queue forgets in the order format 4 numbered it: the commit ended first.
+        apply(&mut store, vec![adjust_at(50, T0 + 10 + MINUTE_MS)]).await;
+        assert_eq!(status(&store, committed.id), None);
+        assert_eq!(
+            status(&store, released.id),
+            Some(ReservationStatus::Released)
+        );
+        // And the holds expire from the packed due index.
+        let expiry = Command::Expire {
+            ids: store.due_holds(T0 + 5_000, 10).unwrap(),
+        };
+        apply(&mut store, vec![entry(51, T0 + 5_000, expiry)]).await;
+        assert_eq!(
+            status(&store, held_early.id),
+            Some(ReservationStatus::Expired)
+        );
+        assert_eq!(
+            status(&store, held_late.id),
+            Some(ReservationStatus::Expired)
+        );
+        assert_eq!(store.reservation_counts().unwrap(), (0, 3));
+        let a = record(&store, "s1", "a");
+        assert_eq!((a.quantity, a.reserved), (95, 0));
+    });
+}
+
+#[test]
+fn a_format4_snapshot_is_packed_as_it_is_installed() {
+    block_on(async {
+        let entries = many_reservations();
+        let (first, second) = entries.split_at(entries.len() - 5);
+        let mut source = replayed(first.to_vec()).await;
+        let snapshot = source
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let head = snapshot.snapshot.read_chunk(0, 8).unwrap();
+        assert_eq!(head, b"STKSNAP4", "format 5 inside");
+        let format4 = as_format4(&source.state_pairs().unwrap());
+        let old_file = old_snapshot(b"STKSNAP3", &snapshot.meta, &format4);
+
+        let mut target = fresh_store();
+        let received = transfer(&old_file, &target);
+        target
+            .install_snapshot(&snapshot.meta, received)
+            .await
+            .unwrap();
+        assert_eq!(target.state_pairs().unwrap(), source.state_pairs().unwrap());
+        apply(&mut target, second.to_vec()).await;
+        apply(&mut source, second.to_vec()).await;
+        assert_eq!(target.state_pairs().unwrap(), source.state_pairs().unwrap());
     });
 }

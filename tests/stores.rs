@@ -2,9 +2,13 @@
 //! simulated disk's crash semantics as the stores see them.
 #![cfg(not(madsim))]
 
+#[path = "support/old_snapshot.rs"]
+mod old_snapshot;
+
 use std::sync::Arc;
 
 use futures::stream;
+use old_snapshot::old_snapshot;
 use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::vote::RaftLeaderIdExt;
 use openraft::{EntryPayload, Membership, RaftLogReader};
@@ -1431,7 +1435,7 @@ fn an_older_state_machine_is_upgraded_once_and_answers_as_if_always_format4() {
 }
 
 #[test]
-fn an_older_snapshot_installs_as_format4_and_a_format4_one_says_so() {
+fn an_older_snapshot_installs_in_the_current_format_and_a_current_one_says_so() {
     block_on(async {
         let (first, second) = format_upgrade_entries();
         let mut reference = replayed(first.clone()).await;
@@ -1442,7 +1446,7 @@ fn an_older_snapshot_installs_as_format4_and_a_format4_one_says_so() {
             .await
             .unwrap();
         let head = snapshot.snapshot.read_chunk(0, 8).unwrap();
-        assert_eq!(head, b"STKSNAP3", "format 4 inside");
+        assert_eq!(head, b"STKSNAP4", "format 5 inside");
         let mut after = replayed(first.clone()).await;
         apply(&mut after, second.clone()).await;
 
@@ -1452,28 +1456,7 @@ fn an_older_snapshot_installs_as_format4_and_a_format4_one_says_so() {
             (b"STKSNAP2", format3.clone()),
             (b"STKSNAP1", as_format2(&format3, |_| true)),
         ] {
-            let mut bytes = magic.to_vec();
-            let meta = encode(&snapshot.meta);
-            bytes.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(&meta);
-            for (key, value) in &pairs {
-                bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
-                bytes.extend_from_slice(key);
-                bytes.extend_from_slice(value);
-            }
-            bytes.extend_from_slice(&u32::MAX.to_le_bytes());
-            bytes.extend_from_slice(&(pairs.len() as u64).to_le_bytes());
-            let crc = crc32fast::hash(&bytes);
-            bytes.extend_from_slice(&crc.to_le_bytes());
-            let fs = SimFs::new();
-            fs.create_dir_all(std::path::Path::new("/old")).unwrap();
-            let path = std::path::Path::new("/old/snapshot.snap");
-            fs.open(path, true)
-                .unwrap()
-                .write_all_at(0, &bytes)
-                .unwrap();
-            let old_file = SnapshotFile::open(Arc::new(fs), path.to_path_buf()).unwrap();
+            let old_file = old_snapshot(magic, &snapshot.meta, &pairs);
 
             let mut target = sim_store(Arc::new(SimDisk::new()));
             let received = transfer(&old_file, &target);

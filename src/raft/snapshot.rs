@@ -21,7 +21,9 @@
 //! 1. the file becomes the node's current snapshot (`SnapshotDir::adopt`: fsync, rename,
 //!    directory fsync), after its checksum was verified;
 //! 2. a marker (`keys::INSTALLING`) is written and flushed;
-//! 3. the state range is cleared and the snapshot's records loaded, in bounded batches;
+//! 3. the state range is cleared and the snapshot's records loaded, in bounded batches (an
+//!    older snapshot's state is then brought to the current format: its idempotency entries
+//!    packed into the log, its reservations into chunks);
 //! 4. applied id and membership are set, the marker removed, sled flushed.
 //!
 //! A crash between 2 and 4 leaves the marker: the store then reports nothing applied, and
@@ -42,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::RaftSnapshotBuilder;
 
 use super::idempotency_log::{self, ChunkLayout};
+use super::reservations;
 use super::types::{LogId, Snapshot, SnapshotMeta, TypeConfig};
 use crate::storage::fs::blocking;
 use crate::storage::snapshots::{file_name, SnapshotDir, SnapshotFile};
@@ -336,6 +339,8 @@ fn install_blocking(
     // A snapshot written before format 4 is packed into the idempotency log (still under the
     // install marker: a crash here installs it again).
     idempotency_log::pack_format3_entries(disk, parts.chunk_layout)?;
+    // And one written before format 5 has its reservations packed.
+    reservations::pack_format4_reservations(disk)?;
     batch.put(keys::APPLIED.to_vec(), encode(&meta.last_log_id));
     batch.put(keys::MEMBERSHIP.to_vec(), encode(&meta.last_membership));
     batch.delete(keys::INSTALLING.to_vec());

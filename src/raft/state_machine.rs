@@ -90,10 +90,12 @@ impl StateMachineStore {
         Self::with_apply(disk, snapshots, inventory::apply)
     }
 
-    /// The product's store as a node opens it (`node::start`): records created before the SKU
-    /// index existed get their index entries first ([`reservations::build_sku_index`]), so that
-    /// its state is the one every other opened replica holds.
+    /// The product's store as a node opens it (`node::start`): format-4 reservations are packed
+    /// ([`reservations::pack_format4_reservations`]) and records created before the SKU index
+    /// existed get their index entries ([`reservations::build_sku_index`]) first, so that its
+    /// state is the one every other opened replica holds.
     pub fn open(disk: Arc<dyn Disk>, snapshots: SnapshotDir) -> Result<Self, StorageError> {
+        reservations::pack_format4_reservations(&*disk)?;
         reservations::build_sku_index(&*disk)?;
         Ok(Self::new(disk, snapshots))
     }
@@ -278,7 +280,7 @@ struct ApplyBatch<'d> {
     /// The idempotency log as this call changes it.
     idempotency: IdempotencyLog<'d>,
     /// The reservation state's counters as this call changes them.
-    reservations: Reservations,
+    reservations: Reservations<'d>,
 }
 
 impl<'d> ApplyBatch<'d> {
@@ -330,8 +332,7 @@ impl<'d> ApplyBatch<'d> {
     ) -> Result<inventory::Response, StorageError> {
         self.clock_ms = inventory::next_log_time(self.clock_ms, request.proposed_at_ms);
         self.idempotency.purge_expired(self.clock_ms)?;
-        self.reservations
-            .forget_ended(&mut self.pending, self.clock_ms)?;
+        self.reservations.forget_ended(self.clock_ms)?;
 
         let view = self.read_view(request)?;
         let context = ApplyContext {
@@ -342,8 +343,7 @@ impl<'d> ApplyBatch<'d> {
         self.store_records(&view, &effects.records);
         for reservation in &effects.reservations {
             let before = view.reservations.get(&reservation.id);
-            self.reservations
-                .store(&mut self.pending, before, reservation);
+            self.reservations.store(before, reservation)?;
         }
         if let Some((id, entry)) = effects.idempotency {
             // A new entry for the key: it replaces the stored one (expired), if any.
@@ -389,7 +389,7 @@ impl<'d> ApplyBatch<'d> {
             if view.reservations.contains_key(&id) {
                 continue;
             }
-            if let Some(reservation) = self.reservations.load(&self.pending, id)? {
+            if let Some(reservation) = self.reservations.load(id)? {
                 for line in &reservation.lines {
                     self.load_record(&mut view, &line.key)?;
                 }

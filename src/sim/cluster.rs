@@ -20,10 +20,10 @@ use crate::client::Client;
 use crate::config::{ApiConfig, ClusterConfig, Config, NodeConfig, RaftConfig, StorageConfig};
 use crate::inventory::Reservation;
 use crate::node::{self, NodeStorage, Seams};
-use crate::raft::state_machine;
+use crate::raft::{reservations, state_machine};
 use crate::raft::{LogId, NodeId};
 use crate::storage::fs::SimFs;
-use crate::storage::{self, keys, Disk, KeyValue, Order, SimDisk, WriteBehind};
+use crate::storage::{KeyValue, SimDisk, WriteBehind};
 use crate::transport::{Transport, TransportError, TransportFuture, WireRequest, WireResponse};
 
 /// The simulated nodes' WAL segment size (a 16 KiB preallocation step).
@@ -364,15 +364,8 @@ impl SimCluster {
 
     /// Every reservation node `id` remembers, held or ended (as its disk shows it).
     pub fn reservations(&self, id: NodeId) -> Vec<Reservation> {
-        let disk = &*self.state_disks[&id];
-        let (start, end) = (keys::RESERVATIONS_START, keys::RESERVATIONS_END);
-        let pairs = disk
-            .scan(start, end, Order::Ascending, usize::MAX)
-            .expect("the simulated disk does not fail");
-        pairs
-            .iter()
-            .map(|(key, value)| storage::decode(key, value).expect("a stored reservation decodes"))
-            .collect()
+        reservations::remembered(&*self.state_disks[&id])
+            .expect("the simulated disk does not fail and its reservations decode")
     }
 
     /// The last log id node `id` has applied (as its disk shows it).

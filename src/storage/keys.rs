@@ -8,24 +8,27 @@
 //! | `S`    | `Sq` + chunk number (u64 BE)          | a chunk of the idempotency log: its entries, oldest first |
 //! | `S`    | `Sx` + expiry ms (u64 BE) + identity  | format 3 only: `IdempotencyEntry`    |
 //! | `S`    | `Si` + idempotency identity           | format 2 only: `IdempotencyEntry`    |
-//! | `S`    | `Sd` + expiry ms (u64 BE) + reservation id (u64 BE) | empty: the due index of held reservations |
-//! | `S`    | `Se` + ended number (u64 BE)          | `ReservationId`: the retention queue of ended reservations |
-//! | `S`    | `Sh` + reservation id (u64 BE)        | `Reservation` (any status, until forgotten) |
+//! | `S`    | `Sc` + chunk number (u64 BE)          | the reservations created by 32 log entries (any status, until forgotten), by id |
+//! | `S`    | `Sw` + due second (u64 BE) + chunk number (u64 BE) | the due index: that chunk's held reservations due in that second |
+//! | `S`    | `Sf` + slot number (u64 BE)           | a slot of the retention queue: up to 64 ended reservations and when they ended |
+//! | `S`    | `Sh` + id, `Sd` + expiry + id, `Se` + number | format 4 only: one key per reservation, due entry and ended entry |
 //! | `S`    | `Sk` + sku + `0x00` + storeId         | empty: the SKU index of records      |
 //! | `S`    | `Sma` applied, `Smm` membership, `Smc` clock, `Smk` key count, `Smn` next key, `Smf` first key | `LogId`, `StoredMembership`, `u64` (the rest) |
 //! | `S`    | `Smh` held count, `Sme` next ended number, `Smo` oldest ended number kept, `Sms` SKU index built | `u64`; `Sms`: `true` |
 //! | `Z`    | `Z` current snapshot                  | `StoredSnapshot`                     |
 //!
-//! The reservation keys (`Sd`, `Se`, `Sh`, `Sk`, `Smh`, `Sme`, `Smo`, `Sms`) belong to
-//! `raft::reservations`, whose module docs say what each holds and who reads it.
+//! The reservation keys (`Sc`, `Sw`, `Sf`, `Sk`, `Smh`, `Sme`, `Smo`, `Sms`, and format 4's
+//! `Sh`, `Sd`, `Se`) belong to `raft::reservations`, whose module docs say what each holds, who
+//! reads it, how reservations are packed (format 5, this one) and how format 4's keys are
+//! packed when a node opens or installs a snapshot.
 //!
 //! Format 1 kept the Raft log here too (`L`, `M`); `raft::log_upgrade` moves it to the WAL.
 //! The idempotency entries (`Sq`, `Smk`, `Smn`, `Smf`, and the older `Sx` and `Si`) belong to
 //! the idempotency log, `raft::idempotency_log`: its module docs say what each holds, how the
-//! chunks are laid out, and how formats 2 and 3 are upgraded to format 4 (this one). Everything
-//! under `S` is the state machine: a snapshot is exactly the `S` range, so a node that
-//! installs a snapshot ends byte-identical to the one that built it (a format-2 or format-3
-//! snapshot is moved to format 4 as it is installed). Big-endian integers make byte order equal
+//! chunks are laid out, and how formats 2 and 3 are upgraded to format 4. Everything under `S`
+//! is the state machine: a snapshot is exactly the `S` range, so a node that installs a
+//! snapshot ends byte-identical to the one that built it (an older snapshot is moved to format
+//! 5 as it is installed). Big-endian integers make byte order equal
 //! numeric order, so the chunks sort by number.
 
 use crate::inventory::RecordKey;
@@ -57,15 +60,24 @@ pub const EXPIRY_END: &[u8] = b"Sy";
 /// Format 2's idempotency entries (see the module docs).
 pub const FORMAT2_IDEMPOTENCY_START: &[u8] = b"Si";
 pub const FORMAT2_IDEMPOTENCY_END: &[u8] = b"Sj";
-/// Reservations by id (see `raft::reservations`).
-pub const RESERVATIONS_START: &[u8] = b"Sh";
-pub const RESERVATIONS_END: &[u8] = b"Si";
-/// The due index of held reservations: expiry, then id (see `raft::reservations`).
-pub const DUE_START: &[u8] = b"Sd";
-pub const DUE_END: &[u8] = b"Se";
-/// The retention queue of ended reservations, in the order they ended.
-pub const ENDED_START: &[u8] = b"Se";
-pub const ENDED_END: &[u8] = b"Sf";
+/// Chunks of reservations, by the log index that created them (see `raft::reservations`).
+pub const RESERVATION_CHUNKS_START: &[u8] = b"Sc";
+pub const RESERVATION_CHUNKS_END: &[u8] = b"Sd";
+/// The due index of held reservations: due second, then chunk (see `raft::reservations`).
+pub const DUE_BUCKETS_START: &[u8] = b"Sw";
+pub const DUE_BUCKETS_END: &[u8] = b"Sx";
+/// The retention queue of ended reservations, in slots of consecutive numbers.
+pub const ENDED_SLOTS_START: &[u8] = b"Sf";
+pub const ENDED_SLOTS_END: &[u8] = b"Sg";
+/// Format 4's reservations, one key each by id (see `raft::reservations`).
+pub const FORMAT4_RESERVATIONS_START: &[u8] = b"Sh";
+pub const FORMAT4_RESERVATIONS_END: &[u8] = b"Si";
+/// Format 4's due index, one empty key per held reservation: expiry, then id.
+pub const FORMAT4_DUE_START: &[u8] = b"Sd";
+pub const FORMAT4_DUE_END: &[u8] = b"Se";
+/// Format 4's retention queue, one key per ended reservation, by number.
+pub const FORMAT4_ENDED_START: &[u8] = b"Se";
+pub const FORMAT4_ENDED_END: &[u8] = b"Sf";
 /// The SKU index of records: sku, `0x00`, store id.
 pub const SKU_INDEX_START: &[u8] = b"Sk";
 pub const SKU_INDEX_END: &[u8] = b"Sl";
@@ -108,35 +120,6 @@ pub fn store_records_prefix(store_id: &str) -> Vec<u8> {
     let mut bytes = RECORDS_START.to_vec();
     bytes.extend_from_slice(store_id.as_bytes());
     bytes.push(0);
-    bytes
-}
-
-/// A reservation by id.
-pub fn reservation(id: u64) -> Vec<u8> {
-    let mut bytes = RESERVATIONS_START.to_vec();
-    bytes.extend_from_slice(&id.to_be_bytes());
-    bytes
-}
-
-/// A held reservation in the due index: due at `expires_at_ms`.
-pub fn due(expires_at_ms: u64, id: u64) -> Vec<u8> {
-    let mut bytes = DUE_START.to_vec();
-    bytes.extend_from_slice(&expires_at_ms.to_be_bytes());
-    bytes.extend_from_slice(&id.to_be_bytes());
-    bytes
-}
-
-/// The reservation id of a due-index key.
-pub fn due_id(key: &[u8]) -> Option<u64> {
-    let rest = key.strip_prefix(DUE_START)?;
-    let bytes: [u8; 8] = rest.get(8..)?.try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
-}
-
-/// Entry `number` of the retention queue of ended reservations.
-pub fn ended(number: u64) -> Vec<u8> {
-    let mut bytes = ENDED_START.to_vec();
-    bytes.extend_from_slice(&number.to_be_bytes());
     bytes
 }
 
@@ -187,17 +170,45 @@ mod tests {
     }
 
     #[test]
-    fn reservation_keys_stay_in_their_ranges_and_sort_by_number() {
-        assert!(reservation(1) < reservation(256));
-        assert!(reservation(u64::MAX).as_slice() < RESERVATIONS_END);
-        assert!(due(5, u64::MAX) < due(6, 0));
-        assert!(due(u64::MAX, u64::MAX).as_slice() < DUE_END);
-        assert_eq!(due_id(&due(7, 42)), Some(42));
-        assert!(ended(u64::MAX).as_slice() < ENDED_END);
+    fn the_sku_index_keeps_skus_apart() {
         let index = sku_index(&RecordKey::new("s1", "x").unwrap());
         assert!(index.starts_with(&sku_index_prefix("x")));
         assert!(!index.starts_with(&sku_index_prefix("x1")));
         assert!(index.as_slice() < SKU_INDEX_END);
         assert_eq!(prefix_end(b"Sk"), b"Sl");
+    }
+
+    #[test]
+    fn the_ranges_of_the_state_do_not_overlap() {
+        let mut ranges = [
+            (RESERVATION_CHUNKS_START, RESERVATION_CHUNKS_END),
+            (FORMAT4_DUE_START, FORMAT4_DUE_END),
+            (FORMAT4_ENDED_START, FORMAT4_ENDED_END),
+            (ENDED_SLOTS_START, ENDED_SLOTS_END),
+            (FORMAT4_RESERVATIONS_START, FORMAT4_RESERVATIONS_END),
+            (FORMAT2_IDEMPOTENCY_START, FORMAT2_IDEMPOTENCY_END),
+            (SKU_INDEX_START, SKU_INDEX_END),
+            (KEY_CHUNKS_START, KEY_CHUNKS_END),
+            (RECORDS_START, RECORDS_END),
+            (DUE_BUCKETS_START, DUE_BUCKETS_END),
+            (EXPIRY_START, EXPIRY_END),
+        ];
+        ranges.sort();
+        for pair in ranges.windows(2) {
+            assert!(pair[0].0 < pair[0].1, "{pair:?}");
+            assert!(pair[0].1 <= pair[1].0, "{pair:?} overlap");
+        }
+        for meta in [
+            HELD_COUNT,
+            ENDED_NEXT,
+            ENDED_FRONT,
+            SKU_INDEX_BUILT,
+            APPLIED,
+        ] {
+            assert!(ranges
+                .iter()
+                .all(|(start, end)| meta < *start || meta >= *end));
+            assert!(STATE_START <= meta && meta < STATE_END);
+        }
     }
 }

@@ -3,16 +3,19 @@
 //!
 //! ## Format
 //! `snapshots/<index, 20 digits>-<term, 20 digits>.snap`:
-//! `"STKSNAP3"`, the metadata (`u32` length + bincode `SnapshotMeta`), then one record per
+//! `"STKSNAP4"`, the metadata (`u32` length + bincode `SnapshotMeta`), then one record per
 //! state-machine key (`[key length u32][value length u32][key][value]`), then a trailer: a key
 //! length of `u32::MAX`, the record count (`u64`) and a crc32 of every byte before the crc. All
 //! integers little-endian. A reader checks the crc when it reaches the trailer, so a torn or
 //! corrupt file is never taken for a complete one.
 //!
-//! `"STKSNAP2"` and `"STKSNAP1"` files have the same frame and a format-3 or format-2 state
-//! machine inside; they are still read (an install moves and packs their idempotency entries,
-//! `raft::idempotency_log`). The magic changes with the state's layout so that a node of an older
-//! stockraft refuses a newer snapshot instead of installing a state it would misread.
+//! `"STKSNAP3"`, `"STKSNAP2"` and `"STKSNAP1"` files have the same frame and a format-4,
+//! format-3 or format-2 state machine inside; they are still read (an install packs their
+//! reservations, `raft::reservations`, and moves and packs their idempotency entries,
+//! `raft::idempotency_log`). The magic changes with the state's layout so that a node of an
+//! older stockraft refuses a newer snapshot instead of installing a state it would misread
+//! (format 5 changed only the reservations' keys, but a format-4 node would read a format-5
+//! state as one without reservations).
 //!
 //! ## Writing: temp file, fsync, rename, fsync the directory
 //! A snapshot is written to `<name>.tmp`, fsynced, renamed to `<name>` and the directory
@@ -30,9 +33,10 @@ use std::sync::Arc;
 
 use super::fs::{Fs, FsFile};
 
-/// What this version writes (a format-4 state machine inside).
-const MAGIC: &[u8; 8] = b"STKSNAP3";
-/// The same frame around a format-3 or format-2 state machine (read, never written).
+/// What this version writes (a format-5 state machine inside).
+const MAGIC: &[u8; 8] = b"STKSNAP4";
+/// The same frame around a format-4, format-3 or format-2 state machine (read, never written).
+const MAGIC_FORMAT4: &[u8; 8] = b"STKSNAP3";
 const MAGIC_FORMAT3: &[u8; 8] = b"STKSNAP2";
 const MAGIC_FORMAT2: &[u8; 8] = b"STKSNAP1";
 const SUFFIX: &str = ".snap";
@@ -320,7 +324,7 @@ impl SnapshotFile {
             return Err(invalid(&self.path, "too short"));
         }
         self.file.read_exact_at(0, &mut head)?;
-        if ![MAGIC, MAGIC_FORMAT3, MAGIC_FORMAT2]
+        if ![MAGIC, MAGIC_FORMAT4, MAGIC_FORMAT3, MAGIC_FORMAT2]
             .iter()
             .any(|magic| magic[..] == head[..8])
         {

@@ -4,19 +4,26 @@
 //! transition, is the pure domain's (`inventory::reservation`, `inventory::lifecycle`); this
 //! module only stores what apply decided, and keeps the state bounded.
 //!
-//! ## What is stored (all in the `S` range, so every snapshot carries it; `storage::keys`)
-//! - `Sh` + id (u64 BE) -> `Reservation`: every reservation, held or ended, until forgotten.
-//! - `Sd` + expiry ms (BE) + id (BE) -> empty: the **due index**, one entry per *held*
-//!   reservation. Written when a hold is created, deleted when it ends (point writes in apply).
-//!   Read only by [`due_holds`], a bounded range scan off the write path: the leader's expiry
-//!   proposer (`app::expiry`) asks it for the holds due at its clock and proposes
-//!   `Command::Expire` naming them. The log decides: each replica expires, at that entry, those
-//!   of them that are still held and due at the entry's log time, so a hold committed or
-//!   released just before is skipped, and every replica ends every hold the same way.
-//! - `Se` + number (BE) -> `ReservationId`: the **retention queue** of ended reservations,
-//!   numbered in the order they ended (`Sme` next number, `Smo` oldest kept). Log time never goes
-//!   back, so the queue is also in order of end time, and the oldest ended is always at its
-//!   front: forgetting never searches.
+//! ## What is stored (format 5; all in the `S` range, so every snapshot carries it)
+//! The reservations and their two indexes are **packed** into a few large values (`layout`
+//! says where each part goes, `storage::keys` has the table):
+//! - `Sc` + chunk (u64 BE) -> the **chunk**: every reservation, held or ended until forgotten,
+//!   created by the [`LOG_ENTRIES_PER_CHUNK`] log entries of that chunk, in id order. An id is
+//!   `rsv-<log index>-<n>`, so it names its chunk: a reservation is found with one read.
+//! - `Sw` + due second (u64 BE) + chunk (u64 BE) -> a **due bucket**: the held reservations of
+//!   that chunk whose deadline falls in that second (id and millisecond), in deadline order.
+//!   Apply enters a hold when it is created and takes it out when it ends. Read only by
+//!   [`due_holds`], off the write path: the leader's expiry proposer (`app::expiry`) asks it for
+//!   the holds due at its clock, reading the buckets second by second (a second whole, since its
+//!   buckets are by chunk), and proposes `Command::Expire` naming them. The log decides: each
+//!   replica expires, at that entry, those of them that are still held and due at the entry's
+//!   log time, so a hold committed or released just before is skipped, and every replica ends
+//!   every hold the same way.
+//! - `Sf` + slot (u64 BE) -> a **slot of the retention queue**: up to [`ENDED_PER_SLOT`] ended
+//!   reservations (id, end time), numbered in the order they ended (`Sme` next number, `Smo`
+//!   oldest kept; number `n` is in slot `n / 64`, and a slot holds its numbers from the front
+//!   on). Log time never goes back, so the queue is also in order of end time, and the oldest
+//!   ended is always the first of the front's slot: forgetting never searches.
 //! - `Smh`: how many reservations are held (`StateView::held_count`, for the cap
 //!   `inventory::HELD_RESERVATIONS_MAX`, which apply enforces).
 //! - `Sk` + sku + `0x00` + store id -> empty: the **SKU index** of records, written when a
@@ -24,6 +31,21 @@
 //!   of their index entries, not of every record. Records created before it get their entries
 //!   at open ([`build_sku_index`]; `Sms` marks the index whole), and after installing a
 //!   snapshot that lacks the marker.
+//!
+//! Each packed value depends on the state alone (sorted, deleted when empty), so replicas hold
+//! the same bytes whatever their apply-call boundaries.
+//!
+//! ## Why packed
+//! A plain reserve rewrites a record, which the write-behind layer (`storage::WriteBehind`)
+//! merges: at 1,000 SKUs a checkpoint hands sled at most 1,000 distinct keys. Format 4 stored a
+//! key per reservation, per due entry and per ended reservation, so a hold inserted two fresh
+//! sled keys and a commit one more (and rewrote a cold one): ~6 µs of sled each on every node.
+//! Holds ran at 0.63-0.72x and commits at 0.52-0.59x of plain reserves, and a million live
+//! holds cost ~200 MiB of RSS over their data (docs/performance.md, "Reservations at scale").
+//! Packed, as the idempotency log's entries are (its format 4), a run of holds rewrites the
+//! newest chunk and one due bucket per second in memory, and sled sees each once per
+//! checkpoint. Format 4's keys are packed when a node opens and when an older snapshot is
+//! installed ([`upgrade_layout`]; the `upgrade` module says how).
 //!
 //! ## Retention
 //! Each command entry, before it applies, forgets at most [`ENDED_FORGOTTEN_PER_ENTRY_MAX`]
@@ -40,25 +62,43 @@
 //!
 //! ## One apply call
 //! [`Reservations`] is the state as one apply call sees it: the counters, read when the call
-//! begins and written when it ends; reads and writes of keys go through the call's
-//! `PendingWrites`, so an entry sees what earlier entries of the same call wrote (a hold
-//! created and committed in one call). Work per entry is bounded: a few point reads and writes
-//! per reservation an entry changes; nothing on the write path scans.
+//! begins and written when it ends; the chunks, due buckets and slots the call touches, read
+//! the first time it needs them, held decoded (so an entry sees what earlier entries of the
+//! same call wrote: a hold created and committed in one call) and each changed one written once
+//! when the call ends. No other part of the state machine writes these keys. Work per entry is
+//! bounded: a reservation an entry stores changes its chunk, one or two due buckets and one
+//! slot; forgetting changes at most 4 slots' fronts and chunks; nothing on the write path
+//! scans. A chunk is at most 32 reservations (~3 KB of one-line holds; a chunk of 100-line
+//! carts is larger, and rarer).
 //!
 //! ## Invariants
 //! Asserted in release builds: a reservation is created held, and only a held one changes;
 //! the held count never goes below zero nor above the cap; the queue's front is never past its
-//! next number; an entry of the queue names a stored, ended reservation. A broken one stops the
-//! node before its batch is written; a storage or decode failure is a `StorageError`, which the
-//! state machine returns to openraft (which stops the node too).
+//! next number; a forgotten reservation is not held. Checked as the packed values are read and
+//! changed (a `StorageError::Invariant` when broken): a reservation is created once and changed
+//! only where stored; a held one is in the due index exactly once; a slot holds exactly the
+//! numbers from the front (or its start) up to the next; the queue names stored reservations.
+//! A broken one stops the node before its batch is written; a storage or decode failure is a
+//! `StorageError`, which the state machine returns to openraft (which stops the node too).
 
 mod apply_call;
+mod layout;
+mod packed;
 mod reads;
 mod sku_index;
+mod upgrade;
 
 pub use apply_call::Reservations;
-pub use reads::{counts, due_holds, reservation, sku_records, store_records};
+pub use layout::{
+    chunk_key, chunk_of, slot_key, slot_of, Chunk, Due, DueBucket, Ended, ENDED_PER_SLOT,
+    LOG_ENTRIES_PER_CHUNK,
+};
+pub use reads::{counts, due_holds, remembered, reservation, sku_records, store_records};
 pub use sku_index::{build_sku_index, sku_index_built, SKU_INDEX_BUILD_RECORDS_PER_BATCH};
+pub use upgrade::{
+    format4_due_key, format4_ended_key, format4_reservation_key, pack_format4_reservations,
+    upgrade_layout,
+};
 
 /// How long an ended reservation is remembered, in ms of log time: 24 h, long enough for any
 /// client retrying a commit or reading the outcome, short enough to bound the state.

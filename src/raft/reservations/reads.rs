@@ -3,15 +3,32 @@
 //! leader's expiry proposer's scan of the due index. Each is a point read or one bounded range
 //! scan; apply never calls them.
 
+use super::layout::{chunk_key, chunk_of, Chunk, Due, DueBucket};
+use super::packed::position;
 use crate::inventory::{Record, RecordKey, Reservation, ReservationId};
 use crate::storage::{self, keys, Disk, Order, StorageError};
 
-/// A reservation, held or ended, while it is remembered.
+/// Due buckets read per page while looking for the holds due: a page of a few hundred KB.
+const DUE_BUCKETS_PER_PAGE: usize = 256;
+
+/// A reservation, held or ended, while it is remembered: one read of its chunk.
 pub fn reservation(
     disk: &dyn Disk,
     id: ReservationId,
 ) -> Result<Option<Reservation>, StorageError> {
-    storage::read(disk, &keys::reservation(id.as_u64()))
+    let mut chunk: Chunk = storage::read(disk, &chunk_key(chunk_of(id)))?.unwrap_or_default();
+    Ok(position(&chunk, id).ok().map(|at| chunk.swap_remove(at)))
+}
+
+/// Every reservation remembered, held or ended, in id order: a scan of the whole reservation
+/// state, for checkers and tests (the simulation's invariants), never for a request.
+pub fn remembered(disk: &dyn Disk) -> Result<Vec<Reservation>, StorageError> {
+    let (start, end) = (keys::RESERVATION_CHUNKS_START, keys::RESERVATION_CHUNKS_END);
+    let mut all = Vec::new();
+    for (key, value) in disk.scan(start, end, Order::Ascending, usize::MAX)? {
+        all.extend(storage::decode::<Chunk>(&key, &value)?);
+    }
+    Ok(all)
 }
 
 /// How many reservations are held, and how many ended ones are remembered: two point reads of
@@ -25,23 +42,49 @@ pub fn counts(disk: &dyn Disk) -> Result<(u64, u64), StorageError> {
 
 /// The held reservations due at `now_ms` (log time: `expires_at_ms <= now_ms`), in deadline
 /// order (then id order), at most `limit`.
+///
+/// The due buckets are read in order of their second, a page at a time, up to the second of
+/// `now_ms`; within a second the buckets are by chunk, not by deadline, so a second is read
+/// whole before its holds are sorted. The scan stops at the first second boundary with `limit`
+/// holds found: its work is bounded by the holds due in the seconds it needs.
 pub fn due_holds(
     disk: &dyn Disk,
     now_ms: u64,
     limit: usize,
 ) -> Result<Vec<ReservationId>, StorageError> {
-    let end = match now_ms.checked_add(1) {
-        Some(after_now) => keys::due(after_now, 0),
-        None => keys::DUE_END.to_vec(),
-    };
-    let due = disk.scan(keys::DUE_START, &end, Order::Ascending, limit)?;
-    due.into_iter()
-        .map(|(key, _)| {
-            keys::due_id(&key)
-                .map(ReservationId::from_u64)
-                .ok_or_else(|| StorageError::Invariant(format!("a malformed due key {key:?}")))
-        })
-        .collect()
+    let end = DueBucket::scan_end_after(now_ms);
+    let mut start = keys::DUE_BUCKETS_START.to_vec();
+    let mut due: Vec<(u64, ReservationId)> = Vec::new();
+    let mut second_read = None;
+    'pages: loop {
+        let page = disk.scan(&start, &end, Order::Ascending, DUE_BUCKETS_PER_PAGE)?;
+        let full = page.len() == DUE_BUCKETS_PER_PAGE;
+        for (key, value) in &page {
+            let bucket = DueBucket::from_key(key)
+                .ok_or_else(|| StorageError::Invariant(format!("a malformed due key {key:?}")))?;
+            if second_read.is_some_and(|second| second < bucket.second) && due.len() >= limit {
+                break 'pages;
+            }
+            second_read = Some(bucket.second);
+            let items: Vec<Due> = storage::decode(key, value)?;
+            due.extend(
+                items
+                    .into_iter()
+                    .map(|item| (bucket.deadline_ms(item), item.id))
+                    .filter(|&(deadline_ms, _)| deadline_ms <= now_ms),
+            );
+        }
+        match page.last() {
+            Some((last, _)) if full => {
+                start = last.clone();
+                start.push(0);
+            }
+            _ => break,
+        }
+    }
+    due.sort_unstable();
+    due.truncate(limit);
+    Ok(due.into_iter().map(|(_, id)| id).collect())
 }
 
 /// Every store's record of `sku`, ordered by store id, at most `limit`: found through the SKU
