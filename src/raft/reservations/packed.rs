@@ -219,3 +219,94 @@ fn invariant(message: String) -> StorageError {
 fn not_stored(id: ReservationId) -> StorageError {
     invariant(format!("reservation {id} is not stored"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{RecordKey, ReservationLine, ReservationStatus};
+    use crate::storage::{Disk, SimDisk};
+
+    fn held(log_index: u64, expires_at_ms: u64) -> Reservation {
+        Reservation {
+            id: ReservationId::new(log_index, 0).unwrap(),
+            status: ReservationStatus::Held,
+            lines: vec![ReservationLine {
+                key: RecordKey::new("s1", "a").unwrap(),
+                quantity: 1,
+            }],
+            created_at_ms: 1_000,
+            updated_at_ms: 1_000,
+            expires_at_ms,
+        }
+    }
+
+    fn ended(log_index: u64) -> Ended {
+        Ended {
+            id: ReservationId::new(log_index, 0).unwrap(),
+            ended_at_ms: 2_000,
+        }
+    }
+
+    fn is_invariant(result: Result<impl std::fmt::Debug, StorageError>) -> bool {
+        matches!(result, Err(StorageError::Invariant(_)))
+    }
+
+    /// Writes what `change` did to `packed` and reads it back in a new call.
+    fn written(disk: &SimDisk, change: impl FnOnce(&mut PackedState<'_>)) {
+        let mut packed = PackedState::new(disk);
+        change(&mut packed);
+        let mut batch = WriteBatch::default();
+        packed.write_into(&mut batch);
+        disk.write(batch).unwrap();
+    }
+
+    #[test]
+    fn a_reservation_is_stored_once_and_changed_only_where_stored() {
+        let disk = SimDisk::new();
+        written(&disk, |packed| packed.insert(&held(40, 5_000)).unwrap());
+        let mut packed = PackedState::new(&disk);
+        assert_eq!(packed.reservation(held(40, 0).id).unwrap(), Some(&held(40, 5_000)));
+        assert!(is_invariant(packed.insert(&held(40, 5_000))), "created twice");
+        assert!(is_invariant(packed.replace(&held(41, 5_000))), "not stored");
+        assert!(is_invariant(packed.remove(held(41, 0).id)), "not stored");
+        assert_eq!(packed.remove(held(40, 0).id).unwrap(), held(40, 5_000));
+        let mut batch = WriteBatch::default();
+        packed.write_into(&mut batch);
+        disk.write(batch).unwrap();
+        assert_eq!(disk.get(&chunk_key(1)).unwrap(), None, "an emptied chunk is deleted");
+    }
+
+    #[test]
+    fn a_hold_is_in_the_due_index_exactly_once() {
+        let disk = SimDisk::new();
+        let hold = held(3, 61_250);
+        written(&disk, |packed| packed.enter_due_index(&hold).unwrap());
+        let mut packed = PackedState::new(&disk);
+        assert!(is_invariant(packed.enter_due_index(&hold)), "due twice");
+        let moved = held(3, 61_251);
+        assert!(is_invariant(packed.leave_due_index(&moved)), "not due then");
+        packed.leave_due_index(&hold).unwrap();
+        assert!(is_invariant(packed.leave_due_index(&hold)), "left already");
+    }
+
+    #[test]
+    fn a_slot_holds_exactly_the_numbers_from_the_front_up_to_the_next() {
+        let disk = SimDisk::new();
+        // Numbers 62 and 63 fill slot 0, 64 opens slot 1.
+        written(&disk, |packed| {
+            for number in 62..65 {
+                packed.push_ended(62, number, ended(number)).unwrap();
+            }
+        });
+        let mut packed = PackedState::new(&disk);
+        assert!(is_invariant(packed.push_ended(62, 66, ended(66))), "65 is missing");
+        assert!(is_invariant(packed.push_ended(62, 64, ended(64))), "64 is there");
+        assert_eq!(packed.front_ended(62, 65).unwrap(), ended(62));
+        assert!(is_invariant(packed.front_ended(61, 65)), "61 is not kept");
+        packed.pop_ended(62).unwrap();
+        packed.pop_ended(63).unwrap();
+        assert!(is_invariant(packed.front_ended(63, 65)), "63 is gone");
+        assert_eq!(packed.front_ended(64, 65).unwrap(), ended(64));
+        assert!(is_invariant(packed.pop_ended(0)), "slot 0 is empty now");
+    }
+}
