@@ -19,17 +19,23 @@
 #       beside the live data (the size of a snapshot of the state); then DUE more holds made to
 #       fall due in the same second, and plain reserves while they expire: their p99 against
 #       the reference, and how long the expiry took. With --smoke: tiny counts.
+#
+#   scripts/bench.sh --hold-ratios 3
+#       instead of the above, holds and commits against plain reserves only (no etcd): 3 rounds
+#       of spread, hold and commit (C=32) on one fresh stockraft cluster, each round's ratios
+#       and their median and range. STOCKRAFT_BIN=<binary> compares another build.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-seconds=10 skus=1000 stock=100000 smoke=0 holds=""
+seconds=10 skus=1000 stock=100000 smoke=0 holds="" hold_ratios=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --skus) skus="$2"; shift 2 ;;
     --smoke) smoke=1 seconds=1 skus=50 stock=500; shift ;;
     --holds) holds="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --hold-ratios) hold_ratios="$2"; shift 2 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -63,6 +69,13 @@ if [ -n "$holds" ]; then
   . "$ROOT/scripts/lib/holds-at-scale.sh"
   if [ "$smoke" = 1 ]; then use_stockraft_binary debug; else use_stockraft_binary release; fi
   holds_at_scale "$holds"
+  exit 0
+fi
+if [ -n "$hold_ratios" ]; then
+  # shellcheck source=lib/hold-ratios.sh
+  . "$ROOT/scripts/lib/hold-ratios.sh"
+  if [ "$smoke" = 1 ]; then use_stockraft_binary debug; else use_stockraft_binary release; fi
+  hold_ratios "$hold_ratios"
   exit 0
 fi
 ensure_etcd

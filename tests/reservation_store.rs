@@ -24,9 +24,7 @@ use stockraft::raft::state_machine::{read_state_pairs, StateMachineStore};
 use stockraft::raft::{Entry, LogId, TypeConfig};
 use stockraft::storage::fs::SimFs;
 use stockraft::storage::snapshots::{SnapshotDir, SnapshotFile};
-use stockraft::storage::{
-    decode, encode, keys, Disk, FlushFuture, KeyValue, Order, SimDisk, StorageError, WriteBatch,
-};
+use stockraft::storage::{decode, encode, keys, Disk, KeyValue, SimDisk, WriteBatch};
 
 /// Log time of the first entries, ms since the epoch (any plausible day).
 const T0: u64 = 1_700_000_000_000;
@@ -312,22 +310,28 @@ async fn applied_in_calls(entries: &[Entry], sizes: impl IntoIterator<Item = usi
     encode(&store.state_pairs().unwrap())
 }
 
+/// Asserts that `entries` leave the same bytes applied one call per entry, in one call, and in
+/// `splits` random runs of calls of 1 to `call_max` entries.
+async fn assert_the_same_bytes_whatever_the_calls(entries: &[Entry], splits: u64, call_max: usize) {
+    let count = entries.len();
+    let one_by_one = applied_in_calls(entries, std::iter::repeat_n(1, count)).await;
+    let all_at_once = applied_in_calls(entries, [count]).await;
+    assert_eq!(one_by_one, all_at_once, "one call per entry vs one call");
+    for seed in 1..=splits {
+        let mut state = seed;
+        let sizes: Vec<usize> = (0..count)
+            .map(|_| 1 + next_random(&mut state) as usize % call_max)
+            .collect();
+        let split = applied_in_calls(entries, sizes.clone()).await;
+        assert_eq!(one_by_one, split, "random split {sizes:?}");
+    }
+}
+
 #[test]
 fn the_state_is_the_same_bytes_whatever_the_apply_call_boundaries() {
     block_on(async {
         let entries = shop_day();
-        let count = entries.len();
-        let one_by_one = applied_in_calls(&entries, std::iter::repeat_n(1, count)).await;
-        let all_at_once = applied_in_calls(&entries, [count]).await;
-        assert_eq!(one_by_one, all_at_once, "one call per entry vs one call");
-        for seed in 1..=20u64 {
-            let mut state = seed;
-            let sizes: Vec<usize> = (0..count)
-                .map(|_| 1 + next_random(&mut state) as usize % 7)
-                .collect();
-            let split = applied_in_calls(&entries, sizes.clone()).await;
-            assert_eq!(one_by_one, split, "random split {sizes:?}");
-        }
+        assert_the_same_bytes_whatever_the_calls(&entries, 20, 7).await;
         // And the day did end and forget reservations.
         let mut store = fresh_store();
         apply(&mut store, entries).await;
@@ -714,12 +718,14 @@ fn reservations_are_packed_in_chunks_of_the_entries_that_created_them() {
 }
 
 #[test]
-fn due_holds_are_read_second_by_second_in_deadline_order_across_chunks() {
+fn due_holds_are_read_window_by_window_in_deadline_order_across_chunks() {
     block_on(async {
-        // 99 holds over four chunks, due over three seconds, their milliseconds scattered: in
-        // a second, a hold of a later chunk is often due before one of an earlier chunk.
-        let first_second_ms = (T0 / 1_000 + 60) * 1_000;
-        let deadline = |n: u64| first_second_ms + (n % 3) * 1_000 + (n * 7_919) % 1_000;
+        // 99 holds over four chunks, due in three windows of the due index, their milliseconds
+        // scattered: in a window, a hold of a later chunk is often due before one of an earlier
+        // chunk.
+        let window_ms = reservations::DUE_WINDOW_MS;
+        let first_window_ms = (T0 / window_ms + 60_000 / window_ms) * window_ms;
+        let deadline = |n: u64| first_window_ms + (n % 3) * window_ms + (n * 7) % window_ms;
         let mut store = fresh_store();
         let mut entries = vec![entry(1, T0, create("s1", "a", 1_000))];
         for n in 0..99 {
@@ -730,10 +736,10 @@ fn due_holds_are_read_second_by_second_in_deadline_order_across_chunks() {
             (0..99).map(|n| (deadline(n), created_by(2 + n))).collect();
         expected.sort();
         let expected_ids: Vec<ReservationId> = expected.iter().map(|(_, id)| *id).collect();
-        let mut by_second_then_id = expected.clone();
-        by_second_then_id.sort_by_key(|(due_ms, id)| (due_ms / 1_000, *id));
+        let mut by_window_then_id = expected.clone();
+        by_window_then_id.sort_by_key(|(due_ms, id)| (due_ms / window_ms, *id));
         assert_ne!(
-            expected, by_second_then_id,
+            expected, by_window_then_id,
             "the test needs chunks out of deadline order"
         );
 
@@ -746,24 +752,24 @@ fn due_holds_are_read_second_by_second_in_deadline_order_across_chunks() {
                 "limit {limit}"
             );
         }
-        let mid_ms = first_second_ms + 1_500;
+        let mid_ms = first_window_ms + window_ms + window_ms / 2;
         let due_by_mid = expected
             .iter()
             .filter(|(due_ms, _)| *due_ms <= mid_ms)
             .count();
-        assert!(due_by_mid > 33 && due_by_mid < 66, "into the second second");
+        assert!(due_by_mid > 33 && due_by_mid < 66, "into the second window");
         assert_eq!(
             store.due_holds(mid_ms, 1_000).unwrap(),
             expected_ids[..due_by_mid]
         );
-        assert_eq!(store.due_holds(first_second_ms - 1, 1_000).unwrap(), vec![]);
+        assert_eq!(store.due_holds(first_window_ms - 1, 1_000).unwrap(), vec![]);
         let (start, end) = (keys::DUE_BUCKETS_START, keys::DUE_BUCKETS_END);
         let buckets = keys_in(&store, start, end);
         let mut expected_buckets: Vec<Vec<u8>> = (0..99)
             .map(|n| {
                 let chunk = reservations::chunk_of(created_by(2 + n));
                 reservations::DueBucket {
-                    second: deadline(n) / 1_000,
+                    window: deadline(n) / window_ms,
                     chunk,
                 }
                 .key()
@@ -771,7 +777,7 @@ fn due_holds_are_read_second_by_second_in_deadline_order_across_chunks() {
             .collect();
         expected_buckets.sort();
         expected_buckets.dedup();
-        assert_eq!(buckets, expected_buckets, "one bucket per second and chunk");
+        assert_eq!(buckets, expected_buckets, "one bucket per window and chunk");
 
         // Expired, they leave the index, and their emptied buckets go.
         let expiry = entry(101, last_ms, Command::Expire { ids: expected_ids });
@@ -879,54 +885,83 @@ async fn replayed(entries: Vec<Entry>) -> StateMachineStore {
 fn many_reservations_pack_into_the_same_bytes_whatever_the_apply_call_boundaries() {
     block_on(async {
         let entries = many_reservations();
-        let count = entries.len();
-        let one_by_one = applied_in_calls(&entries, std::iter::repeat_n(1, count)).await;
-        for seed in 1..=5u64 {
-            let mut state = seed;
-            let sizes: Vec<usize> = (0..count)
-                .map(|_| 1 + next_random(&mut state) as usize % 40)
-                .collect();
-            let split = applied_in_calls(&entries, sizes.clone()).await;
-            assert_eq!(one_by_one, split, "random split {sizes:?}");
-        }
+        assert_the_same_bytes_whatever_the_calls(&entries, 5, 40).await;
         let store = replayed(entries).await;
         assert_eq!(read_u64(&store, keys::ENDED_FRONT), Some(120));
         assert_eq!(read_u64(&store, keys::HELD_COUNT), Some(10));
     });
 }
 
-/// `pairs` (a format-5 state) as format 4 stored it: each reservation under `Sh` + id, each
-/// held one's due entry under `Sd` + deadline + id, each number of the retention queue under
-/// `Se` + number.
-fn as_format4(pairs: &[KeyValue]) -> Vec<KeyValue> {
+/// How far an upgrade from format 4 got before it was cut short: the retention queue is packed
+/// below number `ended_from`, the reservations below id `reservations_from` (each packed in key
+/// order, a page at a time), and the due keys go last.
+#[derive(Debug, Clone, Copy)]
+struct PackedBelow {
+    ended_from: u64,
+    reservations_from: u64,
+    due_keys_deleted: bool,
+}
+
+impl PackedBelow {
+    /// Nothing packed yet: format 4 as it was.
+    const NOTHING: Self = Self {
+        ended_from: 0,
+        reservations_from: 0,
+        due_keys_deleted: false,
+    };
+}
+
+/// `pairs` (a format-5 state) as format 4 stored it, or as an upgrade cut short at `cut` left
+/// it: each reservation not yet packed under `Sh` + id, each held one's due entry under `Sd` +
+/// deadline + id, each number of the retention queue not yet packed under `Se` + number.
+fn as_format4(pairs: &[KeyValue], cut: PackedBelow) -> Vec<KeyValue> {
     let front: u64 = pairs
         .iter()
         .find(|(key, _)| key == keys::ENDED_FRONT)
         .map_or(0, |(key, value)| decode(key, value).unwrap());
+    let packed = |id: ReservationId| id.as_u64() < cut.reservations_from;
     let mut old = Vec::new();
     for (key, value) in pairs {
-        if key.starts_with(keys::RESERVATION_CHUNKS_START) {
-            for kept in decode::<reservations::Chunk>(key, value).unwrap() {
-                if kept.status == ReservationStatus::Held {
-                    old.push((
-                        reservations::format4_due_key(kept.expires_at_ms, kept.id),
-                        vec![],
-                    ));
-                }
-                old.push((
-                    reservations::format4_reservation_key(kept.id),
-                    encode(&kept),
-                ));
+        let mut still_packed = |items: Vec<u8>, empty: bool| {
+            if !empty {
+                old.push((key.clone(), items));
             }
+        };
+        if key.starts_with(keys::RESERVATION_CHUNKS_START) {
+            let chunk: reservations::Chunk = decode(key, value).unwrap();
+            let mut kept = Vec::new();
+            let mut unpacked = Vec::new();
+            for reservation in chunk {
+                if reservation.status == ReservationStatus::Held && !cut.due_keys_deleted {
+                    let due_key =
+                        reservations::format4_due_key(reservation.expires_at_ms, reservation.id);
+                    unpacked.push((due_key, vec![]));
+                }
+                if packed(reservation.id) {
+                    kept.push(reservation);
+                } else {
+                    let own_key = reservations::format4_reservation_key(reservation.id);
+                    unpacked.push((own_key, encode(&reservation)));
+                }
+            }
+            still_packed(encode(&kept), kept.is_empty());
+            old.extend(unpacked);
+        } else if key.starts_with(keys::DUE_BUCKETS_START) {
+            let due: Vec<reservations::Due> = decode(key, value).unwrap();
+            let kept: Vec<_> = due.into_iter().filter(|entry| packed(entry.id)).collect();
+            still_packed(encode(&kept), kept.is_empty());
         } else if key.starts_with(keys::ENDED_SLOTS_START) {
             let slot = u64::from_be_bytes(key[2..].try_into().unwrap());
             let first = front.max(slot * reservations::ENDED_PER_SLOT);
             let ended: Vec<reservations::Ended> = decode(key, value).unwrap();
-            for (at, ended) in ended.into_iter().enumerate() {
-                let number = first + at as u64;
+            let kept_count = cut.ended_from.saturating_sub(first).min(ended.len() as u64);
+            let (kept, moved) = ended.split_at(kept_count as usize);
+            still_packed(encode(&kept), kept.is_empty());
+            for (at, ended) in moved.iter().enumerate() {
+                let number = first + kept_count + at as u64;
                 old.push((reservations::format4_ended_key(number), encode(&ended.id)));
             }
-        } else if !key.starts_with(keys::DUE_BUCKETS_START) {
+        } else {
             old.push((key.clone(), value.clone()));
         }
     }
@@ -934,41 +969,15 @@ fn as_format4(pairs: &[KeyValue]) -> Vec<KeyValue> {
     old
 }
 
-/// A disk that fails every write after its first `writes_left` (a crash in the middle of an
-/// upgrade, as far as the upgrade can tell).
-struct FailingDisk {
-    disk: SimDisk,
-    writes_left: std::sync::atomic::AtomicUsize,
-}
-
-impl Disk for FailingDisk {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.disk.get(key)
+/// A simulated disk holding `pairs`.
+fn disk_holding(pairs: &[KeyValue]) -> SimDisk {
+    let disk = SimDisk::new();
+    let mut batch = WriteBatch::default();
+    for (key, value) in pairs {
+        batch.put(key.clone(), value.clone());
     }
-
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        order: Order,
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StorageError> {
-        self.disk.scan(start, end, order, limit)
-    }
-
-    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        use std::sync::atomic::Ordering::SeqCst;
-        let left = self.writes_left.load(SeqCst);
-        if left == 0 {
-            return Err(StorageError::Disk("the test cut the upgrade short".into()));
-        }
-        self.writes_left.store(left - 1, SeqCst);
-        self.disk.write(batch)
-    }
-
-    fn flush(&self) -> FlushFuture<'_> {
-        self.disk.flush()
-    }
+    disk.write(batch).unwrap();
+    disk
 }
 
 #[test]
@@ -981,63 +990,62 @@ fn a_format4_state_is_packed_at_open_into_the_bytes_a_format5_replica_holds() {
         assert_eq!(
             read_u64(&reference, keys::ENDED_FRONT),
             Some(100),
-            "inside a slot"
+            "in slot 1"
         );
         assert_eq!(
             read_u64(&reference, keys::HELD_COUNT),
             Some(5),
-            "held ones, with their due entries"
+            "with due entries"
         );
-        let format4 = as_format4(&format5);
-        let old_keys = format4
-            .iter()
-            .filter(|(key, _)| is_format4_key(key))
-            .count();
         let mut after = replayed(first.to_vec()).await;
         apply(&mut after, second.to_vec()).await;
 
-        // Whole, and cut short after each of its first writes (then run again, as the next
-        // start does).
-        for cut_after in [None, Some(0), Some(1), Some(2)] {
-            let disk = SimDisk::new();
-            let mut batch = WriteBatch::default();
-            for (key, value) in format4.clone() {
-                batch.put(key, value);
-            }
-            disk.write(batch).unwrap();
-            if let Some(writes) = cut_after {
-                let failing = FailingDisk {
-                    disk: disk.clone(),
-                    writes_left: writes.into(),
-                };
-                reservations::pack_format4_reservations(&failing).unwrap_err();
-            }
-            let packed = reservations::upgrade_layout(&disk).await.unwrap();
-            if cut_after.is_none() {
-                assert_eq!(packed, old_keys, "every format-4 key packed or deleted");
-            }
-            assert_eq!(
-                read_state_pairs(&disk).unwrap(),
-                format5,
-                "cut after {cut_after:?}"
-            );
-            assert_eq!(
-                reservations::upgrade_layout(&disk).await.unwrap(),
-                0,
-                "once"
-            );
+        let format4 = as_format4(&format5, PackedBelow::NOTHING);
+        let old_keys = format4.iter().filter(|(key, _)| is_format4_key(key));
+        let old_keys = old_keys.count();
+        let disk = disk_holding(&format4);
+        let packed = reservations::upgrade_layout(&disk).await.unwrap();
+        assert_eq!(packed, old_keys, "every format-4 key packed or deleted");
+        assert_eq!(read_state_pairs(&disk).unwrap(), format5);
+        let again = reservations::upgrade_layout(&disk).await.unwrap();
+        assert_eq!(again, 0, "nothing is left to pack");
+        let mut upgraded = sim_store(Arc::new(disk));
+        apply(&mut upgraded, second.to_vec()).await;
+        let (upgraded, after) = (upgraded.state_pairs(), after.state_pairs());
+        assert_eq!(
+            upgraded.unwrap(),
+            after.unwrap(),
+            "the same after the same entries"
+        );
 
-            let mut upgraded = sim_store(Arc::new(disk));
-            apply(&mut upgraded, second.to_vec()).await;
-            assert_eq!(
-                upgraded.state_pairs().unwrap(),
-                after.state_pairs().unwrap(),
-                "cut after {cut_after:?}: the same state after the same entries"
-            );
+        // Cut short in each step (inside a slot; inside a chunk, between two held
+        // reservations; before the due keys went), then finished by opening the store again.
+        let cuts = [
+            PackedBelow {
+                ended_from: 130,
+                ..PackedBelow::NOTHING
+            },
+            PackedBelow {
+                ended_from: u64::MAX,
+                reservations_from: created_by(first.len() as u64 - 2).as_u64(),
+                due_keys_deleted: false,
+            },
+            PackedBelow {
+                ended_from: u64::MAX,
+                reservations_from: u64::MAX,
+                due_keys_deleted: false,
+            },
+        ];
+        for cut in cuts {
+            let partly = as_format4(&format5, cut);
+            assert!(has_format4_keys(&partly), "{cut:?}");
+            assert_ne!(partly, format4, "{cut:?}: partly packed");
+            let disk = disk_holding(&partly);
+            sim_store(Arc::new(disk.clone()));
+            assert_eq!(read_state_pairs(&disk).unwrap(), format5, "{cut:?}");
         }
     });
 }
-
 #[test]
 fn a_format4_state_written_by_hand_answers_the_same_once_packed() {
     block_on(async {
@@ -1141,7 +1149,7 @@ fn a_format4_snapshot_is_packed_as_it_is_installed() {
             .unwrap();
         let head = snapshot.snapshot.read_chunk(0, 8).unwrap();
         assert_eq!(head, b"STKSNAP4", "format 5 inside");
-        let format4 = as_format4(&source.state_pairs().unwrap());
+        let format4 = as_format4(&source.state_pairs().unwrap(), PackedBelow::NOTHING);
         let old_file = old_snapshot(b"STKSNAP3", &snapshot.meta, &format4);
 
         let mut target = fresh_store();

@@ -9,7 +9,7 @@
 //! | `S`    | `Sx` + expiry ms (u64 BE) + identity  | format 3 only: `IdempotencyEntry`    |
 //! | `S`    | `Si` + idempotency identity           | format 2 only: `IdempotencyEntry`    |
 //! | `S`    | `Sc` + chunk number (u64 BE)          | the reservations created by 32 log entries (any status, until forgotten), by id |
-//! | `S`    | `Sw` + due second (u64 BE) + chunk number (u64 BE) | the due index: that chunk's held reservations due in that second |
+//! | `S`    | `Sw` + due window (10 ms, u64 BE) + chunk number (u64 BE) | the due index: that chunk's held reservations due in that window |
 //! | `S`    | `Sf` + slot number (u64 BE)           | a slot of the retention queue: up to 64 ended reservations and when they ended |
 //! | `S`    | `Sh` + id, `Sd` + expiry + id, `Se` + number | format 4 only: one key per reservation, due entry and ended entry |
 //! | `S`    | `Sk` + sku + `0x00` + storeId         | empty: the SKU index of records      |
@@ -63,7 +63,7 @@ pub const FORMAT2_IDEMPOTENCY_END: &[u8] = b"Sj";
 /// Chunks of reservations, by the log index that created them (see `raft::reservations`).
 pub const RESERVATION_CHUNKS_START: &[u8] = b"Sc";
 pub const RESERVATION_CHUNKS_END: &[u8] = b"Sd";
-/// The due index of held reservations: due second, then chunk (see `raft::reservations`).
+/// The due index of held reservations: due window, then chunk (see `raft::reservations`).
 pub const DUE_BUCKETS_START: &[u8] = b"Sw";
 pub const DUE_BUCKETS_END: &[u8] = b"Sx";
 /// The retention queue of ended reservations, in slots of consecutive numbers.

@@ -24,20 +24,24 @@ pub const LOG_ENTRIES_PER_CHUNK: u64 = 32;
 /// ~1 KB. A constant of the replicated state machine, like the chunk size.
 pub const ENDED_PER_SLOT: u64 = 64;
 
-/// Milliseconds per due bucket: the due index groups held reservations by the second of their
-/// deadline (and by chunk within it).
-const DUE_BUCKET_MS: u64 = 1_000;
+/// Milliseconds of deadline per due window: the due index groups held reservations by the 10 ms
+/// window their deadline falls in, and by chunk within it. Within a window the buckets are by
+/// chunk, not by deadline, so the expiry proposer reads a window whole before it sorts it:
+/// windows of a second made it read and sort every hold of an expiry storm (100,000 due in
+/// one second) on each of its rounds; 10 ms windows hold a hundredth of that, and a chunk's
+/// holds (32 entries, a few ms of log at load) still share one or two buckets.
+pub const DUE_WINDOW_MS: u64 = 10;
 
 /// A chunk of reservations: those created by the entries of one [`LOG_ENTRIES_PER_CHUNK`]
 /// range of log indices that are still remembered, held or ended, in id order.
 pub type Chunk = Vec<Reservation>;
 
 /// A held reservation in a due bucket: its id and the millisecond of its deadline within the
-/// bucket's second (the key holds the second). A bucket is in (millisecond, id) order: the
+/// bucket's window (the key holds the window). A bucket is in (millisecond, id) order: the
 /// order of deadlines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Due {
-    pub ms_in_second: u16,
+    pub ms_in_window: u16,
     pub id: ReservationId,
 }
 
@@ -58,10 +62,11 @@ pub fn chunk_key(chunk: u64) -> Vec<u8> {
     [keys::RESERVATION_CHUNKS_START, &chunk.to_be_bytes()].concat()
 }
 
-/// A due bucket: the held reservations of one chunk due in one second.
+/// A due bucket: the held reservations of one chunk due in one window of [`DUE_WINDOW_MS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DueBucket {
-    pub second: u64,
+    /// The window: deadline ms / [`DUE_WINDOW_MS`].
+    pub window: u64,
     pub chunk: u64,
 }
 
@@ -69,11 +74,11 @@ impl DueBucket {
     /// The bucket of `reservation`'s deadline, and its entry there.
     pub fn of(reservation: &Reservation) -> (Self, Due) {
         let bucket = Self {
-            second: reservation.expires_at_ms / DUE_BUCKET_MS,
+            window: reservation.expires_at_ms / DUE_WINDOW_MS,
             chunk: chunk_of(reservation.id),
         };
         let due = Due {
-            ms_in_second: (reservation.expires_at_ms % DUE_BUCKET_MS) as u16,
+            ms_in_window: (reservation.expires_at_ms % DUE_WINDOW_MS) as u16,
             id: reservation.id,
         };
         (bucket, due)
@@ -81,15 +86,15 @@ impl DueBucket {
 
     /// The deadline of `due`, an entry of this bucket, in ms of log time.
     pub fn deadline_ms(self, due: Due) -> u64 {
-        self.second * DUE_BUCKET_MS + u64::from(due.ms_in_second)
+        self.window * DUE_WINDOW_MS + u64::from(due.ms_in_window)
     }
 
-    /// Where the bucket is stored: `Sw` + the second + the chunk (big-endian: buckets sort by
-    /// second, so the due index is read in deadline order).
+    /// Where the bucket is stored: `Sw` + the window + the chunk (big-endian: buckets sort by
+    /// window, so the due index is read in deadline order, a window at a time).
     pub fn key(self) -> Vec<u8> {
         [
             keys::DUE_BUCKETS_START,
-            &self.second.to_be_bytes(),
+            &self.window.to_be_bytes(),
             &self.chunk.to_be_bytes(),
         ]
         .concat()
@@ -98,19 +103,19 @@ impl DueBucket {
     /// The bucket stored under `key`, if it is a due-bucket key.
     pub fn from_key(key: &[u8]) -> Option<Self> {
         let rest = key.strip_prefix(keys::DUE_BUCKETS_START)?;
-        let (second, chunk) = rest.split_first_chunk::<8>()?;
+        let (window, chunk) = rest.split_first_chunk::<8>()?;
         let chunk: [u8; 8] = chunk.try_into().ok()?;
         Some(Self {
-            second: u64::from_be_bytes(*second),
+            window: u64::from_be_bytes(*window),
             chunk: u64::from_be_bytes(chunk),
         })
     }
 
-    /// The first key of the buckets of seconds after the one `ms` falls in: the end of a scan
+    /// The first key of the buckets of windows after the one `ms` falls in: the end of a scan
     /// for what is due at `ms`.
     pub fn scan_end_after(ms: u64) -> Vec<u8> {
-        match (ms / DUE_BUCKET_MS).checked_add(1) {
-            Some(next_second) => [keys::DUE_BUCKETS_START, &next_second.to_be_bytes()].concat(),
+        match (ms / DUE_WINDOW_MS).checked_add(1) {
+            Some(next_window) => [keys::DUE_BUCKETS_START, &next_window.to_be_bytes()].concat(),
             None => keys::DUE_BUCKETS_END.to_vec(),
         }
     }
@@ -150,8 +155,8 @@ mod tests {
     }
 
     #[test]
-    fn due_buckets_sort_by_second_then_chunk_and_round_trip() {
-        let bucket = |second, chunk| DueBucket { second, chunk };
+    fn due_buckets_sort_by_window_then_chunk_and_round_trip() {
+        let bucket = |window, chunk| DueBucket { window, chunk };
         assert!(bucket(5, u64::MAX).key() < bucket(6, 0).key());
         assert!(bucket(5, 1).key() < bucket(5, 2).key());
         assert!(bucket(u64::MAX, u64::MAX).key().as_slice() < keys::DUE_BUCKETS_END);
@@ -160,13 +165,15 @@ mod tests {
             Some(bucket(7, 42))
         );
         assert_eq!(DueBucket::from_key(&chunk_key(7)), None);
-        assert!(bucket(5, u64::MAX).key() < DueBucket::scan_end_after(5_999));
-        assert!(DueBucket::scan_end_after(5_999) <= bucket(6, 0).key());
-        assert_eq!(DueBucket::scan_end_after(u64::MAX), keys::DUE_BUCKETS_END);
+        assert!(bucket(5, u64::MAX).key() < DueBucket::scan_end_after(59));
+        assert!(DueBucket::scan_end_after(59) <= bucket(6, 0).key());
+        let last_window = bucket(u64::MAX / DUE_WINDOW_MS, u64::MAX);
+        assert!(last_window.key() < DueBucket::scan_end_after(u64::MAX));
+        assert!(DueBucket::scan_end_after(u64::MAX).as_slice() <= keys::DUE_BUCKETS_END);
     }
 
     #[test]
-    fn a_deadline_is_its_bucket_second_and_its_millisecond_within_it() {
+    fn a_deadline_is_its_bucket_window_and_its_millisecond_within_it() {
         let reservation = Reservation {
             id: id(70),
             status: crate::inventory::ReservationStatus::Held,
@@ -179,11 +186,11 @@ mod tests {
         assert_eq!(
             bucket,
             DueBucket {
-                second: 1_700_000_012,
+                window: 170_000_001_234,
                 chunk: 2
             }
         );
-        assert_eq!(due.ms_in_second, 345);
+        assert_eq!(due.ms_in_window, 5);
         assert_eq!(bucket.deadline_ms(due), reservation.expires_at_ms);
     }
 

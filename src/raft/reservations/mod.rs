@@ -10,15 +10,15 @@
 //! - `Sc` + chunk (u64 BE) -> the **chunk**: every reservation, held or ended until forgotten,
 //!   created by the [`LOG_ENTRIES_PER_CHUNK`] log entries of that chunk, in id order. An id is
 //!   `rsv-<log index>-<n>`, so it names its chunk: a reservation is found with one read.
-//! - `Sw` + due second (u64 BE) + chunk (u64 BE) -> a **due bucket**: the held reservations of
-//!   that chunk whose deadline falls in that second (id and millisecond), in deadline order.
-//!   Apply enters a hold when it is created and takes it out when it ends. Read only by
-//!   [`due_holds`], off the write path: the leader's expiry proposer (`app::expiry`) asks it for
-//!   the holds due at its clock, reading the buckets second by second (a second whole, since its
-//!   buckets are by chunk), and proposes `Command::Expire` naming them. The log decides: each
-//!   replica expires, at that entry, those of them that are still held and due at the entry's
-//!   log time, so a hold committed or released just before is skipped, and every replica ends
-//!   every hold the same way.
+//! - `Sw` + due window (u64 BE) + chunk (u64 BE) -> a **due bucket**: the held reservations of
+//!   that chunk whose deadline falls in that window of [`DUE_WINDOW_MS`] (10 ms; id and
+//!   millisecond), in deadline order. Apply enters a hold when it is created and takes it out
+//!   when it ends. Read only by [`due_holds`], off the write path: the leader's expiry proposer
+//!   (`app::expiry`) asks it for the holds due at its clock, reading the buckets window by
+//!   window (a window whole, since its buckets are by chunk), and proposes `Command::Expire`
+//!   naming them. The log decides: each replica expires, at that entry, those of them that are
+//!   still held and due at the entry's log time, so a hold committed or released just before
+//!   is skipped, and every replica ends every hold the same way.
 //! - `Sf` + slot (u64 BE) -> a **slot of the retention queue**: up to [`ENDED_PER_SLOT`] ended
 //!   reservations (id, end time), numbered in the order they ended (`Sme` next number, `Smo`
 //!   oldest kept; number `n` is in slot `n / 64`, and a slot holds its numbers from the front
@@ -43,9 +43,9 @@
 //! Holds ran at 0.63-0.72x and commits at 0.52-0.59x of plain reserves, and a million live
 //! holds cost ~200 MiB of RSS over their data (docs/performance.md, "Reservations at scale").
 //! Packed, as the idempotency log's entries are (its format 4), a run of holds rewrites the
-//! newest chunk and one due bucket per second in memory, and sled sees each once per
-//! checkpoint. Format 4's keys are packed when a node opens and when an older snapshot is
-//! installed ([`upgrade_layout`]; the `upgrade` module says how).
+//! newest chunk and its due buckets in memory, and sled sees each once per checkpoint. Format
+//! 4's keys are packed when a node opens and when an older snapshot is installed
+//! ([`upgrade_layout`]; the `upgrade` module says how).
 //!
 //! ## Retention
 //! Each command entry, before it applies, forgets at most [`ENDED_FORGOTTEN_PER_ENTRY_MAX`]
@@ -90,8 +90,8 @@ mod upgrade;
 
 pub use apply_call::Reservations;
 pub use layout::{
-    chunk_key, chunk_of, slot_key, slot_of, Chunk, Due, DueBucket, Ended, ENDED_PER_SLOT,
-    LOG_ENTRIES_PER_CHUNK,
+    chunk_key, chunk_of, slot_key, slot_of, Chunk, Due, DueBucket, Ended, DUE_WINDOW_MS,
+    ENDED_PER_SLOT, LOG_ENTRIES_PER_CHUNK,
 };
 pub use reads::{counts, due_holds, remembered, reservation, sku_records, store_records};
 pub use sku_index::{build_sku_index, sku_index_built, SKU_INDEX_BUILD_RECORDS_PER_BATCH};

@@ -265,15 +265,25 @@ mod tests {
         let disk = SimDisk::new();
         written(&disk, |packed| packed.insert(&held(40, 5_000)).unwrap());
         let mut packed = PackedState::new(&disk);
-        assert_eq!(packed.reservation(held(40, 0).id).unwrap(), Some(&held(40, 5_000)));
-        assert!(is_invariant(packed.insert(&held(40, 5_000))), "created twice");
+        assert_eq!(
+            packed.reservation(held(40, 0).id).unwrap(),
+            Some(&held(40, 5_000))
+        );
+        assert!(
+            is_invariant(packed.insert(&held(40, 5_000))),
+            "created twice"
+        );
         assert!(is_invariant(packed.replace(&held(41, 5_000))), "not stored");
         assert!(is_invariant(packed.remove(held(41, 0).id)), "not stored");
         assert_eq!(packed.remove(held(40, 0).id).unwrap(), held(40, 5_000));
         let mut batch = WriteBatch::default();
         packed.write_into(&mut batch);
         disk.write(batch).unwrap();
-        assert_eq!(disk.get(&chunk_key(1)).unwrap(), None, "an emptied chunk is deleted");
+        assert_eq!(
+            disk.get(&chunk_key(1)).unwrap(),
+            None,
+            "an emptied chunk is deleted"
+        );
     }
 
     #[test]
@@ -299,8 +309,14 @@ mod tests {
             }
         });
         let mut packed = PackedState::new(&disk);
-        assert!(is_invariant(packed.push_ended(62, 66, ended(66))), "65 is missing");
-        assert!(is_invariant(packed.push_ended(62, 64, ended(64))), "64 is there");
+        assert!(
+            is_invariant(packed.push_ended(62, 66, ended(66))),
+            "65 is missing"
+        );
+        assert!(
+            is_invariant(packed.push_ended(62, 64, ended(64))),
+            "64 is there"
+        );
         assert_eq!(packed.front_ended(62, 65).unwrap(), ended(62));
         assert!(is_invariant(packed.front_ended(61, 65)), "61 is not kept");
         packed.pop_ended(62).unwrap();

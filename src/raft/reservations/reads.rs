@@ -8,8 +8,9 @@ use super::packed::position;
 use crate::inventory::{Record, RecordKey, Reservation, ReservationId};
 use crate::storage::{self, keys, Disk, Order, StorageError};
 
-/// Due buckets read per page while looking for the holds due: a page of a few hundred KB.
-const DUE_BUCKETS_PER_PAGE: usize = 256;
+/// Due buckets read per page while looking for the holds due (each a few hundred bytes; a
+/// window of an expiry storm of 100,000 holds due in one second is a few dozen buckets).
+const DUE_BUCKETS_PER_PAGE: usize = 64;
 
 /// A reservation, held or ended, while it is remembered: one read of its chunk.
 pub fn reservation(
@@ -43,10 +44,10 @@ pub fn counts(disk: &dyn Disk) -> Result<(u64, u64), StorageError> {
 /// The held reservations due at `now_ms` (log time: `expires_at_ms <= now_ms`), in deadline
 /// order (then id order), at most `limit`.
 ///
-/// The due buckets are read in order of their second, a page at a time, up to the second of
-/// `now_ms`; within a second the buckets are by chunk, not by deadline, so a second is read
-/// whole before its holds are sorted. The scan stops at the first second boundary with `limit`
-/// holds found: its work is bounded by the holds due in the seconds it needs.
+/// The due buckets are read in order of their window (`DUE_WINDOW_MS`), a page at a time, up to
+/// the window of `now_ms`; within a window the buckets are by chunk, not by deadline, so a window
+/// is read whole before its holds are sorted. The scan stops at the first window boundary with
+/// `limit` holds found: its work is bounded by the holds due in the windows it needs.
 pub fn due_holds(
     disk: &dyn Disk,
     now_ms: u64,
@@ -55,17 +56,17 @@ pub fn due_holds(
     let end = DueBucket::scan_end_after(now_ms);
     let mut start = keys::DUE_BUCKETS_START.to_vec();
     let mut due: Vec<(u64, ReservationId)> = Vec::new();
-    let mut second_read = None;
+    let mut window_read = None;
     'pages: loop {
         let page = disk.scan(&start, &end, Order::Ascending, DUE_BUCKETS_PER_PAGE)?;
         let full = page.len() == DUE_BUCKETS_PER_PAGE;
         for (key, value) in &page {
             let bucket = DueBucket::from_key(key)
                 .ok_or_else(|| StorageError::Invariant(format!("a malformed due key {key:?}")))?;
-            if second_read.is_some_and(|second| second < bucket.second) && due.len() >= limit {
+            if window_read.is_some_and(|window| window < bucket.window) && due.len() >= limit {
                 break 'pages;
             }
-            second_read = Some(bucket.second);
+            window_read = Some(bucket.window);
             let items: Vec<Due> = storage::decode(key, value)?;
             due.extend(
                 items
