@@ -5,16 +5,16 @@
 //! slots of the retention queue, and format 4's keys packed at open and at a snapshot install.
 #![cfg(not(madsim))]
 
-#[path = "support/old_snapshot.rs"]
-mod old_snapshot;
+#[path = "support/snapshot_files.rs"]
+mod snapshot_files;
 
 use std::sync::Arc;
 
 use futures::stream;
-use old_snapshot::old_snapshot;
-use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::storage::RaftStateMachine;
 use openraft::vote::RaftLeaderIdExt;
 use openraft::EntryPayload;
+use snapshot_files::{built_snapshot, old_snapshot, transfer};
 use stockraft::inventory::{
     CartLine, Command, Record, RecordKey, Request, Reservation, ReservationId, ReservationLine,
     ReservationStatus,
@@ -23,7 +23,7 @@ use stockraft::raft::reservations::{self, RetentionSettings};
 use stockraft::raft::state_machine::{read_state_pairs, StateMachineStore};
 use stockraft::raft::{Entry, LogId, TypeConfig};
 use stockraft::storage::fs::SimFs;
-use stockraft::storage::snapshots::{SnapshotDir, SnapshotFile};
+use stockraft::storage::snapshots::SnapshotDir;
 use stockraft::storage::{decode, encode, keys, Disk, KeyValue, SimDisk, WriteBatch};
 
 /// Log time of the first entries, ms since the epoch (any plausible day).
@@ -457,23 +457,6 @@ fn retention_forgets_at_most_four_ended_reservations_per_entry() {
     });
 }
 
-/// Streams `file` into `target`'s snapshot directory, as a leader sends it.
-fn transfer(file: &SnapshotFile, target: &StateMachineStore) -> SnapshotFile {
-    let mut offset = 0;
-    loop {
-        let data = file.read_chunk(offset, 64 * 1024).unwrap();
-        let done = offset + data.len() as u64 >= file.size();
-        let received = target
-            .snapshot_dir()
-            .receive("test", offset, &data, done)
-            .unwrap();
-        if let Some(received) = received {
-            return received;
-        }
-        offset += data.len() as u64;
-    }
-}
-
 #[test]
 fn a_snapshot_carries_reservations_their_indexes_and_counters() {
     block_on(async {
@@ -481,12 +464,7 @@ fn a_snapshot_carries_reservations_their_indexes_and_counters() {
         let mut entries = shop_day();
         entries.truncate(entries.len() - 7);
         apply(&mut source, entries).await;
-        let snapshot = source
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = built_snapshot(&mut source).await;
         let mut target = fresh_store();
         let received = transfer(&snapshot.snapshot, &target);
         target
@@ -1141,12 +1119,7 @@ fn a_format4_snapshot_is_packed_as_it_is_installed() {
         let entries = many_reservations();
         let (first, second) = entries.split_at(entries.len() - 5);
         let mut source = replayed(first.to_vec()).await;
-        let snapshot = source
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = built_snapshot(&mut source).await;
         let head = snapshot.snapshot.read_chunk(0, 8).unwrap();
         assert_eq!(head, b"STKSNAP4", "format 5 inside");
         let format4 = as_format4(&source.state_pairs().unwrap(), PackedBelow::NOTHING);

@@ -2,23 +2,23 @@
 //! simulated disk's crash semantics as the stores see them.
 #![cfg(not(madsim))]
 
-#[path = "support/old_snapshot.rs"]
-mod old_snapshot;
+#[path = "support/snapshot_files.rs"]
+mod snapshot_files;
 
 use std::sync::Arc;
 
 use futures::stream;
-use old_snapshot::old_snapshot;
 use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::vote::RaftLeaderIdExt;
 use openraft::{EntryPayload, Membership, RaftLogReader};
+use snapshot_files::{built_snapshot, old_snapshot, transfer};
 use stockraft::inventory::{proposal_stamp, Command, RecordKey, Request, LOG_TIME_STEP_MAX_MS};
 use stockraft::raft::idempotency_log::{self, upgrade_key_layout};
 use stockraft::raft::log_store::LogStore;
 use stockraft::raft::state_machine::{read_state_pairs, StateMachineStore};
 use stockraft::raft::{Entry, LogId, TypeConfig};
 use stockraft::storage::fs::{Fs, SimFs, StdFs};
-use stockraft::storage::snapshots::{SnapshotDir, SnapshotFile};
+use stockraft::storage::snapshots::SnapshotDir;
 use stockraft::storage::wal::{Wal, WalOptions};
 use stockraft::storage::{
     encode, keys, Disk, KeyValue, SimDisk, SledDisk, WriteBatch, WriteBehind,
@@ -75,25 +75,6 @@ fn sim_store(disk: Arc<dyn Disk>) -> StateMachineStore {
     )
     .expect("opening the snapshot directory");
     StateMachineStore::open(disk, snapshots).expect("opening the state machine")
-}
-
-/// Sends `file` to `target` the way a leader streams a snapshot: chunk by chunk into the
-/// target's own snapshot directory. Returns the received file.
-fn transfer(file: &SnapshotFile, target: &StateMachineStore) -> SnapshotFile {
-    let chunk = 64 * 1024;
-    let mut offset = 0;
-    loop {
-        let data = file.read_chunk(offset, chunk).unwrap();
-        let done = offset + data.len() as u64 >= file.size();
-        let received = target
-            .snapshot_dir()
-            .receive("test", offset, &data, done)
-            .unwrap();
-        if let Some(received) = received {
-            return received;
-        }
-        offset += data.len() as u64;
-    }
 }
 
 /// A fresh store that received `snapshot` the way a follower does and installed it.
@@ -1439,12 +1420,7 @@ fn an_older_snapshot_installs_in_the_current_format_and_a_current_one_says_so() 
     block_on(async {
         let (first, second) = format_upgrade_entries();
         let mut reference = replayed(first.clone()).await;
-        let snapshot = reference
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = built_snapshot(&mut reference).await;
         let head = snapshot.snapshot.read_chunk(0, 8).unwrap();
         assert_eq!(head, b"STKSNAP4", "format 5 inside");
         let mut after = replayed(first.clone()).await;
