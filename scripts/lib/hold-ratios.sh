@@ -3,7 +3,7 @@
 # (throwaway-cluster.sh). Each round runs the spread, hold and commit scenarios, 32 clients over
 # $skus SKUs, $seconds each, through every node, as the standard runs do; then each round's
 # figures and the median and range of the ratios. Uses bench.sh's BIN, WORK, OUT, seconds,
-# skus, stock and say.
+# skus, stock, smoke and say.
 
 hold_ratios() {
   local rounds="$1" all_sr round scenario
@@ -47,4 +47,6 @@ if bad:
     print("OVERSELL in", [(r["scenario"], r["label"]) for r in bad])
     sys.exit(1)
 PY
+  [ "$smoke" = 1 ] && say "smoke run: figures are not meaningful"
+  return 0
 }
