@@ -66,6 +66,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     #[serde(default)]
     pub reservations: ReservationsConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 /// TLS (`[tls]`): all three files, or none. With them, peers speak mutual TLS (a node accepts
@@ -445,6 +447,52 @@ impl Default for ReservationsConfig {
     }
 }
 
+/// The event feed (`[events]`): what is kept (`raft::events`) and how streams are served.
+///
+/// `kept_max` and `retention_s` decide replicated state (which events a node keeps): every node
+/// of a cluster must have the same, as they share this file. Seqs never depend on them, only
+/// which old events answer 410 Gone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Most events kept: whole chunks of 64 are forgotten from the oldest past it. At least 64.
+    /// Default 1,000,000.
+    pub kept_max: u64,
+    /// Events older than this (log time) are forgotten, in seconds. At least 1. Default
+    /// 604,800 (7 days).
+    pub retention_s: u64,
+    /// A stream subscriber more than this many events behind the head is disconnected (it
+    /// resumes from its last id), so a slow consumer cannot hold a node's memory or a
+    /// connection forever. At least 1. Default 10,000.
+    pub stream_backlog_max: u64,
+    /// Streams a node serves at once; one more is refused with 503. At least 1. Default 1,000.
+    pub subscribers_max: usize,
+    /// A stream sends a keep-alive comment (carrying the head seq) after this long without an
+    /// event, in ms. From 100 to 300,000. Default 15,000.
+    pub keep_alive_ms: u64,
+}
+
+/// Fewest events `events.kept_max` may keep: one chunk (`raft::events::EVENTS_PER_CHUNK`).
+pub const EVENTS_KEPT_MIN: u64 = 64;
+
+impl EventsConfig {
+    pub fn retention_ms(&self) -> u64 {
+        self.retention_s.saturating_mul(1_000)
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            kept_max: 1_000_000,
+            retention_s: 7 * 24 * 60 * 60,
+            stream_backlog_max: 10_000,
+            subscribers_max: 1_000,
+            keep_alive_ms: 15_000,
+        }
+    }
+}
+
 /// The node's async runtime (`[runtime]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -662,7 +710,30 @@ impl Config {
             ));
         }
         self.validate_api_limits()?;
-        self.validate_reservations()
+        self.validate_reservations()?;
+        self.validate_events()
+    }
+
+    fn validate_events(&self) -> Result<(), ConfigError> {
+        let events = &self.events;
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if events.kept_max < EVENTS_KEPT_MIN {
+            return invalid(format!(
+                "events.kept_max must be at least {EVENTS_KEPT_MIN}"
+            ));
+        }
+        if events.retention_s == 0 {
+            return invalid("events.retention_s must be at least 1".into());
+        }
+        if events.stream_backlog_max == 0 || events.subscribers_max == 0 {
+            return invalid(
+                "events.stream_backlog_max and events.subscribers_max must be at least 1".into(),
+            );
+        }
+        if !(100..=300_000).contains(&events.keep_alive_ms) {
+            return invalid("events.keep_alive_ms must be 100 to 300000".into());
+        }
+        Ok(())
     }
 
     fn validate_reservations(&self) -> Result<(), ConfigError> {

@@ -54,6 +54,7 @@ use crate::client::Client;
 use crate::config::{Config, ConfigError};
 use crate::identity::{file as identity_file, Identity, IdentityError, IdentityState};
 use crate::inventory;
+use crate::raft::events::FeedRetention;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::state_machine::{ApplyFn, StateMachineStore};
@@ -176,8 +177,13 @@ pub async fn start(
     let log_store = LogStore::new(wal.clone());
     let snapshots = SnapshotDir::open(storage.fs.clone(), &storage.dir.join("snapshots"))
         .map_err(storage_error)?;
+    let feed_retention = FeedRetention {
+        kept_max: config.events.kept_max,
+        retention_ms: config.events.retention_ms(),
+    };
     let state_machine = StateMachineStore::with_apply(storage.disk, snapshots, seams.apply)
-        .with_telemetry(telemetry.clone());
+        .with_telemetry(telemetry.clone())
+        .with_feed_retention(feed_retention);
     let secret = Arc::from(config.cluster.secret.as_str());
     let network = NetworkFactory::new(id, transport.clone(), secret, identity.clone())
         .with_telemetry(telemetry.clone());

@@ -15,6 +15,7 @@ use crate::app::{wall_clock_ms, ProposeError, ReadError, SnapshotError};
 use crate::client::wire::{codes, ErrorBody, ErrorDetail};
 use crate::inventory::{LineRefusal, Rejection};
 use crate::membership::MembershipError;
+use crate::raft::events::EventsError;
 
 /// Seconds a client should wait before retrying a 503.
 const RETRY_AFTER_S: u64 = 1;
@@ -353,6 +354,28 @@ impl From<ProposeError> for ApiError {
             ProposeError::Overloaded { .. } => Self::overloaded(error.to_string()),
             ProposeError::NoSpace { node, .. } => Self::insufficient_storage(error.to_string())
                 .with_details(json!({ "nodeId": node })),
+        }
+    }
+}
+
+impl From<EventsError> for ApiError {
+    fn from(error: EventsError) -> Self {
+        match error {
+            EventsError::Gone { oldest_seq, .. } => Self::new(
+                StatusCode::GONE,
+                codes::EVENTS_GONE,
+                "GoneError",
+                format!(
+                    "{error}: start again after {} (and rebuild what you derived from the \
+                     events missed)",
+                    oldest_seq.saturating_sub(1)
+                ),
+            )
+            .with_details(json!({ "oldestSeq": oldest_seq })),
+            EventsError::NotStarted => {
+                Self::unavailable_with_code(codes::FEED_NOT_STARTED, error.to_string())
+            }
+            EventsError::Storage(storage) => Self::internal(storage.to_string()),
         }
     }
 }

@@ -383,6 +383,11 @@ fn render(app: &App, command: &Command, response: inventory::Response) -> Respon
         }
         other => ApiError::internal(format!("no route renders {other:?}")).into_response(),
     };
+    if !matches!(response.result, inventory::CommandResult::Err(_)) {
+        // Where the change is in the log: its events carry the same `logIndex`.
+        http.headers_mut()
+            .insert(headers::LOG_INDEX, HeaderValue::from(response.log_index));
+    }
     if response.replayed {
         app.count_idempotent_replay();
         http.headers_mut()

@@ -1,8 +1,8 @@
 //! From the domain to the wire: records as the seed showed them (with what is held),
 //! reservations, and time formatting.
 
-use crate::client::wire::{RecordBody, ReservationBody, ReservationLineBody, Totals};
-use crate::inventory::{Record, Reservation};
+use crate::client::wire::{EventBody, RecordBody, ReservationBody, ReservationLineBody, Totals};
+use crate::inventory::{Event, Record, Reservation};
 
 /// A record as the seed's clients expect it, with what is held (issue 31):
 /// `{sku, storeId, qty, reserved, onHand, version, createdAt, updatedAt}`.
@@ -37,6 +37,24 @@ pub fn reservation(reservation: &Reservation) -> ReservationBody {
         created_at: rfc3339_ms(reservation.created_at_ms),
         updated_at: rfc3339_ms(reservation.updated_at_ms),
         expires_at: rfc3339_ms(reservation.expires_at_ms),
+    }
+}
+
+/// An event of the feed (see [`EventBody`]).
+pub fn event(event: &Event) -> EventBody {
+    EventBody {
+        seq: event.seq,
+        log_index: event.log_index,
+        kind: event.kind.as_str().to_owned(),
+        store_id: event.key.store_id.clone(),
+        sku: event.key.sku.clone(),
+        qty: event.quantity,
+        reserved: event.reserved,
+        delta: event.delta,
+        version: event.version,
+        reservation_id: event.reservation_id.map(|id| id.to_string()),
+        idempotency_key: event.idempotency_key.clone(),
+        at: rfc3339_ms(event.at_ms),
     }
 }
 

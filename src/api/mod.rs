@@ -16,6 +16,7 @@ mod admin;
 pub mod auth;
 mod client_scope;
 pub mod error;
+mod events;
 mod health;
 mod inventory;
 pub mod json;
@@ -182,6 +183,7 @@ fn client_routes(app: &Arc<App>, surface: Surface) -> Router<Arc<App>> {
             routes::HEALTH_METRICS,
             get(metrics::metrics).layer(scope(Scope::Read)),
         )
+        .route(routes::EVENTS, get(events::page).layer(scope(Scope::Read)))
         .route(routes::SYNC, post(sync::barrier).layer(scope(Scope::Read)))
         .route(
             routes::SYNC_STATUS,

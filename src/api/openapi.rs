@@ -15,6 +15,7 @@
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, OpenApi};
 
+use crate::client::wire::EventsPage;
 use crate::client::wire::{
     AddLearnerRequest, AdjustRequest, Barrier, BatchCreated, CartRequest, ChangeAnswer,
     ClusterView, CreateAtPathRequest, CreateBatchRequest, CreateRequest, Envelope, ErrorBody,
@@ -43,6 +44,7 @@ use crate::client::wire::{
         paths::reserve,
         paths::sku_view,
         paths::store_view,
+        paths::events,
         paths::cart,
         paths::get_reservation,
         paths::commit_reservation,
@@ -340,6 +342,34 @@ mod paths {
         pub consistency: Option<Consistency>,
     }
 
+    /// A page of the event feed.
+    #[derive(utoipa::IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct EventsQuery {
+        /// Events with a seq greater than this (a previous page's `next`, or the last seq
+        /// seen); 0 when absent.
+        #[param(minimum = 0)]
+        pub after: Option<u64>,
+        /// Events in the page: 1-1000, 100 when absent.
+        #[param(minimum = 1, maximum = 1000)]
+        pub limit: Option<u64>,
+        /// Only this store's events.
+        #[param(rename = "storeId", pattern = "^[A-Za-z0-9._-]{1,20}$")]
+        pub store_id: Option<String>,
+        /// Only this SKU's events.
+        #[param(pattern = "^[A-Za-z0-9._-]{1,50}$")]
+        pub sku: Option<String>,
+        /// Only these kinds, comma-separated: created, adjusted, reserved, held, committed,
+        /// released, expired.
+        #[param(
+            rename = "type",
+            pattern = "^(created|adjusted|reserved|held|committed|released|expired)(,(created|adjusted|reserved|held|committed|released|expired))*$"
+        )]
+        pub kind: Option<String>,
+        #[param(inline)]
+        pub consistency: Option<Consistency>,
+    }
+
     /// A reservation's path.
     #[derive(utoipa::IntoParams)]
     #[into_params(parameter_in = Path)]
@@ -379,6 +409,21 @@ mod paths {
         ),
         security((), ("clientToken" = [])))]
     fn store_view() {}
+
+    /// The event feed a page at a time: every change, one event per changed record, in `seq`
+    /// order (dense, the same on every node). A cursor older than the oldest event kept is a
+    /// 410 `EVENTS_GONE` with `details.oldestSeq`: start again after `oldestSeq - 1`, knowing
+    /// events were missed.
+    #[utoipa::path(get, path = "/api/events", tag = "events",
+        params(EventsQuery),
+        responses(
+            (status = 200, description = "Events after the cursor, the next cursor (null at the head) and the head seq", body = Envelope<EventsPage>),
+            (status = 400, description = "Invalid cursor, limit, filter or query", body = ErrorBody),
+            (status = 410, description = "EVENTS_GONE: events after the cursor are no longer kept (details.oldestSeq)", body = ErrorBody),
+            ClientRefusals,
+        ),
+        security((), ("clientToken" = [])))]
+    fn events() {}
 
     /// Hold every line or none, as one reservation (`CART_REFUSED` names every failing line in
     /// `details.lines`, with the status of the first one's cause).

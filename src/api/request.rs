@@ -277,6 +277,19 @@ fn parse_consistency(path_and_query: &str) -> Result<Consistency, ApiError> {
     }
 }
 
+/// A page's `limit`: 1 to `max`, `default` when absent; anything else a 400.
+pub fn page_limit(value: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    match value.parse::<usize>() {
+        Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+        _ => Err(ApiError::validation(format!(
+            "limit must be an integer from 1 to {max}, got {value:?}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

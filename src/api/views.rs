@@ -128,15 +128,7 @@ fn render_page(page: Result<(Vec<Record>, bool), ApiError>) -> Response {
 
 /// `limit`: 1 to [`STORE_PAGE_LIMIT_MAX`], [`STORE_PAGE_LIMIT_DEFAULT`] when absent.
 fn page_limit(value: Option<&str>) -> Result<usize, ApiError> {
-    let Some(value) = value else {
-        return Ok(STORE_PAGE_LIMIT_DEFAULT);
-    };
-    match value.parse::<usize>() {
-        Ok(limit) if (1..=STORE_PAGE_LIMIT_MAX).contains(&limit) => Ok(limit),
-        _ => Err(ApiError::validation(format!(
-            "limit must be an integer from 1 to {STORE_PAGE_LIMIT_MAX}, got {value:?}"
-        ))),
-    }
+    request::page_limit(value, STORE_PAGE_LIMIT_DEFAULT, STORE_PAGE_LIMIT_MAX)
 }
 
 /// The cursor after `sku`: its bytes in lower-case hex.

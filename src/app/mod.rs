@@ -23,6 +23,7 @@
 
 mod counters;
 mod error;
+mod events;
 pub mod expiry;
 pub mod forward;
 pub mod periodic_snapshots;
@@ -35,6 +36,7 @@ use periodic_snapshots::SnapshotTimer;
 pub use raft_status::raft_status_of;
 
 pub use error::{ProposeError, ReadError, SnapshotError};
+pub use events::{EventsReadError, EVENTS_PAGE_LIMIT_DEFAULT, EVENTS_PAGE_LIMIT_MAX};
 pub use reservations::{SKU_VIEW_STORES_MAX, STORE_PAGE_RECORDS_MAX};
 
 use std::sync::Arc;

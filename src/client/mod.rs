@@ -46,6 +46,9 @@ pub mod headers {
     pub const ETAG: &str = "etag";
     /// How a read was served: `linearizable` or `local`.
     pub const CONSISTENCY: &str = "x-stockraft-consistency";
+    /// On an accepted write's answer: the log index of the entry that made the change (the
+    /// `logIndex` of its events in the feed).
+    pub const LOG_INDEX: &str = "x-stockraft-log-index";
     /// The node that served a request routed to the leader.
     pub const LEADER: &str = "x-stockraft-leader";
     /// `Bearer <token>` when client tokens are configured.
@@ -373,6 +376,18 @@ impl Client {
     ) -> Result<Answer<Envelope<SkuView>>, ClientError> {
         self.call(WireRequest::get(routes::sku_view(sku, consistency)))
             .await
+    }
+
+    /// A page of the event feed: events after `after` matching `filter`, at most `limit`.
+    pub async fn events(
+        &self,
+        after: u64,
+        limit: Option<usize>,
+        filter: &crate::inventory::EventFilter,
+        consistency: Consistency,
+    ) -> Result<Answer<Envelope<wire::EventsPage>>, ClientError> {
+        let path = routes::events(after, limit, filter, consistency);
+        self.call(WireRequest::get(path)).await
     }
 
     /// A page of `store_id`'s records ordered by SKU, after the cursor `after` (a previous

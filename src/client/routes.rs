@@ -4,6 +4,8 @@
 //! client. The router (`api::router`) and every client (CLI, bench, simulation, tests) name
 //! routes only through this module, so a path changes in one place.
 
+use crate::inventory::EventFilter;
+
 /// Every client, admin and health route starts with this (Raft RPC does not).
 pub const API_PREFIX: &str = "/api/";
 
@@ -22,6 +24,11 @@ pub const LEGACY_RECORD: &str = "/api/inventory/{sku}/{store_id}";
 pub const SKU_VIEW: &str = "/api/inventory/skus/{sku}";
 /// A page of one store's records, ordered by SKU (`?limit=&after=`).
 pub const STORE_VIEW: &str = "/api/inventory/stores/{store_id}";
+
+/// The event feed, a page at a time (`?after=&limit=&storeId=&sku=&type=`).
+pub const EVENTS: &str = "/api/events";
+/// The event feed as Server-Sent Events (`?after=` or `Last-Event-ID`, same filters).
+pub const EVENTS_STREAM: &str = "/api/events/stream";
 
 /// Hold a cart (all lines or none).
 pub const RESERVATIONS: &str = "/api/reservations";
@@ -117,6 +124,47 @@ pub fn legacy_record(sku: &str, store_id: &str) -> String {
 }
 
 /// `?consistency=local`, or nothing for the default.
+/// A page of the feed: events after `after` matching `filter`, at most `limit` (the node's
+/// default when `None`).
+pub fn events(
+    after: u64,
+    limit: Option<usize>,
+    filter: &EventFilter,
+    consistency: Consistency,
+) -> String {
+    let mut parameters = vec![
+        Some(format!("after={after}")),
+        limit.map(|limit| format!("limit={limit}")),
+    ];
+    parameters.extend(filter_query(filter));
+    parameters.push(consistency_query(consistency));
+    with_query(EVENTS.to_owned(), &parameters)
+}
+
+/// The feed's stream from `after` (when the stream is resumed by `Last-Event-ID`, that header
+/// wins), with `filter`.
+pub fn events_stream(after: Option<u64>, filter: &EventFilter) -> String {
+    let mut parameters = vec![after.map(|after| format!("after={after}"))];
+    parameters.extend(filter_query(filter));
+    with_query(EVENTS_STREAM.to_owned(), &parameters)
+}
+
+/// `storeId=`, `sku=` and `type=` (kinds joined by commas) of a filter. Ids need no escaping:
+/// they are ASCII letters, digits and `-_.` (`inventory::RecordKey`).
+fn filter_query(filter: &EventFilter) -> [Option<String>; 3] {
+    [
+        filter
+            .store_id
+            .as_ref()
+            .map(|store| format!("storeId={store}")),
+        filter.sku.as_ref().map(|sku| format!("sku={sku}")),
+        filter.kinds.as_ref().map(|kinds| {
+            let names: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+            format!("type={}", names.join(","))
+        }),
+    ]
+}
+
 fn consistency_query(consistency: Consistency) -> Option<String> {
     match consistency {
         Consistency::Linearizable => None,

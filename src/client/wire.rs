@@ -201,6 +201,49 @@ pub struct StorePage {
     pub next: Option<String>,
 }
 
+/// One event of the feed: `{seq, logIndex, type, storeId, sku, qty, reserved, delta?, version,
+/// reservationId?, idempotencyKey?, at}` (absent optionals are left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventBody {
+    /// Dense from 1, the same on every node: the cursor (`after`, `Last-Event-ID`).
+    pub seq: u64,
+    /// The Raft log entry that made the change (a write's answer carries it too).
+    pub log_index: u64,
+    /// created, adjusted, reserved, held, committed, released or expired.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub store_id: String,
+    pub sku: String,
+    /// The record's available quantity after the change.
+    pub qty: i64,
+    /// The record's held units after the change.
+    pub reserved: i64,
+    /// How much the available quantity moved for this event (absent for created, committed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<i64>,
+    /// The record's version after the change.
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Log time of the change, as records' times are rendered.
+    pub at: String,
+}
+
+/// `GET /api/events`: a page of the feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsPage {
+    pub events: Vec<EventBody>,
+    /// Pass as `after` for the next page; `null` when this page reached the head (then poll
+    /// with the last event's seq, or stream).
+    pub next: Option<u64>,
+    /// The newest seq on the node that answered, when it answered.
+    pub head: u64,
+}
+
 /// `POST /api/cluster/learners`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -353,6 +396,13 @@ pub mod codes {
     /// A cart refused as a whole (status of the first failing line's cause: 404, 409 or 422);
     /// `details.lines: [{index, storeId, sku, code}]` names every failing line.
     pub const CART_REFUSED: &str = "CART_REFUSED";
+    /// 410 on the feed: events after the cursor are no longer kept; `details.oldestSeq` is the
+    /// oldest kept (start again after `oldestSeq - 1`, knowing some were missed).
+    pub const EVENTS_GONE: &str = "EVENTS_GONE";
+    /// 503 on the feed: this node's state predates the feed (see `raft::events`).
+    pub const FEED_NOT_STARTED: &str = "FEED_NOT_STARTED";
+    /// 503 on the stream: the node serves as many streams as it allows.
+    pub const TOO_MANY_SUBSCRIBERS: &str = "TOO_MANY_SUBSCRIBERS";
 }
 
 /// A node's Raft role.

@@ -8,6 +8,7 @@ use super::change::{changed, existing, invalid, Change};
 use super::command::{
     Command, CommandResult, NewRecord, Rejection, Request, Response, BATCH_RECORDS_MAX,
 };
+use super::event::{events_of, Changed, EventKind};
 use super::lifecycle;
 use super::record::{Record, RecordKey};
 use super::state::{Effects, IdempotencyEntry, StateView};
@@ -55,6 +56,12 @@ pub fn apply(
 
     let change = execute(view, &request.command, context)
         .unwrap_or_else(|rejection| Change::nothing(CommandResult::Err(rejection)));
+    let events = events_of(
+        what_changed(&request.command, &change),
+        context.log_index,
+        context.now_ms,
+        request.idempotency.as_ref().map(|key| key.key.as_str()),
+    );
     let response = Response {
         operation: request.command.operation(),
         result: change.result,
@@ -65,6 +72,7 @@ pub fn apply(
         records: change.records,
         idempotency: None,
         reservations: change.reservations,
+        events,
     };
     if let (Some(idempotency), Some(fingerprint)) = (&request.idempotency, fingerprint) {
         let entry = IdempotencyEntry {
@@ -75,6 +83,30 @@ pub fn apply(
         effects.idempotency = Some((idempotency.id(), entry));
     }
     (response, effects)
+}
+
+/// What `change` (made by `command`) did, as its events tell it. A refusal, or a transition
+/// asked again, wrote nothing and so yields no event.
+fn what_changed<'a>(command: &Command, change: &'a Change) -> Changed<'a> {
+    let records = change.records.as_slice();
+    let seed = |kind, delta| Changed::Records {
+        kind,
+        delta,
+        records,
+    };
+    match command {
+        Command::Create { .. } | Command::CreateBatch { .. } => seed(EventKind::Created, None),
+        Command::Adjust { delta, .. } => seed(EventKind::Adjusted, Some(*delta)),
+        Command::Reserve { quantity, .. } => seed(EventKind::Reserved, Some(-*quantity)),
+        Command::Hold { .. }
+        | Command::Cart { .. }
+        | Command::Commit { .. }
+        | Command::Release { .. }
+        | Command::Expire { .. } => Changed::Reservations {
+            reservations: &change.reservations,
+            records,
+        },
+    }
 }
 
 /// The answer for a live idempotency key: the remembered response if the request is the same,

@@ -30,6 +30,7 @@
 mod apply;
 mod change;
 mod command;
+mod event;
 mod lifecycle;
 mod log_time;
 mod record;
@@ -44,6 +45,7 @@ pub use command::{
     Operation, Rejection, Request, Response, BATCH_RECORDS_MAX, IDEMPOTENCY_KEY_LENGTH_MAX,
     IDEMPOTENCY_SCOPE_LENGTH_MAX,
 };
+pub use event::{Event, EventFilter, EventKind};
 pub use log_time::{next_log_time, proposal_stamp, LOG_TIME_STEP_MAX_MS};
 pub use record::{Record, RecordKey, ValidationError, SKU_LENGTH_MAX, STORE_ID_LENGTH_MAX};
 pub use reservation::{

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::command::{IdempotencyId, Response};
+use super::event::Event;
 use super::record::{Record, RecordKey};
 use super::reservation::{Reservation, ReservationId, ReservationStatus};
 
@@ -41,6 +42,9 @@ pub struct Effects {
     pub idempotency: Option<(IdempotencyId, IdempotencyEntry)>,
     /// Each reservation created or changed, in its new state, at most once per reservation.
     pub reservations: Vec<Reservation>,
+    /// What changed, one event per changed record (per line of each changed reservation),
+    /// unnumbered (`seq` 0): the state machine numbers and stores them.
+    pub events: Vec<Event>,
 }
 
 /// An in-memory state: the reference model for tests and the simulation's oracle.
@@ -53,6 +57,8 @@ pub struct MemoryState {
     /// caller that fills `reservations` with only some of them (a state machine's view of one
     /// entry) sets it to the store's count.
     pub held_count: u64,
+    /// The feed: every event committed, numbered from 1 (the model of `raft::events`).
+    pub events: Vec<Event>,
 }
 
 impl MemoryState {
@@ -62,6 +68,10 @@ impl MemoryState {
         }
         if let Some((key, entry)) = effects.idempotency {
             self.idempotency.insert(key, entry);
+        }
+        for mut event in effects.events {
+            event.seq = self.events.len() as u64 + 1;
+            self.events.push(event);
         }
         for reservation in effects.reservations {
             let is_held = reservation.status == ReservationStatus::Held;

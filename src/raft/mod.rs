@@ -18,6 +18,7 @@
 //! - [`runtime`]: openraft's `AsyncRuntime` on `tokio`, which is madsim-tokio: real tokio in the
 //!   product, the deterministic simulator under `--cfg madsim`.
 
+pub mod events;
 pub mod idempotency_log;
 pub mod log_store;
 pub mod log_upgrade;

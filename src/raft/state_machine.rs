@@ -38,13 +38,16 @@ use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 
+use super::events::{self, EventPage, EventsError, Feed, FeedHead, FeedRetention};
 use super::idempotency_log::{ChunkLayout, IdempotencyLog, KeyIndex, LogSettings, SharedKeyIndex};
 use super::pending_writes::PendingWrites;
 use super::reservations::{self, Reservations, RetentionSettings};
 use super::snapshot::{self, Capture, SnapshotBuilder, SnapshotParts};
 use super::types::{Applied, Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use super::watch;
 use crate::inventory::{
-    self, ApplyContext, MemoryState, Record, RecordKey, Request, Reservation, ReservationId,
+    self, ApplyContext, EventFilter, MemoryState, Record, RecordKey, Request, Reservation,
+    ReservationId,
 };
 use crate::storage::fs::blocking;
 use crate::storage::snapshots::{SnapshotDir, SnapshotFile};
@@ -76,6 +79,37 @@ pub struct StateMachineStore {
     key_index: SharedKeyIndex,
     /// Where snapshot builds and installs are reported, if anywhere.
     telemetry: Option<Arc<Telemetry>>,
+    /// How many events the feed keeps, and how long (see [`FeedRetention`]).
+    feed_retention: FeedRetention,
+    /// The feed's last seq, published after each apply call and snapshot install.
+    feed_head: Arc<FeedWatch>,
+}
+
+/// The channel readers of the feed wait on. It keeps a receiver of its own so that publishing
+/// never fails for want of one.
+struct FeedWatch {
+    sender: watch::Sender<u64>,
+    _keep: watch::Receiver<u64>,
+}
+
+impl Default for FeedWatch {
+    fn default() -> Self {
+        let (sender, keep) = watch::channel(0);
+        Self {
+            sender,
+            _keep: keep,
+        }
+    }
+}
+
+impl FeedWatch {
+    fn publish(&self, last_seq: u64) {
+        self.sender.send_if_modified(|seen| {
+            let moved = *seen != last_seq;
+            *seen = last_seq;
+            moved
+        });
+    }
 }
 
 impl StateMachineStore {
@@ -111,7 +145,45 @@ impl StateMachineStore {
             capture: Arc::default(),
             key_index: SharedKeyIndex::default(),
             telemetry: None,
+            feed_retention: FeedRetention::default(),
+            feed_head: Arc::default(),
         }
+    }
+
+    /// The same store with another feed retention (`[events]` of the configuration; every
+    /// replica must use the same, see [`FeedRetention`]).
+    pub fn with_feed_retention(mut self, retention: FeedRetention) -> Self {
+        assert!(
+            retention.kept_max >= events::EVENTS_PER_CHUNK,
+            "the feed keeps at least one chunk"
+        );
+        self.feed_retention = retention;
+        self
+    }
+
+    /// Events with seq > `after` matching `filter`, as of the last apply on this node (see
+    /// [`events::read_page`]).
+    pub fn events(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<EventPage, EventsError> {
+        events::read_page(&*self.disk, after, limit, filter)
+    }
+
+    /// The feed's last and oldest kept seq on this node.
+    pub fn feed_head(&self) -> Result<FeedHead, StorageError> {
+        events::head(&*self.disk)
+    }
+
+    /// A receiver of the feed's last seq: changed after each apply call that numbered events
+    /// and after a snapshot install.
+    pub fn subscribe_feed(&self) -> watch::Receiver<u64> {
+        let receiver = self.feed_head.sender.subscribe();
+        self.feed_head
+            .publish(self.feed_head().map_or(0, |head| head.last_seq));
+        receiver
     }
 
     /// The same store, reporting snapshot builds and installs to `telemetry`.
@@ -281,14 +353,18 @@ struct ApplyBatch<'d> {
     idempotency: IdempotencyLog<'d>,
     /// The reservation state's counters as this call changes them.
     reservations: Reservations<'d>,
+    /// The event feed as this call appends to it.
+    feed: Feed<'d>,
 }
 
 impl<'d> ApplyBatch<'d> {
     fn begin(store: &'d StateMachineStore, key_index: KeyIndex) -> Result<Self, StorageError> {
+        let applied = store.applied()?;
         Ok(Self {
             apply: store.apply,
             pending: PendingWrites::new(&*store.disk),
-            applied: store.applied()?,
+            applied,
+            feed: Feed::begin(&*store.disk, store.feed_retention, applied.is_none())?,
             membership: store.read(keys::MEMBERSHIP)?.unwrap_or_default(),
             clock_ms: store.read(keys::CLOCK)?.unwrap_or(0),
             idempotency: IdempotencyLog::begin(&*store.disk, key_index, store.idempotency)?,
@@ -333,6 +409,7 @@ impl<'d> ApplyBatch<'d> {
         self.clock_ms = inventory::next_log_time(self.clock_ms, request.proposed_at_ms);
         self.idempotency.purge_expired(self.clock_ms)?;
         self.reservations.forget_ended(self.clock_ms)?;
+        self.feed.forget(self.clock_ms)?;
 
         let view = self.read_view(request)?;
         let context = ApplyContext {
@@ -349,6 +426,7 @@ impl<'d> ApplyBatch<'d> {
             // A new entry for the key: it replaces the stored one (expired), if any.
             self.idempotency.remember(&id, entry)?;
         }
+        self.feed.append(effects.events)?;
         Ok(response)
     }
 
@@ -416,16 +494,17 @@ impl<'d> ApplyBatch<'d> {
         Ok(())
     }
 
-    /// The call's writes as one batch, and the key index as of that batch.
-    fn finish(self) -> (WriteBatch, KeyIndex) {
+    /// The call's writes as one batch, the key index as of that batch, and the feed's last seq.
+    fn finish(self) -> (WriteBatch, KeyIndex, u64) {
         let mut batch = WriteBatch::default();
         self.pending.write_into(&mut batch);
         self.reservations.finish(&mut batch);
+        let last_seq = self.feed.finish(&mut batch);
         batch.put(keys::APPLIED.to_vec(), encode(&self.applied));
         batch.put(keys::MEMBERSHIP.to_vec(), encode(&self.membership));
         batch.put(keys::CLOCK.to_vec(), encode(&self.clock_ms));
         let key_index = self.idempotency.finish(&mut batch);
-        (batch, key_index)
+        (batch, key_index, last_seq)
     }
 }
 
@@ -460,7 +539,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 replies.push((responder, applied));
             }
         }
-        let (writes, key_index) = batch.finish();
+        let (writes, key_index, last_seq) = batch.finish();
         self.capture.record_before_write(
             writes.writes.iter().map(|write| match write {
                 Write::Put(key, _) | Write::Delete(key) => key,
@@ -471,6 +550,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // pending when its checkpoint fails): the key index is left out, built again next time.
         self.disk.write(writes)?;
         self.key_index.put_back(key_index);
+        self.feed_head.publish(last_seq);
         for (responder, applied) in replies {
             responder.send(applied);
         }
@@ -500,6 +580,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 "built the SKU index of an installed snapshot"
             );
         }
+        self.feed_head.publish(self.feed_head()?.last_seq);
         Ok(())
     }
 

@@ -12,15 +12,19 @@
 //! | `S`    | `Sw` + due window (10 ms, u64 BE) + chunk number (u64 BE) | the due index: that chunk's held reservations due in that window |
 //! | `S`    | `Sf` + slot number (u64 BE)           | a slot of the retention queue: up to 64 ended reservations and when they ended |
 //! | `S`    | `Sh` + id, `Sd` + expiry + id, `Se` + number | format 4 only: one key per reservation, due entry and ended entry |
+//! | `S`    | `Sv` + chunk number (u64 BE)          | a chunk of the event feed: up to 64 events, by seq |
 //! | `S`    | `Sk` + sku + `0x00` + storeId         | empty: the SKU index of records      |
 //! | `S`    | `Sma` applied, `Smm` membership, `Smc` clock, `Smk` key count, `Smn` next key, `Smf` first key | `LogId`, `StoredMembership`, `u64` (the rest) |
 //! | `S`    | `Smh` held count, `Sme` next ended number, `Smo` oldest ended number kept, `Sms` SKU index built | `u64`; `Sms`: `true` |
+//! | `S`    | `Smv` feed position                   | `FeedPosition` (last seq, oldest kept) |
 //! | `Z`    | `Z` current snapshot                  | `StoredSnapshot`                     |
 //!
 //! The reservation keys (`Sc`, `Sw`, `Sf`, `Sk`, `Smh`, `Sme`, `Smo`, `Sms`, and format 4's
 //! `Sh`, `Sd`, `Se`) belong to `raft::reservations`, whose module docs say what each holds, who
 //! reads it, how reservations are packed (format 5, this one) and how format 4's keys are
 //! packed when a node opens or installs a snapshot.
+//!
+//! The feed's keys (`Sv`, `Smv`) belong to `raft::events`.
 //!
 //! Format 1 kept the Raft log here too (`L`, `M`); `raft::log_upgrade` moves it to the WAL.
 //! The idempotency entries (`Sq`, `Smk`, `Smn`, `Smf`, and the older `Sx` and `Si`) belong to
@@ -89,6 +93,12 @@ pub const ENDED_NEXT: &[u8] = b"Sme";
 pub const ENDED_FRONT: &[u8] = b"Smo";
 /// Present once the SKU index holds every record (built at open for records created before it).
 pub const SKU_INDEX_BUILT: &[u8] = b"Sms";
+
+/// Chunks of the event feed, by seq / 64 (see `raft::events`).
+pub const EVENT_CHUNKS_START: &[u8] = b"Sv";
+pub const EVENT_CHUNKS_END: &[u8] = b"Sw";
+/// The feed's position: last seq, oldest seq kept.
+pub const FEED_POSITION: &[u8] = b"Smv";
 
 /// Format 1 kept the current snapshot here; now snapshots are files (`storage::snapshots`).
 pub const SNAPSHOT: &[u8] = b"Z";
@@ -192,6 +202,7 @@ mod tests {
             (RECORDS_START, RECORDS_END),
             (DUE_BUCKETS_START, DUE_BUCKETS_END),
             (EXPIRY_START, EXPIRY_END),
+            (EVENT_CHUNKS_START, EVENT_CHUNKS_END),
         ];
         ranges.sort();
         for pair in ranges.windows(2) {
@@ -204,6 +215,7 @@ mod tests {
             ENDED_FRONT,
             SKU_INDEX_BUILT,
             APPLIED,
+            FEED_POSITION,
         ] {
             assert!(ranges
                 .iter()

@@ -4,5 +4,6 @@
 //! (`apply` with the reservation lifecycle, stored records with stored answers); kept inside one
 //! of those files, a test module would import its own importers and draw a circle.
 
+mod events;
 mod reservations;
 mod stored_bytes;
