@@ -5,8 +5,9 @@
 //! The stream itself (`GET /api/events/stream`) is built on these: it reads pages by cursor from
 //! this node's applied state and waits on [`App::subscribe_feed`] between them.
 
+use super::expiry::ExpiryError;
 use super::{App, ReadError};
-use crate::inventory::EventFilter;
+use crate::inventory::{Command, EventFilter};
 use crate::raft::events::{EventPage, EventsError, FeedHead};
 use crate::raft::watch;
 use crate::storage::StorageError;
@@ -52,6 +53,19 @@ impl App {
     /// This node's feed head: its last seq and the oldest it keeps.
     pub fn feed_head(&self) -> Result<FeedHead, StorageError> {
         self.state.feed_head()
+    }
+
+    /// On a leader whose store lacks the feed (a cluster upgraded from a version without one),
+    /// proposes the `StartFeed` that starts it on every replica at one entry (see
+    /// `raft::events`). Returns whether it proposed one. Called by the leader's periodic loop
+    /// (`app::expiry::propose_expiries`).
+    pub async fn start_feed_if_missing(&self) -> Result<bool, ExpiryError> {
+        if !self.is_leader() || !self.state.feed_missing()? {
+            return Ok(false);
+        }
+        self.propose(Command::StartFeed, None).await?;
+        tracing::info!("started the event feed of a cluster that had none");
+        Ok(true)
     }
 
     /// A receiver of this node's last seq, changed as entries with events are applied.

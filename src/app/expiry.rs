@@ -1,4 +1,6 @@
-//! The leader's expiry proposer: the one place that proposes `Command::Expire`.
+//! The leader's expiry proposer: the one place that proposes `Command::Expire` (and, on the
+//! same tick, the one that proposes `Command::StartFeed` when the leader's store lacks the event
+//! feed: see `App::start_feed_if_missing`).
 //!
 //! A hold past its deadline must come back by itself, on every replica at the same log index.
 //! The state machine cannot do it alone: apply runs only when an entry arrives, and must not
@@ -56,7 +58,8 @@ pub enum ExpiryRound {
     Expired { named: usize, expired: u64 },
 }
 
-/// Why a round of the expiry proposer failed (retried at the next tick).
+/// Why a round of the expiry proposer (or the feed start on its tick) failed (retried at the
+/// next tick).
 #[derive(Debug, thiserror::Error)]
 pub enum ExpiryError {
     #[error(transparent)]
@@ -92,7 +95,7 @@ impl App {
     }
 
     /// Whether this node is the leader now, as its Raft metrics say.
-    fn is_leader(&self) -> bool {
+    pub(super) fn is_leader(&self) -> bool {
         self.with_metrics(|metrics| {
             metrics.state == openraft::ServerState::Leader
                 && metrics.current_leader == Some(self.id)
@@ -125,6 +128,9 @@ pub async fn propose_expiries(app: Weak<App>, period: Duration) {
         let Some(app) = app.upgrade() else {
             return;
         };
+        if let Err(error) = app.start_feed_if_missing().await {
+            tracing::warn!(%error, "could not start the event feed; retrying");
+        }
         let per_second = app.config().reservations.expiry_per_second_under_load;
         // Full batches follow each other (paced while clients write); less waits for the tick.
         loop {

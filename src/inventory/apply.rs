@@ -96,8 +96,10 @@ fn what_changed<'a>(command: &Command, change: &'a Change) -> Changed<'a> {
     };
     match command {
         Command::Create { .. } | Command::CreateBatch { .. } => seed(EventKind::Created, None),
+        Command::StartFeed => Changed::Nothing,
         Command::Adjust { delta, .. } => seed(EventKind::Adjusted, Some(*delta)),
-        Command::Reserve { quantity, .. } => seed(EventKind::Reserved, Some(-*quantity)),
+        // An accepted reserve took >= 0 units; a refused one (any quantity) writes nothing.
+        Command::Reserve { quantity, .. } => seed(EventKind::Reserved, quantity.checked_neg()),
         Command::Hold { .. }
         | Command::Cart { .. }
         | Command::Commit { .. }
@@ -172,6 +174,8 @@ fn execute(
         Command::Commit { id } => lifecycle::commit(view, *id, now_ms),
         Command::Release { id } => lifecycle::release(view, *id, now_ms),
         Command::Expire { ids } => lifecycle::expire(view, ids, now_ms),
+        // The feed is the state machine's: apply only answers.
+        Command::StartFeed => Ok(Change::nothing(CommandResult::FeedStarted)),
     }
 }
 

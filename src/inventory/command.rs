@@ -64,6 +64,10 @@ pub enum Command {
     /// Proposed by the leader: each of `ids` (at most [`super::EXPIRE_IDS_MAX`]) that is held
     /// and due at this entry's log time becomes expired; any other is skipped.
     Expire { ids: Vec<ReservationId> },
+    /// Proposed by a leader whose state has applied entries but has no event feed (a cluster
+    /// upgraded from a version without one): the feed starts at this entry, numbering from 1,
+    /// on every replica alike (`raft::events`). Changes no record; added for the feed (issue 32).
+    StartFeed,
 }
 
 /// One line of a [`Command::Cart`].
@@ -95,6 +99,7 @@ impl Command {
             Command::Commit { .. } => Operation::Commit,
             Command::Release { .. } => Operation::Release,
             Command::Expire { .. } => Operation::Expire,
+            Command::StartFeed => Operation::StartFeed,
         }
     }
 
@@ -109,7 +114,10 @@ impl Command {
             | Command::Hold { key, .. } => vec![key],
             Command::CreateBatch { records } => records.iter().map(|r| &r.key).collect(),
             Command::Cart { lines, .. } => lines.iter().map(|line| &line.key).collect(),
-            Command::Commit { .. } | Command::Release { .. } | Command::Expire { .. } => Vec::new(),
+            Command::Commit { .. }
+            | Command::Release { .. }
+            | Command::Expire { .. }
+            | Command::StartFeed => Vec::new(),
         }
     }
 
@@ -124,7 +132,8 @@ impl Command {
             | Command::Reserve { .. }
             | Command::CreateBatch { .. }
             | Command::Hold { .. }
-            | Command::Cart { .. } => &[],
+            | Command::Cart { .. }
+            | Command::StartFeed => &[],
         }
     }
 
@@ -150,6 +159,7 @@ pub enum Operation {
     Commit,
     Release,
     Expire,
+    StartFeed,
 }
 
 /// An idempotency key, the client scope it belongs to, and how long it is remembered, in log
@@ -369,6 +379,8 @@ pub enum CommandResult {
     /// An expiry entry applied: how many reservations it expired (those it skipped are not
     /// counted).
     Expired { count: u64 },
+    /// A [`Command::StartFeed`] applied (the state machine started the feed, or it had one).
+    FeedStarted,
 }
 
 impl CommandResult {

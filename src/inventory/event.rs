@@ -119,6 +119,8 @@ impl EventFilter {
 
 /// What a command did, for [`events_of`].
 pub(super) enum Changed<'a> {
+    /// No record.
+    Nothing,
     /// A seed command: each record it wrote is created, adjusted by `delta` or reserved.
     Records {
         kind: EventKind,
@@ -157,6 +159,7 @@ pub(super) fn events_of(
         at_ms,
     };
     match changed {
+        Changed::Nothing => Vec::new(),
         Changed::Records {
             kind,
             delta,

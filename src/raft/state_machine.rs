@@ -172,6 +172,12 @@ impl StateMachineStore {
         events::read_page(&*self.disk, after, limit, filter)
     }
 
+    /// Whether this store lacks a feed it should have: it applied entries before the feed
+    /// existed and has not applied a `StartFeed` yet (see [`events`]'s module docs).
+    pub fn feed_missing(&self) -> Result<bool, StorageError> {
+        Ok(self.applied()?.is_some() && events::position(&*self.disk)?.is_none())
+    }
+
     /// The feed's last and oldest kept seq on this node.
     pub fn feed_head(&self) -> Result<FeedHead, StorageError> {
         events::head(&*self.disk)
@@ -427,6 +433,9 @@ impl<'d> ApplyBatch<'d> {
             self.idempotency.remember(&id, entry)?;
         }
         self.feed.append(effects.events)?;
+        if request.command == inventory::Command::StartFeed {
+            self.feed.start(log_index)?;
+        }
         Ok(response)
     }
 

@@ -18,11 +18,21 @@
 //!
 //! ## Numbering
 //! `seq` is assigned here, in apply order, 1, 2, 3, ...: a function of the log alone, so every
-//! replica numbers alike. A store that has applied nothing starts the feed at seq 1. A store
-//! that applied entries before the feed existed (an older version) has no position: it records
-//! nothing and its readers are told the feed is not started ([`EventsError::NotStarted`]):
-//! numbering from wherever each replica happened to be when it was upgraded would give the
-//! same event different seqs on different nodes.
+//! replica numbers alike. A store that has applied nothing starts the feed at seq 1 with its
+//! first entry. A store that applied entries before the feed existed (an older version) has no
+//! position: numbering from wherever each replica happened to be when it was upgraded would
+//! give one change different seqs on different nodes. It records nothing, and its readers are
+//! told the feed is not started ([`EventsError::NotStarted`]), until it applies a
+//! `Command::StartFeed`: a leader that finds its own store without a feed proposes one
+//! (`app::expiry`'s loop), and the feed starts at that entry on every replica alike.
+//!
+//! One case needs care: a node that joins such a cluster with an empty store and replays the
+//! log from its first entry started its feed at that first entry, while the others start at
+//! the `StartFeed`. So a `StartFeed` applied on a feed that started with the store's first
+//! entry (`started_at == 0`) starts it again: the events numbered so far are dropped (their
+//! chunks deleted, at most `kept_max / 64` of them, once) and numbering restarts at 1, as on
+//! the other replicas. A cluster that never lacked a feed never proposes a `StartFeed`; a
+//! second `StartFeed` (two leaders' proposals) finds `started_at` set and changes nothing.
 //!
 //! ## Retention
 //! Per applied command entry, before its events are appended (so the decision depends on the
@@ -84,12 +94,16 @@ pub struct FeedPosition {
     pub last_seq: u64,
     /// The seq of the oldest event kept; `last_seq + 1` when none is kept.
     pub oldest_seq: u64,
+    /// The log index of the `StartFeed` entry the feed started at; 0: it started with the
+    /// store's first entry.
+    pub started_at: u64,
 }
 
 impl FeedPosition {
     const START: FeedPosition = FeedPosition {
         last_seq: 0,
         oldest_seq: 1,
+        started_at: 0,
     };
 
     fn kept(&self) -> u64 {
@@ -289,6 +303,44 @@ impl<'d> Feed<'d> {
         }
         let slot = self.chunks.get_mut(&chunk).expect("inserted above");
         Ok(slot.get_or_insert_with(Vec::new))
+    }
+
+    /// Applies a `Command::StartFeed` at `log_index` (see the module docs): starts a feed the
+    /// store lacks, or starts again one that began with the store's first entry; otherwise
+    /// nothing.
+    pub fn start(&mut self, log_index: u64) -> Result<(), StorageError> {
+        let started = FeedPosition {
+            started_at: log_index,
+            ..FeedPosition::START
+        };
+        match self.position {
+            Some(position) if position.started_at != 0 => return Ok(()),
+            Some(_) => {
+                // Numbered from the store's first entry: drop those events, stored or pending.
+                let stored = self.disk.scan(
+                    keys::EVENT_CHUNKS_START,
+                    keys::EVENT_CHUNKS_END,
+                    Order::Ascending,
+                    usize::MAX,
+                )?;
+                for (key, _) in stored {
+                    let number: [u8; 8] = key[keys::EVENT_CHUNKS_START.len()..]
+                        .try_into()
+                        .map_err(|_| {
+                            StorageError::Invariant(format!("a feed chunk key {key:?}"))
+                        })?;
+                    self.chunks.insert(u64::from_be_bytes(number), None);
+                }
+                for (chunk, events) in self.chunks.iter_mut() {
+                    *events = None;
+                    self.dirty.insert(*chunk);
+                }
+            }
+            None => {}
+        }
+        self.position = Some(started);
+        self.moved = true;
+        Ok(())
     }
 
     /// Forgets whole chunks from the front that the retention no longer keeps, at most
