@@ -40,9 +40,10 @@ use stockraft::app::forward::{ProposeBatch, ProposeItem, PROPOSE_BATCH_ITEMS_MAX
 use stockraft::client::routes;
 use stockraft::client::wire::{CreateRequest, ReserveRequest};
 use stockraft::inventory::{
-    Command, IdempotencyEntry, IdempotencyKey, NewRecord, Operation, Record, RecordKey, Request,
-    Response,
+    Command, Event, EventKind, IdempotencyEntry, IdempotencyKey, NewRecord, Operation, Record,
+    RecordKey, Request, ReservationId, Response,
 };
+use stockraft::raft::events::FeedPosition;
 use stockraft::raft::log_store::LogStore;
 use stockraft::raft::network::{decode_rpc, encode_rpc, SnapshotChunk, RPC_DECODE_LIMIT_BYTES};
 use stockraft::raft::{Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig, Vote};
@@ -355,7 +356,33 @@ fn disk_decoders() -> Vec<Decoder> {
             stored::<SnapshotMeta>,
         ),
         disk_decoder("counter", &42u64, stored::<u64>),
+        disk_decoder("event chunk", &vec![event(); 3], stored::<Vec<Event>>),
+        disk_decoder(
+            "feed position",
+            &FeedPosition {
+                last_seq: 9,
+                oldest_seq: 1,
+                started_at: 0,
+            },
+            stored::<FeedPosition>,
+        ),
     ]
+}
+
+fn event() -> Event {
+    Event {
+        seq: 7,
+        log_index: 11,
+        kind: EventKind::Held,
+        key: RecordKey::new("store-1", "SKU-1").unwrap(),
+        quantity: 5,
+        reserved: 2,
+        delta: Some(-2),
+        version: 4,
+        reservation_id: ReservationId::new(11, 0),
+        idempotency_key: Some("order-43".into()),
+        at_ms: 1_000,
+    }
 }
 
 fn all_decoders() -> Vec<Decoder> {
