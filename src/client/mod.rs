@@ -46,8 +46,9 @@ pub mod headers {
     pub const ETAG: &str = "etag";
     /// How a read was served: `linearizable` or `local`.
     pub const CONSISTENCY: &str = "x-stockraft-consistency";
-    /// On an accepted write's answer: the log index of the entry that made the change (the
-    /// `logIndex` of its events in the feed).
+    /// On an accepted write's answer: the log index of the entry that answered it, the
+    /// `logIndex` of its events in the feed (a replay names the entry it replays; a commit or
+    /// release asked again names its own entry, which changed nothing and has no event).
     pub const LOG_INDEX: &str = "x-stockraft-log-index";
     /// The node that served a request routed to the leader.
     pub const LEADER: &str = "x-stockraft-leader";
