@@ -8,10 +8,11 @@
 //!   keep the same event.
 //! - **Acknowledged writes**: every create, adjust and reserve a client was answered with a
 //!   record has its event (the record's key, kind and version, the quantity answered and the
-//!   delta asked); every hold or cart answered 201 has one `held` event per line at the log
-//!   index its id names; every reservation a client saw committed, released or expired has one
-//!   event of that kind per line, and every reservation a replica remembers has the events of
-//!   its whole life.
+//!   delta asked) at the log index its answer named (`x-stockraft-log-index`); every hold or cart
+//!   answered 201 has one `held` event per line at the log index its id names; every reservation
+//!   a client saw committed, released or expired has one event of that kind per line (in one
+//!   entry, not after the one the answer to its commit or release named), and every reservation
+//!   a replica remembers has the events of its whole life.
 //! - **No event without a command**: per plain SKU and kind, no more entries than the client
 //!   commands that may have applied (answered with a record, or unknown); a refused command that
 //!   recorded an event shows up here or as a version that does not advance.
@@ -178,15 +179,23 @@ fn check_acknowledged_writes(
             if !must_be_kept {
                 continue;
             }
+            let named = history.log_indexes.get(&operation.id).copied();
             let found = kept.iter().find(|event| event.version == version);
-            let problem = match found {
-                None => "has no event".to_owned(),
-                Some(event) if event.kind != kind => format!("has a {} event", event.kind.as_str()),
-                Some(event) if event.quantity != qty || event.delta != delta => format!(
+            let problem = match (found, named) {
+                (_, None) => "was answered without a log index".to_owned(),
+                (None, Some(index)) => format!("has no event (log index {index})"),
+                (Some(event), Some(index)) if event.log_index != index => format!(
+                    "has its event at log index {}, the answer named {index}",
+                    event.log_index
+                ),
+                (Some(event), _) if event.kind != kind => {
+                    format!("has a {} event", event.kind.as_str())
+                }
+                (Some(event), _) if event.quantity != qty || event.delta != delta => format!(
                     "has an event of qty {} delta {:?} (answered qty {qty}, delta {delta:?})",
                     event.quantity, event.delta
                 ),
-                Some(_) => continue,
+                (Some(_), _) => continue,
             };
             report.violations.push(format!(
                 "feed of node {}: the acknowledged {} of {sku} (client op #{}, version {version}) {problem}",
@@ -219,10 +228,12 @@ fn final_kind(status: &str) -> Option<EventKind> {
     }
 }
 
-/// What the feed must show of one reservation: its lines, and how it ended if it did.
+/// What the feed must show of one reservation: its lines, how it ended if it did, and the
+/// entry that ended it if a client's commit or release was answered with it.
 struct Life {
     lines: Vec<(String, i64)>,
     ended: Option<EventKind>,
+    ended_at: Option<u64>,
 }
 
 /// The life of every reservation a client created or saw end, or `replica` remembers.
@@ -240,12 +251,19 @@ fn lives(replica: &Replica, history: &History) -> BTreeMap<ReservationId, Life> 
             .answered
             .clone()
             .unwrap_or_else(|| log.requested.clone());
-        lives.insert(id, Life { lines, ended });
+        let ended_at = log.ended_at_log_index;
+        let life = Life {
+            lines,
+            ended,
+            ended_at,
+        };
+        lives.insert(id, life);
     }
     for (id, reservation) in &replica.reservations {
         let life = lives.entry(*id).or_insert(Life {
             lines: Vec::new(),
             ended: None,
+            ended_at: None,
         });
         life.lines = reservation
             .lines
@@ -324,7 +342,15 @@ fn check_life(id: ReservationId, life: &Life, events: &[&Event]) -> Result<(), S
             entries.len()
         ));
     }
-    Ok(())
+    // A commit or release asked again is answered (200, changing nothing) with its own, later
+    // entry: an answer may name the entry that ended it or a later one, never an earlier one.
+    match (life.ended_at, entries.first()) {
+        (Some(named), Some(index)) if named < *index => Err(format!(
+            "ended at log index {index}, the answer to its {} named the earlier {named}",
+            life.ended.map_or("end", EventKind::as_str)
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Per SKU and kind (created, adjusted, reserved), no more entries than client commands that
