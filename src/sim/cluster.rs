@@ -133,11 +133,10 @@ impl SimCluster {
             api: options.api,
             // The product's: expiry proposed every 250 ms, carts the workload sends name a TTL.
             reservations: Default::default(),
-            // The product's retention (a run never writes a million events).
-            events: Default::default(),
             tls: Default::default(),
             // Not used: the simulation runs every node on madsim's one thread.
             runtime: Default::default(),
+            // The product's retention unless the run shrinks it (`SimOptions::events`).
             events: options.events,
         });
         config
