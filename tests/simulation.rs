@@ -394,6 +394,11 @@ mod suite {
     }
 
     #[test]
+    fn a_refused_reserve_that_records_an_event_is_caught_by_the_feed_check() {
+        caught_by(PlantedBug::RefusedReserveRecordsAnEvent, "feed of node");
+    }
+
+    #[test]
     fn a_feed_page_that_skips_an_event_is_caught_by_the_subscriber() {
         caught_by(PlantedBug::FeedPageSkipsAnEvent, "subscriber:");
     }

@@ -5,8 +5,8 @@
 //! The core has no test switches: each bug enters through a seam the core defines for any
 //! caller ([`crate::node::Seams`], or the router the simulation serves), filled here:
 //! - [`PlantedBug::ReserveSkipsStockCheck`], [`PlantedBug::DoubleExpiry`],
-//!   [`PlantedBug::HalfCart`] and [`PlantedBug::ReserveRecordsNoEvent`]: wrappers of
-//!   `inventory::apply` ([`apply_fn`]);
+//!   [`PlantedBug::HalfCart`], [`PlantedBug::ReserveRecordsNoEvent`] and
+//!   [`PlantedBug::RefusedReserveRecordsAnEvent`]: wrappers of `inventory::apply` ([`apply_fn`]);
 //! - [`PlantedBug::StaleFollowerReads`]: a router layer in front of the node ([`wrap_router`])
 //!   that turns a follower's linearizable reads into local ones;
 //! - [`PlantedBug::FeedPageSkipsAnEvent`]: a router layer that drops one event from the pages
@@ -26,7 +26,8 @@ use axum::Router;
 use crate::app::App;
 use crate::client::routes;
 use crate::inventory::{
-    self, ApplyContext, Command, Effects, MemoryState, ReservationStatus, StateView,
+    self, ApplyContext, Command, CommandResult, Effects, Event, EventKind, MemoryState, Rejection,
+    ReservationStatus, StateView,
 };
 use crate::raft::state_machine::ApplyFn;
 
@@ -47,6 +48,9 @@ pub enum PlantedBug {
     /// A page of `GET /api/events` leaves out the event [`SKIPPED_SEQ`] (a consumer paging
     /// through it never sees it; the stored feed is whole).
     FeedPageSkipsAnEvent = 6,
+    /// A reserve refused for want of stock records a `reserved` event anyway (the record does
+    /// not change).
+    RefusedReserveRecordsAnEvent = 7,
 }
 
 /// The seq [`PlantedBug::FeedPageSkipsAnEvent`] leaves out: early, so every run's feed has it.
@@ -73,6 +77,7 @@ pub fn apply_fn() -> ApplyFn {
         PlantedBug::DoubleExpiry => expiry_giving_units_back_twice,
         PlantedBug::HalfCart => cart_holding_only_its_first_line,
         PlantedBug::ReserveRecordsNoEvent => reserve_recording_no_event,
+        PlantedBug::RefusedReserveRecordsAnEvent => refused_reserve_recording_an_event,
         PlantedBug::None | PlantedBug::StaleFollowerReads | PlantedBug::FeedPageSkipsAnEvent => {
             inventory::apply
         }
@@ -162,6 +167,38 @@ fn reserve_recording_no_event(
     let (response, mut effects) = inventory::apply(view, request, context);
     if matches!(request.command, Command::Reserve { .. }) {
         effects.events.clear();
+    }
+    (response, effects)
+}
+
+/// `inventory::apply`, except that a reserve refused for want of stock records the event an
+/// accepted one would have, on the unchanged record.
+fn refused_reserve_recording_an_event(
+    view: &MemoryState,
+    request: &inventory::Request,
+    context: ApplyContext,
+) -> (inventory::Response, Effects) {
+    let (response, mut effects) = inventory::apply(view, request, context);
+    let refused = matches!(
+        response.result,
+        CommandResult::Err(Rejection::InsufficientStock { .. })
+    );
+    if let (Command::Reserve { key, quantity, .. }, true) = (&request.command, refused) {
+        if let Some(record) = view.records.get(key) {
+            effects.events.push(Event {
+                seq: 0,
+                log_index: context.log_index,
+                kind: EventKind::Reserved,
+                key: key.clone(),
+                quantity: record.quantity,
+                reserved: record.reserved,
+                delta: Some(-quantity),
+                version: record.version,
+                reservation_id: None,
+                idempotency_key: None,
+                at_ms: context.now_ms,
+            });
+        }
     }
     (response, effects)
 }
