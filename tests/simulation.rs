@@ -275,6 +275,10 @@ mod suite {
         }
         println!("faults injected: {faults:?}; unknown outcomes: {unknown}; SKU histories the checker gave up on: {unchecked}");
         println!("reservations by final status: {reservations:?}");
+        let events: u64 = reports.iter().map(|r| r.feed_events).sum();
+        let lost: u64 = reports.iter().map(|r| r.feed_events_lost).sum();
+        let retained = reports.iter().filter(|r| r.feed_oldest_seq > 1).count();
+        println!("feed: {events} events; {retained} seed(s) forgot some; the consumer lost {lost} to retention");
         println!(
             "sim: {} seeds, {} failed, {} ops checked, {:.1} s",
             reports.len(),
@@ -299,6 +303,11 @@ mod suite {
     #[test]
     fn seeds_that_once_failed_keep_every_promise() {
         for seed in REGRESSION_SEEDS {
+            // As they were found: the product's retention and snapshot frequency.
+            let options = |seed| RunOptions {
+                small_retention: false,
+                ..options(seed)
+            };
             let report = run_seed(options(seed));
             assert!(
                 report.passed(),
@@ -377,6 +386,51 @@ mod suite {
     #[test]
     fn a_cart_that_holds_only_its_first_line_is_caught_as_a_half_cart() {
         caught_by(PlantedBug::HalfCart, "half cart:");
+    }
+
+    #[test]
+    fn a_reserve_that_records_no_event_is_caught_by_the_feed_check() {
+        caught_by(PlantedBug::ReserveRecordsNoEvent, "feed of node");
+    }
+
+    #[test]
+    fn a_refused_reserve_that_records_an_event_is_caught_by_the_feed_check() {
+        caught_by(PlantedBug::RefusedReserveRecordsAnEvent, "feed of node");
+    }
+
+    #[test]
+    fn a_feed_page_that_skips_an_event_is_caught_by_the_subscriber() {
+        caught_by(PlantedBug::FeedPageSkipsAnEvent, "subscriber:");
+    }
+
+    /// The small-retention variant: chunks are forgotten during the run, the checks compare what
+    /// each node still keeps, and a slow consumer is told 410 and counts what it lost.
+    #[test]
+    fn with_a_small_retention_nodes_forget_events_and_a_slow_consumer_counts_what_it_lost() {
+        let reports: Vec<RunReport> = (1..=4)
+            .map(|n| {
+                run_seed(RunOptions {
+                    small_retention: true,
+                    ..RunOptions::new(n * 10 + 1)
+                })
+            })
+            .collect();
+        for report in &reports {
+            assert!(
+                report.passed(),
+                "seed {}: {:#?}",
+                report.seed,
+                report.violations
+            );
+        }
+        assert!(
+            reports.iter().any(|r| r.feed_oldest_seq > 1),
+            "no run forgot an event"
+        );
+        assert!(
+            reports.iter().any(|r| r.feed_events_lost > 0),
+            "no consumer fell behind the retention"
+        );
     }
 }
 

@@ -4,23 +4,30 @@
 //!
 //! The core has no test switches: each bug enters through a seam the core defines for any
 //! caller ([`crate::node::Seams`], or the router the simulation serves), filled here:
-//! - [`PlantedBug::ReserveSkipsStockCheck`], [`PlantedBug::DoubleExpiry`] and
-//!   [`PlantedBug::HalfCart`]: wrappers of `inventory::apply` ([`apply_fn`]);
+//! - [`PlantedBug::ReserveSkipsStockCheck`], [`PlantedBug::DoubleExpiry`],
+//!   [`PlantedBug::HalfCart`], [`PlantedBug::ReserveRecordsNoEvent`] and
+//!   [`PlantedBug::RefusedReserveRecordsAnEvent`]: wrappers of `inventory::apply` ([`apply_fn`]);
 //! - [`PlantedBug::StaleFollowerReads`]: a router layer in front of the node ([`wrap_router`])
-//!   that turns a follower's linearizable reads into local ones.
+//!   that turns a follower's linearizable reads into local ones;
+//! - [`PlantedBug::FeedPageSkipsAnEvent`]: a router layer that drops one event from the pages
+//!   of the feed that hold it.
 
 use std::cell::Cell;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::Request as HttpRequest;
-use axum::http::{Method, Uri};
+use axum::http::header::CONTENT_LENGTH;
+use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::Router;
 
 use crate::app::App;
 use crate::client::routes;
 use crate::inventory::{
-    self, ApplyContext, Command, Effects, MemoryState, ReservationStatus, StateView,
+    self, ApplyContext, Command, CommandResult, Effects, Event, EventKind, MemoryState, Rejection,
+    ReservationStatus, StateView,
 };
 use crate::raft::state_machine::ApplyFn;
 
@@ -36,7 +43,18 @@ pub enum PlantedBug {
     DoubleExpiry = 3,
     /// A cart holds only its first line (and answers a reservation of that line).
     HalfCart = 4,
+    /// A plain reserve changes the record but records no event in the feed.
+    ReserveRecordsNoEvent = 5,
+    /// A page of `GET /api/events` leaves out the event [`SKIPPED_SEQ`] (a consumer paging
+    /// through it never sees it; the stored feed is whole).
+    FeedPageSkipsAnEvent = 6,
+    /// A reserve refused for want of stock records a `reserved` event anyway (the record does
+    /// not change).
+    RefusedReserveRecordsAnEvent = 7,
 }
+
+/// The seq [`PlantedBug::FeedPageSkipsAnEvent`] leaves out: early, so every run's feed has it.
+pub const SKIPPED_SEQ: u64 = 10;
 
 thread_local! {
     /// Per OS thread, because a madsim runtime (all its nodes) runs on one thread and several
@@ -58,7 +76,11 @@ pub fn apply_fn() -> ApplyFn {
         PlantedBug::ReserveSkipsStockCheck => reserve_skipping_the_stock_check,
         PlantedBug::DoubleExpiry => expiry_giving_units_back_twice,
         PlantedBug::HalfCart => cart_holding_only_its_first_line,
-        PlantedBug::None | PlantedBug::StaleFollowerReads => inventory::apply,
+        PlantedBug::ReserveRecordsNoEvent => reserve_recording_no_event,
+        PlantedBug::RefusedReserveRecordsAnEvent => refused_reserve_recording_an_event,
+        PlantedBug::None | PlantedBug::StaleFollowerReads | PlantedBug::FeedPageSkipsAnEvent => {
+            inventory::apply
+        }
     }
 }
 
@@ -135,17 +157,64 @@ fn cart_holding_only_its_first_line(
     (response, effects)
 }
 
-/// The router a node of this run serves: `router`, with the planted stale read in front of it.
-pub fn wrap_router(router: Router, app: Arc<App>) -> Router {
-    if planted() != PlantedBug::StaleFollowerReads {
-        return router;
+/// `inventory::apply`, except that a reserve's events are dropped: the record changes, the
+/// feed does not say so.
+fn reserve_recording_no_event(
+    view: &MemoryState,
+    request: &inventory::Request,
+    context: ApplyContext,
+) -> (inventory::Response, Effects) {
+    let (response, mut effects) = inventory::apply(view, request, context);
+    if matches!(request.command, Command::Reserve { .. }) {
+        effects.events.clear();
     }
-    router.layer(middleware::from_fn(
-        move |request: HttpRequest, next: Next| {
-            let app = app.clone();
-            async move { next.run(read_locally_on_followers(&app, request)).await }
-        },
-    ))
+    (response, effects)
+}
+
+/// `inventory::apply`, except that a reserve refused for want of stock records the event an
+/// accepted one would have, on the unchanged record.
+fn refused_reserve_recording_an_event(
+    view: &MemoryState,
+    request: &inventory::Request,
+    context: ApplyContext,
+) -> (inventory::Response, Effects) {
+    let (response, mut effects) = inventory::apply(view, request, context);
+    let refused = matches!(
+        response.result,
+        CommandResult::Err(Rejection::InsufficientStock { .. })
+    );
+    if let (Command::Reserve { key, quantity, .. }, true) = (&request.command, refused) {
+        if let Some(record) = view.records.get(key) {
+            effects.events.push(Event {
+                seq: 0,
+                log_index: context.log_index,
+                kind: EventKind::Reserved,
+                key: key.clone(),
+                quantity: record.quantity,
+                reserved: record.reserved,
+                delta: Some(-quantity),
+                version: record.version,
+                reservation_id: None,
+                idempotency_key: None,
+                at_ms: context.now_ms,
+            });
+        }
+    }
+    (response, effects)
+}
+
+/// The router a node of this run serves: `router`, with the planted router bug in front of it.
+pub fn wrap_router(router: Router, app: Arc<App>) -> Router {
+    match planted() {
+        PlantedBug::StaleFollowerReads => router.layer(middleware::from_fn(
+            move |request: HttpRequest, next: Next| {
+                let app = app.clone();
+                async move { next.run(read_locally_on_followers(&app, request)).await }
+            },
+        )),
+        PlantedBug::FeedPageSkipsAnEvent => router.layer(middleware::from_fn(skip_one_event)),
+        _ => router,
+    }
 }
 
 /// On a follower, a record read (any GET under the inventory routes) becomes
@@ -160,4 +229,31 @@ fn read_locally_on_followers(app: &App, mut request: HttpRequest) -> HttpRequest
         }
     }
     request
+}
+
+/// Largest page body the planted skip rewrites (a page of 1,000 events is ~300 KB).
+const PAGE_BODY_BYTES_MAX: usize = 4 << 20;
+
+/// Drops the event [`SKIPPED_SEQ`] from a successful page of the feed.
+async fn skip_one_event(request: HttpRequest, next: Next) -> Response {
+    let is_page = request.method() == Method::GET && request.uri().path() == routes::EVENTS;
+    let response = next.run(request).await;
+    if !is_page || response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, PAGE_BODY_BYTES_MAX)
+        .await
+        .expect("a page of the feed fits the bound");
+    let mut page: serde_json::Value =
+        serde_json::from_slice(&bytes).expect("a page of the feed is JSON");
+    if let Some(events) = page
+        .pointer_mut("/data/events")
+        .and_then(|e| e.as_array_mut())
+    {
+        events.retain(|event| event.get("seq").and_then(|seq| seq.as_u64()) != Some(SKIPPED_SEQ));
+    }
+    parts.headers.remove(CONTENT_LENGTH);
+    let body = serde_json::to_vec(&page).expect("JSON values serialise");
+    Response::from_parts(parts, Body::from(body))
 }

@@ -17,9 +17,12 @@ use super::transport::{serve, SimTransport};
 use crate::api;
 use crate::client::wire::{Health, RaftRole};
 use crate::client::Client;
-use crate::config::{ApiConfig, ClusterConfig, Config, NodeConfig, RaftConfig, StorageConfig};
-use crate::inventory::Reservation;
+use crate::config::{
+    ApiConfig, ClusterConfig, Config, EventsConfig, NodeConfig, RaftConfig, StorageConfig,
+};
+use crate::inventory::{Event, EventFilter, Reservation};
 use crate::node::{self, NodeStorage, Seams};
+use crate::raft::events::{self, EventsError, FeedHead};
 use crate::raft::{reservations, state_machine};
 use crate::raft::{LogId, NodeId};
 use crate::storage::fs::SimFs;
@@ -47,7 +50,12 @@ pub struct SimOptions {
     pub nodes: u64,
     pub raft: RaftConfig,
     pub api: ApiConfig,
+    /// The feed's retention (the product's unless a run shrinks it).
+    pub events: EventsConfig,
 }
+
+/// Events per read of [`SimCluster::feed`]: the most a page of the feed holds.
+const FEED_READ_PAGE_EVENTS: usize = 1_000;
 
 impl Default for SimOptions {
     fn default() -> Self {
@@ -66,6 +74,7 @@ impl Default for SimOptions {
                 write_deadline_ms: 3_000,
                 ..ApiConfig::default()
             },
+            events: EventsConfig::default(),
         }
     }
 }
@@ -124,11 +133,11 @@ impl SimCluster {
             api: options.api,
             // The product's: expiry proposed every 250 ms, carts the workload sends name a TTL.
             reservations: Default::default(),
-            // The product's retention (a run never writes a million events).
-            events: Default::default(),
             tls: Default::default(),
             // Not used: the simulation runs every node on madsim's one thread.
             runtime: Default::default(),
+            // The product's retention unless the run shrinks it (`SimOptions::events`).
+            events: options.events,
         });
         config
             .validate()
@@ -368,6 +377,29 @@ impl SimCluster {
     pub fn reservations(&self, id: NodeId) -> Vec<Reservation> {
         reservations::remembered(&*self.state_disks[&id])
             .expect("the simulated disk does not fail and its reservations decode")
+    }
+
+    /// Node `id`'s event feed: its head and every event it keeps, oldest first (as its disk
+    /// shows it), read a page at a time as `GET /api/events` reads it. A store without a feed
+    /// (`EventsError::NotStarted`) shows none.
+    pub fn feed(&self, id: NodeId) -> (FeedHead, Vec<Event>) {
+        let disk = &*self.state_disks[&id];
+        let head = events::head(disk).expect("the simulated disk does not fail");
+        let mut kept = Vec::new();
+        let mut after = head.oldest_seq.saturating_sub(1);
+        loop {
+            let all = EventFilter::default();
+            let page = match events::read_page(disk, after, FEED_READ_PAGE_EVENTS, &all) {
+                Ok(page) => page,
+                Err(EventsError::NotStarted) => return (head, kept),
+                Err(error) => panic!("node {id}'s feed after {after}: {error}"),
+            };
+            kept.extend(page.events);
+            match page.next {
+                Some(next) if next > after => after = next,
+                _ => return (head, kept),
+            }
+        }
     }
 
     /// The last log id node `id` has applied (as its disk shows it).

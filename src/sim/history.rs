@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::checker::Event;
 use crate::client::wire::{ChangeAnswer, ErrorBody, RecordBody, ReservationBody};
+use crate::client::{headers, Answer};
 
 /// The store every simulated record is in (the workload varies SKUs, not stores).
 pub const STORE: &str = "s1";
@@ -29,6 +30,9 @@ pub struct History {
     pub reservations: BTreeMap<String, ReservationLog>,
     /// Every definite answer per idempotency key of the hold traffic (as `keyed_answers`).
     pub keyed_hold_answers: BTreeMap<String, Vec<HoldReply>>,
+    /// The log index each accepted plain write's answer named (`x-stockraft-log-index`), by
+    /// the id of its event in `events`.
+    pub log_indexes: BTreeMap<u64, u64>,
     pub(super) next_id: u64,
 }
 
@@ -50,6 +54,9 @@ pub struct ReservationLog {
     pub answered: Option<Vec<(String, i64)>>,
     /// Every status a client saw it in, with when.
     pub observations: Vec<Observation>,
+    /// The log index the answer to its accepted commit or release named (the entry that ended
+    /// it), if a client had one.
+    pub ended_at_log_index: Option<u64>,
 }
 
 /// One sighting of a reservation's status: between `invoked_at` and `completed_at` (ns since
@@ -93,4 +100,10 @@ pub fn record_adds_up(record: &RecordBody) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The log index an accepted write's answer names (`x-stockraft-log-index`: the `logIndex` of
+/// its events in the feed), if it names one.
+pub fn log_index_of<T>(answer: &Answer<T>) -> Option<u64> {
+    answer.header(headers::LOG_INDEX)?.parse().ok()
 }

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use madsim::rand::Rng;
 
-use super::history::{History, HoldAnswer, HoldReply, Observation, SharedHistory, STORE};
+use super::history::{
+    log_index_of, History, HoldAnswer, HoldReply, Observation, SharedHistory, STORE,
+};
 use super::SimCluster;
 use crate::client::wire::{
     codes, CartLineRequest, CartRequest, Envelope, ErrorBody, ReservationBody,
@@ -109,15 +111,17 @@ pub fn draw_hold<R: Rng>(rng: &mut R, held: &[String]) -> HoldOp {
     }
 }
 
-/// Sends `op` to node `node` through the typed client.
+/// Sends `op` to node `node` through the typed client; answers the reply and the log index an
+/// accepted write's answer names.
 async fn send(
     cluster: &SimCluster,
     node: NodeId,
     op: &HoldOp,
     options: &WriteOptions,
-) -> Result<HoldReply, ClientError> {
-    fn reply<T>(answer: Answer<T>, wrap: impl FnOnce(T) -> HoldAnswer) -> HoldReply {
-        (answer.status, answer.body.map(wrap))
+) -> Result<(HoldReply, Option<u64>), ClientError> {
+    fn reply<T>(answer: Answer<T>, wrap: impl FnOnce(T) -> HoldAnswer) -> (HoldReply, Option<u64>) {
+        let log_index = log_index_of(&answer);
+        ((answer.status, answer.body.map(wrap)), log_index)
     }
     let client = cluster.client(node).with_timeout(CLIENT_TIMEOUT);
     let reservation = |envelope: Envelope<ReservationBody>| HoldAnswer::Reservation(envelope.data);
@@ -200,10 +204,13 @@ pub async fn perform_hold(
         1
     };
     let mut result = Meaning::NothingHappened;
+    let mut log_index = None;
     let mut maybe_applied = false;
     for _ in 0..attempts {
         let node = madsim::rand::thread_rng().gen_range(1..=cluster.ids().len() as u64);
-        result = classify(send(cluster, node, op, &options).await);
+        let sent = send(cluster, node, op, &options).await;
+        log_index = sent.as_ref().ok().and_then(|(_, named)| *named);
+        result = classify(sent.map(|(reply, _)| reply));
         if let (Some(key), Meaning::Definite((status, body))) = (&idempotency_key, &result) {
             let mut answer = body.clone();
             if let Err(error) = &mut answer {
@@ -222,6 +229,13 @@ pub async fn perform_hold(
     let completed_at = start.elapsed().as_nanos() as u64;
     let mut history = history.lock().expect("history lock");
     let line = format!("t={:08.3}s c{client} {op:?}", completed_at as f64 / 1e9);
+    let ended = matches!(op, HoldOp::Commit { .. } | HoldOp::Release { .. });
+    if let (true, Meaning::Definite((200, Ok(HoldAnswer::Reservation(body)))), Some(index)) =
+        (ended, &result, log_index)
+    {
+        let log = history.reservations.entry(body.id.clone()).or_default();
+        log.ended_at_log_index = Some(index);
+    }
     record(
         &mut history,
         line,

@@ -10,6 +10,7 @@
 pub mod bugs;
 pub mod checks;
 pub mod cluster;
+pub mod consumer;
 pub mod faults;
 pub mod history;
 pub mod holds;

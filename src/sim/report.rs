@@ -16,6 +16,12 @@ pub struct RunReport {
     /// The reservations of the run by final status (`held`, `committed`, ...), as the first
     /// replica has them: how much of the hold traffic the checks of holds had to look at.
     pub reservations: BTreeMap<&'static str, usize>,
+    /// The feed's last seq at the end of the run (events written).
+    pub feed_events: u64,
+    /// The oldest seq the nodes keep at the end (1 unless retention forgot some).
+    pub feed_oldest_seq: u64,
+    /// Events the consumer lost to retention (410s, the small-retention variant only).
+    pub feed_events_lost: u64,
     pub violations: Vec<String>,
     pub trace: Vec<String>,
     pub trace_hash: u64,

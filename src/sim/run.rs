@@ -8,11 +8,13 @@
 //! is a line in [`RunReport::violations`]).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::bugs::{plant, PlantedBug};
-use super::checks::{check_everything, EXPIRY_BOUND_MS};
+use super::checks::{check_everything, FeedExpectation, FeedFacts, EXPIRY_BOUND_MS};
+use super::consumer::{self, FeedReading, ReaderOptions};
 use super::faults;
 use super::play::{self, heal_everything};
 pub use super::play::{play, FaultOutcome};
@@ -37,7 +39,22 @@ pub struct RunOptions {
     pub fault_window_ms: u64,
     pub inject_faults: bool,
     pub bug: PlantedBug,
+    /// A consumer pages the event feed through the faults ([`consumer`]).
+    pub feed_consumer: bool,
+    /// The small-retention variant: the nodes keep only [`SMALL_RETENTION_KEPT_MAX`] events
+    /// and snapshot often, so chunks are forgotten, carried by snapshots and caught up with
+    /// during the run, and the consumer (a slow one) is told 410 and counts what it lost.
+    pub small_retention: bool,
 }
+
+/// Events kept in the small-retention variant: the least the feed takes (one chunk of 64),
+/// far below the few hundred events of a run.
+pub const SMALL_RETENTION_KEPT_MAX: u64 = 64;
+/// Entries between snapshots in the small-retention variant (the default is 200, about one
+/// run's worth): several snapshots a run, so nodes that fell behind install them.
+const SMALL_RETENTION_SNAPSHOT_EVERY_ENTRIES: u64 = 40;
+/// Every how many seeds the small-retention variant runs (seeds divisible by it).
+const SMALL_RETENTION_EVERY_SEEDS: u64 = 4;
 
 impl RunOptions {
     pub fn new(seed: u64) -> Self {
@@ -49,6 +66,36 @@ impl RunOptions {
             fault_window_ms: 12_000,
             inject_faults: true,
             bug: PlantedBug::None,
+            feed_consumer: true,
+            small_retention: seed.is_multiple_of(SMALL_RETENTION_EVERY_SEEDS),
+        }
+    }
+
+    /// The cluster this run starts.
+    fn sim_options(&self) -> SimOptions {
+        let mut sim = SimOptions {
+            nodes: self.nodes,
+            ..SimOptions::default()
+        };
+        if self.small_retention {
+            sim.events.kept_max = SMALL_RETENTION_KEPT_MAX;
+            sim.raft.snapshot_every_entries = SMALL_RETENTION_SNAPSHOT_EVERY_ENTRIES;
+        }
+        sim
+    }
+
+    fn feed_expectation(&self) -> FeedExpectation {
+        if self.small_retention {
+            FeedExpectation::Retained
+        } else {
+            FeedExpectation::Complete
+        }
+    }
+
+    fn reader_options(&self) -> ReaderOptions {
+        ReaderOptions {
+            retention: self.small_retention,
+            slow: self.small_retention,
         }
     }
 }
@@ -107,10 +154,7 @@ async fn simulate(options: RunOptions) -> RunReport {
         seed: options.seed,
         ..RunReport::default()
     };
-    let cluster = Arc::new(SimCluster::start(SimOptions {
-        nodes: options.nodes,
-        ..SimOptions::default()
-    }));
+    let cluster = Arc::new(SimCluster::start(options.sim_options()));
     if wait_for_convergence(&cluster).await.is_none() {
         report
             .violations
@@ -141,6 +185,14 @@ async fn simulate(options: RunOptions) -> RunReport {
             ))
         })
         .collect();
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    let reader = options.feed_consumer.then(|| {
+        madsim::task::spawn(consumer::follow(
+            cluster.clone(),
+            options.reader_options(),
+            stop_reading.clone(),
+        ))
+    });
     for scheduled in &schedule {
         *report.faults.entry(scheduled.fault.kind()).or_default() += 1;
         play(&cluster, scheduled, start, &mut report.trace).await;
@@ -173,9 +225,44 @@ async fn simulate(options: RunOptions) -> RunReport {
         let history = history.lock().expect("history lock");
         return finish(report, &history);
     };
+    stop_reading.store(true, Ordering::SeqCst);
+    let reading = match reader {
+        Some(reader) => {
+            let reading = reader.await.expect("the feed consumer failed");
+            Some(read_to_the_head(&cluster, leader, options.reader_options(), reading).await)
+        }
+        None => None,
+    };
+    if let Some(reading) = &reading {
+        report.feed_events_lost = reading.lost_to_retention;
+        report.trace.push(format!(
+            "feed consumer: {} events in {} pages, {} unanswered, {} lost to retention, {} problems",
+            reading.seen.len(),
+            reading.pages,
+            reading.unanswered,
+            reading.lost_to_retention,
+            reading.problems.len()
+        ));
+    }
     let history = history.lock().expect("history lock");
-    check_everything(&cluster, &history, settled_at_ms, &mut report);
+    let feed = FeedFacts {
+        expectation: options.feed_expectation(),
+        reading: reading.as_ref(),
+    };
+    check_everything(&cluster, &history, settled_at_ms, feed, &mut report);
     finish(report, &history)
+}
+
+/// The consumer's last reads, once the cluster has settled: on to the head of the feed.
+async fn read_to_the_head(
+    cluster: &SimCluster,
+    leader: NodeId,
+    options: ReaderOptions,
+    mut reading: FeedReading,
+) -> FeedReading {
+    let head = cluster.feed(leader).0.last_seq;
+    consumer::catch_up(cluster, head, options, &mut reading).await;
+    reading
 }
 
 /// Waits until every hold the leader still has has fallen due plus the expiry bound (at most

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use madsim::rand::Rng;
 
-use super::history::Reply;
+use super::history::{log_index_of, Reply};
 pub use super::history::{History, SharedHistory, STORE};
 use super::holds::{self, HOLD_SKUS};
 use super::SimCluster;
@@ -116,10 +116,16 @@ pub fn draw<R: Rng>(
     }
 }
 
-/// Sends `op` to node `node` through the typed client.
-async fn send(cluster: &SimCluster, node: NodeId, op: &ClientOp) -> Result<Reply, ClientError> {
-    fn reply<T>(answer: Answer<T>, record: impl FnOnce(T) -> RecordBody) -> Reply {
-        (answer.status, answer.body.map(record))
+/// Sends `op` to node `node` through the typed client; answers the reply and the log index an
+/// accepted write's answer names (`x-stockraft-log-index`).
+async fn send(
+    cluster: &SimCluster,
+    node: NodeId,
+    op: &ClientOp,
+) -> Result<(Reply, Option<u64>), ClientError> {
+    fn reply<T>(answer: Answer<T>, record: impl FnOnce(T) -> RecordBody) -> (Reply, Option<u64>) {
+        let log_index = log_index_of(&answer);
+        ((answer.status, answer.body.map(record)), log_index)
     }
     let client = cluster.client(node).with_timeout(CLIENT_TIMEOUT);
     let options = WriteOptions {
@@ -313,31 +319,41 @@ async fn perform(
     start: madsim::time::Instant,
 ) -> Option<Outcome> {
     let invoked_at = now_ns(start);
-    let result = send_with_retries(cluster, op, history).await;
+    let (result, log_index) = send_with_retries(cluster, op, history).await;
     let completed_at = now_ns(start);
     let mut history = history.lock().expect("history lock");
-    record(&mut history, client, op, result, invoked_at, completed_at)
+    let id = history.next_id;
+    let outcome = record(&mut history, client, op, result, invoked_at, completed_at);
+    if let (Some(Outcome::Ok { .. }), Some(log_index)) = (outcome, log_index) {
+        history.log_indexes.insert(id, log_index);
+    }
+    outcome
 }
 
 /// Sends `op` to random nodes until its outcome is known, at most [`KEYED_ATTEMPTS_MAX`] times
 /// for a keyed write and once otherwise; records every definite answer to a keyed write (the
 /// idempotency check compares them). An attempt that may have applied makes a later "nothing
-/// happened" unknown.
+/// happened" unknown. Answers the meaning of the last answer and the log index it names.
 async fn send_with_retries(
     cluster: &SimCluster,
     op: &ClientOp,
     history: &SharedHistory,
-) -> Meaning {
+) -> (Meaning, Option<u64>) {
     let attempts = if op.idempotency_key.is_some() {
         KEYED_ATTEMPTS_MAX
     } else {
         1
     };
     let mut result = Meaning::NothingHappened;
+    let mut log_index = None;
     let mut maybe_applied = false;
     for _ in 0..attempts {
         let node = madsim::rand::thread_rng().gen_range(1..=cluster.ids().len() as u64);
-        let reply = send(cluster, node, op).await;
+        let (reply, named) = match send(cluster, node, op).await {
+            Ok((reply, named)) => (Ok(reply), named),
+            Err(error) => (Err(error), None),
+        };
+        log_index = named;
         if let Ok((_, Ok(record))) = &reply {
             let line = format!("{} {:?}", op.sku, op.op);
             history
@@ -367,7 +383,7 @@ async fn send_with_retries(
             _ => break,
         }
     }
-    result
+    (result, log_index)
 }
 
 /// Writes what `op` ended with into the history: a line for the log, an anomaly if the answer

@@ -13,6 +13,11 @@
 //! - **endings**: a reservation's status never changes once final (what the clients saw over
 //!   time against every replica's final state), and none is held past its deadline + a bound;
 //! - **carts**: a cart is held whole or not at all;
+//! - **the event feed** (`feed`): every replica's feed is dense, identical across replicas where
+//!   they overlap, holds an event for every acknowledged write and none without a command, and
+//!   replays to the final records;
+//! - **the subscriber** (`subscriber`): a consumer that paged the feed from node after node
+//!   through the faults read every event once, in order, as the replicas keep it;
 //! - **promises observed during faults** (`SimCluster::note_violation`): e.g. a voter wiped in
 //!   place never started as that voter, nor received entries.
 //!
@@ -23,19 +28,30 @@ mod carts;
 mod client_anomalies;
 mod conservation;
 mod endings;
+mod feed;
 mod held_units;
 mod idempotency;
 mod linearizability;
 mod replica;
 mod replicas;
+mod subscriber;
 
 pub use endings::EXPIRY_BOUND_MS;
+pub use feed::FeedExpectation;
 
+use super::consumer::FeedReading;
 use super::holds::is_hold_sku;
 use super::report::RunReport;
 use super::workload::History;
 use super::SimCluster;
 use replica::Replica;
+
+/// What the feed checks are given: what the run let the nodes forget, and what the consumer
+/// read (none when the run had no consumer).
+pub(super) struct FeedFacts<'a> {
+    pub expectation: FeedExpectation,
+    pub reading: Option<&'a FeedReading>,
+}
 
 /// Runs every check against the converged cluster and the clients' `history`, in a fixed order
 /// so a report's violations are reproducible. `settled_at_ms` is the wall-clock time (ms since
@@ -44,6 +60,7 @@ pub(super) fn check_everything(
     cluster: &SimCluster,
     history: &History,
     settled_at_ms: u64,
+    feed: FeedFacts<'_>,
     report: &mut RunReport,
 ) {
     report.violations.extend(cluster.take_violations());
@@ -70,7 +87,13 @@ pub(super) fn check_everything(
     }
     carts::check_cart_answers(history, report);
     endings::check_endings_once(&replicas, history, report);
+    feed::check_feeds(&replicas, history, feed.expectation, report);
+    if let (Some(reading), Some(first)) = (feed.reading, replicas.first()) {
+        subscriber::check_subscriber(reading, first, report);
+    }
     if let Some(first) = replicas.first() {
+        report.feed_events = first.feed_head.last_seq;
+        report.feed_oldest_seq = first.feed_head.oldest_seq;
         for reservation in first.reservations.values() {
             *report
                 .reservations

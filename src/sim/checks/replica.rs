@@ -1,20 +1,24 @@
 //! What one replica holds at the end of a run, read once from its disk for the checks that
-//! look at every replica (conservation, held units, endings, carts). Its own file, below them
+//! look at every replica (conservation, held units, endings, carts, the feed). Its own file, below them
 //! and `checks/mod.rs`, so that they share it without importing each other.
 
 use std::collections::BTreeMap;
 
-use crate::inventory::{Record, RecordKey, Reservation, ReservationId};
+use crate::inventory::{Event, Record, RecordKey, Reservation, ReservationId};
+use crate::raft::events::FeedHead;
 use crate::raft::NodeId;
 use crate::sim::workload::{self, STORE};
 use crate::sim::SimCluster;
 
-/// What one replica's disk holds at the end of a run: the workload's records, by SKU, and every
-/// reservation it remembers.
+/// What one replica's disk holds at the end of a run: the workload's records, by SKU, every
+/// reservation it remembers, and its event feed.
 pub(super) struct Replica {
     pub id: NodeId,
     pub records: BTreeMap<String, Record>,
     pub reservations: BTreeMap<ReservationId, Reservation>,
+    pub feed_head: FeedHead,
+    /// Every event it keeps, oldest first.
+    pub feed: Vec<Event>,
 }
 
 impl Replica {
@@ -31,10 +35,13 @@ impl Replica {
             .into_iter()
             .map(|reservation| (reservation.id, reservation))
             .collect();
+        let (feed_head, feed) = cluster.feed(id);
         Self {
             id,
             records,
             reservations,
+            feed_head,
+            feed,
         }
     }
 }
