@@ -99,7 +99,7 @@ impl EventStream {
         let response = tokio::time::timeout(CONNECT_ANSWER_TIMEOUT, request.send())
             .await
             .map_err(|_| unavailable("no answer in time".into()))?
-            .map_err(|error| unavailable(error.to_string()))?;
+            .map_err(|error| unavailable(with_causes(&error)))?;
         let status = response.status().as_u16();
         if status == 200 {
             return Ok(Self {
@@ -152,7 +152,7 @@ impl EventStream {
             let chunk = tokio::time::timeout(idle_max, self.response.chunk())
                 .await
                 .map_err(|_| unavailable(format!("silent for {idle_max:?}")))?
-                .map_err(|error| unavailable(error.to_string()))?;
+                .map_err(|error| unavailable(with_causes(&error)))?;
             let Some(chunk) = chunk else {
                 return Ok(None);
             };
@@ -172,6 +172,18 @@ impl EventStream {
             })?;
         Ok(FeedItem::Event(Box::new(body)))
     }
+}
+
+/// `error` and its causes, `: `-separated (reqwest's own message names none of them).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        cause = error.source();
+    }
+    text
 }
 
 /// Why a follow ended.
@@ -332,7 +344,8 @@ impl Follow {
                 }
                 Err(other) => {
                     tracing::debug!(error = %other, "event stream: trying the next node");
-                    self.ended = Some(other.to_string());
+                    // The first reason is the one to report (why the stream moved at all).
+                    self.ended.get_or_insert_with(|| other.to_string());
                 }
             }
             self.node = (self.node + 1) % self.nodes.len();
