@@ -592,7 +592,7 @@ async fn a_cursor_older_than_the_oldest_kept_is_410_with_oldest_seq_on_both_rout
 async fn a_slow_consumer_is_cut_past_its_backlog_and_resumes_from_its_last_id_with_nothing_missed()
 {
     let extra = format!("[events]\nstream_backlog_max = 100\nkeep_alive_ms = {KEEP_ALIVE_MS}\n");
-    let cluster = Cluster::start(3, &extra).await;
+    let mut cluster = Cluster::start(3, &extra).await;
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let follower = others(&cluster, leader)[0];
     let client = cluster.client(leader);
@@ -674,4 +674,17 @@ async fn a_slow_consumer_is_cut_past_its_backlog_and_resumes_from_its_last_id_wi
     assert!(read_stream(&mut resumed, &mut events, head).await);
     let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
     assert_eq!(seqs, (last + 1..=head).collect::<Vec<_>>());
+
+    // A node told to stop ends its streams at once rather than holding its drain (10 s).
+    let stopping = Instant::now();
+    assert!(cluster.terminate(follower).await, "a clean exit");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop with a stream open",
+        stopping.elapsed()
+    );
+    assert!(matches!(
+        resumed.next(Duration::from_secs(1)).await,
+        Ok(None) | Err(_)
+    ));
 }

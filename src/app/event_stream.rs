@@ -68,6 +68,8 @@ pub trait FeedSource: Send + Sync + 'static {
     fn head(&self) -> Result<FeedHead, StorageError>;
     /// The last seq applied; changes after each apply.
     fn watch(&self) -> watch::Receiver<u64>;
+    /// Turns true when the node stops serving streams (it is shutting down).
+    fn stopping(&self) -> watch::Receiver<bool>;
 }
 
 impl FeedSource for App {
@@ -87,9 +89,24 @@ impl FeedSource for App {
     fn watch(&self) -> watch::Receiver<u64> {
         self.subscribe_feed()
     }
+
+    fn stopping(&self) -> watch::Receiver<bool> {
+        self.event_streams_stop.subscribe()
+    }
 }
 
 impl App {
+    /// Ends every event stream of this node and any opened later (at shutdown: an open stream
+    /// would otherwise hold its connection through the whole drain). Their clients resume on
+    /// another node.
+    pub fn stop_event_streams(&self) {
+        self.event_streams_stop.send_if_modified(|stopping| {
+            let changed = !*stopping;
+            *stopping = true;
+            changed
+        });
+    }
+
     /// A permit to open one more stream on this node, held until the stream ends; None when
     /// `events.subscribers_max` are open.
     pub fn feed_subscriber_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
@@ -135,6 +152,8 @@ pub enum StreamEnd {
     Stalled { cursor: u64 },
     /// The feed's sender is gone (the node is shutting down).
     FeedClosed,
+    /// The node stops serving streams (`App::stop_event_streams`).
+    NodeStopping,
     /// Reading the feed failed.
     Failed(String),
 }
@@ -152,6 +171,7 @@ pub fn open<S: FeedSource>(
 ) -> Result<mpsc::Receiver<Frame>, EventsError> {
     // Watch before the first read: an event applied after it wakes the task.
     let feed = source.watch();
+    let stopping = source.stopping();
     source.read_page(after, 1, &EventFilter::default())?;
     let (sender, receiver) = mpsc::channel(STREAM_CHANNEL_FRAMES);
     let subscriber = Subscriber {
@@ -159,6 +179,7 @@ pub fn open<S: FeedSource>(
         filter,
         settings,
         feed,
+        stopping,
         sender,
         cursor: after,
         least_behind: u64::MAX,
@@ -176,6 +197,7 @@ struct Subscriber<S> {
     filter: EventFilter,
     settings: StreamSettings,
     feed: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
     sender: mpsc::Sender<Frame>,
     /// Every event with seq <= cursor that matches the filter was sent.
     cursor: u64,
@@ -201,6 +223,9 @@ impl<S: FeedSource> Subscriber<S> {
 
     /// Sends one page after the cursor, or waits at the head for a change or a keep-alive.
     async fn step(&mut self) -> Result<(), StreamEnd> {
+        if *self.stopping.borrow() {
+            return Err(StreamEnd::NodeStopping);
+        }
         let page = match self
             .source
             .read_page(self.cursor, STREAM_PAGE_EVENTS, &self.filter)
@@ -244,6 +269,7 @@ impl<S: FeedSource> Subscriber<S> {
             changed = self.feed.changed() => return changed.map_err(|_| StreamEnd::FeedClosed),
             () = tokio::time::sleep_until(keepalive_at) => {}
             () = self.sender.closed() => return Err(StreamEnd::Closed),
+            _ = self.stopping.changed() => return Err(StreamEnd::NodeStopping),
         }
         let head = self.read_head()?.last_seq;
         self.send(Frame::KeepAlive { head }).await
@@ -264,6 +290,7 @@ impl<S: FeedSource> Subscriber<S> {
                     return Err(StreamEnd::Stalled { cursor: self.cursor });
                 }
                 changed = self.feed.changed() => changed,
+                _ = self.stopping.changed() => return Err(StreamEnd::NodeStopping),
             };
             changed.map_err(|_| StreamEnd::FeedClosed)?;
             let head = self.read_head()?.last_seq;
@@ -311,6 +338,7 @@ mod tests {
         scan_max: usize,
         sender: watch::Sender<u64>,
         _receiver: watch::Receiver<u64>,
+        stop: watch::Sender<bool>,
     }
 
     impl MemoryFeed {
@@ -321,6 +349,7 @@ mod tests {
                 scan_max,
                 sender,
                 _receiver: receiver,
+                stop: watch::channel(false).0,
             })
         }
 
@@ -399,6 +428,10 @@ mod tests {
 
         fn watch(&self) -> watch::Receiver<u64> {
             self.sender.subscribe()
+        }
+
+        fn stopping(&self) -> watch::Receiver<bool> {
+            self.stop.subscribe()
         }
     }
 
@@ -538,6 +571,27 @@ mod tests {
         }
         assert_eq!(sent, (1..=sent.len() as u64).collect::<Vec<_>>());
         assert!(sent.len() < 300);
+    }
+
+    #[tokio::test]
+    async fn a_stopping_node_ends_its_streams_and_any_opened_later() {
+        let feed = MemoryFeed::new(usize::MAX);
+        feed.append("A", 3);
+        let (mut frames, ends) =
+            open_on(&feed, 0, EventFilter::default(), settings(60_000, 50)).unwrap();
+        for seq in 1..=3 {
+            assert_eq!(next_seq(&mut frames).await, Some(seq));
+        }
+        feed.stop.send_if_modified(|stopping| {
+            *stopping = true;
+            true
+        });
+        assert_eq!(next_seq(&mut frames).await, None);
+        assert_eq!(ends.await.unwrap(), StreamEnd::NodeStopping);
+        let (mut frames, ends) =
+            open_on(&feed, 0, EventFilter::default(), settings(60_000, 50)).unwrap();
+        assert_eq!(next_seq(&mut frames).await, None);
+        assert_eq!(ends.await.unwrap(), StreamEnd::NodeStopping);
     }
 
     #[tokio::test]

@@ -124,6 +124,8 @@ pub struct App {
     proposals: tokio::sync::Semaphore,
     /// Permits for open event streams (`events.subscribers_max`; `event_stream`).
     feed_subscribers: Arc<tokio::sync::Semaphore>,
+    /// True once this node stops serving event streams (`event_stream`).
+    event_streams_stop: crate::raft::watch::Sender<bool>,
     /// Sends the writes this node forwards to the leader, batched ([`forward`]).
     forwarder: Arc<forward::Forwarder>,
     clock: Arc<dyn Clock>,
@@ -169,6 +171,7 @@ impl App {
             identity,
             proposals,
             feed_subscribers,
+            event_streams_stop: crate::raft::watch::channel(false).0,
             forwarder,
             clock,
             started_at: tokio::time::Instant::now(),
