@@ -30,6 +30,11 @@ pub const TLS_CERT_ENV: &str = "STOCKRAFT_TLS_CERT";
 pub const TLS_KEY_ENV: &str = "STOCKRAFT_TLS_KEY";
 /// Environment variable that overrides `storage.data_dir`.
 pub const DATA_DIR_ENV: &str = "STOCKRAFT_DATA_DIR";
+/// Environment variables that override the event streams' limits (`[events]`): a node's own
+/// business, unlike `kept_max` and `retention_s`, which every node must share.
+pub const EVENTS_STREAM_BACKLOG_MAX_ENV: &str = "STOCKRAFT_EVENTS_STREAM_BACKLOG_MAX";
+pub const EVENTS_SUBSCRIBERS_MAX_ENV: &str = "STOCKRAFT_EVENTS_SUBSCRIBERS_MAX";
+pub const EVENTS_KEEP_ALIVE_MS_ENV: &str = "STOCKRAFT_EVENTS_KEEP_ALIVE_MS";
 /// The seed's variable for the idempotency TTL in ms; overrides `api.idempotency_ttl_ms`.
 pub const SEED_IDEMPOTENCY_TTL_ENV: &str = "IDEMP_TTL_MS";
 /// The seed's snapshot frequency in events; overrides `raft.snapshot_every_entries`.
@@ -461,9 +466,11 @@ pub struct EventsConfig {
     /// Events older than this (log time) are forgotten, in seconds. At least 1. Default
     /// 604,800 (7 days).
     pub retention_s: u64,
-    /// A stream subscriber more than this many events behind the head is disconnected (it
-    /// resumes from its last id), so a slow consumer cannot hold a node's memory or a
-    /// connection forever. At least 1. Default 10,000.
+    /// A stream subscriber that reads too slowly is disconnected (it resumes from its last id),
+    /// so a slow consumer cannot hold a connection forever: when, while its socket is full, it
+    /// is more than this many events further behind the head than the least it has been since
+    /// it connected (`app::event_stream`; a subscriber starting far back may catch up at its
+    /// own pace). Its memory is bounded whatever this is. At least 1. Default 10,000.
     pub stream_backlog_max: u64,
     /// Streams a node serves at once; one more is refused with 503. At least 1. Default 1,000.
     pub subscribers_max: usize,
@@ -642,6 +649,17 @@ impl Config {
         }
         if let Some(dir) = lookup(DATA_DIR_ENV) {
             self.storage.data_dir = PathBuf::from(dir);
+        }
+        if let Some(backlog) = number(EVENTS_STREAM_BACKLOG_MAX_ENV)? {
+            self.events.stream_backlog_max = backlog;
+        }
+        if let Some(subscribers) = number(EVENTS_SUBSCRIBERS_MAX_ENV)? {
+            self.events.subscribers_max = usize::try_from(subscribers).map_err(|_| {
+                ConfigError::Invalid(format!("{EVENTS_SUBSCRIBERS_MAX_ENV} is too large"))
+            })?;
+        }
+        if let Some(keep_alive_ms) = number(EVENTS_KEEP_ALIVE_MS_ENV)? {
+            self.events.keep_alive_ms = keep_alive_ms;
         }
         Ok(())
     }
@@ -1055,6 +1073,32 @@ mod tests {
             error.to_string().contains(SEED_IDEMPOTENCY_TTL_ENV),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_event_streams_limits_come_from_the_environment_too() {
+        let mut config = Config::parse(SAMPLE).unwrap();
+        let env = |name: &str| match name {
+            EVENTS_STREAM_BACKLOG_MAX_ENV => Some("500".to_owned()),
+            EVENTS_SUBSCRIBERS_MAX_ENV => Some("20".to_owned()),
+            EVENTS_KEEP_ALIVE_MS_ENV => Some("1000".to_owned()),
+            _ => None,
+        };
+        config.apply_env(env).unwrap();
+        let events = &config.events;
+        assert_eq!(
+            (
+                events.stream_backlog_max,
+                events.subscribers_max,
+                events.keep_alive_ms
+            ),
+            (500, 20, 1_000)
+        );
+        let zero = |name: &str| (name == EVENTS_SUBSCRIBERS_MAX_ENV).then(|| "0".to_owned());
+        let mut config = Config::parse(SAMPLE).unwrap();
+        config.apply_env(zero).unwrap();
+        let error = config.validate().unwrap_err();
+        assert!(error.to_string().contains("subscribers_max"), "{error}");
     }
 
     #[test]

@@ -308,6 +308,8 @@ async fn serve_until_signal(app: &Arc<App>, listeners: Listeners) -> Result<(), 
     let drained = async {
         shutdown_signal().await;
         tracing::info!("shutting down: draining connections");
+        // Event streams never end by themselves: end them, or they hold the drain to its end.
+        app.stop_event_streams();
         let _ = stop.send(true);
         while serving.join_next().await.is_some() {}
     };
