@@ -461,9 +461,11 @@ pub struct EventsConfig {
     /// Events older than this (log time) are forgotten, in seconds. At least 1. Default
     /// 604,800 (7 days).
     pub retention_s: u64,
-    /// A stream subscriber more than this many events behind the head is disconnected (it
-    /// resumes from its last id), so a slow consumer cannot hold a node's memory or a
-    /// connection forever. At least 1. Default 10,000.
+    /// A stream subscriber that reads too slowly is disconnected (it resumes from its last id),
+    /// so a slow consumer cannot hold a connection forever: when, while its socket is full, it
+    /// is more than this many events further behind the head than the least it has been since
+    /// it connected (`app::event_stream`; a subscriber starting far back may catch up at its
+    /// own pace). Its memory is bounded whatever this is. At least 1. Default 10,000.
     pub stream_backlog_max: u64,
     /// Streams a node serves at once; one more is refused with 503. At least 1. Default 1,000.
     pub subscribers_max: usize,

@@ -16,6 +16,7 @@ mod admin;
 pub mod auth;
 mod client_scope;
 pub mod error;
+mod event_stream;
 mod events;
 mod health;
 mod inventory;
@@ -184,6 +185,10 @@ fn client_routes(app: &Arc<App>, surface: Surface) -> Router<Arc<App>> {
             get(metrics::metrics).layer(scope(Scope::Read)),
         )
         .route(routes::EVENTS, get(events::page).layer(scope(Scope::Read)))
+        .route(
+            routes::EVENTS_STREAM,
+            get(event_stream::stream).layer(scope(Scope::Read)),
+        )
         .route(routes::SYNC, post(sync::barrier).layer(scope(Scope::Read)))
         .route(
             routes::SYNC_STATUS,

@@ -45,6 +45,7 @@ use crate::client::wire::{
         paths::sku_view,
         paths::store_view,
         paths::events,
+        paths::events_stream,
         paths::cart,
         paths::get_reservation,
         paths::commit_reservation,
@@ -353,6 +354,14 @@ mod paths {
         /// Events in the page: 1-1000, 100 when absent.
         #[param(minimum = 1, maximum = 1000)]
         pub limit: Option<u64>,
+        #[param(inline)]
+        pub consistency: Option<Consistency>,
+    }
+
+    /// Which events a feed request wants (both feed routes).
+    #[derive(utoipa::IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct EventFilterQuery {
         /// Only this store's events.
         #[param(rename = "storeId", pattern = "^[A-Za-z0-9._-]{1,20}$")]
         pub store_id: Option<String>,
@@ -366,8 +375,26 @@ mod paths {
             pattern = "^(created|adjusted|reserved|held|committed|released|expired)(,(created|adjusted|reserved|held|committed|released|expired))*$"
         )]
         pub kind: Option<String>,
-        #[param(inline)]
-        pub consistency: Option<Consistency>,
+    }
+
+    /// The event feed as Server-Sent Events.
+    #[derive(utoipa::IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct EventsStreamQuery {
+        /// Stream the events with a seq greater than this; 0 when absent. `Last-Event-ID`
+        /// wins when sent.
+        #[param(minimum = 0)]
+        pub after: Option<u64>,
+    }
+
+    /// Headers of a stream request.
+    #[derive(utoipa::IntoParams)]
+    #[into_params(parameter_in = Header)]
+    pub struct EventsStreamHeaders {
+        /// The last seq a reconnecting client received (the SSE standard's header); wins over
+        /// `after`.
+        #[param(rename = "Last-Event-ID", minimum = 0)]
+        pub last_event_id: Option<u64>,
     }
 
     /// A reservation's path.
@@ -415,7 +442,7 @@ mod paths {
     /// 410 `EVENTS_GONE` with `details.oldestSeq`: start again after `oldestSeq - 1`, knowing
     /// events were missed.
     #[utoipa::path(get, path = "/api/events", tag = "events",
-        params(EventsQuery),
+        params(EventsQuery, EventFilterQuery),
         responses(
             (status = 200, description = "Events after the cursor, the next cursor (null at the head) and the head seq", body = Envelope<EventsPage>),
             (status = 400, description = "Invalid cursor, limit, filter or query", body = ErrorBody),
@@ -424,6 +451,24 @@ mod paths {
         ),
         security((), ("clientToken" = [])))]
     fn events() {}
+
+    /// The event feed as Server-Sent Events, from this node's applied state (never forwarded;
+    /// a follower streams what it has applied, in seq order). Frames: `retry: 1000` first;
+    /// then per event `id: <seq>`, `event: <type>`, `data: <the event's JSON, as in GET
+    /// /api/events>`; a comment `: head <last seq>` after each `events.keep_alive_ms` without
+    /// one. Resume with `Last-Event-ID` (on any node). The stream ends when retention overtakes
+    /// it or the subscriber falls `events.stream_backlog_max` behind: reconnect with the last
+    /// id (a cursor no longer kept then answers 410).
+    #[utoipa::path(get, path = "/api/events/stream", tag = "events",
+        params(EventsStreamQuery, EventFilterQuery, EventsStreamHeaders),
+        responses(
+            (status = 200, description = "The stream (text/event-stream), until the client or the node ends it", body = String, content_type = "text/event-stream"),
+            (status = 400, description = "Invalid cursor, Last-Event-ID or filter", body = ErrorBody),
+            (status = 410, description = "EVENTS_GONE: events after the cursor are no longer kept (details.oldestSeq)", body = ErrorBody),
+            ClientRefusals,
+        ),
+        security((), ("clientToken" = [])))]
+    fn events_stream() {}
 
     /// Hold every line or none, as one reservation (`CART_REFUSED` names every failing line in
     /// `details.lines`, with the status of the first one's cause).

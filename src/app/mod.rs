@@ -23,6 +23,7 @@
 
 mod counters;
 mod error;
+pub mod event_stream;
 mod events;
 pub mod expiry;
 pub mod forward;
@@ -121,6 +122,8 @@ pub struct App {
     identity: Arc<Identity>,
     /// Permits for commands proposed and not yet answered (`api.max_in_flight_proposals`).
     proposals: tokio::sync::Semaphore,
+    /// Permits for open event streams (`events.subscribers_max`; `event_stream`).
+    feed_subscribers: Arc<tokio::sync::Semaphore>,
     /// Sends the writes this node forwards to the leader, batched ([`forward`]).
     forwarder: Arc<forward::Forwarder>,
     clock: Arc<dyn Clock>,
@@ -144,6 +147,7 @@ impl App {
             identity,
         } = storage;
         let proposals = tokio::sync::Semaphore::new(config.api.max_in_flight_proposals);
+        let feed_subscribers = Arc::new(tokio::sync::Semaphore::new(config.events.subscribers_max));
         let forwarder = forward::Forwarder::new(
             id,
             transport.clone(),
@@ -164,6 +168,7 @@ impl App {
             telemetry,
             identity,
             proposals,
+            feed_subscribers,
             forwarder,
             clock,
             started_at: tokio::time::Instant::now(),

@@ -5,6 +5,9 @@
 //! API's own JSON (the error body too). `--node`, `--json`, `--token` and `--config` may come
 //! before or after the command.
 //!
+//! `inv events` (`cli::events`) pages through the event feed, or follows it with `--follow`
+//! across the nodes of `--node` and `--config`.
+//!
 //! Exit codes: 0 the API answered success; 1 the API refused (its error code and message are
 //! printed to stderr: `VALIDATION_ERROR`, `NOT_FOUND`, `CONFLICT_ERROR`, `INSUFFICIENT_STOCK`,
 //! `RESERVATION_NOT_FOUND`, `RESERVATION_NOT_HELD`, `RESERVATION_EXPIRED`,
@@ -19,6 +22,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::events::{self, Ended, EventsArgs};
+use crate::client::follow::StreamTarget;
 use crate::client::wire::{
     AdjustRequest, CartLineRequest, CartRequest, ChangeAnswer, CreateRequest, Envelope, RecordBody,
     ReservationBody, ReserveRequest, SkuView, StorePage,
@@ -116,6 +121,9 @@ pub enum InvCommand {
     Reservation { id: String },
     /// One SKU in every store, with totals.
     Sku { sku: String },
+    /// The event feed: every change in order, paged to the head; with --follow, streamed and
+    /// resumed by itself on another node when one goes away.
+    Events(EventsArgs),
     /// A page of a store's records, by SKU.
     Store {
         store: String,
@@ -157,13 +165,16 @@ enum Output {
 
 /// Runs one inventory command; returns the process exit code.
 pub async fn run(args: InvArgs) -> anyhow::Result<i32> {
-    let client = match client(&args) {
+    let (client, transport) = match client(&args) {
         Ok(client) => client,
         Err(error) => {
             eprintln!("error: {error:#}");
             return Ok(EXIT_USAGE);
         }
     };
+    if let InvCommand::Events(events) = &args.command {
+        return Ok(run_events(&args, events, &client, &transport).await);
+    }
     match call(&client, &args.command).await {
         Ok(output) => {
             print!("{}", render(&output, args.json)?);
@@ -195,7 +206,47 @@ pub async fn run(args: InvArgs) -> anyhow::Result<i32> {
     }
 }
 
-fn client(args: &InvArgs) -> anyhow::Result<Client> {
+/// `inv events`: paged to the head, or followed until the feed refuses to go on.
+async fn run_events(
+    args: &InvArgs,
+    events: &EventsArgs,
+    client: &Client,
+    transport: &HttpTransport,
+) -> i32 {
+    let ended = if events.follow {
+        let target = StreamTarget {
+            http: transport.http_client().clone(),
+            scheme: transport.scheme(),
+            token: args.token.clone(),
+        };
+        let nodes = follow_nodes(client.node(), &args.config);
+        events::follow(target, nodes, events, args.json).await
+    } else {
+        events::page_to_head(client, events, args.json).await
+    };
+    match ended {
+        Ended::AtHead => 0,
+        Ended::Refused => EXIT_REFUSED,
+        Ended::NoAnswer => EXIT_USAGE,
+    }
+}
+
+/// The nodes `--follow` may stream from: `first` (the `--node`), then every node of the
+/// configuration at `path`, each once.
+fn follow_nodes(first: &str, path: &Path) -> Vec<String> {
+    let mut nodes = vec![first.to_owned()];
+    for node in config_nodes(path) {
+        let node = split_url(&node).map_or(node, |(_, address)| address);
+        if !nodes.contains(&node) {
+            nodes.push(node);
+        }
+    }
+    nodes
+}
+
+/// The client and the transport under it (an event stream reads through the transport's own
+/// HTTP client).
+fn client(args: &InvArgs) -> anyhow::Result<(Client, HttpTransport)> {
     let node = match &args.node {
         Some(node) => node.clone(),
         None => default_node(&args.config),
@@ -209,11 +260,12 @@ fn client(args: &InvArgs) -> anyhow::Result<Client> {
         }
         (true, None) => anyhow::bail!("an https:// node needs --ca (the cluster CA)"),
     };
-    let mut client = Client::new(Arc::new(transport), address).with_timeout(REQUEST_TIMEOUT);
+    let mut client =
+        Client::new(Arc::new(transport.clone()), address).with_timeout(REQUEST_TIMEOUT);
     if let Some(token) = &args.token {
         client = client.with_token(token.clone());
     }
-    Ok(client)
+    Ok((client, transport))
 }
 
 /// `host:port` from `host:port` or `http(s)://host:port[/]`, and whether it is https.
@@ -236,14 +288,27 @@ fn split_url(node: &str) -> anyhow::Result<(bool, String)> {
 /// local default when the file is missing or names none. Read without validating the rest of
 /// the file: the CLI needs no secret.
 fn default_node(path: &Path) -> String {
-    let first_node = || -> Option<String> {
+    config_nodes(path)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| NODE_DEFAULT.to_owned())
+}
+
+/// Every node's client address (else its address) in the configuration at `path`, in order;
+/// none when the file is missing or unreadable.
+fn config_nodes(path: &Path) -> Vec<String> {
+    let read = || -> Option<Vec<String>> {
         let text = std::fs::read_to_string(path).ok()?;
         let config: toml::Table = text.parse().ok()?;
-        let node = config.get("nodes")?.as_array()?.first()?.as_table()?;
-        let address = node.get("client_addr").or_else(|| node.get("addr"))?;
-        Some(address.as_str()?.to_owned())
+        let nodes = config.get("nodes")?.as_array()?;
+        let address = |node: &toml::Value| -> Option<String> {
+            let node = node.as_table()?;
+            let address = node.get("client_addr").or_else(|| node.get("addr"))?;
+            Some(address.as_str()?.to_owned())
+        };
+        Some(nodes.iter().filter_map(address).collect())
     };
-    first_node().unwrap_or_else(|| NODE_DEFAULT.to_owned())
+    read().unwrap_or_default()
 }
 
 async fn call(client: &Client, command: &InvCommand) -> Result<Output, ClientError> {
@@ -307,6 +372,7 @@ async fn call(client: &Client, command: &InvCommand) -> Result<Output, ClientErr
         }
         InvCommand::Reservation { id } => reservation(client.reservation(id, linearizable).await?)?,
         InvCommand::Sku { sku } => Output::Sku(client.sku_view(sku, linearizable).await?.ok()?),
+        InvCommand::Events(_) => unreachable!("`inv events` is run by run_events"),
         InvCommand::Store {
             store,
             limit,
@@ -488,5 +554,12 @@ mod tests {
         std::fs::write(&path, "[[nodes]]\nid = 1\naddr = \"10.0.0.1:22001\"\n").unwrap();
         assert_eq!(default_node(&path), "10.0.0.1:22001");
         assert_eq!(default_node(&dir.path().join("missing.toml")), NODE_DEFAULT);
+        std::fs::write(
+            &path,
+            "[[nodes]]\nid = 1\naddr = \"a:1\"\n[[nodes]]\nid = 2\naddr = \"b:2\"\n",
+        )
+        .unwrap();
+        assert_eq!(follow_nodes("b:2", &path), ["b:2", "a:1"]);
+        assert_eq!(follow_nodes("c:3", &path), ["c:3", "a:1", "b:2"]);
     }
 }

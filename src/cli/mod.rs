@@ -8,6 +8,8 @@ pub mod bench;
 #[cfg(not(madsim))]
 pub mod certs;
 #[cfg(not(madsim))]
+pub mod events;
+#[cfg(not(madsim))]
 pub mod inv;
 
 use std::path::PathBuf;

@@ -11,7 +11,10 @@
 //! path changes in one place. The client does not retry or route: a node forwards writes to the
 //! leader itself, and what to do with `503 NO_LEADER` is the caller's decision.
 
+#[cfg(not(madsim))]
+pub mod follow;
 pub mod routes;
+pub mod sse;
 pub mod wire;
 
 use std::sync::Arc;

@@ -74,6 +74,12 @@ impl HttpTransport {
     pub fn scheme(&self) -> &'static str {
         self.scheme
     }
+
+    /// The pooled client itself, for a caller that reads an answer as it arrives (an event
+    /// stream, `client::follow`) rather than whole.
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.client
+    }
 }
 
 impl Default for HttpTransport {
