@@ -216,6 +216,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         Some(acks) => Some(
             Subscribers::connect(
                 &stockraft.clients,
+                stockraft.http.clone(),
                 args.token.clone(),
                 args.subscribers,
                 acks.clone(),
@@ -531,6 +532,8 @@ fn print_delivery(delivery: &Delivery) {
 /// stockraft through its typed client: one keep-alive pool shared by every client.
 struct Stockraft {
     clients: Vec<Client>,
+    /// The clients' connection pool, for the feed's streams (`--subscribers`).
+    http: reqwest::Client,
     keyed: bool,
     scenario: Scenario,
     /// `--hold-due-at-ms`.
@@ -559,6 +562,7 @@ impl Stockraft {
             })
             .collect();
         Self {
+            http: transport.http_client().clone(),
             clients,
             keyed: args.keyed,
             scenario: args.scenario,

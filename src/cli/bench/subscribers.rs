@@ -32,6 +32,7 @@ use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::client::sse::{SseItem, SseParser};
 use crate::client::wire::Health;
 use crate::client::{headers, routes, Client, Consistency};
 use crate::inventory::EventFilter;
@@ -153,9 +154,11 @@ struct Target {
 
 impl Subscribers {
     /// Opens `count` streams after the feed's current head, round-robin over the followers
-    /// among `clients`' nodes. Returns once every stream has been answered.
+    /// among `clients`' nodes, on `http` (a pool without a total timeout: streams last).
+    /// Returns once every stream has been answered.
     pub async fn connect(
         clients: &[Client],
+        http: reqwest::Client,
         token: Option<String>,
         count: usize,
         acks: Arc<Acks>,
@@ -163,14 +166,7 @@ impl Subscribers {
         assert!(count > 0, "connect is for at least one subscriber");
         let followers = followers(clients).await?;
         let head_start = feed_head(&clients[0]).await?;
-        let target = Target {
-            http: reqwest::Client::builder()
-                .connect_timeout(OPEN_TIMEOUT)
-                .no_proxy()
-                .build()
-                .context("building the subscribers' HTTP client")?,
-            token,
-        };
+        let target = Target { http, token };
         let opened = futures::future::try_join_all((0..count).map(|n| {
             let node = clients[followers[n % followers.len()]].node().to_owned();
             let target = target.clone();
@@ -312,14 +308,17 @@ async fn read(
     reader: Arc<Mutex<Reader>>,
     acks: Arc<Acks>,
 ) {
-    let mut frames = SseFrames::default();
+    let mut parser = SseParser::new();
     let mut positions = Vec::new();
     loop {
         let chunk = tokio::time::timeout(IDLE_MAX, response.chunk()).await;
         let received_us = acks.now_us();
         if let Ok(Ok(Some(bytes))) = chunk {
             positions.clear();
-            let parsed = frames.feed(&bytes, &mut positions);
+            let parsed = match parser.feed(&bytes) {
+                Ok(items) => positions_of(items, &mut positions),
+                Err(error) => Err(error.to_string()),
+            };
             let acked = acks.by_log_index.read().expect("acks lock");
             let mut reader = reader.lock().expect("reader lock");
             if let Err(error) = parsed {
@@ -350,7 +349,7 @@ async fn read(
         match open(&target, &node, after).await {
             Ok(reopened) => {
                 response = reopened;
-                frames = SseFrames::default();
+                parser = SseParser::new();
             }
             Err(error) => tracing::debug!("subscriber on {node}: {error:#}"),
         }
@@ -486,44 +485,21 @@ fn summarize(
     delivery
 }
 
-/// The events of a Server-Sent Events stream, fed chunk by chunk: only `data:` lines matter
-/// here (each event of the feed is one `data:` line of JSON); `id:`, `event:`, `retry:` and
-/// comment lines (`:` keep-alives) are skipped. Lines end with `\n` or `\r\n`.
-#[derive(Debug, Default)]
-struct SseFrames {
-    /// The line not yet ended.
-    line: Vec<u8>,
-}
-
-/// Longest line kept while waiting for its end: far above an event's JSON.
-const SSE_LINE_BYTES_MAX: usize = 1 << 20;
-
-impl SseFrames {
-    /// Consumes `bytes`, appending the position of every event they complete.
-    fn feed(&mut self, bytes: &[u8], positions: &mut Vec<Position>) -> Result<(), String> {
-        for &byte in bytes {
-            if byte != b'\n' {
-                if self.line.len() >= SSE_LINE_BYTES_MAX {
-                    return Err(format!("a line longer than {SSE_LINE_BYTES_MAX} bytes"));
-                }
-                self.line.push(byte);
-                continue;
-            }
-            let line = std::mem::take(&mut self.line);
-            let line = line.strip_suffix(b"\r").unwrap_or(&line);
-            let Some(data) = line.strip_prefix(b"data:") else {
-                continue;
-            };
-            let position: Position = serde_json::from_slice(data).map_err(|error| {
-                format!(
-                    "an event that is not the feed's: {error}: {}",
-                    String::from_utf8_lossy(data)
-                )
-            })?;
-            positions.push(position);
+/// The positions of the events among a stream's items (keep-alives and `retry:` hints are
+/// skipped); an event whose `data` is not the feed's, or whose `id` is not its seq, is an error.
+fn positions_of(items: Vec<SseItem>, positions: &mut Vec<Position>) -> Result<(), String> {
+    for item in items {
+        let SseItem::Event { id, data, .. } = item else {
+            continue;
+        };
+        let position: Position = serde_json::from_str(&data)
+            .map_err(|error| format!("an event that is not the feed's: {error}: {data}"))?;
+        if id.as_deref() != Some(position.seq.to_string().as_str()) {
+            return Err(format!("event {} came with id {id:?}", position.seq));
         }
-        Ok(())
+        positions.push(position);
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -589,25 +565,20 @@ mod tests {
     }
 
     #[test]
-    fn stream_frames_give_the_events_positions_whatever_the_chunking() {
+    fn stream_items_give_the_events_positions_and_refuse_what_is_not_the_feed() {
         let text = "retry: 1000\n\nid: 1\nevent: created\ndata: {\"seq\":1,\"logIndex\":7,\"type\":\"created\"}\n\n\
                     : head 1\n\nid: 2\r\nevent: held\r\ndata:{\"seq\":2,\"logIndex\":9}\r\n\r\n";
-        for piece in [1, 2, 5, text.len()] {
-            let mut frames = SseFrames::default();
-            let mut positions = Vec::new();
-            for chunk in text.as_bytes().chunks(piece) {
-                frames.feed(chunk, &mut positions).unwrap();
-            }
-            assert_eq!(
-                positions,
-                vec![position(1, 7), position(2, 9)],
-                "pieces of {piece}"
-            );
+        let items = SseParser::new().feed(text.as_bytes()).unwrap();
+        let mut found = Vec::new();
+        positions_of(items, &mut found).unwrap();
+        assert_eq!(found, vec![position(1, 7), position(2, 9)]);
+        for bad in [
+            "id: 1\ndata: {\"nope\":1}\n\n",
+            "id: 2\ndata: {\"seq\":1,\"logIndex\":1}\n\n",
+        ] {
+            let items = SseParser::new().feed(bad.as_bytes()).unwrap();
+            assert!(positions_of(items, &mut Vec::new()).is_err(), "{bad}");
         }
-        let mut frames = SseFrames::default();
-        assert!(frames
-            .feed(b"data: {\"nope\":1}\n", &mut Vec::new())
-            .is_err());
     }
 
     #[test]
