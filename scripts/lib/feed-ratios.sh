@@ -112,9 +112,15 @@ feed_run() {
   all_sr="$(IFS=,; echo "${SR_ADDRS[*]}")"
   [ "$subscribers" -gt 0 ] && extra=(--subscribers "$subscribers")
   say "feed: $label, spread, C=32, ${seconds}s${extra[*]:+, ${extra[*]}}"
+  times >"$WORK/times-before"
   "$bench_bin" bench --target stockraft --nodes "$all_sr" --scenario spread --clients 32 \
     --seconds "$seconds" --skus "$skus" --stock "$stock" --label "$label" "${extra[@]}" |
     tee -a "$WORK/bench.log" | sed -n 's/^BENCH //p' >>"$OUT" || status=$?
+  # CPU seconds: the three nodes over their whole life (start, setup, run), and the load
+  # generator (with its subscribers) over its run: where the cores went.
+  times >"$WORK/times-after"
+  say "feed: $label: CPU $(nodes_cpu_s) s in the nodes, $(awk -v a="$(children_cpu_s after)" \
+    -v b="$(children_cpu_s before)" 'BEGIN { printf "%.1f", a - b }') s in the load generator"
   stop_stockraft
   [ "$status" = 0 ] || say "feed: $label: the bench exited with status $status"
   return "$status"
@@ -132,4 +138,21 @@ stop_stockraft() {
   PIDS=("${kept[@]}")
   SR_PIDS=()
   rm -rf "$WORK/stockraft"
+}
+
+# CPU seconds (user + system) of this shell's children that had ended when feed_run wrote
+# $WORK/times-$1 (bash's `times`, run in this shell: a command substitution is another one).
+children_cpu_s() {
+  tail -1 "$WORK/times-$1" | awk '{ s = 0; for (i = 1; i <= 2; i++) { split($i, t, "m"); sub("s", "", t[2]);
+    s += t[1] * 60 + t[2] } printf "%.2f", s }'
+}
+
+# CPU seconds (user + system) the running cluster's nodes have used (Linux /proc).
+nodes_cpu_s() {
+  local pid ticks=0 tick_hz
+  tick_hz="$(getconf CLK_TCK)"
+  for pid in "${SR_PIDS[@]}"; do
+    ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  awk -v t="$ticks" -v hz="$tick_hz" 'BEGIN { printf "%.1f", t / hz }'
 }
