@@ -24,10 +24,18 @@
 #       instead of the above, holds and commits against plain reserves only (no etcd): 3 rounds
 #       of spread, hold and commit (C=32) on one fresh stockraft cluster, each round's ratios
 #       and their median and range. STOCKRAFT_BIN=<binary> compares another build.
+#
+#   STOCKRAFT_BASE_BIN=<build before the feed> scripts/bench.sh --feed 3
+#       instead of the above, the event feed's cost (no etcd): 3 rounds, each of three fresh
+#       clusters running spread (C=32): the base build, this build, and this build with 100
+#       subscribers reading the feed on the followers (`stockraft bench --subscribers`); each
+#       round's figures, the ratios to base, their median and range, the delivery delay (write
+#       acknowledged -> event on a follower); fails if a subscriber missed an event. Without
+#       STOCKRAFT_BASE_BIN it runs this build only (no ratios). With --smoke: 4 subscribers.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-seconds=10 skus=1000 stock=100000 smoke=0 holds="" hold_ratios=""
+seconds=10 skus=1000 stock=100000 smoke=0 holds="" hold_ratios="" feed=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
@@ -35,7 +43,8 @@ while [ $# -gt 0 ]; do
     --smoke) smoke=1 seconds=1 skus=50 stock=500; shift ;;
     --holds) holds="$2"; shift 2 ;;
     --hold-ratios) hold_ratios="$2"; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --feed) feed="$2"; shift 2 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -76,6 +85,13 @@ if [ -n "$hold_ratios" ]; then
   . "$ROOT/scripts/lib/hold-ratios.sh"
   if [ "$smoke" = 1 ]; then use_stockraft_binary debug; else use_stockraft_binary release; fi
   hold_ratios "$hold_ratios"
+  exit 0
+fi
+if [ -n "$feed" ]; then
+  # shellcheck source=lib/feed-ratios.sh
+  . "$ROOT/scripts/lib/feed-ratios.sh"
+  if [ "$smoke" = 1 ]; then use_stockraft_binary debug; else use_stockraft_binary release; fi
+  feed_ratios "$feed"
   exit 0
 fi
 ensure_etcd

@@ -17,6 +17,10 @@
 //! at one instant, so holds made over a minute all fall due in the same second (an expiry
 //! storm: `scripts/bench.sh --holds`).
 //!
+//! `--subscribers N` (stockraft only): N readers of the event feed's stream on the followers
+//! during the run, each checked to receive every event in order, and the delay from a write's
+//! acknowledgement to its event's arrival ([`subscribers`]).
+//!
 //! A logical reserve's latency includes its retries: stockraft retries a `503 NO_LEADER`
 //! (nothing was applied); etcd, as its users do, reads the stock (a linearizable range), then
 //! writes `qty - 1` in a transaction that compares the key's `mod_revision`, and re-reads and
@@ -25,6 +29,8 @@
 //! outcome, and its client waits the answer's `Retry-After` before the next one, as a
 //! well-behaved client does. Clients spread over `--nodes` round-robin on one keep-alive
 //! connection pool. Output: a table row and one `BENCH {json}` line per run (for scripts).
+
+pub mod subscribers;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +48,7 @@ use crate::client::wire::{codes, CreateBatchRequest, CreateRequest, ReserveReque
 use crate::client::{Client, Consistency, WriteOptions};
 use crate::inventory::BATCH_RECORDS_MAX;
 use crate::transport::HttpTransport;
+use subscribers::{Acks, Delivery, Subscribers};
 
 /// Stock of each SKU in the spread scenario: never runs out within a run.
 const SPREAD_STOCK: i64 = 1_000_000_000;
@@ -117,6 +124,10 @@ pub struct BenchArgs {
     /// hour. Many holds made over a while then fall due in the same second.
     #[arg(long)]
     pub hold_due_at_ms: Option<u64>,
+    /// Readers of the event feed's stream (stockraft), opened on the nodes that do not lead
+    /// before the load starts; each must receive every event, in order, by the end.
+    #[arg(long, default_value_t = 0)]
+    pub subscribers: usize,
 }
 
 /// What one run measured.
@@ -144,6 +155,9 @@ pub struct Report {
     /// Hot scenario: acknowledged reserves minus the stock that left. Must be 0 (or below, by
     /// at most the number of unknown outcomes).
     pub oversell: Option<i64>,
+    /// `--subscribers`: what the feed's readers received, and how soon.
+    #[serde(flatten)]
+    pub delivery: Option<Delivery>,
 }
 
 /// Runs one benchmark and prints its table row and JSON line.
@@ -160,6 +174,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     }
     if args.hold_due_at_ms.is_some() && !holds {
         bail!("--hold-due-at-ms is for the hold and commit scenarios");
+    }
+    if args.subscribers > 0 && args.target == Target::Etcd {
+        bail!("--subscribers reads stockraft's event feed");
     }
     let stockraft = Arc::new(Stockraft::new(&args));
     let driver: Arc<dyn Driver> = match args.target {
@@ -195,6 +212,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         setup_started.elapsed().as_secs_f64()
     );
     let skus = Arc::new(skus);
+    let subscribers = match &stockraft.acks {
+        Some(acks) => Some(
+            Subscribers::connect(
+                &stockraft.clients,
+                stockraft.http.clone(),
+                args.token.clone(),
+                args.subscribers,
+                acks.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     if args.scenario == Scenario::Commit {
         let holding = drive(&args, driver.clone(), &run_id, skus.clone(), stock).await?;
         eprintln!(
@@ -203,13 +233,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         );
         stockraft.start_committing();
     }
-    let report = drive(&args, driver.clone(), &run_id, skus, stock).await?;
+    let mut report = drive(&args, driver.clone(), &run_id, skus, stock).await?;
+    if let Some(subscribers) = subscribers {
+        report.delivery = Some(subscribers.finish(&stockraft.clients[0]).await?);
+    }
     print_report(&report);
-    Ok(if report.oversell.is_some_and(|o| o > 0) {
-        1
-    } else {
-        0
-    })
+    let oversold = report.oversell.is_some_and(|o| o > 0);
+    let missed = report.delivery.as_ref().is_some_and(|d| !d.complete());
+    Ok(if oversold || missed { 1 } else { 0 })
 }
 
 /// What one logical reserve ended with.
@@ -391,6 +422,7 @@ async fn drive(
         outcomes,
         retries: tally.retries.load(Ordering::Relaxed),
         oversell,
+        delivery: None,
     })
 }
 
@@ -468,15 +500,40 @@ fn print_report(report: &Report) {
             .oversell
             .map_or(String::new(), |o| format!(" oversell={o}"))
     );
+    if let Some(delivery) = &report.delivery {
+        print_delivery(delivery);
+    }
     println!(
         "BENCH {}",
         serde_json::to_string(report).expect("a report serializes")
     );
 }
 
+fn print_delivery(delivery: &Delivery) {
+    println!(
+        "subscribers {}: {} complete, {} events delivered (seqs {}..{}), delivery p50 {:.2} ms \
+         p99 {:.2} ms max {:.2} ms ({} timed), {} reconnect(s)",
+        delivery.subscribers,
+        delivery.subscribers_complete,
+        delivery.events_delivered,
+        delivery.feed_head_start + 1,
+        delivery.feed_head_end,
+        delivery.delivery_p50_ms,
+        delivery.delivery_p99_ms,
+        delivery.delivery_max_ms,
+        delivery.deliveries_timed,
+        delivery.subscriber_reconnects,
+    );
+    for failure in &delivery.subscriber_failures {
+        println!("subscriber MISSED: {failure}");
+    }
+}
+
 /// stockraft through its typed client: one keep-alive pool shared by every client.
 struct Stockraft {
     clients: Vec<Client>,
+    /// The clients' connection pool, for the feed's streams (`--subscribers`).
+    http: reqwest::Client,
     keyed: bool,
     scenario: Scenario,
     /// `--hold-due-at-ms`.
@@ -485,6 +542,8 @@ struct Stockraft {
     held: Mutex<Vec<String>>,
     /// The commit scenario's second phase has begun.
     committing: AtomicBool,
+    /// `--subscribers`: every acknowledged write's log index, for the delivery delays.
+    acks: Option<Arc<Acks>>,
 }
 
 impl Stockraft {
@@ -503,12 +562,14 @@ impl Stockraft {
             })
             .collect();
         Self {
+            http: transport.http_client().clone(),
             clients,
             keyed: args.keyed,
             scenario: args.scenario,
             hold_due_at_ms: args.hold_due_at_ms,
             held: Mutex::default(),
             committing: AtomicBool::new(false),
+            acks: (args.subscribers > 0).then(|| Arc::new(Acks::new())),
         }
     }
 
@@ -542,8 +603,12 @@ impl Stockraft {
             let Some(id) = self.held.lock().expect("held lock").pop() else {
                 return Err(Outcome::Drained);
             };
-            let answer = client.commit_reservation(&id, options).await;
-            return Ok(Attempted::of(&answer.map_err(failed)?));
+            let answer = client
+                .commit_reservation(&id, options)
+                .await
+                .map_err(failed)?;
+            self.record_ack(&answer);
+            return Ok(Attempted::of(&answer));
         }
         let body = ReserveRequest {
             qty: 1,
@@ -561,7 +626,15 @@ impl Stockraft {
                 self.held.lock().expect("held lock").extend(id);
             }
         }
+        self.record_ack(&answer);
         Ok(Attempted::of(&answer))
+    }
+
+    /// Notes an accepted write's log index and when its answer arrived (`--subscribers`).
+    fn record_ack<T>(&self, answer: &crate::client::Answer<T>) {
+        if let Some(acks) = &self.acks {
+            acks.record_answer(answer.status, &answer.headers);
+        }
     }
 }
 
@@ -927,6 +1000,7 @@ mod tests {
             label: String::new(),
             ops: None,
             hold_due_at_ms: due,
+            subscribers: 0,
         };
         assert_eq!(Stockraft::new(&args(None)).hold_ttl_s(), HOLD_TTL_S);
         let now_ms = std::time::SystemTime::now()
