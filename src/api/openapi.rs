@@ -377,6 +377,19 @@ mod paths {
         pub kind: Option<String>,
     }
 
+    /// One Server-Sent Events frame of the stream, as a client's SSE parser hands it over: the
+    /// first carries only `retry` (ms); each event `id` (its seq), `event` (its type) and
+    /// `data` (the event's JSON, as `GET /api/events` renders it). Keep-alive comments
+    /// (`: head <seq>`) are not frames.
+    #[derive(utoipa::ToSchema)]
+    #[allow(dead_code)] // a schema only
+    pub struct EventStreamFrame {
+        pub id: Option<String>,
+        pub event: Option<String>,
+        pub data: Option<String>,
+        pub retry: Option<u64>,
+    }
+
     /// The event feed as Server-Sent Events.
     #[derive(utoipa::IntoParams)]
     #[into_params(parameter_in = Query)]
@@ -462,7 +475,7 @@ mod paths {
     #[utoipa::path(get, path = "/api/events/stream", tag = "events",
         params(EventsStreamQuery, EventFilterQuery, EventsStreamHeaders),
         responses(
-            (status = 200, description = "The stream (text/event-stream), until the client or the node ends it", body = String, content_type = "text/event-stream"),
+            (status = 200, description = "The stream (text/event-stream), until the client or the node ends it", body = EventStreamFrame, content_type = "text/event-stream"),
             (status = 400, description = "Invalid cursor, Last-Event-ID or filter", body = ErrorBody),
             (status = 410, description = "EVENTS_GONE: events after the cursor are no longer kept (details.oldestSeq)", body = ErrorBody),
             ClientRefusals,
