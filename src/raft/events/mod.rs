@@ -53,7 +53,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::{Event, EventFilter};
-use crate::storage::{self, decode, encode, keys, Disk, Order, StorageError, WriteBatch};
+use crate::storage::{self, encode, keys, Disk, Order, StorageError, WriteBatch};
 
 #[cfg(test)]
 mod tests;
@@ -199,35 +199,19 @@ pub fn read_page(
         return Err(gone());
     }
     let end = head.min(after.saturating_add(EVENTS_SCAN_MAX));
-    let chunks = disk.scan(
-        &chunk_key(chunk_of(start)),
-        &chunk_key(chunk_of(end) + 1),
-        Order::Ascending,
-        usize::MAX,
-    )?;
+    // Chunk by chunk, and only as far as the page needs: each read is a point read (served by
+    // the write-behind layer's cache for the recent chunks), never a range scan of up to
+    // EVENTS_SCAN_MAX events for a page of a few.
     let mut events = Vec::new();
     let mut expected = start;
-    'chunks: for (key, bytes) in chunks {
-        let chunk: Vec<Event> = decode(&key, &bytes)?;
-        for event in chunk {
-            if event.seq < expected {
-                continue;
-            }
+    'chunks: for number in chunk_of(start)..=chunk_of(end) {
+        let Some(chunk) = storage::read::<Vec<Event>>(disk, &chunk_key(number))? else {
+            return Err(missing(disk, after, expected)?);
+        };
+        let first_wanted = expected;
+        for event in chunk.into_iter().filter(|event| event.seq >= first_wanted) {
             if event.seq != expected {
-                // Forgotten under us (the front moved), or a store that is not gap-free.
-                let now = self::position(disk)?.unwrap_or(FeedPosition::START);
-                if now.oldest_seq > expected {
-                    return Err(EventsError::Gone {
-                        after,
-                        oldest_seq: now.oldest_seq,
-                    });
-                }
-                return Err(StorageError::Invariant(format!(
-                    "the feed skips from {} to {}",
-                    expected - 1,
-                    event.seq
-                ))
-                .into());
+                return Err(missing(disk, after, expected)?);
             }
             expected += 1;
             if filter.matches(&event) {
@@ -238,22 +222,26 @@ pub fn read_page(
             }
         }
     }
-    if expected <= end.min(start) {
-        // Not even the first event was found: its chunk was forgotten under us.
-        let now = self::position(disk)?.unwrap_or(FeedPosition::START);
-        if now.oldest_seq > start {
-            return Err(EventsError::Gone {
-                after,
-                oldest_seq: now.oldest_seq,
-            });
-        }
-    }
     let examined = expected - 1;
     Ok(EventPage {
         events,
         next: (examined < head).then_some(examined),
         head,
     })
+}
+
+/// Why the event `expected` (kept when the page's read began) was not found: forgotten since by
+/// retention (`Gone`, with the oldest kept now), or a feed that is not gap-free (an invariant
+/// broken: a storage error).
+fn missing(disk: &dyn Disk, after: u64, expected: u64) -> Result<EventsError, StorageError> {
+    let now = position(disk)?.unwrap_or(FeedPosition::START);
+    if now.oldest_seq > expected {
+        return Ok(EventsError::Gone {
+            after,
+            oldest_seq: now.oldest_seq,
+        });
+    }
+    Ok(StorageError::Invariant(format!("the feed has no event {expected}")).into())
 }
 
 /// The feed as one apply call changes it: the position, and the chunks it touched, decoded.

@@ -278,3 +278,49 @@ fn a_store_that_predates_the_feed_records_nothing_and_says_so() {
         Err(EventsError::NotStarted)
     ));
 }
+
+#[test]
+fn a_chunk_missing_from_the_kept_range_is_an_error_never_a_skip() {
+    let disk = SimDisk::new();
+    let events = (0..200)
+        .map(|_| event("s", "a", EventKind::Created, 1))
+        .collect();
+    call(&disk, KEEP_ALL, vec![(1, events)]);
+    // Chunk 1 (seqs 65-128) lost while the position still keeps it: a broken store.
+    let mut batch = WriteBatch::default();
+    batch.delete(chunk_key(1));
+    disk.write(batch).unwrap();
+    assert_eq!(
+        seqs(
+            &read_page(&disk, 0, 64, &EventFilter::default())
+                .unwrap()
+                .events
+        )
+        .len(),
+        64
+    );
+    match read_page(&disk, 60, 100, &EventFilter::default()) {
+        Err(EventsError::Storage(StorageError::Invariant(message))) => {
+            assert!(message.contains("65"), "{message}")
+        }
+        other => panic!("expected an invariant error, got {other:?}"),
+    }
+    // Forgotten by retention since the page's read began (the position moved on): Gone.
+    let mut batch = WriteBatch::default();
+    batch.put(
+        keys::FEED_POSITION.to_vec(),
+        encode(&FeedPosition {
+            last_seq: 200,
+            oldest_seq: 129,
+            started_at: 0,
+        }),
+    );
+    disk.write(batch).unwrap();
+    assert!(matches!(
+        read_page(&disk, 100, 10, &EventFilter::default()),
+        Err(EventsError::Gone {
+            oldest_seq: 129,
+            ..
+        })
+    ));
+}
