@@ -19,9 +19,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, Sse};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
@@ -60,12 +60,28 @@ async fn open(app: Arc<App>, request: Request) -> Result<Response, ApiError> {
         drop(slot);
         tracing::debug!(node, ?end, "event stream ended");
     })?;
+    // Every frame waiting when the body is polled goes out as one chunk (one write for many
+    // events when the subscriber is busy, one per event when it is not).
     let body = futures::stream::unfold(frames, |mut frames| async move {
-        let frame = frames.recv().await?;
-        Some((Ok::<_, Infallible>(sse_frame(frame)), frames))
+        let mut chunk = Vec::new();
+        write_frame(frames.recv().await?, &mut chunk);
+        while chunk.len() < STREAM_CHUNK_BYTES {
+            match frames.try_recv() {
+                Ok(frame) => write_frame(frame, &mut chunk),
+                Err(_) => break,
+            }
+        }
+        Some((Ok::<_, Infallible>(Bytes::from(chunk)), frames))
     });
-    Ok(Sse::new(body).into_response())
+    let headers = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    Ok((headers, Body::from_stream(body)).into_response())
 }
+
+/// A chunk of the stream's body is cut after this many bytes of frames.
+const STREAM_CHUNK_BYTES: usize = 64 << 10;
 
 fn settings(app: &App) -> StreamSettings {
     let config = &app.config().events;
@@ -93,17 +109,67 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     })
 }
 
-fn sse_frame(frame: Frame) -> SseEvent {
+/// Appends `frame` to `out` in the SSE format (a field per line, `name: value`; a blank line
+/// ends the frame; a comment is a line starting with `:`).
+fn write_frame(frame: Frame, out: &mut Vec<u8>) {
     match frame {
-        Frame::Retry { ms } => SseEvent::default().retry(Duration::from_millis(ms)),
-        Frame::KeepAlive { head } => SseEvent::default().comment(format!("head {head}")),
-        Frame::Event(event) => {
-            let data = serde_json::to_string(&json::event(&event))
-                .expect("an event's JSON has string keys only");
-            SseEvent::default()
-                .id(event.seq.to_string())
-                .event(event.kind.as_str())
-                .data(data)
+        Frame::Retry { ms } => out.extend_from_slice(format!("retry: {ms}\n\n").as_bytes()),
+        Frame::KeepAlive { head } => out.extend_from_slice(format!(": head {head}\n\n").as_bytes()),
+        Frame::Events(items) => {
+            for item in items {
+                // Rendered once for all of the node's subscribers (`app::recent_feed`).
+                let text = item.rendered.get_or_init(|| {
+                    let data = serde_json::to_string(&json::event(&item.event))
+                        .expect("an event's JSON has string keys only");
+                    // Compact JSON escapes every line break, so `data:` is one line.
+                    assert!(!data.contains(['\n', '\r']), "an event's JSON is one line");
+                    format!(
+                        "id: {}\nevent: {}\ndata: {data}\n\n",
+                        item.event.seq,
+                        item.event.kind.as_str()
+                    )
+                });
+                out.extend_from_slice(text.as_bytes());
+            }
         }
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+    use crate::app::recent_feed::FeedItem;
+    use crate::inventory::{Event, EventKind, RecordKey};
+
+    #[test]
+    fn frames_are_written_in_the_sse_format_and_an_event_is_rendered_once() {
+        let item = FeedItem::new(Event {
+            seq: 7,
+            log_index: 9,
+            kind: EventKind::Held,
+            key: RecordKey::new("s1", "a").unwrap(),
+            quantity: 3,
+            reserved: 2,
+            delta: Some(-2),
+            version: 4,
+            reservation_id: None,
+            idempotency_key: None,
+            at_ms: 5,
+        });
+        let mut out = Vec::new();
+        write_frame(Frame::Retry { ms: 1000 }, &mut out);
+        write_frame(Frame::KeepAlive { head: 6 }, &mut out);
+        write_frame(Frame::Events(vec![item.clone()]), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let data = serde_json::to_string(&json::event(&item.event)).unwrap();
+        assert_eq!(
+            text,
+            format!("retry: 1000\n\n: head 6\n\nid: 7\nevent: held\ndata: {data}\n\n")
+        );
+        // The second subscriber sends the same rendering.
+        let mut again = Vec::new();
+        write_frame(Frame::Events(vec![item.clone()]), &mut again);
+        assert!(text.ends_with(std::str::from_utf8(&again).unwrap()));
+        assert!(item.rendered.get().is_some());
     }
 }

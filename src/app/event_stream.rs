@@ -37,18 +37,20 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::recent_feed::{FeedItem, RecentFeed};
 use super::App;
-use crate::inventory::{Event, EventFilter};
+use crate::inventory::EventFilter;
 use crate::raft::events::{EventPage, EventsError, FeedHead};
 use crate::raft::watch;
 use crate::storage::StorageError;
 
-/// Events read from storage at a time: what one subscriber holds in memory at most (besides its
-/// channel's frames).
+/// Events read at a time (from storage or the node's ring of recent ones), sent as one frame:
+/// what one subscriber holds in memory at most besides its channel's frames.
 pub const STREAM_PAGE_EVENTS: usize = 256;
-/// Frames between a subscriber's task and its HTTP body: enough to keep the socket busy while
-/// the task reads the next page, small enough that a blocked body holds little.
-pub const STREAM_CHANNEL_FRAMES: usize = 64;
+/// Frames between a subscriber's task and its HTTP body, each up to [`STREAM_PAGE_EVENTS`]
+/// events: enough to keep the socket busy while the task reads the next page, small enough that
+/// a blocked body holds little.
+pub const STREAM_CHANNEL_FRAMES: usize = 4;
 /// The reconnection delay the stream advises in its first frame (`retry:`), in ms.
 pub const STREAM_RETRY_MS: u64 = 1_000;
 /// How long a frame may wait for room in a full body channel (the client reads nothing, or its
@@ -70,6 +72,11 @@ pub trait FeedSource: Send + Sync + 'static {
     fn watch(&self) -> watch::Receiver<u64>;
     /// Turns true when the node stops serving streams (it is shutting down).
     fn stopping(&self) -> watch::Receiver<bool>;
+    /// The node's shared newest events (`app::recent_feed`), its tailer started; None: every
+    /// subscriber reads storage itself.
+    fn recent(self: &Arc<Self>) -> Option<Arc<RecentFeed>> {
+        None
+    }
 }
 
 impl FeedSource for App {
@@ -92,6 +99,22 @@ impl FeedSource for App {
 
     fn stopping(&self) -> watch::Receiver<bool> {
         self.event_streams_stop.subscribe()
+    }
+
+    fn recent(self: &Arc<Self>) -> Option<Arc<RecentFeed>> {
+        let app = Arc::downgrade(self);
+        let read = move |after, limit| {
+            let app = app.upgrade()?;
+            Some(app.events_local(after, limit, &EventFilter::default()))
+        };
+        let interval = Duration::from_millis(self.config().events.stream_interval_ms);
+        self.recent_feed.start_once(
+            read,
+            self.subscribe_feed(),
+            self.event_streams_stop.subscribe(),
+            interval,
+        );
+        Some(self.recent_feed.clone())
     }
 }
 
@@ -129,14 +152,13 @@ pub struct StreamSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// The reconnection delay to advise (the first frame).
-    Retry {
-        ms: u64,
-    },
-    Event(Box<Event>),
+    Retry { ms: u64 },
+    /// Events in seq order, at least one, each shared with the node's other subscribers
+    /// (rendered once): a page the subscriber read, sent as one frame so that the body writes
+    /// it as one chunk.
+    Events(Vec<Arc<FeedItem>>),
     /// Nothing to send for a while; `head` is this node's last seq applied.
-    KeepAlive {
-        head: u64,
-    },
+    KeepAlive { head: u64 },
 }
 
 /// Why a stream ended.
@@ -169,13 +191,19 @@ pub fn open<S: FeedSource>(
     settings: StreamSettings,
     on_end: impl FnOnce(StreamEnd) + Send + 'static,
 ) -> Result<mpsc::Receiver<Frame>, EventsError> {
-    // Watch before the first read: an event applied after it wakes the task.
-    let feed = source.watch();
+    // Watch before the first read: an event applied after it wakes the task. A subscriber of a
+    // node with a shared ring of its newest events wakes when the ring moves.
+    let recent = source.recent();
+    let feed = match &recent {
+        Some(recent) => recent.subscribe(),
+        None => source.watch(),
+    };
     let stopping = source.stopping();
     source.read_page(after, 1, &EventFilter::default())?;
     let (sender, receiver) = mpsc::channel(STREAM_CHANNEL_FRAMES);
     let subscriber = Subscriber {
         source,
+        recent,
         filter,
         settings,
         feed,
@@ -194,6 +222,8 @@ pub fn open<S: FeedSource>(
 
 struct Subscriber<S> {
     source: Arc<S>,
+    /// The node's newest events, read before storage when the cursor is in them.
+    recent: Option<Arc<RecentFeed>>,
     filter: EventFilter,
     settings: StreamSettings,
     feed: watch::Receiver<u64>,
@@ -226,6 +256,19 @@ impl<S: FeedSource> Subscriber<S> {
         if *self.stopping.borrow() {
             return Err(StreamEnd::NodeStopping);
         }
+        let from_ring = self
+            .recent
+            .as_ref()
+            .and_then(|recent| recent.read(self.cursor, STREAM_PAGE_EVENTS, &self.filter));
+        if let Some(read) = from_ring {
+            self.observe(read.last);
+            self.send_events(read.items).await?;
+            self.cursor = self.cursor.max(read.examined);
+            if read.examined < read.last {
+                return self.owe_keep_alive(read.last).await;
+            }
+            return self.wait_at_head().await;
+        }
         let page = match self
             .source
             .read_page(self.cursor, STREAM_PAGE_EVENTS, &self.filter)
@@ -240,23 +283,42 @@ impl<S: FeedSource> Subscriber<S> {
             Err(other) => return Err(StreamEnd::Failed(other.to_string())),
         };
         self.observe(page.head);
-        for event in page.events {
-            let seq = event.seq;
-            assert!(seq > self.cursor, "the feed went backwards");
-            self.send(Frame::Event(Box::new(event))).await?;
-            self.cursor = seq;
-        }
+        self.send_events(page.events.into_iter().map(FeedItem::new).collect())
+            .await?;
         // A cursor ahead of this node's head (a client coming from a node further on) stays.
         let examined = page.next.unwrap_or(page.head);
         self.cursor = self.cursor.max(examined);
         if page.next.is_some() {
-            // More to read now; a filtered scan finding nothing still owes its keep-alive.
-            if self.last_frame.elapsed() >= self.settings.keepalive {
-                self.send(Frame::KeepAlive { head: page.head }).await?;
-            }
-            return Ok(());
+            return self.owe_keep_alive(page.head).await;
         }
         self.wait_at_head().await
+    }
+
+    /// Sends `items` (seqs ascending, all past the cursor) as one frame; the cursor moves to the
+    /// last.
+    async fn send_events(&mut self, items: Vec<Arc<FeedItem>>) -> Result<(), StreamEnd> {
+        let (Some(first), Some(last)) = (items.first(), items.last()) else {
+            return Ok(());
+        };
+        assert!(first.event.seq > self.cursor, "the feed went backwards");
+        assert!(
+            items
+                .windows(2)
+                .all(|pair| pair[0].event.seq < pair[1].event.seq),
+            "a page of events out of order"
+        );
+        let last = last.event.seq;
+        self.send(Frame::Events(items)).await?;
+        self.cursor = last;
+        Ok(())
+    }
+
+    /// More to read now; a filtered scan finding nothing still owes its keep-alive.
+    async fn owe_keep_alive(&mut self, head: u64) -> Result<(), StreamEnd> {
+        if self.last_frame.elapsed() >= self.settings.keepalive {
+            self.send(Frame::KeepAlive { head }).await?;
+        }
+        Ok(())
     }
 
     /// Waits for an event past the cursor; sends a keep-alive when none comes in time.
@@ -293,7 +355,12 @@ impl<S: FeedSource> Subscriber<S> {
                 _ = self.stopping.changed() => return Err(StreamEnd::NodeStopping),
             };
             changed.map_err(|_| StreamEnd::FeedClosed)?;
-            let head = self.read_head()?.last_seq;
+            // The head the subscriber is measured against: the ring's when it reads the ring (it
+            // may lag storage by a few ms of events, and must not count as the subscriber's).
+            let head = match &self.recent {
+                Some(recent) => recent.last(),
+                None => self.read_head()?.last_seq,
+            };
             self.check_backlog(head)?;
         }
     }
@@ -314,7 +381,7 @@ impl<S: FeedSource> Subscriber<S> {
     /// Called while a frame waits for room: the subscriber, not the feed, is the bottleneck.
     fn check_backlog(&mut self, head: u64) -> Result<(), StreamEnd> {
         let behind = self.observe(head);
-        if behind - self.least_behind > self.settings.backlog_max {
+        if behind.saturating_sub(self.least_behind) > self.settings.backlog_max {
             return Err(StreamEnd::Backlog {
                 cursor: self.cursor,
                 head,
@@ -329,7 +396,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::inventory::{EventKind, RecordKey};
+    use crate::inventory::{Event, EventKind, RecordKey};
 
     /// A feed in memory: events 1..=last, of which `oldest..` are kept; a read examines at
     /// most `scan_max` events (as the store's filtered reads do).
@@ -445,23 +512,49 @@ mod tests {
 
     type Ends = tokio::sync::oneshot::Receiver<StreamEnd>;
 
+    /// A stream's frames, one event at a time (a page frame is handed out event by event).
+    struct Frames {
+        receiver: mpsc::Receiver<Frame>,
+        pending: std::collections::VecDeque<Arc<FeedItem>>,
+    }
+
+    impl Frames {
+        async fn recv(&mut self) -> Option<Frame> {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(Frame::Events(vec![item]));
+            }
+            match self.receiver.recv().await? {
+                Frame::Events(items) => {
+                    assert!(!items.is_empty(), "an empty page frame");
+                    self.pending.extend(items);
+                    Some(Frame::Events(vec![self.pending.pop_front()?]))
+                }
+                other => Some(other),
+            }
+        }
+    }
+
     fn open_on(
         feed: &Arc<MemoryFeed>,
         after: u64,
         filter: EventFilter,
         settings: StreamSettings,
-    ) -> Result<(mpsc::Receiver<Frame>, Ends), EventsError> {
+    ) -> Result<(Frames, Ends), EventsError> {
         let (tell, ends) = tokio::sync::oneshot::channel();
-        let frames = open(feed.clone(), after, filter, settings, move |end| {
+        let receiver = open(feed.clone(), after, filter, settings, move |end| {
             let _ = tell.send(end);
         })?;
+        let frames = Frames {
+            receiver,
+            pending: Default::default(),
+        };
         Ok((frames, ends))
     }
 
-    async fn next_seq(frames: &mut mpsc::Receiver<Frame>) -> Option<u64> {
+    async fn next_seq(frames: &mut Frames) -> Option<u64> {
         loop {
             match frames.recv().await? {
-                Frame::Event(event) => return Some(event.seq),
+                Frame::Events(items) => return Some(items[0].event.seq),
                 Frame::Retry { .. } | Frame::KeepAlive { .. } => {}
             }
         }
@@ -509,7 +602,7 @@ mod tests {
         let seq = loop {
             match frames.recv().await.unwrap() {
                 Frame::KeepAlive { .. } => keep_alives += 1,
-                Frame::Event(event) => break event.seq,
+                Frame::Events(items) => break items[0].event.seq,
                 Frame::Retry { .. } => {}
             }
         };
@@ -554,7 +647,7 @@ mod tests {
         let feed = MemoryFeed::new(usize::MAX);
         let (mut frames, ends) =
             open_on(&feed, 0, EventFilter::default(), settings(60_000, 50)).unwrap();
-        // The channel holds 64 frames; the task then waits with a page in hand while the
+        // The channel holds a few frames; the task then waits with a page in hand while the
         // feed runs 50 events past it.
         for _ in 0..10 {
             feed.append("A", 30);

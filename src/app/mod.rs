@@ -29,6 +29,7 @@ pub mod expiry;
 pub mod forward;
 pub mod periodic_snapshots;
 mod raft_status;
+pub mod recent_feed;
 mod reservations;
 
 pub use counters::Counted;
@@ -124,6 +125,8 @@ pub struct App {
     proposals: tokio::sync::Semaphore,
     /// Permits for open event streams (`events.subscribers_max`; `event_stream`).
     feed_subscribers: Arc<tokio::sync::Semaphore>,
+    /// The newest events, shared by the node's stream subscribers (`recent_feed`).
+    recent_feed: Arc<recent_feed::RecentFeed>,
     /// True once this node stops serving event streams (`event_stream`).
     event_streams_stop: crate::raft::watch::Sender<bool>,
     /// Sends the writes this node forwards to the leader, batched ([`forward`]).
@@ -171,6 +174,7 @@ impl App {
             identity,
             proposals,
             feed_subscribers,
+            recent_feed: Arc::default(),
             event_streams_stop: crate::raft::watch::channel(false).0,
             forwarder,
             clock,

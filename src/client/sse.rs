@@ -61,26 +61,48 @@ impl SseParser {
     }
 
     /// Consumes `bytes`; returns the items they complete.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SseItem>, LineTooLong> {
+    ///
+    /// Finds line ends a slice at a time and keeps one line buffer for the stream (a reader of
+    /// a busy stream parses every event it receives: the bench's subscribers are such readers).
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Vec<SseItem>, LineTooLong> {
         let mut items = Vec::new();
-        for &byte in bytes {
-            let after_cr = std::mem::replace(&mut self.after_cr, false);
-            match byte {
-                b'\n' if after_cr => {}
-                b'\n' | b'\r' => {
-                    self.after_cr = byte == b'\r';
-                    let line = std::mem::take(&mut self.line);
-                    self.line_done(&String::from_utf8_lossy(&line), &mut items);
-                }
-                _ => {
-                    if self.line.len() >= SSE_LINE_BYTES_MAX {
-                        return Err(LineTooLong);
-                    }
-                    self.line.push(byte);
-                }
+        if self.after_cr && !bytes.is_empty() {
+            self.after_cr = false;
+            if bytes[0] == b'\n' {
+                bytes = &bytes[1..];
             }
         }
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+            self.extend_line(&bytes[..end])?;
+            let mut line = std::mem::take(&mut self.line);
+            // Valid UTF-8 (every stockraft line) is checked by the fast path; lossy otherwise.
+            match std::str::from_utf8(&line) {
+                Ok(text) => self.line_done(text, &mut items),
+                Err(_) => self.line_done(&String::from_utf8_lossy(&line), &mut items),
+            }
+            line.clear();
+            self.line = line;
+            // A `\r` and the `\n` right after it end one line, even split between chunks.
+            let mut ending = 1;
+            if bytes[end] == b'\r' {
+                match bytes.get(end + 1) {
+                    Some(b'\n') => ending = 2,
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+            bytes = &bytes[end + ending..];
+        }
+        self.extend_line(bytes)?;
         Ok(items)
+    }
+
+    fn extend_line(&mut self, part: &[u8]) -> Result<(), LineTooLong> {
+        if self.line.len() + part.len() > SSE_LINE_BYTES_MAX {
+            return Err(LineTooLong);
+        }
+        self.line.extend_from_slice(part);
+        Ok(())
     }
 
     fn line_done(&mut self, line: &str, items: &mut Vec<SseItem>) {
