@@ -361,7 +361,8 @@ pub struct ApiConfig {
     pub write_deadline_ms: u64,
     /// How long an idempotency key is remembered, in log time. Default 24 h.
     pub idempotency_ttl_ms: u64,
-    /// Largest accepted request body. Default 64 KiB.
+    /// Largest accepted request body; a larger one is 413 (the rest of it is read and discarded,
+    /// within the bounds of `server::lingering`, so the client reads the 413). Default 64 KiB.
     pub body_limit_bytes: usize,
     /// Client requests this node handles at once; more are shed at once with 503 `OVERLOADED`
     /// and `Retry-After` (never queued). Default 512.

@@ -9,7 +9,11 @@
 //! - a connection must finish its TLS handshake, and send each request head, within
 //!   [`Limits::header_read_timeout`] of being ready for it (hyper's `header_read_timeout`, which
 //!   also bounds idle keep-alive connections), else it is closed;
-//! - the whole request is bounded by the routes' own deadlines (`api::overload::deadline`).
+//! - the whole request is bounded by the routes' own deadlines (`api::overload::deadline`);
+//! - when hyper closes a connection it lingers first ([`Lingering`]): the write side is shut and
+//!   what the client still sends (the rest of a body answered 413) is read and discarded, up to
+//!   [`super::lingering::LINGER_BYTES_MAX`] bytes for [`super::lingering::LINGER_TIME_MAX`], so
+//!   the answer is not lost to a reset.
 //!
 //! The load shedding of *requests* in flight is not here but in `api::overload`.
 
@@ -27,6 +31,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+
+use super::lingering::Lingering;
 
 /// The bounds of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +78,8 @@ impl Connection {
         ));
         let served = match tls {
             None => {
-                let connection = http.serve_connection(TokioIo::new(stream), service);
+                let connection =
+                    http.serve_connection(TokioIo::new(Lingering::new(stream)), service);
                 drain.watch(connection).await
             }
             Some(acceptor) => {
@@ -88,7 +95,8 @@ impl Connection {
                         return;
                     }
                 };
-                let connection = http.serve_connection(TokioIo::new(stream), service);
+                let connection =
+                    http.serve_connection(TokioIo::new(Lingering::new(stream)), service);
                 drain.watch(connection).await
             }
         };

@@ -39,6 +39,7 @@ use openraft_rt::WatchReceiver;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
+pub mod lingering;
 pub mod listener;
 pub mod stall_detector;
 pub mod tls;
