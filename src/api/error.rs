@@ -310,15 +310,24 @@ impl From<Rejection> for ApiError {
                 message,
             )
             .with_details(json!({ "max": max })),
-            Rejection::CartRefused { lines } => Self::cart_refused(message, &lines),
+            Rejection::CartRefused { lines } => {
+                Self::lines_refused(codes::CART_REFUSED, message, &lines)
+            }
+            Rejection::BatchRefused { lines } => {
+                Self::lines_refused(BATCH_REFUSED, message, &lines)
+            }
         }
     }
 }
 
+/// The code of a batch refused as a whole (`Rejection::BatchRefused`).
+pub const BATCH_REFUSED: &str = "BATCH_REFUSED";
+
 impl ApiError {
-    /// A cart refused as a whole: the status (and name) of its first failing line's cause,
-    /// code `CART_REFUSED`, and `details.lines` naming every failing line with its own code.
-    fn cart_refused(message: String, lines: &[LineRefusal]) -> Self {
+    /// A cart or batch refused as a whole: the status (and name) of its first failing line's
+    /// cause, `code` (`CART_REFUSED` or `BATCH_REFUSED`), and `details.lines` naming every
+    /// failing line with its own code.
+    fn lines_refused(code: &'static str, message: String, lines: &[LineRefusal]) -> Self {
         let causes: Vec<(&LineRefusal, ApiError)> = lines
             .iter()
             .map(|line| (line, ApiError::from(line.rejection.clone())))
@@ -340,8 +349,7 @@ impl ApiError {
                 })
             })
             .collect();
-        Self::new(status, codes::CART_REFUSED, name, message)
-            .with_details(json!({ "lines": details }))
+        Self::new(status, code, name, message).with_details(json!({ "lines": details }))
     }
 }
 
