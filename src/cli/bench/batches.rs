@@ -14,21 +14,23 @@
 //! `applied`/`failed` counts are added up. The spread stock never runs out, so no line fails in
 //! a healthy run under either policy.
 //!
-//! Deliberately, the answer is read for its counts only (`data.applied`, `data.failed`, or the
-//! status), not parsed into the 8,000 records it carries: the load generator shares the
-//! machine with the nodes, and decoding every record would tax the figure it measures.
+//! The request is the wire's `BatchRequest`; the answer, deliberately, is read for its counts
+//! only (`data.applied`, `data.failed`, or the status), not parsed into the 8,000 records it
+//! carries (`Client::batch` would): the load generator shares the machine with the nodes, and
+//! decoding every record would tax the figure it measures.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::client::wire::ErrorBody;
+use crate::client::wire::{BatchErrorPolicy, BatchLineRequest, BatchRequest, ErrorBody};
 use crate::client::{headers, routes, Client, WriteOptions};
 use crate::inventory::BATCH_LINES_MAX;
 use crate::transport::WireRequest;
 
-/// What a batch does when one of its lines fails (`errorPolicy` on the wire).
+/// What a batch does when one of its lines fails: the command line's name for the wire's
+/// [`BatchErrorPolicy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum BatchPolicy {
@@ -39,26 +41,18 @@ pub enum BatchPolicy {
     RejectFailedLines,
 }
 
+impl From<BatchPolicy> for BatchErrorPolicy {
+    fn from(policy: BatchPolicy) -> Self {
+        match policy {
+            BatchPolicy::RejectEverything => BatchErrorPolicy::RejectEverything,
+            BatchPolicy::RejectFailedLines => BatchErrorPolicy::RejectFailedLines,
+        }
+    }
+}
+
 /// The name of the spread scenario's SKU number `index` (shared with its setup).
 pub fn spread_sku(index: usize) -> String {
     format!("sku-{index}")
-}
-
-/// One batch request's body: reserve lines of 1 unit each.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct BatchBody<'a> {
-    lines: Vec<ReserveLine<'a>>,
-    error_policy: BatchPolicy,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReserveLine<'a> {
-    op: &'static str,
-    store_id: &'a str,
-    sku: String,
-    qty: i64,
 }
 
 /// The counts of a batch answer (`data.applied`/`data.failed`; absent under
@@ -121,18 +115,19 @@ impl BatchLoad {
     }
 
     /// One batch's body: `size` reserves of 1 unit of random SKUs in store `store`.
-    fn body<'a>(&self, store: &'a str) -> BatchBody<'a> {
+    fn body(&self, store: &str) -> BatchRequest {
         let lines = (0..self.size)
-            .map(|_| ReserveLine {
-                op: "reserve",
-                store_id: store,
+            .map(|_| BatchLineRequest::Reserve {
+                store_id: store.to_owned(),
                 sku: spread_sku(rand::random_range(0..self.skus)),
                 qty: 1,
+                expected_version: None,
+                ttl_seconds: None,
             })
             .collect();
-        BatchBody {
+        BatchRequest {
             lines,
-            error_policy: self.policy,
+            error_policy: Some(self.policy.into()),
         }
     }
 
