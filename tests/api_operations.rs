@@ -7,7 +7,7 @@ use stockraft::client::routes;
 
 use serde_json::json;
 use stockraft::client::wire::{CreateBatchRequest, CreateRequest, SyncStartRequest};
-use stockraft::inventory::BATCH_RECORDS_MAX;
+use stockraft::inventory::BATCH_LINES_MAX;
 use support::{Cluster, SECRET};
 
 async fn create(cluster: &Cluster, node: u64, sku: &str) {
@@ -224,7 +224,7 @@ async fn a_batch_creates_every_record_or_none_through_any_node() {
     let (status, _) = cluster.get(leader, &routes::record("s1", "b4")).await;
     assert_eq!(status, 404, "a refused batch created a record");
     // Too many, none, or a bad id: 400 before anything is proposed.
-    let many: Vec<String> = (0..=BATCH_RECORDS_MAX).map(|i| format!("m{i}")).collect();
+    let many: Vec<String> = (0..=BATCH_LINES_MAX).map(|i| format!("m{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     for (what, body) in [
         ("too many", batch(&many)),

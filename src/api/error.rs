@@ -69,6 +69,39 @@ impl ApiError {
         self.status
     }
 
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// A 400 naming malformed lines of a batch: `details.lines: [{index, message}]` (at most
+    /// `listed_max` of them, in order) and `details.invalidLines`, how many there are.
+    pub fn invalid_lines(lines: &[(usize, String)], listed_max: usize) -> Self {
+        let listed: Vec<Value> = lines
+            .iter()
+            .take(listed_max)
+            .map(|(index, message)| json!({ "index": index, "message": message }))
+            .collect();
+        let first = lines.first().map_or(0, |(index, _)| *index);
+        Self::validation(format!(
+            "{} malformed line(s), the first at index {first}; nothing was proposed",
+            lines.len()
+        ))
+        .with_details(json!({ "lines": listed, "invalidLines": lines.len() }))
+    }
+
+    /// A batch of creates in the first form of the batch route (`records`), refused: the first
+    /// failing line's own error, as that form answered before lines existed, with
+    /// `details.lines` naming every failing line as [`Rejection::BatchRefused`] does.
+    pub fn first_line_refused(lines: &[LineRefusal]) -> Self {
+        let Some(first) = lines.first() else {
+            return Self::internal("a batch was refused without a failing line");
+        };
+        let mut error = Self::from(first.rejection.clone());
+        let mut details = error.details.take().unwrap_or_else(|| json!({}));
+        details["lines"] = Self::line_details(lines);
+        error.with_details(details)
+    }
+
     pub fn code(&self) -> &'static str {
         self.code
     }
@@ -310,27 +343,38 @@ impl From<Rejection> for ApiError {
                 message,
             )
             .with_details(json!({ "max": max })),
-            Rejection::CartRefused { lines } => Self::cart_refused(message, &lines),
+            Rejection::CartRefused { lines } => {
+                Self::lines_refused(codes::CART_REFUSED, message, &lines)
+            }
+            Rejection::BatchRefused { lines } => {
+                Self::lines_refused(codes::BATCH_REFUSED, message, &lines)
+            }
         }
     }
 }
 
 impl ApiError {
-    /// A cart refused as a whole: the status (and name) of its first failing line's cause,
-    /// code `CART_REFUSED`, and `details.lines` naming every failing line with its own code.
-    fn cart_refused(message: String, lines: &[LineRefusal]) -> Self {
-        let causes: Vec<(&LineRefusal, ApiError)> = lines
+    /// A cart or batch refused as a whole: the status (and name) of its first failing line's
+    /// cause, `code` (`CART_REFUSED` or `BATCH_REFUSED`), and `details.lines` naming every
+    /// failing line with its own code.
+    fn lines_refused(code: &'static str, message: String, lines: &[LineRefusal]) -> Self {
+        let (status, name) =
+            lines
+                .first()
+                .map_or((StatusCode::CONFLICT, "ConflictError"), |line| {
+                    let cause = ApiError::from(line.rejection.clone());
+                    (cause.status, cause.name)
+                });
+        Self::new(status, code, name, message)
+            .with_details(json!({ "lines": Self::line_details(lines) }))
+    }
+
+    /// `[{index, storeId, sku, code, message}]`: each failing line and its own cause.
+    fn line_details(lines: &[LineRefusal]) -> Value {
+        let details: Vec<Value> = lines
             .iter()
-            .map(|line| (line, ApiError::from(line.rejection.clone())))
-            .collect();
-        let (status, name) = causes
-            .first()
-            .map_or((StatusCode::CONFLICT, "ConflictError"), |(_, cause)| {
-                (cause.status, cause.name)
-            });
-        let details: Vec<Value> = causes
-            .iter()
-            .map(|(line, cause)| {
+            .map(|line| {
+                let cause = ApiError::from(line.rejection.clone());
                 json!({
                     "index": line.index,
                     "storeId": line.key.store_id,
@@ -340,8 +384,7 @@ impl ApiError {
                 })
             })
             .collect();
-        Self::new(status, codes::CART_REFUSED, name, message)
-            .with_details(json!({ "lines": details }))
+        Value::Array(details)
     }
 }
 

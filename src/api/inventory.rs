@@ -4,7 +4,9 @@
 //! Every write has the same skeleton ([`write_command`]): count it, read the request, parse it
 //! into a [`Command`] (the route's own part), refuse it at once if this node is short of disk
 //! space (507, `space`), then propose it at the leader and render the state machine's answer
-//! ([`render`], which also renders the reservation routes' answers: `api::reservations`).
+//! ([`render`], which also renders the reservation routes' answers: `api::reservations`). The
+//! batch route (`api::batch`) runs the same skeleton with its own body limit and rendering
+//! ([`write_rendered`]).
 //! Reads go through [`serve_read`]: local, or linearizable at the leader; the views and the
 //! reservation read use it too.
 
@@ -21,11 +23,10 @@ use super::request::{record_key, PathPair, RawRequest};
 use crate::app::forward::ProposeItem;
 use crate::app::{App, Counted, ReadError};
 use crate::client::wire::{
-    AdjustRequest, BatchCreated, ChangeAnswer, CreateAtPathRequest, CreateBatchRequest,
-    CreateRequest, Envelope, ReserveRequest,
+    AdjustRequest, ChangeAnswer, CreateAtPathRequest, CreateRequest, Envelope, ReserveRequest,
 };
 use crate::client::{headers, Consistency};
-use crate::inventory::{self, Command, NewRecord, Operation, Record, RecordKey, BATCH_RECORDS_MAX};
+use crate::inventory::{self, Command, Operation, Record, RecordKey};
 
 pub async fn create_from_body(State(app): State<Arc<App>>, request: Request) -> Response {
     write_command(&app, Counted::CreateRecord, request, |raw| {
@@ -34,30 +35,6 @@ pub async fn create_from_body(State(app): State<Arc<App>>, request: Request) -> 
             key: record_key(&body.store_id, &body.sku)?,
             initial_quantity: body.initial_quantity,
         })
-    })
-    .await
-}
-
-pub async fn create_batch(State(app): State<Arc<App>>, request: Request) -> Response {
-    write_command(&app, Counted::CreateRecord, request, |raw| {
-        let body: CreateBatchRequest = raw.json()?;
-        if body.records.is_empty() || body.records.len() > BATCH_RECORDS_MAX {
-            return Err(ApiError::validation(format!(
-                "a batch holds 1 to {BATCH_RECORDS_MAX} records, got {}",
-                body.records.len()
-            )));
-        }
-        let records = body
-            .records
-            .iter()
-            .map(|record| {
-                Ok(NewRecord {
-                    key: record_key(&record.store_id, &record.sku)?,
-                    initial_quantity: record.initial_quantity,
-                })
-            })
-            .collect::<Result<Vec<_>, ApiError>>()?;
-        Ok(Command::CreateBatch { records })
     })
     .await
 }
@@ -170,16 +147,43 @@ pub(super) async fn write_command(
     request: Request,
     parse: impl FnOnce(&RawRequest) -> Result<Command, ApiError>,
 ) -> Response {
-    app.count(counted);
+    let body_limit_bytes = app.config().api.body_limit_bytes;
+    let parse = |_: &App, raw: &RawRequest| parse(raw).map(|command| (command, ()));
+    let render_single = |app: &App, _: &Command, _: &(), response| render(app, response);
+    write_rendered(
+        app,
+        Some(counted),
+        request,
+        body_limit_bytes,
+        parse,
+        render_single,
+    )
+    .await
+}
+
+/// [`write_command`] for a route that renders its own answers (the batch route,
+/// `api::batch`): `parse` also returns what `render` needs to know of the request, and the
+/// body may be up to `body_limit_bytes`. `counted`, if any, is counted on arrival.
+pub(super) async fn write_rendered<C: Sync>(
+    app: &App,
+    counted: Option<Counted>,
+    request: Request,
+    body_limit_bytes: usize,
+    parse: impl FnOnce(&App, &RawRequest) -> Result<(Command, C), ApiError>,
+    render: impl Fn(&App, &Command, &C, inventory::Response) -> Response + Sync,
+) -> Response {
+    if let Some(counted) = counted {
+        app.count(counted);
+    }
     let parsed = async {
-        let raw = RawRequest::read(app, request).await?;
-        let command = parse(&raw)?;
+        let raw = RawRequest::read_limited(app, request, body_limit_bytes).await?;
+        let (command, context) = parse(app, &raw)?;
         // The key within its client scope, computed from the request alone: a follower and the
         // leader it forwards to compute the same (`api::client_scope`).
         let key = raw.idempotency_id()?;
-        Ok::<_, ApiError>((raw, command, key))
+        Ok::<_, ApiError>((raw, command, context, key))
     };
-    let (raw, command, key) = match parsed.await {
+    let (raw, command, context, key) = match parsed.await {
         Ok(parsed) => parsed,
         Err(error) => return error.into_response(),
     };
@@ -193,12 +197,12 @@ pub(super) async fn write_command(
     } else {
         RequestKind::Write
     };
+    let (command, context, render) = (&command, &context, &render);
     let serve_here = |_| {
-        let command = command.clone();
         let key = key.clone();
         async move {
             let response = app.propose(command.clone(), key).await;
-            Attempt::from_result(response.map(|r| render(app, &command, r)))
+            Attempt::from_result(response.map(|r| render(app, command, context, r)))
         }
     };
     let send = |leader, remaining| {
@@ -208,10 +212,11 @@ pub(super) async fn write_command(
             request_id: raw.request_id().unwrap_or_default().to_owned(),
             path: raw.path_and_query.clone(),
         };
-        let command = command.clone();
         async move {
             let forwarded = app.forward_proposal(leader, item, remaining).await;
-            Attempt::from_forwarded(forwarded, |response| render(app, &command, response))
+            Attempt::from_forwarded(forwarded, |response| {
+                render(app, command, context, response)
+            })
         }
     };
     leader::write_at_leader(app, &raw, kind, serve_here, send).await
@@ -304,10 +309,10 @@ where
     response
 }
 
-/// The state machine's answer to `command`, as the seed renders it (and, for reservations, as
-/// issue 31 does).
-fn render(app: &App, command: &Command, response: inventory::Response) -> Response {
-    let mut http = match &response.result {
+/// The state machine's answer to a single command, as the seed renders it (and, for
+/// reservations, as issue 31 does).
+fn render(app: &App, response: inventory::Response) -> Response {
+    let http = match &response.result {
         inventory::CommandResult::Held {
             record,
             reservation_id,
@@ -341,12 +346,6 @@ fn render(app: &App, command: &Command, response: inventory::Response) -> Respon
                     axum::Json(Envelope::ok(json::record(record))),
                 )
                     .into_response(),
-                Operation::CreateBatch => {
-                    let created = BatchCreated {
-                        created: command.keys().len(),
-                    };
-                    (StatusCode::CREATED, axum::Json(Envelope::ok(created))).into_response()
-                }
                 Operation::Adjust | Operation::Reserve => {
                     let status = if response.operation == Operation::Adjust {
                         StatusCode::OK
@@ -383,6 +382,16 @@ fn render(app: &App, command: &Command, response: inventory::Response) -> Respon
         }
         other => ApiError::internal(format!("no route renders {other:?}")).into_response(),
     };
+    with_write_headers(app, &response, http)
+}
+
+/// The headers of every write's answer: where an accepted change is in the log, and whether
+/// the answer was replayed for an idempotency key.
+pub(super) fn with_write_headers(
+    app: &App,
+    response: &inventory::Response,
+    mut http: Response,
+) -> Response {
     if !matches!(response.result, inventory::CommandResult::Err(_)) {
         // Where the change is in the log: its events carry the same `logIndex`.
         http.headers_mut()

@@ -14,6 +14,7 @@
 
 mod admin;
 pub mod auth;
+mod batch;
 mod client_scope;
 pub mod error;
 mod event_stream;
@@ -135,7 +136,7 @@ fn client_routes(app: &Arc<App>, surface: Surface) -> Router<Arc<App>> {
         )
         .route(
             routes::INVENTORY_BATCH,
-            post(inventory::create_batch).layer(scope(Scope::Write)),
+            post(batch::batch).layer(scope(Scope::Write)),
         )
         .route(
             routes::RECORD,

@@ -17,11 +17,11 @@ use utoipa::{IntoResponses, OpenApi};
 
 use crate::client::wire::EventsPage;
 use crate::client::wire::{
-    AddLearnerRequest, AdjustRequest, Barrier, BatchCreated, CartRequest, ChangeAnswer,
-    ClusterView, CreateAtPathRequest, CreateBatchRequest, CreateRequest, Envelope, ErrorBody,
-    Health, Liveness, MembersRequest, Metrics, Readiness, RecordBody, ReservationBody,
-    ReserveRequest, Reset, SkuView, SnapshotSchedule, SnapshotTaken, StorePage, SyncStartRequest,
-    SyncStatus, SyncStopped, TransferLeaderRequest,
+    AddLearnerRequest, AdjustRequest, Barrier, BatchAnswer, BatchCreated, BatchRequest,
+    CartRequest, ChangeAnswer, ClusterView, CreateAtPathRequest, CreateBatchRequest, CreateRequest,
+    Envelope, ErrorBody, Health, Liveness, MembersRequest, Metrics, Readiness, RecordBody,
+    ReservationBody, ReserveRequest, Reset, SkuView, SnapshotSchedule, SnapshotTaken, StorePage,
+    SyncStartRequest, SyncStatus, SyncStopped, TransferLeaderRequest,
 };
 
 /// The document.
@@ -36,7 +36,7 @@ use crate::client::wire::{
     ),
     paths(
         paths::create_from_body,
-        paths::create_batch,
+        paths::batch,
         paths::get_record,
         paths::create_at_path,
         paths::get_legacy,
@@ -158,6 +158,27 @@ impl IntoResponses for WriteRefusals {
     }
 }
 
+/// What the batch route may answer besides its successes.
+struct BatchRefusals;
+
+impl IntoResponses for BatchRefusals {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+        refusals(&[
+            (400, "Malformed body or lines (details.lines names them), 0 or over 10,000 lines, If-Match sent; or a line refused as invalid"),
+            UNAUTHORIZED,
+            FORBIDDEN,
+            (404, "BATCH_REFUSED: the first failing line's record does not exist (nothing applied)"),
+            (409, "BATCH_REFUSED: the first failing line's version conflict or hold limit (nothing applied); the records form: a record exists"),
+            (413, "Body over the route's limit (2564096 bytes)"),
+            (415, "Not application/json"),
+            (422, "BATCH_REFUSED: the first failing line's insufficient stock or quantity out of range (nothing applied); idempotency key reused for another batch"),
+            RATE_LIMITED,
+            (503, "No leader, overloaded, timed out, not a member, or outcome unknown"),
+            (507, "The node is short of disk space"),
+        ])
+    }
+}
+
 const ADMIN_UNAUTHORIZED: (u16, &str) = (401, "Missing or wrong cluster secret or admin token");
 const ADMIN_FORBIDDEN: (u16, &str) = (403, "The client token lacks the admin scope");
 
@@ -242,15 +263,54 @@ mod paths {
         security((), ("clientToken" = [])))]
     fn create_from_body() {}
 
+    /// The batch route's body: lines (with an error policy), or the first form, records
+    /// (creates only, all or none).
+    #[derive(utoipa::ToSchema)]
+    #[serde(untagged)]
+    pub enum BatchBody {
+        Lines(BatchRequest),
+        Records(CreateBatchRequest),
+    }
+
+    /// Headers of a batch: no `If-Match` (refused with 400: each line carries its own
+    /// `expectedVersion`).
+    #[derive(utoipa::IntoParams)]
+    #[into_params(parameter_in = Header)]
+    pub struct BatchHeaders {
+        /// Covers the whole batch: a retry with the same key and body replays every line's
+        /// result (`Idempotent-Replayed: true`); the same key with another body is a 422.
+        /// 1-255 printable ASCII characters.
+        #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
+        pub idempotency_key: Option<String>,
+        /// Whose idempotency keys these are when no client token is used. 1-128 visible ASCII
+        /// characters.
+        #[param(rename = "X-Client-Id", pattern = "^[!-~]{1,128}$")]
+        pub x_client_id: Option<String>,
+    }
+
+    /// 1 to 10,000 lines, applied in order in one Raft entry, each seeing the lines before it.
+    /// A line is `{op: "create", storeId, sku, initialQuantity}`, `{op: "adjust", storeId, sku,
+    /// delta, expectedVersion?}`, `{op: "set", storeId, sku, qty, expectedVersion?}` (creates a
+    /// missing record), or `{op: "reserve", storeId, sku, qty, expectedVersion?, ttlSeconds?}`
+    /// (a hold with `ttlSeconds`); shorthands: no `op` with `delta` is an adjust, `{storeId,
+    /// sku, set: N}` a set. `errorPolicy` `rejectEverything` (default): all lines or none,
+    /// answered `{results: [{index, record, reservationId?}]}`, or `BATCH_REFUSED` with the
+    /// status of the first failing line's cause and `details.lines: [{index, storeId, sku,
+    /// code, message}]`. `rejectFailedLines`: each line on its own, answered `{applied,
+    /// failed, results: [{index, status, record? | error: {code, message}}]}`. Malformed lines
+    /// are a 400 before anything is proposed, `details.lines: [{index, message}]` (the first
+    /// 100) and `details.invalidLines`. The body limit of this route is 2564096 bytes (10,000
+    /// lines of 256 bytes: the longest line is 192). The first form, `{records: [{sku,
+    /// storeId, initialQuantity}]}`, creates every record or none and answers 201 `{created}`.
     #[utoipa::path(post, path = "/api/inventory/batch", tag = "inventory",
-        request_body = CreateBatchRequest, params(WriteHeaders),
+        request_body = BatchBody, params(BatchHeaders),
         responses(
-            (status = 201, description = "Every record created", body = Envelope<BatchCreated>),
-            (status = 409, description = "A record exists (none created)", body = ErrorBody),
-            WriteRefusals,
+            (status = 200, description = "Lines applied: every line (rejectEverything), or each line's outcome (rejectFailedLines)", body = Envelope<BatchAnswer>),
+            (status = 201, description = "The records form: every record created", body = Envelope<BatchCreated>),
+            BatchRefusals,
         ),
         security((), ("clientToken" = [])))]
-    fn create_batch() {}
+    fn batch() {}
 
     #[utoipa::path(get, path = "/api/inventory/stores/{store_id}/inventory/{sku}", tag = "inventory",
         params(RecordPath, ReadQuery),
@@ -703,7 +763,7 @@ mod tests {
     /// server applies.
     #[test]
     fn the_documented_limits_are_the_ones_the_server_applies() {
-        use crate::inventory::{BATCH_RECORDS_MAX, SKU_LENGTH_MAX, STORE_ID_LENGTH_MAX};
+        use crate::inventory::{BATCH_LINES_MAX, SKU_LENGTH_MAX, STORE_ID_LENGTH_MAX};
         let text = document();
         let pattern = |max: usize| format!("^[A-Za-z0-9._-]{{1,{max}}}$");
         for (name, max) in [("sku", SKU_LENGTH_MAX), ("store_id", STORE_ID_LENGTH_MAX)] {
@@ -716,9 +776,24 @@ mod tests {
         assert_eq!(patterns, expected, "an id pattern with another length");
         let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         let schemas = &doc["components"]["schemas"];
+        for (body, list) in [("CreateBatchRequest", "records"), ("BatchRequest", "lines")] {
+            assert_eq!(
+                schemas[body]["properties"][list]["maxItems"], BATCH_LINES_MAX,
+                "{body}"
+            );
+        }
+        let batch = doc["paths"]["/api/inventory/batch"]["post"].to_string();
+        let limit = crate::client::wire::BATCH_BODY_LIMIT_BYTES.to_string();
         assert_eq!(
-            schemas["CreateBatchRequest"]["properties"]["records"]["maxItems"],
-            BATCH_RECORDS_MAX
+            batch.matches(&limit).count(),
+            2,
+            "the body limit, documented twice"
+        );
+        assert_eq!(BATCH_LINES_MAX, 10_000, "the descriptions say 10,000 lines");
+        assert_eq!(
+            crate::client::wire::BATCH_LINE_BYTES_MAX,
+            256,
+            "the descriptions say 256 bytes a line"
         );
         assert_eq!(
             schemas["CartRequest"]["properties"]["lines"]["maxItems"],

@@ -42,8 +42,17 @@ impl RawRequest {
 
     /// Reads the whole request, refusing a body over `api.body_limit_bytes` (413).
     pub async fn read(app: &App, request: Request) -> Result<Self, ApiError> {
+        Self::read_limited(app, request, app.config().api.body_limit_bytes).await
+    }
+
+    /// Reads the whole request, refusing a body over `limit` bytes (413): for a route with a
+    /// limit of its own (the batch route's `client::wire::BATCH_BODY_LIMIT_BYTES`).
+    pub async fn read_limited(
+        _app: &App,
+        request: Request,
+        limit: usize,
+    ) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();
-        let limit = app.config().api.body_limit_bytes;
         let body = axum::body::to_bytes(body, limit)
             .await
             .map_err(|_| ApiError::payload_too_large(limit))?;

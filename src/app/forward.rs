@@ -44,9 +44,13 @@ use crate::raft::NodeId;
 use crate::telemetry::Telemetry;
 use crate::transport::{Transport, TransportError, WireRequest, SECRET_HEADER};
 
-/// Most commands in one forwarded batch: bounds the leader's work per request and the body
-/// (a command is at most a create batch of `inventory::BATCH_RECORDS_MAX` records).
+/// Most commands in one forwarded batch: bounds the leader's work per request and the body.
 pub const PROPOSE_BATCH_ITEMS_MAX: usize = 64;
+/// Most records (lines) the commands of one forwarded batch may name together, counting a
+/// command that names none as one: a batch command holds up to `inventory::BATCH_LINES_MAX`
+/// lines, and 64 of them (~1 MiB each way with the longest ids) would take the request and its
+/// answer past the transport's body limit. A command alone always leaves, whatever it names.
+pub const PROPOSE_BATCH_LINES_MAX: usize = 2 * inventory::BATCH_LINES_MAX;
 /// Batches in flight to one leader from one follower. More slots, smaller batches and more
 /// requests; one slot would make every command wait for the batch before it.
 pub const PROPOSE_BATCHES_IN_FLIGHT_MAX: usize = 4;
@@ -185,7 +189,7 @@ impl Forwarder {
                 // A caller that stopped waiting (its deadline passed) gets no answer: its
                 // write is not sent at all.
                 lane.queue.retain(|waiting| !waiting.answer.is_closed());
-                let take = lane.queue.len().min(PROPOSE_BATCH_ITEMS_MAX);
+                let take = batch_length(lane.queue.iter().map(|waiting| &waiting.item.command));
                 lane.queue.drain(..take).collect()
             };
             if batch.is_empty() {
@@ -234,6 +238,21 @@ impl Forwarder {
             let _ = answer.send(result);
         }
     }
+}
+
+/// How many of the `queued` commands (at least one, if any) the next forwarded batch takes:
+/// at most [`PROPOSE_BATCH_ITEMS_MAX`], naming at most [`PROPOSE_BATCH_LINES_MAX`] records.
+fn batch_length<'a>(queued: impl Iterator<Item = &'a Command>) -> usize {
+    let mut lines = 0;
+    let mut take = 0;
+    for command in queued.take(PROPOSE_BATCH_ITEMS_MAX) {
+        lines += command.keys().len().max(1);
+        if take > 0 && lines > PROPOSE_BATCH_LINES_MAX {
+            break;
+        }
+        take += 1;
+    }
+    take
 }
 
 /// The leader's answer to a batch of `expected` items, or what its failure means.
@@ -442,5 +461,40 @@ mod tests {
             read_reply("n", 200, b"\xff\xff\xff", 1),
             Err(TransportError::NoAnswer { .. })
         ));
+    }
+
+    #[test]
+    fn a_forwarded_batch_is_bounded_by_commands_and_by_lines() {
+        use crate::inventory::{BatchLine, ErrorPolicy, BATCH_LINES_MAX};
+        let key = RecordKey::new("s1", "a").unwrap();
+        let single = Command::Reserve {
+            key: key.clone(),
+            quantity: 1,
+            expected_version: None,
+        };
+        let batch = |lines: usize| Command::Batch {
+            lines: (0..lines)
+                .map(|_| BatchLine::Set {
+                    key: key.clone(),
+                    qty: 1,
+                    expected_version: None,
+                })
+                .collect(),
+            policy: ErrorPolicy::RejectEverything,
+        };
+        let singles = vec![single.clone(); 100];
+        assert_eq!(batch_length(singles.iter()), PROPOSE_BATCH_ITEMS_MAX);
+        assert_eq!(batch_length([].iter()), 0);
+        let full = vec![batch(BATCH_LINES_MAX); 5];
+        assert_eq!(batch_length(full.iter()), 2, "20,000 lines");
+        let mixed = [
+            batch(BATCH_LINES_MAX),
+            single.clone(),
+            batch(BATCH_LINES_MAX),
+        ];
+        assert_eq!(batch_length(mixed.iter()), 2);
+        // A command over the bound on its own still leaves (alone).
+        let huge = [batch(PROPOSE_BATCH_LINES_MAX + 1), single];
+        assert_eq!(batch_length(huge.iter()), 1);
     }
 }

@@ -25,11 +25,11 @@ use serde::Serialize;
 
 pub use routes::Consistency;
 use wire::{
-    AddLearnerRequest, AdjustRequest, Barrier, BatchCreated, CartRequest, ChangeAnswer,
-    ClusterView, CreateAtPathRequest, CreateBatchRequest, CreateRequest, Envelope, ErrorBody,
-    Health, MembersRequest, Metrics, PeerStatus, Readiness, RecordBody, ReservationBody,
-    ReserveRequest, Reset, SkuView, SnapshotSchedule, SnapshotTaken, StorePage, SyncStartRequest,
-    SyncStatus, SyncStopped, TransferLeaderRequest,
+    AddLearnerRequest, AdjustRequest, Barrier, BatchAnswer, BatchCreated, BatchRequest,
+    CartRequest, ChangeAnswer, ClusterView, CreateAtPathRequest, CreateBatchRequest, CreateRequest,
+    Envelope, ErrorBody, Health, MembersRequest, Metrics, PeerStatus, Readiness, RecordBody,
+    ReservationBody, ReserveRequest, Reset, SkuView, SnapshotSchedule, SnapshotTaken, StorePage,
+    SyncStartRequest, SyncStatus, SyncStopped, TransferLeaderRequest,
 };
 
 use crate::transport::{Transport, TransportError, WireRequest, WireResponse};
@@ -267,6 +267,18 @@ impl Client {
         body: &CreateBatchRequest,
         options: &WriteOptions,
     ) -> Result<Answer<Envelope<BatchCreated>>, ClientError> {
+        self.call(Self::write(routes::INVENTORY_BATCH.into(), body, options))
+            .await
+    }
+
+    /// `POST /api/inventory/batch` with lines: 200 with `BatchAnswer::Applied`
+    /// (`rejectEverything`) or `BatchAnswer::Lines` (`rejectFailedLines`); a refused
+    /// `rejectEverything` batch is a `BATCH_REFUSED` error naming every failing line.
+    pub async fn batch(
+        &self,
+        body: &BatchRequest,
+        options: &WriteOptions,
+    ) -> Result<Answer<Envelope<BatchAnswer>>, ClientError> {
         self.call(Self::write(routes::INVENTORY_BATCH.into(), body, options))
             .await
     }

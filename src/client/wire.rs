@@ -33,20 +33,333 @@ pub struct CreateRequest {
     pub initial_quantity: i64,
 }
 
-/// `POST /api/inventory/batch`: 1 to `inventory::BATCH_RECORDS_MAX` records, created together
-/// or not at all.
+/// `POST /api/inventory/batch` in its first form, kept for the callers that send it: `records`
+/// (1 to `inventory::BATCH_LINES_MAX`), created together or not at all. The server reads it as
+/// a batch of create lines under `rejectEverything` and answers [`BatchCreated`] (201).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateBatchRequest {
-    #[schema(min_items = 1, max_items = 500)]
+    #[schema(min_items = 1, max_items = 10000)]
     pub records: Vec<CreateRequest>,
 }
 
-/// The answer to a batch create: every record was created.
+/// The answer to a batch create (the `records` form): every record was created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchCreated {
     pub created: usize,
+}
+
+/// Longest line of a batch body the route's body limit makes room for, in bytes: the longest
+/// line written compactly (a reserve with the longest ids, 20-digit integers and every optional
+/// field) is 192 bytes; the rest is room for whitespace (pretty-printed with two-space indents,
+/// as serde_json and `jq` write it, that line takes about 250) and the comma between lines.
+/// `api::batch`'s tests render both.
+pub const BATCH_LINE_BYTES_MAX: usize = 256;
+/// The envelope around the lines (`{"lines": [...], "errorPolicy": "rejectFailedLines"}` and
+/// whitespace), in bytes.
+pub const BATCH_ENVELOPE_BYTES_MAX: usize = 4096;
+/// The body limit of `POST /api/inventory/batch`, in bytes (2,564,096: about 2.45 MiB): room
+/// for `inventory::BATCH_LINES_MAX` lines of [`BATCH_LINE_BYTES_MAX`] bytes. Bodies over it are
+/// refused with 413 before they are parsed. Every other route keeps `api.body_limit_bytes`
+/// (a node configured with a larger one uses that here too).
+pub const BATCH_BODY_LIMIT_BYTES: usize =
+    crate::inventory::BATCH_LINES_MAX * BATCH_LINE_BYTES_MAX + BATCH_ENVELOPE_BYTES_MAX;
+
+/// What a batch does when some lines cannot be applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum BatchErrorPolicy {
+    /// All lines or none: one failing line refuses the batch, naming every failing line.
+    #[default]
+    RejectEverything,
+    /// Each line applies or fails on its own, in order.
+    RejectFailedLines,
+}
+
+/// `POST /api/inventory/batch`: 1 to `inventory::BATCH_LINES_MAX` lines, applied in order in
+/// one Raft entry (a line sees the effect of the lines before it). The server reads each line
+/// on its own ([`BatchLineRequest`]'s rules) so that a 400 names every malformed line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BatchRequest {
+    #[schema(min_items = 1, max_items = 10000)]
+    pub lines: Vec<BatchLineRequest>,
+    /// `rejectEverything` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error_policy: Option<BatchErrorPolicy>,
+}
+
+/// One line of a batch, by `op`. Besides these forms the server accepts two shorthands: a line
+/// without `op` that has `delta` is an adjust, and `{storeId, sku, set: N}` is a set to `N`.
+/// Integers follow the single routes' rules (`qty` and `initialQuantity` >= 0, `delta` any
+/// sign, `expectedVersion` >= 1 when present, `ttlSeconds` 1 to 604,800).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(
+    tag = "op",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    try_from = "batch_line::Fields"
+)]
+pub enum BatchLineRequest {
+    /// Create a record (refused if it exists).
+    #[serde(rename_all = "camelCase")]
+    Create {
+        #[schema(pattern = "^[A-Za-z0-9._-]{1,20}$")]
+        store_id: String,
+        #[schema(pattern = "^[A-Za-z0-9._-]{1,50}$")]
+        sku: String,
+        #[schema(minimum = 0)]
+        initial_quantity: i64,
+    },
+    /// Add `delta` to the available quantity.
+    #[serde(rename_all = "camelCase")]
+    Adjust {
+        #[schema(pattern = "^[A-Za-z0-9._-]{1,20}$")]
+        store_id: String,
+        #[schema(pattern = "^[A-Za-z0-9._-]{1,50}$")]
+        sku: String,
+        delta: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false, minimum = 1)]
+        expected_version: Option<u64>,
+    },
+    /// Make the available quantity `qty`, creating the record if it is missing.
+    #[serde(rename_all = "camelCase")]
+    Set {
+        #[schema(pattern = "^[A-Za-z0-9._-]{1,20}$")]
+        store_id: String,
+        #[schema(pattern = "^[A-Za-z0-9._-]{1,50}$")]
+        sku: String,
+        #[schema(minimum = 0)]
+        qty: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false, minimum = 1)]
+        expected_version: Option<u64>,
+    },
+    /// Take `qty` units, or with `ttlSeconds` hold them (the answer's line names the
+    /// reservation), as the reserve route does.
+    #[serde(rename_all = "camelCase")]
+    Reserve {
+        #[schema(pattern = "^[A-Za-z0-9._-]{1,20}$")]
+        store_id: String,
+        #[schema(pattern = "^[A-Za-z0-9._-]{1,50}$")]
+        sku: String,
+        #[schema(minimum = 0)]
+        qty: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false, minimum = 1)]
+        expected_version: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false, minimum = 1, maximum = 604800)]
+        ttl_seconds: Option<u64>,
+    },
+}
+
+impl BatchLineRequest {
+    /// The line's record: `(storeId, sku)`.
+    pub fn ids(&self) -> (&str, &str) {
+        match self {
+            BatchLineRequest::Create { store_id, sku, .. }
+            | BatchLineRequest::Adjust { store_id, sku, .. }
+            | BatchLineRequest::Set { store_id, sku, .. }
+            | BatchLineRequest::Reserve { store_id, sku, .. } => (store_id, sku),
+        }
+    }
+}
+
+/// How a batch line is read: every field any form may carry, then the form its fields make.
+mod batch_line {
+    use super::{integer, BatchLineRequest, Deserialize};
+
+    /// A line as sent. `op` is kept as text so that an unknown op is named in the 400.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Fields {
+        #[serde(default)]
+        op: Option<String>,
+        store_id: String,
+        sku: String,
+        #[serde(default, deserialize_with = "integer::some_non_negative")]
+        initial_quantity: Option<i64>,
+        #[serde(default, deserialize_with = "integer::some_any_sign")]
+        delta: Option<i64>,
+        #[serde(default, deserialize_with = "integer::some_non_negative")]
+        qty: Option<i64>,
+        #[serde(default, deserialize_with = "integer::some_non_negative")]
+        set: Option<i64>,
+        #[serde(default, deserialize_with = "integer::version")]
+        expected_version: Option<u64>,
+        #[serde(default, deserialize_with = "integer::ttl_seconds")]
+        ttl_seconds: Option<u64>,
+    }
+
+    impl Fields {
+        /// The names of the fields present that `allowed` does not list.
+        fn extra(&self, allowed: &[&str]) -> Vec<&'static str> {
+            let present = [
+                ("initialQuantity", self.initial_quantity.is_some()),
+                ("delta", self.delta.is_some()),
+                ("qty", self.qty.is_some()),
+                ("set", self.set.is_some()),
+                ("expectedVersion", self.expected_version.is_some()),
+                ("ttlSeconds", self.ttl_seconds.is_some()),
+            ];
+            present
+                .into_iter()
+                .filter(|(name, is_present)| *is_present && !allowed.contains(name))
+                .map(|(name, _)| name)
+                .collect()
+        }
+    }
+
+    /// A required field, or the error naming it.
+    fn required<T>(value: Option<T>, name: &str, form: &str) -> Result<T, String> {
+        value.ok_or_else(|| format!("{form} needs {name}"))
+    }
+
+    impl TryFrom<Fields> for BatchLineRequest {
+        type Error = String;
+
+        fn try_from(fields: Fields) -> Result<Self, String> {
+            let op = match fields.op.as_deref() {
+                Some(op) => op.to_owned(),
+                None if fields.delta.is_some() => "adjust".to_owned(),
+                None if fields.set.is_some() => "set (shorthand)".to_owned(),
+                None => {
+                    return Err(
+                        "a line needs op (create, adjust, set or reserve), or delta \
+                        (an adjust), or set (a set)"
+                            .to_owned(),
+                    )
+                }
+            };
+            let allowed: &[&str] = match op.as_str() {
+                "create" => &["initialQuantity"],
+                "adjust" => &["delta", "expectedVersion"],
+                "set" => &["qty", "expectedVersion"],
+                "set (shorthand)" => &["set", "expectedVersion"],
+                "reserve" => &["qty", "expectedVersion", "ttlSeconds"],
+                other => {
+                    return Err(format!(
+                        "unknown op {other:?}: expected create, adjust, set or reserve"
+                    ))
+                }
+            };
+            let extra = fields.extra(allowed);
+            if !extra.is_empty() {
+                return Err(format!("{op} takes no {}", extra.join(", ")));
+            }
+            let form = format!("{op} line");
+            let Fields { store_id, sku, .. } = fields;
+            Ok(match op.as_str() {
+                "create" => BatchLineRequest::Create {
+                    store_id,
+                    sku,
+                    initial_quantity: required(fields.initial_quantity, "initialQuantity", &form)?,
+                },
+                "adjust" => BatchLineRequest::Adjust {
+                    store_id,
+                    sku,
+                    delta: required(fields.delta, "delta", &form)?,
+                    expected_version: fields.expected_version,
+                },
+                "set" => BatchLineRequest::Set {
+                    store_id,
+                    sku,
+                    qty: required(fields.qty, "qty", &form)?,
+                    expected_version: fields.expected_version,
+                },
+                "set (shorthand)" => BatchLineRequest::Set {
+                    store_id,
+                    sku,
+                    qty: required(fields.set, "set", &form)?,
+                    expected_version: fields.expected_version,
+                },
+                _ => BatchLineRequest::Reserve {
+                    store_id,
+                    sku,
+                    qty: required(fields.qty, "qty", &form)?,
+                    expected_version: fields.expected_version,
+                    ttl_seconds: fields.ttl_seconds,
+                },
+            })
+        }
+    }
+}
+
+/// The answer to a `rejectEverything` batch that applied: one result per line, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BatchApplied {
+    pub results: Vec<BatchLineApplied>,
+}
+
+/// One line of a [`BatchApplied`]: the record after the line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BatchLineApplied {
+    /// The line's position in the request, from 0.
+    pub index: usize,
+    pub record: RecordBody,
+    /// A hold's reservation (a reserve line with `ttlSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reservation_id: Option<String>,
+}
+
+/// The answer to a `rejectFailedLines` batch: how many lines applied and failed, and each
+/// line's result in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BatchLinesOutcome {
+    pub applied: usize,
+    pub failed: usize,
+    pub results: Vec<BatchLineOutcome>,
+}
+
+/// Whether one line of a `rejectFailedLines` batch applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum BatchLineStatus {
+    Ok,
+    Failed,
+}
+
+/// One line of a [`BatchLinesOutcome`]: `record` (and a hold's `reservationId`) when it
+/// applied, `error` when it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BatchLineOutcome {
+    pub index: usize,
+    pub status: BatchLineStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub record: Option<RecordBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reservation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<BatchLineError>,
+}
+
+/// Why one line failed: the code and message the single route would answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BatchLineError {
+    pub code: String,
+    pub message: String,
+}
+
+/// The 200 answer of a batch of lines, by its error policy (the two shapes are told apart by
+/// `applied`, which only `rejectFailedLines` answers carry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum BatchAnswer {
+    Applied(BatchApplied),
+    Lines(BatchLinesOutcome),
 }
 
 /// `POST /api/inventory/stores/:storeId/inventory/:sku`: the ids come from the path; when the
@@ -396,6 +709,10 @@ pub mod codes {
     /// A cart refused as a whole (status of the first failing line's cause: 404, 409 or 422);
     /// `details.lines: [{index, storeId, sku, code}]` names every failing line.
     pub const CART_REFUSED: &str = "CART_REFUSED";
+    /// A `rejectEverything` batch refused as a whole (status of the first failing line's
+    /// cause: 404, 409 or 422); `details.lines: [{index, storeId, sku, code, message}]` names
+    /// every failing line.
+    pub const BATCH_REFUSED: &str = "BATCH_REFUSED";
     /// 410 on the feed: events after the cursor are no longer kept; `details.oldestSeq` is the
     /// oldest kept (start again after `oldestSeq - 1`, knowing some were missed).
     pub const EVENTS_GONE: &str = "EVENTS_GONE";
@@ -689,6 +1006,20 @@ mod integer {
 
     pub fn positive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
         integer_at_least(deserializer, 1, "must be an integer >= 1 (64-bit)")
+    }
+
+    /// An optional integer >= 0, called only when the field is present (`null` refused).
+    pub fn some_non_negative<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<i64>, D::Error> {
+        non_negative(deserializer).map(Some)
+    }
+
+    /// An optional integer of any sign, called only when the field is present.
+    pub fn some_any_sign<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<i64>, D::Error> {
+        any_sign(deserializer).map(Some)
     }
 
     /// `ttlSeconds`, called only when the field is present: 1 to [`TTL_SECONDS_MAX`].

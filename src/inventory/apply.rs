@@ -1,15 +1,17 @@
 //! The pure state transition: `(state, request, context) -> (response, effects)`.
 //!
 //! [`apply`] handles what every command shares (the idempotency key: checked, replayed or
-//! remembered) and `execute` dispatches on the command: the seed's commands are here, the
-//! reservation transitions in `lifecycle`.
+//! remembered) and `execute` dispatches on the command: the seed's commands are in
+//! `one_record`, the reservation transitions in `lifecycle`, a batch of lines in `batch`.
 
-use super::change::{changed, existing, invalid, Change};
+use super::batch;
+use super::change::{invalid, Change};
 use super::command::{
     Command, CommandResult, NewRecord, Rejection, Request, Response, BATCH_RECORDS_MAX,
 };
-use super::event::{events_of, Changed, EventKind};
+use super::event::{events_of, Changed, Event, EventKind};
 use super::lifecycle;
+use super::one_record::{adjust, create, reserve};
 use super::record::{Record, RecordKey};
 use super::state::{Effects, IdempotencyEntry, StateView};
 
@@ -54,14 +56,7 @@ pub fn apply(
         }
     }
 
-    let change = execute(view, &request.command, context)
-        .unwrap_or_else(|rejection| Change::nothing(CommandResult::Err(rejection)));
-    let events = events_of(
-        what_changed(&request.command, &change),
-        context.log_index,
-        context.now_ms,
-        request.idempotency.as_ref().map(|key| key.key.as_str()),
-    );
+    let (change, events) = run(view, request, context);
     let response = Response {
         operation: request.command.operation(),
         result: change.result,
@@ -77,12 +72,34 @@ pub fn apply(
     if let (Some(idempotency), Some(fingerprint)) = (&request.idempotency, fingerprint) {
         let entry = IdempotencyEntry {
             fingerprint,
-            response: response.clone(),
+            response: batch::stored_answer(response.clone()),
             expires_at_ms: context.now_ms.saturating_add(idempotency.ttl_ms),
         };
         effects.idempotency = Some((idempotency.id(), entry));
     }
     (response, effects)
+}
+
+/// Runs the command: its answer and writes, and the events of what it changed.
+fn run(view: &impl StateView, request: &Request, context: ApplyContext) -> (Change, Vec<Event>) {
+    let idempotency_key = request.idempotency.as_ref().map(|key| key.key.as_str());
+    if let Command::Batch { lines, policy } = &request.command {
+        let entry = batch::Entry {
+            log_index: context.log_index,
+            now_ms: context.now_ms,
+            idempotency_key,
+        };
+        return batch::execute(view, lines, *policy, entry);
+    }
+    let change = execute(view, &request.command, context)
+        .unwrap_or_else(|rejection| Change::nothing(CommandResult::Err(rejection)));
+    let events = events_of(
+        what_changed(&request.command, &change),
+        context.log_index,
+        context.now_ms,
+        idempotency_key,
+    );
+    (change, events)
 }
 
 /// What `change` (made by `command`) did, as its events tell it. A refusal, or a transition
@@ -96,7 +113,8 @@ fn what_changed<'a>(command: &Command, change: &'a Change) -> Changed<'a> {
     };
     match command {
         Command::Create { .. } | Command::CreateBatch { .. } => seed(EventKind::Created, None),
-        Command::StartFeed => Changed::Nothing,
+        // A batch's events are its lines' (`batch::execute`).
+        Command::StartFeed | Command::Batch { .. } => Changed::Nothing,
         Command::Adjust { delta, .. } => seed(EventKind::Adjusted, Some(*delta)),
         // An accepted reserve took >= 0 units; a refused one (any quantity) writes nothing.
         Command::Reserve { quantity, .. } => seed(EventKind::Reserved, quantity.checked_neg()),
@@ -121,9 +139,13 @@ fn replay(
     context: ApplyContext,
 ) -> Response {
     if entry.fingerprint == fingerprint {
+        let response = match &request.command {
+            Command::Batch { lines, .. } => batch::replayed_answer(entry.response, lines),
+            _ => entry.response,
+        };
         return Response {
             replayed: true,
-            ..entry.response
+            ..response
         };
     }
     Response {
@@ -176,6 +198,8 @@ fn execute(
         Command::Expire { ids } => lifecycle::expire(view, ids, now_ms),
         // The feed is the state machine's: apply only answers.
         Command::StartFeed => Ok(Change::nothing(CommandResult::FeedStarted)),
+        // Applied by `batch::execute` (see `run`), never here.
+        Command::Batch { .. } => Err(invalid("a batch is applied line by line")),
     }
 }
 
@@ -222,84 +246,6 @@ fn execute_one(view: &impl StateView, command: &Command, now_ms: u64) -> Result<
         } => reserve(view, key, quantity, expected_version, now_ms),
         _ => Err(invalid("not a single-record command")),
     }
-}
-
-fn create(
-    view: &impl StateView,
-    key: &RecordKey,
-    initial_quantity: i64,
-    now_ms: u64,
-) -> Result<Record, Rejection> {
-    if initial_quantity < 0 {
-        return Err(invalid("initialQuantity must not be negative"));
-    }
-    if let Some(record) = view.record(key) {
-        return Err(Rejection::AlreadyExists {
-            key: key.clone(),
-            version: record.version,
-        });
-    }
-    Ok(Record {
-        key: key.clone(),
-        quantity: initial_quantity,
-        reserved: 0,
-        version: 1,
-        created_at_ms: now_ms,
-        updated_at_ms: now_ms,
-    })
-}
-
-/// Adds `delta` to the available quantity. A delta of 0 is accepted, as the seed does: nothing
-/// moves, but it is a change like any other (a new version), so a client can use it to bump a
-/// version.
-fn adjust(
-    view: &impl StateView,
-    key: &RecordKey,
-    delta: i64,
-    expected_version: Option<u64>,
-    now_ms: u64,
-) -> Result<Record, Rejection> {
-    let record = existing(view, key, expected_version)?;
-    let quantity = record
-        .quantity
-        .checked_add(delta)
-        .ok_or(Rejection::Overflow)?;
-    if quantity < 0 {
-        return Err(Rejection::InsufficientStock {
-            requested: delta.checked_neg().unwrap_or(i64::MAX),
-            available: record.quantity,
-        });
-    }
-    // On hand (available + reserved) must stay within an i64 too; with nothing reserved this is
-    // the check above.
-    quantity
-        .checked_add(record.reserved)
-        .ok_or(Rejection::Overflow)?;
-    let reserved = record.reserved;
-    changed(record, quantity, reserved, now_ms)
-}
-
-/// Takes `quantity` units out of the available quantity for good. A qty of 0 is accepted, as
-/// the seed does (an integer >= 0): a new version, no stock taken.
-fn reserve(
-    view: &impl StateView,
-    key: &RecordKey,
-    quantity: i64,
-    expected_version: Option<u64>,
-    now_ms: u64,
-) -> Result<Record, Rejection> {
-    if quantity < 0 {
-        return Err(invalid("qty must not be negative"));
-    }
-    let record = existing(view, key, expected_version)?;
-    if quantity > record.quantity {
-        return Err(Rejection::InsufficientStock {
-            requested: quantity,
-            available: record.quantity,
-        });
-    }
-    let (remaining, reserved) = (record.quantity - quantity, record.reserved);
-    changed(record, remaining, reserved, now_ms)
 }
 
 #[cfg(test)]

@@ -18,6 +18,10 @@ pub const IDEMPOTENCY_SCOPE_LENGTH_MAX: usize = 512;
 /// Most records one batch create may hold: one log entry, one apply, and a request body that
 /// stays under the default 64 KiB limit with the longest ids.
 pub const BATCH_RECORDS_MAX: usize = 500;
+/// Most lines one [`Command::Batch`] may hold: one log entry (~1 MiB with the longest ids),
+/// one apply with bounded work per line, one answer. TigerBeetle's batches hold 8,190 events;
+/// 10,000 leaves room for a round number of lines per request (issue 33).
+pub const BATCH_LINES_MAX: usize = 10_000;
 
 /// A change to the inventory. A new kind of change adds a variant here (at the end: see the
 /// module docs) and an arm in `apply::execute`; nothing else in the write path needs to know.
@@ -68,6 +72,109 @@ pub enum Command {
     /// upgraded from a version without one): the feed starts at this entry, numbering from 1,
     /// on every replica alike (`raft::events`). Changes no record; added for the feed (issue 32).
     StartFeed,
+    /// Apply every line (1 to [`BATCH_LINES_MAX`]) in order, each seeing the earlier lines'
+    /// effects (two lines may name one record), as one log entry. With
+    /// [`ErrorPolicy::RejectEverything`] all lines apply or none does; with
+    /// [`ErrorPolicy::RejectFailedLines`] each line applies or fails on its own. Added for the
+    /// batch route (issue 33); see `inventory::batch`.
+    Batch {
+        lines: Vec<BatchLine>,
+        policy: ErrorPolicy,
+    },
+}
+
+/// What a [`Command::Batch`] does when some of its lines cannot apply. Stored in the log:
+/// variants are only added at the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ErrorPolicy {
+    /// All lines or none: one failing line refuses the batch ([`Rejection::BatchRefused`]).
+    #[default]
+    RejectEverything,
+    /// Each line applies or fails on its own, in order.
+    RejectFailedLines,
+}
+
+/// One line of a [`Command::Batch`]: a single-record command. Stored in the log: variants are
+/// only added at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchLine {
+    /// As [`Command::Create`].
+    Create {
+        key: RecordKey,
+        initial_quantity: i64,
+    },
+    /// As [`Command::Adjust`].
+    Adjust {
+        key: RecordKey,
+        delta: i64,
+        expected_version: Option<u64>,
+    },
+    /// Make the available quantity `qty` (>= 0), whatever it was; the held units stay. Creates
+    /// a missing record, unless `expected_version` is given: a missing record has no version,
+    /// so that line fails `NotFound`.
+    Set {
+        key: RecordKey,
+        qty: i64,
+        expected_version: Option<u64>,
+    },
+    /// As [`Command::Reserve`], or with `ttl_ms` as [`Command::Hold`] (a held reservation of
+    /// one line).
+    Reserve {
+        key: RecordKey,
+        quantity: i64,
+        expected_version: Option<u64>,
+        ttl_ms: Option<u64>,
+    },
+}
+
+impl BatchLine {
+    /// The record the line names.
+    pub fn key(&self) -> &RecordKey {
+        match self {
+            BatchLine::Create { key, .. }
+            | BatchLine::Adjust { key, .. }
+            | BatchLine::Set { key, .. }
+            | BatchLine::Reserve { key, .. } => key,
+        }
+    }
+}
+
+/// The answer of an applied [`Command::Batch`]: one result per line, in the batch's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResults {
+    pub lines: Vec<LineResult>,
+}
+
+impl BatchResults {
+    /// How many lines applied.
+    pub fn applied(&self) -> usize {
+        self.lines.iter().filter(|line| line.is_ok()).count()
+    }
+
+    /// How many lines failed (only ever nonzero with [`ErrorPolicy::RejectFailedLines`]).
+    pub fn failed(&self) -> usize {
+        self.lines.len() - self.applied()
+    }
+}
+
+/// What became of one line of a batch. Stored in answers: variants are only added at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LineResult {
+    /// The line applied: its record as this line left it, and the reservation a hold line
+    /// created.
+    Ok {
+        record: Record,
+        reservation_id: Option<ReservationId>,
+    },
+    /// The line failed and changed nothing (with [`ErrorPolicy::RejectFailedLines`]).
+    Failed(Rejection),
+}
+
+impl LineResult {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, LineResult::Ok { .. })
+    }
 }
 
 /// One line of a [`Command::Cart`].
@@ -100,6 +207,7 @@ impl Command {
             Command::Release { .. } => Operation::Release,
             Command::Expire { .. } => Operation::Expire,
             Command::StartFeed => Operation::StartFeed,
+            Command::Batch { .. } => Operation::Batch,
         }
     }
 
@@ -114,6 +222,8 @@ impl Command {
             | Command::Hold { key, .. } => vec![key],
             Command::CreateBatch { records } => records.iter().map(|r| &r.key).collect(),
             Command::Cart { lines, .. } => lines.iter().map(|line| &line.key).collect(),
+            // A record named by several lines is named once per line.
+            Command::Batch { lines, .. } => lines.iter().map(BatchLine::key).collect(),
             Command::Commit { .. }
             | Command::Release { .. }
             | Command::Expire { .. }
@@ -133,17 +243,34 @@ impl Command {
             | Command::CreateBatch { .. }
             | Command::Hold { .. }
             | Command::Cart { .. }
-            | Command::StartFeed => &[],
+            | Command::StartFeed
+            | Command::Batch { .. } => &[],
         }
     }
 
     /// Canonical bytes identifying this exact request, for idempotency-key reuse detection.
     /// The whole command is kept (not a hash): commands are small and equality is then exact.
+    /// Except a batch: up to [`BATCH_LINES_MAX`] lines encode to ~1 MiB, kept in every
+    /// idempotency entry that remembers it, so a batch is identified by the SHA-256 of its
+    /// encoding, behind a prefix no whole encoding starts with (a command's first byte is its
+    /// variant index, below [`FINGERPRINT_DIGEST_TAG`]). A collision is as likely as one of
+    /// SHA-256's.
     pub fn fingerprint(&self) -> Vec<u8> {
-        bincode::serde::encode_to_vec(self, bincode::config::standard())
-            .expect("encoding a command into memory cannot fail")
+        let encoded = bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .expect("encoding a command into memory cannot fail");
+        if !matches!(self, Command::Batch { .. }) {
+            return encoded;
+        }
+        use sha2::Digest;
+        let mut fingerprint = vec![FINGERPRINT_DIGEST_TAG];
+        fingerprint.extend_from_slice(&sha2::Sha256::digest(&encoded));
+        fingerprint
     }
 }
+
+/// The first byte of a hashed fingerprint ([`Command::fingerprint`]): no command's encoding
+/// starts with it, as bincode writes a variant index below 251 as itself.
+const FINGERPRINT_DIGEST_TAG: u8 = 0xFF;
 
 /// The kind of a command, kept in the response so the HTTP layer can pick the status code
 /// (201 for create/reserve, 200 for adjust) without re-reading the request. Stored in answers:
@@ -160,6 +287,7 @@ pub enum Operation {
     Release,
     Expire,
     StartFeed,
+    Batch,
 }
 
 /// An idempotency key, the client scope it belongs to, and how long it is remembered, in log
@@ -344,15 +472,21 @@ pub enum Rejection {
     /// As many reservations are held as the store keeps ([`super::HELD_RESERVATIONS_MAX`]).
     #[error("{max} reservations are held, the most the store keeps: commit or release some")]
     HoldLimitReached { max: u64 },
+    /// Some lines of a batch (with [`ErrorPolicy::RejectEverything`]) cannot apply, so none
+    /// does: every failing line, in the batch's order, each evaluated as if the lines before it
+    /// that can apply had. Added for the batch route (issue 33).
+    #[error("batch refused: {} of its lines cannot apply", .lines.len())]
+    BatchRefused { lines: Vec<LineRefusal> },
 }
 
-/// Why one line of a cart cannot be held.
+/// Why one line of a cart cannot be held, or one line of a batch cannot apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineRefusal {
-    /// The line's position in the cart, from 0.
+    /// The line's position in the cart (or batch), from 0.
     pub index: usize,
     pub key: RecordKey,
-    /// `NotFound`, `VersionMismatch`, `InsufficientStock` or `Overflow`.
+    /// For a cart: `NotFound`, `VersionMismatch`, `InsufficientStock` or `Overflow`; for a
+    /// batch, also `Invalid`, `AlreadyExists` and `HoldLimitReached`.
     pub rejection: Rejection,
 }
 
@@ -381,6 +515,9 @@ pub enum CommandResult {
     Expired { count: u64 },
     /// A [`Command::StartFeed`] applied (the state machine started the feed, or it had one).
     FeedStarted,
+    /// A [`Command::Batch`] applied: every line's result (all `Ok` with
+    /// [`ErrorPolicy::RejectEverything`]).
+    Batch(BatchResults),
 }
 
 impl CommandResult {
@@ -406,6 +543,14 @@ impl CommandResult {
     pub fn record(&self) -> Option<&Record> {
         match self {
             CommandResult::Ok(record) | CommandResult::Held { record, .. } => Some(record),
+            _ => None,
+        }
+    }
+
+    /// The per-line results of an applied batch.
+    pub fn batch(&self) -> Option<&BatchResults> {
+        match self {
+            CommandResult::Batch(results) => Some(results),
             _ => None,
         }
     }

@@ -48,11 +48,21 @@ pub fn hold(
     log_index: u64,
     now_ms: u64,
 ) -> Result<Change, Rejection> {
+    hold_as(view, hold, first_id(log_index)?, now_ms)
+}
+
+/// Holds units of one record as the reservation `id`: a hold command's (the entry's first
+/// reservation), or one line of a batch (the entry's `n`th hold).
+pub fn hold_as(
+    view: &impl StateView,
+    hold: Hold<'_>,
+    id: ReservationId,
+    now_ms: u64,
+) -> Result<Change, Rejection> {
     check_ttl(hold.ttl_ms)?;
     if hold.quantity < 0 {
         return Err(invalid("qty must not be negative"));
     }
-    let id = first_id(log_index)?;
     check_room(view)?;
     let record = existing(view, hold.key, hold.expected_version)?;
     let record = held(record, hold.quantity, now_ms)?;

@@ -28,11 +28,13 @@
 //! the log is rejected identically everywhere rather than trusted.
 
 mod apply;
+mod batch;
 mod change;
 mod command;
 mod event;
 mod lifecycle;
 mod log_time;
+mod one_record;
 mod record;
 mod reservation;
 mod state;
@@ -40,10 +42,11 @@ mod state;
 mod tests;
 
 pub use apply::{apply, ApplyContext};
+pub use batch::BATCH_STORED_LINE_BYTES_MAX;
 pub use command::{
-    CartLine, Command, CommandResult, IdempotencyId, IdempotencyKey, LineRefusal, NewRecord,
-    Operation, Rejection, Request, Response, BATCH_RECORDS_MAX, IDEMPOTENCY_KEY_LENGTH_MAX,
-    IDEMPOTENCY_SCOPE_LENGTH_MAX,
+    BatchLine, BatchResults, CartLine, Command, CommandResult, ErrorPolicy, IdempotencyId,
+    IdempotencyKey, LineRefusal, LineResult, NewRecord, Operation, Rejection, Request, Response,
+    BATCH_LINES_MAX, BATCH_RECORDS_MAX, IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_SCOPE_LENGTH_MAX,
 };
 pub use event::{Event, EventFilter, EventKind};
 pub use log_time::{next_log_time, proposal_stamp, LOG_TIME_STEP_MAX_MS};

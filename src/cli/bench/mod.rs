@@ -17,6 +17,11 @@
 //! at one instant, so holds made over a minute all fall due in the same second (an expiry
 //! storm: `scripts/bench.sh --holds`).
 //!
+//! `--batch SIZE` (stockraft only, spread): the reserves go as batches of SIZE lines
+//! (`POST /api/inventory/batch`, `--batch-policy`), one batch per operation: ops/s and the
+//! latency percentiles are per batch, and the report adds the lines committed per second
+//! ([`batches`]).
+//!
 //! `--subscribers N` (stockraft only): N readers of the event feed's stream on the followers
 //! during the run, each checked to receive every event in order, and the delay from a write's
 //! acknowledgement to its event's arrival ([`subscribers`]).
@@ -30,6 +35,7 @@
 //! well-behaved client does. Clients spread over `--nodes` round-robin on one keep-alive
 //! connection pool. Output: a table row and one `BENCH {json}` line per run (for scripts).
 
+pub mod batches;
 pub mod subscribers;
 
 use std::collections::BTreeMap;
@@ -46,14 +52,19 @@ use serde_json::{json, Value};
 
 use crate::client::wire::{codes, CreateBatchRequest, CreateRequest, ReserveRequest};
 use crate::client::{Client, Consistency, WriteOptions};
-use crate::inventory::BATCH_RECORDS_MAX;
 use crate::transport::HttpTransport;
+use batches::{spread_sku, BatchFigures, BatchLoad, BatchPolicy};
 use subscribers::{Acks, Delivery, Subscribers};
 
 /// Stock of each SKU in the spread scenario: never runs out within a run.
 const SPREAD_STOCK: i64 = 1_000_000_000;
 /// Concurrent setup requests (batch creates, etcd transactions).
 const SETUP_CONCURRENCY: usize = 8;
+/// Records per setup batch create: 100 requests for 100,000 SKUs. The route takes up to
+/// `inventory::BATCH_LINES_MAX`, but 8 concurrent creates of 10,000 records through the
+/// followers were answered 503 "the leader did not answer in time" on this loaded 2-core
+/// machine (2026-12-07), and a setup that fails measures nothing.
+const SETUP_BATCH_RECORDS: usize = 1_000;
 /// Most operations in one etcd transaction (etcd's default `--max-txn-ops`).
 const ETCD_TXN_OPS_MAX: usize = 128;
 /// One request's bound: beyond a node's write deadline, so its own 503 arrives first.
@@ -128,6 +139,14 @@ pub struct BenchArgs {
     /// before the load starts; each must receive every event, in order, by the end.
     #[arg(long, default_value_t = 0)]
     pub subscribers: usize,
+    /// Spread scenario (stockraft): send the reserves as batches of this many lines, one batch
+    /// per operation (`POST /api/inventory/batch`).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// With `--batch`: all lines or none (`reject-everything`, the route's default), or each
+    /// line on its own (`reject-failed-lines`).
+    #[arg(long, value_enum, default_value_t)]
+    pub batch_policy: BatchPolicy,
 }
 
 /// What one run measured.
@@ -158,6 +177,9 @@ pub struct Report {
     /// `--subscribers`: what the feed's readers received, and how soon.
     #[serde(flatten)]
     pub delivery: Option<Delivery>,
+    /// `--batch`: the lines applied and failed, and lines per second.
+    #[serde(flatten)]
+    pub batch: Option<BatchFigures>,
 }
 
 /// Runs one benchmark and prints its table row and JSON line.
@@ -178,7 +200,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     if args.subscribers > 0 && args.target == Target::Etcd {
         bail!("--subscribers reads stockraft's event feed");
     }
-    let stockraft = Arc::new(Stockraft::new(&args));
+    if args.batch.is_some() && (args.target, args.scenario) != (Target::Stockraft, Scenario::Spread)
+    {
+        bail!("--batch sends stockraft batches in the spread scenario");
+    }
+    if args.batch.is_some() && args.subscribers > 0 {
+        bail!("--batch and --subscribers are not measured together");
+    }
+    let stockraft = Arc::new(Stockraft::new(&args)?);
     let driver: Arc<dyn Driver> = match args.target {
         Target::Stockraft => stockraft.clone(),
         Target::Etcd => Arc::new(Etcd::new(&args)?),
@@ -192,7 +221,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let skus: Vec<String> = match args.scenario {
         Scenario::Hot => vec!["hot".to_owned()],
         Scenario::Spread | Scenario::Hold | Scenario::Commit => {
-            (0..args.skus).map(|i| format!("sku-{i}")).collect()
+            (0..args.skus).map(spread_sku).collect()
         }
     };
     let stock = match args.scenario {
@@ -234,6 +263,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         stockraft.start_committing();
     }
     let mut report = drive(&args, driver.clone(), &run_id, skus, stock).await?;
+    report.batch = stockraft
+        .batch
+        .as_ref()
+        .map(|batch| batch.figures(report.seconds));
     if let Some(subscribers) = subscribers {
         report.delivery = Some(subscribers.finish(&stockraft.clients[0]).await?);
     }
@@ -423,6 +456,7 @@ async fn drive(
         retries: tally.retries.load(Ordering::Relaxed),
         oversell,
         delivery: None,
+        batch: None,
     })
 }
 
@@ -503,6 +537,17 @@ fn print_report(report: &Report) {
     if let Some(delivery) = &report.delivery {
         print_delivery(delivery);
     }
+    if let Some(batch) = &report.batch {
+        println!(
+            "batches of {} lines ({:?}): {} lines applied, {} failed, {:.0} lines/s \
+             (ops/s and latencies above are per batch)",
+            batch.batch_size,
+            batch.batch_policy,
+            batch.lines_applied,
+            batch.lines_failed,
+            batch.lines_per_sec,
+        );
+    }
     println!(
         "BENCH {}",
         serde_json::to_string(report).expect("a report serializes")
@@ -544,10 +589,12 @@ struct Stockraft {
     committing: AtomicBool,
     /// `--subscribers`: every acknowledged write's log index, for the delivery delays.
     acks: Option<Arc<Acks>>,
+    /// `--batch`: each operation is a batch of reserves.
+    batch: Option<BatchLoad>,
 }
 
 impl Stockraft {
-    fn new(args: &BenchArgs) -> Self {
+    fn new(args: &BenchArgs) -> anyhow::Result<Self> {
         let transport = Arc::new(HttpTransport::new());
         let clients = args
             .nodes
@@ -561,7 +608,11 @@ impl Stockraft {
                 }
             })
             .collect();
-        Self {
+        let batch = match args.batch {
+            Some(size) => Some(BatchLoad::new(size, args.batch_policy, args.skus)?),
+            None => None,
+        };
+        Ok(Self {
             http: transport.http_client().clone(),
             clients,
             keyed: args.keyed,
@@ -570,7 +621,8 @@ impl Stockraft {
             held: Mutex::default(),
             committing: AtomicBool::new(false),
             acks: (args.subscribers > 0).then(|| Arc::new(Acks::new())),
-        }
+            batch,
+        })
     }
 
     /// A hold's TTL: [`HOLD_TTL_S`], or what makes it fall due at `--hold-due-at-ms`.
@@ -609,6 +661,17 @@ impl Stockraft {
                 .map_err(failed)?;
             self.record_ack(&answer);
             return Ok(Attempted::of(&answer));
+        }
+        if let Some(batch) = &self.batch {
+            let answer = batch
+                .send(client, run_id, options)
+                .await
+                .map_err(|error| failed(error.into()))?;
+            return Ok(Attempted {
+                status: answer.status,
+                code: answer.code,
+                retry_after_s: answer.retry_after_s,
+            });
         }
         let body = ReserveRequest {
             qty: 1,
@@ -660,7 +723,7 @@ impl Attempted {
 impl Stockraft {
     async fn setup_batches(&self, store: &str, skus: &[String], stock: i64) -> anyhow::Result<()> {
         let batches: Vec<CreateBatchRequest> = skus
-            .chunks(BATCH_RECORDS_MAX)
+            .chunks(SETUP_BATCH_RECORDS)
             .map(|chunk| CreateBatchRequest {
                 records: chunk
                     .iter()
@@ -1001,14 +1064,26 @@ mod tests {
             ops: None,
             hold_due_at_ms: due,
             subscribers: 0,
+            batch: None,
+            batch_policy: BatchPolicy::default(),
         };
-        assert_eq!(Stockraft::new(&args(None)).hold_ttl_s(), HOLD_TTL_S);
+        assert_eq!(
+            Stockraft::new(&args(None)).unwrap().hold_ttl_s(),
+            HOLD_TTL_S
+        );
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as u64;
-        let ttl = Stockraft::new(&args(Some(now_ms + 90_500))).hold_ttl_s();
+        let ttl = Stockraft::new(&args(Some(now_ms + 90_500)))
+            .unwrap()
+            .hold_ttl_s();
         assert!((90..=91).contains(&ttl), "{ttl}");
-        assert_eq!(Stockraft::new(&args(Some(now_ms - 5_000))).hold_ttl_s(), 1);
+        assert_eq!(
+            Stockraft::new(&args(Some(now_ms - 5_000)))
+                .unwrap()
+                .hold_ttl_s(),
+            1
+        );
     }
 }

@@ -2,50 +2,19 @@
 //! with the record's state after the change; none for a refusal or a replay. Numbering (`seq`)
 //! is the state machine's; the model (`MemoryState::commit`) numbers them as it does, densely.
 
+use super::{Log, T0_MS};
 use crate::inventory::*;
 
-const T0_MS: u64 = 1_767_225_600_000;
 const TTL_MS: u64 = 60_000;
 
 fn key(store: &str, sku: &str) -> RecordKey {
     RecordKey::new(store, sku).unwrap()
 }
 
-struct Log {
-    state: MemoryState,
-    index: u64,
-    now_ms: u64,
-}
-
 impl Log {
-    fn new() -> Self {
-        Log {
-            state: MemoryState::default(),
-            index: 0,
-            now_ms: T0_MS,
-        }
-    }
-
     /// Applies `command` (with `idempotency_key`, if any) as the next entry; its events.
     fn run_keyed(&mut self, command: Command, idempotency_key: Option<&str>) -> Vec<Event> {
-        self.index += 1;
-        let request = Request {
-            command,
-            proposed_at_ms: self.now_ms,
-            idempotency: idempotency_key.map(|key| IdempotencyKey {
-                scope: "client:test".into(),
-                key: key.into(),
-                ttl_ms: 3_600_000,
-            }),
-        };
-        let context = ApplyContext {
-            log_index: self.index,
-            now_ms: self.now_ms,
-        };
-        let (_, effects) = apply(&self.state, &request, context);
-        let events = effects.events.clone();
-        self.state.commit(effects);
-        events
+        self.answer(command, idempotency_key).1
     }
 
     fn run(&mut self, command: Command) -> Vec<Event> {
