@@ -44,9 +44,14 @@ use crate::raft::NodeId;
 use crate::telemetry::Telemetry;
 use crate::transport::{Transport, TransportError, WireRequest, SECRET_HEADER};
 
-/// Most commands in one forwarded batch: bounds the leader's work per request and the body
-/// (a command is at most a create batch of `inventory::BATCH_RECORDS_MAX` records).
+/// Most commands in one forwarded batch: bounds the leader's work per request.
 pub const PROPOSE_BATCH_ITEMS_MAX: usize = 64;
+/// Most lines (`Command::line_count`) the commands of one forwarded batch carry together: bounds
+/// the body and the answer. A command of `inventory::BATCH_LINES_MAX` lines (~1.1 MiB, its
+/// answer as much) travels alone; 64 of them would pass the transport's body limit (64 MiB).
+/// Small commands are never held back by it: 64 of one line each weigh 64. A command is never
+/// split: the first one taken always goes.
+pub const PROPOSE_BATCH_LINES_MAX: usize = inventory::BATCH_LINES_MAX;
 /// Batches in flight to one leader from one follower. More slots, smaller batches and more
 /// requests; one slot would make every command wait for the batch before it.
 pub const PROPOSE_BATCHES_IN_FLIGHT_MAX: usize = 4;
@@ -185,7 +190,7 @@ impl Forwarder {
                 // A caller that stopped waiting (its deadline passed) gets no answer: its
                 // write is not sent at all.
                 lane.queue.retain(|waiting| !waiting.answer.is_closed());
-                let take = lane.queue.len().min(PROPOSE_BATCH_ITEMS_MAX);
+                let take = batch_length(&lane.queue);
                 lane.queue.drain(..take).collect()
             };
             if batch.is_empty() {
@@ -234,6 +239,22 @@ impl Forwarder {
             let _ = answer.send(result);
         }
     }
+}
+
+/// How many commands at the front of `queue` go in the next batch: at most
+/// [`PROPOSE_BATCH_ITEMS_MAX`], carrying at most [`PROPOSE_BATCH_LINES_MAX`] lines together,
+/// and at least one (if any wait).
+fn batch_length(queue: &VecDeque<Waiting>) -> usize {
+    let mut lines = 0usize;
+    let taken = queue
+        .iter()
+        .take(PROPOSE_BATCH_ITEMS_MAX)
+        .take_while(|waiting| {
+            lines = lines.saturating_add(waiting.item.command.line_count());
+            lines <= PROPOSE_BATCH_LINES_MAX
+        })
+        .count();
+    taken.max(queue.len().min(1))
 }
 
 /// The leader's answer to a batch of `expected` items, or what its failure means.
@@ -407,6 +428,51 @@ mod tests {
             batches.iter().flatten().all(|id| id != "gave-up"),
             "a write whose caller gave up is not sent"
         );
+    }
+
+    fn queue_of(line_counts: &[usize]) -> VecDeque<Waiting> {
+        use crate::inventory::{BatchLine, ErrorPolicy};
+        let key = RecordKey::new("s1", "sku").unwrap();
+        let line = BatchLine::Adjust {
+            key,
+            delta: 1,
+            expected_version: None,
+        };
+        line_counts
+            .iter()
+            .map(|&lines| {
+                let mut item = item("r");
+                if lines > 1 {
+                    item.command = Command::Batch {
+                        lines: vec![line.clone(); lines],
+                        policy: ErrorPolicy::RejectEverything,
+                    };
+                }
+                Waiting {
+                    item,
+                    timeout: Duration::from_secs(1),
+                    answer: oneshot::channel().0,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_forwarded_batch_is_bounded_by_its_commands_and_by_their_lines() {
+        let max = PROPOSE_BATCH_LINES_MAX;
+        let cases: [(&[usize], usize); 7] = [
+            (&[], 0),
+            (&[1; 70], PROPOSE_BATCH_ITEMS_MAX),
+            (&[max, 1], 1),
+            (&[1, max], 1),
+            (&[max / 2, max / 2, 1], 2),
+            (&[max * 2, 1], 1),
+            (&[100, 100, 100], 3),
+        ];
+        for (line_counts, expected) in cases {
+            let queue = queue_of(line_counts);
+            assert_eq!(batch_length(&queue), expected, "{line_counts:?}");
+        }
     }
 
     #[test]

@@ -231,6 +231,25 @@ impl Command {
         }
     }
 
+    /// How many lines the command carries (records or reservations named), at least one: what
+    /// its size, and its answer's, grow with (a forwarded batch of commands is bounded by it).
+    pub fn line_count(&self) -> usize {
+        let lines = match self {
+            Command::CreateBatch { records } => records.len(),
+            Command::Cart { lines, .. } => lines.len(),
+            Command::Batch { lines, .. } => lines.len(),
+            Command::Expire { ids } => ids.len(),
+            Command::Create { .. }
+            | Command::Adjust { .. }
+            | Command::Reserve { .. }
+            | Command::Hold { .. }
+            | Command::Commit { .. }
+            | Command::Release { .. }
+            | Command::StartFeed => 1,
+        };
+        lines.max(1)
+    }
+
     /// Every existing reservation this command names, in the command's order: what a state
     /// machine loads (with the records of their lines) before applying it.
     pub fn reservation_ids(&self) -> &[ReservationId] {
