@@ -497,6 +497,21 @@ fn a_keyed_batch_replays_its_whole_answer_and_applies_nothing_twice() {
     }
 }
 
+/// `value` as stored, after checking that those bytes read back as `value` (a stored answer
+/// that cannot be read stops every node at its next read).
+fn stored_bytes_reading_back<T>(value: &T) -> Vec<u8>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let config = bincode::config::standard();
+    let bytes = bincode::serde::encode_to_vec(value, config).unwrap();
+    let (read, used): (T, usize) =
+        bincode::serde::decode_from_slice(&bytes, config).expect("a stored answer reads back");
+    assert_eq!(used, bytes.len());
+    assert_eq!(&read, value);
+    bytes
+}
+
 #[test]
 fn a_stored_batch_answer_keeps_no_line_key_and_stays_within_its_bound() {
     let mut log = Log::new();
@@ -529,7 +544,7 @@ fn a_stored_batch_answer_keeps_no_line_key_and_stays_within_its_bound() {
         .values()
         .next()
         .expect("the answer is remembered");
-    let stored = bincode::serde::encode_to_vec(entry, bincode::config::standard()).unwrap();
+    let stored = stored_bytes_reading_back(entry);
     let whole = bincode::serde::encode_to_vec(&response, bincode::config::standard()).unwrap();
     assert!(
         stored.len() <= BATCH_LINES_MAX * BATCH_STORED_LINE_BYTES_MAX,
@@ -578,7 +593,7 @@ fn a_stored_answer_of_failed_lines_stays_within_its_bound_too() {
         log.step_keyed(batch(policy, Vec::clone(&lines)), name);
     }
     for entry in log.state.idempotency.values() {
-        let stored = bincode::serde::encode_to_vec(entry, bincode::config::standard()).unwrap();
+        let stored = stored_bytes_reading_back(entry);
         assert!(
             stored.len() <= BATCH_LINES_MAX * BATCH_STORED_LINE_BYTES_MAX,
             "{} bytes stored",
