@@ -23,8 +23,9 @@
 //!   before it that can apply had (so the refusal tells a client all it must fix, not just the
 //!   first). [`ErrorPolicy::RejectFailedLines`]: failing lines change nothing, the others apply;
 //!   the answer lists each line's result.
-//! - A batch of no line or more than [`BATCH_LINES_MAX`] is `Invalid` as a whole: the HTTP layer
-//!   refuses it first, but apply never trusts what reaches the log.
+//! - A batch of no line or more than [`BATCH_LINES_MAX`], or of more than
+//!   [`BATCH_HOLD_LINES_MAX`] holds, is `Invalid` as a whole: the HTTP layer refuses it first,
+//!   but apply never trusts what reaches the log.
 //!
 //! ## Events
 //! Each applied line yields the events its single command would (created, adjusted, reserved,
@@ -51,12 +52,25 @@ use super::event::{events_of, Changed, Event, EventKind};
 use super::lifecycle;
 use super::one_record;
 use super::record::{Record, RecordKey};
-use super::reservation::{Reservation, ReservationId};
+use super::reservation::{Reservation, ReservationId, CART_LINES_MAX};
 use super::state::{IdempotencyEntry, StateView};
 
 /// Most bytes a stored batch answer takes per line, in the log's encoding (bincode, varints),
-/// keys left out: a record of five integers at their largest, a reservation id and the tags.
-pub const BATCH_STORED_LINE_BYTES_MAX: usize = 60;
+/// keys left out: a record of five integers at their largest and a reservation id (~40), or a
+/// failed line's rejection, whose message is at most [`LINE_MESSAGE_BYTES_MAX`] bytes. The
+/// idempotency log's chunks are sized from it (`raft::idempotency_log`).
+pub const BATCH_STORED_LINE_BYTES_MAX: usize = 72;
+
+/// Most reserve lines with a ttl (holds) one batch may hold. Each creates a reservation, and
+/// the reservation store keeps those of 32 consecutive entries in one value, rewritten whenever
+/// one of them changes: it is sized for an entry creating one reservation of up to
+/// [`CART_LINES_MAX`] lines (~8 KB). As many one-line holds weigh about as much (~11 KB), where
+/// 10,000 would make that value ~30 MB. A batch of more holds is `Invalid` as a whole.
+pub const BATCH_HOLD_LINES_MAX: usize = CART_LINES_MAX;
+
+/// Longest message of a line's `Invalid` rejection, in bytes: today's are all shorter; the
+/// cap keeps [`BATCH_STORED_LINE_BYTES_MAX`] true whatever a future message says.
+const LINE_MESSAGE_BYTES_MAX: usize = 64;
 
 /// Where the entry stands: its index (reservation ids) and log time, and the request's
 /// idempotency key (events carry it).
@@ -81,12 +95,18 @@ pub fn execute(
         );
         return refused(invalid(&message));
     }
+    let holds = lines.iter().filter(|line| line.is_hold()).count();
+    if holds > BATCH_HOLD_LINES_MAX {
+        let message =
+            format!("a batch holds at most {BATCH_HOLD_LINES_MAX} lines with a ttl, got {holds}");
+        return refused(invalid(&message));
+    }
     let mut overlay = Overlay::new(view);
     let mut results = Vec::with_capacity(lines.len());
     let mut refusals = Vec::new();
     let mut applied = Vec::new();
     for (index, line) in lines.iter().enumerate() {
-        match apply_line(&overlay, line, entry) {
+        match apply_line(&overlay, line, entry).map_err(bounded) {
             Ok(line) => {
                 overlay.write(&line.record);
                 overlay.holds += u64::from(line.reservation.is_some());
@@ -291,6 +311,22 @@ fn apply_line(
     }
 }
 
+/// `rejection`, with an `Invalid` message cut to [`LINE_MESSAGE_BYTES_MAX`] bytes (at a
+/// character boundary): the same on every replica, in the first answer as in a replay.
+fn bounded(rejection: Rejection) -> Rejection {
+    match rejection {
+        Rejection::Invalid { mut message } if message.len() > LINE_MESSAGE_BYTES_MAX => {
+            let mut end = LINE_MESSAGE_BYTES_MAX;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            Rejection::Invalid { message }
+        }
+        other => other,
+    }
+}
+
 /// Makes the available quantity `qty`; the held units stay. A missing record is created, unless
 /// the line expects a version of it.
 fn set(
@@ -324,7 +360,7 @@ fn hold_line(
     hold: lifecycle::Hold<'_>,
     entry: Entry<'_>,
 ) -> Result<AppliedLine, Rejection> {
-    // At most BATCH_LINES_MAX holds, far below the 2^16 ids of an entry.
+    // At most BATCH_HOLD_LINES_MAX holds, far below the 2^16 ids of an entry.
     let number = u16::try_from(view.holds).map_err(|_| invalid("too many holds in one entry"))?;
     let id = ReservationId::new(entry.log_index, number)
         .ok_or_else(|| invalid("the log index is beyond what a reservation id can name"))?;
@@ -361,10 +397,12 @@ pub fn replayed_answer(mut response: Response, lines: &[BatchLine]) -> Response 
     response
 }
 
-/// The placeholder of a left-out key: no valid key is empty.
+/// The placeholder of a left-out key: one byte of store id (`/` is in no valid id) and no sku.
+/// Not an empty store id: a record's stored layout reads a store id of length 0 as the tag of
+/// its other layout (`record::Record`'s serializer), so a record with one would not decode.
 fn hollow_key() -> RecordKey {
     RecordKey {
-        store_id: String::new(),
+        store_id: "/".into(),
         sku: String::new(),
     }
 }

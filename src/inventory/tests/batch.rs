@@ -357,6 +357,35 @@ fn a_hold_line_moves_units_to_reserved_and_creates_a_held_reservation() {
 }
 
 #[test]
+fn a_batch_of_more_holds_than_a_cart_has_lines_is_refused_as_a_whole() {
+    let mut log = Log::new();
+    let creates = (0..=BATCH_HOLD_LINES_MAX)
+        .map(|n| create(&format!("h{n}"), 1))
+        .collect();
+    log.step(all_or_none(creates));
+    let before = log.state.clone();
+    let holds = |count: usize| (0..count).map(|n| hold(&format!("h{n}"), 1)).collect();
+    for policy in [
+        ErrorPolicy::RejectEverything,
+        ErrorPolicy::RejectFailedLines,
+    ] {
+        let (response, _) = log.step(batch(policy, holds(BATCH_HOLD_LINES_MAX + 1)));
+        assert!(
+            matches!(
+                response.result,
+                CommandResult::Err(Rejection::Invalid { .. })
+            ),
+            "{:?}",
+            response.result
+        );
+    }
+    assert_eq!(log.state, before);
+    let (response, _) = log.step(all_or_none(holds(BATCH_HOLD_LINES_MAX)));
+    assert_eq!(results(&response).len(), BATCH_HOLD_LINES_MAX);
+    assert_eq!(log.state.held_count, BATCH_HOLD_LINES_MAX as u64);
+}
+
+#[test]
 fn a_hold_line_with_a_bad_ttl_fails_as_a_hold_would() {
     let mut log = stocked();
     let short = BatchLine::Reserve {
@@ -468,6 +497,21 @@ fn a_keyed_batch_replays_its_whole_answer_and_applies_nothing_twice() {
     }
 }
 
+/// `value` as stored, after checking that those bytes read back as `value` (a stored answer
+/// that cannot be read stops every node at its next read).
+fn stored_bytes_reading_back<T>(value: &T) -> Vec<u8>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let config = bincode::config::standard();
+    let bytes = bincode::serde::encode_to_vec(value, config).unwrap();
+    let (read, used): (T, usize) =
+        bincode::serde::decode_from_slice(&bytes, config).expect("a stored answer reads back");
+    assert_eq!(used, bytes.len());
+    assert_eq!(&read, value);
+    bytes
+}
+
 #[test]
 fn a_stored_batch_answer_keeps_no_line_key_and_stays_within_its_bound() {
     let mut log = Log::new();
@@ -482,13 +526,14 @@ fn a_stored_batch_answer_keeps_no_line_key_and_stays_within_its_bound() {
         })
         .collect();
     log.step(all_or_none(creates));
-    // The largest answer: each line holds at its largest (a reservation id, big counts).
+    // The largest answer: every line reserves at its largest (big counts), as many as may
+    // hold (a reservation id more).
     let holds = (0..BATCH_LINES_MAX)
         .map(|n| BatchLine::Reserve {
             key: longest(n),
             quantity: i64::MAX / 2,
             expected_version: Some(1),
-            ttl_ms: Some(HOLD_TTL_MS_MAX),
+            ttl_ms: (n < BATCH_HOLD_LINES_MAX).then_some(HOLD_TTL_MS_MAX),
         })
         .collect();
     let (response, _) = log.step_keyed(all_or_none(holds), "big");
@@ -499,7 +544,7 @@ fn a_stored_batch_answer_keeps_no_line_key_and_stays_within_its_bound() {
         .values()
         .next()
         .expect("the answer is remembered");
-    let stored = bincode::serde::encode_to_vec(entry, bincode::config::standard()).unwrap();
+    let stored = stored_bytes_reading_back(entry);
     let whole = bincode::serde::encode_to_vec(&response, bincode::config::standard()).unwrap();
     assert!(
         stored.len() <= BATCH_LINES_MAX * BATCH_STORED_LINE_BYTES_MAX,
@@ -513,6 +558,48 @@ fn a_stored_batch_answer_keeps_no_line_key_and_stays_within_its_bound() {
         whole.len()
     );
     assert!(entry.fingerprint.len() < 64, "the fingerprint is a digest");
+}
+
+#[test]
+fn a_stored_answer_of_failed_lines_stays_within_its_bound_too() {
+    let mut log = Log::new();
+    // The longest rejections a line can get: an invalid key and an out-of-range ttl.
+    let bad_key = BatchLine::Create {
+        key: RecordKey {
+            store_id: "bad/store".repeat(100),
+            sku: "a".into(),
+        },
+        initial_quantity: 1,
+    };
+    let bad_ttl = BatchLine::Reserve {
+        key: key("a"),
+        quantity: 1,
+        expected_version: Some(u64::MAX),
+        ttl_ms: Some(u64::MAX),
+    };
+    let lines = (0..BATCH_LINES_MAX)
+        .map(|n| {
+            if n < BATCH_HOLD_LINES_MAX {
+                bad_ttl.clone()
+            } else {
+                bad_key.clone()
+            }
+        })
+        .collect();
+    for (name, policy) in [
+        ("all-or-none", ErrorPolicy::RejectEverything),
+        ("each-line", ErrorPolicy::RejectFailedLines),
+    ] {
+        log.step_keyed(batch(policy, Vec::clone(&lines)), name);
+    }
+    for entry in log.state.idempotency.values() {
+        let stored = stored_bytes_reading_back(entry);
+        assert!(
+            stored.len() <= BATCH_LINES_MAX * BATCH_STORED_LINE_BYTES_MAX,
+            "{} bytes stored",
+            stored.len()
+        );
+    }
 }
 
 #[test]
