@@ -6,20 +6,22 @@
 #   scripts/sim.sh --seeds 5000 --seed 1000   a soak: 5000 seeds from 1000
 #   scripts/sim.sh --seed 12345           exactly one seed, with its full event trace
 #   scripts/sim.sh --seeds 200 --nodes 5  five-node clusters
+#   scripts/sim.sh --seeds 5 --bug 8      with planted bug 8 (src/sim/bugs.rs): must fail
 #
 # A failing seed prints the command that reruns exactly it. The build uses --cfg madsim in its
 # own target directory (target-madsim) so it does not evict the normal build.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-seeds="" seed="" nodes=3 trace=0
+seeds="" seed="" nodes=3 trace=0 bug=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --seeds) seeds="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --nodes) nodes="$2"; shift 2 ;;
     --trace) trace=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --bug) bug="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "sim.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -32,6 +34,7 @@ export RUSTFLAGS="--cfg madsim"
 export CARGO_TARGET_DIR="${MADSIM_TARGET_DIR:-$ROOT/target-madsim}"
 export STOCKRAFT_SIM_SEED="$seed" STOCKRAFT_SIM_SEEDS="$seeds" STOCKRAFT_SIM_NODES="$nodes"
 [ "$trace" = 1 ] && export STOCKRAFT_SIM_TRACE=1
-echo "sim.sh: $seeds seed(s) from $seed, $nodes nodes"
+[ "$bug" != 0 ] && export STOCKRAFT_SIM_BUG="$bug"
+echo "sim.sh: $seeds seed(s) from $seed, $nodes nodes$([ "$bug" != 0 ] && echo ", planted bug $bug")"
 cd "$ROOT"
 cargo test --quiet --test simulation a_batch_of_seeds_with_faults_keeps_every_promise -- --nocapture

@@ -195,12 +195,20 @@ mod suite {
         if let Some(nodes) = env_u64("STOCKRAFT_SIM_NODES") {
             options.nodes = nodes;
         }
+        if let Some(number) = env_u64("STOCKRAFT_SIM_BUG") {
+            options.bug = PlantedBug::from_number(number)
+                .unwrap_or_else(|| panic!("no planted bug numbered {number}"));
+        }
         options
     }
 
     fn reproduce_command(report: &RunReport, options: &RunOptions) -> String {
+        let bug = match options.bug {
+            PlantedBug::None => String::new(),
+            bug => format!(" --bug {}", bug as u64),
+        };
         format!(
-            "scripts/sim.sh --seed {} --nodes {}",
+            "scripts/sim.sh --seed {} --nodes {}{bug}",
             report.seed, options.nodes
         )
     }
@@ -396,6 +404,11 @@ mod suite {
     #[test]
     fn a_refused_reserve_that_records_an_event_is_caught_by_the_feed_check() {
         caught_by(PlantedBug::RefusedReserveRecordsAnEvent, "feed of node");
+    }
+
+    #[test]
+    fn a_refused_batch_that_keeps_its_first_line_is_caught_as_not_all_or_none() {
+        caught_by(PlantedBug::RefusedBatchKeepsItsFirstLine, "all or none:");
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod events;
 mod health;
 mod inventory;
 pub mod json;
-mod leader;
+pub mod leader;
 mod metrics;
 pub mod openapi;
 mod overload;

@@ -5,8 +5,9 @@
 //! The core has no test switches: each bug enters through a seam the core defines for any
 //! caller ([`crate::node::Seams`], or the router the simulation serves), filled here:
 //! - [`PlantedBug::ReserveSkipsStockCheck`], [`PlantedBug::DoubleExpiry`],
-//!   [`PlantedBug::HalfCart`], [`PlantedBug::ReserveRecordsNoEvent`] and
-//!   [`PlantedBug::RefusedReserveRecordsAnEvent`]: wrappers of `inventory::apply` ([`apply_fn`]);
+//!   [`PlantedBug::HalfCart`], [`PlantedBug::ReserveRecordsNoEvent`],
+//!   [`PlantedBug::RefusedReserveRecordsAnEvent`] and [`PlantedBug::RefusedBatchKeepsItsFirstLine`]:
+//!   wrappers of `inventory::apply` ([`apply_fn`]);
 //! - [`PlantedBug::StaleFollowerReads`]: a router layer in front of the node ([`wrap_router`])
 //!   that turns a follower's linearizable reads into local ones;
 //! - [`PlantedBug::FeedPageSkipsAnEvent`]: a router layer that drops one event from the pages
@@ -26,8 +27,8 @@ use axum::Router;
 use crate::app::App;
 use crate::client::routes;
 use crate::inventory::{
-    self, ApplyContext, Command, CommandResult, Effects, Event, EventKind, MemoryState, Rejection,
-    ReservationStatus, StateView,
+    self, ApplyContext, Command, CommandResult, Effects, ErrorPolicy, Event, EventKind,
+    MemoryState, Rejection, ReservationStatus, StateView,
 };
 use crate::raft::state_machine::ApplyFn;
 
@@ -51,6 +52,29 @@ pub enum PlantedBug {
     /// A reserve refused for want of stock records a `reserved` event anyway (the record does
     /// not change).
     RefusedReserveRecordsAnEvent = 7,
+    /// A `rejectEverything` batch refused for a later line keeps its first line's change (and
+    /// its events); the answer is the refusal.
+    RefusedBatchKeepsItsFirstLine = 8,
+}
+
+impl PlantedBug {
+    /// Every planted bug, and none.
+    pub const ALL: [PlantedBug; 9] = [
+        PlantedBug::None,
+        PlantedBug::StaleFollowerReads,
+        PlantedBug::ReserveSkipsStockCheck,
+        PlantedBug::DoubleExpiry,
+        PlantedBug::HalfCart,
+        PlantedBug::ReserveRecordsNoEvent,
+        PlantedBug::FeedPageSkipsAnEvent,
+        PlantedBug::RefusedReserveRecordsAnEvent,
+        PlantedBug::RefusedBatchKeepsItsFirstLine,
+    ];
+
+    /// The bug numbered `number` (`scripts/sim.sh --bug N`).
+    pub fn from_number(number: u64) -> Option<Self> {
+        Self::ALL.into_iter().find(|bug| *bug as u64 == number)
+    }
 }
 
 /// The seq [`PlantedBug::FeedPageSkipsAnEvent`] leaves out: early, so every run's feed has it.
@@ -78,6 +102,7 @@ pub fn apply_fn() -> ApplyFn {
         PlantedBug::HalfCart => cart_holding_only_its_first_line,
         PlantedBug::ReserveRecordsNoEvent => reserve_recording_no_event,
         PlantedBug::RefusedReserveRecordsAnEvent => refused_reserve_recording_an_event,
+        PlantedBug::RefusedBatchKeepsItsFirstLine => refused_batch_keeping_its_first_line,
         PlantedBug::None | PlantedBug::StaleFollowerReads | PlantedBug::FeedPageSkipsAnEvent => {
             inventory::apply
         }
@@ -199,6 +224,42 @@ fn refused_reserve_recording_an_event(
                 at_ms: context.now_ms,
             });
         }
+    }
+    (response, effects)
+}
+
+/// `inventory::apply`, except that a `rejectEverything` batch it refuses keeps the change its
+/// first line makes alone (if that line can apply): the answer and the remembered answer are
+/// the refusal.
+fn refused_batch_keeping_its_first_line(
+    view: &MemoryState,
+    request: &inventory::Request,
+    context: ApplyContext,
+) -> (inventory::Response, Effects) {
+    let (response, mut effects) = inventory::apply(view, request, context);
+    let refused = matches!(
+        response.result,
+        CommandResult::Err(Rejection::BatchRefused { .. })
+    );
+    let Command::Batch {
+        lines,
+        policy: ErrorPolicy::RejectEverything,
+    } = &request.command
+    else {
+        return (response, effects);
+    };
+    if refused && !response.replayed {
+        let first_line = inventory::Request {
+            command: Command::Batch {
+                lines: lines[..1].to_vec(),
+                policy: ErrorPolicy::RejectEverything,
+            },
+            ..request.clone()
+        };
+        let (_, kept) = inventory::apply(view, &first_line, context);
+        effects.records = kept.records;
+        effects.reservations = kept.reservations;
+        effects.events = kept.events;
     }
     (response, effects)
 }

@@ -11,6 +11,7 @@ use madsim::rand::Rng;
 use madsim::runtime::{Handle, NodeHandle};
 use madsim::task::NodeId as HostId;
 
+use super::batch_route;
 use super::bugs;
 use super::faults::SkewedClock;
 use super::transport::{serve, SimTransport};
@@ -438,7 +439,9 @@ async fn run_node(id: NodeId, config: Arc<Config>, disk: Arc<WriteBehind>, fs: S
         }
     };
     let addr: SocketAddr = address(id).parse().expect("a valid address");
-    let router = bugs::wrap_router(api::router(app.clone()), app.clone());
+    // The product's routes, and the simulation's own route for raw commands (`batch_route`).
+    let routes = api::router(app.clone()).merge(batch_route::route(app.clone()));
+    let router = bugs::wrap_router(routes, app.clone());
     let _endpoint = serve(addr, router)
         .await
         .expect("binding the node's address");

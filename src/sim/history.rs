@@ -1,7 +1,7 @@
 //! What the simulated clients saw, gathered for the checkers: the plain workload
-//! ([`super::workload`]) and the hold traffic ([`super::holds`]) both write into one
-//! [`History`]; the checks read it once the run has converged. Its own file, below both, so
-//! that neither imports the other to share it.
+//! ([`super::workload`]), the hold traffic ([`super::holds`]) and the batch traffic
+//! ([`super::batches`]) all write into one [`History`]; the checks read it once the run has
+//! converged. Its own file, below them, so that none imports another to share it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::checker::Event;
 use crate::client::wire::{ChangeAnswer, ErrorBody, RecordBody, ReservationBody};
 use crate::client::{headers, Answer};
+use crate::inventory::{ErrorPolicy, Response};
 
 /// The store every simulated record is in (the workload varies SKUs, not stores).
 pub const STORE: &str = "s1";
@@ -33,6 +34,11 @@ pub struct History {
     /// The log index each accepted plain write's answer named (`x-stockraft-log-index`), by
     /// the id of its event in `events`.
     pub log_indexes: BTreeMap<u64, u64>,
+    /// Every batch that was proposed or may have been, with what its answer said.
+    pub batches: Vec<BatchLog>,
+    /// Every definite answer per idempotency key of the batch traffic (the state machine's
+    /// response, `replayed` cleared): they must all be identical.
+    pub keyed_batch_answers: BTreeMap<String, Vec<Response>>,
     pub(super) next_id: u64,
 }
 
@@ -57,6 +63,28 @@ pub struct ReservationLog {
     /// The log index the answer to its accepted commit or release named (the entry that ended
     /// it), if a client had one.
     pub ended_at_log_index: Option<u64>,
+}
+
+/// One batch of the batch traffic: its idempotency key if it had one (its events carry it), its
+/// policy, its lines' SKUs in order, and what became of it.
+#[derive(Debug, Clone)]
+pub struct BatchLog {
+    pub key: Option<String>,
+    pub policy: ErrorPolicy,
+    pub skus: Vec<String>,
+    pub outcome: BatchOutcome,
+}
+
+/// What a batch's answer said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Applied at `log_index`: `applied[i]` says whether line `i` did (all of them for a
+    /// `rejectEverything` batch).
+    Answered { log_index: u64, applied: Vec<bool> },
+    /// A `rejectEverything` batch refused at `log_index`: no line applied.
+    Refused { log_index: u64 },
+    /// No definite answer: it may have been applied, or not.
+    Unknown,
 }
 
 /// One sighting of a reservation's status: between `invoked_at` and `completed_at` (ns since

@@ -7,6 +7,8 @@
 //! it to the target node's axum `Router` in-process) and the disk. Time, scheduling, the network
 //! and randomness all come from madsim, so a run is a pure function of its seed.
 
+pub mod batch_route;
+pub mod batches;
 pub mod bugs;
 pub mod checks;
 pub mod cluster;

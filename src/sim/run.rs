@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::batches;
 use super::bugs::{plant, PlantedBug};
 use super::checks::{check_everything, FeedExpectation, FeedFacts, EXPIRY_BOUND_MS};
 use super::consumer::{self, FeedReading, ReaderOptions};
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub nodes: u64,
     pub clients: usize,
     pub operations_per_client: usize,
+    /// Clients sending batches ([`batches`]), each [`batches::BATCHES_PER_CLIENT`] of them.
+    pub batch_clients: usize,
     /// Length of the fault window, in simulated ms.
     pub fault_window_ms: u64,
     pub inject_faults: bool,
@@ -63,6 +66,7 @@ impl RunOptions {
             nodes: 3,
             clients: 4,
             operations_per_client: 40,
+            batch_clients: 1,
             fault_window_ms: 12_000,
             inject_faults: true,
             bug: PlantedBug::None,
@@ -174,7 +178,7 @@ async fn simulate(options: RunOptions) -> RunReport {
         Vec::new()
     };
     workload::stock_hold_skus(&cluster, &history, start).await;
-    let clients: Vec<_> = (0..options.clients)
+    let mut clients: Vec<_> = (0..options.clients)
         .map(|client| {
             madsim::task::spawn(workload::run_client(
                 cluster.clone(),
@@ -185,6 +189,15 @@ async fn simulate(options: RunOptions) -> RunReport {
             ))
         })
         .collect();
+    clients.extend((0..options.batch_clients).map(|n| {
+        madsim::task::spawn(batches::run_batch_client(
+            cluster.clone(),
+            options.clients + n,
+            batches::BATCHES_PER_CLIENT,
+            history.clone(),
+            start,
+        ))
+    }));
     let stop_reading = Arc::new(AtomicBool::new(false));
     let reader = options.feed_consumer.then(|| {
         madsim::task::spawn(consumer::follow(

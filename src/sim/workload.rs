@@ -1,7 +1,8 @@
 //! The simulated clients: random creates, adjusts, reserves and reads over a few hot SKUs and
 //! many cold ones, with and without expected versions and idempotency keys, retrying keyed
 //! writes after unknown outcomes; and, a share of the time, the hold traffic of [`super::holds`]
-//! (holds, carts, commits, releases) on SKUs of their own. Every operation is recorded for the
+//! (holds, carts, commits, releases) on SKUs of their own. Beside these clients, batch clients
+//! ([`super::batches`]) send batches to the same SKUs. Every operation is recorded for the
 //! checkers.
 
 use std::collections::BTreeMap;
@@ -23,6 +24,9 @@ use crate::raft::NodeId;
 pub const HOT_SKUS: usize = 3;
 /// SKUs touched now and then.
 pub const COLD_SKUS: usize = 12;
+/// SKUs no client ever creates: lines of the batch traffic ([`super::batches`]) find them
+/// missing by design.
+pub const GHOST_SKUS: usize = 2;
 /// How long a client waits for one answer (longer than the nodes' write deadline).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts of a keyed write whose outcome stays unknown.
@@ -43,11 +47,21 @@ pub fn sku_name(index: usize) -> String {
     }
 }
 
-/// Every SKU the workload touches: the hot and cold ones, then the hold SKUs.
+pub fn ghost_sku_name(index: usize) -> String {
+    format!("ghost-{index}")
+}
+
+pub fn is_ghost_sku(sku: &str) -> bool {
+    sku.starts_with("ghost-")
+}
+
+/// Every SKU the workload touches: the hot and cold ones, then the hold SKUs, then the ghost
+/// SKUs.
 pub fn all_skus() -> Vec<String> {
     let plain = (0..HOT_SKUS + COLD_SKUS).map(sku_name);
     plain
         .chain((0..HOLD_SKUS).map(holds::hold_sku_name))
+        .chain((0..GHOST_SKUS).map(ghost_sku_name))
         .collect()
 }
 

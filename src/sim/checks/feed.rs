@@ -3,7 +3,8 @@
 //!
 //! - **Shape**: a node's kept events are dense (`seq` from its oldest kept to its head, no gap,
 //!   none twice), entries in log order, and no entry names one record or one reservation line
-//!   twice (an entry's events written twice would still be dense).
+//!   twice at one version (an entry's events written twice would still be dense; two lines of
+//!   a batch on one record are two changes, each at its own version).
 //! - **Agreement**: every node has the same head, and where two nodes keep the same `seq` they
 //!   keep the same event.
 //! - **Acknowledged writes**: every create, adjust and reserve a client was answered with a
@@ -89,7 +90,7 @@ fn check_shape(replica: &Replica, expectation: FeedExpectation, report: &mut Run
             return;
         }
     }
-    let mut named: BTreeSet<(u64, &RecordKey, Option<ReservationId>)> = BTreeSet::new();
+    let mut named: BTreeSet<(u64, &RecordKey, Option<ReservationId>, u64)> = BTreeSet::new();
     for pair in events.windows(2) {
         if pair[1].log_index < pair[0].log_index {
             report.violations.push(format!(
@@ -99,7 +100,12 @@ fn check_shape(replica: &Replica, expectation: FeedExpectation, report: &mut Run
         }
     }
     for event in events {
-        if !named.insert((event.log_index, &event.key, event.reservation_id)) {
+        if !named.insert((
+            event.log_index,
+            &event.key,
+            event.reservation_id,
+            event.version,
+        )) {
             report.violations.push(format!(
                 "feed shape: node {node} has two events of log index {} for {} {:?} (seq {})",
                 event.log_index,
@@ -424,14 +430,19 @@ fn check_replays_to_state(replica: &Replica, expectation: FeedExpectation, repor
     }
 }
 
-/// One record's events, grouped by entry: the first entry creates it (unless retention may
-/// have forgotten it), each later one has a higher version and moves the available quantity by
-/// the sum of its deltas.
+/// One record's events, grouped by change (an entry, or one line of a batch entry that changes
+/// the record more than once: each at its own version, one above the line before): the first
+/// change creates it (unless retention may have forgotten it), each later one has a higher
+/// version and moves the available quantity by the sum of its deltas.
 fn check_chain(events: &[&Event], expectation: FeedExpectation) -> Result<(), String> {
     let mut entries: Vec<Vec<&Event>> = Vec::new();
     for event in events {
         match entries.last_mut() {
-            Some(entry) if entry[0].log_index == event.log_index => entry.push(event),
+            Some(entry)
+                if entry[0].log_index == event.log_index && entry[0].version == event.version =>
+            {
+                entry.push(event)
+            }
             _ => entries.push(vec![event]),
         }
     }
@@ -443,17 +454,17 @@ fn check_chain(events: &[&Event], expectation: FeedExpectation) -> Result<(), St
             first[0].seq
         ));
     }
-    for entry in &entries {
-        if let Some(event) = entry.iter().find(|e| e.version != entry[0].version) {
-            return Err(format!(
-                "show two versions in one entry (seq {})",
-                event.seq
-            ));
-        }
-    }
     for pair in entries.windows(2) {
         let (before, after) = (pair[0].last().expect("entries are not empty"), &pair[1]);
         let now = after.last().expect("entries are not empty");
+        // Within one entry, each change after the first is one more line: one version up.
+        let same_entry = now.log_index == before.log_index;
+        if same_entry && now.version != before.version + 1 {
+            return Err(format!(
+                "go from version {} to {} within one entry (seq {})",
+                before.version, now.version, now.seq
+            ));
+        }
         if now.version <= before.version {
             return Err(format!(
                 "go from version {} to {} (seq {})",

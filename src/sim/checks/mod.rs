@@ -2,7 +2,8 @@
 //! line in [`RunReport::violations`]:
 //! - **client anomalies**: no unexpected answer to any client, no negative quantity observed,
 //!   every record a client saw adds up (`onHand == qty + reserved`);
-//! - **exactly-once idempotency**: every definite answer under one key is identical;
+//! - **exactly-once idempotency**: every definite answer under one key is identical (a batch's
+//!   too: every line's result);
 //! - **replica agreement**: all nodes' state machines are byte-identical once converged;
 //! - **linearizability** of every plain SKU's client history: no oversell, no lost acknowledged
 //!   write (the hold SKUs are left out: see `sim::holds`);
@@ -13,6 +14,10 @@
 //! - **endings**: a reservation's status never changes once final (what the clients saw over
 //!   time against every replica's final state), and none is held past its deadline + a bound;
 //! - **carts**: a cart is held whole or not at all;
+//! - **batches** (`batches`): a refused `rejectEverything` batch shows no line in any replica's
+//!   feed, an applied batch every line it answered applied (in the entry its answer named), one
+//!   with no known outcome all of them or none (each line is also an operation of its SKU for
+//!   the linearizability and conservation checks);
 //! - **the event feed** (`feed`): every replica's feed is dense, identical across replicas where
 //!   they overlap, holds an event for every acknowledged write and none without a command, and
 //!   replays to the final records;
@@ -24,6 +29,7 @@
 //! Liveness (a leader is elected, every node catches up) is not here: the run itself waits for
 //! it ([`super::run`]) and reports when it never comes, before any of these can run.
 
+mod batches;
 mod carts;
 mod client_anomalies;
 mod conservation;
@@ -84,6 +90,7 @@ pub(super) fn check_everything(
         held_units::check_held_units(replica, report);
         endings::check_no_hold_overdue(replica, settled_at_ms, report);
         carts::check_carts_stored(replica, history, report);
+        batches::check_all_or_none(replica, history, feed.expectation, report);
     }
     carts::check_cart_answers(history, report);
     endings::check_endings_once(&replicas, history, report);
