@@ -352,7 +352,19 @@ mod suite {
 
     #[test]
     fn a_follower_answering_linearizable_reads_locally_is_caught() {
-        let caught = seeds_until_caught(PlantedBug::StaleFollowerReads, 20)
+        // Without the batch client: this checks the read path, and a stale read shows only
+        // when a follower's read meets a write it has not applied yet, under faults; the batch
+        // client's traffic shifts every draw of a seed, and with it the first such meeting
+        // comes at seed 29 (`scripts/sim.sh --seeds 40 --seed 1 --bug 1`: 29, 30, 37).
+        let caught = (1..=20)
+            .map(|seed| {
+                run_seed(RunOptions {
+                    bug: PlantedBug::StaleFollowerReads,
+                    batch_clients: 0,
+                    ..RunOptions::new(seed)
+                })
+            })
+            .find(|report| !report.passed())
             .expect("the planted stale read went unnoticed");
         assert!(
             caught
