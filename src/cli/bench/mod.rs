@@ -60,11 +60,13 @@ use subscribers::{Acks, Delivery, Subscribers};
 const SPREAD_STOCK: i64 = 1_000_000_000;
 /// Concurrent setup requests (batch creates, etcd transactions).
 const SETUP_CONCURRENCY: usize = 8;
-/// Records per setup batch create: 100 requests for 100,000 SKUs. The route takes up to
-/// `inventory::BATCH_LINES_MAX`, but 8 concurrent creates of 10,000 records through the
-/// followers were answered 503 "the leader did not answer in time" on this loaded 2-core
-/// machine (2026-12-07), and a setup that fails measures nothing.
-const SETUP_BATCH_RECORDS: usize = 1_000;
+/// Records per setup batch create: 200 requests for 100,000 SKUs. The route takes up to
+/// `inventory::BATCH_LINES_MAX`, but builds before the batch route took at most 500 records
+/// (`scripts/bench.sh --feed` runs this load generator against such a base build), and 8
+/// concurrent creates of 10,000 records through the followers were answered 503 "the leader
+/// did not answer in time" on a loaded 2-core machine (2026-12-07): a setup that fails
+/// measures nothing.
+const SETUP_BATCH_RECORDS: usize = 500;
 /// Most operations in one etcd transaction (etcd's default `--max-txn-ops`).
 const ETCD_TXN_OPS_MAX: usize = 128;
 /// One request's bound: beyond a node's write deadline, so its own 503 arrives first.
