@@ -162,9 +162,9 @@ pub(super) async fn write_command(
 }
 
 /// [`write_command`] for a route that renders its own answers (the batch route,
-/// `api::batch`): `parse` also returns what `render` needs to know of the request, and the
+/// `api::batch`, and the simulation's raw-command route, `sim::batch_route`): `parse` also returns what `render` needs to know of the request, and the
 /// body may be up to `body_limit_bytes`. `counted`, if any, is counted on arrival.
-pub(super) async fn write_rendered<C: Sync>(
+pub async fn write_rendered<C: Sync>(
     app: &App,
     counted: Option<Counted>,
     request: Request,

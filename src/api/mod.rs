@@ -36,6 +36,7 @@ mod sync;
 mod views;
 
 pub use client_scope::ClientScope;
+pub use inventory::write_rendered;
 pub use surface::Surface;
 
 use std::sync::Arc;

@@ -396,7 +396,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::inventory::{Event, EventKind, RecordKey};
+    use crate::inventory::Event;
 
     /// A feed in memory: events 1..=last, of which `oldest..` are kept; a read examines at
     /// most `scan_max` events (as the store's filtered reads do).
@@ -425,29 +425,13 @@ mod tests {
             let mut guard = self.events.lock().unwrap();
             for _ in 0..count {
                 let seq = guard.0.len() as u64 + 1;
-                guard.0.push(event(seq, sku));
+                guard.0.push(Event::sample(seq, sku));
             }
             self.sender.send(guard.0.len() as u64).unwrap();
         }
 
         fn forget_before(&self, oldest: u64) {
             self.events.lock().unwrap().1 = oldest;
-        }
-    }
-
-    fn event(seq: u64, sku: &str) -> Event {
-        Event {
-            seq,
-            log_index: seq,
-            kind: EventKind::Adjusted,
-            key: RecordKey::new("s1", sku).unwrap(),
-            quantity: 1,
-            reserved: 0,
-            delta: Some(1),
-            version: seq,
-            reservation_id: None,
-            idempotency_key: None,
-            at_ms: seq,
         }
     }
 

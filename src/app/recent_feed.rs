@@ -248,23 +248,6 @@ impl RecentFeed {
 #[cfg(all(test, not(madsim)))]
 mod tests {
     use super::*;
-    use crate::inventory::{EventKind, RecordKey};
-
-    fn event(seq: u64, sku: &str) -> Event {
-        Event {
-            seq,
-            log_index: seq,
-            kind: EventKind::Adjusted,
-            key: RecordKey::new("s1", sku).unwrap(),
-            quantity: 1,
-            reserved: 0,
-            delta: Some(1),
-            version: seq,
-            reservation_id: None,
-            idempotency_key: None,
-            at_ms: seq,
-        }
-    }
 
     fn seqs(read: &RingRead) -> Vec<u64> {
         read.items.iter().map(|item| item.event.seq).collect()
@@ -274,7 +257,7 @@ mod tests {
     fn the_ring_serves_consecutive_events_after_a_cursor_and_sends_the_rest_to_storage() {
         let recent = RecentFeed::default();
         recent.ring().last = 10;
-        recent.append((11..=20).map(|seq| event(seq, "a")).collect());
+        recent.append((11..=20).map(|seq| Event::sample(seq, "a")).collect());
         let all = EventFilter::default();
         let read = recent.read(12, 5, &all).unwrap();
         assert_eq!(seqs(&read), [13, 14, 15, 16, 17]);
@@ -298,7 +281,7 @@ mod tests {
     fn the_ring_is_bounded_and_a_gap_empties_it() {
         let recent = RecentFeed::default();
         let total = RING_EVENTS as u64 + 10;
-        recent.append((1..=total).map(|seq| event(seq, "a")).collect());
+        recent.append((1..=total).map(|seq| Event::sample(seq, "a")).collect());
         assert_eq!(recent.ring().items.len(), RING_EVENTS);
         // Seqs 11..=total are kept: a cursor at 10 is served, one at 9 goes to storage.
         assert!(recent.read(9, 1, &EventFilter::default()).is_none());
@@ -307,7 +290,7 @@ mod tests {
             [11]
         );
         // The tailer overtaken: the next event it reads is not the next seq.
-        recent.append(vec![event(total + 5, "a")]);
+        recent.append(vec![Event::sample(total + 5, "a")]);
         assert_eq!(recent.ring().items.len(), 1);
         assert!(recent.read(total, 1, &EventFilter::default()).is_none());
         assert_eq!(
@@ -364,7 +347,7 @@ mod tests {
     async fn the_tailer_follows_the_feed_from_its_head_and_restarts_past_a_gap() {
         let store = Arc::new(Store::default());
         store.events.lock().unwrap().0 = 1;
-        store.events.lock().unwrap().1 = (1..=3).map(|seq| event(seq, "a")).collect();
+        store.events.lock().unwrap().1 = (1..=3).map(|seq| Event::sample(seq, "a")).collect();
         let (feed, feed_rx) = watch::channel(3u64);
         let (stop, stop_rx) = watch::channel(false);
         let recent = Arc::new(RecentFeed::default());
@@ -381,7 +364,7 @@ mod tests {
             .lock()
             .unwrap()
             .1
-            .extend((4..=total).map(|seq| event(seq, "a")));
+            .extend((4..=total).map(|seq| Event::sample(seq, "a")));
         feed.send(total).unwrap();
         ring_reaches(&recent, total).await;
         let all = recent.read(3, usize::MAX, &EventFilter::default()).unwrap();
@@ -391,7 +374,7 @@ mod tests {
             let mut events = store.events.lock().unwrap();
             events.0 = total + 10;
             events.1 = (total + 10..=total + 12)
-                .map(|seq| event(seq, "a"))
+                .map(|seq| Event::sample(seq, "a"))
                 .collect();
             // What is forgotten reads as gone.
         }
@@ -403,7 +386,12 @@ mod tests {
         // Stopped, it follows no more.
         stop.send(true).unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        store.events.lock().unwrap().1.push(event(total + 13, "a"));
+        store
+            .events
+            .lock()
+            .unwrap()
+            .1
+            .push(Event::sample(total + 13, "a"));
         // The tailer ended: it dropped its receiver of the feed.
         assert!(feed.send(total + 13).is_err());
         assert_eq!(recent.last(), total + 12);

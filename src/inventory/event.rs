@@ -91,6 +91,27 @@ pub struct Event {
     pub at_ms: u64,
 }
 
+#[cfg(all(test, not(madsim)))]
+impl Event {
+    /// An adjustment by 1 of SKU `sku` in store `s1`, numbered `seq` (its log index, version and
+    /// time too): the event unit tests of the feed's readers fill their feeds with.
+    pub(crate) fn sample(seq: u64, sku: &str) -> Self {
+        Event {
+            seq,
+            log_index: seq,
+            kind: EventKind::Adjusted,
+            key: RecordKey::new("s1", sku).unwrap(),
+            quantity: 1,
+            reserved: 0,
+            delta: Some(1),
+            version: seq,
+            reservation_id: None,
+            idempotency_key: None,
+            at_ms: seq,
+        }
+    }
+}
+
 /// Which events a reader wants. Empty: all of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {

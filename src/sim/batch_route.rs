@@ -18,9 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 
+use crate::api;
 use crate::api::error::ApiError;
-use crate::api::leader::{self, Attempt, RawRequest, RequestKind};
-use crate::app::forward::ProposeItem;
+use crate::api::leader::RawRequest;
 use crate::app::App;
 use crate::client::headers;
 use crate::inventory::{self, Command};
@@ -37,43 +37,23 @@ pub fn route(app: Arc<App>) -> Router {
 }
 
 async fn command(State(app): State<Arc<App>>, request: Request) -> Response {
-    let parsed = async {
-        let raw = RawRequest::read(&app, request).await?;
+    // The product's write path (`api::write_rendered`), with a command decoded as followers
+    // forward one instead of parsed from JSON, and the whole answer instead of its JSON.
+    let parse = |_: &App, raw: &RawRequest| {
         let command: Command = decode_rpc(&raw.body)
             .map_err(|error| ApiError::validation(format!("not a command: {error}")))?;
-        let key = raw.idempotency_id()?;
-        Ok::<_, ApiError>((raw, command, key))
+        Ok((command, ()))
     };
-    let (raw, command, key) = match parsed.await {
-        Ok(parsed) => parsed,
-        Err(error) => return error.into_response(),
-    };
-    let app = app.as_ref();
-    if let Err(no_space) = app.check_space() {
-        return ApiError::from(no_space).into_response();
-    }
-    let kind = if key.is_some() {
-        RequestKind::RetryableWrite
-    } else {
-        RequestKind::Write
-    };
-    let serve_here = |_| {
-        let (command, key) = (command.clone(), key.clone());
-        async move { Attempt::from_result(app.propose(command, key).await.map(render)) }
-    };
-    let send = |leader, remaining| {
-        let item = ProposeItem {
-            command: command.clone(),
-            idempotency: key.clone(),
-            request_id: String::new(),
-            path: SIM_COMMAND.to_owned(),
-        };
-        async move {
-            let forwarded = app.forward_proposal(leader, item, remaining).await;
-            Attempt::from_forwarded(forwarded, render)
-        }
-    };
-    leader::write_at_leader(app, &raw, kind, serve_here, send).await
+    let body_limit_bytes = app.config().api.body_limit_bytes;
+    api::write_rendered(
+        &app,
+        None,
+        request,
+        body_limit_bytes,
+        parse,
+        |_, _, _, response| render(response),
+    )
+    .await
 }
 
 /// The state machine's answer, whole.

@@ -304,6 +304,26 @@ mod tests {
         exercise(&SledDisk::open(dir.path(), CACHE_BYTES_DEFAULT).unwrap());
     }
 
+    /// Blocks until nobody holds the `flock` sled takes on `file` (the kernel wakes the
+    /// waiter when it is released), for at most `limit`; then lets go of it again.
+    #[cfg(not(madsim))]
+    fn wait_until_unlocked(file: &std::path::Path, limit: std::time::Duration) {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(file).unwrap();
+        let (locked, lock) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // SAFETY: flock on a descriptor this thread owns for the whole call.
+            let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            let _ = locked.send((result, file));
+        });
+        let (result, file) = lock
+            .recv_timeout(limit)
+            .expect("sled let go of its lock in time");
+        assert_eq!(result, 0, "flock: {}", std::io::Error::last_os_error());
+        // SAFETY: as above; unlocking a lock this descriptor holds.
+        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) }, 0);
+    }
+
     #[cfg(not(madsim))]
     #[test]
     fn sled_disk_keeps_flushed_writes_across_reopen() {
@@ -316,19 +336,10 @@ mod tests {
             // sled's flush ends in a blocking fsync on tokio's blocking pool.
             test_runtime().block_on(disk.flush()).unwrap();
         }
-        // sled's own threads let go of the file lock shortly after the last handle is dropped
-        // (on a loaded machine, not at once): open again until it is free, for a bounded time.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let disk = loop {
-            match SledDisk::open(dir.path(), CACHE_BYTES_DEFAULT) {
-                Ok(disk) => break disk,
-                Err(error) if std::time::Instant::now() < deadline => {
-                    assert!(error.to_string().contains("lock"), "{error}");
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(error) => panic!("reopening: {error}"),
-            }
-        };
+        // sled's own threads let go of the file lock a moment after the last handle drops
+        // (on a loaded machine, not at once): wait for the lock itself, then open.
+        wait_until_unlocked(&dir.path().join("db"), std::time::Duration::from_secs(10));
+        let disk = SledDisk::open(dir.path(), CACHE_BYTES_DEFAULT).unwrap();
         assert_eq!(disk.get(b"k").unwrap(), Some(b"v".to_vec()));
     }
 }
