@@ -283,3 +283,106 @@ fn an_upgraded_store_numbers_nothing_until_a_start_feed_entry_and_a_replaying_jo
         );
     });
 }
+
+/// A batch entry (`Command::Batch`) through the state machine: each applied line is stored and
+/// fed in line order, two lines on one record as two changes, a hold line as a held
+/// reservation, a failed line (with `rejectFailedLines`) as nothing; and a refused batch
+/// (`rejectEverything`) stores and feeds nothing.
+#[test]
+fn a_batch_entry_stores_and_feeds_each_applied_line_in_order() {
+    use stockraft::inventory::{BatchLine, ErrorPolicy, ReservationId, ReservationStatus};
+    let key = |sku: &str| RecordKey::new("s1", sku).unwrap();
+    let batch_entry = |index: u64, policy, lines| Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(Request {
+            command: Command::Batch { lines, policy },
+            proposed_at_ms: 1_767_225_600_000,
+            idempotency: None,
+        }),
+    };
+    block_on(async {
+        let mut store = store();
+        let lines = vec![
+            BatchLine::Create {
+                key: key("a"),
+                initial_quantity: 5,
+            },
+            BatchLine::Adjust {
+                key: key("a"),
+                delta: 2,
+                expected_version: Some(1),
+            },
+            BatchLine::Reserve {
+                key: key("missing"),
+                quantity: 1,
+                expected_version: None,
+                ttl_ms: None,
+            },
+            BatchLine::Reserve {
+                key: key("a"),
+                quantity: 3,
+                expected_version: None,
+                ttl_ms: Some(60_000),
+            },
+            BatchLine::Set {
+                key: key("b"),
+                qty: 4,
+                expected_version: None,
+            },
+        ];
+        let entries = vec![
+            membership_entry(1),
+            batch_entry(2, ErrorPolicy::RejectFailedLines, lines),
+        ];
+        apply(&mut store, entries).await;
+        let a = store.record(&key("a")).unwrap().unwrap();
+        assert_eq!((a.quantity, a.reserved, a.version), (4, 3, 3));
+        assert_eq!(store.record(&key("b")).unwrap().unwrap().quantity, 4);
+        assert_eq!(store.record(&key("missing")).unwrap(), None);
+        let hold = store
+            .reservation(ReservationId::new(2, 0).unwrap())
+            .unwrap()
+            .expect("the hold line's reservation is stored");
+        assert_eq!(hold.status, ReservationStatus::Held);
+        let fed: Vec<(EventKind, String, u64)> = feed(&store)
+            .iter()
+            .map(|event| (event.kind, event.key.sku.clone(), event.version))
+            .collect();
+        let expected = [
+            (EventKind::Created, "a", 1),
+            (EventKind::Adjusted, "a", 2),
+            (EventKind::Held, "a", 3),
+            (EventKind::Created, "b", 1),
+        ];
+        assert_eq!(
+            fed,
+            expected.map(|(kind, sku, version)| (kind, sku.to_owned(), version))
+        );
+
+        let before = store.state_pairs().unwrap();
+        let refused = vec![
+            BatchLine::Adjust {
+                key: key("b"),
+                delta: 1,
+                expected_version: None,
+            },
+            BatchLine::Adjust {
+                key: key("a"),
+                delta: -5,
+                expected_version: None,
+            },
+        ];
+        apply(
+            &mut store,
+            vec![batch_entry(3, ErrorPolicy::RejectEverything, refused)],
+        )
+        .await;
+        assert_eq!(store.record(&key("b")).unwrap().unwrap().version, 1);
+        assert_eq!(feed(&store).len(), 4, "a refused batch feeds nothing");
+        assert_ne!(
+            store.state_pairs().unwrap(),
+            before,
+            "only the applied id moved"
+        );
+    });
+}

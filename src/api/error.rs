@@ -533,4 +533,39 @@ mod tests {
         assert_eq!(lines[1]["sku"], "d");
         assert_eq!(lines[1]["code"], "NOT_FOUND");
     }
+
+    #[test]
+    fn a_refused_batch_takes_its_first_failing_lines_status_and_names_every_line() {
+        let key = |sku: &str| RecordKey::new("s1", sku).unwrap();
+        let refusal = |index, sku: &str, rejection| LineRefusal {
+            index,
+            key: key(sku),
+            rejection,
+        };
+        let not_found = |sku| Rejection::NotFound { key: key(sku) };
+        let mismatch = Rejection::VersionMismatch {
+            expected: 1,
+            actual: 2,
+        };
+        let short = Rejection::InsufficientStock {
+            requested: 5,
+            available: 1,
+        };
+        for (first, status) in [
+            (not_found("a"), 404),
+            (mismatch.clone(), 409),
+            (short.clone(), 422),
+        ] {
+            let lines = vec![refusal(2, "a", first), refusal(7, "b", not_found("b"))];
+            let (answered_status, code, details) = answered(Rejection::BatchRefused { lines });
+            assert_eq!((answered_status, code.as_str()), (status, BATCH_REFUSED));
+            let lines = &details.unwrap()["lines"];
+            assert_eq!(lines.as_array().unwrap().len(), 2, "every failing line");
+            assert_eq!(
+                (lines[1]["index"].as_u64(), lines[1]["sku"].as_str()),
+                (Some(7), Some("b"))
+            );
+            assert_eq!(lines[1]["code"], "NOT_FOUND");
+        }
+    }
 }

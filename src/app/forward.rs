@@ -44,13 +44,14 @@ use crate::raft::NodeId;
 use crate::telemetry::Telemetry;
 use crate::transport::{Transport, TransportError, WireRequest, SECRET_HEADER};
 
-/// Most commands in one forwarded batch: bounds the leader's work per request and the body.
+/// Most commands in one forwarded batch: bounds the leader's work per request.
 pub const PROPOSE_BATCH_ITEMS_MAX: usize = 64;
-/// Most records (lines) the commands of one forwarded batch may name together, counting a
-/// command that names none as one: a batch command holds up to `inventory::BATCH_LINES_MAX`
-/// lines, and 64 of them (~1 MiB each way with the longest ids) would take the request and its
-/// answer past the transport's body limit. A command alone always leaves, whatever it names.
-pub const PROPOSE_BATCH_LINES_MAX: usize = 2 * inventory::BATCH_LINES_MAX;
+/// Most lines (`Command::line_count`) the commands of one forwarded batch carry together: bounds
+/// the body and the answer. A command of `inventory::BATCH_LINES_MAX` lines (~1.1 MiB, its
+/// answer as much) travels alone; 64 of them would pass the transport's body limit (64 MiB).
+/// Small commands are never held back by it: 64 of one line each weigh 64. A command is never
+/// split: the first one taken always goes.
+pub const PROPOSE_BATCH_LINES_MAX: usize = inventory::BATCH_LINES_MAX;
 /// Batches in flight to one leader from one follower. More slots, smaller batches and more
 /// requests; one slot would make every command wait for the batch before it.
 pub const PROPOSE_BATCHES_IN_FLIGHT_MAX: usize = 4;
@@ -189,7 +190,7 @@ impl Forwarder {
                 // A caller that stopped waiting (its deadline passed) gets no answer: its
                 // write is not sent at all.
                 lane.queue.retain(|waiting| !waiting.answer.is_closed());
-                let take = batch_length(lane.queue.iter().map(|waiting| &waiting.item.command));
+                let take = batch_length(&lane.queue);
                 lane.queue.drain(..take).collect()
             };
             if batch.is_empty() {
@@ -240,19 +241,20 @@ impl Forwarder {
     }
 }
 
-/// How many of the `queued` commands (at least one, if any) the next forwarded batch takes:
-/// at most [`PROPOSE_BATCH_ITEMS_MAX`], naming at most [`PROPOSE_BATCH_LINES_MAX`] records.
-fn batch_length<'a>(queued: impl Iterator<Item = &'a Command>) -> usize {
-    let mut lines = 0;
-    let mut take = 0;
-    for command in queued.take(PROPOSE_BATCH_ITEMS_MAX) {
-        lines += command.keys().len().max(1);
-        if take > 0 && lines > PROPOSE_BATCH_LINES_MAX {
-            break;
-        }
-        take += 1;
-    }
-    take
+/// How many commands at the front of `queue` go in the next batch: at most
+/// [`PROPOSE_BATCH_ITEMS_MAX`], carrying at most [`PROPOSE_BATCH_LINES_MAX`] lines together,
+/// and at least one (if any wait).
+fn batch_length(queue: &VecDeque<Waiting>) -> usize {
+    let mut lines = 0usize;
+    let taken = queue
+        .iter()
+        .take(PROPOSE_BATCH_ITEMS_MAX)
+        .take_while(|waiting| {
+            lines = lines.saturating_add(waiting.item.command.line_count());
+            lines <= PROPOSE_BATCH_LINES_MAX
+        })
+        .count();
+    taken.max(queue.len().min(1))
 }
 
 /// The leader's answer to a batch of `expected` items, or what its failure means.
@@ -428,6 +430,51 @@ mod tests {
         );
     }
 
+    fn queue_of(line_counts: &[usize]) -> VecDeque<Waiting> {
+        use crate::inventory::{BatchLine, ErrorPolicy};
+        let key = RecordKey::new("s1", "sku").unwrap();
+        let line = BatchLine::Adjust {
+            key,
+            delta: 1,
+            expected_version: None,
+        };
+        line_counts
+            .iter()
+            .map(|&lines| {
+                let mut item = item("r");
+                if lines > 1 {
+                    item.command = Command::Batch {
+                        lines: vec![line.clone(); lines],
+                        policy: ErrorPolicy::RejectEverything,
+                    };
+                }
+                Waiting {
+                    item,
+                    timeout: Duration::from_secs(1),
+                    answer: oneshot::channel().0,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_forwarded_batch_is_bounded_by_its_commands_and_by_their_lines() {
+        let max = PROPOSE_BATCH_LINES_MAX;
+        let cases: [(&[usize], usize); 7] = [
+            (&[], 0),
+            (&[1; 70], PROPOSE_BATCH_ITEMS_MAX),
+            (&[max, 1], 1),
+            (&[1, max], 1),
+            (&[max / 2, max / 2, 1], 2),
+            (&[max * 2, 1], 1),
+            (&[100, 100, 100], 3),
+        ];
+        for (line_counts, expected) in cases {
+            let queue = queue_of(line_counts);
+            assert_eq!(batch_length(&queue), expected, "{line_counts:?}");
+        }
+    }
+
     #[test]
     fn refusals_before_reading_are_undelivered_and_other_failures_are_unknown() {
         for status in [400, 401, 404, 409] {
@@ -461,40 +508,5 @@ mod tests {
             read_reply("n", 200, b"\xff\xff\xff", 1),
             Err(TransportError::NoAnswer { .. })
         ));
-    }
-
-    #[test]
-    fn a_forwarded_batch_is_bounded_by_commands_and_by_lines() {
-        use crate::inventory::{BatchLine, ErrorPolicy, BATCH_LINES_MAX};
-        let key = RecordKey::new("s1", "a").unwrap();
-        let single = Command::Reserve {
-            key: key.clone(),
-            quantity: 1,
-            expected_version: None,
-        };
-        let batch = |lines: usize| Command::Batch {
-            lines: (0..lines)
-                .map(|_| BatchLine::Set {
-                    key: key.clone(),
-                    qty: 1,
-                    expected_version: None,
-                })
-                .collect(),
-            policy: ErrorPolicy::RejectEverything,
-        };
-        let singles = vec![single.clone(); 100];
-        assert_eq!(batch_length(singles.iter()), PROPOSE_BATCH_ITEMS_MAX);
-        assert_eq!(batch_length([].iter()), 0);
-        let full = vec![batch(BATCH_LINES_MAX); 5];
-        assert_eq!(batch_length(full.iter()), 2, "20,000 lines");
-        let mixed = [
-            batch(BATCH_LINES_MAX),
-            single.clone(),
-            batch(BATCH_LINES_MAX),
-        ];
-        assert_eq!(batch_length(mixed.iter()), 2);
-        // A command over the bound on its own still leaves (alone).
-        let huge = [batch(PROPOSE_BATCH_LINES_MAX + 1), single];
-        assert_eq!(batch_length(huge.iter()), 1);
     }
 }

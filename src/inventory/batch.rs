@@ -55,8 +55,14 @@ use super::reservation::{Reservation, ReservationId};
 use super::state::{IdempotencyEntry, StateView};
 
 /// Most bytes a stored batch answer takes per line, in the log's encoding (bincode, varints),
-/// keys left out: a record of five integers at their largest, a reservation id and the tags.
-pub const BATCH_STORED_LINE_BYTES_MAX: usize = 60;
+/// keys left out: a record of five integers at their largest and a reservation id (~40), or a
+/// failed line's rejection, whose message is at most [`LINE_MESSAGE_BYTES_MAX`] bytes. The
+/// idempotency log's chunks are sized from it (`raft::idempotency_log`).
+pub const BATCH_STORED_LINE_BYTES_MAX: usize = 72;
+
+/// Longest message of a line's `Invalid` rejection, in bytes: today's are all shorter; the
+/// cap keeps [`BATCH_STORED_LINE_BYTES_MAX`] true whatever a future message says.
+const LINE_MESSAGE_BYTES_MAX: usize = 64;
 
 /// Where the entry stands: its index (reservation ids) and log time, and the request's
 /// idempotency key (events carry it).
@@ -86,7 +92,7 @@ pub fn execute(
     let mut refusals = Vec::new();
     let mut applied = Vec::new();
     for (index, line) in lines.iter().enumerate() {
-        match apply_line(&overlay, line, entry) {
+        match apply_line(&overlay, line, entry).map_err(bounded) {
             Ok(line) => {
                 overlay.write(&line.record);
                 overlay.holds += u64::from(line.reservation.is_some());
@@ -288,6 +294,22 @@ fn apply_line(
             };
             hold_line(view, hold, entry)
         }
+    }
+}
+
+/// `rejection`, with an `Invalid` message cut to [`LINE_MESSAGE_BYTES_MAX`] bytes (at a
+/// character boundary): the same on every replica, in the first answer as in a replay.
+fn bounded(rejection: Rejection) -> Rejection {
+    match rejection {
+        Rejection::Invalid { mut message } if message.len() > LINE_MESSAGE_BYTES_MAX => {
+            let mut end = LINE_MESSAGE_BYTES_MAX;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            Rejection::Invalid { message }
+        }
+        other => other,
     }
 }
 

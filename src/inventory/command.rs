@@ -231,6 +231,25 @@ impl Command {
         }
     }
 
+    /// How many lines the command carries (records or reservations named), at least one: what
+    /// its size, and its answer's, grow with (a forwarded batch of commands is bounded by it).
+    pub fn line_count(&self) -> usize {
+        let lines = match self {
+            Command::CreateBatch { records } => records.len(),
+            Command::Cart { lines, .. } => lines.len(),
+            Command::Batch { lines, .. } => lines.len(),
+            Command::Expire { ids } => ids.len(),
+            Command::Create { .. }
+            | Command::Adjust { .. }
+            | Command::Reserve { .. }
+            | Command::Hold { .. }
+            | Command::Commit { .. }
+            | Command::Release { .. }
+            | Command::StartFeed => 1,
+        };
+        lines.max(1)
+    }
+
     /// Every existing reservation this command names, in the command's order: what a state
     /// machine loads (with the records of their lines) before applying it.
     pub fn reservation_ids(&self) -> &[ReservationId] {
@@ -771,6 +790,119 @@ mod tests {
             log_index: 40,
         };
         assert_eq!(decode_response(&encode(&response)), response);
+    }
+
+    fn batch_of(lines: Vec<BatchLine>) -> Command {
+        Command::Batch {
+            lines,
+            policy: ErrorPolicy::RejectFailedLines,
+        }
+    }
+
+    #[test]
+    fn batches_and_their_answers_round_trip_through_the_log_encoding() {
+        let key = RecordKey::new("s1", "a").unwrap();
+        let lines = vec![
+            BatchLine::Create {
+                key: key.clone(),
+                initial_quantity: 1,
+            },
+            BatchLine::Adjust {
+                key: key.clone(),
+                delta: -1,
+                expected_version: Some(1),
+            },
+            BatchLine::Set {
+                key: key.clone(),
+                qty: 4,
+                expected_version: None,
+            },
+            BatchLine::Reserve {
+                key: key.clone(),
+                quantity: 2,
+                expected_version: None,
+                ttl_ms: Some(60_000),
+            },
+        ];
+        let request = Request {
+            command: batch_of(lines),
+            proposed_at_ms: 7,
+            idempotency: None,
+        };
+        assert_eq!(decode(&encode(&request)), request);
+        let record = Record {
+            key: key.clone(),
+            quantity: 3,
+            reserved: 2,
+            version: 4,
+            created_at_ms: 5,
+            updated_at_ms: 6,
+        };
+        for result in [
+            CommandResult::Batch(BatchResults {
+                lines: vec![
+                    LineResult::Ok {
+                        record,
+                        reservation_id: ReservationId::new(9, 0),
+                    },
+                    LineResult::Failed(Rejection::Overflow),
+                ],
+            }),
+            CommandResult::Err(Rejection::BatchRefused {
+                lines: vec![LineRefusal {
+                    index: 3,
+                    key: key.clone(),
+                    rejection: Rejection::NotFound { key },
+                }],
+            }),
+        ] {
+            let response = Response {
+                operation: Operation::Batch,
+                result,
+                replayed: false,
+                log_index: 9,
+            };
+            assert_eq!(decode_response(&encode(&response)), response);
+        }
+    }
+
+    #[test]
+    fn error_policies_have_their_wire_names() {
+        for (policy, name) in [
+            (ErrorPolicy::RejectEverything, "\"rejectEverything\""),
+            (ErrorPolicy::RejectFailedLines, "\"rejectFailedLines\""),
+        ] {
+            assert_eq!(serde_json::to_string(&policy).unwrap(), name);
+            assert_eq!(serde_json::from_str::<ErrorPolicy>(name).unwrap(), policy);
+        }
+        assert_eq!(ErrorPolicy::default(), ErrorPolicy::RejectEverything);
+    }
+
+    #[test]
+    fn a_batch_is_fingerprinted_by_a_digest_that_tells_batches_apart() {
+        let line = |delta| BatchLine::Adjust {
+            key: RecordKey::new("s1", "a").unwrap(),
+            delta,
+            expected_version: None,
+        };
+        let one = batch_of(vec![line(1), line(2)]);
+        let fingerprint = one.fingerprint();
+        assert_eq!(fingerprint.len(), 33);
+        assert_eq!(fingerprint[0], FINGERPRINT_DIGEST_TAG);
+        assert_eq!(fingerprint, one.clone().fingerprint());
+        for other in [
+            batch_of(vec![line(2), line(1)]),
+            batch_of(vec![line(1)]),
+            Command::Batch {
+                lines: vec![line(1), line(2)],
+                policy: ErrorPolicy::RejectEverything,
+            },
+        ] {
+            assert_ne!(other.fingerprint(), fingerprint, "{other:?}");
+        }
+        // Any other command keeps its whole bytes, which never start with the tag.
+        assert_eq!(create().fingerprint(), encode(&create()));
+        assert_ne!(create().fingerprint()[0], FINGERPRINT_DIGEST_TAG);
     }
 
     #[test]

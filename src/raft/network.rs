@@ -50,8 +50,37 @@ pub fn encode_rpc<T: Serialize>(value: &T) -> Vec<u8> {
 /// to this: without a limit, a 20-byte body claiming a 2^40-byte string makes the allocation
 /// fail and the process abort. It is the transport's body limit: nothing a body may carry
 /// between nodes is larger. Bodies are far smaller (entries are under 100 KiB, at most a few
-/// hundred per append; snapshot chunks 1 MiB).
+/// hundred per append, and at most [`APPEND_ENTRIES_BYTES_MAX`] of them; snapshot chunks 1 MiB).
 pub const RPC_DECODE_LIMIT_BYTES: usize = crate::transport::BODY_LIMIT_BYTES;
+
+/// Most bytes of entries (their encoding) one AppendEntries request carries. openraft sends up
+/// to `max_payload_entries` (300) entries at once, a count sized for entries of a few hundred
+/// bytes; a batch entry (`inventory::Command::Batch`, 10,000 lines) is up to ~1.1 MiB, and 300
+/// of them would pass the body limit ([`RPC_DECODE_LIMIT_BYTES`]) and never be delivered: a
+/// follower behind by such entries would never catch up. Past this many bytes a request carries
+/// the longest prefix that fits (at least one entry), and its success is reported to openraft
+/// as a `PartialSuccess` up to the last entry sent, so it sends the rest next.
+pub const APPEND_ENTRIES_BYTES_MAX: usize = 16 << 20;
+
+// A request at the budget, plus one entry over it (the last taken), fits the body limit.
+const _: () = assert!(APPEND_ENTRIES_BYTES_MAX + (2 << 20) < RPC_DECODE_LIMIT_BYTES);
+
+/// Keeps the longest prefix of `entries` whose encoding takes at most `bytes_max` (and at
+/// least one entry); whether any was left out. Measured without allocating (bincode counts).
+fn fit_entries(entries: &mut Vec<super::Entry>, bytes_max: usize) -> bool {
+    let mut total = 0usize;
+    for (kept, entry) in entries.iter().enumerate() {
+        let mut size = bincode::enc::write::SizeWriter::default();
+        bincode::serde::encode_into_writer(entry, &mut size, bincode::config::standard())
+            .expect("measuring an encoding cannot fail");
+        total = total.saturating_add(size.bytes_written);
+        if total > bytes_max && kept > 0 {
+            entries.truncate(kept);
+            return true;
+        }
+    }
+    false
+}
 
 /// Decodes a Raft RPC body (a request at the server, a reply at the client), refusing any
 /// length that claims more than [`RPC_DECODE_LIMIT_BYTES`].
@@ -272,10 +301,19 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Ok(self.call(routes::APPEND, &rpc, option.hard_ttl()).await?)
+        let trimmed = fit_entries(&mut rpc.entries, APPEND_ENTRIES_BYTES_MAX);
+        let last_sent = rpc.entries.last().map(|entry| entry.log_id);
+        let reply = self.call(routes::APPEND, &rpc, option.hard_ttl()).await?;
+        Ok(match reply {
+            // The entries sent matched: openraft sends the rest from there.
+            AppendEntriesResponse::Success if trimmed => {
+                AppendEntriesResponse::PartialSuccess(last_sent)
+            }
+            reply => reply,
+        })
     }
 
     async fn vote(
@@ -354,6 +392,67 @@ mod tests {
                 ttl_ms: 1000,
             }),
         })
+    }
+
+    /// An entry holding the largest batch: 10,000 lines with the longest ids and values.
+    fn largest_batch_entry(index: u64) -> crate::raft::Entry {
+        use crate::inventory::{BatchLine, ErrorPolicy, BATCH_LINES_MAX};
+        use crate::inventory::{SKU_LENGTH_MAX, STORE_ID_LENGTH_MAX};
+        use openraft::vote::RaftLeaderIdExt;
+        let lines = (0..BATCH_LINES_MAX)
+            .map(|n| BatchLine::Reserve {
+                key: RecordKey {
+                    store_id: "s".repeat(STORE_ID_LENGTH_MAX),
+                    sku: format!("{n:0>width$}", width = SKU_LENGTH_MAX),
+                },
+                quantity: i64::MAX,
+                expected_version: Some(u64::MAX),
+                ttl_ms: Some(u64::MAX),
+            })
+            .collect();
+        let leader = <crate::raft::TypeConfig as openraft::RaftTypeConfig>::LeaderId::new_committed(
+            u64::MAX,
+            u64::MAX,
+        );
+        crate::raft::Entry {
+            log_id: crate::raft::LogId::new(leader, index),
+            payload: openraft::EntryPayload::Normal(Request {
+                command: Command::Batch {
+                    lines,
+                    policy: ErrorPolicy::RejectFailedLines,
+                },
+                proposed_at_ms: u64::MAX,
+                idempotency: Some(IdempotencyKey {
+                    scope: "s".repeat(crate::inventory::IDEMPOTENCY_SCOPE_LENGTH_MAX),
+                    key: "k".repeat(crate::inventory::IDEMPOTENCY_KEY_LENGTH_MAX),
+                    ttl_ms: u64::MAX,
+                }),
+            }),
+        }
+    }
+
+    #[test]
+    fn an_append_of_batch_entries_carries_what_fits_in_its_byte_budget() {
+        let entry = largest_batch_entry(1);
+        let entry_bytes = encode_rpc(&entry).len();
+        assert!(
+            entry_bytes < (3 << 20) / 2,
+            "a batch entry takes {entry_bytes} bytes"
+        );
+        // 300 (openraft's max_payload_entries) would be far over the body limit; 40 is enough.
+        let mut entries: Vec<_> = (1..=40).map(largest_batch_entry).collect();
+        assert!(fit_entries(&mut entries, APPEND_ENTRIES_BYTES_MAX));
+        let sent = encode_rpc(&entries).len();
+        assert!(sent <= APPEND_ENTRIES_BYTES_MAX, "{sent} bytes sent");
+        assert_eq!(entries.len(), APPEND_ENTRIES_BYTES_MAX / entry_bytes);
+        assert_eq!(entries.last().unwrap().log_id.index, entries.len() as u64);
+        // What fits is sent whole; a lone entry over the budget still goes.
+        let mut few: Vec<_> = (1..=3).map(largest_batch_entry).collect();
+        assert!(!fit_entries(&mut few, APPEND_ENTRIES_BYTES_MAX));
+        assert_eq!(few.len(), 3);
+        assert!(!fit_entries(&mut few[..1].to_vec(), 1));
+        assert!(fit_entries(&mut few, 1));
+        assert_eq!(few.len(), 1);
     }
 
     #[test]

@@ -140,8 +140,10 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 /// Most bytes one stored value may make the decoder claim: a corrupt length on disk is then a
 /// clear error naming the key, never an allocation that aborts the process. Values are small
-/// (a record, an idempotency entry, the membership).
-pub const DISK_DECODE_LIMIT_BYTES: usize = 16 << 20;
+/// (a record, an idempotency entry, the membership), except a chunk of the idempotency log
+/// holding answers of keyed batches: up to 32 of ~720 KB at most (`inventory::batch`), which
+/// this limit holds (asserted where the chunk size is set, `raft::idempotency_log`).
+pub const DISK_DECODE_LIMIT_BYTES: usize = 32 << 20;
 
 /// Where the values [`decode`] reads live: sled keeps the state machine in the data directory's
 /// `db` file (its default tree).

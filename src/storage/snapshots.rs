@@ -49,8 +49,8 @@ pub const IO_BUFFER_BYTES: usize = 1 << 20;
 /// still be receiving).
 pub const SNAPSHOTS_KEPT: usize = 2;
 /// Largest key or value accepted when reading a snapshot back: a corrupt length must not make a
-/// reader allocate gigabytes.
-const ITEM_BYTES_MAX: usize = 16 << 20;
+/// reader allocate gigabytes. An item is a stored value, so the values' own limit.
+const ITEM_BYTES_MAX: usize = super::DISK_DECODE_LIMIT_BYTES;
 
 fn invalid(path: &Path, what: impl std::fmt::Display) -> io::Error {
     io::Error::new(

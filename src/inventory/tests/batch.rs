@@ -516,6 +516,48 @@ fn a_stored_batch_answer_keeps_no_line_key_and_stays_within_its_bound() {
 }
 
 #[test]
+fn a_stored_answer_of_failed_lines_stays_within_its_bound_too() {
+    let mut log = Log::new();
+    // The longest rejections a line can get: an invalid key and an out-of-range ttl.
+    let bad_key = BatchLine::Create {
+        key: RecordKey {
+            store_id: "bad/store".repeat(100),
+            sku: "a".into(),
+        },
+        initial_quantity: 1,
+    };
+    let bad_ttl = BatchLine::Reserve {
+        key: key("a"),
+        quantity: 1,
+        expected_version: Some(u64::MAX),
+        ttl_ms: Some(u64::MAX),
+    };
+    let lines = (0..BATCH_LINES_MAX)
+        .map(|n| {
+            if n % 2 == 0 {
+                bad_key.clone()
+            } else {
+                bad_ttl.clone()
+            }
+        })
+        .collect();
+    for (name, policy) in [
+        ("all-or-none", ErrorPolicy::RejectEverything),
+        ("each-line", ErrorPolicy::RejectFailedLines),
+    ] {
+        log.step_keyed(batch(policy, Vec::clone(&lines)), name);
+    }
+    for entry in log.state.idempotency.values() {
+        let stored = bincode::serde::encode_to_vec(entry, bincode::config::standard()).unwrap();
+        assert!(
+            stored.len() <= BATCH_LINES_MAX * BATCH_STORED_LINE_BYTES_MAX,
+            "{} bytes stored",
+            stored.len()
+        );
+    }
+}
+
+#[test]
 fn a_refused_keyed_batch_replays_every_refusal_with_its_key() {
     let mut log = stocked();
     let lines = || vec![create("a", 1), reserve("missing", 1), adjust("b", 1)];

@@ -87,6 +87,16 @@ pub const IDEMPOTENCY_KEYS_MAX: u64 = 1_000_000;
 /// blob.
 pub const KEYS_PER_CHUNK: u64 = 32;
 
+/// A chunk whose every entry is the largest stored answer of a keyed batch
+/// (`inventory::BATCH_STORED_LINE_BYTES_MAX` a line), with 64 KiB for the identities and
+/// fingerprints, still decodes: the node would stop on an unreadable chunk.
+const _: () = assert!(
+    KEYS_PER_CHUNK as usize
+        * (crate::inventory::BATCH_LINES_MAX * crate::inventory::BATCH_STORED_LINE_BYTES_MAX)
+        + (64 << 10)
+        <= crate::storage::DISK_DECODE_LIMIT_BYTES
+);
+
 /// The log's two constants, which every replica must share: the product uses
 /// [`IDEMPOTENCY_KEYS_MAX`] and [`KEYS_PER_CHUNK`] (the default); tests use smaller ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
