@@ -74,11 +74,31 @@ struct Body {
 pub async fn batch(State(app): State<Arc<App>>, request: Request) -> Response {
     // A node configured with a larger general limit keeps it here too.
     let body_limit_bytes = BATCH_BODY_LIMIT_BYTES.max(app.config().api.body_limit_bytes);
+    let parse = |raw| parse_on_blocking_pool(app.clone(), raw);
     write_rendered(&app, None, request, body_limit_bytes, parse, render).await
 }
 
+/// [`parse`] on the blocking pool: 10,000 lines take the thread for a while (half a second in
+/// a debug build), and a node runs its tasks, Raft's heartbeats among them, on one thread by
+/// default. (The simulation runs the blocking pool inline.)
+async fn parse_on_blocking_pool(
+    app: Arc<App>,
+    raw: RawRequest,
+) -> Result<(RawRequest, Command, Form), ApiError> {
+    let parsed = tokio::task::spawn_blocking(move || {
+        parse(&raw).map(|(command, form)| (raw, command, form))
+    })
+    .await
+    .map_err(|error| ApiError::internal(format!("reading a batch stopped: {error}")))?;
+    let (raw, command, form) = parsed?;
+    if form == Form::Records {
+        app.count(Counted::CreateRecord);
+    }
+    Ok((raw, command, form))
+}
+
 /// The body into one `Command::Batch`, or a 400 naming what is wrong.
-fn parse(app: &App, raw: &RawRequest) -> Result<(Command, Form), ApiError> {
+fn parse(raw: &RawRequest) -> Result<(Command, Form), ApiError> {
     if raw.headers.contains_key(headers::IF_MATCH) {
         return Err(ApiError::validation(
             "If-Match names one record's version: a batch line carries its own expectedVersion",
@@ -93,7 +113,6 @@ fn parse(app: &App, raw: &RawRequest) -> Result<(Command, Form), ApiError> {
                     "errorPolicy goes with lines; records (creates, all or none) takes none",
                 ));
             }
-            app.count(Counted::CreateRecord);
             (Form::Records, records, BatchErrorPolicy::RejectEverything)
         }
         (Some(_), Some(_)) => {
@@ -203,12 +222,20 @@ fn record(value: Value) -> Result<BatchLine, String> {
 }
 
 /// The state machine's answer to a batch, in the shape of the body's form and the batch's
-/// policy.
+/// policy. An applied batch's body (up to 10,000 records, ~3 MB) is made on the blocking pool
+/// as it is sent ([`json_off_runtime`]).
 fn render(app: &App, command: &Command, form: &Form, response: inventory::Response) -> Response {
     let Command::Batch { policy, .. } = command else {
         return ApiError::internal("the batch route proposed another command").into_response();
     };
-    let http = match (&response.result, form) {
+    let inventory::Response {
+        result,
+        log_index,
+        replayed,
+        ..
+    } = response;
+    let accepted = !result.is_err();
+    let http = match (result, form) {
         (CommandResult::Batch(results), Form::Records) => {
             let created = BatchCreated {
                 created: results.lines.len(),
@@ -216,44 +243,68 @@ fn render(app: &App, command: &Command, form: &Form, response: inventory::Respon
             (StatusCode::CREATED, axum::Json(Envelope::ok(created))).into_response()
         }
         (CommandResult::Batch(results), Form::Lines) => match policy {
-            ErrorPolicy::RejectEverything => applied(&results.lines),
-            ErrorPolicy::RejectFailedLines => outcome(&results.lines),
+            ErrorPolicy::RejectEverything => applied(results.lines),
+            ErrorPolicy::RejectFailedLines => {
+                json_off_runtime(StatusCode::OK, move || outcome(&results.lines))
+            }
         },
-        (CommandResult::Err(rejection), _) => refused(app, rejection, *form),
+        (CommandResult::Err(rejection), _) => refused(app, &rejection, *form),
         (other, _) => ApiError::internal(format!("a batch answered {other:?}")).into_response(),
     };
-    super::inventory::with_write_headers(app, &response, http)
+    super::inventory::with_headers_of(app, accepted, log_index, replayed, http)
+}
+
+/// A JSON answer whose body is made, by `make`, on the blocking pool when the answer is sent:
+/// 10,000 records take the runtime's one thread for longer than Raft's heartbeats may wait
+/// in a debug build (and tens of milliseconds in a release build).
+fn json_off_runtime<T: serde::Serialize>(
+    status: StatusCode,
+    make: impl FnOnce() -> T + Send + 'static,
+) -> Response {
+    let body = futures::stream::once(async move {
+        let made = tokio::task::spawn_blocking(move || serde_json::to_vec(&make()))
+            .await
+            .map_err(std::io::Error::other)?;
+        made.map(axum::body::Bytes::from)
+            .map_err(std::io::Error::other)
+    });
+    let content_type = [(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    )];
+    (status, content_type, axum::body::Body::from_stream(body)).into_response()
 }
 
 /// A `rejectEverything` batch that applied: every line's record.
-fn applied(lines: &[LineResult]) -> Response {
-    let mut results = Vec::with_capacity(lines.len());
-    for (index, line) in lines.iter().enumerate() {
-        let LineResult::Ok {
-            record,
-            reservation_id,
-        } = line
-        else {
-            return ApiError::internal(format!(
-                "line {index} of a rejectEverything batch failed, yet the batch applied"
-            ))
-            .into_response();
-        };
-        results.push(BatchLineApplied {
-            index,
-            record: json::record(record),
-            reservation_id: reservation_id.map(|id| id.to_string()),
-        });
+fn applied(lines: Vec<LineResult>) -> Response {
+    if let Some(index) = lines.iter().position(|line| !line.is_ok()) {
+        return ApiError::internal(format!(
+            "line {index} of a rejectEverything batch failed, yet the batch applied"
+        ))
+        .into_response();
     }
-    (
-        StatusCode::OK,
-        axum::Json(Envelope::ok(BatchApplied { results })),
-    )
-        .into_response()
+    json_off_runtime(StatusCode::OK, move || {
+        let results = lines
+            .iter()
+            .enumerate()
+            .filter_map(|(index, line)| match line {
+                LineResult::Ok {
+                    record,
+                    reservation_id,
+                } => Some(BatchLineApplied {
+                    index,
+                    record: json::record(record),
+                    reservation_id: reservation_id.map(|id| id.to_string()),
+                }),
+                LineResult::Failed(_) => None,
+            })
+            .collect();
+        Envelope::ok(BatchApplied { results })
+    })
 }
 
 /// A `rejectFailedLines` batch: each line applied or failed.
-fn outcome(lines: &[LineResult]) -> Response {
+fn outcome(lines: &[LineResult]) -> Envelope<BatchLinesOutcome> {
     let results: Vec<BatchLineOutcome> = lines
         .iter()
         .enumerate()
@@ -287,12 +338,11 @@ fn outcome(lines: &[LineResult]) -> Response {
         .iter()
         .filter(|line| line.status == BatchLineStatus::Failed)
         .count();
-    let body = BatchLinesOutcome {
+    Envelope::ok(BatchLinesOutcome {
         applied: results.len() - failed,
         failed,
         results,
-    };
-    (StatusCode::OK, axum::Json(Envelope::ok(body))).into_response()
+    })
 }
 
 /// A refused batch. The `records` form answers as it did before the lines existed: the first

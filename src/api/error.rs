@@ -558,7 +558,10 @@ mod tests {
         ] {
             let lines = vec![refusal(2, "a", first), refusal(7, "b", not_found("b"))];
             let (answered_status, code, details) = answered(Rejection::BatchRefused { lines });
-            assert_eq!((answered_status, code.as_str()), (status, BATCH_REFUSED));
+            assert_eq!(
+                (answered_status, code.as_str()),
+                (status, codes::BATCH_REFUSED)
+            );
             let lines = &details.unwrap()["lines"];
             assert_eq!(lines.as_array().unwrap().len(), 2, "every failing line");
             assert_eq!(
