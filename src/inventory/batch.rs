@@ -23,8 +23,9 @@
 //!   before it that can apply had (so the refusal tells a client all it must fix, not just the
 //!   first). [`ErrorPolicy::RejectFailedLines`]: failing lines change nothing, the others apply;
 //!   the answer lists each line's result.
-//! - A batch of no line or more than [`BATCH_LINES_MAX`] is `Invalid` as a whole: the HTTP layer
-//!   refuses it first, but apply never trusts what reaches the log.
+//! - A batch of no line or more than [`BATCH_LINES_MAX`], or of more than
+//!   [`BATCH_HOLD_LINES_MAX`] holds, is `Invalid` as a whole: the HTTP layer refuses it first,
+//!   but apply never trusts what reaches the log.
 //!
 //! ## Events
 //! Each applied line yields the events its single command would (created, adjusted, reserved,
@@ -51,7 +52,7 @@ use super::event::{events_of, Changed, Event, EventKind};
 use super::lifecycle;
 use super::one_record;
 use super::record::{Record, RecordKey};
-use super::reservation::{Reservation, ReservationId};
+use super::reservation::{Reservation, ReservationId, CART_LINES_MAX};
 use super::state::{IdempotencyEntry, StateView};
 
 /// Most bytes a stored batch answer takes per line, in the log's encoding (bincode, varints),
@@ -59,6 +60,13 @@ use super::state::{IdempotencyEntry, StateView};
 /// failed line's rejection, whose message is at most [`LINE_MESSAGE_BYTES_MAX`] bytes. The
 /// idempotency log's chunks are sized from it (`raft::idempotency_log`).
 pub const BATCH_STORED_LINE_BYTES_MAX: usize = 72;
+
+/// Most reserve lines with a ttl (holds) one batch may hold. Each creates a reservation, and
+/// the reservation store keeps those of 32 consecutive entries in one value, rewritten whenever
+/// one of them changes: it is sized for an entry creating one reservation of up to
+/// [`CART_LINES_MAX`] lines (~8 KB). As many one-line holds weigh about as much (~11 KB), where
+/// 10,000 would make that value ~30 MB. A batch of more holds is `Invalid` as a whole.
+pub const BATCH_HOLD_LINES_MAX: usize = CART_LINES_MAX;
 
 /// Longest message of a line's `Invalid` rejection, in bytes: today's are all shorter; the
 /// cap keeps [`BATCH_STORED_LINE_BYTES_MAX`] true whatever a future message says.
@@ -85,6 +93,12 @@ pub fn execute(
             "a batch holds 1 to {BATCH_LINES_MAX} lines, got {}",
             lines.len()
         );
+        return refused(invalid(&message));
+    }
+    let holds = lines.iter().filter(|line| line.is_hold()).count();
+    if holds > BATCH_HOLD_LINES_MAX {
+        let message =
+            format!("a batch holds at most {BATCH_HOLD_LINES_MAX} lines with a ttl, got {holds}");
         return refused(invalid(&message));
     }
     let mut overlay = Overlay::new(view);
@@ -346,7 +360,7 @@ fn hold_line(
     hold: lifecycle::Hold<'_>,
     entry: Entry<'_>,
 ) -> Result<AppliedLine, Rejection> {
-    // At most BATCH_LINES_MAX holds, far below the 2^16 ids of an entry.
+    // At most BATCH_HOLD_LINES_MAX holds, far below the 2^16 ids of an entry.
     let number = u16::try_from(view.holds).map_err(|_| invalid("too many holds in one entry"))?;
     let id = ReservationId::new(entry.log_index, number)
         .ok_or_else(|| invalid("the log index is beyond what a reservation id can name"))?;

@@ -129,6 +129,17 @@ pub enum BatchLine {
 }
 
 impl BatchLine {
+    /// Whether the line is a hold (a reserve with a ttl).
+    pub fn is_hold(&self) -> bool {
+        matches!(
+            self,
+            BatchLine::Reserve {
+                ttl_ms: Some(_),
+                ..
+            }
+        )
+    }
+
     /// The record the line names.
     pub fn key(&self) -> &RecordKey {
         match self {

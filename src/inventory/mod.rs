@@ -42,7 +42,7 @@ mod state;
 mod tests;
 
 pub use apply::{apply, ApplyContext};
-pub use batch::BATCH_STORED_LINE_BYTES_MAX;
+pub use batch::{BATCH_HOLD_LINES_MAX, BATCH_STORED_LINE_BYTES_MAX};
 pub use command::{
     BatchLine, BatchResults, CartLine, Command, CommandResult, ErrorPolicy, IdempotencyId,
     IdempotencyKey, LineRefusal, LineResult, NewRecord, Operation, Rejection, Request, Response,

@@ -357,6 +357,35 @@ fn a_hold_line_moves_units_to_reserved_and_creates_a_held_reservation() {
 }
 
 #[test]
+fn a_batch_of_more_holds_than_a_cart_has_lines_is_refused_as_a_whole() {
+    let mut log = Log::new();
+    let creates = (0..=BATCH_HOLD_LINES_MAX)
+        .map(|n| create(&format!("h{n}"), 1))
+        .collect();
+    log.step(all_or_none(creates));
+    let before = log.state.clone();
+    let holds = |count: usize| (0..count).map(|n| hold(&format!("h{n}"), 1)).collect();
+    for policy in [
+        ErrorPolicy::RejectEverything,
+        ErrorPolicy::RejectFailedLines,
+    ] {
+        let (response, _) = log.step(batch(policy, holds(BATCH_HOLD_LINES_MAX + 1)));
+        assert!(
+            matches!(
+                response.result,
+                CommandResult::Err(Rejection::Invalid { .. })
+            ),
+            "{:?}",
+            response.result
+        );
+    }
+    assert_eq!(log.state, before);
+    let (response, _) = log.step(all_or_none(holds(BATCH_HOLD_LINES_MAX)));
+    assert_eq!(results(&response).len(), BATCH_HOLD_LINES_MAX);
+    assert_eq!(log.state.held_count, BATCH_HOLD_LINES_MAX as u64);
+}
+
+#[test]
 fn a_hold_line_with_a_bad_ttl_fails_as_a_hold_would() {
     let mut log = stocked();
     let short = BatchLine::Reserve {
@@ -482,13 +511,14 @@ fn a_stored_batch_answer_keeps_no_line_key_and_stays_within_its_bound() {
         })
         .collect();
     log.step(all_or_none(creates));
-    // The largest answer: each line holds at its largest (a reservation id, big counts).
+    // The largest answer: every line reserves at its largest (big counts), as many as may
+    // hold (a reservation id more).
     let holds = (0..BATCH_LINES_MAX)
         .map(|n| BatchLine::Reserve {
             key: longest(n),
             quantity: i64::MAX / 2,
             expected_version: Some(1),
-            ttl_ms: Some(HOLD_TTL_MS_MAX),
+            ttl_ms: (n < BATCH_HOLD_LINES_MAX).then_some(HOLD_TTL_MS_MAX),
         })
         .collect();
     let (response, _) = log.step_keyed(all_or_none(holds), "big");
@@ -534,10 +564,10 @@ fn a_stored_answer_of_failed_lines_stays_within_its_bound_too() {
     };
     let lines = (0..BATCH_LINES_MAX)
         .map(|n| {
-            if n % 2 == 0 {
-                bad_key.clone()
-            } else {
+            if n < BATCH_HOLD_LINES_MAX {
                 bad_ttl.clone()
+            } else {
+                bad_key.clone()
             }
         })
         .collect();
