@@ -43,7 +43,7 @@ use crate::client::wire::{
 };
 use crate::inventory::{
     self, BatchLine, Command, CommandResult, ErrorPolicy, LineResult, RecordKey, Rejection,
-    BATCH_LINES_MAX,
+    BATCH_HOLD_LINES_MAX, BATCH_LINES_MAX,
 };
 
 /// Most malformed lines a 400 lists (`details.lines`); `details.invalidLines` counts them all.
@@ -133,6 +133,13 @@ fn parse(raw: &RawRequest) -> Result<(Command, Form), ApiError> {
         )));
     }
     let lines = read_lines(form, values)?;
+    let holds = lines.iter().filter(|line| line.is_hold()).count();
+    if holds > BATCH_HOLD_LINES_MAX {
+        return Err(ApiError::validation(format!(
+            "a batch holds at most {BATCH_HOLD_LINES_MAX} reserve lines with ttlSeconds, got \
+             {holds}"
+        )));
+    }
     let policy = match policy {
         BatchErrorPolicy::RejectEverything => ErrorPolicy::RejectEverything,
         BatchErrorPolicy::RejectFailedLines => ErrorPolicy::RejectFailedLines,
@@ -476,6 +483,33 @@ mod tests {
         assert!(message(6).contains("JSON object"), "{}", message(6));
         assert!(message(7).contains("colour"), "{}", message(7));
         assert!(message(10).contains("needs qty"), "{}", message(10));
+    }
+
+    #[test]
+    fn more_holds_than_a_batch_may_make_are_refused_before_proposing() {
+        let raw = |holds: usize| {
+            let lines: Vec<Value> = (0..holds)
+                .map(|n| json!({"op": "reserve", "storeId": "s1", "sku": format!("h{n}"), "qty": 1, "ttlSeconds": 60}))
+                .chain([json!({"op": "reserve", "storeId": "s1", "sku": "plain", "qty": 1})])
+                .collect();
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert("content-type", "application/json".parse().unwrap());
+            RawRequest {
+                method: axum::http::Method::POST,
+                path_and_query: "/api/inventory/batch".into(),
+                headers,
+                body: json!({ "lines": lines }).to_string().into_bytes(),
+                client_scope: None,
+            }
+        };
+        assert!(parse(&raw(BATCH_HOLD_LINES_MAX)).is_ok());
+        let error = parse(&raw(BATCH_HOLD_LINES_MAX + 1)).unwrap_err();
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            error.message().contains("ttlSeconds"),
+            "{}",
+            error.message()
+        );
     }
 
     #[test]
