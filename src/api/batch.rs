@@ -22,6 +22,7 @@
 //! `If-Match` is refused: a batch names many records, each line carries its own
 //! `expectedVersion`.
 
+use crate::storage::fs::blocking;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -43,7 +44,7 @@ use crate::client::wire::{
 };
 use crate::inventory::{
     self, BatchLine, Command, CommandResult, ErrorPolicy, LineResult, RecordKey, Rejection,
-    BATCH_LINES_MAX,
+    BATCH_HOLD_LINES_MAX, BATCH_LINES_MAX,
 };
 
 /// Most malformed lines a 400 lists (`details.lines`); `details.invalidLines` counts them all.
@@ -74,11 +75,29 @@ struct Body {
 pub async fn batch(State(app): State<Arc<App>>, request: Request) -> Response {
     // A node configured with a larger general limit keeps it here too.
     let body_limit_bytes = BATCH_BODY_LIMIT_BYTES.max(app.config().api.body_limit_bytes);
+    let parse = |raw| parse_on_blocking_pool(app.clone(), raw);
     write_rendered(&app, None, request, body_limit_bytes, parse, render).await
 }
 
+/// [`parse`] on the blocking pool: 10,000 lines take the thread for a while (half a second in
+/// a debug build), and a node runs its tasks, Raft's heartbeats among them, on one thread by
+/// default. (`storage::fs::blocking`: under the simulation, inline.)
+async fn parse_on_blocking_pool(
+    app: Arc<App>,
+    raw: RawRequest,
+) -> Result<(RawRequest, Command, Form), ApiError> {
+    let parsed = blocking(move || Ok(parse(&raw).map(|(command, form)| (raw, command, form))))
+        .await
+        .map_err(|error| ApiError::internal(format!("reading a batch stopped: {error}")))?;
+    let (raw, command, form) = parsed?;
+    if form == Form::Records {
+        app.count(Counted::CreateRecord);
+    }
+    Ok((raw, command, form))
+}
+
 /// The body into one `Command::Batch`, or a 400 naming what is wrong.
-fn parse(app: &App, raw: &RawRequest) -> Result<(Command, Form), ApiError> {
+fn parse(raw: &RawRequest) -> Result<(Command, Form), ApiError> {
     if raw.headers.contains_key(headers::IF_MATCH) {
         return Err(ApiError::validation(
             "If-Match names one record's version: a batch line carries its own expectedVersion",
@@ -93,7 +112,6 @@ fn parse(app: &App, raw: &RawRequest) -> Result<(Command, Form), ApiError> {
                     "errorPolicy goes with lines; records (creates, all or none) takes none",
                 ));
             }
-            app.count(Counted::CreateRecord);
             (Form::Records, records, BatchErrorPolicy::RejectEverything)
         }
         (Some(_), Some(_)) => {
@@ -114,6 +132,13 @@ fn parse(app: &App, raw: &RawRequest) -> Result<(Command, Form), ApiError> {
         )));
     }
     let lines = read_lines(form, values)?;
+    let holds = lines.iter().filter(|line| line.is_hold()).count();
+    if holds > BATCH_HOLD_LINES_MAX {
+        return Err(ApiError::validation(format!(
+            "a batch holds at most {BATCH_HOLD_LINES_MAX} reserve lines with ttlSeconds, got \
+             {holds}"
+        )));
+    }
     let policy = match policy {
         BatchErrorPolicy::RejectEverything => ErrorPolicy::RejectEverything,
         BatchErrorPolicy::RejectFailedLines => ErrorPolicy::RejectFailedLines,
@@ -203,12 +228,20 @@ fn record(value: Value) -> Result<BatchLine, String> {
 }
 
 /// The state machine's answer to a batch, in the shape of the body's form and the batch's
-/// policy.
+/// policy. An applied batch's body (up to 10,000 records, ~3 MB) is made on the blocking pool
+/// as it is sent ([`json_off_runtime`]).
 fn render(app: &App, command: &Command, form: &Form, response: inventory::Response) -> Response {
     let Command::Batch { policy, .. } = command else {
         return ApiError::internal("the batch route proposed another command").into_response();
     };
-    let http = match (&response.result, form) {
+    let inventory::Response {
+        result,
+        log_index,
+        replayed,
+        ..
+    } = response;
+    let accepted = !result.is_err();
+    let http = match (result, form) {
         (CommandResult::Batch(results), Form::Records) => {
             let created = BatchCreated {
                 created: results.lines.len(),
@@ -216,44 +249,66 @@ fn render(app: &App, command: &Command, form: &Form, response: inventory::Respon
             (StatusCode::CREATED, axum::Json(Envelope::ok(created))).into_response()
         }
         (CommandResult::Batch(results), Form::Lines) => match policy {
-            ErrorPolicy::RejectEverything => applied(&results.lines),
-            ErrorPolicy::RejectFailedLines => outcome(&results.lines),
+            ErrorPolicy::RejectEverything => applied(results.lines),
+            ErrorPolicy::RejectFailedLines => {
+                json_off_runtime(StatusCode::OK, move || outcome(&results.lines))
+            }
         },
-        (CommandResult::Err(rejection), _) => refused(app, rejection, *form),
+        (CommandResult::Err(rejection), _) => refused(app, &rejection, *form),
         (other, _) => ApiError::internal(format!("a batch answered {other:?}")).into_response(),
     };
-    super::inventory::with_write_headers(app, &response, http)
+    super::inventory::with_headers_of(app, accepted, log_index, replayed, http)
+}
+
+/// A JSON answer whose body is made, by `make`, on the blocking pool when the answer is sent:
+/// 10,000 records take the runtime's one thread for longer than Raft's heartbeats may wait
+/// in a debug build (and tens of milliseconds in a release build).
+fn json_off_runtime<T: serde::Serialize>(
+    status: StatusCode,
+    make: impl FnOnce() -> T + Send + 'static,
+) -> Response {
+    let body = futures::stream::once(async move {
+        blocking(move || serde_json::to_vec(&make()).map_err(std::io::Error::other))
+            .await
+            .map(axum::body::Bytes::from)
+    });
+    let content_type = [(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    )];
+    (status, content_type, axum::body::Body::from_stream(body)).into_response()
 }
 
 /// A `rejectEverything` batch that applied: every line's record.
-fn applied(lines: &[LineResult]) -> Response {
-    let mut results = Vec::with_capacity(lines.len());
-    for (index, line) in lines.iter().enumerate() {
-        let LineResult::Ok {
-            record,
-            reservation_id,
-        } = line
-        else {
-            return ApiError::internal(format!(
-                "line {index} of a rejectEverything batch failed, yet the batch applied"
-            ))
-            .into_response();
-        };
-        results.push(BatchLineApplied {
-            index,
-            record: json::record(record),
-            reservation_id: reservation_id.map(|id| id.to_string()),
-        });
+fn applied(lines: Vec<LineResult>) -> Response {
+    if let Some(index) = lines.iter().position(|line| !line.is_ok()) {
+        return ApiError::internal(format!(
+            "line {index} of a rejectEverything batch failed, yet the batch applied"
+        ))
+        .into_response();
     }
-    (
-        StatusCode::OK,
-        axum::Json(Envelope::ok(BatchApplied { results })),
-    )
-        .into_response()
+    json_off_runtime(StatusCode::OK, move || {
+        let results = lines
+            .iter()
+            .enumerate()
+            .filter_map(|(index, line)| match line {
+                LineResult::Ok {
+                    record,
+                    reservation_id,
+                } => Some(BatchLineApplied {
+                    index,
+                    record: json::record(record),
+                    reservation_id: reservation_id.map(|id| id.to_string()),
+                }),
+                LineResult::Failed(_) => None,
+            })
+            .collect();
+        Envelope::ok(BatchApplied { results })
+    })
 }
 
 /// A `rejectFailedLines` batch: each line applied or failed.
-fn outcome(lines: &[LineResult]) -> Response {
+fn outcome(lines: &[LineResult]) -> Envelope<BatchLinesOutcome> {
     let results: Vec<BatchLineOutcome> = lines
         .iter()
         .enumerate()
@@ -287,12 +342,11 @@ fn outcome(lines: &[LineResult]) -> Response {
         .iter()
         .filter(|line| line.status == BatchLineStatus::Failed)
         .count();
-    let body = BatchLinesOutcome {
+    Envelope::ok(BatchLinesOutcome {
         applied: results.len() - failed,
         failed,
         results,
-    };
-    (StatusCode::OK, axum::Json(Envelope::ok(body))).into_response()
+    })
 }
 
 /// A refused batch. The `records` form answers as it did before the lines existed: the first
@@ -426,6 +480,33 @@ mod tests {
         assert!(message(6).contains("JSON object"), "{}", message(6));
         assert!(message(7).contains("colour"), "{}", message(7));
         assert!(message(10).contains("needs qty"), "{}", message(10));
+    }
+
+    #[test]
+    fn more_holds_than_a_batch_may_make_are_refused_before_proposing() {
+        let raw = |holds: usize| {
+            let lines: Vec<Value> = (0..holds)
+                .map(|n| json!({"op": "reserve", "storeId": "s1", "sku": format!("h{n}"), "qty": 1, "ttlSeconds": 60}))
+                .chain([json!({"op": "reserve", "storeId": "s1", "sku": "plain", "qty": 1})])
+                .collect();
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert("content-type", "application/json".parse().unwrap());
+            RawRequest {
+                method: axum::http::Method::POST,
+                path_and_query: "/api/inventory/batch".into(),
+                headers,
+                body: json!({ "lines": lines }).to_string().into_bytes(),
+                client_scope: None,
+            }
+        };
+        assert!(parse(&raw(BATCH_HOLD_LINES_MAX)).is_ok());
+        let error = parse(&raw(BATCH_HOLD_LINES_MAX + 1)).unwrap_err();
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            error.message().contains("ttlSeconds"),
+            "{}",
+            error.message()
+        );
     }
 
     #[test]

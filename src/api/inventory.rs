@@ -148,7 +148,7 @@ pub(super) async fn write_command(
     parse: impl FnOnce(&RawRequest) -> Result<Command, ApiError>,
 ) -> Response {
     let body_limit_bytes = app.config().api.body_limit_bytes;
-    let parse = |_: &App, raw: &RawRequest| parse(raw).map(|command| (command, ()));
+    let parse = |raw: RawRequest| std::future::ready(parse(&raw).map(|command| (raw, command, ())));
     let render_single = |app: &App, _: &Command, _: &(), response| render(app, response);
     write_rendered(
         app,
@@ -161,23 +161,28 @@ pub(super) async fn write_command(
     .await
 }
 
-/// [`write_command`] for a route that renders its own answers (the batch route,
-/// `api::batch`, and the simulation's raw-command route, `sim::batch_route`): `parse` also returns what `render` needs to know of the request, and the
-/// body may be up to `body_limit_bytes`. `counted`, if any, is counted on arrival.
-pub async fn write_rendered<C: Sync>(
+/// [`write_command`] for a route that renders its own answers (the batch route, `api::batch`,
+/// and the simulation's raw-command route, `sim::batch_route`): the body may be up to
+/// `body_limit_bytes`; `parse` takes the request and gives it back (so that it can parse
+/// elsewhere than on the runtime's thread) with the command and what `render` needs to know
+/// of the request. `counted`, if any, is counted on arrival.
+pub async fn write_rendered<C: Sync, Parsed>(
     app: &App,
     counted: Option<Counted>,
     request: Request,
     body_limit_bytes: usize,
-    parse: impl FnOnce(&App, &RawRequest) -> Result<(Command, C), ApiError>,
+    parse: impl FnOnce(RawRequest) -> Parsed,
     render: impl Fn(&App, &Command, &C, inventory::Response) -> Response + Sync,
-) -> Response {
+) -> Response
+where
+    Parsed: std::future::Future<Output = Result<(RawRequest, Command, C), ApiError>>,
+{
     if let Some(counted) = counted {
         app.count(counted);
     }
     let parsed = async {
         let raw = RawRequest::read_limited(app, request, body_limit_bytes).await?;
-        let (command, context) = parse(app, &raw)?;
+        let (raw, command, context) = parse(raw).await?;
         // The key within its client scope, computed from the request alone: a follower and the
         // leader it forwards to compute the same (`api::client_scope`).
         let key = raw.idempotency_id()?;
@@ -390,14 +395,27 @@ fn render(app: &App, response: inventory::Response) -> Response {
 pub(super) fn with_write_headers(
     app: &App,
     response: &inventory::Response,
+    http: Response,
+) -> Response {
+    let accepted = !matches!(response.result, inventory::CommandResult::Err(_));
+    with_headers_of(app, accepted, response.log_index, response.replayed, http)
+}
+
+/// [`with_write_headers`] from the parts of the answer they name: whether it was `accepted`
+/// (not a rejection), its entry's `log_index`, whether it was `replayed`.
+pub(super) fn with_headers_of(
+    app: &App,
+    accepted: bool,
+    log_index: u64,
+    replayed: bool,
     mut http: Response,
 ) -> Response {
-    if !matches!(response.result, inventory::CommandResult::Err(_)) {
+    if accepted {
         // Where the change is in the log: its events carry the same `logIndex`.
         http.headers_mut()
-            .insert(headers::LOG_INDEX, HeaderValue::from(response.log_index));
+            .insert(headers::LOG_INDEX, HeaderValue::from(log_index));
     }
-    if response.replayed {
+    if replayed {
         app.count_idempotent_replay();
         http.headers_mut()
             .insert(headers::REPLAYED, HeaderValue::from_static("true"));

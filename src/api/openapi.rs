@@ -164,7 +164,7 @@ struct BatchRefusals;
 impl IntoResponses for BatchRefusals {
     fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
         refusals(&[
-            (400, "Malformed body or lines (details.lines names them), 0 or over 10,000 lines, If-Match sent; or a line refused as invalid"),
+            (400, "Malformed body or lines (details.lines names them), 0 or over 10,000 lines, over 100 reserve lines with ttlSeconds, If-Match sent; or a line refused as invalid"),
             UNAUTHORIZED,
             FORBIDDEN,
             (404, "BATCH_REFUSED: the first failing line's record does not exist (nothing applied)"),

@@ -39,10 +39,10 @@ pub fn route(app: Arc<App>) -> Router {
 async fn command(State(app): State<Arc<App>>, request: Request) -> Response {
     // The product's write path (`api::write_rendered`), with a command decoded as followers
     // forward one instead of parsed from JSON, and the whole answer instead of its JSON.
-    let parse = |_: &App, raw: &RawRequest| {
+    let parse = |raw: RawRequest| async move {
         let command: Command = decode_rpc(&raw.body)
             .map_err(|error| ApiError::validation(format!("not a command: {error}")))?;
-        Ok((command, ()))
+        Ok((raw, command, ()))
     };
     let body_limit_bytes = app.config().api.body_limit_bytes;
     api::write_rendered(
