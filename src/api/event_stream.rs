@@ -29,6 +29,7 @@ use super::events;
 use super::json;
 use super::request::RawRequest;
 use crate::app::event_stream::{self, Frame, StreamSettings, STREAM_STALL_MAX};
+use crate::app::recent_feed::FeedItem;
 use crate::app::App;
 
 /// The SSE request header naming the last event a reconnecting client received.
@@ -116,29 +117,35 @@ fn write_frame(frame: Frame, out: &mut Vec<u8>) {
         Frame::Retry { ms } => out.extend_from_slice(format!("retry: {ms}\n\n").as_bytes()),
         Frame::KeepAlive { head } => out.extend_from_slice(format!(": head {head}\n\n").as_bytes()),
         Frame::Events(items) => {
-            for item in items {
-                // Rendered once for all of the node's subscribers (`app::recent_feed`).
-                let text = item.rendered.get_or_init(|| {
-                    let data = serde_json::to_string(&json::event(&item.event))
-                        .expect("an event's JSON has string keys only");
-                    // Compact JSON escapes every line break, so `data:` is one line.
-                    assert!(!data.contains(['\n', '\r']), "an event's JSON is one line");
-                    format!(
-                        "id: {}\nevent: {}\ndata: {data}\n\n",
-                        item.event.seq,
-                        item.event.kind.as_str()
-                    )
-                });
+            // Rendered once for all of the node's subscribers (`app::recent_feed`); the chunk
+            // grows once, to its exact size, before the texts are copied in.
+            let texts: Vec<&str> = items.iter().map(|item| rendered(item)).collect();
+            out.reserve(texts.iter().map(|text| text.len()).sum());
+            for text in texts {
                 out.extend_from_slice(text.as_bytes());
             }
         }
     }
 }
 
+/// `item`'s SSE frame text, rendered by the first subscriber that sends it.
+fn rendered(item: &FeedItem) -> &str {
+    item.rendered.get_or_init(|| {
+        let data = serde_json::to_string(&json::event(&item.event))
+            .expect("an event's JSON has string keys only");
+        // Compact JSON escapes every line break, so `data:` is one line.
+        assert!(!data.contains(['\n', '\r']), "an event's JSON is one line");
+        format!(
+            "id: {}\nevent: {}\ndata: {data}\n\n",
+            item.event.seq,
+            item.event.kind.as_str()
+        )
+    })
+}
+
 #[cfg(all(test, not(madsim)))]
 mod tests {
     use super::*;
-    use crate::app::recent_feed::FeedItem;
     use crate::inventory::{Event, EventKind, RecordKey};
 
     #[test]
