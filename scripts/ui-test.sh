@@ -3,15 +3,15 @@
 # Chromium driven by Python playwright (tests/ui/test_console.py) against two throwaway
 # three-node clusters on loopback, one with client tokens and one without.
 #
-#   scripts/ui-test.sh            lint and browser tests (about a minute once installed)
+#   scripts/ui-test.sh            lint and browser tests (about 25 s once installed and built)
 #   scripts/ui-test.sh --lint     the lint only
 #
 # Installs what a fresh machine lacks: Debian's `chromium` (apt-get) when $CHROMIUM
-# (/usr/bin/chromium) is absent, `playwright` from PyPI (it drives that Chromium; no
-# `playwright install`), and eslint from npm into target/ui-tools (a cache; the flat config is
-# ui/eslint.config.mjs). Screenshots of every panel go to target/ui-screenshots/ (CI keeps the
-# folder as an artifact). Uses the debug binary (STOCKRAFT_BIN to run another); stops exactly
-# the processes it started.
+# (/usr/bin/chromium) is absent, Debian's `npm` when there is none, `playwright` from PyPI (it
+# drives that Chromium; no `playwright install`), and eslint from npm into target/ui-tools (a
+# cache; the flat config is src/api/console/eslint.config.mjs). Screenshots of every panel go
+# to target/ui-screenshots/ (CI keeps the folder as an artifact). Uses the debug binary
+# (STOCKRAFT_BIN to run another); stops exactly the processes it started.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,13 +32,18 @@ TOOLS="${CARGO_TARGET_DIR:-$ROOT/target}/ui-tools"
 ESLINT_VERSION=9.39.5
 ESLINT="$TOOLS/node_modules/.bin/eslint"
 
+if ! command -v npm >/dev/null; then
+  say "installing Debian's npm"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq npm >/dev/null
+fi
 if [ ! -x "$ESLINT" ] || ! "$ESLINT" --version | grep -qx "v$ESLINT_VERSION"; then
   say "installing eslint $ESLINT_VERSION from npm into $TOOLS"
   mkdir -p "$TOOLS"
   npm install --prefix "$TOOLS" --no-audit --no-fund --silent "eslint@$ESLINT_VERSION"
 fi
-say "eslint ui/"
-(cd "$ROOT" && "$ESLINT" --config ui/eslint.config.mjs --max-warnings 0 ui/)
+say "eslint src/api/console/"
+(cd "$ROOT/src/api/console" && "$ESLINT" --config eslint.config.mjs --max-warnings 0 .)
 $lint_only && exit 0
 
 if [ ! -x "$CHROMIUM" ]; then
@@ -54,7 +59,8 @@ fi
 BASE="$(mktemp -d "${TMPDIR:-/tmp}/stockraft-ui.XXXXXX")"
 PIDS=()
 cleanup() {
-  stop_started_processes
+  # Quietly: bash would report each node the test killed on purpose as "Killed".
+  stop_started_processes 2>/dev/null
   rm -rf "$BASE"
 }
 trap cleanup EXIT

@@ -1,8 +1,8 @@
 //! The operator console: one page (`GET /ui/`) showing the cluster, a SKU, a reservation and
 //! the live event feed, served by every node on its client listener.
 //!
-//! Its three files (`ui/` at the repository's root: HTML, one script, one style sheet) are
-//! compiled into the binary with `include_str!`: no separate server, no CDN, nothing fetched at
+//! Its three files (in `console/` beside this module: HTML, one script, one style sheet, and the
+//! ESLint configuration that checks the script) are compiled into the binary with `include_str!`: no separate server, no CDN, nothing fetched at
 //! build or run time, so a node's console works offline and matches the node's own API. They
 //! stay small ([`CONSOLE_BYTES_MAX`], checked at build time), plain and framework-free.
 //!
@@ -39,7 +39,7 @@ struct Asset {
 const INDEX: Asset = Asset {
     name: "index.html",
     content_type: "text/html; charset=utf-8",
-    body: include_str!("../../ui/index.html"),
+    body: include_str!("console/index.html"),
 };
 
 /// The files the page loads, by the name it asks for them under `/ui/`.
@@ -47,12 +47,12 @@ const ASSETS: [Asset; 2] = [
     Asset {
         name: "console.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../ui/console.js"),
+        body: include_str!("console/console.js"),
     },
     Asset {
         name: "console.css",
         content_type: "text/css; charset=utf-8",
-        body: include_str!("../../ui/console.css"),
+        body: include_str!("console/console.css"),
     },
 ];
 

@@ -56,30 +56,30 @@
     return node;
   }
 
-  function show(node, visible) {
+  function setVisible(node, visible) {
     node.hidden = !visible;
   }
 
-  function message(id, text) {
+  function setMessage(id, text) {
     const node = $(id);
     node.textContent = text || "";
-    show(node, Boolean(text));
+    setVisible(node, Boolean(text));
   }
 
-  function token() {
+  function savedToken() {
     return sessionStorage.getItem(TOKEN_KEY) || "";
   }
 
-  function headers(extra) {
+  function requestHeaders(extra) {
     const all = Object.assign({ Accept: "application/json" }, extra || {});
-    if (token()) {
-      all.Authorization = "Bearer " + token();
+    if (savedToken()) {
+      all.Authorization = "Bearer " + savedToken();
     }
     return all;
   }
 
   // An answer of the API that is not a success, with its error code and message.
-  class ApiError extends Error {
+  class RequestFailure extends Error {
     constructor(status, code, text, details) {
       super(text);
       this.status = status;
@@ -88,20 +88,20 @@
     }
   }
 
-  async function api(path, options) {
+  async function callApi(path, options) {
     const init = Object.assign({ cache: "no-store" }, options || {});
-    init.headers = headers(init.headers);
+    init.headers = requestHeaders(init.headers);
     init.signal = init.signal || AbortSignal.timeout(REQUEST_TIMEOUT_MS);
     let response;
     try {
       response = await fetch(path, init);
     } catch (error) {
-      throw new ApiError(0, "UNREACHABLE", "this node does not answer (" + error.message + ")");
+      throw new RequestFailure(0, "UNREACHABLE", "this node does not answer (" + error.message + ")");
     }
     const body = await response.json().catch(() => null);
     if (!response.ok || !body) {
       const failure = (body && body.error) || {};
-      throw new ApiError(
+      throw new RequestFailure(
         response.status,
         failure.code || "HTTP_" + response.status,
         failure.message || response.statusText,
@@ -123,7 +123,7 @@
     return "console-" + Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  function bytes(count) {
+  function sizeText(count) {
     if (count === null || count === undefined) {
       return "–";
     }
@@ -145,7 +145,7 @@
 
   async function loadWhoami() {
     try {
-      const me = (await api("/api/whoami")).data;
+      const me = (await callApi("/api/whoami")).data;
       state.scopes = me.scopes;
       const who = me.token ? "token " + me.token : me.tokensRequired ? "no token" : "open cluster";
       $("whoami").textContent = who + " · scopes: " + (me.scopes.join(", ") || "none");
@@ -154,7 +154,7 @@
       $("whoami").textContent = describe(error);
     }
     for (const node of document.querySelectorAll(".writes")) {
-      show(node, state.scopes.includes(node.dataset.scope));
+      setVisible(node, state.scopes.includes(node.dataset.scope));
     }
     renderReservationActions();
   }
@@ -206,7 +206,7 @@
       el("td", {}, raft ? orDash(raft.appliedIndex) : "–"),
       el("td", {}, orDash(member.lag)),
       el("td", { class: storage && storage.noSpace ? "alarm" : "" }, disk),
-      el("td", {}, storage ? bytes(storage.dataDirBytes) : "–"),
+      el("td", {}, storage ? sizeText(storage.dataDirBytes) : "–"),
     );
     if (!member.reachable) {
       row.title = member.error || "unreachable";
@@ -230,16 +230,16 @@
   function banner(problems) {
     const node = $("banner");
     node.replaceChildren(...problems.map((problem) => el("div", {}, problem)));
-    show(node, problems.length > 0);
+    setVisible(node, problems.length > 0);
   }
 
   async function refreshCluster() {
     try {
-      const status = (await api("/api/status")).data;
-      message("cluster-message", "");
+      const status = (await callApi("/api/status")).data;
+      setMessage("cluster-message", "");
       renderCluster(status);
     } catch (error) {
-      message("cluster-message", describe(error));
+      setMessage("cluster-message", describe(error));
       $("leader").textContent = "unknown";
       $("leader").dataset.leader = "";
       banner(["cannot read the cluster's status from this node: " + describe(error)]);
@@ -277,14 +277,14 @@
   // The newest events matching `filter` among the feed's newest RECENT_WINDOW_SEQS, oldest
   // first (at most RECENT_EVENTS_MAX).
   async function recentEvents(filter) {
-    const head = (await api("/api/events?" + query({ after: SEQ_BEYOND_HEAD, limit: 1 }))).data
+    const head = (await callApi("/api/events?" + query({ after: SEQ_BEYOND_HEAD, limit: 1 }))).data
       .head;
     let after = Math.max(0, head - RECENT_WINDOW_SEQS);
     let found = [];
     for (let page = 0; page < RECENT_PAGES_MAX && after !== null; page += 1) {
       let answer;
       try {
-        answer = await api("/api/events?" + query(Object.assign({ after, limit: 1000 }, filter)));
+        answer = await callApi("/api/events?" + query(Object.assign({ after, limit: 1000 }, filter)));
       } catch (error) {
         if (error.status === 410 && error.details.oldestSeq) {
           after = error.details.oldestSeq - 1;
@@ -330,7 +330,7 @@
       select.value = chosen;
     }
     if (view.stores.length === 0) {
-      message("sku-message", "no store holds SKU " + view.sku);
+      setMessage("sku-message", "no store holds SKU " + view.sku);
     }
   }
 
@@ -340,22 +340,22 @@
     const generation = state.skuGeneration;
     try {
       const path = "/api/inventory/skus/" + encodeURIComponent(sku);
-      const [view, events] = await Promise.all([api(path), recentEvents({ sku })]);
+      const [view, events] = await Promise.all([callApi(path), recentEvents({ sku })]);
       if (generation !== state.skuGeneration) {
         return;
       }
-      message("sku-message", "");
+      setMessage("sku-message", "");
       renderSku(view.data);
       $("sku-events").replaceChildren(...events.reverse().map(eventRow));
-      show($("sku-result"), true);
+      setVisible($("sku-result"), true);
     } catch (error) {
       if (generation === state.skuGeneration) {
-        message("sku-message", describe(error));
+        setMessage("sku-message", describe(error));
       }
     }
   }
 
-  async function adjust(event) {
+  async function submitAdjust(event) {
     event.preventDefault();
     const option = $("adjust-store").selectedOptions[0];
     const delta = Number($("adjust-delta").value);
@@ -376,7 +376,7 @@
       encodeURIComponent(state.sku) +
       "/adjust";
     try {
-      await api(path, {
+      await callApi(path, {
         method: "POST",
         headers: {
           "Content-Type": "application/json",
@@ -385,9 +385,9 @@
         },
         body: JSON.stringify({ delta }),
       });
-      message("sku-message", "");
+      setMessage("sku-message", "");
     } catch (error) {
-      message("sku-message", "adjust refused: " + describe(error));
+      setMessage("sku-message", "adjust refused: " + describe(error));
     }
     await lookUpSku(state.sku);
   }
@@ -454,18 +454,18 @@
     state.reservationGeneration += 1;
     const generation = state.reservationGeneration;
     try {
-      const reservation = (await api("/api/reservations/" + encodeURIComponent(id))).data;
+      const reservation = (await callApi("/api/reservations/" + encodeURIComponent(id))).data;
       const events = await reservationEvents(reservation);
       if (generation !== state.reservationGeneration) {
         return;
       }
-      message("reservation-message", "");
+      setMessage("reservation-message", "");
       renderReservation(reservation);
       $("reservation-events").replaceChildren(...events.reverse().map(eventRow));
-      show($("reservation-result"), true);
+      setVisible($("reservation-result"), true);
     } catch (error) {
       if (generation === state.reservationGeneration) {
-        message("reservation-message", describe(error));
+        setMessage("reservation-message", describe(error));
       }
     }
   }
@@ -476,13 +476,13 @@
       return;
     }
     try {
-      await api("/api/reservations/" + encodeURIComponent(id) + "/" + action, {
+      await callApi("/api/reservations/" + encodeURIComponent(id) + "/" + action, {
         method: "POST",
         headers: { "Idempotency-Key": idempotencyKey() },
       });
-      message("reservation-message", "");
+      setMessage("reservation-message", "");
     } catch (error) {
-      message("reservation-message", action + " refused: " + describe(error));
+      setMessage("reservation-message", action + " refused: " + describe(error));
     }
     await lookUpReservation(id);
   }
@@ -532,7 +532,7 @@
       return;
     }
     // This node's own head (the stream is this node's): start a few events before it.
-    const page = await api("/api/events?" + query({ after: SEQ_BEYOND_HEAD, consistency: "local" }));
+    const page = await callApi("/api/events?" + query({ after: SEQ_BEYOND_HEAD, consistency: "local" }));
     state.feed.lastSeq = Math.max(0, page.data.head - FEED_BACKLOG_ON_START);
   }
 
@@ -544,7 +544,7 @@
       "/api/events/stream?" +
       query({ after: state.feed.lastSeq, storeId: $("feed-store").value.trim(), sku: $("feed-sku").value.trim() });
     const response = await fetch(path, {
-      headers: headers({ Accept: "text/event-stream" }),
+      headers: requestHeaders({ Accept: "text/event-stream" }),
       cache: "no-store",
       signal: abort.signal,
     });
@@ -556,7 +556,7 @@
         feedState("events before seq " + failure.details.oldestSeq + " are no longer kept");
         return 0;
       }
-      throw new ApiError(response.status, failure.code, failure.message || response.statusText);
+      throw new RequestFailure(response.status, failure.code, failure.message || response.statusText);
     }
     feedState("live, after seq " + state.feed.lastSeq);
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -648,8 +648,8 @@
     loop();
   }
 
-  function start() {
-    $("token").value = token();
+  function startConsole() {
+    $("token").value = savedToken();
     $("token-form").addEventListener("submit", (event) => {
       event.preventDefault();
       useToken($("token").value.trim());
@@ -659,7 +659,7 @@
       event.preventDefault();
       lookUpSku($("sku-input").value.trim());
     });
-    $("adjust-form").addEventListener("submit", adjust);
+    $("adjust-form").addEventListener("submit", submitAdjust);
     $("reservation-form").addEventListener("submit", (event) => {
       event.preventDefault();
       lookUpReservation($("reservation-input").value.trim());
@@ -687,5 +687,5 @@
     restartFeed();
   }
 
-  document.addEventListener("DOMContentLoaded", start);
+  document.addEventListener("DOMContentLoaded", startConsole);
 })();

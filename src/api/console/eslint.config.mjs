@@ -1,5 +1,5 @@
-// ESLint (flat config) for the console's script: `scripts/ui-test.sh` runs it, installing
-// eslint into target/ui-tools when missing. No plugin or shared config is imported, so the
+// ESLint (flat config) for the console's script (console.js, beside it): `scripts/ui-test.sh`
+// runs it from this folder, installing eslint into target/ui-tools when missing. No plugin or shared config is imported, so the
 // config needs nothing beside eslint itself: the rules are listed here, and so are the browser
 // globals the page may use (anything else is a `no-undef` error).
 export default [
