@@ -59,8 +59,7 @@ fi
 BASE="$(mktemp -d "${TMPDIR:-/tmp}/stockraft-ui.XXXXXX")"
 PIDS=()
 cleanup() {
-  # Quietly: bash would report each node the test killed on purpose as "Killed".
-  stop_started_processes 2>/dev/null
+  stop_started_processes
   rm -rf "$BASE"
 }
 trap cleanup EXIT
@@ -102,5 +101,7 @@ say "clusters up: tokens $UI_TOKENS_ADDRS, open $UI_OPEN_ADDRS"
 export STOCKRAFT_BIN="$BIN" CHROMIUM
 export UI_SCREENSHOTS="${UI_SCREENSHOTS:-${CARGO_TARGET_DIR:-$ROOT/target}/ui-screenshots}"
 rm -rf "$UI_SCREENSHOTS"
-python3 "$ROOT/tests/ui/test_console.py"
+# The test kills nodes on purpose; bash would report each as "Killed" on this script's stderr
+# (the group's), so that goes nowhere while the test's own stderr (fd 3) goes through.
+{ python3 "$ROOT/tests/ui/test_console.py" 2>&3; } 3>&2 2>/dev/null
 say "screenshots in $UI_SCREENSHOTS"
