@@ -64,6 +64,13 @@ async fn the_page_and_its_files_are_served_on_the_client_listener_only() {
         .await
         .unwrap();
     assert_eq!(on_peer.status(), 404);
+    // What the page reads from a client listener: every member, asked on its peer listener.
+    eventually!("every member answering node 1's status", {
+        let (code, status) = cluster.get(1, routes::STATUS).await;
+        code == 200 && status["data"]["reachableVoters"] == 3
+    });
+    let (_, status) = cluster.get(1, routes::STATUS).await;
+    assert_eq!(member(&status["data"], 2)["addr"], cluster.peer_addr(2));
 }
 
 fn member(status: &Value, id: u64) -> &Value {

@@ -35,7 +35,7 @@
     reservation: null,
     reservationShown: null,
     reservationGeneration: 0,
-    feed: { lastSeq: null, paused: false, abort: null, generation: 0, rows: 0 },
+    feed: { lastSeq: null, paused: false, abort: null, generation: 0 },
   };
 
   function $(id) {
