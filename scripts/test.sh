@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test stockraft has: formatting, lints, unit and storage tests,
-# real-process cluster tests on loopback, and the deterministic simulation (--cfg madsim,
-# in its own target directory so the two builds do not evict each other).
+# real-process cluster tests on loopback, the operator console in headless Chromium, and the
+# deterministic simulation (--cfg madsim, in its own target directory so the two builds do not
+# evict each other).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +19,9 @@ cargo clippy --all-targets --quiet -- -D warnings
 
 step "unit, storage and real-process cluster tests"
 cargo test --lib --bins --tests
+
+step "the operator console in headless Chromium (ESLint, then playwright)"
+"$ROOT/scripts/ui-test.sh"
 
 step "cargo clippy -D warnings (--cfg madsim)"
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$MADSIM_TARGET_DIR" \

@@ -6,8 +6,8 @@
 //! |---|---|---|
 //! | Raft | `/raft/*` | the cluster secret |
 //! | admin | membership, leadership, snapshots, `/api/sync/start|stop`, metrics reset | on the peer listener (or the only one) the secret or a token with `admin`; on a client listener a token with `admin` only |
-//! | client | reads, reserve, create/adjust/batch | a token with the route's scope; anyone when no token is configured |
-//! | open | health, `/metrics`, the OpenAPI document | anyone |
+//! | client | reads (the cluster's `/api/status` too), reserve, create/adjust/batch | a token with the route's scope; anyone when no token is configured |
+//! | open | health, `/metrics`, the OpenAPI document, `/api/whoami` (a caller's own scopes), the console's pages `/ui/` (client listener only) | anyone |
 //!
 //! A forwarded client request carries the client's `Authorization` unchanged, so the leader
 //! checks the same token again (nodes share the configuration): forwarding never widens what a
@@ -35,6 +35,7 @@ use super::error::ApiError;
 use super::Surface;
 use crate::app::App;
 use crate::client::headers;
+use crate::client::wire::Whoami;
 use crate::config::{ClusterConfig, Scope};
 use crate::transport::SECRET_HEADER;
 
@@ -140,6 +141,30 @@ fn decide(
         Token::Missing | Token::Unknown => Decision::Unauthorized,
     }
 }
+
+/// What the caller presenting `headers` may do (`GET /api/whoami`), by the rules [`decide`]
+/// applies: a known token's own scopes; without a token, every client scope while no token is
+/// configured and none once one is. An unknown token is refused as on any client route.
+pub fn whoami(cluster: &ClusterConfig, headers: &HeaderMap) -> Result<Whoami, ApiError> {
+    let tokens_required = cluster.client_routes_closed();
+    let (token, scopes) = match token(cluster, headers) {
+        Token::Known { name, scopes, .. } => (Some(name), scopes),
+        Token::Missing if tokens_required => (None, Vec::new()),
+        Token::Missing => (None, CLIENT_SCOPES.to_vec()),
+        Token::Unknown => return Err(ApiError::unauthorized()),
+    };
+    Ok(Whoami {
+        tokens_required,
+        token,
+        scopes: scopes
+            .iter()
+            .map(|scope| scope.as_str().to_owned())
+            .collect(),
+    })
+}
+
+/// The scopes of the client routes: what anyone may do while no token is configured.
+const CLIENT_SCOPES: [Scope; 3] = [Scope::Read, Scope::Reserve, Scope::Write];
 
 /// Route layer: the request needs `scope` on a listener serving `surface` (the module table).
 pub async fn require_scope(
@@ -308,6 +333,52 @@ mod tests {
             decide(&cluster, &checkout, Scope::Reserve, Surface::Both),
             caller("checkout")
         );
+    }
+
+    #[test]
+    fn whoami_names_the_scopes_the_guards_would_grant() {
+        let closed = cluster(&[
+            (
+                "checkout",
+                "checkout-token-01",
+                &[Scope::Read, Scope::Reserve],
+            ),
+            ("ops", "ops-token-0000001", &[Scope::Admin]),
+        ]);
+        let bearer = |token: &str| headers(&[("authorization", &format!("Bearer {token}"))]);
+        let checkout = whoami(&closed, &bearer("checkout-token-01")).unwrap();
+        assert_eq!(checkout.token.as_deref(), Some("checkout"));
+        assert_eq!(checkout.scopes, ["read", "reserve"]);
+        assert!(checkout.tokens_required);
+        assert_eq!(
+            whoami(&closed, &bearer("ops-token-0000001"))
+                .unwrap()
+                .scopes,
+            ["admin"]
+        );
+        let nobody = whoami(&closed, &HeaderMap::new()).unwrap();
+        assert_eq!((nobody.token, nobody.scopes.len()), (None, 0));
+        assert!(whoami(&closed, &bearer("not-a-token-at-all")).is_err());
+        // What it says agrees with the guards, scope by scope.
+        for token in ["checkout-token-01", "ops-token-0000001"] {
+            let granted = whoami(&closed, &bearer(token)).unwrap().scopes;
+            for scope in Scope::ALL {
+                let allowed = matches!(
+                    decide(&closed, &bearer(token), scope, Surface::Client),
+                    Decision::Allow(_)
+                );
+                assert_eq!(granted.contains(&scope.as_str().to_owned()), allowed);
+            }
+        }
+        // No token configured: every client scope, admin never.
+        let open = whoami(&cluster(&[]), &HeaderMap::new()).unwrap();
+        assert!(!open.tokens_required);
+        assert_eq!(open.scopes, ["read", "reserve", "write"]);
+        for scope in Scope::ALL {
+            let allowed = decide(&cluster(&[]), &HeaderMap::new(), scope, Surface::Client)
+                == Decision::Allow(None);
+            assert_eq!(open.scopes.contains(&scope.as_str().to_owned()), allowed);
+        }
     }
 
     #[test]

@@ -18,14 +18,18 @@ use crate::client::wire::{Envelope, Health, Liveness, Readiness};
 
 /// `GET /api/health`: always 200 while the process serves; says who leads.
 pub async fn health(State(app): State<Arc<App>>) -> Response {
-    axum::Json(Envelope::ok(Health {
+    axum::Json(Envelope::ok(of(&app))).into_response()
+}
+
+/// This node's health, as `/api/health` answers it (and `/api/status` shows it for this node).
+pub fn of(app: &App) -> Health {
+    Health {
         status: "ok".into(),
         timestamp: rfc3339_ms(wall_clock_ms()),
         uptime: app.uptime().as_secs_f64(),
         raft: app.raft_status(),
         storage: app.space().status(),
-    }))
-    .into_response()
+    }
 }
 
 /// `GET /api/health/liveness`: the process is up and its Raft runs.

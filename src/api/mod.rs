@@ -10,12 +10,13 @@
 //! Security: each route family has one guard ([`auth`]): Raft RPC needs the cluster secret in
 //! `x-stockraft-secret`, admin routes the secret or an `admin` token, client routes a token
 //! with their scope once any token is configured. Which routes a listener serves is its
-//! [`Surface`].
+//! [`Surface`]. The operator console's page (`/ui/`, [`console`]) is served where clients are.
 
 mod admin;
 pub mod auth;
 mod batch;
 mod client_scope;
+mod console;
 pub mod error;
 mod event_stream;
 mod events;
@@ -31,9 +32,11 @@ mod raft_routes;
 mod request;
 pub mod request_id;
 mod reservations;
+mod status;
 mod surface;
 mod sync;
 mod views;
+mod whoami;
 
 pub use client_scope::ClientScope;
 pub use inventory::write_rendered;
@@ -74,8 +77,9 @@ pub fn router_for(app: Arc<App>, surface: Surface) -> Router {
         .merge(admin_routes(&app, surface))
         .merge(open_routes());
     let routes = match surface {
-        Surface::Both | Surface::Peer => routes.merge(raft_routes(&app)),
-        Surface::Client => routes,
+        Surface::Both => routes.merge(raft_routes(&app)).merge(console_routes()),
+        Surface::Peer => routes.merge(raft_routes(&app)),
+        Surface::Client => routes.merge(console_routes()),
     };
     routes
         // A route layer: it runs after routing, so it sees the matched route pattern.
@@ -191,6 +195,10 @@ fn client_routes(app: &Arc<App>, surface: Surface) -> Router<Arc<App>> {
             routes::EVENTS_STREAM,
             get(event_stream::stream).layer(scope(Scope::Read)),
         )
+        .route(
+            routes::STATUS,
+            get(status::status).layer(scope(Scope::Read)),
+        )
         .route(routes::SYNC, post(sync::barrier).layer(scope(Scope::Read)))
         .route(
             routes::SYNC_STATUS,
@@ -258,14 +266,26 @@ fn admin_routes(app: &Arc<App>, surface: Surface) -> Router<Arc<App>> {
         ))
 }
 
-/// The routes anyone may call: health, the Prometheus series, the API's own description.
+/// The routes anyone may call: health, the Prometheus series, the API's own description, and
+/// what the caller's own token may do.
 fn open_routes() -> Router<Arc<App>> {
     Router::new()
+        .route(routes::WHOAMI, get(whoami::whoami))
         .route(routes::HEALTH, get(health::health))
         .route(routes::LIVENESS, get(health::liveness))
         .route(routes::READINESS, get(health::readiness))
         .route(routes::PROMETHEUS, get(prometheus::scrape))
         .route(routes::OPENAPI, get(serve_openapi))
+}
+
+/// The operator console's page and files (`console`), open like health: they hold no data, and
+/// the page reads through the scoped routes with the operator's token. Served where clients
+/// are (not on a separate peer listener, which may demand a node certificate).
+fn console_routes() -> Router<Arc<App>> {
+    Router::new()
+        .route(routes::console::ROOT, get(console::root))
+        .route(routes::console::INDEX, get(console::index))
+        .route(routes::console::ASSET, get(console::asset))
 }
 
 /// `GET /api/openapi.json`, rendered once.

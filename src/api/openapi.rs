@@ -23,6 +23,7 @@ use crate::client::wire::{
     ReservationBody, ReserveRequest, Reset, SkuView, SnapshotSchedule, SnapshotTaken, StorePage,
     SyncStartRequest, SyncStatus, SyncStopped, TransferLeaderRequest,
 };
+use crate::client::wire::{ClusterStatus, Whoami};
 
 /// The document.
 #[derive(OpenApi)]
@@ -54,6 +55,8 @@ use crate::client::wire::{
         paths::health_metrics,
         paths::metrics_reset,
         paths::prometheus,
+        paths::status,
+        paths::whoami,
         paths::sync_barrier,
         paths::sync_status,
         paths::sync_start,
@@ -622,6 +625,22 @@ mod paths {
              body = String, content_type = "application/openmetrics-text"),
         ))]
     fn prometheus() {}
+
+    #[utoipa::path(get, path = "/api/status", tag = "operations",
+        responses(
+            (status = 200, description = "Every member's own health (role, term, log, commit and applied indexes, disk-space alarm and data size) as the asked node gathered it, each member's lag behind the leader, the failure tolerance and the problems to look at now; a member that did not answer within a second is listed unreachable", body = Envelope<ClusterStatus>),
+            ClientRefusals,
+        ),
+        security((), ("clientToken" = [])))]
+    fn status() {}
+
+    #[utoipa::path(get, path = "/api/whoami", tag = "health",
+        responses(
+            (status = 200, description = "The token sent (its name) and the scopes it carries; without a token, every client scope while no token is configured and none once one is", body = Envelope<Whoami>),
+            (status = 401, description = "An unknown token", body = ErrorBody),
+        ),
+        security((), ("clientToken" = [])))]
+    fn whoami() {}
 
     #[utoipa::path(post, path = "/api/sync", tag = "operations",
         responses(

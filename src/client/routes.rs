@@ -48,6 +48,11 @@ pub const OPENAPI: &str = "/api/openapi.json";
 /// Prometheus exposition (text format), outside `/api` as scrapers expect.
 pub const PROMETHEUS: &str = "/metrics";
 
+/// Every member's own health, gathered by the node asked (the console's cluster panel).
+pub const STATUS: &str = "/api/status";
+/// The caller's token and scopes.
+pub const WHOAMI: &str = "/api/whoami";
+
 pub const SYNC: &str = "/api/sync";
 pub const SYNC_STATUS: &str = "/api/sync/status";
 pub const SYNC_START: &str = "/api/sync/start";
@@ -72,6 +77,17 @@ pub mod raft {
     pub const STATUS: &str = "/raft/status";
     /// A follower's batch of forwarded writes (`app::forward`).
     pub const PROPOSE: &str = "/raft/propose";
+}
+
+/// The operator console (`api::console`): pages for a browser, served on the client listener.
+/// Not part of the API (they are HTML, JavaScript and CSS, and are not in its OpenAPI
+/// document), so they live outside the list above.
+pub mod console {
+    /// Answers a redirect to [`INDEX`].
+    pub const ROOT: &str = "/ui";
+    pub const INDEX: &str = "/ui/";
+    /// One of the page's files (`/ui/console.js`, `/ui/console.css`).
+    pub const ASSET: &str = "/ui/{asset}";
 }
 
 /// How a read is served: by the leader after a read-index round (the default), or from the

@@ -890,6 +890,66 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
 }
 
+/// One member in `GET /api/status`: its entry in the membership, and its own `/api/health`
+/// as the node serving the request fetched it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub id: NodeId,
+    /// Its peer address, as the membership holds it.
+    pub addr: String,
+    pub role: MemberRole,
+    /// Its `/api/health` answered in time (`api::status::MEMBER_HEALTH_TIMEOUT`).
+    pub reachable: bool,
+    /// Why it did not, when it did not.
+    pub error: Option<String>,
+    /// Its Raft position as it reports it; null when unreachable.
+    pub raft: Option<RaftStatus>,
+    /// Its disk-space alarm and data size; null when unreachable.
+    pub storage: Option<StorageStatus>,
+    /// Entries its log is behind the leader's last log index; null without a leader or an
+    /// answer.
+    pub lag: Option<u64>,
+}
+
+/// `GET /api/status`: every member's own view, gathered by the node asked (the console's
+/// cluster panel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// The node that gathered this answer.
+    pub served_by: NodeId,
+    /// The member that reports itself leader (of the highest term among such); null if none.
+    pub leader_id: Option<NodeId>,
+    /// The highest term any member reports.
+    pub term: u64,
+    pub voters: u64,
+    /// Voters whose health answered.
+    pub reachable_voters: u64,
+    /// Voters a commit needs (a majority).
+    pub quorum: u64,
+    /// Voters the cluster can lose and still commit, when all are up (`voters - quorum`).
+    pub failure_tolerance: u64,
+    /// What an operator must look at now, one sentence each: no leader, a member unreachable,
+    /// a disk-space alarm. Empty when all is well.
+    pub problems: Vec<String>,
+    pub members: Vec<MemberStatus>,
+}
+
+/// `GET /api/whoami`: what the caller's token may do, so that a client (the console) offers
+/// only what it may.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Whoami {
+    /// Client routes need a token (some are configured).
+    pub tokens_required: bool,
+    /// The name of the token sent; null without one.
+    pub token: Option<String>,
+    /// The scopes the caller has (`read`, `reserve`, `write`, `admin`): a token's own, every
+    /// client scope when no token is configured, none without a token when one is required.
+    pub scopes: Vec<String>,
+}
+
 /// The periodic snapshot of `/api/sync/start|stop`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
