@@ -1,0 +1,111 @@
+//! A backup made from a snapshot file, and what a backup holds in words an operator reads.
+//!
+//! A snapshot file (`storage::snapshots`) is already the whole state machine at one applied log
+//! index, written while applies went on, checked by a crc. A backup is that state re-framed
+//! ([`super::format`]) with the cluster id, the log index, term and log time in its header and
+//! a SHA-256 over all of it. Two passes over the snapshot, each through a bounded buffer: the
+//! first checks its crc, counts the items and finds the log time (kept under `keys::CLOCK`,
+//! anywhere in the file), so that the header can say them; the second writes the items.
+//! Nothing holds more than one item and the buffers in memory.
+
+use std::io::{self, Write};
+
+use super::format::{BackupWriter, Header, DIGEST_BYTES};
+use crate::identity::ClusterId;
+use crate::raft::events::FeedPosition;
+use crate::raft::SnapshotMeta;
+use crate::storage::snapshots::SnapshotFile;
+use crate::storage::{decode_in, keys};
+
+/// What a backup holds, counted from its items (`stockraft admin backup --verify` prints it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Contents {
+    /// Key/value pairs of the state machine.
+    pub items: u64,
+    /// Inventory records (one per store and SKU).
+    pub records: u64,
+    /// Reservations still held (`keys::HELD_COUNT`).
+    pub held_reservations: u64,
+    /// Idempotency keys remembered (`keys::IDEMPOTENCY_KEY_COUNT`).
+    pub idempotency_keys: u64,
+    /// Events the feed keeps, and the newest one's seq.
+    pub events_kept: u64,
+    pub last_event_seq: u64,
+    /// The log time of the state (`keys::CLOCK`), ms since the Unix epoch.
+    pub log_time_ms: u64,
+}
+
+/// Where a backup's counters are decoded from, for their errors.
+const PLACE: &str = "the backup's state";
+
+impl Contents {
+    /// Counts one item; a counter that does not decode is an error naming its key.
+    pub fn count(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        self.items += 1;
+        let decoded = |key: &[u8]| decode_in::<u64>(PLACE, key, value).map_err(|e| e.to_string());
+        if key.starts_with(keys::RECORDS_START) {
+            self.records += 1;
+        } else if key == keys::HELD_COUNT {
+            self.held_reservations = decoded(key)?;
+        } else if key == keys::IDEMPOTENCY_KEY_COUNT {
+            self.idempotency_keys = decoded(key)?;
+        } else if key == keys::CLOCK {
+            self.log_time_ms = decoded(key)?;
+        } else if key == keys::FEED_POSITION {
+            let position: FeedPosition = decode_in(PLACE, key, value).map_err(|e| e.to_string())?;
+            self.events_kept = (position.last_seq + 1).saturating_sub(position.oldest_seq);
+            self.last_event_seq = position.last_seq;
+        }
+        Ok(())
+    }
+}
+
+/// A backup written: its header, what it holds, its digest and size.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub header: Header,
+    pub contents: Contents,
+    pub digest: [u8; DIGEST_BYTES],
+    pub size_bytes: u64,
+}
+
+/// Writes a backup of `snapshot` (whose metadata is `meta`) of cluster `cluster` to `sink`
+/// (blocking: run it off the async workers). Returns the sink and what was written.
+pub fn write_backup<W: Write>(
+    snapshot: &SnapshotFile,
+    meta: &SnapshotMeta,
+    cluster: Option<ClusterId>,
+    sink: W,
+) -> io::Result<(W, Written)> {
+    let mut contents = Contents::default();
+    let mut records = snapshot.records()?;
+    while let Some((key, value)) = records.next_record()? {
+        contents
+            .count(&key, &value)
+            .map_err(|message| io::Error::new(io::ErrorKind::InvalidData, message))?;
+    }
+    let log_id = meta.last_log_id.as_ref();
+    let header = Header {
+        cluster,
+        log_index: log_id.map_or(0, |id| id.index),
+        log_term: log_id.map_or(0, |id| id.leader_id.term),
+        log_time_ms: contents.log_time_ms,
+        item_count: contents.items,
+    };
+    let mut writer = BackupWriter::new(sink, &header)?;
+    let mut records = snapshot.records()?;
+    while let Some((key, value)) = records.next_record()? {
+        writer.push(&key, &value)?;
+    }
+    let (sink, digest, size_bytes) = writer.finish()?;
+    Ok((
+        sink,
+        Written {
+            header,
+            contents,
+            digest,
+            size_bytes,
+        },
+    ))
+}
