@@ -4,7 +4,7 @@
 //! ## Which state, and why it holds every acknowledged write
 //! A backup holds at least everything committed when it was asked for (its *target*): on the
 //! leader, the commit index after a read-index round (leadership confirmed by a quorum); on a
-//! follower, the commit index the leader reports (`GET /api/health` on the leader: a follower
+//! follower, the commit index the leader reports (`GET /api/cluster` on the leader: a follower
 //! waits, it does not forward, so the file is streamed by the node asked and the leader's disk
 //! and network are spared). The node then waits (at most [`BACKUP_CATCH_UP_WAIT`]) until it has
 //! applied the target, and until it holds a snapshot at the target or later, asking Raft for one
@@ -32,7 +32,7 @@ use std::time::Duration;
 use super::expiry::sleep_while_running;
 use super::{App, SnapshotError};
 use crate::backup::{self, files, Written};
-use crate::client::wire::{BackupStatus, RaftRole};
+use crate::client::wire::BackupStatus;
 use crate::client::Client;
 use crate::config::BackupConfig;
 use crate::identity::ClusterId;
@@ -98,20 +98,23 @@ impl App {
         let addr = self
             .address_of(leader)
             .ok_or_else(|| not_taken(format!("the leader {leader}'s address is unknown")))?;
-        let client = Client::new(self.transport.clone(), addr).with_timeout(LEADER_ASK_TIMEOUT);
-        let health = client
-            .health()
+        // The leader's cluster view (an admin route: the secret opens the peer listener).
+        let client = Client::new(self.transport.clone(), addr)
+            .with_secret(&self.config.cluster.secret)
+            .with_timeout(LEADER_ASK_TIMEOUT);
+        let view = client
+            .cluster()
             .await
             .map_err(not_taken)?
             .ok()
             .map_err(not_taken)?
             .data;
-        if health.raft.role != RaftRole::Leader {
+        if view.leader_id != Some(leader) {
             return Err(not_taken(format!(
                 "node {leader} is no longer the leader; retry"
             )));
         }
-        Ok(health.raft.committed_index.unwrap_or(0))
+        Ok(view.committed_index.unwrap_or(0))
     }
 
     /// What `GET /api/metrics` says about scheduled backups.
