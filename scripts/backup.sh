@@ -82,8 +82,8 @@ took = [float(x) for x in open(sys.argv[2]) if x.strip()]
 a, b = runs["without-backup"], runs["with-backup"]
 print(f"{'run':<16} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
 for name, run in (("without-backup", a), ("with-backup", b)):
-    print(f"{name:<16} {run['ops_per_s']:>9.0f} {run['p50_ms']:>8.2f} {run['p99_ms']:>8.2f} {run['max_ms']:>8.2f}")
-print(f"p99 with/without: {b['p99_ms'] / a['p99_ms']:.2f}x; {len(took)} backups taken, "
+    print(f"{name:<16} {run['opsPerSec']:>9.0f} {run['p50Ms']:>8.2f} {run['p99Ms']:>8.2f} {run['maxMs']:>8.2f}")
+print(f"p99 with/without: {b['p99Ms'] / a['p99Ms']:.2f}x; {len(took)} backups taken, "
       f"{min(took):.2f}-{max(took):.2f} s each")
 PY
 
