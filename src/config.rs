@@ -1076,6 +1076,29 @@ mod tests {
     }
 
     #[test]
+    fn scheduled_backups_are_off_by_default_and_their_settings_are_validated() {
+        let config = Config::parse(SAMPLE).unwrap();
+        assert_eq!(config.backup.dir, None);
+        assert!(config.validate().is_ok());
+        let with = |section: &str| {
+            Config::parse(&format!("{SAMPLE}\n[backup]\n{section}"))
+                .unwrap()
+                .validate()
+        };
+        assert!(with("dir = \"b\"\ninterval_s = 60\nkeep = 3").is_ok());
+        for refused in ["interval_s = 0", "interval_s = 604801", "keep = 0"] {
+            let error = with(refused).unwrap_err().to_string();
+            assert!(error.contains("backup."), "{refused}: {error}");
+        }
+        // A relative dir is relative to the configuration file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(&path, format!("{SAMPLE}\n[backup]\ndir = \"backups\"\n")).unwrap();
+        let loaded = Config::load(&path).unwrap();
+        assert_eq!(loaded.backup.dir, Some(dir.path().join("backups")));
+    }
+
+    #[test]
     fn reservations_default_to_fifteen_minute_carts_and_a_quarter_second_expiry_tick() {
         let mut config = Config::parse(SAMPLE).unwrap();
         assert_eq!(config.reservations.default_ttl_s, 900);

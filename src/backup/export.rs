@@ -109,3 +109,58 @@ pub fn write_backup<W: Write>(
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backup::format;
+    use crate::raft::LogId;
+    use crate::storage::encode;
+    use crate::storage::fs::SimFs;
+    use crate::storage::snapshots::{file_name, SnapshotDir};
+    use openraft::vote::RaftLeaderIdExt;
+
+    #[test]
+    fn a_backup_of_a_snapshot_holds_its_items_and_says_its_point_and_log_time() {
+        let dir = SnapshotDir::open(Arc::new(SimFs::new()), Path::new("/node/snapshots")).unwrap();
+        let leader =
+            <crate::raft::TypeConfig as openraft::RaftTypeConfig>::LeaderId::new_committed(4, 1);
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(leader, 77)),
+            last_membership: Default::default(),
+        };
+        let mut writer = dir.writer(&file_name(77, 4), &encode(&meta)).unwrap();
+        let items: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (keys::HELD_COUNT.to_vec(), encode(&2u64)),
+            (keys::CLOCK.to_vec(), encode(&1_765_000_000_123u64)),
+            (b"Sr\x02s1\0a".to_vec(), b"record a".to_vec()),
+            (b"Sr\x02s1\0b".to_vec(), b"record b".to_vec()),
+        ];
+        for (key, value) in &items {
+            writer.push(key, value).unwrap();
+        }
+        let snapshot = writer.finish().unwrap();
+        let cluster = Some(ClusterId(42));
+        let (bytes, written) = write_backup(&snapshot, &meta, cluster, Vec::new()).unwrap();
+        assert_eq!(written.size_bytes, bytes.len() as u64);
+        assert_eq!(written.contents.records, 2);
+        assert_eq!(written.contents.held_reservations, 2);
+        let mut read = Vec::new();
+        let header =
+            format::verify(&bytes[..], |k, v| read.push((k.to_vec(), v.to_vec()))).unwrap();
+        assert_eq!(read, items);
+        assert_eq!(header, written.header);
+        assert_eq!(
+            (
+                header.cluster,
+                header.log_index,
+                header.log_term,
+                header.log_time_ms
+            ),
+            (cluster, 77, 4, 1_765_000_000_123)
+        );
+    }
+}
