@@ -5,6 +5,10 @@
 #   scripts/cluster.sh up --tls the same with mutual TLS between nodes and HTTPS for clients
 #                               (a throwaway CA and certificates made by `stockraft certs` in
 #                               run/tls; clients trust run/tls/ca.pem)
+#   scripts/cluster.sh up --restore FILE [--force]
+#                               restore the backup FILE into every node's data directory (a new
+#                               cluster: new cluster id, the backup's state; refused if a data
+#                               directory is not empty, unless --force), then start as `up`
 #   scripts/cluster.sh down     stop exactly the nodes `up` started (by PID)
 #   scripts/cluster.sh status   role, term, commit and applied index per node
 #   scripts/cluster.sh add N    start node N (clients on port 21000+N, peers on 22000+N) and join
@@ -89,12 +93,16 @@ health() {
 json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(d.get(sys.argv[1]))' "$1"; }
 
 cmd_up() {
-  local tls=0
-  case "${1:-}" in
-    --tls) tls=1 ;;
-    "") ;;
-    *) echo "usage: $0 up [--tls]" >&2; return 2 ;;
-  esac
+  local tls=0 restore="" force=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --tls) tls=1 ;;
+      --restore) restore="${2:?usage: $0 up --restore FILE}"; shift ;;
+      --force) force=--force ;;
+      *) echo "usage: $0 up [--tls] [--restore FILE [--force]]" >&2; return 2 ;;
+    esac
+    shift
+  done
   if [ -n "$(running_pids)" ]; then
     say "already running (PIDs: $(running_pids | tr '\n' ' ')); use 'scripts/cluster.sh status' or 'down'"
     return 0
@@ -112,6 +120,10 @@ cmd_up() {
     touch "$RUN_DIR/tls-on"
   fi
   tls_env
+  if [ -n "$restore" ]; then
+    say "restoring $restore into a new cluster"
+    "$BIN" restore --from "$restore" --config "$CONFIG" $force
+  fi
   while read -r id addr; do
     say "starting node $id on $addr (log: $RUN_DIR/node-$id.log)"
     nohup "$BIN" serve --id "$id" --config "$CONFIG" >"$RUN_DIR/node-$id.log" 2>&1 &
@@ -239,10 +251,10 @@ cmd_remove() {
 }
 
 case "${1:-}" in
-  up) cmd_up "${2:-}" ;;
+  up) shift; cmd_up "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
   add) cmd_add "${2:-}" ;;
   remove) cmd_remove "${2:-}" ;;
-  *) echo "usage: $0 up [--tls]|down|status|add N|remove N" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--tls] [--restore FILE [--force]]|down|status|add N|remove N" >&2; exit 2 ;;
 esac

@@ -73,6 +73,40 @@ pub struct Config {
     pub reservations: ReservationsConfig,
     #[serde(default)]
     pub events: EventsConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
+}
+
+/// Scheduled backups (`[backup]`), off by default: with `dir` set, the leader writes a backup
+/// (`backup::format`) into `dir` every `interval_s`, skipped when nothing was committed since
+/// the last one, and keeps the newest `keep` (`app::backups`). A failure (disk full, no
+/// permission) is logged and counted (`stockraft_backup_failures_total`) and never stops
+/// writes. Every node may be given the same settings: only the leader of the moment writes.
+/// A relative `dir` is relative to the configuration file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Where backups are written (`backup-<log index, 20 digits>.srb`); none: no scheduled
+    /// backups.
+    pub dir: Option<PathBuf>,
+    /// Seconds between two backups. From 1 to 604,800 (a week). Default 3,600.
+    pub interval_s: u64,
+    /// Backups kept in `dir`, the newest; older ones are deleted after each new one. At least
+    /// 1. Default 24.
+    pub keep: usize,
+}
+
+/// The longest `backup.interval_s`: a week.
+pub const BACKUP_INTERVAL_S_MAX: u64 = 7 * 24 * 60 * 60;
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            interval_s: 3_600,
+            keep: 24,
+        }
+    }
 }
 
 /// TLS (`[tls]`): all three files, or none. With them, peers speak mutual TLS (a node accepts
@@ -557,6 +591,9 @@ impl Config {
         if config.storage.data_dir.is_relative() {
             config.storage.data_dir = base.join(&config.storage.data_dir);
         }
+        if let Some(dir) = config.backup.dir.as_mut().filter(|dir| dir.is_relative()) {
+            *dir = base.join(&*dir);
+        }
         let relative_to_base = |file: &mut PathBuf| {
             if file.is_relative() {
                 *file = base.join(&*file);
@@ -736,7 +773,23 @@ impl Config {
         }
         self.validate_api_limits()?;
         self.validate_reservations()?;
-        self.validate_events()
+        self.validate_events()?;
+        self.validate_backup()
+    }
+
+    fn validate_backup(&self) -> Result<(), ConfigError> {
+        let backup = &self.backup;
+        if !(1..=BACKUP_INTERVAL_S_MAX).contains(&backup.interval_s) {
+            return Err(ConfigError::Invalid(format!(
+                "backup.interval_s must be 1 to {BACKUP_INTERVAL_S_MAX}"
+            )));
+        }
+        if backup.keep == 0 {
+            return Err(ConfigError::Invalid(
+                "backup.keep must be at least 1".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_events(&self) -> Result<(), ConfigError> {
@@ -1020,6 +1073,29 @@ mod tests {
         assert_eq!(config.cluster.secret, "env-secret-123");
         assert!(config.validate().is_ok());
         assert_eq!(config.bootstrap_node_id(), 1);
+    }
+
+    #[test]
+    fn scheduled_backups_are_off_by_default_and_their_settings_are_validated() {
+        let config = Config::parse(SAMPLE).unwrap();
+        assert_eq!(config.backup.dir, None);
+        assert!(config.validate().is_ok());
+        let with = |section: &str| {
+            Config::parse(&format!("{SAMPLE}\n[backup]\n{section}"))
+                .unwrap()
+                .validate()
+        };
+        assert!(with("dir = \"b\"\ninterval_s = 60\nkeep = 3").is_ok());
+        for refused in ["interval_s = 0", "interval_s = 604801", "keep = 0"] {
+            let error = with(refused).unwrap_err().to_string();
+            assert!(error.contains("backup."), "{refused}: {error}");
+        }
+        // A relative dir is relative to the configuration file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(&path, format!("{SAMPLE}\n[backup]\ndir = \"backups\"\n")).unwrap();
+        let loaded = Config::load(&path).unwrap();
+        assert_eq!(loaded.backup.dir, Some(dir.path().join("backups")));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod app;
+pub mod backup;
 // The linearizability checker serves the simulation and its own unit tests only.
 #[cfg(any(test, madsim))]
 pub mod checker;

@@ -77,6 +77,13 @@ fn main() -> anyhow::Result<()> {
             let code = runtime.block_on(stockraft::cli::admin::run(args))?;
             std::process::exit(code)
         }
+        Command::Restore(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let code = runtime.block_on(stockraft::cli::backup::run_restore(args))?;
+            std::process::exit(code)
+        }
         Command::Inv(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -173,6 +173,7 @@ pub async fn start(
         .map_err(|error| StartError::Storage(error.to_string()))?;
     let wal =
         Wal::open(storage.fs.clone(), &storage.wal_dir(), wal_options).map_err(storage_error)?;
+    let storage_fs = storage.fs.clone();
     let identity = Arc::new(open_identity(id, &config, &storage, &wal, &transport).await?);
     let log_store = LogStore::new(wal.clone());
     let snapshots = SnapshotDir::open(storage.fs.clone(), &storage.dir.join("snapshots"))
@@ -205,6 +206,12 @@ pub async fn start(
     };
     let expiry_period = Duration::from_millis(config.reservations.expiry_interval_ms);
     let app = Arc::new(App::new(id, raft, storage, config, transport, seams.clock));
+    // Scheduled backups (`[backup]`, off by default); like expiry, it ends when Raft stops.
+    tokio::spawn(crate::app::backups::write_on_schedule(
+        Arc::downgrade(&app),
+        storage_fs,
+        app.config().backup.clone(),
+    ));
     // Like the background tasks above, it ends when Raft stops (or the app is dropped).
     tokio::spawn(expiry::propose_expiries(
         Arc::downgrade(&app),

@@ -92,6 +92,20 @@ pub struct Telemetry {
     pub writes: WriteSeries,
     /// Read from the WAL and the disk-space alarm at scrape time.
     pub disk: DiskSeries,
+    pub backups: BackupSeries,
+}
+
+/// Scheduled backups written by this node (as leader, `app::backups`): the last success, and
+/// how many were written, skipped (nothing committed since the last) or failed.
+#[derive(Debug)]
+pub struct BackupSeries {
+    /// Unix time of the last backup written, in seconds; 0 before the first.
+    pub last_success_seconds: Gauge,
+    pub last_log_index: Gauge,
+    pub last_size_bytes: Gauge,
+    pub written: Counter<u64, AtomicU64>,
+    pub skipped: Counter<u64, AtomicU64>,
+    pub failures: Counter<u64, AtomicU64>,
 }
 
 /// Client requests: how many, how long, how many commands wait on Raft.
@@ -169,6 +183,7 @@ impl Telemetry {
         let raft = RaftSeries::register(r);
         let writes = WriteSeries::register(r);
         let disk = DiskSeries::register(r);
+        let backups = BackupSeries::register(r);
         Self {
             registry,
             requests,
@@ -177,6 +192,7 @@ impl Telemetry {
             raft,
             writes,
             disk,
+            backups,
         }
     }
 
@@ -410,6 +426,55 @@ impl DiskSeries {
                 "Ended reservations this node's applied state still remembers",
                 None,
                 Gauge::default(),
+            ),
+        }
+    }
+}
+
+impl BackupSeries {
+    fn register(r: &mut Registry) -> Self {
+        Self {
+            last_success_seconds: add(
+                r,
+                "backup_last_success_timestamp",
+                "Unix time of the last scheduled backup this node wrote (0: none yet)",
+                Some(Unit::Seconds),
+                Gauge::default(),
+            ),
+            last_log_index: add(
+                r,
+                "backup_last_log_index",
+                "Log index of the last scheduled backup this node wrote",
+                None,
+                Gauge::default(),
+            ),
+            last_size_bytes: add(
+                r,
+                "backup_last_size",
+                "Size of the last scheduled backup this node wrote",
+                Some(Unit::Bytes),
+                Gauge::default(),
+            ),
+            written: add(
+                r,
+                "backup_written",
+                "Scheduled backups written by this node",
+                None,
+                Counter::default(),
+            ),
+            skipped: add(
+                r,
+                "backup_skipped",
+                "Scheduled backups skipped: nothing committed since the last one",
+                None,
+                Counter::default(),
+            ),
+            failures: add(
+                r,
+                "backup_failures",
+                "Scheduled backups that failed (logged; writes go on)",
+                None,
+                Counter::default(),
             ),
         }
     }

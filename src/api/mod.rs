@@ -256,6 +256,7 @@ fn admin_routes(app: &Arc<App>, surface: Surface) -> Router<Arc<App>> {
             post(admin::transfer_leader),
         )
         .route(routes::CLUSTER_SNAPSHOT, post(admin::snapshot))
+        .route(routes::ADMIN_BACKUP, get(admin::backup))
         .route_layer(middleware::from_fn_with_state(
             ADMIN_REQUEST_TIMEOUT,
             overload::deadline,

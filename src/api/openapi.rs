@@ -67,6 +67,7 @@ use crate::client::wire::{ClusterStatus, Whoami};
         paths::remove,
         paths::transfer_leader,
         paths::snapshot,
+        paths::backup,
         paths::health,
         paths::liveness,
         paths::readiness,
@@ -735,6 +736,16 @@ mod paths {
         ),
         security(("clusterSecret" = []), ("clientToken" = [])))]
     fn snapshot() {}
+
+    #[utoipa::path(get, path = "/api/admin/backup", tag = "admin",
+        responses(
+            (status = 200, description = "A backup file (application/octet-stream, README \"Backup and restore\"): the state as of a committed index at or after the commit index when the request began; streamed, cut short if taking it fails (the file's checksum then fails)", content_type = "application/octet-stream"),
+            (status = 401, description = "Missing or wrong cluster secret or admin token", body = ErrorBody),
+            (status = 403, description = "The client token lacks the admin scope", body = ErrorBody),
+            (status = 503, description = "No leader, not caught up, or the snapshot did not finish in time", body = ErrorBody),
+        ),
+        security(("clusterSecret" = []), ("clientToken" = [])))]
+    fn backup() {}
 
     #[utoipa::path(get, path = "/api/health", tag = "health",
         responses((status = 200, description = "Always, while the process serves", body = Envelope<Health>)))]

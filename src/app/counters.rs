@@ -10,7 +10,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::client::wire::{LogStatus, Metrics, RaftStatus, ReservationCounts, StorageStatus};
+use crate::client::wire::{
+    BackupStatus, LogStatus, Metrics, RaftStatus, ReservationCounts, StorageStatus,
+};
 use crate::telemetry::Telemetry;
 
 /// What a handler counts in [`Counters`].
@@ -71,6 +73,7 @@ impl Counters {
         storage: StorageStatus,
         log: LogStatus,
         reservations: Option<ReservationCounts>,
+        backups: BackupStatus,
     ) -> Metrics {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let since_reset = |total: u64, at_reset: &AtomicU64| total.saturating_sub(load(at_reset));
@@ -92,6 +95,7 @@ impl Counters {
             storage,
             log,
             reservations,
+            backups,
         }
     }
 
@@ -147,7 +151,7 @@ mod tests {
             snapshot_bytes: 0,
             snapshot_chunk_bytes_peak: 0,
         };
-        counters.read(telemetry, raft, storage, log, None)
+        counters.read(telemetry, raft, storage, log, None, BackupStatus::default())
     }
 
     #[test]

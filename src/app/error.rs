@@ -45,4 +45,7 @@ pub enum ReadError {
 pub enum SnapshotError {
     #[error("snapshot not completed: {0}")]
     NotCompleted(String),
+    /// A backup could not be taken (no leader, not caught up, no snapshot); retry.
+    #[error("backup not taken: {0}")]
+    BackupNotTaken(String),
 }

@@ -110,20 +110,32 @@ fn pace(named: usize, per_second: u64) -> Duration {
 
 /// Runs the expiry proposer of `app` every `period` until Raft stops or the app is dropped
 /// (module docs). Holds the app weakly: the task must not keep a stopped node alive.
+/// Raft's server metrics, which a node's background loops watch to notice that Raft stopped.
+pub(super) type ServerMetrics = openraft::alias::WatchReceiverOf<
+    crate::raft::TypeConfig,
+    openraft::metrics::RaftServerMetrics<crate::raft::TypeConfig>,
+>;
+
+/// Sleeps `period`, waking early only to notice that Raft stopped: false once it has.
+pub(super) async fn sleep_while_running(server: &mut ServerMetrics, period: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + period;
+    loop {
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(wait, server.changed()).await {
+            Err(_tick) => return true,
+            Ok(Ok(())) => {}
+            Ok(Err(_stopped)) => return false,
+        }
+    }
+}
+
 pub async fn propose_expiries(app: Weak<App>, period: Duration) {
     let Some(mut server) = app.upgrade().map(|app| app.raft().server_metrics()) else {
         return;
     };
     loop {
-        let deadline = tokio::time::Instant::now() + period;
-        // Sleep until the tick, waking early only to notice that Raft stopped.
-        loop {
-            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match tokio::time::timeout(wait, server.changed()).await {
-                Err(_tick) => break,
-                Ok(Ok(())) => {}
-                Ok(Err(_stopped)) => return,
-            }
+        if !sleep_while_running(&mut server, period).await {
+            return;
         }
         let Some(app) = app.upgrade() else {
             return;

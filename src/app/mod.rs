@@ -21,6 +21,7 @@
 //! Its parts (Raft, the state machine, the log, the guards) are private: handlers call its
 //! methods, which say what they may do with a node.
 
+pub mod backups;
 mod counters;
 mod error;
 pub mod event_stream;
@@ -250,6 +251,7 @@ impl App {
             self.space.status(),
             self.log_status(),
             self.reservation_counts(),
+            self.backup_status(),
         )
     }
 
@@ -490,10 +492,22 @@ impl App {
         let Some(applied) = self.raft_status().applied_index else {
             return Ok(None);
         };
-        // openraft drops a trigger while a build is in progress (one started by its own policy,
-        // say, at an earlier index): trigger again until a snapshot covers `applied`.
+        let index = self.snapshot_covering(applied).await?;
+        self.raft
+            .trigger()
+            .purge_log(index)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Some(index))
+    }
+
+    /// Waits until this node holds a snapshot at `index` or later, asking Raft for one; returns
+    /// the snapshot's index. openraft drops a trigger while a build is in progress (one started
+    /// by its own policy, say, at an earlier index): trigger again until a snapshot covers it.
+    async fn snapshot_covering(&self, index: u64) -> Result<u64, SnapshotError> {
+        let failed = |error: String| SnapshotError::NotCompleted(error);
         let deadline = tokio::time::Instant::now() + SNAPSHOT_WAIT;
-        let built = loop {
+        loop {
             self.raft
                 .trigger()
                 .snapshot()
@@ -503,27 +517,22 @@ impl App {
                 .raft
                 .wait(Some(SNAPSHOT_RETRIGGER))
                 .metrics(
-                    |m| m.snapshot.is_some_and(|id| id.index >= applied),
+                    |m| m.snapshot.is_some_and(|id| id.index >= index),
                     "snapshot built",
                 )
                 .await;
             match waited {
-                Ok(metrics) => break metrics,
+                Ok(metrics) => {
+                    let built = metrics.snapshot.map_or(0, |id| id.index);
+                    assert!(built >= index, "the snapshot waited for covers {index}");
+                    return Ok(built);
+                }
                 Err(error) if tokio::time::Instant::now() >= deadline => {
                     return Err(failed(error.to_string()))
                 }
                 Err(_) => {}
             }
-        };
-        let index = built.snapshot.map(|id| id.index);
-        if let Some(index) = index {
-            self.raft
-                .trigger()
-                .purge_log(index)
-                .await
-                .map_err(|e| failed(e.to_string()))?;
         }
-        Ok(index)
     }
 }
 

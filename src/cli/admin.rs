@@ -95,6 +95,17 @@ pub enum AdminCommand {
     },
     /// Snapshot the node given by --node now and purge its log behind the snapshot.
     Snapshot,
+    /// Download a backup of the cluster's state from --node (`--out FILE`: written to FILE.tmp,
+    /// synced, checked whole, renamed), or check a backup file without restoring it
+    /// (`--verify FILE`).
+    Backup {
+        /// Where to write the backup.
+        #[arg(long, required_unless_present = "verify", conflicts_with = "verify")]
+        out: Option<PathBuf>,
+        /// A backup file to check (checksum, format, limits) and describe.
+        #[arg(long)]
+        verify: Option<PathBuf>,
+    },
 }
 
 /// The secret to send: a secret file wins (as for `serve`), then `--secret`, then the
@@ -138,6 +149,16 @@ enum Output {
 
 /// Runs one admin command; returns the process exit code.
 pub async fn run(args: AdminArgs) -> anyhow::Result<i32> {
+    if let AdminCommand::Backup { out, verify } = &args.command {
+        return match (out, verify) {
+            (_, Some(file)) => super::backup::run_verify(file, args.json),
+            (Some(out), None) => {
+                let (transport, secret) = (transport(&args)?, secret(&args)?);
+                super::backup::run_download(&transport, &args.node, &secret, out, args.json).await
+            }
+            (None, None) => unreachable!("clap requires --out or --verify"),
+        };
+    }
     let client = Client::new(Arc::new(transport(&args)?), args.node.clone())
         .with_secret(secret(&args)?)
         .with_timeout(REQUEST_TIMEOUT);
@@ -179,6 +200,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<i32> {
             .await?
             .ok()
             .map(|e| Output::Snapshot(e.data)),
+        AdminCommand::Backup { .. } => unreachable!("answered above"),
     };
     let output = match result {
         Ok(output) => output,

@@ -4,6 +4,8 @@
 #[cfg(not(madsim))]
 pub mod admin;
 #[cfg(not(madsim))]
+pub mod backup;
+#[cfg(not(madsim))]
 pub mod bench;
 #[cfg(not(madsim))]
 pub mod certs;
@@ -81,6 +83,9 @@ pub enum Command {
     /// Measure reserves/s and latency against stockraft (or etcd, for comparison).
     #[cfg(not(madsim))]
     Bench(bench::BenchArgs),
+    /// Prepare the data directories of a new cluster (new cluster id) from a backup file.
+    #[cfg(not(madsim))]
+    Restore(backup::RestoreArgs),
     /// Make a throwaway cluster CA and certificates for nodes and an operator (`[tls]`).
     #[cfg(not(madsim))]
     Certs(certs::CertsArgs),

@@ -64,6 +64,8 @@ pub const CLUSTER_PROMOTE: &str = "/api/cluster/promote";
 pub const CLUSTER_REMOVE: &str = "/api/cluster/remove";
 pub const CLUSTER_TRANSFER_LEADER: &str = "/api/cluster/transfer-leader";
 pub const CLUSTER_SNAPSHOT: &str = "/api/cluster/snapshot";
+/// A backup of the cluster's state, streamed (`backup::format`).
+pub const ADMIN_BACKUP: &str = "/api/admin/backup";
 
 /// Node-to-node Raft RPC (cluster secret required). Not a client API, but named here with the
 /// rest so that every path lives in one module.

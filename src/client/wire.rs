@@ -817,6 +817,28 @@ pub struct Metrics {
     pub log: LogStatus,
     /// This node's applied reservation state; null if it could not be read.
     pub reservations: Option<ReservationCounts>,
+    /// The scheduled backups this node wrote while it led (`[backup]`).
+    #[serde(default)]
+    pub backups: BackupStatus,
+}
+
+/// Scheduled backups written by this node (`GET /api/metrics`; `/metrics` has the same as
+/// `stockraft_backup_*`). Only the leader writes them, so a follower's figures are those of its
+/// own terms as leader.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// `[backup] dir` is set.
+    pub enabled: bool,
+    /// Unix time of the last backup written, in seconds; null before the first.
+    pub last_success_unix_s: Option<u64>,
+    /// Its log index and size.
+    pub last_log_index: Option<u64>,
+    pub last_size_bytes: Option<u64>,
+    /// Backups written, skipped (nothing committed since the last one), and failed (logged).
+    pub written: u64,
+    pub skipped: u64,
+    pub failures: u64,
 }
 
 /// How many reservations this node's applied state holds (`GET /api/metrics`).

@@ -135,6 +135,8 @@ impl SimCluster {
             // The product's: expiry proposed every 250 ms, carts the workload sends name a TTL.
             reservations: Default::default(),
             tls: Default::default(),
+            // No scheduled backups: a run's state lives on the simulated disk only.
+            backup: Default::default(),
             // Not used: the simulation runs every node on madsim's one thread.
             runtime: Default::default(),
             // The product's retention unless the run shrinks it (`SimOptions::events`).
