@@ -319,6 +319,8 @@ pub struct RaftConfig {
     pub heartbeat_interval_ms: u64,
     /// A follower that hears no leader for a random time in [min, max] starts an election.
     /// Defaults 500 and 1000 ms: several heartbeats, so one lost packet does not depose a leader.
+    /// The max is also the lease of `app::quorum_contact`: a leader no quorum acknowledged for
+    /// that long, or a follower that heard no leader for that long, answers clients 503 at once.
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     /// Build a snapshot every this many applied entries (and, independently, when the log's

@@ -35,6 +35,14 @@ fn start_load(
     tokio::spawn(failover::run(load, clients))
 }
 
+/// Node `id`'s commit index (0 if it does not answer).
+async fn committed_index(cluster: &Cluster, id: u64) -> u64 {
+    let health = cluster.health(id).await;
+    health
+        .and_then(|health| health.raft.committed_index)
+        .unwrap_or(0)
+}
+
 /// The leader node `id` said it handed over to, from its log line
 /// "shutting down: handed leadership over ... leader=N".
 fn handed_over_to(log: &str) -> Option<u64> {
@@ -55,14 +63,10 @@ async fn a_leader_stopped_by_sigterm_hands_over_before_it_stops_and_no_write_is_
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let stop_file = cluster.dir.path().join("stop-load");
     let load = start_load(&cluster, stop_file.clone());
-    let committed = |cluster: &Cluster| {
-        let health = cluster.health(leader);
-        async move { health.await.and_then(|health| health.raft.committed_index) }
-    };
-    let committed_at_start = committed(&cluster).await.unwrap_or(0);
+    let committed_at_start = committed_index(&cluster, leader).await;
     eventually!(
         "the load commits writes before the leader is stopped",
-        committed(&cluster).await.unwrap_or(0) > committed_at_start + 50
+        committed_index(&cluster, leader).await > committed_at_start + 50
     );
 
     assert!(
