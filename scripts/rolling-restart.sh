@@ -10,6 +10,8 @@
 #   --writers N (8)  --readers N (0)  --settle-seconds S (3: load before and after the restarts)
 #   --node-binary PATH   run the nodes from another build (e.g. one before the hand-over), the
 #                        load always from this one
+#   STOCKRAFT_BIN=PATH   a binary to run (load and nodes) instead of building target/release
+#   SR_EXTRA_CONFIG="[raft] ..."   appended to the nodes' cluster.toml (to compare settings)
 #
 # Starts a fresh three-node cluster with scripts/cluster.sh on free loopback ports and a
 # temporary run directory, and stops it and deletes everything on exit. Prints the load's
@@ -46,9 +48,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "building the release binary"
-(cd "$ROOT" && cargo build --release --quiet --bin stockraft)
-LOAD_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/stockraft"
+if [ -n "${STOCKRAFT_BIN:-}" ]; then
+  LOAD_BIN="$STOCKRAFT_BIN"
+else
+  say "building the release binary"
+  (cd "$ROOT" && cargo build --release --quiet --bin stockraft)
+  LOAD_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/stockraft"
+fi
 [ -n "$node_binary" ] && export STOCKRAFT_BIN="$node_binary"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
@@ -60,7 +66,7 @@ for id in 1 2 3; do
   client_addrs+=("$client")
   printf '[[nodes]]\nid = %s\naddr = "127.0.0.1:%s"\nclient_addr = "%s"\n\n' "$id" "$(free_port)" "$client"
 done >>"$STOCKRAFT_CONFIG"
-printf '[storage]\ndata_dir = "%s"\n' "$WORK/data" >>"$STOCKRAFT_CONFIG"
+printf '[storage]\ndata_dir = "%s"\n%s\n' "$WORK/data" "${SR_EXTRA_CONFIG:-}" >>"$STOCKRAFT_CONFIG"
 mkdir -p "$STOCKRAFT_RUN_DIR"
 "$CLUSTER" up
 

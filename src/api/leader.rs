@@ -2,12 +2,14 @@
 //! node does, wait (up to the write deadline) while no leader is known.
 //!
 //! A node cut off from a quorum (`app::quorum_contact`: a leader no quorum acknowledged for a
-//! lease, a follower that heard no leader for as long) does not wait: it answers at once, 503,
-//! so the client tries a node that can serve. A request already waiting (proposed here, or
-//! forwarded) stops waiting as soon as this node is cut off or another node leads, and counts
-//! as an unknown outcome: a keyed write is retried at the new leader, an unkeyed one answered
-//! `OUTCOME_UNKNOWN`. Both only ever refuse sooner: nothing is acknowledged or read that a
-//! quorum did not vouch for.
+//! lease, a follower that heard no leader for as long) does not hold retry-safe requests (reads,
+//! keyed writes): it answers them at once, 503, so the client tries a node that can serve; one
+//! already waiting (proposed here, or forwarded) stops waiting as soon as this node is cut off or
+//! another node leads, and counts as an unknown outcome (a keyed write is then retried at the
+//! new leader). An unkeyed write waits as before, up to the write deadline: a leader that heard
+//! from no quorum for a lease may only be slow (a loaded machine), and an unkeyed write given up
+//! on could only be answered `OUTCOME_UNKNOWN`. Both rules only ever refuse sooner: nothing is
+//! acknowledged or read that a quorum did not vouch for.
 //!
 //! The retry rules keep "no acknowledged write lost, nothing applied twice":
 //! - retry freely when nothing can have been applied: this node was not the leader, the target
@@ -219,8 +221,10 @@ where
             }
             .into_response();
         }
-        if let Some(reason) = app.quorum_contact_lost() {
-            return cut_off_response(app, raw, reason, maybe_applied);
+        if kind != RequestKind::Write {
+            if let Some(reason) = app.quorum_contact_lost() {
+                return cut_off_response(app, raw, reason, maybe_applied);
+            }
         }
         // The node whose answer this is (named in `LEADER_HEADER` unless the answer does).
         let mut served_by = app.id();
@@ -270,22 +274,25 @@ where
     }
 }
 
-/// `attempt`, sent to `leader`, unless it should stop waiting first (`App::until_unservable`):
-/// this node is cut off from a quorum, or (when `kind` retries an unknown outcome) another
-/// node leads now. Its outcome is then unknown. Without this, a request proposed on a leader
-/// that was then cut off, or forwarded to one, waited the whole write deadline for an answer
-/// that could not come. An unkeyed write is not given up for a new leader alone: its unknown
-/// outcome would be final, and the old leader's answer may still come.
+/// `attempt`, sent to `leader`, unless it should stop waiting first (`App::until_unservable`:
+/// this node is cut off from a quorum, or another node leads now): its outcome is then
+/// unknown, which a retry-safe request (`kind`: a read, a keyed write) retries. Without this, a
+/// request proposed on a leader that was then cut off, or forwarded to one, waited the whole
+/// write deadline for an answer that could not come. An unkeyed write waits as it always did:
+/// its unknown outcome would be final, and a leader slow to hear from its quorum (a loaded
+/// machine) may still commit it.
 async fn unless_unservable(
     app: &App,
     kind: RequestKind,
     leader: NodeId,
     attempt: impl Future<Output = Attempt>,
 ) -> Attempt {
-    let watched_leader = (kind != RequestKind::Write).then_some(leader);
+    if kind == RequestKind::Write {
+        return attempt.await;
+    }
     tokio::select! {
         attempt = attempt => attempt,
-        reason = app.until_unservable(watched_leader) => Attempt::Unknown(reason),
+        reason = app.until_unservable(leader) => Attempt::Unknown(reason),
     }
 }
 

@@ -160,9 +160,11 @@ impl App {
             identity,
         } = storage;
         let proposals = tokio::sync::Semaphore::new(config.api.max_in_flight_proposals);
-        let quorum_contact = quorum_contact::QuorumContact::new(Duration::from_millis(
-            config.raft.election_timeout_max_ms,
-        ));
+        let quorum_contact =
+            quorum_contact::QuorumContact::new(quorum_contact::Leases::of_election_timeouts(
+                config.raft.election_timeout_min_ms,
+                config.raft.election_timeout_max_ms,
+            ));
         let feed_subscribers = Arc::new(tokio::sync::Semaphore::new(config.events.subscribers_max));
         let forwarder = forward::Forwarder::new(
             id,
@@ -347,19 +349,18 @@ impl App {
         self.with_metrics(|metrics| self.quorum_contact.lost(metrics))
     }
 
-    /// Resolves, with the reason, once a request waiting on Raft should stop waiting for its
-    /// answer: this node is cut off from a quorum, or (with `sent_to`, the node serving it:
-    /// this one or the leader it was forwarded to) another node is now known to lead. Its
-    /// outcome is then unknown (`api::leader` weighs that); the request it waited on may still
-    /// complete, unseen.
-    pub async fn until_unservable(&self, sent_to: Option<NodeId>) -> String {
+    /// Resolves, with the reason, once a request sent to `leader` (this node or the leader it
+    /// was forwarded to) should stop waiting for its answer: this node is cut off from a
+    /// quorum, or another node is now known to lead. Its outcome is then unknown (`api::leader`
+    /// weighs that); the request it waited on may still complete, unseen.
+    pub async fn until_unservable(&self, leader: NodeId) -> String {
         loop {
             if let Some(reason) = self.quorum_contact_lost() {
                 return reason;
             }
-            match (self.leader(), sent_to) {
-                (Some(now), Some(sent_to)) if now != sent_to => {
-                    return format!("node {now} leads now, not node {sent_to}");
+            match self.leader() {
+                Some(now) if now != leader => {
+                    return format!("node {now} leads now, not node {leader}");
                 }
                 _ => tokio::time::sleep(SERVABLE_CHECK_INTERVAL).await,
             }
