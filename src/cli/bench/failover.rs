@@ -316,8 +316,8 @@ async fn read_until_stopped(shared: Arc<Shared>, reader: usize) {
                 Consistency::Linearizable,
             )
             .await;
-        match answer.map(|answer| answer.body) {
-            Ok(Ok(record)) => {
+        match answer.ok().and_then(|answer| answer.body.ok()) {
+            Some(record) => {
                 shared.reads_ok.fetch_add(1, Ordering::Relaxed);
                 if record.version < floor {
                     shared.stale.lock().expect("stale lock").push(format!(
@@ -328,7 +328,7 @@ async fn read_until_stopped(shared: Arc<Shared>, reader: usize) {
                     ));
                 }
             }
-            Ok(Err(_)) | Err(_) => {
+            None => {
                 shared.reads_refused.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
@@ -382,7 +382,7 @@ async fn final_version(shared: &Shared, writer: usize) -> anyhow::Result<u64> {
         let answer = client
             .read(&shared.load.run_id, &sku, Consistency::Linearizable)
             .await;
-        if let Ok(Ok(record)) = answer.map(|answer| answer.body) {
+        if let Some(record) = answer.ok().and_then(|answer| answer.body.ok()) {
             return Ok(record.version);
         }
         anyhow::ensure!(
