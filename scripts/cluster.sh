@@ -14,9 +14,16 @@
 #   scripts/cluster.sh add N    start node N (clients on port 21000+N, peers on 22000+N) and join
 #                               it as a learner, then promote it to voter
 #   scripts/cluster.sh remove N remove node N from the cluster, stop it, delete its data directory
+#   scripts/cluster.sh restart N
+#                               restart node N (SIGTERM: a leader hands leadership over first),
+#                               then wait until it has applied everything the leader committed
+#   scripts/cluster.sh restart --rolling
+#                               restart every node that way, one at a time, followers first and
+#                               the leader last (an upgrade: rebuild, then this)
 #
 # Environment: STOCKRAFT_CONFIG (default: cluster.toml at the repo root), STOCKRAFT_RUN_DIR
-# (default: run/ at the repo root; logs, PIDs, the secret and certificates live there).
+# (default: run/ at the repo root; logs, PIDs, the secret and certificates live there),
+# STOCKRAFT_BIN (a binary to run instead of building target/release/stockraft).
 #
 # The cluster secret is not committed anywhere: `up` writes a random one to run/secret (owner
 # only) on first use and hands it to nodes and the admin CLI as STOCKRAFT_SECRET_FILE.
@@ -25,7 +32,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CONFIG="${STOCKRAFT_CONFIG:-$ROOT/cluster.toml}"
 RUN_DIR="${STOCKRAFT_RUN_DIR:-$ROOT/run}"
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/stockraft"
+BIN="${STOCKRAFT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/stockraft}"
 READY_TIMEOUT_S=60
 export STOCKRAFT_SECRET_FILE="$RUN_DIR/secret"
 TLS_DIR="$RUN_DIR/tls"
@@ -107,8 +114,10 @@ cmd_up() {
     say "already running (PIDs: $(running_pids | tr '\n' ' ')); use 'scripts/cluster.sh status' or 'down'"
     return 0
   fi
-  say "building release binary"
-  (cd "$ROOT" && cargo build --release --quiet --bin stockraft)
+  if [ -z "${STOCKRAFT_BIN:-}" ]; then
+    say "building release binary"
+    (cd "$ROOT" && cargo build --release --quiet --bin stockraft)
+  fi
   mkdir -p "$RUN_DIR"
   chmod 700 "$RUN_DIR"
   make_secret
@@ -125,9 +134,8 @@ cmd_up() {
     "$BIN" restore --from "$restore" --config "$CONFIG" $force
   fi
   while read -r id addr; do
-    say "starting node $id on $addr (log: $RUN_DIR/node-$id.log)"
-    nohup "$BIN" serve --id "$id" --config "$CONFIG" >"$RUN_DIR/node-$id.log" 2>&1 &
-    echo $! >"$RUN_DIR/node-$id.pid"
+    : >"$RUN_DIR/node-$id.log"
+    start_node "$id"
   done < <(nodes)
 
   local deadline=$((SECONDS + READY_TIMEOUT_S)) leader=""
@@ -155,20 +163,121 @@ cmd_up() {
   return 1
 }
 
+# Starts node $1: a node of the config as `up` does, one `add` started on its own addresses
+# (its data directory already holds its membership, so no --join).
+start_node() {
+  local id="$1" addr
+  tls_env
+  addr="$(nodes | awk -v id="$id" '$1 == id { print $2 }')"
+  if [ -n "$addr" ]; then
+    say "starting node $id on $addr (log: $RUN_DIR/node-$id.log)"
+    nohup "$BIN" serve --id "$id" --config "$CONFIG" >>"$RUN_DIR/node-$id.log" 2>&1 &
+  else
+    say "starting node $id on 127.0.0.1:$((21000 + id)) (log: $RUN_DIR/node-$id.log)"
+    nohup "$BIN" serve --id "$id" --addr "127.0.0.1:$((22000 + id))" \
+      --client-addr "127.0.0.1:$((21000 + id))" --config "$CONFIG" >>"$RUN_DIR/node-$id.log" 2>&1 &
+  fi
+  echo $! >"$RUN_DIR/node-$id.pid"
+}
+
+# SIGTERM to the process of PID file $1 (a leader hands over, every node drains), then waits
+# for it to exit: SIGKILL after 10 s. Removes the PID file. Succeeds if a process was stopped.
+stop_pid_file() {
+  local pid stopped=1
+  pid="$(cat "$1")"
+  if pid_alive "$pid"; then
+    kill -TERM "$pid" && stopped=0
+    local deadline=$((SECONDS + 10))
+    while pid_alive "$pid" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    pid_alive "$pid" && kill -KILL "$pid"
+  fi
+  rm -f "$1"
+  return $stopped
+}
+
 cmd_down() {
   local f stopped=0
   for f in "$RUN_DIR"/node-*.pid; do
     [ -e "$f" ] || continue
-    local pid; pid="$(cat "$f")"
-    if pid_alive "$pid"; then
-      kill -TERM "$pid" && stopped=$((stopped + 1))
-      local deadline=$((SECONDS + 10))
-      while pid_alive "$pid" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-      pid_alive "$pid" && kill -KILL "$pid"
-    fi
-    rm -f "$f"
+    if stop_pid_file "$f"; then stopped=$((stopped + 1)); fi
   done
   say "stopped $stopped node(s)"
+}
+
+# The address clients reach node $1 at (nodes of the config, else those `add` gives).
+node_addr() {
+  local addr
+  addr="$(nodes | awk -v id="$1" '$1 == id { print $2 }')"
+  echo "${addr:-127.0.0.1:$((21000 + $1))}"
+}
+
+# The ids of the running nodes (by PID file), in order.
+running_ids() {
+  local f
+  for f in "$RUN_DIR"/node-*.pid; do
+    [ -e "$f" ] || continue
+    pid_alive "$(cat "$f")" && basename "$f" .pid | sed 's/^node-//'
+  done | sort -n
+}
+
+# The leader's id and commit index, as the first answering node and then the leader report them.
+leader_commit() {
+  local id leader body
+  for id in $(running_ids); do
+    leader="$(health "$(node_addr "$id")" | json_field leaderId 2>/dev/null || true)"
+    [ -n "$leader" ] && [ "$leader" != None ] && break
+  done
+  [ -n "$leader" ] && [ "$leader" != None ] || return 1
+  body="$(health "$(node_addr "$leader")")" || return 1
+  echo "$leader $(printf '%s' "$body" | json_field committedIndex)"
+}
+
+# Waits until node $1 answers, knows a leader, and has applied the leader's commit index as it
+# was once the node answered: then it is caught up, and the next node may stop.
+wait_caught_up() {
+  local id="$1" deadline=$((SECONDS + READY_TIMEOUT_S)) target="" body applied
+  while [ $SECONDS -lt $deadline ]; do
+    if body="$(health "$(node_addr "$id")")"; then
+      if [ -z "$target" ]; then
+        target="$(leader_commit | cut -d' ' -f2 || true)"
+        [ "$target" = None ] && target=""
+      fi
+      applied="$(printf '%s' "$body" | json_field appliedIndex)"
+      if [ -n "$target" ] && [ "$applied" != None ] && [ "$applied" -ge "$target" ]; then
+        say "node $id is caught up (applied $applied >= the leader's commit $target)"
+        return 0
+      fi
+    fi
+    sleep 0.1
+  done
+  say "node $id did not catch up within ${READY_TIMEOUT_S}s; see $RUN_DIR/node-$id.log"
+  return 1
+}
+
+restart_node() {
+  local id="$1" began=$SECONDS
+  [ -e "$RUN_DIR/node-$id.pid" ] || { say "node $id is not running (no $RUN_DIR/node-$id.pid)"; return 1; }
+  say "stopping node $id (SIGTERM)"
+  stop_pid_file "$RUN_DIR/node-$id.pid" || say "node $id was not running"
+  start_node "$id"
+  wait_caught_up "$id"
+  say "node $id restarted in $((SECONDS - began)) s"
+}
+
+cmd_restart() {
+  case "${1:-}" in
+    --rolling)
+      local leader ids id
+      leader="$(leader_commit | cut -d' ' -f1)" || { say "no leader: not restarting"; return 1; }
+      # Followers first: the leader goes last, handing over once to a node already restarted.
+      ids="$(running_ids | grep -vx "$leader" || true) $leader"
+      say "rolling restart, in this order: $(echo $ids)"
+      for id in $ids; do restart_node "$id"; done
+      say "rolling restart done; leader is node $(leader_commit | cut -d' ' -f1)"
+      ;;
+    "" | -*) echo "usage: $0 restart N|--rolling" >&2; return 2 ;;
+    *) restart_node "$1" ;;
+  esac
 }
 
 cmd_status() {
@@ -256,5 +365,6 @@ case "${1:-}" in
   status) cmd_status ;;
   add) cmd_add "${2:-}" ;;
   remove) cmd_remove "${2:-}" ;;
-  *) echo "usage: $0 up [--tls] [--restore FILE [--force]]|down|status|add N|remove N" >&2; exit 2 ;;
+  restart) cmd_restart "${2:-}" ;;
+  *) echo "usage: $0 up [--tls] [--restore FILE [--force]]|down|status|add N|remove N|restart N|restart --rolling" >&2; exit 2 ;;
 esac

@@ -1,6 +1,16 @@
 //! Getting a request to the leader: serve it here when this node leads, forward it when another
 //! node does, wait (up to the write deadline) while no leader is known.
 //!
+//! A node cut off from a quorum (`app::quorum_contact`: a leader no quorum acknowledged for a
+//! lease, a follower that heard no leader for as long) does not hold retry-safe requests (reads,
+//! keyed writes): it answers them at once, 503, so the client tries a node that can serve; one
+//! already waiting (proposed here, or forwarded) stops waiting as soon as this node is cut off or
+//! another node leads, and counts as an unknown outcome (a keyed write is then retried at the
+//! new leader). An unkeyed write waits as before, up to the write deadline: a leader that heard
+//! from no quorum for a lease may only be slow (a loaded machine), and an unkeyed write given up
+//! on could only be answered `OUTCOME_UNKNOWN`. Both rules only ever refuse sooner: nothing is
+//! acknowledged or read that a quorum did not vouch for.
+//!
 //! The retry rules keep "no acknowledged write lost, nothing applied twice":
 //! - retry freely when nothing can have been applied: this node was not the leader, the target
 //!   was unreachable before the request was sent, or the target said it is not the leader;
@@ -211,19 +221,29 @@ where
             }
             .into_response();
         }
+        if kind != RequestKind::Write {
+            if let Some(reason) = app.quorum_contact_lost() {
+                return cut_off_response(app, raw, reason, maybe_applied);
+            }
+        }
         // The node whose answer this is (named in `LEADER_HEADER` unless the answer does).
         let mut served_by = app.id();
         let attempt = match app.leader() {
             Some(leader) if leader == app.id() => {
-                match tokio::time::timeout(remaining, serve_here(remaining)).await {
-                    Ok(attempt) => attempt,
-                    Err(_) => Attempt::Unknown(format!("not committed within {deadline_ms} ms")),
-                }
+                let served = async {
+                    match tokio::time::timeout(remaining, serve_here(remaining)).await {
+                        Ok(attempt) => attempt,
+                        Err(_) => {
+                            Attempt::Unknown(format!("not committed within {deadline_ms} ms"))
+                        }
+                    }
+                };
+                unless_unservable(app, kind, leader, served).await
             }
             _ if raw.is_forwarded() => return not_leader_response(app, maybe_applied),
             Some(leader) => {
                 served_by = leader;
-                forward_to(leader, remaining).await
+                unless_unservable(app, kind, leader, forward_to(leader, remaining)).await
             }
             None => Attempt::NotLeader,
         };
@@ -252,6 +272,46 @@ where
             RETRY_PAUSE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         tokio::time::sleep(pause).await;
     }
+}
+
+/// `attempt`, sent to `leader`, unless it should stop waiting first (`App::until_unservable`:
+/// this node is cut off from a quorum, or another node leads now): its outcome is then
+/// unknown, which a retry-safe request (`kind`: a read, a keyed write) retries. Without this, a
+/// request proposed on a leader that was then cut off, or forwarded to one, waited the whole
+/// write deadline for an answer that could not come. An unkeyed write waits as it always did:
+/// its unknown outcome would be final, and a leader slow to hear from its quorum (a loaded
+/// machine) may still commit it.
+async fn unless_unservable(
+    app: &App,
+    kind: RequestKind,
+    leader: NodeId,
+    attempt: impl Future<Output = Attempt>,
+) -> Attempt {
+    if kind == RequestKind::Write {
+        return attempt.await;
+    }
+    tokio::select! {
+        attempt = attempt => attempt,
+        reason = app.until_unservable(leader) => Attempt::Unknown(reason),
+    }
+}
+
+/// The answer of a node cut off from a quorum (`app::quorum_contact`): at once, so the client
+/// tries another node; 503 `NO_LEADER` (nothing happened) unless an earlier attempt may have
+/// been applied (`OUTCOME_UNKNOWN`). A forwarded request gets the "not the leader" answer its
+/// origin retries elsewhere.
+fn cut_off_response(app: &App, raw: &RawRequest, reason: String, maybe_applied: bool) -> Response {
+    if raw.is_forwarded() {
+        return not_leader_response(app, maybe_applied);
+    }
+    if maybe_applied {
+        ApiError::outcome_unknown(format!(
+            "{reason}; an earlier attempt may have been applied"
+        ))
+    } else {
+        ApiError::no_leader(reason)
+    }
+    .into_response()
 }
 
 /// A node outside the cluster's membership cannot serve anything that needs the cluster: say so

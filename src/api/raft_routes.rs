@@ -27,7 +27,7 @@ use crate::raft::network::{
 };
 use crate::raft::{Snapshot, TypeConfig};
 use crate::storage::fs::blocking;
-use openraft::raft::SnapshotResponse;
+use openraft::raft::{AppendEntriesResponse, SnapshotResponse};
 use tracing::Instrument;
 
 /// An append or a snapshot chunk: only a leader sends them, and a node without a cluster id
@@ -95,7 +95,18 @@ async fn guarded(
 pub async fn append(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     guarded(&app, &headers, FROM_LEADER, async {
         match parse(&body) {
-            Ok(request) => reply(app.raft().append_entries(request).await),
+            Ok(request) => {
+                let answer = app.raft().append_entries(request).await;
+                // A leader this node recognises reached it: it is in contact (`app`'s
+                // quorum contact). A refusal for a higher vote is not contact with a leader.
+                if answer
+                    .as_ref()
+                    .is_ok_and(|response| !matches!(response, AppendEntriesResponse::HigherVote(_)))
+                {
+                    app.note_leader_append();
+                }
+                reply(answer)
+            }
             Err(error) => bad_request(error),
         }
     })

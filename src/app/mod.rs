@@ -29,6 +29,7 @@ mod events;
 pub mod expiry;
 pub mod forward;
 pub mod periodic_snapshots;
+mod quorum_contact;
 mod raft_status;
 pub mod recent_feed;
 mod reservations;
@@ -134,7 +135,14 @@ pub struct App {
     forwarder: Arc<forward::Forwarder>,
     clock: Arc<dyn Clock>,
     started_at: tokio::time::Instant,
+    /// Whether this node is cut off from a quorum ([`quorum_contact`]).
+    quorum_contact: quorum_contact::QuorumContact,
 }
+
+/// How often a request waiting on Raft (or on a forward to the leader) looks whether it should
+/// stop waiting ([`App::until_unservable`]): a fraction of the lease, and rare enough that the
+/// timers of requests in flight cost nothing measurable.
+const SERVABLE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 impl App {
     pub fn new(
@@ -153,6 +161,11 @@ impl App {
             identity,
         } = storage;
         let proposals = tokio::sync::Semaphore::new(config.api.max_in_flight_proposals);
+        let quorum_contact =
+            quorum_contact::QuorumContact::new(quorum_contact::Leases::of_election_timeouts(
+                config.raft.election_timeout_min_ms,
+                config.raft.election_timeout_max_ms,
+            ));
         let feed_subscribers = Arc::new(tokio::sync::Semaphore::new(config.events.subscribers_max));
         let forwarder = forward::Forwarder::new(
             id,
@@ -178,6 +191,7 @@ impl App {
             recent_feed: Arc::default(),
             event_streams_stop: crate::raft::watch::channel(false).0,
             forwarder,
+            quorum_contact,
             clock,
             started_at: tokio::time::Instant::now(),
         }
@@ -324,6 +338,35 @@ impl App {
 
     pub fn leader(&self) -> Option<NodeId> {
         self.with_metrics(|metrics| metrics.current_leader)
+    }
+
+    /// Notes that this node accepted a leader's append now (`api::raft_routes::append`).
+    pub fn note_leader_append(&self) {
+        self.quorum_contact.note_append();
+    }
+
+    /// Why this node is cut off from a quorum, if it is ([`quorum_contact`]): it should then
+    /// answer its clients at once rather than wait for a leader it cannot reach.
+    pub fn quorum_contact_lost(&self) -> Option<String> {
+        self.with_metrics(|metrics| self.quorum_contact.lost(metrics))
+    }
+
+    /// Resolves, with the reason, once a request sent to `leader` (this node or the leader it
+    /// was forwarded to) should stop waiting for its answer: this node is cut off from a
+    /// quorum, or another node is now known to lead. Its outcome is then unknown (`api::leader`
+    /// weighs that); the request it waited on may still complete, unseen.
+    pub async fn until_unservable(&self, leader: NodeId) -> String {
+        loop {
+            if let Some(reason) = self.quorum_contact_lost() {
+                return reason;
+            }
+            match self.leader() {
+                Some(now) if now != leader => {
+                    return format!("node {now} leads now, not node {leader}");
+                }
+                _ => tokio::time::sleep(SERVABLE_CHECK_INTERVAL).await,
+            }
+        }
     }
 
     /// Whether this node is in the cluster's membership; `None` before the cluster is founded

@@ -1,5 +1,11 @@
 //! The process edge: open the disk, bind the listeners, serve until SIGTERM/SIGINT, shut down
-//! in order (stop accepting, finish in-flight requests, stop Raft, flush sled).
+//! in order (a leader hands leadership over first, then stop accepting, finish in-flight
+//! requests, stop Raft, flush sled).
+//!
+//! The hand-over (`membership::hand_over`) runs while the node still accepts: requests that
+//! arrive meanwhile are forwarded to the new leader as on any follower, so a planned restart
+//! of the leader costs clients one election's pause instead of an election timeout. It is
+//! bounded by `membership::HAND_OVER_WAIT`; a follower skips it.
 //!
 //! A node has one listener, or two when `client_addr` is configured: the peer listener (`addr`:
 //! Raft, forwarded requests, admin; mutual TLS with `[tls]`) and the client listener (HTTPS
@@ -47,6 +53,7 @@ pub mod tls;
 use crate::api::{self, Surface};
 use crate::app::App;
 use crate::config::{Config, RuntimeConfig, StorageConfig, TlsFiles};
+use crate::membership;
 use crate::node;
 use crate::raft::Raft;
 use crate::space::{self, Alarm, DataDirSource};
@@ -308,6 +315,7 @@ async fn serve_until_signal(app: &Arc<App>, listeners: Listeners) -> Result<(), 
     let mut serving = spawn_listeners(app, listeners, stopping);
     let drained = async {
         shutdown_signal().await;
+        hand_over_leadership(app).await;
         tracing::info!("shutting down: draining connections");
         // Event streams never end by themselves: end them, or they hold the drain to its end.
         app.stop_event_streams();
@@ -317,6 +325,29 @@ async fn serve_until_signal(app: &Arc<App>, listeners: Listeners) -> Result<(), 
     tokio::select! {
         () = drained => Ok(()),
         cause = raft_failure(app) => Err(RaftStopped { cause }),
+    }
+}
+
+/// Step 7a, on a shutdown signal: a leader hands leadership over and waits (bounded) until a
+/// new leader is known, while still serving; the outcome is logged either way.
+async fn hand_over_leadership(app: &App) {
+    use membership::HandOver;
+    match membership::hand_over(app, membership::HAND_OVER_WAIT).await {
+        HandOver::NotLeader => {}
+        HandOver::NoReachableVoter => {
+            tracing::warn!("shutting down as leader: no other voter is reachable to hand over to")
+        }
+        HandOver::Done { to, leader, waited } => tracing::info!(
+            to,
+            leader,
+            waited_ms = waited.as_millis() as u64,
+            "shutting down: handed leadership over"
+        ),
+        HandOver::Unconfirmed { to, cause } => tracing::warn!(
+            to,
+            %cause,
+            "shutting down: asked node {to} to take over, but no new leader was heard of in time"
+        ),
     }
 }
 

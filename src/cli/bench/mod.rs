@@ -12,6 +12,11 @@
 //!   `--seconds`), then the timed run: clients commit those holds, one each, until none is left
 //!   or `--seconds` pass.
 //!
+//! - **failover** (stockraft only): keyed writers that retry each write until it is
+//!   acknowledged, and `--readers` linearizable readers, while a script stops, restarts or
+//!   cuts off nodes: acknowledged writes lost, stale reads, replica agreement and the longest
+//!   write gap ([`failover`]); `--stop-file` ends it when the script is done.
+//!
 //! `--ops N` stops a run once N operations succeeded (a fixed amount of state, say a million
 //! holds, rather than a time); `--hold-due-at-ms` gives each hold the TTL that makes it fall due
 //! at one instant, so holds made over a minute all fall due in the same second (an expiry
@@ -36,6 +41,7 @@
 //! connection pool. Output: a table row and one `BENCH {json}` line per run (for scripts).
 
 pub mod batches;
+pub mod failover;
 pub mod subscribers;
 
 use std::collections::BTreeMap;
@@ -97,6 +103,7 @@ pub enum Scenario {
     Spread,
     Hold,
     Commit,
+    Failover,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +156,12 @@ pub struct BenchArgs {
     /// line on its own (`reject-failed-lines`).
     #[arg(long, value_enum, default_value_t)]
     pub batch_policy: BatchPolicy,
+    /// Failover scenario: linearizable readers beside the `--clients` writers.
+    #[arg(long, default_value_t = 0)]
+    pub readers: usize,
+    /// Failover scenario: end the run once this file exists (before `--seconds` if sooner).
+    #[arg(long)]
+    pub stop_file: Option<std::path::PathBuf>,
 }
 
 /// What one run measured.
@@ -209,26 +222,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     if args.batch.is_some() && args.subscribers > 0 {
         bail!("--batch and --subscribers are not measured together");
     }
+    if args.scenario == Scenario::Failover {
+        return run_failover(&args).await;
+    }
     let stockraft = Arc::new(Stockraft::new(&args)?);
     let driver: Arc<dyn Driver> = match args.target {
         Target::Stockraft => stockraft.clone(),
         Target::Etcd => Arc::new(Etcd::new(&args)?),
     };
-    let run_id = format!(
-        "b{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() % 1_000_000_000)
-    );
+    let run_id = new_run_id();
     let skus: Vec<String> = match args.scenario {
         Scenario::Hot => vec!["hot".to_owned()],
-        Scenario::Spread | Scenario::Hold | Scenario::Commit => {
+        Scenario::Spread | Scenario::Hold | Scenario::Commit | Scenario::Failover => {
             (0..args.skus).map(spread_sku).collect()
         }
     };
     let stock = match args.scenario {
         Scenario::Hot => args.stock,
-        Scenario::Spread | Scenario::Hold | Scenario::Commit => SPREAD_STOCK,
+        Scenario::Spread | Scenario::Hold | Scenario::Commit | Scenario::Failover => SPREAD_STOCK,
     };
     let setup_started = Instant::now();
     driver
@@ -276,6 +287,34 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let oversold = report.oversell.is_some_and(|o| o > 0);
     let missed = report.delivery.as_ref().is_some_and(|d| !d.complete());
     Ok(if oversold || missed { 1 } else { 0 })
+}
+
+/// A name for this run's store (its records stay apart from other runs' on the same cluster).
+fn new_run_id() -> String {
+    format!(
+        "b{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() % 1_000_000_000)
+    )
+}
+
+/// The failover scenario ([`failover`]): one SKU per writer, then the writers and readers.
+async fn run_failover(args: &BenchArgs) -> anyhow::Result<i32> {
+    if args.target != Target::Stockraft {
+        bail!("the failover scenario is stockraft's");
+    }
+    let stockraft = Stockraft::new(args)?;
+    let load = failover::FailoverLoad {
+        run_id: new_run_id(),
+        writers: args.clients,
+        readers: args.readers,
+        seconds: args.seconds,
+        stop_file: args.stop_file.clone(),
+    };
+    let report = failover::run(load, stockraft.clients.clone()).await?;
+    failover::print_report(&report);
+    Ok(if report.kept_promises() { 0 } else { 1 })
 }
 
 /// What one logical reserve ended with.
@@ -436,7 +475,7 @@ async fn drive(
             let remaining = driver.stock(run_id, &skus[0]).await?;
             Some(oversell(ok, stock, remaining))
         }
-        Scenario::Spread | Scenario::Hold | Scenario::Commit => None,
+        Scenario::Spread | Scenario::Hold | Scenario::Commit | Scenario::Failover => None,
     };
     let histogram = tally.histogram.lock().expect("histogram lock");
     let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
@@ -1068,6 +1107,8 @@ mod tests {
             subscribers: 0,
             batch: None,
             batch_policy: BatchPolicy::default(),
+            readers: 0,
+            stop_file: None,
         };
         assert_eq!(
             Stockraft::new(&args(None)).unwrap().hold_ttl_s(),
