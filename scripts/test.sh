@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 MADSIM_TARGET_DIR="${MADSIM_TARGET_DIR:-$ROOT/target-madsim}"
 
-step() { printf '\n== %s\n' "$*"; }
+step() { printf "\n== [%ss] %s\n" "$SECONDS" "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
