@@ -13,9 +13,11 @@
 //! apply records a before-image. Every write acknowledged before the request began was
 //! committed by then, so it is in the backup.
 //!
-//! One edge is accepted: a leader elected a moment ago knows of its predecessor's last commits
-//! only once its own first entry commits (a few ms); a follower asking it in that window gets
-//! a target one or two entries short.
+//! A leader elected a moment ago learns its predecessor's last commits only when its own first
+//! entry commits, so the commit index it reports may be an entry or two short of what was
+//! acknowledged. A follower therefore also waits until it has applied an entry of the leader's
+//! term (that first entry or a later one: every entry committed in an earlier term comes before
+//! it), and takes the later of the two positions as its target.
 //!
 //! ## Scheduled backups
 //! With `[backup] dir` set, every node runs [`write_on_schedule`], and on each tick only the
@@ -114,7 +116,25 @@ impl App {
                 "node {leader} is no longer the leader; retry"
             )));
         }
-        Ok(view.committed_index.unwrap_or(0))
+        // An entry of the leader's term applied here: every earlier term's commit is too.
+        let term = view.term;
+        let applied = self
+            .raft
+            .wait(Some(BACKUP_CATCH_UP_WAIT))
+            .metrics(
+                |metrics| {
+                    metrics
+                        .last_applied
+                        .as_ref()
+                        .is_some_and(|id| id.leader_id.term >= term)
+                },
+                "backup: an entry of the leader's term applied",
+            )
+            .await
+            .map_err(|error| not_taken(format!("applying an entry of term {term}: {error}")))?
+            .last_applied
+            .map_or(0, |id| id.index);
+        Ok(view.committed_index.unwrap_or(0).max(applied))
     }
 
     /// What `GET /api/metrics` says about scheduled backups.
