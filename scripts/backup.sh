@@ -10,19 +10,19 @@
 #                                     cluster (new ports, new directories) that must serve every
 #                                     record with its version and present a new cluster id.
 #   scripts/backup.sh --seconds 20 --skus 100000
-#   scripts/backup.sh --smoke         seconds-long runs, 50 SKUs (checks the script works)
+#   scripts/backup.sh --smoke         seconds-long runs, 50 SKUs, the debug build (CI)
 #
 # Every process it starts is stopped on exit; its files live in a temporary directory, deleted
 # on success (kept, and named, on failure).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-seconds=20 skus=100000
+seconds=20 skus=100000 smoke=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --skus) skus="$2"; shift 2 ;;
-    --smoke) seconds=2 skus=50; shift ;;
+    --smoke) seconds=2 skus=50 smoke=1; shift ;;
     -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "backup.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -40,7 +40,8 @@ finish() {
 }
 trap finish EXIT
 
-use_stockraft_binary release
+# A smoke runs the debug build, as every other smoke in CI does (no release build there).
+if [ "$smoke" = 1 ]; then use_stockraft_binary debug; else use_stockraft_binary release; fi
 start_stockraft
 leader="$(wait_for_stockraft_leader)"
 follower=$((leader % 3 + 1))
