@@ -24,9 +24,11 @@ done
 
 say() { printf 'api-fuzz: %s\n' "$*"; }
 
+# shellcheck source=lib/install.sh
+. "$ROOT/scripts/lib/install.sh"
 if ! command -v schemathesis >/dev/null; then
   say "installing schemathesis from PyPI"
-  python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
+  pip_install 'schemathesis>=4,<5'
 fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/stockraft-fuzz.XXXXXX")"

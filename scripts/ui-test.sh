@@ -25,7 +25,8 @@ while [ $# -gt 0 ]; do
 done
 
 say() { printf 'ui-test: %s\n' "$*"; }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+# shellcheck source=lib/install.sh
+. "$ROOT/scripts/lib/install.sh"
 
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 TOOLS="${CARGO_TARGET_DIR:-$ROOT/target}/ui-tools"
@@ -34,8 +35,7 @@ ESLINT="$TOOLS/node_modules/.bin/eslint"
 
 if ! command -v npm >/dev/null; then
   say "installing Debian's npm"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq npm >/dev/null
+  apt_install npm
 fi
 if [ ! -x "$ESLINT" ] || ! "$ESLINT" --version | grep -qx "v$ESLINT_VERSION"; then
   say "installing eslint $ESLINT_VERSION from npm into $TOOLS"
@@ -48,12 +48,11 @@ $lint_only && exit 0
 
 if [ ! -x "$CHROMIUM" ]; then
   say "installing Debian's chromium"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+  apt_install chromium
 fi
 if ! python3 -c 'import playwright' 2>/dev/null; then
   say "installing playwright from PyPI"
-  python3 -m pip install --quiet --disable-pip-version-check 'playwright>=1.45,<2'
+  pip_install 'playwright>=1.45,<2'
 fi
 
 BASE="$(mktemp -d "${TMPDIR:-/tmp}/stockraft-ui.XXXXXX")"

@@ -71,6 +71,22 @@ async fn adjust(cluster: &Cluster, via: u64, sku: &str, delta: i64) -> RecordBod
     answer.unwrap().ok().unwrap().record
 }
 
+/// The test's keyed write: a reserve of 2 units of `item-1` with Idempotency-Key `order-77`,
+/// sent to `via` (the restored cluster must answer a replay of it as the old one did).
+async fn keyed_reserve(cluster: &Cluster, via: u64) -> support::Answer {
+    let path = routes::reserve(STORE, "item-1");
+    let header = [("Idempotency-Key", "order-77")];
+    cluster
+        .request(
+            via,
+            reqwest::Method::POST,
+            &path,
+            Some(r#"{"qty":2}"#),
+            &header,
+        )
+        .await
+}
+
 /// Creates and adjusts one record after another through `via` until stopped; counts the acks.
 struct Writer {
     stop: Arc<AtomicBool>,
@@ -158,17 +174,7 @@ async fn a_backup_taken_from_a_follower_under_writes_restores_into_a_new_cluster
         .ok()
         .unwrap();
     let hold_id = held.reservation_id.clone().expect("a hold has an id");
-    let keyed_path = routes::reserve(STORE, "item-1");
-    let keyed_header = [("Idempotency-Key", "order-77")];
-    let keyed = old
-        .request(
-            leader,
-            reqwest::Method::POST,
-            &keyed_path,
-            Some(r#"{"qty":2}"#),
-            &keyed_header,
-        )
-        .await;
+    let keyed = keyed_reserve(&old, leader).await;
     assert!((200..300).contains(&keyed.status), "{keyed}");
     let mut acknowledged = Vec::new();
     for i in 0..RECORDS {
@@ -276,15 +282,7 @@ async fn a_backup_taken_from_a_follower_under_writes_restores_into_a_new_cluster
         .unwrap()
         .data;
     assert_eq!(hold.status, "held", "{hold:?}");
-    let replayed = new
-        .request(
-            new_leader,
-            reqwest::Method::POST,
-            &keyed_path,
-            Some(r#"{"qty":2}"#),
-            &keyed_header,
-        )
-        .await;
+    let replayed = keyed_reserve(&new, new_leader).await;
     assert_eq!(replayed.status, keyed.status, "{replayed}");
     assert_eq!(
         replayed.json, keyed.json,
