@@ -4,7 +4,10 @@
 # and driven by `stockraft bench --scenario spread` (32 clients, reserve qty 1 on random
 # records). Halfway through each run the leader is asked for a snapshot (the whole state
 # written to a file while writes go on), so the run's max latency shows any stall it causes.
-# Then each node's RSS and data-directory size are read. Prints one table.
+# Then each node's RSS and data-directory size are read, and the live data: the size of the
+# leader's newest snapshot file (the state as a snapshot writes it), against which the memory
+# bound is set (RSS within live data + 200 MB). "load s" is the bench's setup: creating the
+# records through the batch route. Prints one table.
 #
 #   scripts/scale.sh                              1,000 / 200,000 / 1,000,000 records, 10 s each
 #   scripts/scale.sh --records 1000,200000 --seconds 20
@@ -81,7 +84,12 @@ for count in "${counts[@]}"; do
     [ "${data:-0}" -gt "$data_max" ] && data_max="$data"
   done
   snapshot_s="$(cat "$WORK/snapshot-$count.time" 2>/dev/null || echo -)"
-  printf '%s %s %s %s %s\n' "$count" "$rss_max" "$data_max" "${snapshot_s:--}" "$line" >>"$WORK/rows"
+  # shellcheck disable=SC2012 # names are ours: <index>-<term>.snap
+  newest="$(ls -1 "$WORK/stockraft/node-$leader/snapshots/"*.snap 2>/dev/null | sort | tail -1)"
+  live="$(if [ -n "$newest" ]; then du -m --apparent-size "$newest" | cut -f1; else echo 0; fi)"
+  load_s="$(sed -n 's/.* set up [0-9]* SKU(s) in \([0-9.]*\) s.*/\1/p' "$WORK/bench.log" | tail -1)"
+  printf '%s %s %s %s %s %s %s\n' "$count" "$rss_max" "$data_max" "$live" "${load_s:--}" \
+    "${snapshot_s:--}" "$line" >>"$WORK/rows"
   stop_nodes
 done
 
@@ -89,16 +97,17 @@ python3 - "$WORK/rows" <<'PY'
 import json, sys
 rows = []
 for raw in open(sys.argv[1]):
-    count, rss, data, snap, line = raw.split(" ", 4)
-    rows.append((int(count), int(rss), int(data), snap, json.loads(line)))
-base = rows[0][4]
+    count, rss, data, live, load, snap, line = raw.split(" ", 6)
+    rows.append((int(count), int(rss), int(data), int(live), load, snap, json.loads(line)))
+base = rows[0][6]
 print()
 print(f"{'records':>9} | {'ops/s':>7} {'vs first':>8} | {'p50 ms':>6} {'p99 ms':>7} {'vs first':>8} "
-      f"{'max ms':>7} | {'snapshot s':>10} | {'RSS MiB':>7} {'data MiB':>8}  (largest node)")
-for count, rss, data, snap, r in rows:
+      f"{'max ms':>7} | {'snapshot s':>10} | {'RSS MiB':>7} {'data MiB':>8} {'live MiB':>8} | "
+      f"{'load s':>6}  (RSS, data: largest node)")
+for count, rss, data, live, load, snap, r in rows:
     print(f"{count:>9} | {r['opsPerSec']:>7.0f} {r['opsPerSec'] / base['opsPerSec']:>7.2f}x | "
           f"{r['p50Ms']:>6.2f} {r['p99Ms']:>7.2f} {r['p99Ms'] / base['p99Ms']:>7.2f}x "
-          f"{r['maxMs']:>7.1f} | {snap:>10} | {rss:>7} {data:>8}")
+          f"{r['maxMs']:>7.1f} | {snap:>10} | {rss:>7} {data:>8} {live:>8} | {load:>6}")
 PY
 [ "$smoke" = 1 ] && say "smoke run: figures are not meaningful"
 exit 0
