@@ -300,7 +300,7 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Node `N` keeps its data in `<data_dir>/node-N`: the state machine (sled), the Raft log
+    /// Node `N` keeps its data in `<data_dir>/node-N`: the state machine (`state/`), the Raft log
     /// (`wal/`) and snapshots (`snapshots/`). Relative paths are relative to the configuration
     /// file's directory. Default: `./data`.
     pub data_dir: PathBuf,
@@ -317,14 +317,12 @@ pub struct StorageConfig {
     /// still needs while the alarm is up (entries already in flight, votes, snapshots); a full
     /// disk would stop Raft instead. Default 256 MiB.
     pub free_bytes_min: u64,
-    /// The state machine's page cache in memory (sled's `cache_capacity`). Memory use grows
-    /// with it (about four times it in sled's heap); reads that miss it go to the OS page
-    /// cache. Default 32 MiB (`storage::CACHE_BYTES_DEFAULT`; docs/performance.md, "Memory").
+    /// sled's page cache (`cache_capacity`) while the state of a data directory written by an
+    /// earlier stockraft, which kept the state machine in sled, is moved into the resident
+    /// state (once, at the first start; `storage::upgrade_sled_into`). Default 32 MiB.
     pub cache_bytes: u64,
-    /// The state machine's read cache: values it holds, in front of sled, so that an apply
-    /// reads a record without walking sled's tree or waiting for a checkpoint to release sled
-    /// (`storage::WriteBehind`). 0 turns it off. Default 48 MiB
-    /// (`storage::READ_CACHE_BYTES_DEFAULT`; docs/performance.md, "Memory").
+    /// No effect: the read cache in front of sled it sized is gone, the state being resident in
+    /// memory (`storage::resident`). Accepted so that older files still load.
     pub read_cache_bytes: u64,
 }
 

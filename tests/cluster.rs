@@ -204,11 +204,11 @@ async fn nodes_on_a_pool_of_runtime_workers_commit_and_serve_like_nodes_on_one_t
 
 /// What bounds a node's memory (docs/performance.md): the binary allocates through jemalloc, whose
 /// background thread hands freed pages back to the OS (glibc malloc kept about twice the live
-/// heap), and sled's page cache is `storage.cache_bytes`, here the smallest allowed.
+/// heap), and the state is resident in its compact map, whose images a thread of their own
+/// writes (`state image`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_runs_jemalloc_s_purging_thread_and_serves_with_the_smallest_sled_cache() {
-    // `Cluster` writes `extra` right after its `[storage]` line.
-    let cluster = Cluster::start(3, "cache_bytes = 1048576\n").await;
+async fn a_node_runs_jemalloc_s_purging_thread_and_its_state_image_thread() {
+    let cluster = Cluster::start(3, "").await;
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     for sku in ["fig", "date", "plum"] {
         create(&cluster, leader, sku, 5).await;
@@ -230,6 +230,10 @@ async fn a_node_runs_jemalloc_s_purging_thread_and_serves_with_the_smallest_sled
         assert!(
             threads.iter().any(|name| name == "jemalloc_bg_thd"),
             "node {id} has no jemalloc purging thread: {threads:?}"
+        );
+        assert!(
+            threads.iter().any(|name| name == "state image"),
+            "node {id} writes no images of its state: {threads:?}"
         );
     }
 }

@@ -1,8 +1,7 @@
 //! openraft's own conformance suite for log and state-machine stores, run on both storages:
-//! the WAL on real files with the state machine in sled under the write-behind layer (the
-//! product), and the WAL on simulated files with the state machine on the simulated disk, under
-//! a write-behind layer that checkpoints every other write (so the suite crosses checkpoints
-//! constantly).
+//! the WAL and the resident state on real files (the product), and both on simulated files,
+//! the resident state writing a journal record per write and an image every few (so the suite
+//! crosses those boundaries constantly).
 #![cfg(not(madsim))]
 
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use stockraft::raft::TypeConfig;
 use stockraft::storage::fs::{Fs, SimFs, StdFs};
 use stockraft::storage::snapshots::SnapshotDir;
 use stockraft::storage::wal::{Wal, WalOptions};
-use stockraft::storage::{Disk, SimDisk, SledDisk, WriteBehind};
+use stockraft::storage::{Disk, Resident, ResidentPolicy};
 
 /// Small segments, so the suite's purges delete whole segment files.
 const SEGMENT_BYTES: u64 = 4096;
@@ -28,21 +27,21 @@ fn log_store(fs: Arc<dyn Fs>, dir: &std::path::Path) -> LogStore {
     LogStore::new(Wal::open(fs, &dir.join("wal"), options).expect("opening the WAL"))
 }
 
-struct SledStores;
+struct FileStores;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledStores {
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for FileStores {
     async fn build(
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
-        let sled: Arc<dyn Disk> = Arc::new(
-            SledDisk::open(dir.path(), stockraft::storage::CACHE_BYTES_DEFAULT)
-                .expect("opening sled"),
-        );
-        // The product's stack: the read cache and checkpoints on their own thread.
+        // The product's: images on a thread of their own.
         let disk: Arc<dyn Disk> = Arc::new(
-            WriteBehind::new(sled, stockraft::storage::READ_CACHE_BYTES_DEFAULT as usize)
-                .expect("starting the checkpoint thread"),
+            Resident::open(
+                Arc::new(StdFs),
+                &dir.path().join("state"),
+                ResidentPolicy::product(),
+            )
+            .expect("opening the resident state"),
         );
         let log = log_store(Arc::new(StdFs), dir.path());
         let snapshots = SnapshotDir::open(Arc::new(StdFs), &dir.path().join("snapshots"))
@@ -55,11 +54,15 @@ struct SimStores;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore> for SimStores {
     async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError<TypeConfig>> {
-        let disk: Arc<dyn Disk> = Arc::new(WriteBehind::with_checkpoint_writes(
-            Arc::new(SimDisk::new()),
-            2,
-        ));
         let fs = Arc::new(SimFs::new());
+        let disk: Arc<dyn Disk> = Arc::new(
+            Resident::open(
+                fs.clone(),
+                std::path::Path::new("/node/state"),
+                ResidentPolicy::inline(1, 2 << 10, 1 << 10),
+            )
+            .expect("opening the resident state"),
+        );
         let log = log_store(fs.clone(), std::path::Path::new("/node"));
         let snapshots = SnapshotDir::open(fs, std::path::Path::new("/node/snapshots"))
             .expect("opening the snapshot directory");
@@ -77,8 +80,8 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 #[test]
-fn sled_stores_pass_the_openraft_conformance_suite() {
-    block_on(Suite::test_all(SledStores)).expect("suite failed on sled");
+fn file_stores_pass_the_openraft_conformance_suite() {
+    block_on(Suite::test_all(FileStores)).expect("suite failed on real files");
 }
 
 #[test]

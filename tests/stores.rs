@@ -21,8 +21,21 @@ use stockraft::storage::fs::{Fs, SimFs, StdFs};
 use stockraft::storage::snapshots::SnapshotDir;
 use stockraft::storage::wal::{Wal, WalOptions};
 use stockraft::storage::{
-    encode, keys, Disk, KeyValue, SimDisk, SledDisk, WriteBatch, WriteBehind,
+    encode, keys, Disk, KeyValue, Resident, ResidentPolicy, SimDisk, WriteBatch,
 };
+
+/// The state machine's resident state on `fs`, writing a journal record every `record_bytes`
+/// and an image once a little journal gathered: small runs cross every boundary.
+fn resident_on(fs: &SimFs, record_bytes: usize) -> Arc<Resident> {
+    Arc::new(
+        Resident::open(
+            Arc::new(fs.clone()),
+            std::path::Path::new("/node/state"),
+            ResidentPolicy::inline(record_bytes, 8 << 10, 4 << 10),
+        )
+        .expect("opening the resident state"),
+    )
+}
 
 fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(
@@ -108,13 +121,22 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 #[test]
-fn log_and_state_machine_survive_close_and_reopen_on_sled() {
+fn log_and_state_machine_survive_close_and_reopen_on_real_files() {
     let dir = tempfile::tempdir().unwrap();
+    // The product's resident state on real files, opened twice.
+    let open_state = || -> Arc<dyn Disk> {
+        Arc::new(
+            Resident::open(
+                Arc::new(StdFs),
+                &dir.path().join("state"),
+                ResidentPolicy::product(),
+            )
+            .unwrap(),
+        )
+    };
     block_on(async {
         {
-            let disk: Arc<dyn Disk> = Arc::new(
-                SledDisk::open(dir.path(), stockraft::storage::CACHE_BYTES_DEFAULT).unwrap(),
-            );
+            let disk = open_state();
             let mut log = log_store(Arc::new(StdFs), dir.path());
             let snapshots =
                 SnapshotDir::open(Arc::new(StdFs), &dir.path().join("snapshots")).unwrap();
@@ -129,8 +151,7 @@ fn log_and_state_machine_survive_close_and_reopen_on_sled() {
             apply(&mut sm, entries).await;
             disk.flush().await.unwrap();
         }
-        let disk: Arc<dyn Disk> =
-            Arc::new(SledDisk::open(dir.path(), stockraft::storage::CACHE_BYTES_DEFAULT).unwrap());
+        let disk = open_state();
         let mut log = log_store(Arc::new(StdFs), dir.path());
         let snapshots = SnapshotDir::open(Arc::new(StdFs), &dir.path().join("snapshots")).unwrap();
         let mut sm = StateMachineStore::new(disk, snapshots);
@@ -553,17 +574,16 @@ fn a_snapshot_built_while_applies_continue_holds_exactly_the_state_at_its_point(
 }
 
 #[test]
-fn under_write_behind_a_snapshot_built_while_applies_continue_holds_the_state_at_its_point() {
-    // Checkpoints every two writes: the applies after the point reach the disk below (the
-    // build's flush hands over the rest) before the builder walks it, so only the before-images
-    // can give the state at the point. A scan racing a write is
+fn on_the_resident_state_a_snapshot_built_while_applies_continue_holds_the_state_at_its_point() {
+    // A journal record per write and frequent images: the applies after the point are in the
+    // map the builder walks, so only the before-images can give the state at the point. A scan
+    // racing a write is
     // `a_key_purged_and_stored_again_during_a_build_in_a_chunk_a_scan_misses_is_in_the_snapshot`.
-    let disk = WriteBehind::with_checkpoint_writes(Arc::new(SimDisk::new()), 2);
-    snapshot_while_applies_continue(Arc::new(disk));
+    snapshot_while_applies_continue(resident_on(&SimFs::new(), 1));
 }
 
 #[test]
-fn under_write_behind_a_power_cut_loses_whole_batches_only_and_the_log_replays_the_rest() {
+fn a_power_cut_loses_whole_batches_only_and_the_log_replays_the_rest() {
     block_on(async {
         let entries: Vec<Entry> = std::iter::once(membership_entry(1))
             .chain((2..120).map(|i| match i % 3 {
@@ -574,12 +594,9 @@ fn under_write_behind_a_power_cut_loses_whole_batches_only_and_the_log_replays_t
             .collect();
         let mut reference = sim_store(Arc::new(SimDisk::new()));
         apply(&mut reference, entries.clone()).await;
-        for checkpoint_writes in [1, 7, 50, 10_000] {
-            let below = SimDisk::new();
-            let disk = Arc::new(WriteBehind::with_checkpoint_writes(
-                Arc::new(below.clone()),
-                checkpoint_writes,
-            ));
+        for (record_bytes, torn_seed) in [(1, 0u64), (300, 1), (3_000, 2), (1 << 20, 3), (300, 4)] {
+            let files = SimFs::new();
+            let disk = resident_on(&files, record_bytes);
             let mut store = sim_store(disk.clone());
             for (n, chunk) in entries.chunks(4).enumerate() {
                 apply(&mut store, chunk.to_vec()).await;
@@ -588,13 +605,14 @@ fn under_write_behind_a_power_cut_loses_whole_batches_only_and_the_log_replays_t
                     disk.flush().await.unwrap();
                 }
             }
-            disk.discard_pending();
-            below.crash();
-
-            let disk = Arc::new(WriteBehind::with_checkpoint_writes(
-                Arc::new(below.clone()),
-                checkpoint_writes,
-            ));
+            drop(store);
+            // A power cut keeping a torn, seeded prefix of what was written since the flush.
+            let mut draw = torn_seed;
+            files.crash(|unsynced| {
+                draw = draw.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (draw >> 33) as usize % (unsynced + 1)
+            });
+            disk.reload().unwrap();
             let mut restarted = sim_store(disk);
             let (applied, _) = restarted.applied_state().await.unwrap();
             let kept = applied.map_or(0, |id| id.index) as usize;
@@ -605,7 +623,7 @@ fn under_write_behind_a_power_cut_loses_whole_batches_only_and_the_log_replays_t
             assert_eq!(
                 restarted.state_pairs().unwrap(),
                 prefix.state_pairs().unwrap(),
-                "checkpoint every {checkpoint_writes} writes: kept state is that of entry {kept}"
+                "journal records of {record_bytes} bytes: kept state is that of entry {kept}"
             );
             // openraft re-applies the log from there.
             apply(&mut restarted, entries[kept..].to_vec()).await;
@@ -794,13 +812,9 @@ fn a_key_with_a_shorter_time_to_live_is_forgotten_in_its_turn_but_expires_on_tim
             .record(&RecordKey::new("s1", "short-2").unwrap())
             .unwrap()
             .is_some());
-        // The same on a replica with other batch boundaries, under write-behind, restarted in
-        // the middle (its key index built again).
-        let below = SimDisk::new();
-        let disk = Arc::new(WriteBehind::with_checkpoint_writes(
-            Arc::new(below.clone()),
-            3,
-        ));
+        // The same on a replica with other batch boundaries, on the resident state, restarted
+        // in the middle (its key index built again).
+        let disk = resident_on(&SimFs::new(), 3);
         let mut replica = sim_store(disk.clone()).with_idempotency_keys_max(cap);
         apply(&mut replica, entries[..6].to_vec()).await;
         disk.flush().await.unwrap();

@@ -102,13 +102,22 @@ pub fn verify_file(fs: &dyn Fs, path: &Path) -> Result<Verified, RestoreError> {
     Ok(Verified { header, contents })
 }
 
-/// The data directories of `config`'s nodes that exist and hold anything.
+/// What a node keeps in its data directory besides files of its own: the state, the Raft log,
+/// the snapshots.
+const NODE_SUBDIRS: [&str; 3] = ["state", "wal", "snapshots"];
+
+/// The data directories of `config`'s nodes that exist and hold anything: a file, or one of the
+/// directories a node keeps there ([`NODE_SUBDIRS`]; `Fs::list` names files only).
 pub fn occupied_dirs(fs: &dyn Fs, config: &Config) -> Vec<PathBuf> {
     config
         .nodes
         .iter()
         .map(|node| config.data_dir_for(node.id))
-        .filter(|dir| fs.exists(dir) && fs.list(dir).is_ok_and(|names| !names.is_empty()))
+        .filter(|dir| {
+            fs.exists(dir)
+                && (fs.list(dir).is_ok_and(|names| !names.is_empty())
+                    || NODE_SUBDIRS.iter().any(|sub| fs.exists(&dir.join(sub))))
+        })
         .collect()
 }
 
@@ -320,5 +329,16 @@ mod tests {
         assert!(message.contains("/in/backup.srb"), "{message}");
         assert!(message.contains("checksum mismatch"), "{message}");
         assert!(occupied_dirs(&fs, &config()).is_empty());
+    }
+
+    /// A node's data directory holds directories only (its state, log and snapshots): it is
+    /// occupied all the same.
+    #[test]
+    fn a_data_directory_holding_only_a_node_s_state_directory_is_occupied() {
+        let fs = SimFs::new();
+        let config = config();
+        let dir = config.data_dir_for(1);
+        fs.create_dir_all(&dir.join("state")).unwrap();
+        assert_eq!(occupied_dirs(&fs, &config), vec![dir]);
     }
 }

@@ -5,7 +5,7 @@
 //! openraft asks for a builder between two applies (the state machine's
 //! `get_snapshot_builder`); that instant is the snapshot point. From then on, until the build
 //! ends, every apply first records the *before-image* of each key it is about to write (its
-//! value at the snapshot point, or "absent") in a [`Capture`]. The builder walks sled page by
+//! value at the snapshot point, or "absent") in a [`Capture`]. The builder walks the state page by
 //! page and, for each key, writes the before-image if one was recorded, else the value it read
 //! (which is then still the value at the snapshot point: an apply records before it writes).
 //! Keys that existed at the point but that a page's scan did not return (deleted since, or
@@ -14,7 +14,7 @@
 //! exactly the state at the point, while applies pause only to record a few before-images.
 //! Memory: the before-images of keys written during the build, and one page.
 //!
-//! Before the file is written, sled is flushed: the state on disk is at least the snapshot
+//! Before the file is written, the state's disk is flushed: the state on disk is at least the snapshot
 //! point, so once openraft purges the log behind the snapshot, a restart needs neither.
 //!
 //! ## Installing atomically
@@ -24,7 +24,7 @@
 //! 3. the state range is cleared and the snapshot's records loaded, in bounded batches (an
 //!    older snapshot's state is then brought to the current format: its idempotency entries
 //!    packed into the log, its reservations into chunks);
-//! 4. applied id and membership are set, the marker removed, sled flushed.
+//! 4. applied id and membership are set, the marker removed, the disk flushed.
 //!
 //! A crash between 2 and 4 leaves the marker: the store then reports nothing applied, and
 //! openraft restores the state machine from the current snapshot (step 1 made it durable) before
@@ -252,7 +252,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 )));
             }
         };
-        // sled durable at least up to the snapshot point before the log behind it may go.
+        // The state durable at least up to the snapshot point before the log behind it may go.
         let flushed = self.parts.disk.flush().await;
         let written = match flushed {
             Ok(()) => {

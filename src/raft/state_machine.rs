@@ -10,8 +10,8 @@
 //!
 //! The batch is not flushed: the Raft log (flushed on a quorum before commit) is the durable
 //! record, and replaying it is idempotent here. In a node the disk is a
-//! [`crate::storage::WriteBehind`], which merges consecutive batches in memory and hands sled
-//! one batch every few thousand writes: what a crash can take is still whole batches only. Two
+//! [`crate::storage::Resident`]: the state in memory, its batches gathered into journal records
+//! of a few hundred KiB: what a crash can take is still whole batches only. Two
 //! places do flush, because they let openraft forget log entries: building a snapshot (after
 //! which the log may be purged) and installing one. Snapshots themselves are files
 //! (`raft::snapshot`, which gets the parts of this store it needs, `storage::snapshots`).

@@ -1,6 +1,6 @@
 //! The process edge: open the disk, bind the listeners, serve until SIGTERM/SIGINT, shut down
 //! in order (a leader hands leadership over first, then stop accepting, finish in-flight
-//! requests, stop Raft, flush sled).
+//! requests, stop Raft, flush the state's journal).
 //!
 //! The hand-over (`membership::hand_over`) runs while the node still accepts: requests that
 //! arrive meanwhile are forwarded to the new leader as on any follower, so a planned restart
@@ -30,8 +30,9 @@
 //! ("Watch" names only channels here, as in `tokio::sync::watch`: the Raft watchdog is a task,
 //! the stall detector a thread.)
 //!
-//! A Raft core can also fail without stopping: sled 0.34 never completes a flush after a write
-//! of its failed (seen on a full disk), so a log append awaits forever and the core answers
+//! A Raft core can also fail without stopping: a storage call that never returns (sled 0.34,
+//! which held the state machine before, never completed a flush after a failed write on a full
+//! disk) leaves a log append awaiting forever and the core answers
 //! nothing while its metrics still say "running". The watchdog therefore also asks the core a
 //! trivial question every [`RAFT_PROBE_INTERVAL`]; a core silent for
 //! [`RAFT_UNRESPONSIVE_AFTER`] is treated like a stopped one.
@@ -58,7 +59,7 @@ use crate::node;
 use crate::raft::Raft;
 use crate::space::{self, Alarm, DataDirSource};
 use crate::storage::fs::StdFs;
-use crate::storage::{Disk, SledDisk, WriteBehind};
+use crate::storage::{self, Disk, Resident, ResidentPolicy};
 use crate::transport::HttpTransport;
 
 /// How often the watchdog asks the Raft core a trivial question.
@@ -175,10 +176,9 @@ fn check_exposure(
     Ok(Addresses { peer, client })
 }
 
-/// Step 2: the data directory (its owner's only) and the disk stack on it: sled, behind the
-/// write-behind cache. The state machine's batches reach sled merged, a few per second, written
-/// by a thread of their own; reads are served from a cache in front of it when they can
-/// (`storage::WriteBehind`).
+/// Step 2: the data directory (its owner's only) and the state machine's disk on it: the state
+/// resident in memory over its journal and images in `state/` (`storage::resident`). A data
+/// directory of an earlier version, whose state sled held, is moved over first.
 fn open_disk_stack(data_dir: &Path, storage: &StorageConfig) -> anyhow::Result<Arc<dyn Disk>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -189,12 +189,24 @@ fn open_disk_stack(data_dir: &Path, storage: &StorageConfig) -> anyhow::Result<A
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {} to its owner", data_dir.display()))?;
     }
-    let sled = SledDisk::open(data_dir, storage.cache_bytes)
-        .with_context(|| format!("opening {}", data_dir.display()))?;
-    let read_cache_bytes = usize::try_from(storage.read_cache_bytes)
-        .context("storage.read_cache_bytes does not fit this machine's memory")?;
-    let disk = WriteBehind::new(Arc::new(sled), read_cache_bytes)
-        .context("starting the state machine's checkpoint thread")?;
+    let state_dir = data_dir.join("state");
+    let upgrading = data_dir.join("db").exists();
+    if upgrading && state_dir.exists() {
+        // An upgrade cut short: it starts over from sled, which is still whole.
+        std::fs::remove_dir_all(&state_dir)
+            .with_context(|| format!("removing {}", state_dir.display()))?;
+    }
+    let disk = Resident::open(Arc::new(StdFs), &state_dir, ResidentPolicy::product())
+        .with_context(|| format!("opening the state in {}", state_dir.display()))?;
+    if upgrading {
+        let moved = storage::upgrade_sled_into(data_dir, storage.cache_bytes, &disk)
+            .with_context(|| format!("moving the state of {} out of sled", data_dir.display()))?;
+        tracing::info!(
+            keys = moved.unwrap_or(0),
+            "moved the state machine out of sled into {}",
+            state_dir.display()
+        );
+    }
     Ok(Arc::new(disk))
 }
 

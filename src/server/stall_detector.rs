@@ -11,8 +11,8 @@
 //! with `RaftStopped::EXIT_CODE`, like the Raft watchdog).
 //!
 //! `after` must be far longer than anything the runtime thread legitimately does without
-//! yielding: the longest seen is a write-behind checkpoint into sled, ~120 ms at a million
-//! keys; file work (syncs, snapshots, the key index build) runs on the blocking pool.
+//! yielding: the longest seen was a write-behind checkpoint into sled, ~120 ms at a million
+//! keys (before the state became resident: `storage::resident`); file work (syncs, snapshots, the key index build) runs on the blocking pool.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};

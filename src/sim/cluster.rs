@@ -27,7 +27,7 @@ use crate::raft::events::{self, EventsError, FeedHead};
 use crate::raft::{reservations, state_machine};
 use crate::raft::{LogId, NodeId};
 use crate::storage::fs::SimFs;
-use crate::storage::{KeyValue, SimDisk, WriteBehind};
+use crate::storage::{KeyValue, Resident, ResidentPolicy};
 use crate::transport::{Transport, TransportError, TransportFuture, WireRequest, WireResponse};
 
 /// The simulated nodes' WAL segment size (a 16 KiB preallocation step).
@@ -89,18 +89,20 @@ pub fn address(id: NodeId) -> String {
     format!("10.0.0.{id}:{PORT}")
 }
 
-/// The write-behind threshold in the simulation: far below the product's
-/// ([`crate::storage::CHECKPOINT_WRITES`]), so that at simulated load checkpoints happen every
-/// few entries and power cuts fall before, during and between them.
-const SIM_CHECKPOINT_WRITES: usize = 48;
+/// The resident state's journal and images in the simulation: far below the product's
+/// (`ResidentPolicy::product`), so that at simulated load records are written every few
+/// entries, files roll and images are taken, and power cuts fall before, during and between
+/// them.
+fn sim_state_policy() -> ResidentPolicy {
+    ResidentPolicy::inline(4 << 10, 64 << 10, 32 << 10)
+}
 
 pub struct SimCluster {
     handle: Handle,
     pub config: Arc<Config>,
-    disks: BTreeMap<NodeId, SimDisk>,
-    /// What each node's state machine runs on: its disk under the write-behind layer, which
-    /// holds batches in memory (lost at a power cut) as the product's does.
-    state_disks: BTreeMap<NodeId, Arc<WriteBehind>>,
+    /// What each node's state machine runs on: the resident state over the node's files (its
+    /// memory lost at a power cut, then reloaded from what the files kept).
+    state_disks: BTreeMap<NodeId, Arc<Resident>>,
     files: BTreeMap<NodeId, SimFs>,
     hosts: BTreeMap<NodeId, HostId>,
     client: NodeHandle,
@@ -145,20 +147,21 @@ impl SimCluster {
         config
             .validate()
             .expect("simulation configuration is valid");
-        let mut disks = BTreeMap::new();
         let mut state_disks = BTreeMap::new();
         let mut files = BTreeMap::new();
         let mut hosts = BTreeMap::new();
         for id in 1..=options.nodes {
-            let disk = SimDisk::new();
-            disks.insert(id, disk.clone());
-            let disk = Arc::new(WriteBehind::with_checkpoint_writes(
-                Arc::new(disk),
-                SIM_CHECKPOINT_WRITES,
-            ));
-            state_disks.insert(id, disk.clone());
             let fs = SimFs::new();
             files.insert(id, fs.clone());
+            let disk = Arc::new(
+                Resident::open(
+                    Arc::new(fs.clone()),
+                    &data_dir(id).join("state"),
+                    sim_state_policy(),
+                )
+                .expect("a fresh simulated disk opens"),
+            );
+            state_disks.insert(id, disk.clone());
             let node_config = config.clone();
             let host = handle
                 .create_node()
@@ -176,7 +179,6 @@ impl SimCluster {
         Self {
             handle,
             config,
-            disks,
             state_disks,
             files,
             hosts,
@@ -239,9 +241,10 @@ impl SimCluster {
     /// the files' synced bytes plus a seeded-random prefix of the unsynced ones (a torn write in
     /// the middle of a log record, which recovery must cut).
     fn power_cut(&self, id: NodeId) {
-        self.state_disks[&id].discard_pending();
-        self.disks[&id].crash();
         self.files[&id].crash(|unsynced| madsim::rand::thread_rng().gen_range(0..=unsynced));
+        self.state_disks[&id]
+            .reload()
+            .expect("the files a power cut left are readable");
     }
 
     /// Starts a killed node again from what its disk kept (kills it first if it runs).
@@ -253,9 +256,10 @@ impl SimCluster {
 
     /// Erases a node's disk entirely (it must be killed; restart it to bring it back empty).
     pub fn wipe(&self, id: NodeId) {
-        self.state_disks[&id].discard_pending();
-        self.disks[&id].wipe();
         self.files[&id].wipe();
+        self.state_disks[&id]
+            .reload()
+            .expect("an empty simulated disk opens");
     }
 
     /// Cuts traffic from `from` to `to` (one direction).
@@ -355,11 +359,6 @@ impl SimCluster {
         Some(client.health().await.ok()?.ok().ok()?.data)
     }
 
-    /// Node `id`'s simulated disk (shared with the node).
-    pub fn disk(&self, id: NodeId) -> SimDisk {
-        self.disks[&id].clone()
-    }
-
     /// Node `id`'s whole state machine, key by key.
     pub fn state_pairs(&self, id: NodeId) -> Vec<KeyValue> {
         state_machine::read_state_pairs(&*self.state_disks[&id])
@@ -420,7 +419,7 @@ const RESTART_AFTER_REFUSAL: Duration = Duration::from_secs(1);
 /// never return (a returning init future would make madsim treat the node as exited). A node
 /// that refuses to start because its empty disk belongs to a voter tries again every
 /// [`RESTART_AFTER_REFUSAL`], until the fault's heal removed it from the membership.
-async fn run_node(id: NodeId, config: Arc<Config>, disk: Arc<WriteBehind>, fs: SimFs) {
+async fn run_node(id: NodeId, config: Arc<Config>, disk: Arc<Resident>, fs: SimFs) {
     let app = loop {
         let seams = Seams {
             clock: Arc::new(SkewedClock),

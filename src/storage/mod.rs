@@ -1,18 +1,17 @@
-//! The storage seam: one small, synchronous key-value interface ([`Disk`]) under the Raft log
-//! store and the state-machine store.
+//! The storage seam: one small, synchronous key-value interface ([`Disk`]) under the
+//! state-machine store, and the files ([`fs`]) under the Raft log ([`wal`]), the snapshots
+//! ([`snapshots`]) and the state's own journal and images.
 //!
-//! Why a seam: sled spawns OS threads, which a madsim run forbids (or, if allowed, makes the run
-//! irreproducible). So the stores above talk to a [`Disk`], and there are two:
+//! Why a seam: the simulation must crash the real storage code and keep only what was made
+//! durable, without OS threads (which a madsim run forbids). The [`Disk`]s:
 //!
-//! - [`SledDisk`]: the product. One sled tree per node; every [`WriteBatch`] is applied with
-//!   `Tree::apply_batch`, which sled makes atomic; [`Disk::flush`] is sled's flush followed by
-//!   a real fsync of its files (see `sled_disk`).
+//! - [`Resident`]: the product's and the simulation's. The whole state in memory, made durable
+//!   as a journal of batches and images of the state, on the [`fs::Fs`] seam (real files, or
+//!   simulated ones that keep only what was synced, plus a torn tail).
 //! - [`SimDisk`]: an in-memory disk that survives a simulated kill but keeps **only what was
-//!   flushed**, so the simulation catches an acknowledgement sent before its fsync.
-//!
-//! - [`WriteBehind`]: over either, what a node's state machine runs on: consecutive batches
-//!   merged in memory and handed below as one batch every [`CHECKPOINT_WRITES`] writes or at
-//!   `flush` (sled pays two IO-buffer writes per batch, whatever its size).
+//!   flushed**; for unit tests of the stores above.
+//! - [`SledDisk`]: where earlier versions kept the state; read once to move an older data
+//!   directory's state into the resident one.
 //!
 //! All give the same guarantees the stores rely on:
 //! 1. a batch is all-or-nothing, also across a crash;
@@ -25,11 +24,10 @@
 
 pub mod fs;
 pub mod keys;
-mod read_cache;
+pub mod resident;
 mod sim_disk;
 pub mod snapshots;
 pub mod wal;
-mod write_behind;
 // sled spawns OS threads, which a madsim run forbids: the simulation uses SimDisk only.
 #[cfg(not(madsim))]
 mod sled_disk;
@@ -37,24 +35,16 @@ mod sled_disk;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use resident::{Policy as ResidentPolicy, Resident};
 pub use sim_disk::SimDisk;
 #[cfg(not(madsim))]
-pub use sled_disk::SledDisk;
-pub use write_behind::{WriteBehind, CHECKPOINT_WRITES};
+pub use sled_disk::{upgrade_into as upgrade_sled_into, SledDisk};
 
-/// sled's page cache unless configured (`storage.cache_bytes`): 32 MiB.
-///
-/// sled's own default is 1 GiB, and what it counts against the limit is the pages' serialized
-/// size: the decoded nodes and their per-write deltas in memory take about four times that
-/// (measured with heaptrack at 1,000,000 records: ~250 MB of sled heap under a 64 MiB limit).
-/// With 1 GiB a node holding a million records used 380-460 MiB of RSS; with 32 MiB, 190-245
-/// MiB, for ~8% of the throughput at that size (one run each; smaller states fit in it).
-/// docs/performance.md, "Memory".
-/// Reads that miss it are served from the OS page cache.
+/// sled's page cache unless configured (`storage.cache_bytes`): 32 MiB, used only to move an
+/// older data directory's state out of sled.
 pub const CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
 
-/// The state machine's read cache unless configured (`storage.read_cache_bytes`): 48 MiB,
-/// about 280,000 records (see `read_cache`; docs/performance.md, "Memory").
+/// `storage.read_cache_bytes` unless configured (the setting no longer has an effect).
 pub const READ_CACHE_BYTES_DEFAULT: u64 = 48 * 1024 * 1024;
 
 /// Failures of the storage layer. None of them is an answer to a client.
@@ -145,9 +135,8 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 /// this limit holds (asserted where the chunk size is set, `raft::idempotency_log`).
 pub const DISK_DECODE_LIMIT_BYTES: usize = 32 << 20;
 
-/// Where the values [`decode`] reads live: sled keeps the state machine in the data directory's
-/// `db` file (its default tree).
-pub const DATABASE: &str = "the node's sled database (db in the data directory)";
+/// Where the values [`decode`] reads live: the resident state (`state/` in the data directory).
+pub const DATABASE: &str = "the node's state (state/ in the data directory)";
 
 /// Decodes a value read from under `key` in the node's database ([`DATABASE`]).
 pub fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StorageError> {
@@ -235,6 +224,7 @@ pub fn decode_in<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn exercise(disk: &dyn Disk) {
         let mut batch = WriteBatch::default();
@@ -295,6 +285,55 @@ mod tests {
     #[test]
     fn sim_disk_reads_scans_and_deletes() {
         exercise(&SimDisk::new());
+    }
+
+    #[test]
+    fn resident_state_reads_scans_and_deletes() {
+        let fs = Arc::new(fs::SimFs::new());
+        let policy = ResidentPolicy::inline(64, 1024, 512);
+        exercise(&Resident::open(fs, std::path::Path::new("/state"), policy).unwrap());
+    }
+
+    /// An older data directory's state moves out of sled whole, and sled's files go.
+    #[cfg(not(madsim))]
+    #[test]
+    fn an_older_data_directory_moves_out_of_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let sled = SledDisk::open(dir.path(), CACHE_BYTES_DEFAULT).unwrap();
+            let mut batch = WriteBatch::default();
+            for i in 0..10_000u32 {
+                batch.put(format!("Sr{i:06}").into_bytes(), i.to_le_bytes().to_vec());
+            }
+            sled.write(batch).unwrap();
+            test_runtime().block_on(sled.flush()).unwrap();
+        }
+        wait_until_unlocked(&dir.path().join("db"), std::time::Duration::from_secs(10));
+        let state = dir.path().join("state");
+        let open = || {
+            Resident::open(
+                Arc::new(fs::StdFs),
+                &state,
+                ResidentPolicy::inline(4096, 1 << 20, u64::MAX),
+            )
+            .unwrap()
+        };
+        let resident = open();
+        let moved = upgrade_sled_into(dir.path(), CACHE_BYTES_DEFAULT, &resident).unwrap();
+        assert_eq!(moved, Some(10_000));
+        assert!(!dir.path().join("db").exists());
+        assert_eq!(
+            upgrade_sled_into(dir.path(), CACHE_BYTES_DEFAULT, &resident).unwrap(),
+            None
+        );
+        drop(resident);
+        // From its image alone (the journal after it is empty).
+        let resident = open();
+        assert_eq!(resident.size().0, 10_000);
+        assert_eq!(
+            resident.get(b"Sr004321").unwrap(),
+            Some(4321u32.to_le_bytes().to_vec())
+        );
     }
 
     #[cfg(not(madsim))]

@@ -1,4 +1,6 @@
-//! [`Disk`] on sled: the product's storage.
+//! [`Disk`] on sled: where earlier stockraft versions kept the state machine. A node now keeps
+//! it resident (`storage::resident`); sled is opened only to move an older data directory's
+//! state over ([`upgrade_into`]).
 //!
 //! Durability note: sled 0.34's own flush ends in `sync_file_range` on Linux, which neither
 //! persists file-size metadata nor flushes the drive's write cache, and it never syncs the files
@@ -8,7 +10,75 @@
 
 use std::path::{Path, PathBuf};
 
+use super::resident::Resident;
 use super::{Disk, FlushFuture, KeyValue, Order, StorageError, Write, WriteBatch};
+
+/// Keys copied per batch while upgrading.
+const UPGRADE_PAGE_KEYS: usize = 4096;
+
+/// Moves the state of an older data directory, held by sled in `data_dir` (its `db` file),
+/// into `into` (opened empty): every key, a page at a time, then an image of it all, fsynced;
+/// only then are sled's files deleted (`db` first: it is what marks a directory to upgrade, so
+/// a crash before that redoes the upgrade from the start, and one after it leaves only files
+/// nothing reads). Returns how many keys moved, or `None` if there was no sled database.
+pub fn upgrade_into(
+    data_dir: &Path,
+    cache_bytes: u64,
+    into: &Resident,
+) -> Result<Option<usize>, StorageError> {
+    let db_file = data_dir.join("db");
+    if !db_file.exists() {
+        return Ok(None);
+    }
+    let moved = {
+        let sled = SledDisk::open(data_dir, cache_bytes)?;
+        let mut moved = 0;
+        let mut start = Vec::new();
+        loop {
+            let page = sled.scan(&start, &[0xFF; 8], Order::Ascending, UPGRADE_PAGE_KEYS)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            start = last.clone();
+            start.push(0);
+            moved += page.len();
+            let mut batch = WriteBatch::default();
+            for (key, value) in page {
+                batch.put(key, value);
+            }
+            into.write(batch)?;
+        }
+        moved
+    };
+    into.write_image_now()?;
+    into.sync()?;
+    let remove = |path: PathBuf| match std::fs::remove_file(&path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    };
+    let cleaned = (|| {
+        remove(db_file)?;
+        remove(data_dir.join("conf"))?;
+        for entry in std::fs::read_dir(data_dir)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or("");
+            if name.starts_with("snap.") {
+                remove(path)?;
+            }
+        }
+        match std::fs::remove_dir_all(data_dir.join("blobs")) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        std::fs::File::open(data_dir)?.sync_all()
+    })();
+    cleaned
+        .map_err(|error| StorageError::Disk(format!("removing the old sled database: {error}")))?;
+    Ok(Some(moved))
+}
 
 /// One sled database per node; everything lives in its default tree so that any batch (log
 /// entries and their metadata, or state-machine data and "applied up to") is one atomic

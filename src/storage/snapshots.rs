@@ -266,14 +266,26 @@ impl SnapshotWriter {
         Ok(())
     }
 
+    /// Gives up on this file: its temporary file goes (a leftover one would go at the next
+    /// open anyway).
+    pub fn abandon(self) {
+        let _ = self.dir.fs.remove(&self.temp);
+    }
+
     /// Writes the trailer and makes the snapshot durable under its name.
     pub fn finish(mut self) -> io::Result<SnapshotFile> {
         self.put(&TRAILER_MARK.to_le_bytes())?;
         self.put(&self.count.to_le_bytes())?;
         let crc = self.hasher.clone().finalize();
         self.buffer.extend_from_slice(&crc.to_le_bytes());
-        self.drain()?;
-        self.dir.adopt(&self.temp, &self.name)
+        let adopted = self
+            .drain()
+            .and_then(|()| self.dir.adopt(&self.temp, &self.name));
+        if adopted.is_err() {
+            // Nothing half-written stays behind (a full disk would keep collecting them).
+            let _ = self.dir.fs.remove(&self.temp);
+        }
+        adopted
     }
 }
 

@@ -6,7 +6,7 @@
 //! scope, [`identity_bytes`]): the request's fingerprint, its first response, and when it
 //! expires. Entries are numbered in the order they are stored; entry `n` is a slot of a chunk
 //! ([`ChunkLayout`]: chunk `n / KEYS_PER_CHUNK`, slot `n % KEYS_PER_CHUNK`), and each chunk is
-//! one sled value ([`chunk_key`]: `Sq` + chunk number). Three numbers describe the log, stored
+//! one stored value ([`chunk_key`]: `Sq` + chunk number). Three numbers describe the log, stored
 //! beside it in the state machine (so they are in every snapshot):
 //! - *next* (`Smn`): the number the next stored entry gets;
 //! - *front* (`Smf`, "first"): the first entry not forgotten. Every entry below it is
@@ -16,9 +16,8 @@
 //!   reused after it expired), or forgotten out of stored order (see `apply_call`).
 //!
 //! ## Why a log of chunks
-//! Storing and forgetting an entry costs sled nothing per entry: the newest chunk is rewritten
-//! in memory and handed to sled once per checkpoint (`storage::WriteBehind`), and a whole chunk
-//! is deleted at once. Format 3 kept each entry under its own sled key, in expiry order: at the
+//! Storing and forgetting an entry costs the disk nothing per entry: the newest chunk is
+//! rewritten once per apply call, and a whole chunk is deleted at once. Format 3 kept each entry under its own sled key, in expiry order: at the
 //! key cap (a million keys) every keyed write inserted one sled key and deleted another (~6 µs
 //! of sled each, on every node) and read the next keys to evict back from sled; throughput at
 //! the cap fell to ~70% of a fresh cluster's (docs/performance.md, "Aging"). Before that

@@ -16,7 +16,7 @@ use crate::storage::keys;
 /// Log entries whose reservations share a chunk. An id names the entry that created its
 /// reservation, so it names its chunk: `log index / LOG_ENTRIES_PER_CHUNK`. Most entries create
 /// at most one reservation (a hold or a cart), so a chunk holds at most 32: ~3 KB of one-line
-/// holds, written as one sled value per checkpoint however many of them change; a batch entry
+/// holds, written as one value per apply call however many of them change; a batch entry
 /// creates up to `inventory::BATCH_HOLD_LINES_MAX` (100) one-line holds, about a 100-line
 /// cart's bytes, so a chunk stays within a few hundred KB. A
 /// constant of the replicated state machine: every replica must lay the state out the same way.

@@ -36,14 +36,14 @@
 //! the same bytes whatever their apply-call boundaries.
 //!
 //! ## Why packed
-//! A plain reserve rewrites a record, which the write-behind layer (`storage::WriteBehind`)
-//! merges: at 1,000 SKUs a checkpoint hands sled at most 1,000 distinct keys. Format 4 stored a
+//! A plain reserve rewrites a record: one key. (When sled held the state, behind a layer that
+//! merged writes, a checkpoint at 1,000 SKUs handed sled at most 1,000 distinct keys.) Format 4 stored a
 //! key per reservation, per due entry and per ended reservation, so a hold inserted two fresh
 //! sled keys and a commit one more (and rewrote a cold one): ~6 µs of sled each on every node.
 //! Holds ran at 0.63-0.72x and commits at 0.52-0.59x of plain reserves, and a million live
 //! holds cost ~200 MiB of RSS over their data (docs/performance.md, "Reservations at scale").
 //! Packed, as the idempotency log's entries are (its format 4), a run of holds rewrites the
-//! newest chunk and its due buckets in memory, and sled sees each once per checkpoint. Format
+//! newest chunk and its due buckets in memory, and the disk sees each once per apply call. Format
 //! 4's keys are packed when a node opens and when an older snapshot is installed
 //! ([`upgrade_layout`]; the `upgrade` module says how).
 //!

@@ -1,7 +1,7 @@
 //! The packed values one call reads and changes (chunks, due buckets, slots of the retention
 //! queue), decoded: each read from the disk the first time the call needs it, and written back
-//! once when the call ends, so that sled sees one value per changed chunk, bucket or slot per
-//! call (and the write-behind layer one per checkpoint), never a key per reservation
+//! once when the call ends, so that the disk sees one value per changed chunk, bucket or slot
+//! per call, never a key per reservation
 //! ([`PackedValues`]); and the operations on them ([`PackedState`]).
 
 use std::collections::{BTreeMap, BTreeSet};
