@@ -1602,3 +1602,62 @@ fn a_corrupt_format3_entry_stops_the_upgrade_and_leaves_its_page_unpacked() {
         assert_eq!(read_state_pairs(&disk).unwrap(), format3, "nothing packed");
     });
 }
+
+/// The log store keeps its newest entries decoded (`raft::log_store`, "The newest entries"):
+/// what it reads back after a truncation, a new append and a purge is what the WAL holds, never
+/// an entry it dropped.
+#[test]
+fn the_log_store_reads_back_only_what_a_truncation_and_a_purge_left() {
+    use openraft::RaftLogReader;
+    let skus = |entries: Vec<Entry>| -> Vec<(u64, String)> {
+        entries
+            .into_iter()
+            .map(|entry| {
+                let sku = match entry.payload {
+                    EntryPayload::Normal(Request {
+                        command: Command::Create { key, .. },
+                        ..
+                    }) => key.sku,
+                    _ => String::new(),
+                };
+                (entry.log_id.index, sku)
+            })
+            .collect()
+    };
+    let expected = |range: std::ops::RangeInclusive<u64>, tag: &str| -> Vec<(u64, String)> {
+        range.map(|i| (i, format!("{tag}{i}"))).collect()
+    };
+    block_on(async {
+        let mut log = log_store(Arc::new(SimFs::new()), std::path::Path::new("/node"));
+        let first: Vec<Entry> = (1..=10)
+            .map(|i| create_entry(i, &format!("a{i}"), 1))
+            .collect();
+        append(&mut log, first).await;
+        assert_eq!(
+            skus(log.try_get_log_entries(3..=10).await.unwrap()),
+            expected(3..=10, "a")
+        );
+        log.truncate_after(Some(log_id(1, 5))).await.unwrap();
+        assert_eq!(
+            skus(log.try_get_log_entries(1..11).await.unwrap()),
+            expected(1..=5, "a")
+        );
+        assert_eq!(skus(log.try_get_log_entries(6..).await.unwrap()), vec![]);
+        let second: Vec<Entry> = (6..=8)
+            .map(|i| create_entry(i, &format!("b{i}"), 1))
+            .collect();
+        append(&mut log, second).await;
+        let mut both = expected(4..=5, "a");
+        both.extend(expected(6..=8, "b"));
+        assert_eq!(skus(log.try_get_log_entries(4..).await.unwrap()), both);
+        log.purge(log_id(1, 6)).await.unwrap();
+        assert_eq!(
+            skus(log.try_get_log_entries(7..=8).await.unwrap()),
+            expected(7..=8, "b")
+        );
+        assert_eq!(
+            skus(log.try_get_log_entries(4..=8).await.unwrap()),
+            expected(7..=8, "b")
+        );
+    });
+}

@@ -563,6 +563,11 @@ impl Wal {
     }
 
     /// The last entry's index and bytes.
+    /// The index of the last entry, if any.
+    pub fn last_index(&self) -> Option<u64> {
+        self.lock().state.index.keys().next_back().copied()
+    }
+
     pub fn last_entry(&self) -> io::Result<Option<(u64, Vec<u8>)>> {
         let last = self.lock().state.index.keys().next_back().copied();
         match last {
