@@ -25,8 +25,9 @@
 # data directory exceeds the bound ARCHITECTURE.md documents: 128 MiB (the log behind
 # `snapshot_log_bytes`, one segment and slack) plus 7 times the newest snapshot S (a state
 # larger than a quarter of `snapshot_log_bytes` keeps a log as large as S before the next
-# snapshot: 1 S; two snapshot files and a third being built: 3 S; sled holding the same
-# state: measured up to 3.4 S).
+# snapshot: 1 S; two snapshot files and a third being built: 3 S; the state's own files,
+# two images and the journal since the newest: about 3 S + 64 MiB; sled, which held the state
+# before, measured up to 3.4 S).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -181,13 +182,14 @@ PY
   figures_failed="$(cat "$WORK/figures-failed")"
 fi
 
-# Where each node's bytes are: the Raft log, the snapshot files, and sled (the state machine).
+# Where each node's bytes are: the Raft log, the snapshot files, and the state machine's own
+# files (its journal and images, state/).
 for id in 1 2 3; do
   dir="$WORK/stockraft/node-$id"
   wal="$(du -sb "$dir/wal" 2>/dev/null | cut -f1 || echo 0)"
   snaps="$(du -sb "$dir/snapshots" 2>/dev/null | cut -f1 || echo 0)"
   total="$(data_dir_bytes "$id")"
-  say "node $id: $total bytes = log $wal + snapshots $snaps (newest $(snapshot_bytes "$id")) + state machine (sled) $((total - wal - snaps))"
+  say "node $id: $total bytes = log $wal + snapshots $snaps (newest $(snapshot_bytes "$id")) + state machine (state/) $((total - wal - snaps))"
 done
 kept=$((last * 100 / (first > 0 ? first : 1)))
 say "last interval at ${kept}% of the first (${last} vs ${first} reserves/s); faults: $(wc -l <"$WORK/faults.log" 2>/dev/null || echo 0)"

@@ -53,8 +53,8 @@ holds_at_scale() {
   [ "$(bench_field live ok)" -ge "$live" ] || { say "only $(bench_field live ok) holds were made"; exit 1; }
 
   # Each node's RSS now, then (after the snapshot below) the live data: a snapshot of the whole
-  # state, built on the leader. Its build reads the whole state through sled's cache, so RSS is
-  # read again after the steady run, with the live holds still in place.
+  # state, built on the leader. RSS is read again after the steady run, with the live holds
+  # still in place.
   : >"$WORK/rss"
   rss_now() {
     local id
