@@ -59,7 +59,7 @@ use crate::node;
 use crate::raft::Raft;
 use crate::space::{self, Alarm, DataDirSource};
 use crate::storage::fs::StdFs;
-use crate::storage::{self, Disk, Resident, ResidentPolicy};
+use crate::storage::{self, Disk, ResidentPolicy};
 use crate::transport::HttpTransport;
 
 /// How often the watchdog asks the Raft core a trivial question.
@@ -189,22 +189,14 @@ fn open_disk_stack(data_dir: &Path, storage: &StorageConfig) -> anyhow::Result<A
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {} to its owner", data_dir.display()))?;
     }
-    let state_dir = data_dir.join("state");
-    let upgrading = data_dir.join("db").exists();
-    if upgrading && state_dir.exists() {
-        // An upgrade cut short: it starts over from sled, which is still whole.
-        std::fs::remove_dir_all(&state_dir)
-            .with_context(|| format!("removing {}", state_dir.display()))?;
-    }
-    let disk = Resident::open(Arc::new(StdFs), &state_dir, ResidentPolicy::product())
-        .with_context(|| format!("opening the state in {}", state_dir.display()))?;
-    if upgrading {
-        let moved = storage::upgrade_sled_into(data_dir, storage.cache_bytes, &disk)
-            .with_context(|| format!("moving the state of {} out of sled", data_dir.display()))?;
+    let (disk, moved) =
+        storage::open_node_state(data_dir, storage.cache_bytes, ResidentPolicy::product())
+            .with_context(|| format!("opening the state in {}", data_dir.display()))?;
+    if let Some(keys) = moved {
         tracing::info!(
-            keys = moved.unwrap_or(0),
+            keys,
             "moved the state machine out of sled into {}",
-            state_dir.display()
+            data_dir.join("state").display()
         );
     }
     Ok(Arc::new(disk))

@@ -38,7 +38,7 @@ use std::pin::Pin;
 pub use resident::{Policy as ResidentPolicy, Resident};
 pub use sim_disk::SimDisk;
 #[cfg(not(madsim))]
-pub use sled_disk::{upgrade_into as upgrade_sled_into, SledDisk};
+pub use sled_disk::{open_node_state, upgrade_into as upgrade_sled_into, SledDisk};
 
 /// sled's page cache unless configured (`storage.cache_bytes`): 32 MiB, used only to move an
 /// older data directory's state out of sled.
@@ -334,6 +334,42 @@ mod tests {
             resident.get(b"Sr004321").unwrap(),
             Some(4321u32.to_le_bytes().to_vec())
         );
+    }
+
+    /// An upgrade cut short (a partial `state/` beside sled's `db`) starts over from sled: the
+    /// partial state's keys are not kept.
+    #[cfg(not(madsim))]
+    #[test]
+    fn an_upgrade_cut_short_starts_over_from_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let sled = SledDisk::open(dir.path(), CACHE_BYTES_DEFAULT).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.put(b"Sr-from-sled".to_vec(), b"1".to_vec());
+            sled.write(batch).unwrap();
+            test_runtime().block_on(sled.flush()).unwrap();
+        }
+        wait_until_unlocked(&dir.path().join("db"), std::time::Duration::from_secs(10));
+        {
+            // What a crash midway left: a state directory holding a key sled never had.
+            let policy = ResidentPolicy::inline(1, 1 << 20, u64::MAX);
+            let partial =
+                Resident::open(Arc::new(fs::StdFs), &dir.path().join("state"), policy).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.put(b"Sr-partial".to_vec(), b"2".to_vec());
+            partial.write(batch).unwrap();
+            partial.sync().unwrap();
+        }
+        let policy = ResidentPolicy::inline(4096, 1 << 20, u64::MAX);
+        let (state, moved) = open_node_state(dir.path(), CACHE_BYTES_DEFAULT, policy).unwrap();
+        assert_eq!(moved, Some(1));
+        assert_eq!(state.get(b"Sr-from-sled").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(state.get(b"Sr-partial").unwrap(), None);
+        drop(state);
+        // Done: the next open moves nothing and keeps the state.
+        let (state, moved) = open_node_state(dir.path(), CACHE_BYTES_DEFAULT, policy).unwrap();
+        assert_eq!(moved, None);
+        assert_eq!(state.size().0, 1);
     }
 
     #[cfg(not(madsim))]

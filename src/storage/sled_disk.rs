@@ -10,11 +10,37 @@
 
 use std::path::{Path, PathBuf};
 
-use super::resident::Resident;
+use super::fs::StdFs;
+use super::resident::{Policy as ResidentPolicy, Resident};
 use super::{Disk, FlushFuture, KeyValue, Order, StorageError, Write, WriteBatch};
 
 /// Keys copied per batch while upgrading.
 const UPGRADE_PAGE_KEYS: usize = 4096;
+
+/// Opens a node's state in `<data_dir>/state` (`storage::resident`), first moving the state of
+/// a data directory written by an earlier version out of sled ([`upgrade_into`]). An upgrade cut
+/// short by a crash left a partial `state/` beside sled's `db`, which is still whole: that
+/// `state/` is removed and the upgrade starts over. Returns how many keys moved, if any did.
+pub fn open_node_state(
+    data_dir: &Path,
+    cache_bytes: u64,
+    policy: ResidentPolicy,
+) -> Result<(Resident, Option<usize>), StorageError> {
+    let state_dir = data_dir.join("state");
+    let upgrading = data_dir.join("db").exists();
+    if upgrading && state_dir.exists() {
+        std::fs::remove_dir_all(&state_dir).map_err(|error| {
+            StorageError::Disk(format!("removing {}: {error}", state_dir.display()))
+        })?;
+    }
+    let resident = Resident::open(std::sync::Arc::new(StdFs), &state_dir, policy)?;
+    let moved = if upgrading {
+        upgrade_into(data_dir, cache_bytes, &resident)?
+    } else {
+        None
+    };
+    Ok((resident, moved))
+}
 
 /// Moves the state of an older data directory, held by sled in `data_dir` (its `db` file),
 /// into `into` (opened empty): every key, a page at a time, then an image of it all, fsynced;

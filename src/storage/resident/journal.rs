@@ -120,6 +120,8 @@ pub struct Replayed {
     pub records: u64,
     /// Where a torn tail was cut, if the file had one.
     pub cut_at: Option<u64>,
+    /// Bytes of the file's whole records (its size, once a torn tail is cut).
+    pub bytes: u64,
 }
 
 /// Applies every record of the file at `path` to `map`, in order. In the newest file
@@ -150,6 +152,7 @@ pub fn replay(fs: &dyn Fs, path: &Path, newest: bool, map: &mut Map) -> io::Resu
             Ok(Replayed {
                 records,
                 cut_at: Some(offset),
+                bytes: offset,
             })
         };
         if size - offset < HEADER_BYTES as u64 {
@@ -176,6 +179,7 @@ pub fn replay(fs: &dyn Fs, path: &Path, newest: bool, map: &mut Map) -> io::Resu
     Ok(Replayed {
         records,
         cut_at: None,
+        bytes: offset,
     })
 }
 

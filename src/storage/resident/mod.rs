@@ -133,6 +133,8 @@ struct Journal {
     unsynced: u64,
     /// The image thread is to fsync the current file ahead of its roll (see [`SYNC_AHEAD_BYTES`]).
     sync_due: bool,
+    /// Syncs ahead done (each wakes whoever waits on `wake`).
+    synced_ahead: u64,
     /// Why the journal stopped: memory may be ahead of the disk.
     failed: Option<StorageError>,
     /// The image thread is to end.
@@ -256,6 +258,18 @@ impl Shared {
         self.map
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until `done` holds of the journal (checked whenever `wake` is notified: an image
+    /// finished, a sync ahead done), for at most `limit`; whether it held.
+    #[cfg(test)]
+    fn wait_until(&self, limit: std::time::Duration, done: impl Fn(&Journal) -> bool) -> bool {
+        let journal = lock(&self.journal);
+        let (journal, _) = self
+            .wake
+            .wait_timeout_while(journal, limit, |journal| !done(journal))
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        done(&journal)
     }
 
     fn wait<'a>(&self, journal: MutexGuard<'a, Journal>) -> MutexGuard<'a, Journal> {
@@ -421,6 +435,8 @@ impl Shared {
                 if let Err(error) = file.sync() {
                     tracing::warn!(%error, "syncing the state journal ahead of its roll failed");
                 }
+                lock(&self.journal).synced_ahead += 1;
+                self.wake.notify_all();
                 continue;
             }
             if let Err(error) = self.write_image() {
@@ -474,11 +490,9 @@ fn recover(fs: &Arc<dyn Fs>, dir: &Path) -> Result<(SnapshotDir, Map, Journal), 
             fs.remove(path).map_err(disk_error)?;
             continue;
         }
-        journal::replay(fs, path, Some(*number) == newest, &mut map).map_err(disk_error)?;
-        since_image += fs
-            .open(path, false)
-            .and_then(|file| file.size())
-            .map_err(disk_error)?;
+        since_image += journal::replay(fs, path, Some(*number) == newest, &mut map)
+            .map_err(disk_error)?
+            .bytes;
     }
     let number = newest.map_or(replay_from, |newest| (newest + 1).max(replay_from));
     let file = create_file(fs, dir, number).map_err(disk_error)?;
@@ -495,6 +509,7 @@ fn recover(fs: &Arc<dyn Fs>, dir: &Path) -> Result<(SnapshotDir, Map, Journal), 
         due: false,
         unsynced: 0,
         sync_due: false,
+        synced_ahead: 0,
         failed: None,
         stop: false,
     };

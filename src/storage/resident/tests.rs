@@ -189,16 +189,16 @@ fn an_image_copied_during_writes_recovers_whole_batches() {
                 }
                 i
             });
-            // Several images are written meanwhile.
+            // Several images are written meanwhile (each one's end wakes the waiter).
             let images_dir = Path::new("/node/state/images");
-            let mut seen = std::collections::BTreeSet::new();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while seen.len() < 4 && std::time::Instant::now() < deadline {
-                for name in fs.list(images_dir).unwrap() {
-                    seen.insert(name);
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+            let seen = Mutex::new(std::collections::BTreeSet::new());
+            disk.shared
+                .wait_until(std::time::Duration::from_secs(20), |_| {
+                    let mut seen = lock(&seen);
+                    seen.extend(fs.list(images_dir).unwrap());
+                    seen.len() >= 4
+                });
+            let seen = seen.into_inner().unwrap();
             stop.store(true, Ordering::Relaxed);
             let last = writer.join().unwrap();
             assert!(
@@ -207,9 +207,12 @@ fn an_image_copied_during_writes_recovers_whole_batches() {
             );
         });
         // Wait for the image in flight, then cut the power: only synced bytes stay.
-        while lock(&disk.shared.journal).imaging {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        assert!(
+            disk.shared
+                .wait_until(std::time::Duration::from_secs(20), |journal| !journal
+                    .imaging),
+            "round {round}: the image in flight never ended"
+        );
         fs.crash(|_| 0);
         disk.reload().unwrap();
         let kept = applied(&disk);
@@ -311,12 +314,11 @@ fn the_image_thread_syncs_the_journal_ahead_of_its_roll() {
         disk.write(batch).unwrap();
         written += 1024;
     }
-    // The thread syncs outside any lock: wait until it has.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while lock(&disk.shared.journal).sync_due && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    // The thread syncs outside any lock: wait until it has done one.
+    disk.shared
+        .wait_until(std::time::Duration::from_secs(10), |journal| {
+            journal.synced_ahead > 0
+        });
     fs.crash(|_| 0);
     disk.reload().unwrap();
     let kept = applied(&disk);
