@@ -386,3 +386,91 @@ fn a_batch_entry_stores_and_feeds_each_applied_line_in_order() {
         );
     });
 }
+
+/// A packed batch (`Command::PackedBatch`, the form the batch route proposes) through the state
+/// machine: unpacked there and applied exactly as the batch of its lines, in a call carrying
+/// enough lines to run off the runtime thread (`APPLY_OFF_RUNTIME_LINES_MIN`) as in one that
+/// does not: the same state and the same feed. Packed bytes that do not decode change nothing
+/// but the applied index, on every replica alike.
+#[test]
+fn a_packed_batch_stores_and_feeds_what_its_lines_would() {
+    use stockraft::inventory::{BatchLine, ErrorPolicy, PackedLines};
+    use stockraft::raft::state_machine::APPLY_OFF_RUNTIME_LINES_MIN;
+    let entry = |index: u64, command| Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(Request {
+            command,
+            proposed_at_ms: 1_767_225_600_000,
+            idempotency: None,
+        }),
+    };
+    let lines = |count: usize| -> Vec<BatchLine> {
+        (0..count)
+            .map(|n| {
+                let key = RecordKey::new("s1", &format!("sku-{}", n % 97)).unwrap();
+                match n % 3 {
+                    0 => BatchLine::Set {
+                        key,
+                        qty: 10,
+                        expected_version: None,
+                    },
+                    1 => BatchLine::Reserve {
+                        key,
+                        quantity: 1,
+                        expected_version: None,
+                        ttl_ms: None,
+                    },
+                    _ => BatchLine::Adjust {
+                        key,
+                        delta: 2,
+                        expected_version: Some(1),
+                    },
+                }
+            })
+            .collect()
+    };
+    block_on(async {
+        for count in [5, APPLY_OFF_RUNTIME_LINES_MIN * 2] {
+            let lines = lines(count);
+            let policy = ErrorPolicy::RejectFailedLines;
+            let (mut plain, mut packed) = (store(), store());
+            let batch = Command::Batch {
+                lines: lines.clone(),
+                policy,
+            };
+            apply(&mut plain, vec![membership_entry(1), entry(2, batch)]).await;
+            let command = Command::packed_batch(&lines, policy);
+            apply(&mut packed, vec![membership_entry(1), entry(2, command)]).await;
+            assert_eq!(feed(&packed), feed(&plain), "{count} lines");
+            // Every third line sets a record (creating it): each is at least one event.
+            assert!(feed(&packed).len() >= count / 3, "{count} lines");
+            assert_eq!(packed.state_pairs().unwrap(), plain.state_pairs().unwrap());
+
+            let garbage: PackedLines = {
+                let config = bincode::config::standard();
+                let bytes = bincode::serde::encode_to_vec((3u32, vec![200u8, 1, 2]), config);
+                bincode::serde::decode_from_slice(&bytes.unwrap(), config)
+                    .unwrap()
+                    .0
+            };
+            let records = |store: &StateMachineStore| {
+                (0..97)
+                    .map(|n| {
+                        let key = RecordKey::new("s1", &format!("sku-{n}")).unwrap();
+                        store.record(&key).unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let before = records(&packed);
+            let last_seq = packed.feed_head().unwrap().last_seq;
+            let bad = Command::PackedBatch {
+                lines: garbage,
+                policy,
+            };
+            apply(&mut packed, vec![entry(3, bad)]).await;
+            assert_eq!(records(&packed), before);
+            assert_eq!(packed.feed_head().unwrap().last_seq, last_seq);
+            assert_eq!(packed.applied().unwrap().map(|id| id.index), Some(3));
+        }
+    });
+}

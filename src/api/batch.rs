@@ -5,9 +5,9 @@
 //! the longest lines fit), then reads every line on its own with the wire rules
 //! (`client::wire::BatchLineRequest`), so that a 400 names every malformed line by index
 //! (the first [`INVALID_LINES_LISTED_MAX`] of them) instead of stopping at the first. Nothing
-//! is proposed unless every line is well formed. The lines become one `Command::Batch` that the
-//! write skeleton (`api::inventory`) proposes at the leader (a follower forwards the parsed
-//! command, not the body) and this module renders:
+//! is proposed unless every line is well formed. The lines become one `Command::PackedBatch`
+//! (encoded once, here) that the write skeleton (`api::inventory`) proposes at the leader (a
+//! follower forwards the parsed command, not the body) and this module renders:
 //!
 //! - `rejectEverything` (the default): 200 `{results: [{index, record, reservationId?}]}`, or the
 //!   seed's error shape with code `BATCH_REFUSED`, the status of the first failing line's cause
@@ -143,7 +143,7 @@ fn parse(raw: &RawRequest) -> Result<(Command, Form), ApiError> {
         BatchErrorPolicy::RejectEverything => ErrorPolicy::RejectEverything,
         BatchErrorPolicy::RejectFailedLines => ErrorPolicy::RejectFailedLines,
     };
-    Ok((Command::Batch { lines, policy }, form))
+    Ok((Command::packed_batch(&lines, policy), form))
 }
 
 /// Every line read on its own; a 400 listing the malformed ones if any is.
@@ -231,7 +231,7 @@ fn record(value: Value) -> Result<BatchLine, String> {
 /// policy. An applied batch's body (up to 10,000 records, ~3 MB) is made on the blocking pool
 /// as it is sent ([`json_off_runtime`]).
 fn render(app: &App, command: &Command, form: &Form, response: inventory::Response) -> Response {
-    let Command::Batch { policy, .. } = command else {
+    let (Command::Batch { policy, .. } | Command::PackedBatch { policy, .. }) = command else {
         return ApiError::internal("the batch route proposed another command").into_response();
     };
     let inventory::Response {

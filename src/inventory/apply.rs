@@ -7,7 +7,8 @@
 use super::batch;
 use super::change::{invalid, Change};
 use super::command::{
-    Command, CommandResult, NewRecord, Rejection, Request, Response, BATCH_RECORDS_MAX,
+    unpack_lines, Command, CommandResult, NewRecord, Rejection, Request, Response,
+    BATCH_RECORDS_MAX,
 };
 use super::event::{events_of, Changed, Event, EventKind};
 use super::lifecycle;
@@ -26,11 +27,15 @@ pub struct ApplyContext {
 }
 
 /// Applies one request. Deterministic: depends only on its arguments.
+///
+/// A packed batch is applied as the batch it unpacks to (a state machine unpacks it first, to
+/// load the records its lines name into `view`: it is then a `Command::Batch` here).
 pub fn apply(
     view: &impl StateView,
     request: &Request,
     context: ApplyContext,
 ) -> (Response, Effects) {
+    let request = &*request.unpacked();
     if let Some(Err(message)) = request.idempotency.as_ref().map(|key| key.check()) {
         // Nothing to remember the answer under: refused, and not stored.
         let response = Response {
@@ -114,7 +119,9 @@ fn what_changed<'a>(command: &Command, change: &'a Change) -> Changed<'a> {
     match command {
         Command::Create { .. } | Command::CreateBatch { .. } => seed(EventKind::Created, None),
         // A batch's events are its lines' (`batch::execute`).
-        Command::StartFeed | Command::Batch { .. } => Changed::Nothing,
+        Command::StartFeed | Command::Batch { .. } | Command::PackedBatch { .. } => {
+            Changed::Nothing
+        }
         Command::Adjust { delta, .. } => seed(EventKind::Adjusted, Some(*delta)),
         // An accepted reserve took >= 0 units; a refused one (any quantity) writes nothing.
         Command::Reserve { quantity, .. } => seed(EventKind::Reserved, quantity.checked_neg()),
@@ -200,6 +207,11 @@ fn execute(
         Command::StartFeed => Ok(Change::nothing(CommandResult::FeedStarted)),
         // Applied by `batch::execute` (see `run`), never here.
         Command::Batch { .. } => Err(invalid("a batch is applied line by line")),
+        // Reaches here only if its lines did not unpack (`Request::unpacked`).
+        Command::PackedBatch { lines, .. } => Err(invalid(&match unpack_lines(lines) {
+            Ok(_) => "a packed batch is applied unpacked".to_string(),
+            Err(error) => error.to_string(),
+        })),
     }
 }
 

@@ -41,8 +41,6 @@
 //! batch (asserted by a test). The idempotency log bounds how many entries it keeps, not their
 //! bytes: keyed batches of 10,000 lines make its entries up to ~5,000 times a single write's.
 
-use std::collections::BTreeMap;
-
 use super::change::{changed, existing, invalid, Change};
 use super::command::{
     BatchLine, BatchResults, CommandResult, ErrorPolicy, IdempotencyId, LineRefusal, LineResult,
@@ -53,7 +51,7 @@ use super::lifecycle;
 use super::one_record;
 use super::record::{Record, RecordKey};
 use super::reservation::{Reservation, ReservationId, CART_LINES_MAX};
-use super::state::{IdempotencyEntry, StateView};
+use super::state::{IdempotencyEntry, KeyMap, StateView};
 
 /// Most bytes a stored batch answer takes per line, in the log's encoding (bincode, varints),
 /// keys left out: a record of five integers at their largest and a reservation id (~40), or a
@@ -101,7 +99,7 @@ pub fn execute(
             format!("a batch holds at most {BATCH_HOLD_LINES_MAX} lines with a ttl, got {holds}");
         return refused(invalid(&message));
     }
-    let mut overlay = Overlay::new(view);
+    let mut overlay = Overlay::new(view, lines.len());
     let mut results = Vec::with_capacity(lines.len());
     let mut refusals = Vec::new();
     let mut applied = Vec::new();
@@ -148,8 +146,9 @@ fn refused(rejection: Rejection) -> (Change, Vec<Event>) {
 /// top of it.
 struct Overlay<'a, V> {
     view: &'a V,
-    /// Each record the batch changed, as its last line left it.
-    records: BTreeMap<RecordKey, Record>,
+    /// Each record the batch changed, as its last line left it. Looked up, never iterated
+    /// (`order` is the order): its hash seed changes nothing.
+    records: KeyMap<RecordKey, Record>,
     /// The keys of `records` in the order the batch first wrote them: the order of the writes.
     order: Vec<RecordKey>,
     /// Reservations the batch created so far.
@@ -157,11 +156,11 @@ struct Overlay<'a, V> {
 }
 
 impl<'a, V: StateView> Overlay<'a, V> {
-    fn new(view: &'a V) -> Self {
+    fn new(view: &'a V, lines: usize) -> Self {
         Self {
             view,
-            records: BTreeMap::new(),
-            order: Vec::new(),
+            records: KeyMap::with_capacity_and_hasher(lines, Default::default()),
+            order: Vec::with_capacity(lines),
             holds: 0,
         }
     }

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::packed::{Packed, UnpackError};
 use super::record::{Record, RecordKey};
 use super::reservation::{Reservation, ReservationId, ReservationStatus};
 
@@ -81,7 +82,20 @@ pub enum Command {
         lines: Vec<BatchLine>,
         policy: ErrorPolicy,
     },
+    /// A [`Command::Batch`] as it is proposed: its lines packed into one byte string, encoded
+    /// once where the request came in ([`PackedLines`]: an entry of thousands of lines is
+    /// copied, not walked, on its way through the WAL and to the followers). Each state
+    /// machine unpacks it into the `Batch` it applies ([`Request::unpacked`]); lines that do
+    /// not unpack are refused as `Invalid`. The earlier proposals of the batch route were the
+    /// `Batch` itself, which an older log may still hold: both apply alike.
+    PackedBatch {
+        lines: PackedLines,
+        policy: ErrorPolicy,
+    },
 }
+
+/// A batch's lines as [`Command::PackedBatch`] carries them (`inventory::packed`).
+pub type PackedLines = Packed<BatchLine>;
 
 /// What a [`Command::Batch`] does when some of its lines cannot apply. Stored in the log:
 /// variants are only added at the end.
@@ -206,6 +220,14 @@ pub struct NewRecord {
 }
 
 impl Command {
+    /// The batch of `lines` as it is proposed: packed ([`Command::PackedBatch`]).
+    pub fn packed_batch(lines: &[BatchLine], policy: ErrorPolicy) -> Command {
+        Command::PackedBatch {
+            lines: PackedLines::pack(lines),
+            policy,
+        }
+    }
+
     pub fn operation(&self) -> Operation {
         match self {
             Command::Create { .. } => Operation::Create,
@@ -218,7 +240,7 @@ impl Command {
             Command::Release { .. } => Operation::Release,
             Command::Expire { .. } => Operation::Expire,
             Command::StartFeed => Operation::StartFeed,
-            Command::Batch { .. } => Operation::Batch,
+            Command::Batch { .. } | Command::PackedBatch { .. } => Operation::Batch,
         }
     }
 
@@ -235,7 +257,9 @@ impl Command {
             Command::Cart { lines, .. } => lines.iter().map(|line| &line.key).collect(),
             // A record named by several lines is named once per line.
             Command::Batch { lines, .. } => lines.iter().map(BatchLine::key).collect(),
-            Command::Commit { .. }
+            // Unpacked first (`Request::unpacked`): undecodable lines name nothing.
+            Command::PackedBatch { .. }
+            | Command::Commit { .. }
             | Command::Release { .. }
             | Command::Expire { .. }
             | Command::StartFeed => Vec::new(),
@@ -249,6 +273,7 @@ impl Command {
             Command::CreateBatch { records } => records.len(),
             Command::Cart { lines, .. } => lines.len(),
             Command::Batch { lines, .. } => lines.len(),
+            Command::PackedBatch { lines, .. } => lines.len(),
             Command::Expire { ids } => ids.len(),
             Command::Create { .. }
             | Command::Adjust { .. }
@@ -274,7 +299,8 @@ impl Command {
             | Command::Hold { .. }
             | Command::Cart { .. }
             | Command::StartFeed
-            | Command::Batch { .. } => &[],
+            | Command::Batch { .. }
+            | Command::PackedBatch { .. } => &[],
         }
     }
 
@@ -285,15 +311,34 @@ impl Command {
     /// encoding, behind a prefix no whole encoding starts with (a command's first byte is its
     /// variant index, below [`FINGERPRINT_DIGEST_TAG`]). A collision is as likely as one of
     /// SHA-256's.
+    ///
+    /// A packed batch has the fingerprint of the batch it unpacks to, computed from its bytes
+    /// (they are the lines' encoding): a retry is recognised whichever form either took.
     pub fn fingerprint(&self) -> Vec<u8> {
-        let encoded = bincode::serde::encode_to_vec(self, bincode::config::standard())
-            .expect("encoding a command into memory cannot fail");
-        if !matches!(self, Command::Batch { .. }) {
-            return encoded;
-        }
         use sha2::Digest;
+        let encode = |command: &Command| {
+            bincode::serde::encode_to_vec(command, bincode::config::standard())
+                .expect("encoding a command into memory cannot fail")
+        };
+        let digest = match self {
+            Command::Batch { .. } => sha2::Sha256::digest(encode(self)),
+            Command::PackedBatch { lines, policy } => {
+                // The batch of no line: its variant index, a count of 0 (one byte each: both
+                // are below 251) and the policy. Its lines' place holds the packed bytes.
+                let empty = encode(&Command::Batch {
+                    lines: Vec::new(),
+                    policy: *policy,
+                });
+                let mut hasher = sha2::Sha256::new();
+                hasher.update(&empty[..1]);
+                hasher.update(lines.bytes());
+                hasher.update(&empty[2..]);
+                hasher.finalize()
+            }
+            _ => return encode(self),
+        };
         let mut fingerprint = vec![FINGERPRINT_DIGEST_TAG];
-        fingerprint.extend_from_slice(&sha2::Sha256::digest(&encoded));
+        fingerprint.extend_from_slice(&digest);
         fingerprint
     }
 }
@@ -387,6 +432,34 @@ pub struct Request {
     /// scope), and anonymous keys are written exactly as they were: see `idempotency_wire`.
     #[serde(with = "idempotency_wire")]
     pub idempotency: Option<IdempotencyKey>,
+}
+
+impl Request {
+    /// The request as a state machine applies it: a packed batch unpacked into the
+    /// [`Command::Batch`] of its lines (decoded once, here). Anything else, and packed lines
+    /// that do not unpack (apply refuses them as `Invalid`), is the request itself.
+    pub fn unpacked(&self) -> std::borrow::Cow<'_, Request> {
+        use std::borrow::Cow;
+        let Command::PackedBatch { lines, policy } = &self.command else {
+            return Cow::Borrowed(self);
+        };
+        match unpack_lines(lines) {
+            Ok(lines) => Cow::Owned(Request {
+                command: Command::Batch {
+                    lines,
+                    policy: *policy,
+                },
+                proposed_at_ms: self.proposed_at_ms,
+                idempotency: self.idempotency.clone(),
+            }),
+            Err(_) => Cow::Borrowed(self),
+        }
+    }
+}
+
+/// A packed batch's lines: at most [`BATCH_LINES_MAX`].
+pub fn unpack_lines(lines: &PackedLines) -> Result<Vec<BatchLine>, UnpackError> {
+    lines.unpack(BATCH_LINES_MAX)
 }
 
 /// The log encoding of [`Request::idempotency`].

@@ -35,6 +35,7 @@ mod event;
 mod lifecycle;
 mod log_time;
 mod one_record;
+mod packed;
 mod record;
 mod reservation;
 mod state;
@@ -45,14 +46,16 @@ pub use apply::{apply, ApplyContext};
 pub use batch::{BATCH_HOLD_LINES_MAX, BATCH_STORED_LINE_BYTES_MAX};
 pub use command::{
     BatchLine, BatchResults, CartLine, Command, CommandResult, ErrorPolicy, IdempotencyId,
-    IdempotencyKey, LineRefusal, LineResult, NewRecord, Operation, Rejection, Request, Response,
-    BATCH_LINES_MAX, BATCH_RECORDS_MAX, IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_SCOPE_LENGTH_MAX,
+    IdempotencyKey, LineRefusal, LineResult, NewRecord, Operation, PackedLines, Rejection, Request,
+    Response, BATCH_LINES_MAX, BATCH_RECORDS_MAX, IDEMPOTENCY_KEY_LENGTH_MAX,
+    IDEMPOTENCY_SCOPE_LENGTH_MAX,
 };
 pub use event::{Event, EventFilter, EventKind};
 pub use log_time::{next_log_time, proposal_stamp, LOG_TIME_STEP_MAX_MS};
+pub use packed::{Packed, UnpackError, PACKED_BYTES_MAX};
 pub use record::{Record, RecordKey, ValidationError, SKU_LENGTH_MAX, STORE_ID_LENGTH_MAX};
 pub use reservation::{
     Reservation, ReservationId, ReservationLine, ReservationStatus, CART_LINES_MAX, EXPIRE_IDS_MAX,
     HELD_RESERVATIONS_MAX, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN, RESERVATIONS_PER_ENTRY_MAX,
 };
-pub use state::{Effects, IdempotencyEntry, MemoryState, StateView};
+pub use state::{Effects, IdempotencyEntry, KeyMap, MemoryState, StateView};

@@ -399,7 +399,7 @@ mod tests {
         use crate::inventory::{BatchLine, ErrorPolicy, BATCH_LINES_MAX};
         use crate::inventory::{SKU_LENGTH_MAX, STORE_ID_LENGTH_MAX};
         use openraft::vote::RaftLeaderIdExt;
-        let lines = (0..BATCH_LINES_MAX)
+        let lines: Vec<BatchLine> = (0..BATCH_LINES_MAX)
             .map(|n| BatchLine::Reserve {
                 key: RecordKey {
                     store_id: "s".repeat(STORE_ID_LENGTH_MAX),
@@ -417,10 +417,7 @@ mod tests {
         crate::raft::Entry {
             log_id: crate::raft::LogId::new(leader, index),
             payload: openraft::EntryPayload::Normal(Request {
-                command: Command::Batch {
-                    lines,
-                    policy: ErrorPolicy::RejectFailedLines,
-                },
+                command: Command::packed_batch(&lines, ErrorPolicy::RejectFailedLines),
                 proposed_at_ms: u64::MAX,
                 idempotency: Some(IdempotencyKey {
                     scope: "s".repeat(crate::inventory::IDEMPOTENCY_SCOPE_LENGTH_MAX),

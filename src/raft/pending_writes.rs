@@ -6,25 +6,31 @@
 //! read of the state inside the call goes through [`PendingWrites::get`]: the pending write of
 //! the key if there is one (a deletion reads as absent), else the disk. The idempotency log is
 //! the one part of the state that keeps its pending writes itself (its chunks).
-
-use std::collections::BTreeMap;
+//!
+//! The writes are a hash map, sorted by key only when they leave ([`PendingWrites::write_into`]):
+//! a batch of 8,000 lines reads and writes each of its records here, and an ordered map made
+//! every one of those a walk down a tree comparing long keys (`perf`: ordered-map searches and
+//! their key comparisons were ~40% of all CPU under batches, docs/performance.md). Its
+//! iteration order is never looked at, so its per-process hash seed changes nothing
+//! (`inventory::KeyMap`).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::inventory::KeyMap;
 use crate::storage::{decode, encode, Disk, StorageError, WriteBatch};
 
 /// The writes of one apply call: key -> new value, `None` deletes.
 pub struct PendingWrites<'d> {
     disk: &'d dyn Disk,
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: KeyMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl<'d> PendingWrites<'d> {
     pub fn new(disk: &'d dyn Disk) -> Self {
         Self {
             disk,
-            writes: BTreeMap::new(),
+            writes: KeyMap::default(),
         }
     }
 
@@ -52,7 +58,9 @@ impl<'d> PendingWrites<'d> {
 
     /// Adds every pending write to `batch`, in key order.
     pub fn write_into(self, batch: &mut WriteBatch) {
-        for (key, value) in self.writes {
+        let mut writes: Vec<_> = self.writes.into_iter().collect();
+        writes.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        for (key, value) in writes {
             match value {
                 Some(value) => batch.put(key, value),
                 None => batch.delete(key),

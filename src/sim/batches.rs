@@ -148,7 +148,7 @@ fn draw_line<R: Rng>(rng: &mut R, last_version: Option<u64>) -> Op {
 
 /// The command a plan sends.
 pub fn command_of(plan: &BatchPlan) -> Command {
-    let lines = plan
+    let lines: Vec<BatchLine> = plan
         .lines
         .iter()
         .map(|(sku, op)| {
@@ -179,10 +179,7 @@ pub fn command_of(plan: &BatchPlan) -> Command {
             }
         })
         .collect();
-    Command::Batch {
-        lines,
-        policy: plan.policy,
-    }
+    Command::packed_batch(&lines, plan.policy)
 }
 
 /// Runs one batch client: `batches` batches one after the other against random nodes.

@@ -645,3 +645,62 @@ fn the_same_log_of_batches_gives_the_same_state_and_answers_on_every_replica() {
     };
     assert_eq!(play(), play());
 }
+
+/// A packed batch (the form the batch route proposes) applies exactly as the batch of its
+/// lines: the same answer, records and events, and the same fingerprint for a keyed retry
+/// whichever form either took. Bytes that do not unpack are refused as `Invalid`, changing
+/// nothing.
+#[test]
+fn a_packed_batch_applies_as_its_lines_and_undecodable_bytes_change_nothing() {
+    let lines = vec![
+        adjust("a", -3),
+        reserve("missing", 1),
+        set("b", 9, Some(1)),
+        hold("a", 2),
+        reserve("a", 1),
+    ];
+    let mut plain = stocked();
+    let mut packed = stocked();
+    for policy in [
+        ErrorPolicy::RejectFailedLines,
+        ErrorPolicy::RejectEverything,
+    ] {
+        let command = Command::packed_batch(&lines, policy);
+        assert_eq!(command.line_count(), lines.len());
+        assert_eq!(command.operation(), Operation::Batch);
+        assert_eq!(
+            command.fingerprint(),
+            batch(policy, lines.clone()).fingerprint()
+        );
+        let (answer, events) = plain.step(batch(policy, lines.clone()));
+        assert_eq!(packed.step(command), (answer, events));
+        assert_eq!(packed.state, plain.state);
+    }
+    // A keyed packed batch is replayed by the same lines sent unpacked, and the other way.
+    let (first, _) = packed.step_keyed(
+        Command::packed_batch(&lines, ErrorPolicy::RejectFailedLines),
+        "k",
+    );
+    let (again, events) = packed.step_keyed(each_line(lines.clone()), "k");
+    assert!(again.replayed && events.is_empty());
+    assert_eq!(again.result, first.result);
+
+    let garbage: PackedLines = {
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec((3u32, vec![200u8, 1, 2]), config).unwrap();
+        bincode::serde::decode_from_slice(&bytes, config).unwrap().0
+    };
+    let before = packed.state.clone();
+    let (answer, events) = packed.step(Command::PackedBatch {
+        lines: garbage,
+        policy: ErrorPolicy::RejectFailedLines,
+    });
+    match answer.result {
+        CommandResult::Err(Rejection::Invalid { message }) => {
+            assert!(message.contains("do not decode"), "{message}")
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(events.is_empty());
+    assert_eq!(packed.state, before);
+}
