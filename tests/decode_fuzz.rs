@@ -40,8 +40,9 @@ use stockraft::app::forward::{ProposeBatch, ProposeItem, PROPOSE_BATCH_ITEMS_MAX
 use stockraft::client::routes;
 use stockraft::client::wire::{CreateRequest, ReserveRequest};
 use stockraft::inventory::{
-    Command, Event, EventKind, IdempotencyEntry, IdempotencyKey, NewRecord, Operation, Record,
-    RecordKey, Request, ReservationId, Response,
+    BatchLine, Command, ErrorPolicy, Event, EventKind, IdempotencyEntry, IdempotencyKey, NewRecord,
+    Operation, PackedLines, Record, RecordKey, Request, ReservationId, Response, BATCH_LINES_MAX,
+    PACKED_BYTES_MAX,
 };
 use stockraft::raft::events::FeedPosition;
 use stockraft::raft::log_store::LogStore;
@@ -135,6 +136,39 @@ fn request(store_id: &str, sku: &str, quantity: i64) -> Request {
             ttl_ms: 1000,
         }),
     }
+}
+
+/// The same request carrying a packed batch of two lines (`Command::PackedBatch`): the bytes
+/// that the RPC decoder copies whole and each state machine unpacks.
+fn packed_request(store_id: &str, sku: &str, quantity: i64) -> Request {
+    let key = RecordKey::new(store_id, sku).unwrap();
+    let lines = [
+        BatchLine::Reserve {
+            key: key.clone(),
+            quantity,
+            expected_version: Some(3),
+            ttl_ms: Some(60_000),
+        },
+        BatchLine::Set {
+            key,
+            qty: quantity,
+            expected_version: None,
+        },
+    ];
+    Request {
+        command: Command::packed_batch(&lines, ErrorPolicy::RejectFailedLines),
+        ..request(store_id, sku, quantity)
+    }
+}
+
+/// Unpacks `bytes` as a packed batch's lines, as a state machine does (the count taken from
+/// the list's own length, the first byte); whether they unpacked.
+fn packed_lines(bytes: &[u8]) -> bool {
+    let count = u32::from(bytes.first().copied().unwrap_or(0));
+    let config = bincode::config::standard();
+    let wire = bincode::serde::encode_to_vec((count, bytes.to_vec()), config).unwrap();
+    let packed: PackedLines = bincode::serde::decode_from_slice(&wire, config).unwrap().0;
+    packed.unpack(BATCH_LINES_MAX).is_ok()
 }
 
 fn entry(term: u64, index: u64, request: Request) -> Entry {
@@ -388,6 +422,21 @@ fn event() -> Event {
 fn all_decoders() -> Vec<Decoder> {
     let mut decoders = rpc_decoders();
     decoders.extend(disk_decoders());
+    decoders.push(rpc_decoder(
+        "append request carrying a packed batch",
+        &append_request(packed_request("store-1", "SKU-1", 5)),
+        rpc::<AppendEntriesRequest<TypeConfig>>,
+    ));
+    let packed = packed_request("store-1", "SKU-1", 5);
+    let Command::PackedBatch { lines, .. } = &packed.command else {
+        unreachable!("a packed request")
+    };
+    decoders.push(Decoder {
+        name: "a packed batch's lines, unpacked",
+        valid: lines.bytes().to_vec(),
+        decode: packed_lines,
+        limit_bytes: PACKED_BYTES_MAX,
+    });
     decoders
 }
 
