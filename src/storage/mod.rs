@@ -299,16 +299,11 @@ mod tests {
     #[test]
     fn an_older_data_directory_moves_out_of_sled() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let sled = SledDisk::open(dir.path(), CACHE_BYTES_DEFAULT).unwrap();
-            let mut batch = WriteBatch::default();
-            for i in 0..10_000u32 {
-                batch.put(format!("Sr{i:06}").into_bytes(), i.to_le_bytes().to_vec());
-            }
-            sled.write(batch).unwrap();
-            test_runtime().block_on(sled.flush()).unwrap();
+        let mut batch = WriteBatch::default();
+        for i in 0..10_000u32 {
+            batch.put(format!("Sr{i:06}").into_bytes(), i.to_le_bytes().to_vec());
         }
-        wait_until_unlocked(&dir.path().join("db"), std::time::Duration::from_secs(10));
+        write_flushed_into_sled(dir.path(), batch);
         let state = dir.path().join("state");
         let open = || {
             Resident::open(
@@ -342,14 +337,9 @@ mod tests {
     #[test]
     fn an_upgrade_cut_short_starts_over_from_sled() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let sled = SledDisk::open(dir.path(), CACHE_BYTES_DEFAULT).unwrap();
-            let mut batch = WriteBatch::default();
-            batch.put(b"Sr-from-sled".to_vec(), b"1".to_vec());
-            sled.write(batch).unwrap();
-            test_runtime().block_on(sled.flush()).unwrap();
-        }
-        wait_until_unlocked(&dir.path().join("db"), std::time::Duration::from_secs(10));
+        let mut batch = WriteBatch::default();
+        batch.put(b"Sr-from-sled".to_vec(), b"1".to_vec());
+        write_flushed_into_sled(dir.path(), batch);
         {
             // What a crash midway left: a state directory holding a key sled never had.
             let policy = ResidentPolicy::inline(1, 1 << 20, u64::MAX);
@@ -379,6 +369,20 @@ mod tests {
         exercise(&SledDisk::open(dir.path(), CACHE_BYTES_DEFAULT).unwrap());
     }
 
+    /// Writes `batch` into a sled data directory at `dir`, flushes it and closes sled, then
+    /// waits until sled's own threads let go of its file lock (a moment after the last handle
+    /// drops; on a loaded machine, not at once), so that the directory can be opened again.
+    #[cfg(not(madsim))]
+    fn write_flushed_into_sled(dir: &std::path::Path, batch: WriteBatch) {
+        {
+            let sled = SledDisk::open(dir, CACHE_BYTES_DEFAULT).unwrap();
+            sled.write(batch).unwrap();
+            // sled's flush ends in a blocking fsync on tokio's blocking pool.
+            test_runtime().block_on(sled.flush()).unwrap();
+        }
+        wait_until_unlocked(&dir.join("db"), std::time::Duration::from_secs(10));
+    }
+
     /// Blocks until nobody holds the `flock` sled takes on `file` (the kernel wakes the
     /// waiter when it is released), for at most `limit`; then lets go of it again.
     #[cfg(not(madsim))]
@@ -403,17 +407,9 @@ mod tests {
     #[test]
     fn sled_disk_keeps_flushed_writes_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let disk = SledDisk::open(dir.path(), CACHE_BYTES_DEFAULT).unwrap();
-            let mut batch = WriteBatch::default();
-            batch.put(b"k".to_vec(), b"v".to_vec());
-            disk.write(batch).unwrap();
-            // sled's flush ends in a blocking fsync on tokio's blocking pool.
-            test_runtime().block_on(disk.flush()).unwrap();
-        }
-        // sled's own threads let go of the file lock a moment after the last handle drops
-        // (on a loaded machine, not at once): wait for the lock itself, then open.
-        wait_until_unlocked(&dir.path().join("db"), std::time::Duration::from_secs(10));
+        let mut batch = WriteBatch::default();
+        batch.put(b"k".to_vec(), b"v".to_vec());
+        write_flushed_into_sled(dir.path(), batch);
         let disk = SledDisk::open(dir.path(), CACHE_BYTES_DEFAULT).unwrap();
         assert_eq!(disk.get(b"k").unwrap(), Some(b"v".to_vec()));
     }
